@@ -1,0 +1,216 @@
+"""The ``pgkura`` command: argument parsing, settings, output, progress and exit codes.
+
+Only this module prints and exits. Data (ids, JSON) goes to stdout; messages, progress and
+errors go to stderr, an error line followed by a ``hint:`` line. Heavy modules are imported
+inside the commands, because archive-push and archive-get start once per WAL segment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from pgkura.config import SETTINGS, Config, load_config
+from pgkura.errors import ExitCode, PgkuraError
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("pgkura")
+
+
+def _settings_options(func: F) -> F:
+    for s in reversed(SETTINGS):
+        func = click.option(
+            s.flag, s.name, default=None, help=f"{s.help} [env {s.env}]", metavar=s.type.__name__
+        )(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", default=None, help="TOML config file [env PGKURA_CONFIG]")
+@_settings_options
+@click.version_option(package_name="pgkura")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, **flags: Any) -> None:
+    """Backup and point-in-time recovery for PostgreSQL."""
+    ctx.obj = {"flags": flags, "config_file": config_file}
+
+
+def _config(ctx: click.Context) -> Config:
+    obj = ctx.find_root().obj
+    cfg: Config | None = obj.get("config")
+    if cfg is None:
+        cfg = obj["config"] = load_config(obj["flags"], obj["config_file"])
+        level = getattr(logging, cfg.log_level.upper(), None)
+        if not isinstance(level, int):
+            raise PgkuraError(
+                f"unknown log level {cfg.log_level!r}", hint="use debug, info, warning or error"
+            )
+        logging.basicConfig(level=level, format="pgkura: %(message)s", stream=sys.stderr)
+    return cfg
+
+
+def _jobs(jobs: int | None) -> int:
+    from pgkura.physical.backup import default_jobs
+
+    if jobs is not None and jobs < 1:
+        raise PgkuraError(f"--jobs must be at least 1, not {jobs}")
+    return jobs or default_jobs()
+
+
+def _emit(output: str, data: dict[str, Any], text: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        click.echo(text)
+
+
+def _progress() -> Any:
+    from pgkura.cli_progress import make_progress
+
+    return make_progress()
+
+
+OUTPUT = click.option(
+    "--output", type=click.Choice(["text", "json"]), default="text", help="output format"
+)
+JOBS = click.option(
+    "--jobs", "-j", type=int, default=None, help="parallel workers (default: cores)"
+)
+
+
+@cli.command()
+@click.option("--compress", default="zstd:3", show_default=True, help="zstd[:level], lz4, none")
+@click.option("--block-size", type=int, default=65536, show_default=True, help="bytes per block")
+@click.pass_context
+def init(ctx: click.Context, compress: str, block_size: int) -> None:
+    """Create an empty repository at --repo."""
+    from pgkura.commands.init import run_init
+
+    repo = run_init(_config(ctx), compression=compress, block_size=block_size)
+    click.echo(
+        f"initialised repository {repo.storage.location} ({repo.config.compression})", err=True
+    )
+
+
+@cli.command()
+@click.option(
+    "--type",
+    "backup_type",
+    type=click.Choice(["offline", "online"]),
+    default=None,
+    help="offline (server stopped) or online; default: online if the server runs, else offline",
+)
+@click.option("--force", is_flag=True, help="offline: copy even if the server seems to be running")
+@JOBS
+@OUTPUT
+@click.pass_context
+def backup(
+    ctx: click.Context, backup_type: str | None, force: bool, jobs: int | None, output: str
+) -> None:
+    """Take a physical backup of the cluster at --pgdata."""
+    from pgkura.commands.backup import run_backup
+    from pgkura.errors import ChecksumFailuresError
+
+    cfg = _config(ctx)
+    manifest = run_backup(
+        cfg, backup_type=backup_type, force=force, jobs=_jobs(jobs), progress=_progress()
+    )
+    _emit(output, {"id": manifest.id}, manifest.id)
+    if manifest.checksum_failures:
+        first = manifest.checksum_failures[0]
+        total = sum(int(f["count"]) for f in manifest.checksum_failures)
+        raise ChecksumFailuresError(
+            f"backup {manifest.id} was stored, but {total} page(s) failed their checksum "
+            f"(first: {first['path']} block {first['blocks'][0]})",
+            hint=f"see pgkura info {manifest.id}; the cluster has corrupt pages",
+        )
+
+
+@cli.command()
+@click.option("--target-dir", required=True, help="directory to restore the data directory into")
+@click.option("--backup", "backup_id", default=None, help="backup id or 'latest' (default)")
+@click.option(
+    "--tablespace-map",
+    multiple=True,
+    metavar="OID_OR_NAME=DIR",
+    help="restore a tablespace to another directory (repeatable)",
+)
+@click.option("--delta", is_flag=True, help="rewrite only what differs in an existing target")
+@JOBS
+@click.pass_context
+def restore(
+    ctx: click.Context,
+    target_dir: str,
+    backup_id: str | None,
+    tablespace_map: tuple[str, ...],
+    delta: bool,
+    jobs: int | None,
+) -> None:
+    """Restore a backup into --target-dir."""
+    from pgkura.commands.restore import run_restore
+
+    result = run_restore(
+        _config(ctx),
+        target_dir=target_dir,
+        backup_id=backup_id,
+        tablespace_map=list(tablespace_map),
+        delta=delta,
+        jobs=_jobs(jobs),
+        progress=_progress(),
+    )
+    s = result.stats
+    click.echo(
+        f"restored backup {result.manifest.id} into {result.target}: {s.files} files, "
+        f"{s.bytes_written} bytes written, {s.files_unchanged} unchanged, "
+        f"{s.files_removed} removed",
+        err=True,
+    )
+
+
+@cli.command()
+@click.argument("backup_id", required=False)
+@OUTPUT
+@click.pass_context
+def info(ctx: click.Context, backup_id: str | None, output: str) -> None:
+    """List the backups of the stanza (or show one)."""
+    from pgkura.cli_render import render_info
+    from pgkura.commands.info import run_info
+
+    data = run_info(_config(ctx), backup_id)
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        render_info(data, detail=backup_id is not None)
+
+
+def _fail(exc: PgkuraError) -> NoReturn:
+    click.echo(f"pgkura: error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+    sys.exit(int(exc.exit_code))
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="pgkura", standalone_mode=False)
+    except PgkuraError as exc:
+        _fail(exc)
+    except click.exceptions.Abort:
+        click.echo("pgkura: interrupted", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except click.ClickException as exc:
+        click.echo(f"pgkura: error: {exc.format_message()}", err=True)
+        click.echo("hint: see pgkura --help", err=True)
+        sys.exit(int(ExitCode.USAGE))
+    except KeyboardInterrupt:
+        click.echo("pgkura: interrupted; nothing was committed", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except BrokenPipeError:
+        os._exit(int(ExitCode.ERROR))
+    sys.exit(0)

@@ -1,0 +1,67 @@
+"""Text rendering of catalog data for people (JSON output bypasses this)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def render_info(data: dict[str, Any], detail: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(no_color="NO_COLOR" in os.environ, highlight=False)
+    sysid = data.get("system_identifier") or "-"
+    console.print(
+        f"stanza [bold]{data['stanza']}[/bold] in {data['repository']} "
+        f"(system identifier {sysid}, PostgreSQL {data.get('pg_version') or '-'})"
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("id", "kind", "method", "started", "finished", "size", "stored", "new", "notes"):
+        table.add_column(col, justify="right" if col in ("size", "stored", "new") else "left")
+    for b in data["backups"]:
+        notes = []
+        if b.get("forced"):
+            notes.append("forced")
+        failures = b.get("checksum_failures") or []
+        if failures:
+            notes.append(f"{sum(int(f['count']) for f in failures)} checksum failures")
+        table.add_row(
+            b["id"],
+            b["kind"],
+            b["method"],
+            b["started"],
+            b["finished"],
+            human_bytes(b["size_bytes"]),
+            human_bytes(b["stored_bytes"]),
+            human_bytes(b["new_bytes"]),
+            ", ".join(notes),
+        )
+    if not data["backups"]:
+        console.print("no backups yet")
+    else:
+        console.print(table)
+    if detail:
+        for b in data["backups"]:
+            for f in b.get("checksum_failures") or []:
+                blocks = ", ".join(str(x) for x in f["blocks"])
+                more = (
+                    f" and {f['count'] - len(f['blocks'])} more"
+                    if f["count"] > len(f["blocks"])
+                    else ""
+                )
+                console.print(f"checksum failure: {f['path']} block(s) {blocks}{more}")
+            for key in ("timeline", "start_lsn", "stop_lsn"):
+                if b.get(key) is not None:
+                    console.print(f"{key}: {b[key]}")

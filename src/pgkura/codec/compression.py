@@ -1,0 +1,103 @@
+"""Compression codecs as byte-to-byte transforms: zstd (default), lz4, none.
+
+A codec is named by a spec string, ``"zstd"``, ``"zstd:3"``, ``"lz4"``, ``"lz4:1"`` or
+``"none"``. Each stored object records its codec id, so objects written with different
+settings live side by side. Compressor objects are not thread-safe; one is kept per thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from pgkura.errors import ConfigError
+
+NONE, ZSTD, LZ4 = 0, 1, 2
+_NAMES = {"none": NONE, "zstd": ZSTD, "lz4": LZ4}
+_DEFAULT_LEVEL = {NONE: 0, ZSTD: 3, LZ4: 0}
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class Codec:
+    codec_id: int
+    level: int
+
+    @property
+    def spec(self) -> str:
+        name = next(n for n, i in _NAMES.items() if i == self.codec_id)
+        return name if self.codec_id == NONE else f"{name}:{self.level}"
+
+    def compress(self, data: bytes | memoryview) -> bytes:
+        if self.codec_id == ZSTD:
+            return bytes(_zstd_compressor(self.level).compress(data))
+        if self.codec_id == LZ4:
+            import lz4.block
+
+            return bytes(lz4.block.compress(data, store_size=False, compression=self.level))
+        return bytes(data)
+
+
+def parse_codec(spec: str) -> Codec:
+    """Parse ``"zstd:3"``-style specs; a bad spec is a configuration error, not a crash."""
+    name, _, level_text = spec.strip().lower().partition(":")
+    if name not in _NAMES:
+        raise ConfigError(
+            f"unknown compression {spec!r}",
+            hint="use zstd[:1-19], lz4[:0-16] or none",
+        )
+    codec_id = _NAMES[name]
+    if not level_text:
+        return Codec(codec_id, _DEFAULT_LEVEL[codec_id])
+    try:
+        level = int(level_text)
+    except ValueError:
+        raise ConfigError(f"compression level {level_text!r} is not a number") from None
+    limits = {NONE: (0, 0), ZSTD: (-7, 22), LZ4: (0, 16)}[codec_id]
+    if not limits[0] <= level <= limits[1]:
+        raise ConfigError(
+            f"compression level {level} is out of range for {name}",
+            hint=f"use a level from {limits[0]} to {limits[1]}",
+        )
+    return Codec(codec_id, level)
+
+
+def decompress(codec_id: int, data: bytes | memoryview, raw_length: int) -> bytes:
+    """Decompress a payload written by the codec ``codec_id``; raises ValueError when damaged."""
+    if codec_id == NONE:
+        return bytes(data)
+    if codec_id == ZSTD:
+        import zstandard
+
+        try:
+            return bytes(_zstd_decompressor().decompress(data, max_output_size=raw_length))
+        except zstandard.ZstdError as exc:
+            raise ValueError(f"zstd: {exc}") from None
+    if codec_id == LZ4:
+        import lz4.block
+
+        try:
+            return bytes(lz4.block.decompress(data, uncompressed_size=raw_length))
+        except lz4.block.LZ4BlockError as exc:
+            raise ValueError(f"lz4: {exc}") from None
+    raise ValueError(f"unknown codec id {codec_id}")
+
+
+def _zstd_compressor(level: int) -> Any:
+    cache: dict[int, Any] = _local.__dict__.setdefault("zc", {})
+    comp = cache.get(level)
+    if comp is None:
+        import zstandard
+
+        comp = cache[level] = zstandard.ZstdCompressor(level=level)
+    return comp
+
+
+def _zstd_decompressor() -> Any:
+    dec = getattr(_local, "zd", None)
+    if dec is None:
+        import zstandard
+
+        dec = _local.zd = zstandard.ZstdDecompressor()
+    return dec

@@ -1,0 +1,38 @@
+"""`pgkura backup`: take a physical backup of the configured cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgkura.commands import open_repository
+from pgkura.config import Config
+from pgkura.errors import PgkuraError, UsageError
+from pgkura.pg.postmaster import running_postmaster_pid
+from pgkura.progress import Progress
+from pgkura.repository.manifest import Manifest
+
+
+def run_backup(
+    cfg: Config,
+    *,
+    backup_type: str | None,
+    force: bool,
+    jobs: int,
+    progress: Progress | None,
+) -> Manifest:
+    repo = open_repository(cfg)
+    pgdata = Path(cfg.require_pgdata())
+    if not (pgdata / "PG_VERSION").is_file() or not (pgdata / "global" / "pg_control").is_file():
+        raise PgkuraError(
+            f"{pgdata} is not a PostgreSQL data directory (no PG_VERSION or global/pg_control)",
+            hint="point --pgdata at the cluster's data directory",
+        )
+    if backup_type is None:
+        backup_type = "online" if running_postmaster_pid(pgdata) else "offline"
+    if backup_type == "offline":
+        from pgkura.physical.offline import backup_offline
+
+        return backup_offline(
+            repo, cfg.stanza, pgdata, pg_bin=cfg.pg_bin, jobs=jobs, force=force, progress=progress
+        )
+    raise UsageError(f"backup type {backup_type!r} is not available yet", hint="use --type offline")

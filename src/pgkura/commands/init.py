@@ -1,0 +1,27 @@
+"""`pgkura init`: create an empty repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgkura.config import Config
+from pgkura.errors import RepositoryError
+from pgkura.repository.repo import DEFAULT_BLOCK_SIZE, Repository
+from pgkura.storage import open_storage
+
+
+def run_init(
+    cfg: Config, *, compression: str = "zstd:3", block_size: int = DEFAULT_BLOCK_SIZE
+) -> Repository:
+    location = cfg.require_repo()
+    path = Path(location)
+    if path.exists() and not path.is_dir():
+        raise RepositoryError(f"{location} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise RepositoryError(
+            f"cannot create {location}: permission denied",
+            hint="create the directory as root and give it to the user running pgkura",
+        ) from None
+    return Repository.create(open_storage(location), compression=compression, block_size=block_size)

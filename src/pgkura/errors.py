@@ -1,0 +1,86 @@
+"""One exception hierarchy: each error carries the user's message, a hint and an exit code.
+
+Only ``cli.py`` prints errors and exits; everything below raises these.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit statuses of the ``pgkura`` command; documented in the README."""
+
+    OK = 0
+    # archive-get: the file is not in the archive (PostgreSQL probes for files that may not exist).
+    NOT_FOUND = 1
+    ERROR = 2
+    USAGE = 3
+    NOT_A_REPOSITORY = 4
+    LOCKED = 5
+    SERVER_RUNNING = 6
+    CORRUPTION = 7
+    # The backup was taken and kept, but data page checksum failures were found in the cluster.
+    CHECKSUM_FAILURES = 8
+    INTERRUPTED = 130
+
+
+class PgkuraError(Exception):
+    """Base of every error pgkura reports to a user."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(PgkuraError):
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    pass
+
+
+class NotARepositoryError(PgkuraError):
+    exit_code = ExitCode.NOT_A_REPOSITORY
+
+
+class RepositoryError(PgkuraError):
+    pass
+
+
+class LockedError(PgkuraError):
+    exit_code = ExitCode.LOCKED
+
+
+class NotFoundError(PgkuraError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class BackupNotFoundError(PgkuraError):
+    pass
+
+
+class CorruptionError(PgkuraError):
+    exit_code = ExitCode.CORRUPTION
+
+
+class ServerRunningError(PgkuraError):
+    exit_code = ExitCode.SERVER_RUNNING
+
+
+class PostgresError(PgkuraError):
+    """The server or a PostgreSQL tool refused or failed."""
+
+
+class ChecksumFailuresError(PgkuraError):
+    """The backup was written, but the cluster has pages whose checksum does not match."""
+
+    exit_code = ExitCode.CHECKSUM_FAILURES
+
+
+class InterruptedError_(PgkuraError):
+    exit_code = ExitCode.INTERRUPTED

@@ -1,0 +1,101 @@
+"""Offline physical backup: every file of a cleanly stopped cluster, pg_wal included.
+
+A cleanly stopped cluster needs the WAL of its last checkpoint to start, so nothing is left out.
+Refuses while a postmaster owns the data directory or pg_control does not say "shut down",
+because a copy of a running cluster without backup mode and WAL is not restorable.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from pgkura.errors import ServerRunningError
+from pgkura.pg.binaries import find_pg_bin
+from pgkura.pg.controldata import ControlData, read_control_data
+from pgkura.pg.postmaster import running_postmaster_pid
+from pgkura.physical.backup import (
+    new_backup_id,
+    previous_files,
+    store_files,
+    stored_bytes,
+)
+from pgkura.physical.source import list_tablespaces, walk_data_directory
+from pgkura.physical.store import PageCheck
+from pgkura.progress import Progress
+from pgkura.repository.blocks import BlockIndex
+from pgkura.repository.locks import backup_lock
+from pgkura.repository.manifest import Manifest, write_manifest
+from pgkura.repository.repo import Repository, iso, utc_now
+
+
+def check_stopped(pgdata: Path, control: ControlData) -> None:
+    pid = running_postmaster_pid(pgdata)
+    if pid is not None:
+        raise ServerRunningError(
+            f"the server is running: postmaster pid {pid} owns {pgdata}",
+            hint=f"stop it (pg_ctl stop -D {pgdata}), take an online backup instead "
+            "(--type online), or override with --force",
+        )
+    if not control.clean_shutdown:
+        raise ServerRunningError(
+            f"the cluster in {pgdata} was not shut down cleanly "
+            f"(pg_control state: {control.state!r})",
+            hint="start it and stop it cleanly with pg_ctl stop -m fast, or override with --force",
+        )
+
+
+def backup_offline(
+    repo: Repository,
+    stanza: str,
+    pgdata: Path,
+    *,
+    pg_bin: str | None,
+    jobs: int,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Manifest:
+    control = read_control_data(pgdata, find_pg_bin(pg_bin))
+    if not force:
+        check_stopped(pgdata, control)
+    pg_version = int((pgdata / "PG_VERSION").read_text().strip())
+    repo.ensure_stanza(stanza, control.system_identifier, pg_version)
+    with backup_lock(repo, stanza):
+        started = utc_now()
+        index = BlockIndex(repo).load()
+        previous = previous_files(repo, stanza, control.system_identifier)
+        checksums = control.data_checksum_version > 0
+        result = store_files(
+            repo,
+            index,
+            walk_data_directory(pgdata),
+            jobs=jobs,
+            page_check=PageCheck(enabled=checksums),
+            progress=progress,
+            previous=previous,
+        )
+        manifest = Manifest(
+            id=new_backup_id(started),
+            stanza=stanza,
+            kind="physical",
+            method="offline",
+            started=iso(started),
+            finished=iso(utc_now()),
+            pg_version=pg_version,
+            system_identifier=control.system_identifier,
+            files=tuple(result.files),
+            tablespaces=tuple(list_tablespaces(pgdata)),
+            data_checksums=checksums,
+            forced=force,
+            timeline=control.timeline,
+            start_lsn=control.redo_lsn,
+            stop_lsn=control.checkpoint_lsn,
+            checksum_failures=tuple(result.checksum_failures),
+            size_bytes=result.size_bytes,
+            stored_bytes=stored_bytes(index, result.files),
+            new_bytes=result.new_bytes,
+            options={"jobs": jobs, "compression": repo.codec.spec},
+            extra={"pgdata_mode": stat.S_IMODE(pgdata.stat().st_mode), "state": control.state},
+        )
+        write_manifest(repo, manifest)
+        return manifest

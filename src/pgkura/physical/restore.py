@@ -1,0 +1,290 @@
+"""Writing a physical backup back into a data directory (and its tablespaces).
+
+Nothing is written outside the target directory and the tablespace locations: every path from
+the manifest is checked, because a manifest is data, and data can be hostile or damaged.
+Every block is verified against its id before it is written; a damaged block stops the restore
+with the name of the file that needed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgkura.errors import PgkuraError, UsageError
+from pgkura.progress import NoProgress, Progress
+from pgkura.repository.blocks import BlockIndex, BlockReader
+from pgkura.repository.manifest import FileEntry, Manifest
+from pgkura.repository.sealed import keyed_digest
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    target: Path
+    #: tablespace oid → location it is restored to
+    tablespaces: dict[int, Path]
+
+
+@dataclass
+class RestoreStats:
+    files: int = 0
+    bytes_written: int = 0
+    files_unchanged: int = 0
+    files_removed: int = 0
+
+
+def parse_tablespace_map(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UsageError(
+                f"--tablespace-map {item!r} is not OID_OR_NAME=DIR",
+                hint="for example --tablespace-map ts1=/srv/restore/ts1",
+            )
+        if not os.path.isabs(value):
+            raise UsageError(f"--tablespace-map {item!r}: the directory must be absolute")
+        out[key] = value
+    return out
+
+
+def plan_restore(manifest: Manifest, target: Path, mapping: Mapping[str, str]) -> RestorePlan:
+    """Decide where each tablespace goes, refusing mappings that name no tablespace."""
+    used: set[str] = set()
+    locations: dict[int, Path] = {}
+    for ts in manifest.tablespaces:
+        chosen = ts.location
+        for key in (str(ts.oid), ts.name):
+            if key is not None and key in mapping:
+                chosen = mapping[key]
+                used.add(key)
+        locations[ts.oid] = Path(chosen)
+    unknown = set(mapping) - used
+    if unknown:
+        known = ", ".join(f"{t.oid} ({t.name or 'name unknown'})" for t in manifest.tablespaces)
+        raise UsageError(
+            f"--tablespace-map names no tablespace of backup {manifest.id}: "
+            f"{', '.join(sorted(unknown))}",
+            hint=f"the backup's tablespaces are: {known or 'none'}",
+        )
+    all_paths = [target.resolve(), *(p.resolve() for p in locations.values())]
+    for i, a in enumerate(all_paths):
+        for b in all_paths[i + 1 :]:
+            if a == b or a in b.parents or b in a.parents:
+                raise UsageError(
+                    f"restore locations overlap: {a} and {b}",
+                    hint="map each tablespace to its own directory outside the data directory",
+                )
+    return RestorePlan(target, locations)
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def check_targets(plan: RestorePlan, delta: bool) -> None:
+    for what, path in [
+        ("target directory", plan.target),
+        *((f"tablespace {oid} location", p) for oid, p in plan.tablespaces.items()),
+    ]:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"the {what} {path} exists and is not a directory")
+        if not delta and not _is_empty_dir(path):
+            raise UsageError(
+                f"the {what} {path} is not empty",
+                hint="restore into an empty directory, or pass --delta to rewrite only the "
+                "files that differ",
+            )
+
+
+def _safe_relpath(path: str) -> list[str]:
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise PgkuraError(
+            f"the backup's manifest holds an unsafe path {path!r}; nothing was written there",
+            hint="the manifest is damaged or was tampered with: restore another backup",
+        )
+    return parts
+
+
+class PhysicalRestorer:
+    def __init__(
+        self,
+        index: BlockIndex,
+        manifest: Manifest,
+        plan: RestorePlan,
+        *,
+        jobs: int,
+        delta: bool,
+        progress: Progress | None = None,
+    ) -> None:
+        self.reader = BlockReader(index)
+        self.key = index.repo.key
+        self.block_size = index.repo.config.block_size
+        self.manifest = manifest
+        self.plan = plan
+        self.jobs = max(1, jobs)
+        self.delta = delta
+        self.progress = progress or NoProgress()
+        self.stats = RestoreStats()
+
+    # -- where things go ---------------------------------------------------------------------
+
+    def destination(self, path: str) -> Path:
+        """Map a manifest path to the file system, never outside the allowed roots."""
+        parts = _safe_relpath(path)
+        if len(parts) >= 3 and parts[0] == "pg_tblspc" and parts[1].isdigit():
+            root = self.plan.tablespaces.get(int(parts[1]))
+            if root is None:
+                raise PgkuraError(f"the manifest lists {path} for an unknown tablespace")
+            dest = root.joinpath(*parts[2:])
+        else:
+            root = self.plan.target
+            dest = root.joinpath(*parts)
+        real_parent = os.path.realpath(dest.parent)
+        real_root = os.path.realpath(root)
+        if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
+            raise PgkuraError(
+                f"restoring {path} would write outside {root} (through a symbolic link); "
+                "nothing was written there",
+                hint="remove links from the restore target, or restore into an empty directory",
+            )
+        return dest
+
+    # -- the work -----------------------------------------------------------------------------
+
+    def run(self) -> RestoreStats:
+        target = self.plan.target
+        target.mkdir(parents=True, exist_ok=True)
+        os.chmod(target, int(self.manifest.extra.get("pgdata_mode", 0o700)))
+        for loc in self.plan.tablespaces.values():
+            loc.mkdir(parents=True, exist_ok=True)
+            os.chmod(loc, 0o700)
+        wanted = {f.path for f in self.manifest.files}
+        if self.delta:
+            self._remove_unlisted(wanted)
+        dirs = [f for f in self.manifest.files if f.type == "dir"]
+        for d in dirs:
+            dest = self.destination(d.path)
+            if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+                self._remove(dest)
+            dest.mkdir(exist_ok=True)
+        for t in (f for f in self.manifest.files if f.type == "tablespace"):
+            oid = int(t.path.split("/")[1])
+            link = self.destination(t.path)
+            location = str(self.plan.tablespaces[oid])
+            if link.is_symlink() and os.readlink(link) == location:
+                continue
+            if link.exists() or link.is_symlink():
+                self._remove(link)
+            os.symlink(location, link)
+        files = [f for f in self.manifest.files if f.type == "file"]
+        self.progress.start("restore", sum(f.size for f in files))
+        try:
+            with ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-restore") as pool:
+                for _ in pool.map(self._restore_file, sorted(files, key=lambda f: -f.size)):
+                    pass
+        finally:
+            self.progress.finish()
+        for d in sorted(dirs, key=lambda d: -d.path.count("/")):
+            dest = self.destination(d.path)
+            os.chmod(dest, d.mode)
+            _fsync_dir(dest)
+        _fsync_dir(target)
+        return self.stats
+
+    def _remove(self, path: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        self.stats.files_removed += 1
+
+    def _remove_unlisted(self, wanted: set[str]) -> None:
+        """--delta: whatever the target holds that the backup does not list goes away."""
+        roots = [(self.plan.target, "")] + [
+            (loc, f"pg_tblspc/{oid}") for oid, loc in self.plan.tablespaces.items()
+        ]
+        for root, prefix in roots:
+            # os.walk does not descend into links, so pg_tblspc/<oid> is judged as one entry.
+            for dirpath, dirnames, filenames in os.walk(root):
+                rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+                base = prefix if rel_dir == "." else "/".join(p for p in (prefix, rel_dir) if p)
+                for name in [*dirnames, *filenames]:
+                    rel = f"{base}/{name}" if base else name
+                    if rel not in wanted:
+                        self._remove(Path(dirpath) / name)
+                        if name in dirnames:
+                            dirnames.remove(name)
+
+    def _restore_file(self, entry: FileEntry) -> None:
+        dest = self.destination(entry.path)
+        if self.delta and dest.is_file() and not dest.is_symlink():
+            self._rewrite_changed(entry, dest)
+        else:
+            if dest.is_symlink() or dest.exists():
+                self._remove(dest)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                for block_id in entry.blocks:
+                    data = self.reader.read(bytes.fromhex(block_id), entry.path)
+                    _write_all(fd, data)
+                    self.progress.advance(len(data))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.stats.bytes_written += entry.size
+        os.chmod(dest, entry.mode)
+        os.utime(dest, (entry.mtime, entry.mtime))
+        self.stats.files += 1
+
+    def _rewrite_changed(self, entry: FileEntry, dest: Path) -> None:
+        """--delta on an existing file: rewrite only blocks whose content differs."""
+        changed = False
+        fd = os.open(dest, os.O_RDWR)
+        try:
+            offset = 0
+            for block_id in entry.blocks:
+                wanted = bytes.fromhex(block_id)
+                current = os.pread(fd, self.block_size, offset)
+                if keyed_digest(self.key, current) != wanted:
+                    data = self.reader.read(wanted, entry.path)
+                    os.pwrite(fd, data, offset)
+                    self.stats.bytes_written += len(data)
+                    changed = True
+                    offset += len(data)
+                else:
+                    offset += len(current)
+                self.progress.advance(len(current))
+            if os.fstat(fd).st_size != entry.size:
+                os.ftruncate(fd, entry.size)
+                changed = True
+            if changed:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not changed:
+            self.stats.files_unchanged += 1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_mode_group_readable(mode: int) -> bool:
+    return bool(mode & stat.S_IRGRP)

@@ -1,0 +1,181 @@
+"""Storing a set of files into the block store, in parallel: read → check → hash → seal → pack.
+
+Each worker thread takes whole files and has its own pack writer, so memory is bounded by
+``jobs × (block size + pack size)`` whatever the cluster's size. Hashing (BLAKE3), compression
+(zstd/lz4), CRC-32C and the page checksum (numpy) release the GIL, so threads scale.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import google_crc32c
+
+from pgkura.errors import PgkuraError
+from pgkura.pg import checksum as pagecheck
+from pgkura.physical.source import SourceFile
+from pgkura.progress import NoProgress, Progress
+from pgkura.repository.blocks import BlockIndex, PackWriter
+from pgkura.repository.manifest import FileEntry
+
+MAX_REPORTED_BLOCKS = 5  # per file, as pg_basebackup reports them
+
+
+@dataclass
+class StoreResult:
+    files: list[FileEntry]
+    size_bytes: int = 0
+    new_bytes: int = 0
+    checksum_failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PageCheck:
+    """How data page checksums are judged during the copy."""
+
+    enabled: bool
+    #: Pages at or past this LSN may be torn by concurrent writes (online backups); None offline.
+    start_lsn: int | None = None
+
+
+class FileStorer:
+    def __init__(
+        self,
+        index: BlockIndex,
+        jobs: int,
+        page_check: PageCheck,
+        progress: Progress | None = None,
+        previous: dict[str, FileEntry] | None = None,
+        reuse_before: float | None = None,
+    ) -> None:
+        self.index = index
+        self.block_size = index.repo.config.block_size
+        self.jobs = max(1, jobs)
+        self.page_check = page_check
+        self.progress = progress or NoProgress()
+        self.previous = previous or {}
+        self.reuse_before = reuse_before
+        self._local = threading.local()
+        self._writers: list[PackWriter] = []
+        self._writers_lock = threading.Lock()
+        self._failures: list[dict[str, Any]] = []
+        self._failures_lock = threading.Lock()
+
+    def _writer(self) -> PackWriter:
+        writer: PackWriter | None = getattr(self._local, "writer", None)
+        if writer is None:
+            writer = self._local.writer = PackWriter(self.index)
+            with self._writers_lock:
+                self._writers.append(writer)
+        return writer
+
+    def store(self, sources: Iterable[SourceFile]) -> StoreResult:
+        entries = list(sources)
+        files = [s for s in entries if s.type == "file"]
+        total = sum(s.size for s in files)
+        self.progress.start("backup", total)
+        by_path: dict[str, FileEntry] = {}
+        # Large files first, so the tail of the run is not one big file on one core.
+        ordered = sorted(files, key=lambda s: -s.size)
+        try:
+            with ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-store") as pool:
+                for entry in pool.map(self._store_file, ordered):
+                    by_path[entry.path] = entry
+            for writer in self._writers:
+                writer.flush()
+        finally:
+            self.progress.finish()
+        out: list[FileEntry] = []
+        for s in entries:
+            if s.type == "file":
+                out.append(by_path[s.path])
+            else:
+                out.append(FileEntry(s.path, s.type, s.mode, target=s.target))
+        return StoreResult(
+            files=out,
+            size_bytes=sum(f.size for f in out),
+            new_bytes=sum(w.bytes_written for w in self._writers),
+            checksum_failures=sorted(self._failures, key=lambda f: str(f["path"])),
+        )
+
+    def _reusable(self, src: SourceFile) -> FileEntry | None:
+        prev = self.previous.get(src.path)
+        if (
+            prev is None
+            or self.reuse_before is None
+            or prev.size != src.size
+            or prev.mtime != src.mtime
+            or src.mtime >= self.reuse_before
+            or not all(bytes.fromhex(b) in self.index for b in prev.blocks)
+        ):
+            return None
+        return FileEntry(src.path, "file", src.mode, src.size, src.mtime, prev.blocks, prev.crc32c)
+
+    def _store_file(self, src: SourceFile) -> FileEntry:
+        reused = self._reusable(src)
+        if reused is not None:
+            self.progress.advance(src.size)
+            return reused
+        writer = self._writer()
+        relation = pagecheck.is_relation_file(src.path) if self.page_check.enabled else None
+        blocks: list[str] = []
+        crc = 0
+        size = 0
+        bad: list[int] = []
+        try:
+            f = open(src.abspath, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            # Dropped while we copied (online); WAL replay recreates or removes it.
+            return FileEntry(src.path, "file", src.mode, 0, src.mtime, (), "00000000")
+        except PermissionError as exc:
+            raise PgkuraError(
+                f"cannot read {src.abspath}: permission denied",
+                hint="run pgkura as the cluster's owner (usually postgres)",
+            ) from exc
+        with f:
+            while True:
+                chunk = f.read(self.block_size)
+                if not chunk:
+                    break
+                if relation is not None and len(chunk) % pagecheck.BLCKSZ == 0:
+                    first = relation[1] * pagecheck.RELSEG_BLOCKS + size // pagecheck.BLCKSZ
+                    for failure in pagecheck.verify_pages(chunk, first):
+                        if self._confirm_failure(f, size, first, failure):
+                            bad.append(failure.blkno)
+                crc = google_crc32c.extend(crc, chunk)
+                block_id, _added = writer.add(chunk)
+                blocks.append(block_id.hex())
+                size += len(chunk)
+                self.progress.advance(len(chunk))
+        if bad:
+            with self._failures_lock:
+                self._failures.append(
+                    {"path": src.path, "blocks": bad[:MAX_REPORTED_BLOCKS], "count": len(bad)}
+                )
+        return FileEntry(src.path, "file", src.mode, size, src.mtime, tuple(blocks), f"{crc:08x}")
+
+    def _confirm_failure(
+        self, f: Any, chunk_offset: int, first_blkno: int, failure: pagecheck.PageFailure
+    ) -> bool:
+        """Re-read a failing page; only a failure that persists, and is not explained by a
+        concurrent write (a page at or past the backup's start LSN that changed), counts."""
+        page_offset = chunk_offset + (failure.blkno - first_blkno) * pagecheck.BLCKSZ
+        here = f.tell()
+        try:
+            f.seek(page_offset)
+            page = f.read(pagecheck.BLCKSZ)
+        finally:
+            f.seek(here)
+        if len(page) < pagecheck.BLCKSZ:
+            return False  # truncated meanwhile: the relation shrank, WAL replay handles it
+        again = pagecheck.verify_pages(page, failure.blkno)
+        if not again:
+            return False
+        start_lsn = self.page_check.start_lsn
+        if start_lsn is None:
+            return True
+        return again[0].lsn < start_lsn

@@ -1,0 +1,173 @@
+"""Content-addressed blocks in immutable packs, and the index that finds them.
+
+Writers seal blocks into a pack buffer; a full buffer is stored as one pack (put-if-absent),
+then its index object, which is the moment the blocks become known to the repository.
+Readers look a block id up in the index and fetch its byte range from the pack.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pgkura.errors import CorruptionError
+from pgkura.repository import layout
+from pgkura.repository.repo import Repository
+from pgkura.repository.sealed import SealError, keyed_digest, seal, unseal
+
+PACK_TARGET_SIZE = 16 * 1024 * 1024
+PACK_TRAILER_MAGIC = b"PGKPACK1"
+_TRAILER = struct.Struct("<Q8s")
+
+
+@dataclass(frozen=True)
+class BlockLocation:
+    pack_id: str
+    offset: int
+    length: int
+    raw_length: int
+
+
+class BlockIndex:
+    """Every block the repository knows, loaded from the index objects; thread-safe."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self._lock = threading.Lock()
+        self._blocks: dict[bytes, BlockLocation] = {}
+        self._pending: set[bytes] = set()
+        self._packs: set[str] = set()
+
+    def load(self) -> BlockIndex:
+        for info in self.repo.storage.list("index/"):
+            pack_id = info.key.rsplit("/", 1)[1]
+            self._add_index(pack_id, self.repo.storage.get(info.key))
+        return self
+
+    def _add_index(self, pack_id: str, sealed_index: bytes) -> None:
+        try:
+            doc = json.loads(unseal(sealed_index, self.repo.key))
+        except (SealError, ValueError) as exc:
+            raise CorruptionError(
+                f"index object {layout.index_key(pack_id)} is damaged: {exc}",
+                hint="run pgkura verify to see which backups are affected",
+            ) from None
+        with self._lock:
+            self._packs.add(pack_id)
+            for hex_id, offset, length, raw_length in doc["blocks"]:
+                self._blocks[bytes.fromhex(hex_id)] = BlockLocation(
+                    pack_id, offset, length, raw_length
+                )
+
+    def __contains__(self, block_id: bytes) -> bool:
+        return block_id in self._blocks
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def get(self, block_id: bytes) -> BlockLocation | None:
+        return self._blocks.get(block_id)
+
+    @property
+    def pack_ids(self) -> set[str]:
+        return set(self._packs)
+
+    def claim(self, block_id: bytes) -> bool:
+        """True if the caller should store ``block_id``: it is neither known nor being stored."""
+        with self._lock:
+            if block_id in self._blocks or block_id in self._pending:
+                return False
+            self._pending.add(block_id)
+            return True
+
+    def publish(self, pack_id: str, entries: Iterable[tuple[bytes, BlockLocation]]) -> None:
+        with self._lock:
+            self._packs.add(pack_id)
+            for block_id, loc in entries:
+                self._blocks[block_id] = loc
+                self._pending.discard(block_id)
+
+
+class PackWriter:
+    """Collects sealed blocks into one pack at a time; not shared between threads."""
+
+    def __init__(self, index: BlockIndex, target_size: int = PACK_TARGET_SIZE) -> None:
+        self.index = index
+        self.repo = index.repo
+        self.target_size = target_size
+        self._chunks: list[bytes] = []
+        self._entries: list[tuple[bytes, BlockLocation]] = []
+        self._size = 0
+        self._pack_id = uuid.uuid4().hex
+        self.bytes_written = 0  # sealed bytes of blocks this writer stored
+
+    def add(self, raw: bytes | memoryview, digest: bytes | None = None) -> tuple[bytes, int]:
+        """Store ``raw`` unless the repository has it; return (block id, sealed bytes added)."""
+        if digest is None:
+            digest = keyed_digest(self.repo.key, raw)
+        if not self.index.claim(digest):
+            return digest, 0
+        sealed = seal(raw, self.repo.codec, self.repo.key, digest)
+        loc = BlockLocation(self._pack_id, self._size, len(sealed.data), len(raw))
+        self._chunks.append(sealed.data)
+        self._entries.append((digest, loc))
+        self._size += len(sealed.data)
+        self.bytes_written += len(sealed.data)
+        if self._size >= self.target_size:
+            self.flush()
+        return digest, len(sealed.data)
+
+    def flush(self) -> None:
+        """Write the pending pack and its index; the blocks are known to the repository after."""
+        if not self._entries:
+            return
+        doc = {
+            "pack": self._pack_id,
+            "blocks": [
+                [bid.hex(), loc.offset, loc.length, loc.raw_length] for bid, loc in self._entries
+            ],
+        }
+        index_obj = seal(json.dumps(doc).encode(), self.repo.codec, self.repo.key).data
+        trailer = _TRAILER.pack(self._size, PACK_TRAILER_MAGIC)
+        self._chunks += [index_obj, trailer]
+        storage = self.repo.storage
+        storage.put_if_absent(layout.pack_key(self._pack_id), b"".join(self._chunks))
+        storage.put_if_absent(layout.index_key(self._pack_id), index_obj)
+        self.index.publish(self._pack_id, self._entries)
+        self._chunks, self._entries, self._size = [], [], 0
+        self._pack_id = uuid.uuid4().hex
+
+
+class BlockReader:
+    """Fetches and verifies blocks by id."""
+
+    def __init__(self, index: BlockIndex) -> None:
+        self.index = index
+        self.repo = index.repo
+
+    def read(self, block_id: bytes, context: str = "") -> bytes:
+        where = f" (needed by {context})" if context else ""
+        loc = self.index.get(block_id)
+        if loc is None:
+            raise CorruptionError(
+                f"block {block_id.hex()[:16]} is missing from the repository{where}",
+                hint="run pgkura verify; take a new backup",
+            )
+        key = layout.pack_key(loc.pack_id)
+        try:
+            data = self.repo.storage.get(key, loc.offset, loc.length)
+        except KeyError:
+            raise CorruptionError(
+                f"pack {key} is missing{where}", hint="run pgkura verify; take a new backup"
+            ) from None
+        try:
+            return unseal(data, self.repo.key, expect_digest=block_id)
+        except SealError as exc:
+            raise CorruptionError(
+                f"block {block_id.hex()[:16]} in pack {key} is damaged: {exc}{where}",
+                hint="run pgkura verify; take a new backup",
+            ) from None

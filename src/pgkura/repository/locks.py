@@ -1,0 +1,131 @@
+"""Repository locks: one backup per stanza at a time, and no garbage collection under a writer.
+
+A lock is an object created with put-if-absent. A lock left by a process that died on this host
+is stale and is taken over; a lock from another host is honoured until removed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pgkura.errors import LockedError
+from pgkura.repository import layout
+from pgkura.repository.repo import Repository, iso, utc_now
+
+
+def _record() -> bytes:
+    return json.dumps(
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "command": " ".join(sys.argv[:3]),
+            "created": iso(utc_now()),
+        }
+    ).encode()
+
+
+def _is_live(record: dict[str, Any]) -> bool:
+    if record.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read(repo: Repository, key: str) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(repo.storage.get(key)))
+    except KeyError:
+        return None
+    except ValueError:
+        return {}
+
+
+def _describe(record: dict[str, Any]) -> str:
+    return f"pid {record.get('pid')} on {record.get('host')} ({record.get('command', '?')})"
+
+
+def _take(repo: Repository, key: str, what: str) -> None:
+    for _attempt in range(3):
+        if repo.storage.put_if_absent(key, _record()):
+            return
+        record = _read(repo, key)
+        if record is None:
+            continue
+        if record and _is_live(record):
+            raise LockedError(
+                f"{what} is locked by {_describe(record)}",
+                hint=f"wait for it to finish; if that process is gone, delete {key} "
+                "from the repository",
+            )
+        repo.storage.delete(key)  # stale: its process is gone
+    raise LockedError(f"could not take the lock {key}")
+
+
+def _live_shared(repo: Repository, own: str | None = None) -> list[dict[str, Any]]:
+    live = []
+    for info in repo.storage.list("locks/shared-"):
+        if info.key == own:
+            continue
+        record = _read(repo, info.key)
+        if record and _is_live(record):
+            live.append(record)
+        elif record is not None:
+            repo.storage.delete(info.key)
+    return live
+
+
+@contextmanager
+def backup_lock(repo: Repository, stanza: str) -> Iterator[None]:
+    """Held while a backup or dump writes: one per stanza, and it blocks garbage collection."""
+    with shared_lock(repo):
+        key = layout.lock_key(f"backup-{stanza}")
+        _take(repo, key, f"stanza {stanza!r}")
+        try:
+            yield
+        finally:
+            repo.storage.delete(key)
+
+
+@contextmanager
+def shared_lock(repo: Repository) -> Iterator[None]:
+    key = layout.lock_key(f"shared-{uuid.uuid4().hex}")
+    repo.storage.put(key, _record())
+    try:
+        exclusive = _read(repo, layout.lock_key("exclusive"))
+        if exclusive and _is_live(exclusive):
+            raise LockedError(
+                f"the repository is being cleaned up by {_describe(exclusive)}",
+                hint="try again when it has finished",
+            )
+        yield
+    finally:
+        repo.storage.delete(key)
+
+
+@contextmanager
+def exclusive_lock(repo: Repository) -> Iterator[None]:
+    """Held while unreferenced data is deleted: no writer may run at the same time."""
+    key = layout.lock_key("exclusive")
+    _take(repo, key, "the repository")
+    try:
+        live = _live_shared(repo)
+        if live:
+            raise LockedError(
+                f"the repository is in use by {_describe(live[0])}",
+                hint="run this again when the backup has finished",
+            )
+        yield
+    finally:
+        repo.storage.delete(key)

@@ -1,0 +1,209 @@
+"""Snapshot manifests: one per backup, written last as the commit point."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pgkura.errors import BackupNotFoundError, CorruptionError, RepositoryError
+from pgkura.repository import layout
+from pgkura.repository.repo import Repository
+from pgkura.repository.sealed import SealError, seal, unseal
+
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    type: str  # "file", "dir" or "tablespace"
+    mode: int
+    size: int = 0
+    mtime: float = 0.0
+    blocks: tuple[str, ...] = ()
+    crc32c: str | None = None
+    target: str | None = None  # tablespace location at backup time
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "type": self.type, "mode": self.mode}
+        if self.type == "file":
+            out.update(size=self.size, mtime=self.mtime, blocks=list(self.blocks))
+            if self.crc32c is not None:
+                out["crc32c"] = self.crc32c
+        if self.target is not None:
+            out["target"] = self.target
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FileEntry:
+        return cls(
+            path=d["path"],
+            type=d["type"],
+            mode=int(d["mode"]),
+            size=int(d.get("size", 0)),
+            mtime=float(d.get("mtime", 0.0)),
+            blocks=tuple(d.get("blocks", ())),
+            crc32c=d.get("crc32c"),
+            target=d.get("target"),
+        )
+
+
+@dataclass(frozen=True)
+class Tablespace:
+    oid: int
+    location: str
+    name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"oid": self.oid, "name": self.name, "location": self.location}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Tablespace:
+        return cls(int(d["oid"]), d["location"], d.get("name"))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    stanza: str
+    kind: str  # "physical" or "logical"
+    method: str  # "offline", "online", "basebackup", "pg_dump", ...
+    started: str
+    finished: str
+    pg_version: int
+    system_identifier: str
+    files: tuple[FileEntry, ...] = ()
+    tablespaces: tuple[Tablespace, ...] = ()
+    data_checksums: bool = False
+    forced: bool = False
+    timeline: int | None = None
+    start_lsn: str | None = None
+    stop_lsn: str | None = None
+    start_wal: str | None = None
+    stop_wal: str | None = None
+    backup_label: str | None = None
+    tablespace_map: str | None = None
+    checksum_failures: tuple[dict[str, Any], ...] = ()
+    size_bytes: int = 0
+    stored_bytes: int = 0
+    new_bytes: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "id": self.id,
+            "stanza": self.stanza,
+            "kind": self.kind,
+            "method": self.method,
+            "started": self.started,
+            "finished": self.finished,
+            "pg_version": self.pg_version,
+            "system_identifier": self.system_identifier,
+            "data_checksums": self.data_checksums,
+            "forced": self.forced,
+            "timeline": self.timeline,
+            "start_lsn": self.start_lsn,
+            "stop_lsn": self.stop_lsn,
+            "start_wal": self.start_wal,
+            "stop_wal": self.stop_wal,
+            "backup_label": self.backup_label,
+            "tablespace_map": self.tablespace_map,
+            "tablespaces": [t.to_json() for t in self.tablespaces],
+            "files": [f.to_json() for f in self.files],
+            "checksum_failures": list(self.checksum_failures),
+            "size_bytes": self.size_bytes,
+            "stored_bytes": self.stored_bytes,
+            "new_bytes": self.new_bytes,
+            "options": self.options,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Manifest:
+        if int(d.get("format", 0)) > MANIFEST_FORMAT:
+            raise RepositoryError(f"manifest {d.get('id')} has a newer format; upgrade pgkura")
+        return cls(
+            id=d["id"],
+            stanza=d["stanza"],
+            kind=d["kind"],
+            method=d["method"],
+            started=d["started"],
+            finished=d["finished"],
+            pg_version=int(d["pg_version"]),
+            system_identifier=str(d["system_identifier"]),
+            files=tuple(FileEntry.from_json(f) for f in d.get("files", ())),
+            tablespaces=tuple(Tablespace.from_json(t) for t in d.get("tablespaces", ())),
+            data_checksums=bool(d.get("data_checksums", False)),
+            forced=bool(d.get("forced", False)),
+            timeline=d.get("timeline"),
+            start_lsn=d.get("start_lsn"),
+            stop_lsn=d.get("stop_lsn"),
+            start_wal=d.get("start_wal"),
+            stop_wal=d.get("stop_wal"),
+            backup_label=d.get("backup_label"),
+            tablespace_map=d.get("tablespace_map"),
+            checksum_failures=tuple(d.get("checksum_failures", ())),
+            size_bytes=int(d.get("size_bytes", 0)),
+            stored_bytes=int(d.get("stored_bytes", 0)),
+            new_bytes=int(d.get("new_bytes", 0)),
+            options=dict(d.get("options", {})),
+            extra=dict(d.get("extra", {})),
+        )
+
+    def with_changes(self, **changes: Any) -> Manifest:
+        return replace(self, **changes)
+
+
+def write_manifest(repo: Repository, manifest: Manifest) -> None:
+    """Commit a backup. After this returns the backup exists; before, it does not."""
+    body = json.dumps(manifest.to_json(), separators=(",", ":")).encode()
+    sealed = seal(body, repo.codec, repo.key)
+    key = layout.snapshot_key(manifest.stanza, manifest.id)
+    if not repo.storage.put_if_absent(key, sealed.data):
+        raise RepositoryError(f"a backup with id {manifest.id} already exists")
+
+
+def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:
+    key = layout.snapshot_key(stanza, backup_id)
+    try:
+        data = repo.storage.get(key)
+    except KeyError:
+        raise BackupNotFoundError(
+            f"no backup {backup_id!r} in stanza {stanza!r}",
+            hint="list the backups with: pgkura info",
+        ) from None
+    try:
+        return Manifest.from_json(json.loads(unseal(data, repo.key)))
+    except (SealError, ValueError, KeyError) as exc:
+        raise CorruptionError(
+            f"the manifest of backup {backup_id} ({key}) is damaged: {exc}",
+            hint="restore from another backup; run pgkura verify",
+        ) from None
+
+
+def list_backup_ids(repo: Repository, stanza: str) -> list[str]:
+    prefix = layout.snapshot_prefix(stanza)
+    ids = [info.key[len(prefix) :] for info in repo.storage.list(prefix)]
+    return sorted(i for i in ids if "/" not in i)
+
+
+def resolve_backup_id(repo: Repository, stanza: str, wanted: str | None) -> str:
+    """Turn ``None``/``"latest"``/an id into an existing backup id, or fail with a hint."""
+    ids = list_backup_ids(repo, stanza)
+    if wanted in (None, "latest"):
+        if not ids:
+            raise BackupNotFoundError(
+                f"stanza {stanza!r} has no backups yet",
+                hint="take one with: pgkura backup",
+            )
+        return ids[-1]
+    assert wanted is not None
+    if wanted not in ids:
+        raise BackupNotFoundError(
+            f"no backup {wanted!r} in stanza {stanza!r}",
+            hint="list the backups with: pgkura info",
+        )
+    return wanted

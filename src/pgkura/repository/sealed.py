@@ -1,0 +1,83 @@
+"""Sealed objects: the envelope every block, index, manifest and WAL file is stored in.
+
+See docs/repository-format.md, "Sealed objects". The header makes each object self-checking:
+a reader needs only the repository's hash key to tell intact content from damaged content.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import blake3
+
+from pgkura.codec.compression import Codec, decompress
+
+MAGIC = b"PGK1"
+HEADER = struct.Struct("<4sBBHQQ32s")
+HEADER_SIZE = HEADER.size  # 56
+
+
+class SealError(ValueError):
+    """The bytes are not an intact sealed object."""
+
+
+@dataclass(frozen=True)
+class Sealed:
+    digest: bytes
+    data: bytes  # header + payload, ready to store
+
+    @property
+    def digest_hex(self) -> str:
+        return self.digest.hex()
+
+
+def keyed_digest(key: bytes, raw: bytes | memoryview) -> bytes:
+    return blake3.blake3(raw, key=key).digest()
+
+
+def seal(raw: bytes | memoryview, codec: Codec, key: bytes, digest: bytes | None = None) -> Sealed:
+    """Compress and frame ``raw``; falls back to no compression when it does not pay."""
+    if digest is None:
+        digest = keyed_digest(key, raw)
+    payload = codec.compress(raw)
+    codec_id = codec.codec_id
+    if len(payload) >= len(raw):
+        payload, codec_id = bytes(raw), 0
+    header = HEADER.pack(MAGIC, codec_id, 0, 0, len(raw), len(payload), digest)
+    return Sealed(digest, header + payload)
+
+
+def unseal(data: bytes | memoryview, key: bytes, expect_digest: bytes | None = None) -> bytes:
+    """Return the raw content of a sealed object, raising SealError if anything is off."""
+    if len(data) < HEADER_SIZE:
+        raise SealError(f"truncated header ({len(data)} bytes)")
+    magic, codec_id, flags, _, raw_len, payload_len, digest = HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise SealError("bad magic")
+    if flags != 0:
+        raise SealError(f"unsupported flags {flags}")
+    if len(data) - HEADER_SIZE != payload_len:
+        raise SealError(f"payload is {len(data) - HEADER_SIZE} bytes, header says {payload_len}")
+    if expect_digest is not None and digest != expect_digest:
+        raise SealError("object is not the one its name says")
+    try:
+        raw = decompress(codec_id, memoryview(data)[HEADER_SIZE:], raw_len)
+    except ValueError as exc:
+        raise SealError(f"cannot decompress: {exc}") from None
+    if len(raw) != raw_len:
+        raise SealError(f"content is {len(raw)} bytes, header says {raw_len}")
+    if keyed_digest(key, raw) != digest:
+        raise SealError("content does not match its checksum")
+    return raw
+
+
+def sealed_raw_length(data: bytes) -> int:
+    return int(HEADER.unpack_from(data, 0)[4])
+
+
+def sealed_digest(data: bytes) -> bytes:
+    """The digest recorded in a sealed object's header (no verification)."""
+    if len(data) < HEADER_SIZE or data[:4] != MAGIC:
+        raise SealError("bad header")
+    return bytes(HEADER.unpack_from(data, 0)[6])

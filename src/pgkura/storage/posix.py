@@ -1,0 +1,122 @@
+"""A repository on a local or NFS-mounted directory.
+
+Every write goes through :func:`write_atomic`: temporary name, fsync, rename, fsync of the
+directory, so that a crash leaves either the old object or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from pgkura.storage.base import ObjectInfo, Storage
+
+_TMP_SUFFIX = ".tmp-pgkura"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0o640) -> bool:
+    """Write ``data`` to ``path`` crash-safely; with ``replace=False`` never overwrite.
+
+    Returns False (and writes nothing) when ``replace`` is False and ``path`` exists.
+    The no-replace case uses link(2), which fails atomically if the name is taken.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    return True
+
+
+class PosixStorage(Storage):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.location = str(root)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"invalid storage key {key!r}")
+        return self.root / key
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        return write_atomic(self._path(key), data, replace=False)
+
+    def put(self, key: str, data: bytes) -> None:
+        write_atomic(self._path(key), data, replace=True)
+
+    def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                if start:
+                    f.seek(start)
+                return f.read() if length is None else f.read(length)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the directory part of the prefix, then filter by the rest.
+        base_dir, _, _ = prefix.rpartition("/")
+        start = self.root / base_dir if base_dir else self.root
+        if not start.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(start):
+            for name in filenames:
+                if name.endswith(_TMP_SUFFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                key = os.path.relpath(full, self.root).replace(os.sep, "/")
+                if key.startswith(prefix):
+                    try:
+                        size = os.stat(full).st_size
+                    except FileNotFoundError:
+                        continue
+                    yield ObjectInfo(key, size)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:  # pragma: no cover - depends on the file system
+            if exc.errno != errno.ENOENT:
+                raise
+        fsync_dir(path.parent)

@@ -1,0 +1,160 @@
+"""The repository layer without PostgreSQL: sealing, packs, index, manifests, locks, config."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pgkura.codec.compression import parse_codec
+from pgkura.config import load_config
+from pgkura.errors import (
+    BackupNotFoundError,
+    ConfigError,
+    CorruptionError,
+    LockedError,
+    NotARepositoryError,
+    RepositoryError,
+)
+from pgkura.repository.blocks import BlockIndex, BlockReader, PackWriter
+from pgkura.repository.locks import backup_lock, exclusive_lock
+from pgkura.repository.manifest import (
+    FileEntry,
+    Manifest,
+    read_manifest,
+    resolve_backup_id,
+    write_manifest,
+)
+from pgkura.repository.repo import Repository
+from pgkura.repository.sealed import SealError, seal, unseal
+from pgkura.storage.posix import PosixStorage
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return Repository.create(PosixStorage(tmp_path / "repo"))
+
+
+def test_seal_round_trip_and_damage_detection() -> None:
+    key = os.urandom(32)
+    raw = b"postgres page " * 1000
+    for spec in ["zstd:3", "lz4", "none"]:
+        sealed = seal(raw, parse_codec(spec), key)
+        assert unseal(sealed.data, key) == raw
+        damaged = bytearray(sealed.data)
+        damaged[-1] ^= 0xFF
+        with pytest.raises(SealError):
+            unseal(bytes(damaged), key)
+        with pytest.raises(SealError):
+            unseal(sealed.data[:-1], key)
+    with pytest.raises(SealError):
+        unseal(seal(raw, parse_codec("zstd"), key).data, os.urandom(32))
+
+
+def test_blocks_are_stored_once_and_read_back(repo: Repository) -> None:
+    index = BlockIndex(repo).load()
+    writer = PackWriter(index)
+    a, added_a = writer.add(b"a" * 65536)
+    b, added_b = writer.add(b"b" * 100)
+    again, added_again = writer.add(b"a" * 65536)
+    assert again == a and added_a > 0 and added_b > 0 and added_again == 0
+    writer.flush()
+    reloaded = BlockIndex(repo).load()
+    assert len(reloaded) == 2
+    reader = BlockReader(reloaded)
+    assert reader.read(a) == b"a" * 65536
+    assert reader.read(b) == b"b" * 100
+    # A second writer in a new session finds the blocks already known.
+    _, added = PackWriter(reloaded).add(b"b" * 100)
+    assert added == 0
+
+
+def test_damaged_pack_is_reported_with_its_name(repo: Repository, tmp_path: Path) -> None:
+    index = BlockIndex(repo).load()
+    writer = PackWriter(index)
+    block_id, _ = writer.add(os.urandom(5000))
+    writer.flush()
+    (pack,) = list((tmp_path / "repo" / "packs").rglob("*"))[-1:]
+    data = bytearray(pack.read_bytes())
+    data[100] ^= 1
+    pack.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match="damaged"):
+        BlockReader(BlockIndex(repo).load()).read(block_id, "base/1/1234")
+
+
+def _manifest(backup_id: str) -> Manifest:
+    return Manifest(
+        id=backup_id,
+        stanza="main",
+        kind="physical",
+        method="offline",
+        started="2026-01-01T00:00:00.000Z",
+        finished="2026-01-01T00:00:01.000Z",
+        pg_version=15,
+        system_identifier="123",
+        files=(FileEntry("PG_VERSION", "file", 0o600, 3, 1.0, ("ab",), "00000000"),),
+    )
+
+
+def test_manifests_commit_once_and_resolve_latest(repo: Repository) -> None:
+    write_manifest(repo, _manifest("20260101T000000000Z"))
+    write_manifest(repo, _manifest("20260102T000000000Z"))
+    with pytest.raises(RepositoryError):
+        write_manifest(repo, _manifest("20260102T000000000Z"))
+    assert resolve_backup_id(repo, "main", "latest") == "20260102T000000000Z"
+    assert read_manifest(repo, "main", "20260101T000000000Z").files[0].path == "PG_VERSION"
+    with pytest.raises(BackupNotFoundError, match="no backup 'nope'"):
+        resolve_backup_id(repo, "main", "nope")
+
+
+def test_open_refuses_what_is_not_a_repository(tmp_path: Path) -> None:
+    with pytest.raises(NotARepositoryError, match="is not a pgkura repository") as exc:
+        Repository.open(PosixStorage(tmp_path / "missing"))
+    assert exc.value.hint is not None and "init" in exc.value.hint
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file").write_text("x")
+    with pytest.raises(RepositoryError, match="not empty"):
+        Repository.create(PosixStorage(tmp_path / "other"))
+
+
+def test_stanza_is_bound_to_one_cluster(repo: Repository) -> None:
+    repo.ensure_stanza("main", "111", 15)
+    repo.ensure_stanza("main", "111", 15)
+    with pytest.raises(RepositoryError, match="system identifier 111"):
+        repo.ensure_stanza("main", "222", 15)
+
+
+def test_backup_lock_excludes_a_second_writer_and_cleanup(repo: Repository) -> None:
+    with backup_lock(repo, "main"):
+        with pytest.raises(LockedError), backup_lock(repo, "main"):
+            pass
+        with pytest.raises(LockedError), exclusive_lock(repo):
+            pass
+    with exclusive_lock(repo):
+        pass
+    assert list(repo.storage.list("locks/")) == []
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(repo: Repository) -> None:
+    import socket
+
+    record = {"host": socket.gethostname(), "pid": 2**22 + 12345, "command": "x", "created": ""}
+    repo.storage.put("locks/backup-main.lock", json.dumps(record).encode())
+    with backup_lock(repo, "main"):
+        pass
+
+
+def test_config_precedence_and_unknown_keys(tmp_path: Path) -> None:
+    conf = tmp_path / "pgkura.toml"
+    conf.write_text('repo = "/from/file"\nstanza = "filestanza"\npgdata = "/file/pgdata"\n')
+    cfg = load_config({"repo": "/from/flag"}, str(conf), {"PGKURA_STANZA": "envstanza"})
+    assert (cfg.repo, cfg.stanza, cfg.pgdata) == ("/from/flag", "envstanza", "/file/pgdata")
+    conf.write_text('repo = "/x"\nbogus = 1\n')
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+        load_config({}, str(conf), {})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config({}, str(tmp_path / "missing.toml"), {})
+    with pytest.raises(ConfigError, match="password"):
+        load_config({"dbconn": "host=x password=secret"}, None, {})
