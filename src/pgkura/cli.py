@@ -107,11 +107,23 @@ def init(ctx: click.Context, compress: str, block_size: int) -> None:
     help="offline (server stopped) or online; default: online if the server runs, else offline",
 )
 @click.option("--force", is_flag=True, help="offline: copy even if the server seems to be running")
+@click.option(
+    "--checkpoint",
+    type=click.Choice(["fast", "spread"]),
+    default="fast",
+    show_default=True,
+    help="online: how the server's starting checkpoint is taken",
+)
 @JOBS
 @OUTPUT
 @click.pass_context
 def backup(
-    ctx: click.Context, backup_type: str | None, force: bool, jobs: int | None, output: str
+    ctx: click.Context,
+    backup_type: str | None,
+    force: bool,
+    checkpoint: str,
+    jobs: int | None,
+    output: str,
 ) -> None:
     """Take a physical backup of the cluster at --pgdata."""
     from pgkura.commands.backup import run_backup
@@ -119,7 +131,12 @@ def backup(
 
     cfg = _config(ctx)
     manifest = run_backup(
-        cfg, backup_type=backup_type, force=force, jobs=_jobs(jobs), progress=_progress()
+        cfg,
+        backup_type=backup_type,
+        force=force,
+        fast_checkpoint=checkpoint == "fast",
+        jobs=_jobs(jobs),
+        progress=_progress(),
     )
     _emit(output, {"id": manifest.id}, manifest.id)
     if manifest.checksum_failures:
@@ -142,6 +159,26 @@ def backup(
     help="restore a tablespace to another directory (repeatable)",
 )
 @click.option("--delta", is_flag=True, help="rewrite only what differs in an existing target")
+@click.option("--to-time", default=None, help="recover to this time (no zone: local time)")
+@click.option("--to-lsn", default=None, help="recover to this WAL location (X/X)")
+@click.option("--to-xid", default=None, help="recover to this transaction id")
+@click.option("--to-name", default=None, help="recover to this restore point")
+@click.option("--to-immediate", is_flag=True, help="stop as soon as the backup is consistent")
+@click.option("--exclusive", is_flag=True, help="stop just before the target, not after it")
+@click.option(
+    "--target-action",
+    type=click.Choice(["promote", "pause", "shutdown"]),
+    default="promote",
+    show_default=True,
+)
+@click.option("--target-timeline", default="latest", show_default=True, help="latest|current|N")
+@click.option(
+    "--archive-mode",
+    type=click.Choice(["keep", "off"]),
+    default="keep",
+    show_default=True,
+    help="off: the restored cluster does not archive WAL",
+)
 @JOBS
 @click.pass_context
 def restore(
@@ -150,27 +187,54 @@ def restore(
     backup_id: str | None,
     tablespace_map: tuple[str, ...],
     delta: bool,
+    to_time: str | None,
+    to_lsn: str | None,
+    to_xid: str | None,
+    to_name: str | None,
+    to_immediate: bool,
+    exclusive: bool,
+    target_action: str,
+    target_timeline: str,
+    archive_mode: str,
     jobs: int | None,
 ) -> None:
     """Restore a backup into --target-dir."""
-    from pgkura.commands.restore import run_restore
+    from pgkura.commands.restore import RestoreRequest, run_restore
+    from pgkura.physical.targets import parse_target
 
-    result = run_restore(
-        _config(ctx),
+    target = parse_target(
+        to_time=to_time,
+        to_lsn=to_lsn,
+        to_xid=to_xid,
+        to_name=to_name,
+        to_immediate=to_immediate,
+        exclusive=exclusive,
+        action=target_action,
+        timeline=target_timeline,
+    )
+    request = RestoreRequest(
         target_dir=target_dir,
         backup_id=backup_id,
         tablespace_map=list(tablespace_map),
         delta=delta,
         jobs=_jobs(jobs),
-        progress=_progress(),
+        target=target,
+        archive_mode_off=archive_mode == "off",
     )
+    result = run_restore(_config(ctx), request, _progress())
     s = result.stats
     click.echo(
-        f"restored backup {result.manifest.id} into {result.target}: {s.files} files, "
-        f"{s.bytes_written} bytes written, {s.files_unchanged} unchanged, "
-        f"{s.files_removed} removed",
+        f"restored backup {result.manifest.id} ({result.manifest.method}) into "
+        f"{result.target}: {s.files} files, {s.bytes_written} bytes written, "
+        f"{s.files_unchanged} unchanged, {s.files_removed} removed",
         err=True,
     )
+    if result.recovery_files:
+        click.echo(
+            f"recovery settings written ({', '.join(result.recovery_files)}); "
+            f"start the server to replay WAL: pg_ctl start -D {result.target}",
+            err=True,
+        )
 
 
 @cli.command()
@@ -187,6 +251,16 @@ def info(ctx: click.Context, backup_id: str | None, output: str) -> None:
         click.echo(json.dumps(data, indent=2))
     else:
         render_info(data, detail=backup_id is not None)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="keep the demo's directory for inspection")
+@click.option("--workdir", default=None, help="directory for the demo (default: a new temp dir)")
+def demo(keep: bool, workdir: str | None) -> None:
+    """Run pgkura end to end on a throwaway cluster and repository."""
+    from pgkura.commands.demo import run_demo
+
+    run_demo(lambda line: click.echo(line, err=True), keep=keep, workdir=workdir)
 
 
 def _fail(exc: PgkuraError) -> NoReturn:

@@ -17,6 +17,7 @@ def run_backup(
     *,
     backup_type: str | None,
     force: bool,
+    fast_checkpoint: bool = True,
     jobs: int,
     progress: Progress | None,
 ) -> Manifest:
@@ -35,4 +36,10 @@ def run_backup(
         return backup_offline(
             repo, cfg.stanza, pgdata, pg_bin=cfg.pg_bin, jobs=jobs, force=force, progress=progress
         )
-    raise UsageError(f"backup type {backup_type!r} is not available yet", hint="use --type offline")
+    if backup_type == "online":
+        from pgkura.physical.online import backup_online
+
+        return backup_online(
+            repo, cfg, pgdata, jobs=jobs, fast_checkpoint=fast_checkpoint, progress=progress
+        )
+    raise UsageError(f"unknown backup type {backup_type!r}", hint="use offline or online")

@@ -1,15 +1,18 @@
-"""`pgkura restore`: write a backup back into a data directory."""
+"""`pgkura restore`: write a physical backup back into a data directory, ready to start."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import UsageError
+from pgkura.errors import CorruptionError, UsageError
+from pgkura.physical.recovery import RecoveryTarget, write_recovery_settings
 from pgkura.physical.restore import (
     PhysicalRestorer,
+    RestorePlan,
     RestoreStats,
     check_targets,
     parse_tablespace_map,
@@ -21,34 +24,94 @@ from pgkura.repository.manifest import Manifest, read_manifest, resolve_backup_i
 
 
 @dataclass(frozen=True)
+class RestoreRequest:
+    target_dir: str
+    backup_id: str | None = None
+    tablespace_map: list[str] = field(default_factory=list)
+    delta: bool = False
+    jobs: int = 1
+    target: RecoveryTarget = field(default_factory=RecoveryTarget)
+    archive_mode_off: bool = False
+
+
+@dataclass(frozen=True)
 class RestoreResult:
     manifest: Manifest
     target: Path
     stats: RestoreStats
+    recovery_files: list[str]
 
 
-def run_restore(
-    cfg: Config,
-    *,
-    target_dir: str,
-    backup_id: str | None,
-    tablespace_map: list[str],
-    delta: bool,
-    jobs: int,
-    progress: Progress | None,
-) -> RestoreResult:
+def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> RestoreResult:
     repo = open_repository(cfg)
-    chosen = resolve_backup_id(repo, cfg.stanza, backup_id)
+    chosen = resolve_backup_id(repo, cfg.stanza, req.backup_id)
     manifest = read_manifest(repo, cfg.stanza, chosen)
     if manifest.kind != "physical":
         raise UsageError(
             f"backup {chosen} is a logical dump, not a physical backup",
             hint="restore it with --dbname DB instead of --target-dir",
         )
-    target = Path(target_dir).absolute()
-    plan = plan_restore(manifest, target, parse_tablespace_map(tablespace_map))
-    check_targets(plan, delta)
+    if manifest.method == "offline" and req.target.kind != "none":
+        raise UsageError(
+            f"backup {chosen} is an offline backup: it starts as it is and takes no recovery "
+            "target",
+            hint="choose an online backup for point-in-time recovery",
+        )
+    target = Path(req.target_dir).absolute()
+    plan = plan_restore(manifest, target, parse_tablespace_map(req.tablespace_map))
+    check_targets(plan, req.delta)
     index = BlockIndex(repo).load()
-    restorer = PhysicalRestorer(index, manifest, plan, jobs=jobs, delta=delta, progress=progress)
+    _check_blocks_present(index, manifest)
+    restorer = PhysicalRestorer(
+        index, manifest, plan, jobs=req.jobs, delta=req.delta, progress=progress
+    )
     stats = restorer.run()
-    return RestoreResult(manifest, target, stats)
+    recovery_files: list[str] = []
+    if manifest.method != "offline":
+        _write_backup_files(manifest, plan)
+        recovery_files = write_recovery_settings(
+            target, manifest.pg_version, cfg, req.target, archive_mode_off=req.archive_mode_off
+        )
+    elif req.archive_mode_off:
+        _append_auto_conf(target, "archive_mode = 'off'")
+    return RestoreResult(manifest, target, stats, recovery_files)
+
+
+def _check_blocks_present(index: BlockIndex, manifest: Manifest) -> None:
+    """Refuse before writing anything when the repository lacks a block the backup needs."""
+    for f in manifest.files:
+        for b in f.blocks:
+            if bytes.fromhex(b) not in index:
+                raise CorruptionError(
+                    f"backup {manifest.id} cannot be restored: a block of {f.path} is missing "
+                    "from the repository; nothing was written",
+                    hint="run pgkura verify, and restore another backup",
+                )
+
+
+def _write_backup_files(manifest: Manifest, plan: RestorePlan) -> None:
+    """backup_label and tablespace_map as pg_backup_stop returned them (the map pointing at
+    the locations chosen for this restore), and an empty pg_wal for the archive's WAL."""
+    target = plan.target
+    if manifest.backup_label:
+        _write_file(target / "backup_label", manifest.backup_label)
+    if manifest.tablespace_map is not None or plan.tablespaces:
+        lines = [f"{oid} {loc}" for oid, loc in sorted(plan.tablespaces.items())]
+        if lines:
+            _write_file(target / "tablespace_map", "\n".join(lines) + "\n")
+    (target / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _append_auto_conf(target: Path, line: str) -> None:
+    auto = target / "postgresql.auto.conf"
+    text = auto.read_text() if auto.exists() else ""
+    _write_file(auto, text + ("" if text.endswith("\n") or not text else "\n") + line + "\n")
+
+
+def _write_file(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

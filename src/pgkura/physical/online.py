@@ -1,0 +1,214 @@
+"""Online physical backup through the low-level backup API.
+
+pg_backup_start → parallel copy of PGDATA and tablespaces → pg_backup_stop, in one session
+(non-exclusive mode: if pgkura dies, the session ends and the server leaves backup mode by
+itself). The copy is made consistent by the WAL from the start LSN to the stop LSN, so the
+backup is only committed once that WAL is in the archive.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pgkura.config import Config
+from pgkura.errors import PgkuraError, PostgresError
+from pgkura.physical.backup import new_backup_id, previous_files, store_files, stored_bytes
+from pgkura.physical.exclusions import OnlineExclusions
+from pgkura.physical.source import walk_data_directory
+from pgkura.physical.store import PageCheck
+from pgkura.progress import Progress
+from pgkura.repository.blocks import BlockIndex
+from pgkura.repository.locks import backup_lock
+from pgkura.repository.manifest import Manifest, Tablespace, write_manifest
+from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.wal.names import format_lsn, parse_lsn, segment_name, segments_between
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    version_num: int
+    system_identifier: str
+    data_directory: str
+    data_checksums: bool
+    wal_segment_size: int
+    tablespaces: tuple[Tablespace, ...]
+
+
+def server_facts(conn: Any) -> ServerFacts:
+    def one(query: str) -> Any:
+        row = conn.execute(query).fetchone()
+        return row[0] if row else None
+
+    version_num = int(one("SHOW server_version_num"))
+    if version_num < 100000:
+        raise PostgresError(f"PostgreSQL {version_num} is too old; pgkura supports 10 and newer")
+    wal_level = one("SHOW wal_level")
+    if wal_level not in ("replica", "logical"):
+        raise PostgresError(
+            f"wal_level is {wal_level}: an online backup needs replica or logical",
+            hint="set wal_level = replica in postgresql.conf and restart the server",
+        )
+    archive_mode = one("SHOW archive_mode")
+    if archive_mode not in ("on", "always"):
+        raise PostgresError(
+            f"archive_mode is {archive_mode}: an online backup needs the WAL archive",
+            hint="set archive_mode = on and archive_command = 'pgkura --repo ... archive-push %p'"
+            " in postgresql.conf, then restart the server",
+        )
+    rows = conn.execute(
+        "SELECT oid, spcname, pg_tablespace_location(oid) FROM pg_tablespace "
+        "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid"
+    ).fetchall()
+    seg_size_text = one("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'")
+    seg_size = int(seg_size_text)
+    if seg_size < 1024 * 1024:  # older versions report it in 8 kB units
+        seg_size *= 8192
+    return ServerFacts(
+        version_num=version_num,
+        system_identifier=str(one("SELECT system_identifier FROM pg_control_system()")),
+        data_directory=one("SHOW data_directory"),
+        data_checksums=one("SHOW data_checksums") == "on",
+        wal_segment_size=seg_size,
+        tablespaces=tuple(Tablespace(int(o), loc, name) for o, name, loc in rows),
+    )
+
+
+def _start_backup(conn: Any, version_num: int, label: str, fast: bool) -> int:
+    if version_num >= 150000:
+        row = conn.execute("SELECT pg_backup_start(%s, %s)", (label, fast)).fetchone()
+    else:
+        row = conn.execute("SELECT pg_start_backup(%s, %s, false)", (label, fast)).fetchone()
+    return parse_lsn(str(row[0]))
+
+
+def _stop_backup(conn: Any, version_num: int) -> tuple[int, str, str]:
+    # wait_for_archive is false: pgkura waits for the archive itself, with a timeout, instead
+    # of letting the server block forever when archiving is broken.
+    if version_num >= 150000:
+        query = "SELECT lsn, labelfile, spcmapfile FROM pg_backup_stop(false)"
+    else:
+        query = "SELECT lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
+    lsn, label, spcmap = conn.execute(query).fetchone()
+    return parse_lsn(str(lsn)), label, spcmap or ""
+
+
+def _label_timeline(label: str) -> int:
+    for line in label.splitlines():
+        if line.startswith("START TIMELINE:"):
+            return int(line.split(":", 1)[1])
+    raise PgkuraError("backup_label returned by the server has no START TIMELINE line")
+
+
+def wait_for_archive(repo: Repository, stanza: str, segments: list[str], timeout: float) -> None:
+    """Wait until every segment is archived; a missing one after ``timeout`` is an error."""
+    from pgkura.repository import layout
+
+    deadline = time.monotonic() + timeout
+    pending = list(segments)
+    while pending:
+        pending = [s for s in pending if not repo.storage.exists(layout.wal_key(stanza, s))]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise PgkuraError(
+                f"WAL segment {pending[0]} needed by the backup did not reach the archive "
+                f"within {timeout:.0f} s; the backup was not recorded",
+                hint="check archive_command (pgkura check) and the server log, "
+                "or raise --archive-timeout",
+            )
+        time.sleep(0.2)
+
+
+def backup_online(
+    repo: Repository,
+    cfg: Config,
+    pgdata: Path,
+    *,
+    jobs: int,
+    fast_checkpoint: bool,
+    progress: Progress | None = None,
+) -> Manifest:
+    from pgkura.pg.connection import connect
+
+    conn = connect(cfg)
+    try:
+        facts = server_facts(conn)
+        if os.path.realpath(facts.data_directory) != os.path.realpath(pgdata):
+            raise PgkuraError(
+                f"the server's data directory is {facts.data_directory}, not {pgdata}",
+                hint="point --pgdata and the connection (PGHOST/PGPORT or --dbconn) at the "
+                "same cluster",
+            )
+        pg_version = int((pgdata / "PG_VERSION").read_text().strip())
+        stanza = cfg.stanza
+        repo.ensure_stanza(stanza, facts.system_identifier, pg_version)
+        with backup_lock(repo, stanza):
+            started = utc_now()
+            backup_id = new_backup_id(started)
+            index = BlockIndex(repo).load()
+            previous = previous_files(repo, stanza, facts.system_identifier)
+            start_lsn = _start_backup(
+                conn, facts.version_num, f"pgkura {backup_id}", fast_checkpoint
+            )
+            result = store_files(
+                repo,
+                index,
+                walk_data_directory(pgdata, OnlineExclusions(pgdata)),
+                jobs=jobs,
+                page_check=PageCheck(enabled=facts.data_checksums, start_lsn=start_lsn),
+                progress=progress,
+                previous=previous,
+            )
+            stop_lsn, label, spcmap = _stop_backup(conn, facts.version_num)
+            timeline = _label_timeline(label)
+            seg = facts.wal_segment_size
+            start_wal = segment_name(timeline, start_lsn, seg)
+            # The stop LSN may sit exactly on a segment boundary after the switch the server
+            # forced; the last segment needed holds the byte before it (XLByteToPrevSeg).
+            last_byte = max(stop_lsn - 1, start_lsn)
+            stop_wal = segment_name(timeline, last_byte, seg)
+            needed = segments_between(timeline, start_lsn, last_byte, seg)
+            wait_for_archive(repo, stanza, needed, cfg.archive_timeout)
+            manifest = Manifest(
+                id=backup_id,
+                stanza=stanza,
+                kind="physical",
+                method="online",
+                started=iso(started),
+                finished=iso(utc_now()),
+                pg_version=pg_version,
+                system_identifier=facts.system_identifier,
+                files=tuple(result.files),
+                tablespaces=facts.tablespaces,
+                data_checksums=facts.data_checksums,
+                timeline=timeline,
+                start_lsn=format_lsn(start_lsn),
+                stop_lsn=format_lsn(stop_lsn),
+                start_wal=start_wal,
+                stop_wal=stop_wal,
+                backup_label=label,
+                tablespace_map=spcmap or None,
+                checksum_failures=tuple(result.checksum_failures),
+                size_bytes=result.size_bytes,
+                stored_bytes=stored_bytes(index, result.files),
+                new_bytes=result.new_bytes,
+                options={
+                    "jobs": jobs,
+                    "compression": repo.codec.spec,
+                    "checkpoint": "fast" if fast_checkpoint else "spread",
+                },
+                extra={
+                    "pgdata_mode": stat.S_IMODE(pgdata.stat().st_mode),
+                    "server_version_num": facts.version_num,
+                    "wal_segment_size": seg,
+                },
+            )
+            write_manifest(repo, manifest)
+            return manifest
+    finally:
+        conn.close()

@@ -1,0 +1,108 @@
+"""Recovery settings for a restored cluster, per PostgreSQL version.
+
+PostgreSQL 12 replaced recovery.conf: since then a ``recovery.signal`` file asks for archive
+recovery and the settings live in the normal configuration (pgkura appends them to
+postgresql.auto.conf, which is read last). Versions 10 and 11 read ``recovery.conf``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgkura.config import Config
+
+MARKER = "# Recovery settings written by pgkura restore"
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """What recovery stops at; ``kind`` is none (end of WAL), immediate, time, lsn, xid, name."""
+
+    kind: str = "none"
+    value: str | None = None
+    inclusive: bool = True
+    action: str = "promote"
+    timeline: str = "latest"
+
+    def settings(self) -> dict[str, str]:
+        out: dict[str, str] = {"recovery_target_timeline": self.timeline}
+        if self.kind == "none":
+            return out
+        if self.kind == "immediate":
+            out["recovery_target"] = "immediate"
+        else:
+            assert self.value is not None
+            out[f"recovery_target_{self.kind}"] = self.value
+            if self.kind in ("time", "lsn", "xid"):
+                out["recovery_target_inclusive"] = "true" if self.inclusive else "false"
+        out["recovery_target_action"] = self.action
+        return out
+
+
+def pgkura_executable() -> str:
+    candidate = Path(sys.executable).with_name("pgkura")
+    return str(candidate) if candidate.exists() else "pgkura"
+
+
+def restore_command(cfg: Config) -> str:
+    """The restore_command that fetches WAL from this repository and stanza."""
+    parts = [pgkura_executable()]
+    if cfg.config_file:
+        parts += ["--config", os.path.abspath(cfg.config_file)]
+    parts += ["--repo", os.path.abspath(cfg.require_repo()), "--stanza", cfg.stanza]
+    if cfg.pg_bin:
+        parts += ["--pg-bin", cfg.pg_bin]
+    return " ".join(shlex.quote(p) for p in parts) + ' archive-get %f "%p"'
+
+
+def _conf_value(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def write_recovery_settings(
+    target_dir: Path,
+    pg_version: int,
+    cfg: Config,
+    target: RecoveryTarget,
+    *,
+    archive_mode_off: bool = False,
+) -> list[str]:
+    """Write the files that make the restored cluster recover from the archive.
+
+    Returns the names of the files written, for the restore's report.
+    """
+    settings = {"restore_command": restore_command(cfg), **target.settings()}
+    written = []
+    if pg_version >= 12:
+        lines = [MARKER] + [f"{k} = {_conf_value(v)}" for k, v in settings.items()]
+        if archive_mode_off:
+            lines.append("archive_mode = 'off'")
+        auto = target_dir / "postgresql.auto.conf"
+        existing = auto.read_text() if auto.exists() else ""
+        if existing and not existing.endswith("\n"):
+            existing += "\n"
+        _write(auto, existing + "\n".join(lines) + "\n")
+        _write(target_dir / "recovery.signal", "")
+        written += ["postgresql.auto.conf", "recovery.signal"]
+    else:
+        lines = [MARKER] + [f"{k} = {_conf_value(v)}" for k, v in settings.items()]
+        _write(target_dir / "recovery.conf", "\n".join(lines) + "\n")
+        written.append("recovery.conf")
+        if archive_mode_off:
+            auto = target_dir / "postgresql.auto.conf"
+            existing = auto.read_text() if auto.exists() else ""
+            _write(auto, existing + "\narchive_mode = 'off'\n")
+    return written
+
+
+def _write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

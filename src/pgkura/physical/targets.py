@@ -1,0 +1,95 @@
+"""Parsing and checking recovery targets given on the command line."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pgkura.errors import UsageError
+from pgkura.physical.recovery import RecoveryTarget
+
+_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+
+
+def parse_time(text: str) -> datetime:
+    """A time with or without a zone; without one it is the local time zone of this machine
+    (the TZ environment variable), and the result always carries an explicit offset so that
+    the server does not read it in its own time zone."""
+    cleaned = text.strip().replace(" ", "T", 1) if "T" not in text else text.strip()
+    if cleaned.endswith("Z"):
+        cleaned = cleaned[:-1] + "+00:00"
+    if re.search(r"[+-]\d\d$", cleaned):
+        cleaned += ":00"
+    try:
+        parsed = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise UsageError(
+            f"--to-time {text!r} is not a time",
+            hint="use ISO form, for example --to-time '2025-01-01 12:00:00+01'",
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()  # local time zone
+    return parsed
+
+
+def parse_target(
+    *,
+    to_time: str | None = None,
+    to_lsn: str | None = None,
+    to_xid: str | None = None,
+    to_name: str | None = None,
+    to_immediate: bool = False,
+    exclusive: bool = False,
+    action: str = "promote",
+    timeline: str = "latest",
+) -> RecoveryTarget:
+    given = [
+        flag
+        for flag, value in (
+            ("--to-time", to_time),
+            ("--to-lsn", to_lsn),
+            ("--to-xid", to_xid),
+            ("--to-name", to_name),
+            ("--to-immediate", to_immediate or None),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise UsageError(
+            f"{' and '.join(given)} were both given; recovery has one target",
+            hint="keep one of --to-time, --to-lsn, --to-xid, --to-name, --to-immediate",
+        )
+    if timeline not in ("latest", "current") and not timeline.isdigit():
+        raise UsageError(
+            f"--target-timeline {timeline!r} is not latest, current or a number",
+            hint="for example --target-timeline 2",
+        )
+    if action not in ("promote", "pause", "shutdown"):
+        raise UsageError(f"--target-action {action!r} is not promote, pause or shutdown")
+    if exclusive and not (to_time or to_lsn or to_xid):
+        raise UsageError("--exclusive applies to --to-time, --to-lsn and --to-xid only")
+    inclusive = not exclusive
+    if to_time is not None:
+        return RecoveryTarget(
+            "time", parse_time(to_time).isoformat(sep=" "), inclusive, action, timeline
+        )
+    if to_lsn is not None:
+        if not _LSN.match(to_lsn.strip()):
+            raise UsageError(
+                f"--to-lsn {to_lsn!r} is not an LSN", hint="use the X/X form, for example 0/3000060"
+            )
+        return RecoveryTarget("lsn", to_lsn.strip().upper(), inclusive, action, timeline)
+    if to_xid is not None:
+        if not to_xid.strip().isdigit() or int(to_xid) < 3:
+            raise UsageError(
+                f"--to-xid {to_xid!r} is not a transaction id",
+                hint="use a number such as the one txid_current() returned",
+            )
+        return RecoveryTarget("xid", str(int(to_xid)), inclusive, action, timeline)
+    if to_name is not None:
+        if not to_name or len(to_name) >= 64:
+            raise UsageError(f"--to-name {to_name!r} is not a restore point name")
+        return RecoveryTarget("name", to_name, action=action, timeline=timeline)
+    if to_immediate:
+        return RecoveryTarget("immediate", action=action, timeline=timeline)
+    return RecoveryTarget(timeline=timeline)
