@@ -36,7 +36,7 @@ def _settings_options(func: F) -> F:
 @_settings_options
 @click.version_option(package_name="pgkura")
 @click.pass_context
-def cli(ctx: click.Context, config_file: str | None, **flags: Any) -> None:
+def cli(ctx: click.Context, /, config_file: str | None, **flags: Any) -> None:
     """Backup and point-in-time recovery for PostgreSQL."""
     ctx.obj = {"flags": flags, "config_file": config_file}
 

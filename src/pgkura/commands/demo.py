@@ -79,7 +79,9 @@ class Demo:
             src.sql("UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid % 10 = 0")
             src.sql("SELECT pg_switch_wal()")
             before = src.sql(FINGERPRINT_SQL)[0]
-            self.say(f"   committed after the backup: accounts {before[0]}, balance sum {before[1]}")
+            self.say(
+                f"   committed after the backup: accounts {before[0]}, balance sum {before[1]}"
+            )
             src.stop()
             self.say("== an offline backup of the stopped cluster: only changed blocks are stored")
             self.pgkura("backup", "--type", "offline", env=env)
@@ -102,10 +104,18 @@ class Demo:
             first = self.pgkura("info", "--output", "json", env=env)
             import json
 
-            online_id = next(b["id"] for b in json.loads(first)["backups"] if b["method"] == "online")
+            online_id = next(
+                b["id"] for b in json.loads(first)["backups"] if b["method"] == "online"
+            )
             self.pgkura(
-                "restore", "--backup", online_id, "--target-dir", str(pitr.pgdata),
-                "--archive-mode", "off", env=env,
+                "restore",
+                "--backup",
+                online_id,
+                "--target-dir",
+                str(pitr.pgdata),
+                "--archive-mode",
+                "off",
+                env=env,
             )
             pitr.start(port_override=True, timeout=300)
             pitr.wait_for_promotion()

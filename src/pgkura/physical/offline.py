@@ -27,6 +27,7 @@ from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import backup_lock
 from pgkura.repository.manifest import Manifest, write_manifest
 from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.wal.names import format_lsn
 
 
 def check_stopped(pgdata: Path, control: ControlData) -> None:
@@ -88,8 +89,8 @@ def backup_offline(
             data_checksums=checksums,
             forced=force,
             timeline=control.timeline,
-            start_lsn=control.redo_lsn,
-            stop_lsn=control.checkpoint_lsn,
+            start_lsn=format_lsn(control.redo_lsn),
+            stop_lsn=format_lsn(control.checkpoint_lsn),
             checksum_failures=tuple(result.checksum_failures),
             size_bytes=result.size_bytes,
             stored_bytes=stored_bytes(index, result.files),

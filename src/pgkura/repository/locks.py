@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pgkura.errors import LockedError
@@ -34,13 +35,19 @@ def _record() -> bytes:
 def _is_live(record: dict[str, Any]) -> bool:
     if record.get("host") != socket.gethostname():
         return True
+    pid = int(record["pid"])
     try:
-        os.kill(int(record["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed process whose parent died lingers as a zombie until init reaps it: dead.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _read(repo: Repository, key: str) -> dict[str, Any] | None:

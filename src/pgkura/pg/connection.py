@@ -1,0 +1,62 @@
+"""Connections to a running server through psycopg 3.
+
+The target is ``cfg.dbconn`` (a libpq connection string or URI) when given, otherwise libpq's
+own environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE, ...), exactly as psql would
+connect. psycopg is imported here, lazily, so that commands which never connect (archive-push,
+archive-get) do not pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from pgkura.config import Config
+from pgkura.errors import PostgresError
+
+if TYPE_CHECKING:
+    import psycopg
+
+CONNECT_TIMEOUT = 10
+_LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE")
+
+
+def describe_target(cfg: Config) -> str:
+    """Where a connection goes, for messages (never includes a password)."""
+    if cfg.dbconn:
+        return f"--dbconn {cfg.dbconn!r}"
+    parts = [f"{name}={os.environ[name]}" for name in _LIBPQ_VARS if os.environ.get(name)]
+    if parts:
+        return "the libpq environment (" + ", ".join(parts) + ")"
+    return "libpq's defaults (local socket, port 5432, user = OS user)"
+
+
+def connect(cfg: Config, dbname: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
+    """Open an autocommit connection to the server; PostgresError with a hint when it fails."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    base = cfg.dbconn or ""
+    try:
+        params = conninfo_to_dict(base)
+    except psycopg.ProgrammingError as exc:
+        raise PostgresError(
+            f"the connection string is not valid: {exc}",
+            hint="use the form 'host=/run/postgresql port=5432 user=postgres' or a "
+            "postgresql:// URI",
+        ) from None
+    extra: dict[str, str | int] = {"application_name": "pgkura"}
+    if dbname is not None:
+        extra["dbname"] = dbname
+    if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
+        extra["connect_timeout"] = CONNECT_TIMEOUT
+    conninfo = make_conninfo(base, **extra)
+    try:
+        return psycopg.connect(conninfo, autocommit=True)
+    except psycopg.OperationalError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PostgresError(
+            f"cannot connect to PostgreSQL through {describe_target(cfg)}: {detail}",
+            hint="start the server, or point pgkura at it with --dbconn "
+            "'host=... port=... user=...' or PGHOST/PGPORT/PGUSER (passwords go in ~/.pgpass)",
+        ) from None

@@ -1,0 +1,272 @@
+"""The WAL archive of a stanza: push (archive_command) and get (restore_command).
+
+Each archived file is one sealed object at ``layout.wal_key(stanza, name)``
+(docs/repository-format.md, "WAL archive"). PostgreSQL retries a failed archive_command for
+ever and deletes the segment once the command succeeds, so push must never report success
+before the object is durable, never overwrite an archived file with different content, and
+accept a repeated push of identical content (the archiver may have died after the object was
+written but before it recorded success).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgkura.errors import CorruptionError, PgkuraError, RepositoryError, UsageError
+from pgkura.repository import layout
+from pgkura.repository.repo import Repository
+from pgkura.repository.sealed import HEADER_SIZE, SealError, keyed_digest, seal, unseal
+from pgkura.wal.header import WalHeaderError, read_long_header
+from pgkura.wal.names import WalName, is_wal_name, parse_wal_name
+
+# Errors that mean "the repository cannot take writes", as opposed to a bug or a damaged file.
+_UNWRITABLE = {
+    errno.ENOSPC: "the file system is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+@dataclass(frozen=True)
+class PushResult:
+    name: str
+    key: str
+    kind: str
+    raw_size: int
+    stored_size: int
+    #: False when the same content was already archived (nothing was written).
+    written: bool
+    #: True when a damaged archived copy with the same checksum was replaced.
+    repaired: bool = False
+
+
+def _storage_error(exc: OSError, action: str, repo: Repository) -> PgkuraError:
+    reason = _UNWRITABLE.get(exc.errno or 0, exc.strerror or str(exc))
+    return RepositoryError(
+        f"cannot {action} in the repository at {repo.storage.location}: {reason}",
+        hint="free space, or fix the mount and the permissions of the repository for the "
+        "user running pgkura (PostgreSQL keeps the WAL and retries)",
+    )
+
+
+def _read_source(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(
+            f"WAL file {path} does not exist",
+            hint="archive_command must pass %p, the path relative to the data directory "
+            "(archive_command = 'pgkura --stanza NAME archive-push %p')",
+        ) from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a WAL file") from None
+    except PermissionError:
+        raise PgkuraError(
+            f"cannot read WAL file {path}: permission denied",
+            hint="run archive-push as the server's OS user",
+        ) from None
+
+
+def _check_segment(
+    repo: Repository, stanza: str, wal: WalName, raw: bytes, pg_version: int | None
+) -> None:
+    """Refuse a segment that is truncated, misnamed, or from another cluster; bind the stanza."""
+    try:
+        header = read_long_header(raw)
+    except WalHeaderError as exc:
+        raise UsageError(f"{wal.name} is not a WAL segment: {exc}") from None
+    version = header.pg_version
+    if version is None:
+        if pg_version is None:
+            raise UsageError(
+                f"{wal.name} has WAL page magic 0x{header.magic:04X}, which this pgkura does "
+                "not know (it knows PostgreSQL 10 to 17)",
+                hint="upgrade pgkura, or pass the server's major version explicitly",
+            )
+        version = pg_version
+    elif pg_version is not None and pg_version != version:
+        raise UsageError(
+            f"{wal.name} was written by PostgreSQL {version}, not {pg_version}",
+            hint="check which cluster's WAL this is",
+        )
+    if len(raw) != header.seg_size:
+        raise UsageError(
+            f"{wal.name} is {len(raw)} bytes but its header says segments are "
+            f"{header.seg_size} bytes: the file is incomplete",
+            hint="archive only complete segments from pg_wal",
+        )
+    if header.seg_size != 16 * 1024 * 1024:
+        wal = parse_wal_name(wal.name, header.seg_size)
+    assert wal.segno is not None
+    expected = wal.segno * header.seg_size
+    if header.page_address != expected:
+        raise UsageError(
+            f"{wal.name} holds WAL from another position (its first page is at "
+            f"{header.page_address >> 32:X}/{header.page_address & 0xFFFFFFFF:X}): it was renamed",
+            hint="push the file under the name PostgreSQL gave it",
+        )
+    sysid = str(header.system_identifier)
+    info = repo.stanza(stanza)
+    if info is None:
+        repo.ensure_stanza(stanza, sysid, version)
+    elif info.system_identifier != sysid:
+        raise RepositoryError(
+            f"{wal.name} comes from the cluster with system identifier {sysid}, but stanza "
+            f"{stanza!r} belongs to system identifier {info.system_identifier}; refused",
+            hint="point this cluster's archive_command at its own --stanza",
+        )
+
+
+def push_wal(
+    repo: Repository, stanza: str, path: Path, *, pg_version: int | None = None
+) -> PushResult:
+    """Archive the WAL file at ``path`` (a segment, .partial, .backup or .history file)."""
+    name = path.name
+    if not is_wal_name(name):
+        raise UsageError(
+            f"{name!r} is not a WAL file name",
+            hint="archive-push takes a segment (24 hex digits), .partial, .backup or "
+            ".history file: use %p in archive_command",
+        )
+    try:
+        wal = parse_wal_name(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    raw = _read_source(path)
+    try:
+        if wal.kind in ("segment", "partial"):
+            _check_segment(repo, stanza, wal, raw, pg_version)
+        return _store(repo, layout.wal_key(stanza, name), wal, raw)
+    except OSError as exc:
+        raise _storage_error(exc, f"archive {name}", repo) from None
+
+
+def _store(repo: Repository, key: str, wal: WalName, raw: bytes) -> PushResult:
+    digest = keyed_digest(repo.key, raw)
+    try:
+        existing = _compare_existing(repo, key, wal.name, digest)
+        if existing is not None:
+            return PushResult(wal.name, key, wal.kind, len(raw), existing, written=False)
+        sealed = seal(raw, repo.codec, repo.key, digest)
+        if repo.storage.put_if_absent(key, sealed.data):
+            return PushResult(wal.name, key, wal.kind, len(raw), len(sealed.data), written=True)
+        # Another push of the same file won the race: judge its object like any other.
+        existing = _compare_existing(repo, key, wal.name, digest)
+        if existing is None:  # pragma: no cover - only when someone deletes it meanwhile
+            raise RepositoryError(f"archived {wal.name} vanished while it was being pushed")
+        return PushResult(wal.name, key, wal.kind, len(raw), existing, written=False)
+    except _Damaged:
+        # The archived copy is damaged, but its header says it held exactly these bytes:
+        # replacing it atomically loses nothing and heals the archive.
+        sealed = seal(raw, repo.codec, repo.key, digest)
+        repo.storage.put(key, sealed.data)
+        return PushResult(
+            wal.name, key, wal.kind, len(raw), len(sealed.data), written=True, repaired=True
+        )
+
+
+class _Damaged(Exception):
+    """The archived object claims the same content but does not unseal."""
+
+
+def _compare_existing(repo: Repository, key: str, name: str, digest: bytes) -> int | None:
+    """None when ``key`` is absent; its size when it holds the same content; raise otherwise."""
+    try:
+        stored = repo.storage.get(key)
+    except KeyError:
+        return None
+    same_claim = len(stored) >= HEADER_SIZE and stored[24:HEADER_SIZE] == digest
+    if not same_claim:
+        raise RepositoryError(
+            f"{name} is already archived with different content in stanza "
+            f"{key.split('/')[1]!r}; the archived copy is kept and this push is refused",
+            hint="two clusters may be archiving into one stanza, or the archived copy is "
+            "damaged: check with pgkura check and give each cluster its own --stanza",
+        )
+    try:
+        unseal(stored, repo.key, digest)
+    except SealError:
+        raise _Damaged() from None
+    return len(stored)
+
+
+def get_wal(repo: Repository, stanza: str, wal_name: str, dest: Path) -> bool:
+    """Write the archived ``wal_name`` to ``dest``; False (creating nothing) when it is absent."""
+    if not is_wal_name(wal_name):
+        raise UsageError(
+            f"{wal_name!r} is not a WAL file name",
+            hint="restore_command must pass %f (the file name) and %p (the destination)",
+        )
+    key = layout.wal_key(stanza, wal_name)
+    try:
+        stored = repo.storage.get(key)
+    except KeyError:
+        return False
+    except OSError as exc:
+        raise RepositoryError(
+            f"cannot read {key} from the repository at {repo.storage.location}: "
+            f"{exc.strerror or exc}",
+            hint="check that the repository is mounted and readable by the server's OS user",
+        ) from None
+    try:
+        raw = unseal(stored, repo.key)
+    except SealError as exc:
+        raise CorruptionError(
+            f"archived WAL file {wal_name} ({key}) is damaged: {exc}",
+            hint="recovery cannot use it; restore from an older backup or another copy of the "
+            "archive, and run pgkura verify",
+        ) from None
+    write_file_atomic(dest, raw)
+    return True
+
+
+def write_file_atomic(dest: Path, data: bytes) -> None:
+    """Write ``dest`` crash-safely in its existing directory: temp name, fsync, rename.
+
+    Unlike the repository's writer this never creates directories: restore_command's target
+    directory is PostgreSQL's pg_wal, which must already exist.
+    """
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp-pgkura")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise PgkuraError(
+            f"cannot write {dest}: {exc.strerror or exc}",
+            hint="the destination directory must exist and be writable by the server's OS user",
+        ) from None
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PgkuraError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def list_wal(repo: Repository, stanza: str) -> list[str]:
+    """Names of the files archived for ``stanza``, sorted."""
+    names = []
+    for obj in repo.storage.list(layout.wal_prefix(stanza)):
+        name = obj.key.rsplit("/", 1)[-1]
+        if is_wal_name(name):
+            names.append(name)
+    return sorted(names)

@@ -1,0 +1,286 @@
+"""Offline physical backup and restore against real clusters (issue: foundations)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner import PGKURA, os_user, run_pgkura
+
+FINGERPRINT = (
+    "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {} t"
+)
+
+
+def fingerprint(server: Any, tables: list[str], dbname: str = "postgres") -> dict[str, Any]:
+    return {t: tuple(server.sql(FINGERPRINT.format(t), dbname=dbname)[0]) for t in tables}
+
+
+def chown(path: Path) -> None:
+    if os.geteuid() == 0:
+        import shutil
+
+        shutil.chown(path, "postgres", "postgres")
+
+
+def make_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    chown(path)
+    return path
+
+
+@pytest.fixture
+def repo(work_dir: Path) -> str:
+    path = str(work_dir / "repo")
+    run_pgkura("--repo", path, "init")
+    return path
+
+
+def backup_ids(repo: str) -> list[str]:
+    out = run_pgkura("--repo", repo, "info", "--output", "json").stdout
+    return [b["id"] for b in json.loads(out)["backups"]]
+
+
+def tree_size(path: str) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def populate(server: Any, work_dir: Path) -> list[str]:
+    ts_dir = make_dir(work_dir / "ts1")
+    server.sql(f"CREATE TABLESPACE ts1 LOCATION '{ts_dir}'")
+    server.sql(
+        "CREATE TABLE plain AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g"
+    )
+    server.sql(
+        "CREATE TABLE in_ts TABLESPACE ts1 AS SELECT g AS id, repeat('x', g % 50) AS v "
+        "FROM generate_series(1, 5000) g"
+    )
+    server.sql("CREATE INDEX ON in_ts (id)")
+    return ["plain", "in_ts"]
+
+
+def test_offline_round_trip_with_tablespace(make_server: Any, work_dir: Path, repo: str) -> None:
+    src = make_server("src")
+    tables = populate(src, work_dir)
+    before = fingerprint(src, tables)
+    src.stop()
+
+    backup = run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    backup_id = backup.stdout.strip()
+    assert backup_ids(repo) == [backup_id]
+
+    # The damaged original is gone; restore elsewhere, the tablespace mapped by name.
+    target = work_dir / "restored"
+    new_ts = work_dir / "ts1-restored"
+    run_pgkura(
+        "--repo",
+        repo,
+        "restore",
+        "--target-dir",
+        str(target),
+        "--tablespace-map",
+        f"{_ts_oid(src, work_dir)}={new_ts}",
+    )
+    link = target / "pg_tblspc" / _ts_oid(src, work_dir)
+    assert os.readlink(link) == str(new_ts)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    assert stat.S_IMODE((target / "PG_VERSION").stat().st_mode) == 0o600
+    if os.geteuid() == 0:
+        assert (target / "PG_VERSION").stat().st_uid == (work_dir.stat().st_uid)
+
+    restored = make_server("restored", pgdata=target, init=False)
+    assert fingerprint(restored, tables) == before
+
+
+_oids: dict[str, str] = {}
+
+
+def _ts_oid(server: Any, work_dir: Path) -> str:
+    key = str(work_dir)
+    if key not in _oids:
+        names = [p.name for p in (server.pgdata / "pg_tblspc").iterdir()]
+        assert len(names) == 1
+        _oids[key] = names[0]
+    return _oids[key]
+
+
+def test_group_access_modes_are_kept(make_server: Any, work_dir: Path, repo: str) -> None:
+    src = make_server("grp", initdb_args=["--allow-group-access"], start=False)
+    run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    target = work_dir / "grp-restored"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o750
+    assert stat.S_IMODE((target / "PG_VERSION").stat().st_mode) == 0o640
+    assert stat.S_IMODE((target / "base").stat().st_mode) == 0o750
+
+
+def test_offline_backup_refuses_a_running_server(make_server: Any, repo: str) -> None:
+    src = make_server("running")
+    result = run_pgkura(
+        "--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline", check=False
+    )
+    assert result.returncode == 6
+    assert "server is running" in result.stderr
+    assert "hint:" in result.stderr
+    assert backup_ids(repo) == []
+    # --force overrides, and the manifest says so.
+    forced = run_pgkura(
+        "--repo",
+        repo,
+        "--pgdata",
+        str(src.pgdata),
+        "backup",
+        "--type",
+        "offline",
+        "--force",
+        "--output",
+        "json",
+    )
+    backup_id = json.loads(forced.stdout)["id"]
+    info = json.loads(run_pgkura("--repo", repo, "info", backup_id, "--output", "json").stdout)
+    assert info["backups"][0]["forced"] is True
+
+
+def test_crashed_cluster_is_refused_without_force(make_server: Any, repo: str) -> None:
+    src = make_server("crashed")
+    src.stop(mode="immediate")  # leaves pg_control "in production"
+    result = run_pgkura(
+        "--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline", check=False
+    )
+    assert result.returncode == 6
+    assert "not shut down cleanly" in result.stderr
+
+
+def test_unchanged_cluster_backs_up_in_under_five_percent(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("dedup")
+    src.pgbench_init(2)
+    src.stop()
+    args = ("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    run_pgkura(*args)
+    size_after_first = tree_size(repo)
+    run_pgkura(*args)
+    growth = tree_size(repo) - size_after_first
+    assert growth < 0.05 * size_after_first, (growth, size_after_first)
+    # Every backup is still complete for restore.
+    ids = backup_ids(repo)
+    assert len(ids) == 2
+    target = work_dir / "second"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--backup", ids[1])
+    restored = make_server("dedup-restored", pgdata=target, init=False)
+    assert restored.sql("SELECT count(*) FROM pgbench_accounts")[0][0] == 200000
+
+
+def test_restore_refuses_a_non_empty_target_and_delta_rewrites_only_changes(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("delta")
+    src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g")
+    src.stop()
+    run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    target = make_dir(work_dir / "delta-target")
+    (target / "stray").write_text("not PostgreSQL")
+    chown(target / "stray")
+    refused = run_pgkura("--repo", repo, "restore", "--target-dir", str(target), check=False)
+    assert refused.returncode != 0
+    assert "is not empty" in refused.stderr and "--delta" in refused.stderr
+    assert (target / "stray").read_text() == "not PostgreSQL"
+
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--delta")
+    assert not (target / "stray").exists()
+    # Damage one file, then a delta restore rewrites just that one.
+    victim = next(p for p in (target / "base").rglob("*") if p.is_file() and p.stat().st_size)
+    victim.write_bytes(b"\0" * victim.stat().st_size)
+    out = run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--delta")
+    assert "0 removed" in out.stderr
+    restored = make_server("delta-restored", pgdata=target, init=False)
+    assert restored.sql("SELECT count(*), sum(g) FROM t")[0] == (10000, 50005000)
+
+
+def test_bad_inputs_get_one_clear_message(make_server: Any, work_dir: Path, repo: str) -> None:
+    missing = run_pgkura("--repo", str(work_dir / "nope"), "info", check=False)
+    assert missing.returncode == 4 and "not a pgkura repository" in missing.stderr
+    assert "pgkura --repo" in missing.stderr and "init" in missing.stderr
+
+    conf = work_dir / "bad.toml"
+    conf.write_text('repo = "/x"\ncolour = "blue"\n')
+    chown(conf)
+    bad_conf = run_pgkura("--config", str(conf), "info", check=False)
+    assert bad_conf.returncode == 3 and "unknown key 'colour'" in bad_conf.stderr
+
+    not_pgdata = make_dir(work_dir / "empty")
+    bad_pgdata = run_pgkura("--repo", repo, "--pgdata", str(not_pgdata), "backup", check=False)
+    assert bad_pgdata.returncode != 0 and "not a PostgreSQL data directory" in bad_pgdata.stderr
+
+    unknown = run_pgkura(
+        "--repo",
+        repo,
+        "restore",
+        "--target-dir",
+        str(work_dir / "t"),
+        "--backup",
+        "20000101",
+        check=False,
+    )
+    assert unknown.returncode != 0 and "no backup '20000101'" in unknown.stderr
+    assert not (work_dir / "t").exists()
+    assert list(Path(repo, "snapshots").glob("**/*")) == []
+
+
+def test_killed_backup_leaves_no_backup_and_the_next_one_works(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("killed")
+    src.pgbench_init(10)
+    src.stop()
+    cmd = [
+        PGKURA,
+        "--repo",
+        repo,
+        "--pgdata",
+        str(src.pgdata),
+        "backup",
+        "--type",
+        "offline",
+        "--jobs",
+        "1",
+    ]
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(Path(repo, "packs").glob("*/*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # kill -9 the pgkura process itself (runuser forwards nothing on SIGKILL).
+    children = subprocess.run(
+        ["pgrep", "-f", f"{repo} --pgdata"], capture_output=True, text=True
+    ).stdout.split()
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    proc.wait(timeout=30)
+    for pid in children:  # SIGKILL is asynchronous: wait until the processes are gone
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+            except FileNotFoundError:
+                break
+            if state == "Z":
+                break
+            time.sleep(0.02)
+    assert proc.returncode != 0
+    assert backup_ids(repo) == []
+    # The stale lock of the dead process does not block the next backup, nor restores.
+    run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    target = work_dir / "after-kill"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target))
+    restored = make_server("after-kill", pgdata=target, init=False)
+    assert restored.sql("SELECT count(*) FROM pgbench_accounts")[0][0] == 1_000_000
