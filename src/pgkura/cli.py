@@ -253,6 +253,52 @@ def info(ctx: click.Context, backup_id: str | None, output: str) -> None:
         render_info(data, detail=backup_id is not None)
 
 
+@cli.command("archive-push")
+@click.argument("wal_path")
+@click.pass_context
+def archive_push(ctx: click.Context, wal_path: str) -> None:
+    """Archive one WAL file (archive_command = 'pgkura ... archive-push %p')."""
+    from pgkura.commands.archive import run_archive_push
+
+    result = run_archive_push(_config(ctx), wal_path)
+    log.info(
+        "archived %s (%d -> %d bytes)%s",
+        result.name,
+        result.raw_size,
+        result.stored_size,
+        "" if result.written else ", already archived with the same content",
+    )
+
+
+@cli.command("archive-get")
+@click.argument("wal_name")
+@click.argument("dest")
+@click.pass_context
+def archive_get(ctx: click.Context, wal_name: str, dest: str) -> None:
+    """Fetch one WAL file (restore_command = 'pgkura ... archive-get %f %p')."""
+    from pgkura.commands.archive import run_archive_get
+
+    run_archive_get(_config(ctx), wal_name, dest)
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Check the server's archiving settings, the repository, and a WAL switch."""
+    from pgkura.commands.check import run_check
+
+    report = run_check(_config(ctx))
+    for line in report.passed:
+        click.echo(f"ok: {line}")
+    for line in report.problems:
+        click.echo(f"problem: {line}")
+    if report.problems:
+        raise PgkuraError(
+            f"check found {len(report.problems)} problem(s)",
+            hint="change what each 'problem:' line says, then run pgkura check again",
+        )
+
+
 @cli.command()
 @click.option("--keep", is_flag=True, help="keep the demo's directory for inspection")
 @click.option("--workdir", default=None, help="directory for the demo (default: a new temp dir)")

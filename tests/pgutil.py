@@ -1,0 +1,40 @@
+"""Helpers shared by the tests that run archiving servers."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from runner import PGKURA
+
+BALANCES = (
+    "SELECT (SELECT sum(abalance) FROM pgbench_accounts),"
+    " (SELECT sum(tbalance) FROM pgbench_tellers),"
+    " (SELECT sum(bbalance) FROM pgbench_branches),"
+    " (SELECT coalesce(sum(delta), 0) FROM pgbench_history)"
+)
+
+
+def archiving_conf(repo: str, stanza: str = "main") -> dict[str, str]:
+    command = shlex.join([PGKURA, "--repo", repo, "--stanza", stanza, "archive-push"]) + " %p"
+    return {
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": command,
+        "archive_timeout": "0",
+    }
+
+
+def chown(path: Path) -> None:
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
+
+
+def assert_balanced(server: Any) -> tuple[int, ...]:
+    """pgbench's invariant: every transaction adds the same delta to all four tables."""
+    row = tuple(int(v) for v in server.sql(BALANCES)[0])
+    assert len(set(row)) == 1, f"pgbench balances differ: {row}"
+    return row

@@ -1,0 +1,141 @@
+"""archive-push / archive-get as PostgreSQL calls them, against real WAL (issue: online)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgutil import archiving_conf, chown
+from runner import run_pgkura
+
+
+@pytest.fixture
+def repo(work_dir: Path) -> str:
+    path = str(work_dir / "repo")
+    run_pgkura("--repo", path, "init")
+    return path
+
+
+def one_segment(server: Any) -> Path:
+    """A complete segment from pg_wal (the one a fresh switch just finished)."""
+    server.sql("CREATE TABLE IF NOT EXISTS filler AS SELECT g FROM generate_series(1, 1000) g")
+    name = server.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    return server.pgdata / "pg_wal" / name
+
+
+def test_push_get_round_trip_and_repeats(make_server: Any, work_dir: Path, repo: str) -> None:
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    segment = one_segment(src)
+    raw = segment.read_bytes()
+    run_pgkura("--repo", repo, "archive-push", str(segment))
+    # PostgreSQL may push again after a crash: identical content is fine.
+    again = run_pgkura("--repo", repo, "--log-level", "info", "archive-push", str(segment))
+    assert "already archived with the same content" in again.stderr
+
+    dest_dir = work_dir / "dest"
+    dest_dir.mkdir()
+    chown(dest_dir)
+    dest = dest_dir / "RECOVERYXLOG"
+    run_pgkura("--repo", repo, "archive-get", segment.name, str(dest))
+    assert dest.read_bytes() == raw
+    stored = next(Path(repo, "wal").rglob(segment.name))
+    assert stored.stat().st_size < len(raw)  # compressed
+
+    # Different content under the same name is refused, and the archived copy is kept.
+    altered = work_dir / segment.name
+    altered.write_bytes(raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+    chown(altered)
+    before = stored.read_bytes()
+    refused = run_pgkura("--repo", repo, "archive-push", str(altered), check=False)
+    assert refused.returncode != 0
+    assert "already archived with different content" in refused.stderr
+    assert stored.read_bytes() == before
+
+
+def test_get_of_a_missing_file_exits_1_and_creates_nothing(work_dir: Path, repo: str) -> None:
+    dest = work_dir / "RECOVERYXLOG"
+    missing = run_pgkura(
+        "--repo", repo, "archive-get", "000000010000000000000042", str(dest), check=False
+    )
+    assert missing.returncode == 1
+    assert "not in the archive" in missing.stderr
+    assert not dest.exists()
+    history = run_pgkura("--repo", repo, "archive-get", "00000002.history", str(dest), check=False)
+    assert history.returncode == 1 and not dest.exists()
+
+
+def test_wal_of_another_cluster_is_refused(make_server: Any, repo: str) -> None:
+    first = make_server("first", extra_conf={"wal_level": "replica"})
+    second = make_server("second", extra_conf={"wal_level": "replica"})
+    run_pgkura("--repo", repo, "archive-push", str(one_segment(first)))
+    other = run_pgkura("--repo", repo, "archive-push", str(one_segment(second)), check=False)
+    assert other.returncode != 0
+    assert "system identifier" in other.stderr and "--stanza" in other.stderr
+    # The same WAL goes into a stanza of its own.
+    run_pgkura("--repo", repo, "--stanza", "second", "archive-push", str(one_segment(second)))
+
+
+def test_bad_names_and_damaged_archive(make_server: Any, work_dir: Path, repo: str) -> None:
+    bad = run_pgkura("--repo", repo, "archive-push", "/etc/hostname", check=False)
+    assert bad.returncode == 3 and "not a WAL file name" in bad.stderr
+    absent = run_pgkura("--repo", repo, "archive-push", "pg_wal/000000010000000000000099",
+                        check=False)  # fmt: skip
+    assert absent.returncode == 3 and "does not exist" in absent.stderr
+
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    segment = one_segment(src)
+    run_pgkura("--repo", repo, "archive-push", str(segment))
+    stored = next(Path(repo, "wal").rglob(segment.name))
+    data = bytearray(stored.read_bytes())
+    data[-10] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    dest = work_dir / "out"
+    damaged = run_pgkura("--repo", repo, "archive-get", segment.name, str(dest), check=False)
+    assert damaged.returncode == 7 and "is damaged" in damaged.stderr
+    assert not dest.exists()
+    # Pushing the real segment again heals the damaged copy.
+    run_pgkura("--repo", repo, "archive-push", str(segment))
+    dest_dir = work_dir / "healed"
+    dest_dir.mkdir()
+    chown(dest_dir)
+    run_pgkura("--repo", repo, "archive-get", segment.name, str(dest_dir / "x"))
+    assert (dest_dir / "x").read_bytes() == segment.read_bytes()
+
+
+def test_history_files_are_archived(make_server: Any, work_dir: Path, repo: str) -> None:
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    segment = one_segment(src)
+    history = work_dir / "00000002.history"
+    history.write_text("1\t0/3000000\tno recovery target specified\n")
+    chown(history)
+    run_pgkura("--repo", repo, "archive-push", str(segment))
+    run_pgkura("--repo", repo, "archive-push", str(history))
+    dest_dir = work_dir / "d"
+    dest_dir.mkdir()
+    chown(dest_dir)
+    run_pgkura("--repo", repo, "archive-get", history.name, str(dest_dir / "h"))
+    assert (dest_dir / "h").read_text() == history.read_text()
+    assert json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)[
+        "system_identifier"
+    ]
+
+
+def test_check_reports_each_wrong_setting(make_server: Any, repo: str) -> None:
+    plain = make_server("plain", extra_conf={"wal_level": "minimal", "max_wal_senders": "0"})
+    env = {**plain.libpq_env()}
+    result = run_pgkura("--repo", repo, "check", env=env, check=False)
+    assert result.returncode != 0
+    assert "set wal_level = replica" in result.stdout
+    assert "set archive_mode = on" in result.stdout
+    assert "archive-push" in result.stdout
+
+    good = make_server("good", extra_conf=archiving_conf(repo))
+    ok = run_pgkura("--repo", repo, "check", env=good.libpq_env())
+    assert "reached the archive" in ok.stdout
+    wrong_stanza = run_pgkura(
+        "--repo", repo, "--stanza", "other", "check", env=good.libpq_env(), check=False
+    )
+    assert wrong_stanza.returncode != 0 and "not 'other'" in wrong_stanza.stdout
