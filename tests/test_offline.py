@@ -216,6 +216,11 @@ def test_bad_inputs_get_one_clear_message(make_server: Any, work_dir: Path, repo
     chown(conf)
     bad_conf = run_pgkura("--config", str(conf), "info", check=False)
     assert bad_conf.returncode == 3 and "unknown key 'colour'" in bad_conf.stderr
+    no_conf = run_pgkura("--config", str(work_dir / "absent.toml"), "info", check=False)
+    assert no_conf.returncode == 3 and "does not exist" in no_conf.stderr
+    conf.write_text("repo = [")
+    broken = run_pgkura("--config", str(conf), "info", check=False)
+    assert broken.returncode == 3 and "is not valid TOML" in broken.stderr
 
     not_pgdata = make_dir(work_dir / "empty")
     bad_pgdata = run_pgkura("--repo", repo, "--pgdata", str(not_pgdata), "backup", check=False)
@@ -284,3 +289,33 @@ def test_killed_backup_leaves_no_backup_and_the_next_one_works(
     run_pgkura("--repo", repo, "restore", "--target-dir", str(target))
     restored = make_server("after-kill", pgdata=target, init=False)
     assert restored.sql("SELECT count(*) FROM pgbench_accounts")[0][0] == 1_000_000
+
+
+def test_ctrl_c_stops_a_backup_cleanly(make_server: Any, work_dir: Path, repo: str) -> None:
+    src = make_server("interrupted")
+    src.pgbench_init(10)
+    src.stop()
+    cmd = [PGKURA, "--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline"]
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(Path(repo, "packs").glob("*/*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pids = [
+        pid
+        for pid in subprocess.run(
+            ["pgrep", "-f", f"{PGKURA} --repo {repo} --pgdata"], capture_output=True, text=True
+        ).stdout.split()
+        if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"runuser")
+    ]
+    assert len(pids) == 1
+    for pid in pids:
+        os.kill(int(pid), signal.SIGINT)  # what a terminal sends on Ctrl-C
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert backup_ids(repo) == []
+    assert not list(Path(repo, "locks").glob("*"))  # the lock was released
+    run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    assert len(backup_ids(repo)) == 1

@@ -17,19 +17,35 @@ def human_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _duration(started: str, finished: str) -> str:
+    from datetime import datetime
+
+    try:
+        seconds = (
+            datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+        ).total_seconds()
+    except ValueError:
+        return "?"
+    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
 def render_info(data: dict[str, Any], detail: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(no_color="NO_COLOR" in os.environ, highlight=False)
+    # Piped output (logs, the demo) must not wrap at a guessed 80 columns.
+    width = None if os.isatty(1) else 200
+    console = Console(no_color="NO_COLOR" in os.environ, highlight=False, width=width)
     sysid = data.get("system_identifier") or "-"
     console.print(
         f"stanza [bold]{data['stanza']}[/bold] in {data['repository']} "
         f"(system identifier {sysid}, PostgreSQL {data.get('pg_version') or '-'})"
     )
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("id", "kind", "method", "started", "finished", "size", "stored", "new", "notes"):
-        table.add_column(col, justify="right" if col in ("size", "stored", "new") else "left")
+    columns = ("id", "method", "started (UTC)", "took", "size", "stored", "new", "LSN", "notes")
+    for col in columns:
+        right = col in ("took", "size", "stored", "new")
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
     for b in data["backups"]:
         notes = []
         if b.get("forced"):
@@ -37,15 +53,16 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
         failures = b.get("checksum_failures") or []
         if failures:
             notes.append(f"{sum(int(f['count']) for f in failures)} checksum failures")
+        lsn = f"{b['start_lsn']}-{b['stop_lsn']}" if b.get("start_lsn") else ""
         table.add_row(
             b["id"],
-            b["kind"],
-            b["method"],
-            b["started"],
-            b["finished"],
+            b["method"] if b["kind"] == "physical" else b["kind"],
+            b["started"].replace("T", " ")[:19],
+            _duration(b["started"], b["finished"]),
             human_bytes(b["size_bytes"]),
             human_bytes(b["stored_bytes"]),
             human_bytes(b["new_bytes"]),
+            lsn,
             ", ".join(notes),
         )
     if not data["backups"]:

@@ -39,14 +39,17 @@ class Demo:
         self.user = "postgres" if os.geteuid() == 0 else None
         self.repo = workdir / "repo"
 
-    def pgkura(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    def pgkura(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = True, quiet: bool = False
+    ) -> str:
         cmd = [pgkura_executable(), "--repo", str(self.repo), *args]
-        self.say("$ " + " ".join(shlex.quote(c) for c in ["pgkura", *cmd[1:]]))
+        if not quiet:
+            self.say("$ " + " ".join(shlex.quote(c) for c in ["pgkura", *cmd[1:]]))
         full = [*(["runuser", "-u", self.user, "--"] if self.user else []), *cmd]
         proc = subprocess.run(
             full, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd="/"
         )
-        for line in (proc.stdout + proc.stderr).strip().splitlines():
+        for line in (proc.stderr if quiet else proc.stdout + proc.stderr).strip().splitlines():
             self.say("  " + line)
         if check and proc.returncode != 0:
             raise PgkuraError(f"demo step failed: pgkura {' '.join(args)} exited {proc.returncode}")
@@ -87,21 +90,18 @@ class Demo:
             self.pgkura("backup", "--type", "offline", env=env)
             self.say("== an accident: the data directory loses base/ (every database)")
             shutil.rmtree(src.pgdata / "base")
-            self.say("== restore the offline backup into a new directory and start it")
-            restored = LocalServer(
-                self.workdir / "restored-offline", free_port(), sockets, self.bin_dir, self.user
-            )
-            servers.append(restored)
-            self.pgkura("restore", "--target-dir", str(restored.pgdata), env=env)
-            restored.start(port_override=True)
-            self._compare(restored, before)
-            restored.stop()
+            self.say("== restore the offline backup over the damaged directory (--delta keeps")
+            self.say("   what is intact and rewrites only what differs), then start it")
+            self.pgkura("restore", "--target-dir", str(src.pgdata), "--delta", env=env)
+            src.start()
+            self._compare(src, before)
+            src.stop()
             self.say("== restore the online backup and replay the archived WAL to its end")
             pitr = LocalServer(
                 self.workdir / "restored-online", free_port(), sockets, self.bin_dir, self.user
             )
             servers.append(pitr)
-            first = self.pgkura("info", "--output", "json", env=env)
+            first = self.pgkura("info", "--output", "json", env=env, quiet=True)
             import json
 
             online_id = next(

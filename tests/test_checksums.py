@@ -1,0 +1,113 @@
+"""Data page checksums: pgkura's numpy implementation against PostgreSQL's on real files, and
+corrupt pages found during a backup (issue: foundations, item 4)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pgkura.pg.checksum import BLCKSZ, RELSEG_BLOCKS, is_relation_file, page_checksums, verify_pages
+from pgutil import chown
+from runner import os_user, run_pgkura
+
+
+@pytest.fixture
+def repo(work_dir: Path) -> str:
+    path = str(work_dir / "repo")
+    run_pgkura("--repo", path, "init")
+    return path
+
+
+def pg_checksums(server: Any) -> subprocess.CompletedProcess[str]:
+    cmd = [str(server.bin_dir / "pg_checksums"), "--check", "-D", str(server.pgdata)]
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd="/")
+
+
+def relation_path(server: Any, table: str) -> Path:
+    return server.pgdata / server.sql(f"SELECT pg_relation_filepath('{table}')")[0][0]
+
+
+def corrupt_page(path: Path, blkno: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(blkno * BLCKSZ + 4000)
+        byte = f.read(1)
+        f.seek(blkno * BLCKSZ + 4000)
+        f.write(bytes([byte[0] ^ 0x5A]))
+
+
+def test_every_page_of_a_real_cluster_matches_postgres(make_server: Any) -> None:
+    server = make_server("clean")
+    server.pgbench_init(1)
+    server.sql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g")
+    server.sql("CHECKPOINT")
+    server.stop()
+    assert pg_checksums(server).returncode == 0
+    checked = 0
+    for path in server.pgdata.rglob("*"):
+        rel = path.relative_to(server.pgdata).as_posix()
+        found = is_relation_file(rel)
+        if found is None or not path.is_file():
+            continue
+        data = path.read_bytes()
+        assert len(data) % BLCKSZ == 0, rel
+        if not data:
+            continue
+        pages = np.frombuffer(data, dtype=np.uint8).reshape(-1, BLCKSZ)
+        stored = pages[:, 8].astype(np.uint16) | (pages[:, 9].astype(np.uint16) << 8)
+        is_new = (pages[:, 14] == 0) & (pages[:, 15] == 0)
+        computed = page_checksums(data, found[1] * RELSEG_BLOCKS)
+        assert (computed[~is_new] == stored[~is_new]).all(), rel
+        assert verify_pages(data, found[1] * RELSEG_BLOCKS) == []
+        checked += int((~is_new).sum())
+    assert checked > 1000  # pgbench_accounts alone has 1640 pages
+
+
+def test_the_block_number_is_part_of_the_checksum() -> None:
+    page = bytearray(BLCKSZ)
+    page[14:16] = (100).to_bytes(2, "little")  # pd_upper != 0: not a new page
+    sums = page_checksums(bytes(page) * 2, 0)
+    assert sums[0] != sums[1]
+    assert verify_pages(bytes(BLCKSZ) * 3, 7) == []  # all-zero new pages pass
+
+
+def test_offline_backup_reports_corrupt_pages_and_keeps_the_backup(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    ts_dir = work_dir / "ts"
+    ts_dir.mkdir()
+    chown(ts_dir)
+    server = make_server("corrupt")
+    server.sql(f"CREATE TABLESPACE ts LOCATION '{ts_dir}'")
+    server.sql("CREATE TABLE plain AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+    server.sql(
+        "CREATE TABLE other TABLESPACE ts AS SELECT g, md5(g::text) FROM generate_series(1, 9000) g"
+    )
+    plain, other = relation_path(server, "plain"), relation_path(server, "other")
+    server.stop()
+    corrupt_page(plain, 3)
+    corrupt_page(other, 1)
+    found_by_pg = pg_checksums(server)
+    assert found_by_pg.returncode != 0 and "block 3" in found_by_pg.stderr
+
+    result = run_pgkura(
+        "--repo", repo, "--pgdata", str(server.pgdata), "backup", "--type", "offline",
+        "--output", "json", check=False,
+    )  # fmt: skip
+    assert result.returncode == 8, result.stderr
+    assert "failed their checksum" in result.stderr
+    backup_id = json.loads(result.stdout)["id"]
+    info = json.loads(run_pgkura("--repo", repo, "info", backup_id, "--output", "json").stdout)
+    failures = {f["path"]: f["blocks"] for f in info["backups"][0]["checksum_failures"]}
+    plain_rel = plain.relative_to(server.pgdata).as_posix()
+    assert failures[plain_rel] == [3]
+    (other_rel,) = [p for p in failures if p.startswith("pg_tblspc/")]
+    assert failures[other_rel] == [1]
+    text = run_pgkura("--repo", repo, "info", backup_id).stdout
+    assert f"{plain_rel} block(s) 3" in text
