@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pgutil import archiving_conf, assert_balanced
-from runner import os_user, run_pgkura
+from runner import PGKURA, os_user, run_pgkura
 
 
 @pytest.fixture
@@ -98,3 +100,87 @@ def test_online_backup_refuses_without_archiving(make_server: Any, repo: str) ->
     assert (
         json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)["backups"] == []
     )
+
+
+def test_restore_names_a_missing_wal_segment_before_writing(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    backup_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    info = json.loads(run_pgkura("--repo", repo, "info", backup_id, "--output", "json").stdout)
+    start_wal = info["backups"][0]["start_wal"]
+    next(Path(repo, "wal").rglob(start_wal)).unlink()
+    target = work_dir / "never"
+    result = run_pgkura("--repo", repo, "restore", "--target-dir", str(target), check=False)
+    assert result.returncode == 7
+    assert f"WAL segment {start_wal}" in result.stderr and "not in the archive" in result.stderr
+    assert not target.exists()
+
+
+def test_killed_online_backup_leaves_backup_mode_and_the_next_one_works(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    src.pgbench_init(10)
+    env = {**os.environ, **src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    cmd = [PGKURA, "--repo", repo, "backup", "--jobs", "1"]
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(Path(repo, "packs").glob("*/*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert src.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkura'")
+    for pid in subprocess.run(
+        ["pgrep", "-f", f"{PGKURA} --repo {repo} backup"], capture_output=True, text=True
+    ).stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    proc.wait(timeout=30)
+    # The server noticed the session ended and left backup mode by itself.
+    for _ in range(100):
+        rows = src.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkura'")
+        if rows[0][0] == 0:
+            break
+        time.sleep(0.1)
+    assert (
+        json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)["backups"] == []
+    )
+    time.sleep(0.5)  # let the killed process's zombie be reaped
+    backup_id = run_pgkura(
+        "--repo", repo, "backup", env=src.libpq_env() | {"PGKURA_PGDATA": str(src.pgdata)}
+    ).stdout.strip()
+    src.sql("SELECT pg_switch_wal()")
+    target = work_dir / "after-kill"
+    run_pgkura("--repo", repo, "restore", "--backup", backup_id, "--target-dir", str(target),
+               "--to-immediate")  # fmt: skip
+    restored = make_server("after-kill", pgdata=target, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql("SELECT count(*) FROM pgbench_accounts")[0][0] == 1_000_000
+
+
+def test_unreachable_server_and_unwritable_repository(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata), "PGPORT": "1"}
+    down = run_pgkura("--repo", repo, "backup", "--type", "online", env=env, check=False)
+    assert down.returncode != 0 and "cannot connect to PostgreSQL" in down.stderr
+    assert "hint:" in down.stderr
+
+    name = src.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    src.stop()
+    segment = src.pgdata / "pg_wal" / name
+    readonly = work_dir / "readonly-repo"
+    run_pgkura("--repo", str(readonly), "init")
+    for path in [readonly, *readonly.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o555)
+    try:
+        refused = run_pgkura("--repo", str(readonly), "archive-push", str(segment), check=False)
+        assert refused.returncode != 0
+        assert "permission denied" in refused.stderr and "retries" in refused.stderr
+    finally:
+        for path in [readonly, *readonly.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)

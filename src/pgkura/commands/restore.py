@@ -21,6 +21,7 @@ from pgkura.physical.restore import (
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.manifest import Manifest, read_manifest, resolve_backup_id
+from pgkura.repository.repo import Repository
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> 
     check_targets(plan, req.delta)
     index = BlockIndex(repo).load()
     _check_blocks_present(index, manifest)
+    if manifest.method != "offline":
+        _check_wal_present(repo, cfg.stanza, manifest)
     restorer = PhysicalRestorer(
         index, manifest, plan, jobs=req.jobs, delta=req.delta, progress=progress
     )
@@ -87,6 +90,26 @@ def _check_blocks_present(index: BlockIndex, manifest: Manifest) -> None:
                     "from the repository; nothing was written",
                     hint="run pgkura verify, and restore another backup",
                 )
+
+
+def _check_wal_present(repo: Repository, stanza: str, manifest: Manifest) -> None:
+    """Refuse before writing anything when WAL the backup needs to become consistent is not
+    in the archive: the restored cluster could never start."""
+    from pgkura.repository import layout
+    from pgkura.wal.names import parse_lsn, segments_between
+
+    if manifest.start_lsn is None or manifest.stop_lsn is None or manifest.timeline is None:
+        return
+    start, stop = parse_lsn(manifest.start_lsn), parse_lsn(manifest.stop_lsn)
+    seg_size = int(manifest.extra.get("wal_segment_size", 16 * 1024 * 1024))
+    for name in segments_between(manifest.timeline, start, max(stop - 1, start), seg_size):
+        if not repo.storage.exists(layout.wal_key(stanza, name)):
+            raise CorruptionError(
+                f"backup {manifest.id} cannot be restored: WAL segment {name}, needed to make "
+                "it consistent, is not in the archive; nothing was written",
+                hint="push the segment from the server's pg_wal with pgkura archive-push if it "
+                "is still there, or restore another backup",
+            )
 
 
 def _write_backup_files(manifest: Manifest, plan: RestorePlan) -> None:

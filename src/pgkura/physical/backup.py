@@ -95,6 +95,8 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "timeline": manifest.timeline,
         "start_lsn": manifest.start_lsn,
         "stop_lsn": manifest.stop_lsn,
+        "start_wal": manifest.start_wal,
+        "stop_wal": manifest.stop_wal,
         "forced": manifest.forced,
         "checksum_failures": list(manifest.checksum_failures),
     }
