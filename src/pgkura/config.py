@@ -7,7 +7,6 @@ The CLI flags, the config keys and the README's table are all derived from ``SET
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +92,8 @@ def _convert(setting: Setting, value: Any, source: str) -> Any:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    import tomllib  # only when a config file exists: archive-push starts once per segment
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

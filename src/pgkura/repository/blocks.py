@@ -8,9 +8,9 @@ Readers look a block id up in the index and fetch its byte range from the pack.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import threading
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -102,7 +102,7 @@ class PackWriter:
         self._chunks: list[bytes] = []
         self._entries: list[tuple[bytes, BlockLocation]] = []
         self._size = 0
-        self._pack_id = uuid.uuid4().hex
+        self._pack_id = os.urandom(16).hex()
         self.bytes_written = 0  # sealed bytes of blocks this writer stored
 
     def add(self, raw: bytes | memoryview, digest: bytes | None = None) -> tuple[bytes, int]:
@@ -139,7 +139,7 @@ class PackWriter:
         storage.put_if_absent(layout.index_key(self._pack_id), index_obj)
         self.index.publish(self._pack_id, self._entries)
         self._chunks, self._entries, self._size = [], [], 0
-        self._pack_id = uuid.uuid4().hex
+        self._pack_id = os.urandom(16).hex()
 
 
 class BlockReader:

@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,7 +106,7 @@ def backup_lock(repo: Repository, stanza: str) -> Iterator[None]:
 
 @contextmanager
 def shared_lock(repo: Repository) -> Iterator[None]:
-    key = layout.lock_key(f"shared-{uuid.uuid4().hex}")
+    key = layout.lock_key(f"shared-{os.urandom(16).hex()}")
     repo.storage.put(key, _record())
     try:
         exclusive = _read(repo, layout.lock_key("exclusive"))

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import secrets
-import uuid
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -105,11 +104,11 @@ class Repository:
                 hint="use for example --block-size 65536",
             )
         config = RepoConfig(
-            repo_id=uuid.uuid4().hex,
+            repo_id=os.urandom(16).hex(),
             created=iso(utc_now()),
             block_size=block_size,
             compression=compression,
-            hash_key=secrets.token_bytes(32),
+            hash_key=os.urandom(32),  # what secrets.token_bytes uses
         )
         if storage.exists(layout.CONFIG_KEY):
             raise RepositoryError(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,7 +231,7 @@ def write_file_atomic(dest: Path, data: bytes) -> None:
     Unlike the repository's writer this never creates directories: restore_command's target
     directory is PostgreSQL's pg_wal, which must already exist.
     """
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp-pgkura")
+    tmp = dest.with_name(f".{dest.name}.{os.urandom(6).hex()}.tmp-pgkura")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:

@@ -1,0 +1,433 @@
+"""Side-by-side benchmark: pgkura against pg_basebackup and pgBackRest on the same cluster.
+
+Builds a pgbench cluster (scale 50 by default) that archives WAL to both pgkura and pgBackRest,
+then times, interleaved over several rounds in one run:
+  full backup:  pgkura backup --type online --jobs 2 (zstd:3, new repository each round)
+                pgbackrest backup --type=full (zst level 3, process-max 2)
+                pg_basebackup -Ft -X stream --compress=client-zstd
+  restore:      pgkura restore --jobs 2  vs  pgbackrest restore --process-max=2
+  re-backup of the unchanged cluster: pgkura backup  vs  pgbackrest backup --type=incr
+  archive:      one archive-push and one archive-get of a 16 MiB segment, cold start included
+and prints medians, ratios and peak RSS. Run as root (servers run as postgres):
+
+    .venv/bin/python bench/bench.py --scale 50 --rounds 3
+
+Timings are for docs/benchmarks.md; nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PGKURA = str(Path(sys.executable).with_name("pgkura"))
+USER = "postgres" if os.geteuid() == 0 else None
+
+
+@dataclass
+class Timing:
+    seconds: list[float] = field(default_factory=list)
+    rss_kb: list[int] = field(default_factory=list)
+
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def peak_rss_mb(self) -> float:
+        return max(self.rss_kb) / 1024
+
+
+def as_user(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", USER, "--", *cmd] if USER else cmd
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/") -> tuple[float, int]:
+    """Run a command as the cluster's user; wall seconds and peak RSS (KiB) of its process tree
+    (wait4's ru_maxrss covers the child and the descendants it waited for)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            as_user(cmd),
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-2000:]
+            raise SystemExit(f"failed: {' '.join(cmd)}\n{tail}")
+    return elapsed, int(usage.ru_maxrss)
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        as_user(cmd), env={**os.environ, **(env or {})}, capture_output=True, text=True, cwd="/"
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def own(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if USER:
+        shutil.chown(path, USER, USER)
+    return path
+
+
+class Bench:
+    def __init__(self, base: Path, scale: int, pg_bin: Path) -> None:
+        self.base = own(base)
+        self.scale = scale
+        self.pg_bin = pg_bin
+        self.pgdata = base / "pgdata"
+        self.sockets = own(base / "sockets")
+        self.port = 54000 + os.getpid() % 1000
+        self.env = {
+            "PGHOST": str(self.sockets),
+            "PGPORT": str(self.port),
+            "PGUSER": "postgres",
+            "PGDATABASE": "postgres",
+        }
+        self.pgbr_conf = base / "pgbackrest.conf"
+        self.results: dict[str, Timing] = {}
+        self.dedup: dict[str, tuple[int, int]] = {}
+
+    def tool(self, name: str) -> str:
+        return str(self.pg_bin / name)
+
+    def record(self, name: str, seconds: float, rss: int) -> None:
+        t = self.results.setdefault(name, Timing())
+        t.seconds.append(seconds)
+        t.rss_kb.append(rss)
+        print(f"  {name:<34} {seconds:8.2f} s   peak RSS {rss / 1024:7.1f} MiB", flush=True)
+
+    def pgkura(self, repo: Path, *args: str) -> list[str]:
+        return [
+            PGKURA,
+            "--repo",
+            str(repo),
+            "--stanza",
+            "bench",
+            "--pgdata",
+            str(self.pgdata),
+            *args,
+        ]
+
+    def pgbackrest(self, *args: str) -> list[str]:
+        return ["pgbackrest", f"--config={self.pgbr_conf}", "--stanza=bench", *args]
+
+    def setup(self) -> None:
+        # archive_command pushes to whatever repository this link points at: each round's
+        # full backup goes to a new repository (a real full copy), with its own WAL.
+        self.pgkura_repo = self.base / "pgkura-current"
+        self.point_repo(self.base / "pgkura-setup")
+        self.pgbr_repo = own(self.base / "pgbackrest-repo")
+        own(self.base / "pgbackrest-log")
+        self.pgbr_conf.write_text(
+            "[global]\n"
+            f"repo1-path={self.pgbr_repo}\n"
+            "compress-type=zst\ncompress-level=3\nprocess-max=2\nstart-fast=y\n"
+            f"log-path={self.base / 'pgbackrest-log'}\nlock-path={self.base / 'pgbackrest-log'}\n"
+            "log-level-console=warn\nspool-path=/tmp\n"
+            "[bench]\n"
+            f"pg1-path={self.pgdata}\npg1-port={self.port}\npg1-socket-path={self.sockets}\n"
+        )
+        os.chmod(self.pgbr_conf, 0o644)
+        run(
+            [
+                self.tool("initdb"),
+                "-D",
+                str(self.pgdata),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--data-checksums",
+            ]
+        )
+        archive = (
+            f"{PGKURA} --repo {self.pgkura_repo} --stanza bench archive-push %p && "
+            f"pgbackrest --config={self.pgbr_conf} --stanza=bench archive-push %p"
+        )
+        with open(self.pgdata / "postgresql.conf", "a") as f:
+            f.write(
+                f"port = {self.port}\nunix_socket_directories = '{self.sockets}'\n"
+                "listen_addresses = ''\nwal_level = replica\narchive_mode = on\n"
+                f"archive_command = '{archive}'\nmax_wal_senders = 4\n"
+                "shared_buffers = 256MB\nmax_wal_size = 4GB\n"
+            )
+        self.start()
+        run(self.pgbackrest("stanza-create"))
+        print(f"== pgbench -i -s {self.scale}", flush=True)
+        run([self.tool("pgbench"), "-i", "-q", "-s", str(self.scale)], self.env)
+        run([self.tool("psql"), "-qc", "CHECKPOINT"], self.env)
+        size = run([self.tool("psql"), "-Atc", "SELECT pg_database_size('postgres')"], self.env)
+        print(f"   database size {int(size) / 2**20:.0f} MiB", flush=True)
+
+    def point_repo(self, repo: Path) -> None:
+        own(repo)
+        run([PGKURA, "--repo", str(repo), "init", "--compress", "zstd:3"])
+        tmp = self.base / "pgkura-link.tmp"
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(repo)
+        os.replace(tmp, self.pgkura_repo)
+
+    def start(self) -> None:
+        run(
+            [
+                self.tool("pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-w",
+                "-l",
+                str(self.base / "server.log"),
+                "start",
+            ]
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            as_user([self.tool("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "stop"]),
+            capture_output=True,
+        )
+
+    def round(self, n: int) -> None:
+        print(f"== round {n}", flush=True)
+        fresh = self.base / f"pgkura-full-{n}"
+        self.point_repo(fresh)
+        self.record(
+            "full: pgkura",
+            *timed(
+                self.pgkura(self.pgkura_repo, "backup", "--type", "online", "--jobs", "2"),
+                {**self.env, "PGKURA_ARCHIVE_TIMEOUT": "600"},
+            ),
+        )
+        self.record("full: pgbackrest", *timed(self.pgbackrest("backup", "--type=full"), self.env))
+        bb = self.base / f"basebackup-{n}"
+        self.record(
+            "full: pg_basebackup",
+            *timed(
+                [
+                    self.tool("pg_basebackup"),
+                    "-D",
+                    str(bb),
+                    "-Ft",
+                    "-X",
+                    "stream",
+                    "--compress=client-zstd",
+                    "-c",
+                    "fast",
+                ],
+                self.env,
+            ),
+        )
+        shutil.rmtree(bb, ignore_errors=True)
+        # Restores of what was just taken.
+        target = self.base / f"restore-pgkura-{n}"
+        self.record(
+            "restore: pgkura",
+            *timed(
+                [
+                    PGKURA,
+                    "--repo",
+                    str(fresh),
+                    "--stanza",
+                    "bench",
+                    "restore",
+                    "--target-dir",
+                    str(target),
+                    "--jobs",
+                    "2",
+                ]
+            ),
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        target = self.base / f"restore-pgbackrest-{n}"
+        self.record(
+            "restore: pgbackrest",
+            *timed(self.pgbackrest("restore", f"--pg1-path={target}", "--process-max=2")),
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        # A second backup of the unchanged cluster.
+        self.record(
+            "unchanged: pgkura",
+            *timed(
+                self.pgkura(self.pgkura_repo, "backup", "--type", "online", "--jobs", "2"),
+                {**self.env, "PGKURA_ARCHIVE_TIMEOUT": "600"},
+            ),
+        )
+        self.record(
+            "unchanged: pgbackrest incr", *timed(self.pgbackrest("backup", "--type=incr"), self.env)
+        )
+        shutil.rmtree(fresh, ignore_errors=True)
+
+    def archive_stage(self, count: int) -> None:
+        """archive-push and archive-get of single 16 MiB segments, each a new process (cold
+        start included), into repositories that do not have them yet."""
+        print(f"== archive: {count} segments, one process per segment", flush=True)
+        run([self.tool("pgbench"), "-n", "-c", "2", "-t", "20000"], self.env)
+        run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
+        done = sorted(
+            p.name[: -len(".done")]
+            for p in (self.pgdata / "pg_wal" / "archive_status").glob("*.done")
+            if len(p.name) == 29
+        )
+        names = done[-count:]
+        spool = own(self.base / "segments")
+        for name in names:
+            shutil.copy2(self.pgdata / "pg_wal" / name, spool / name)
+            if USER:
+                shutil.chown(spool / name, USER, USER)
+        kura_repo = own(self.base / "archive-pgkura")
+        run([PGKURA, "--repo", str(kura_repo), "init", "--compress", "zstd:3"])
+        br_repo = own(self.base / "archive-pgbackrest")
+        br_conf = self.base / "pgbackrest-archive.conf"
+        br_conf.write_text(
+            self.pgbr_conf.read_text().replace(
+                f"repo1-path={self.pgbr_repo}", f"repo1-path={br_repo}"
+            )
+        )
+        os.chmod(br_conf, 0o644)
+        pgbr = ["pgbackrest", f"--config={br_conf}", "--stanza=bench"]
+        run([*pgbr, "stanza-create"], self.env)
+        out = own(self.base / "fetched")
+        for name in names:
+            self.record(
+                "archive-push: pgkura",
+                *timed(
+                    [
+                        PGKURA,
+                        "--repo",
+                        str(kura_repo),
+                        "--stanza",
+                        "bench",
+                        "archive-push",
+                        str(spool / name),
+                    ]
+                ),
+            )
+            self.record(
+                "archive-push: pgbackrest",
+                *timed([*pgbr, "archive-push", str(spool / name)], cwd=str(self.pgdata)),
+            )
+        for name in names:
+            self.record(
+                "archive-get: pgkura",
+                *timed(
+                    [
+                        PGKURA,
+                        "--repo",
+                        str(kura_repo),
+                        "--stanza",
+                        "bench",
+                        "archive-get",
+                        name,
+                        str(out / f"k-{name}"),
+                    ]
+                ),
+            )
+            self.record(
+                "archive-get: pgbackrest",
+                *timed([*pgbr, "archive-get", name, str(out / f"b-{name}")], cwd=str(self.pgdata)),
+            )
+        for name in names:
+            assert (out / f"k-{name}").read_bytes() == (spool / name).read_bytes()
+
+    def dedup_stage(self) -> None:
+        """What an incremental-forever backup stores after 1 % of pgbench_accounts changed:
+        once for rows spread at random (most 64 KiB blocks get touched), once for one
+        contiguous range of rows."""
+        print("== dedup: backups after updating 1 % of pgbench_accounts", flush=True)
+        repo = self.base / "pgkura-dedup"
+        self.point_repo(repo)
+        env = {**self.env, "PGKURA_ARCHIVE_TIMEOUT": "600"}
+        backup = self.pgkura(self.pgkura_repo, "backup", "--type", "online", "--jobs", "2")
+        run(backup, env)
+        rows = self.scale * 1000
+        updates = {
+            "random 1 %": f"UPDATE pgbench_accounts SET abalance = abalance + 1 "
+            f"WHERE aid IN (SELECT (random() * {self.scale * 100000})::int + 1 "
+            f"FROM generate_series(1, {rows}))",
+            "contiguous 1 %": f"UPDATE pgbench_accounts SET abalance = abalance + 1 "
+            f"WHERE aid <= {rows}",
+        }
+        for label, sql in updates.items():
+            run([self.tool("psql"), "-qc", sql], self.env)
+            run([self.tool("psql"), "-qc", "CHECKPOINT"], self.env)
+            backup_id = run(backup, env).strip()
+            info = json.loads(
+                run([PGKURA, "--repo", str(repo), "--stanza", "bench", "info", backup_id,
+                     "--output", "json"])
+            )["backups"][0]  # fmt: skip
+            size, new = info["size_bytes"], info["new_bytes"]
+            self.dedup[label] = (size, new)
+            print(
+                f"  after {label}: backup of {size / 2**20:.0f} MiB stored {new / 2**20:.1f} MiB"
+                f" new ({100 * new / size:.1f} %)",
+                flush=True,
+            )
+
+    def report(self) -> None:
+        print("\n== medians", flush=True)
+        for name, t in self.results.items():
+            print(f"  {name:<34} {t.median():8.2f} s   peak RSS {t.peak_rss_mb():7.1f} MiB")
+        pairs = [
+            ("full: pgkura", "full: pgbackrest"),
+            ("full: pgkura", "full: pg_basebackup"),
+            ("restore: pgkura", "restore: pgbackrest"),
+            ("unchanged: pgkura", "unchanged: pgbackrest incr"),
+            ("archive-push: pgkura", "archive-push: pgbackrest"),
+            ("archive-get: pgkura", "archive-get: pgbackrest"),
+        ]
+        print("\n== ratios (pgkura / other; below 1.0 means pgkura is faster)")
+        for a, b in pairs:
+            if a in self.results and b in self.results:
+                ratio = self.results[a].median() / self.results[b].median()
+                print(f"  {a} / {b}: {ratio:.2f}")
+        if self.dedup:
+            print("\n== stored by a pgkura backup after changing 1 % of pgbench_accounts")
+            for label, (size, new) in self.dedup.items():
+                print(f"  {label}: {new / 2**20:.1f} MiB of {size / 2**20:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin")
+    parser.add_argument("--segments", type=int, default=5, help="segments for the archive stage")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("pgbackrest") is None:
+        raise SystemExit("pgbackrest is not installed: apt-get install pgbackrest")
+    base = Path(tempfile.mkdtemp(prefix="pgkura-bench-", dir="/var/tmp"))
+    bench = Bench(base, args.scale, Path(args.pg_bin))
+    try:
+        bench.setup()
+        for n in range(1, args.rounds + 1):
+            bench.round(n)
+        bench.archive_stage(args.segments)
+        bench.dedup_stage()
+        bench.report()
+    finally:
+        bench.stop()
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
