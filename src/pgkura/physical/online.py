@@ -110,6 +110,7 @@ def wait_for_archive(repo: Repository, stanza: str, segments: list[str], timeout
 
     deadline = time.monotonic() + timeout
     pending = list(segments)
+    pause = 0.02  # the last segment is usually archived within a few tens of milliseconds
     while pending:
         pending = [s for s in pending if not repo.storage.exists(layout.wal_key(stanza, s))]
         if not pending:
@@ -121,7 +122,8 @@ def wait_for_archive(repo: Repository, stanza: str, segments: list[str], timeout
                 hint="check archive_command (pgkura check) and the server log, "
                 "or raise --archive-timeout",
             )
-        time.sleep(0.2)
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.5)
 
 
 def backup_online(

@@ -38,6 +38,9 @@ class RestoreStats:
     files_removed: int = 0
 
 
+WRITE_BYTES = 1024 * 1024
+
+
 def parse_tablespace_map(items: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -231,8 +234,11 @@ class PhysicalRestorer:
                 self._remove(dest)
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                for block_id in entry.blocks:
-                    data = self.reader.read(bytes.fromhex(block_id), entry.path)
+                # Batches of about 1 MiB: one ranged read of the pack, one write syscall.
+                step = max(1, WRITE_BYTES // self.block_size)
+                for i in range(0, len(entry.blocks), step):
+                    ids = [bytes.fromhex(b) for b in entry.blocks[i : i + step]]
+                    data = b"".join(self.reader.read_many(ids, entry.path))
                     _write_all(fd, data)
                     self.progress.advance(len(data))
                 os.fsync(fd)
