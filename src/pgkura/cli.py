@@ -56,11 +56,9 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _jobs(jobs: int | None) -> int:
-    from pgkura.physical.backup import default_jobs
-
     if jobs is not None and jobs < 1:
         raise PgkuraError(f"--jobs must be at least 1, not {jobs}")
-    return jobs or default_jobs()
+    return jobs or len(os.sched_getaffinity(0))
 
 
 def _emit(output: str, data: dict[str, Any], text: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,10 +17,6 @@ from pgkura.repository.repo import Repository
 
 def new_backup_id(started: datetime) -> str:
     return started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
-
-
-def default_jobs() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

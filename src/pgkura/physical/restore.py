@@ -195,10 +195,10 @@ class PhysicalRestorer:
         finally:
             self.progress.finish()
         for d in sorted(dirs, key=lambda d: -d.path.count("/")):
-            dest = self.destination(d.path)
-            os.chmod(dest, d.mode)
-            _fsync_dir(dest)
-        _fsync_dir(target)
+            os.chmod(self.destination(d.path), d.mode)
+        # Files are written without a sync each; one syncfs per file system at the end makes
+        # everything durable at once and lets the kernel write back while we decompress.
+        sync_file_systems([target, *self.plan.tablespaces.values()])
         return self.stats
 
     def _remove(self, path: Path) -> None:
@@ -238,10 +238,9 @@ class PhysicalRestorer:
                 step = max(1, WRITE_BYTES // self.block_size)
                 for i in range(0, len(entry.blocks), step):
                     ids = [bytes.fromhex(b) for b in entry.blocks[i : i + step]]
-                    data = b"".join(self.reader.read_many(ids, entry.path))
-                    _write_all(fd, data)
-                    self.progress.advance(len(data))
-                os.fsync(fd)
+                    pieces = self.reader.read_many(ids, entry.path)
+                    _write_pieces(fd, pieces)
+                    self.progress.advance(sum(len(p) for p in pieces))
             finally:
                 os.close(fd)
             self.stats.bytes_written += entry.size
@@ -278,10 +277,53 @@ class PhysicalRestorer:
             self.stats.files_unchanged += 1
 
 
+def _write_pieces(fd: int, pieces: list[bytes]) -> None:
+    """Write ``pieces`` in order with as few syscalls as the kernel allows (no joined copy)."""
+    written = os.writev(fd, pieces)
+    total = sum(len(p) for p in pieces)
+    if written < total:  # a short write: finish the rest piece by piece
+        rest = b"".join(pieces)[written:]
+        _write_all(fd, rest)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def sync_file_systems(roots: list[Path]) -> None:
+    """Make everything under ``roots`` durable: syncfs(2) once per file system (Linux; it
+    reports write-back errors since 5.8, as PostgreSQL's recovery_init_sync_method=syncfs
+    relies on), else fsync of every file and directory."""
+    import ctypes
+    import ctypes.util
+
+    libc_name = ctypes.util.find_library("c")
+    syncfs = getattr(ctypes.CDLL(libc_name, use_errno=True), "syncfs", None) if libc_name else None
+    seen: set[int] = set()
+    for root in roots:
+        dev = os.stat(root).st_dev
+        if dev in seen:
+            continue
+        seen.add(dev)
+        if syncfs is not None:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                if syncfs(fd) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"syncfs of {root} failed: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            continue
+        for dirpath, _dirnames, filenames in os.walk(root):
+            for name in filenames:
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            _fsync_dir(Path(dirpath))
 
 
 def _fsync_dir(path: Path) -> None:
