@@ -12,7 +12,7 @@ import os
 import shutil
 import stat
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,8 @@ class RestoreStats:
 
 
 WRITE_BYTES = 1024 * 1024
+# fsync waits on the disk, not the CPU: several in flight keep the device queue full.
+SYNC_THREADS = 8
 
 
 def parse_tablespace_map(items: list[str]) -> dict[str, str]:
@@ -135,6 +137,8 @@ class PhysicalRestorer:
         self.delta = delta
         self.progress = progress or NoProgress()
         self.stats = RestoreStats()
+        self._syncs: list[Future[None]] = []
+        self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="pgkura-fsync")
 
     # -- where things go ---------------------------------------------------------------------
 
@@ -189,16 +193,21 @@ class PhysicalRestorer:
         files = [f for f in self.manifest.files if f.type == "file"]
         self.progress.start("restore", sum(f.size for f in files))
         try:
-            with ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-restore") as pool:
+            with (
+                self._sync_pool,
+                ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-restore") as pool,
+            ):
                 for _ in pool.map(self._restore_file, sorted(files, key=lambda f: -f.size)):
                     pass
+                for future in self._syncs:
+                    future.result()  # an fsync error fails the restore
         finally:
             self.progress.finish()
         for d in sorted(dirs, key=lambda d: -d.path.count("/")):
-            os.chmod(self.destination(d.path), d.mode)
-        # Files are written without a sync each; one syncfs per file system at the end makes
-        # everything durable at once and lets the kernel write back while we decompress.
-        sync_file_systems([target, *self.plan.tablespaces.values()])
+            dest = self.destination(d.path)
+            os.chmod(dest, d.mode)
+            _fsync_dir(dest)
+        _fsync_dir(target)
         return self.stats
 
     def _remove(self, path: Path) -> None:
@@ -241,8 +250,11 @@ class PhysicalRestorer:
                     pieces = self.reader.read_many(ids, entry.path)
                     _write_pieces(fd, pieces)
                     self.progress.advance(sum(len(p) for p in pieces))
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
+            # The sync runs in its own pool: writers go on while the disk catches up.
+            self._syncs.append(self._sync_pool.submit(_fsync_and_close, fd))
             self.stats.bytes_written += entry.size
         os.chmod(dest, entry.mode)
         os.utime(dest, (entry.mtime, entry.mtime))
@@ -292,38 +304,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def sync_file_systems(roots: list[Path]) -> None:
-    """Make everything under ``roots`` durable: syncfs(2) once per file system (Linux; it
-    reports write-back errors since 5.8, as PostgreSQL's recovery_init_sync_method=syncfs
-    relies on), else fsync of every file and directory."""
-    import ctypes
-    import ctypes.util
-
-    libc_name = ctypes.util.find_library("c")
-    syncfs = getattr(ctypes.CDLL(libc_name, use_errno=True), "syncfs", None) if libc_name else None
-    seen: set[int] = set()
-    for root in roots:
-        dev = os.stat(root).st_dev
-        if dev in seen:
-            continue
-        seen.add(dev)
-        if syncfs is not None:
-            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                if syncfs(fd) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"syncfs of {root} failed: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            continue
-        for dirpath, _dirnames, filenames in os.walk(root):
-            for name in filenames:
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            _fsync_dir(Path(dirpath))
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

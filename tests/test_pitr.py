@@ -1,0 +1,123 @@
+"""Point-in-time recovery to each kind of target, modelled on PostgreSQL's
+src/test/recovery/t/003_recovery_targets.pl, and timelines (issue: PITR)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgutil import archiving_conf
+from runner import run_pgkura
+
+
+@pytest.fixture
+def repo(work_dir: Path) -> str:
+    path = str(work_dir / "repo")
+    run_pgkura("--repo", path, "init")
+    return path
+
+
+def insert_batch(server: Any, n: int) -> None:
+    server.sql(f"INSERT INTO tab_int SELECT generate_series({n * 1000 + 1}, {(n + 1) * 1000})")
+
+
+class History:
+    """A source cluster with batches of rows and a target recorded after each."""
+
+    def __init__(self, server: Any, repo: str) -> None:
+        self.server = server
+        self.repo = repo
+        self.env = {**server.libpq_env(), "PGKURA_PGDATA": str(server.pgdata)}
+        server.sql("CREATE TABLE tab_int AS SELECT generate_series(1, 1000) AS a")
+        self.backup_id = run_pgkura("--repo", repo, "backup", env=self.env).stdout.strip()
+        with server.connect() as conn:
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO tab_int SELECT generate_series(1001, 2000)")
+            self.xid = str(conn.execute("SELECT pg_current_xact_id()").fetchone()[0])
+            conn.execute("COMMIT")
+        insert_batch(server, 2)
+        time.sleep(0.1)
+        self.time = str(server.sql("SELECT now()::text")[0][0])
+        time.sleep(0.1)
+        insert_batch(server, 3)
+        server.sql("SELECT pg_create_restore_point('before_batch_5')")
+        insert_batch(server, 4)
+        self.lsn = str(server.sql("SELECT pg_current_wal_lsn()::text")[0][0])
+        insert_batch(server, 5)
+        server.sql("DROP TABLE tab_int")  # the accident
+        server.sql("SELECT pg_switch_wal()")
+
+
+@pytest.fixture
+def history(make_server: Any, repo: str) -> History:
+    return History(make_server("src", extra_conf=archiving_conf(repo)), repo)
+
+
+def restore_and_count(
+    make_server: Any, work_dir: Path, repo: str, name: str, *target: str
+) -> tuple[int | None, Any]:
+    dest = work_dir / name
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(dest), "--archive-mode", "off",
+               *target)  # fmt: skip
+    server = make_server(name, pgdata=dest, init=False)
+    server.wait_for_promotion()
+    if server.sql("SELECT to_regclass('tab_int') IS NULL")[0][0]:
+        return None, server
+    return int(server.sql("SELECT count(*) FROM tab_int")[0][0]), server
+
+
+@pytest.mark.parametrize(
+    ("target", "rows"),
+    [
+        (("--to-immediate",), 1000),
+        (("--to-xid", "XID"), 2000),
+        (("--to-xid", "XID", "--exclusive"), 1000),
+        (("--to-time", "TIME"), 3000),
+        (("--to-name", "before_batch_5"), 4000),
+        (("--to-lsn", "LSN"), 5000),
+        ((), None),  # the end of the archive: the table is gone, as on the source
+    ],
+    ids=["immediate", "xid", "xid-exclusive", "time", "name", "lsn", "end"],
+)
+def test_each_target_restores_exactly_what_was_committed_before_it(
+    make_server: Any, work_dir: Path, history: History, target: tuple[str, ...], rows: int | None
+) -> None:
+    values = {"XID": history.xid, "TIME": history.time, "LSN": history.lsn}
+    args = tuple(values.get(a, a) for a in target)
+    count, _server = restore_and_count(make_server, work_dir, history.repo, "restored", *args)
+    assert count == rows
+
+
+def test_a_promoted_restore_archives_its_new_timeline_and_latest_follows_it(
+    make_server: Any, work_dir: Path, history: History
+) -> None:
+    repo = history.repo
+    # Recover to the restore point and keep archiving (the default): timeline 2 begins.
+    dest = work_dir / "tl2"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(dest), "--to-name", "before_batch_5")
+    tl2 = make_server("tl2", pgdata=dest, init=False)
+    tl2.wait_for_promotion()
+    assert tl2.sql("SELECT timeline_id FROM pg_control_checkpoint()")[0][0] >= 1
+    tl2.sql("CHECKPOINT")
+    assert tl2.sql("SELECT timeline_id FROM pg_control_checkpoint()")[0][0] == 2
+    tl2.sql("INSERT INTO tab_int VALUES (-1)")
+    tl2.sql("SELECT pg_switch_wal()")
+    tl2.stop()
+    history.server.stop()
+    assert list(Path(repo, "wal").rglob("00000002.history"))
+
+    # A later restore of the same backup follows the latest timeline to its end.
+    count, server = restore_and_count(make_server, work_dir, repo, "follow")
+    assert count == 4001
+    assert server.sql("SELECT count(*) FROM tab_int WHERE a = -1")[0][0] == 1
+    # And --target-timeline current stays on timeline 1 (where the table was dropped).
+    count, _ = restore_and_count(
+        make_server, work_dir, repo, "current", "--target-timeline", "current"
+    )
+    assert count is None
+    info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
+    assert info["backups"]
