@@ -121,3 +121,59 @@ def test_a_promoted_restore_archives_its_new_timeline_and_latest_follows_it(
     assert count is None
     info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
     assert info["backups"]
+
+
+def test_pgkura_picks_the_backup_and_refuses_targets_outside_the_window(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    before_any = str(src.sql("SELECT now()::text")[0][0])
+    src.sql("CREATE TABLE t AS SELECT 1 AS a")
+    first = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    src.sql("INSERT INTO t VALUES (2)")
+    between = str(src.sql("SELECT now()::text")[0][0])
+    time.sleep(0.2)
+    second = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    src.sql("INSERT INTO t VALUES (3)")
+    src.sql("SELECT pg_switch_wal()")
+    time.sleep(0.5)
+
+    # A time between the two backups can only be reached from the first one.
+    dest = work_dir / "between"
+    out = run_pgkura("--repo", repo, "restore", "--target-dir", str(dest), "--to-time", between,
+                     "--archive-mode", "off")  # fmt: skip
+    assert f"picked backup {first}" in out.stderr
+    restored = make_server("between", pgdata=dest, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql("SELECT array_agg(a ORDER BY a) FROM t")[0][0] == [1, 2]
+    restored.stop()
+
+    # Before the oldest backup: refused before anything is written, with the window.
+    early = run_pgkura("--repo", repo, "restore", "--target-dir", str(work_dir / "early"),
+                       "--to-time", before_any, check=False)  # fmt: skip
+    assert early.returncode == 3 and "recoverable window is from" in early.stderr
+    assert not (work_dir / "early").exists()
+    # Asking for the second backup with a time before it is refused too.
+    wrong = run_pgkura("--repo", repo, "restore", "--target-dir", str(work_dir / "wrong"),
+                       "--backup", second, "--to-time", between, check=False)  # fmt: skip
+    assert wrong.returncode == 3 and f"backup {second} can reach" in wrong.stderr
+    # Past the end of the archived WAL.
+    future = run_pgkura("--repo", repo, "restore", "--target-dir", str(work_dir / "future"),
+                        "--to-lsn", "FF/0", check=False)  # fmt: skip
+    assert future.returncode == 3 and "past the end of the archived WAL" in future.stderr
+    # A timeline that does not exist.
+    no_tl = run_pgkura("--repo", repo, "restore", "--target-dir", str(work_dir / "tl"),
+                       "--target-timeline", "7", "--to-immediate", check=False)  # fmt: skip
+    assert no_tl.returncode == 1 and "00000007.history" in no_tl.stderr
+    for name in ("early", "wrong", "future", "tl"):
+        assert not (work_dir / name).exists()
+
+
+def test_two_targets_and_unparsable_targets_are_refused(work_dir: Path, repo: str) -> None:
+    base = ("--repo", repo, "restore", "--target-dir", str(work_dir / "x"))
+    both = run_pgkura(*base, "--to-lsn", "0/1", "--to-xid", "100", check=False)
+    assert both.returncode == 3 and "one target" in both.stderr
+    for flag, value in (("--to-time", "yesterday"), ("--to-lsn", "12"), ("--to-xid", "abc")):
+        bad = run_pgkura(*base, flag, value, check=False)
+        assert bad.returncode == 3 and f"{flag} {value!r} is not" in bad.stderr

@@ -221,6 +221,8 @@ def restore(
     )
     result = run_restore(_config(ctx), request, _progress())
     s = result.stats
+    if result.note:
+        click.echo(result.note, err=True)
     click.echo(
         f"restored backup {result.manifest.id} ({result.manifest.method}) into "
         f"{result.target}: {s.files} files, {s.bytes_written} bytes written, "

@@ -20,7 +20,7 @@ from pgkura.physical.restore import (
 )
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
-from pgkura.repository.manifest import Manifest, read_manifest, resolve_backup_id
+from pgkura.repository.manifest import Manifest
 from pgkura.repository.repo import Repository
 
 
@@ -41,12 +41,16 @@ class RestoreResult:
     target: Path
     stats: RestoreStats
     recovery_files: list[str]
+    note: str | None = None
 
 
 def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> RestoreResult:
     repo = open_repository(cfg)
-    chosen = resolve_backup_id(repo, cfg.stanza, req.backup_id)
-    manifest = read_manifest(repo, cfg.stanza, chosen)
+    from pgkura.physical.choose import choose_backup
+
+    choice = choose_backup(repo, cfg.stanza, req.target, req.backup_id)
+    manifest = choice.manifest
+    chosen = manifest.id
     if manifest.kind != "physical":
         raise UsageError(
             f"backup {chosen} is a logical dump, not a physical backup",
@@ -77,7 +81,7 @@ def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> 
         )
     elif req.archive_mode_off:
         _append_auto_conf(target, "archive_mode = 'off'")
-    return RestoreResult(manifest, target, stats, recovery_files)
+    return RestoreResult(manifest, target, stats, recovery_files, choice.note)
 
 
 def _check_blocks_present(index: BlockIndex, manifest: Manifest) -> None:

@@ -86,7 +86,7 @@ def _start_backup(conn: Any, version_num: int, label: str, fast: bool) -> int:
     return parse_lsn(str(row[0]))
 
 
-def _stop_backup(conn: Any, version_num: int) -> tuple[int, str, str]:
+def _stop_backup(conn: Any, version_num: int) -> tuple[int, str, str, str]:
     # wait_for_archive is false: pgkura waits for the archive itself, with a timeout, instead
     # of letting the server block forever when archiving is broken.
     if version_num >= 150000:
@@ -94,7 +94,10 @@ def _stop_backup(conn: Any, version_num: int) -> tuple[int, str, str]:
     else:
         query = "SELECT lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
     lsn, label, spcmap = conn.execute(query).fetchone()
-    return parse_lsn(str(lsn)), label, spcmap or ""
+    # The server's clock, which recovery_target_time is compared with: once the WAL up to the
+    # stop LSN is replayed, every transaction committed before this time is in.
+    (stop_time,) = conn.execute("SELECT clock_timestamp()").fetchone()
+    return parse_lsn(str(lsn)), label, spcmap or "", stop_time.isoformat()
 
 
 def _label_timeline(label: str) -> int:
@@ -166,7 +169,7 @@ def backup_online(
                 progress=progress,
                 previous=previous,
             )
-            stop_lsn, label, spcmap = _stop_backup(conn, facts.version_num)
+            stop_lsn, label, spcmap, stop_time = _stop_backup(conn, facts.version_num)
             timeline = _label_timeline(label)
             seg = facts.wal_segment_size
             start_wal = segment_name(timeline, start_lsn, seg)
@@ -208,6 +211,7 @@ def backup_online(
                     "pgdata_mode": stat.S_IMODE(pgdata.stat().st_mode),
                     "server_version_num": facts.version_num,
                     "wal_segment_size": seg,
+                    "stop_time": stop_time,
                 },
             )
             write_manifest(repo, manifest)

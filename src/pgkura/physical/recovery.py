@@ -28,6 +28,14 @@ class RecoveryTarget:
     action: str = "promote"
     timeline: str = "latest"
 
+    def describe(self) -> str:
+        """The target as the user gave it, for messages."""
+        if self.kind == "none":
+            return "the end of the archived WAL"
+        if self.kind == "immediate":
+            return "the consistency point (--to-immediate)"
+        return f"--to-{self.kind} {self.value}"
+
     def settings(self) -> dict[str, str]:
         out: dict[str, str] = {"recovery_target_timeline": self.timeline}
         if self.kind == "none":

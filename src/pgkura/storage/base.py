@@ -17,6 +17,8 @@ from dataclasses import dataclass
 class ObjectInfo:
     key: str
     size: int
+    #: When the object was written (seconds since the epoch), where the store knows it.
+    mtime: float | None = None
 
 
 class Storage(abc.ABC):

@@ -104,10 +104,10 @@ class PosixStorage(Storage):
                 key = os.path.relpath(full, self.root).replace(os.sep, "/")
                 if key.startswith(prefix):
                     try:
-                        size = os.stat(full).st_size
+                        st = os.stat(full)
                     except FileNotFoundError:
                         continue
-                    yield ObjectInfo(key, size)
+                    yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def delete(self, key: str) -> None:
         path = self._path(key)

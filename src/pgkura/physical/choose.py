@@ -1,0 +1,172 @@
+"""Which backup a restore starts from, and whether its target can be reached at all.
+
+Everything here is decided before anything is written: a target before the oldest backup's
+consistency point, or past the end of the archived WAL, is refused with the recoverable
+window in the message, instead of a cluster that fails to start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pgkura.errors import NotFoundError, UsageError
+from pgkura.physical.recovery import RecoveryTarget
+from pgkura.repository.manifest import Manifest, list_backup_ids, read_manifest, resolve_backup_id
+from pgkura.repository.repo import Repository
+from pgkura.wal.catalog import ArchiveCatalog, load_catalog, timeline_history
+from pgkura.wal.history import TimelineHistory
+from pgkura.wal.names import DEFAULT_SEG_SIZE, format_lsn, parse_lsn, segment_name_of_segno
+
+
+@dataclass(frozen=True)
+class Choice:
+    manifest: Manifest
+    note: str | None  # what was picked and why, when pgkura picked it
+
+
+def consistency_lsn(m: Manifest) -> int:
+    return parse_lsn(m.stop_lsn) if m.stop_lsn else 0
+
+
+def consistency_time(m: Manifest) -> datetime:
+    """When the backup became consistent: pg_backup_stop's time on the server's clock
+    (older manifests: when the backup finished, a little later)."""
+    text = str(m.extra.get("stop_time") or m.finished)
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _seg_size(m: Manifest) -> int:
+    return int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
+
+
+def _time_of(target: RecoveryTarget) -> datetime:
+    assert target.value is not None
+    return datetime.fromisoformat(target.value)
+
+
+def physical_backups(repo: Repository, stanza: str) -> list[Manifest]:
+    """Physical backups, oldest first."""
+    out = []
+    for backup_id in list_backup_ids(repo, stanza):
+        m = read_manifest(repo, stanza, backup_id)
+        if m.kind == "physical":
+            out.append(m)
+    return out
+
+
+def _window(backups: list[Manifest], end_lsn: int, end_time: float | None) -> str:
+    recoverable = [b for b in backups if b.method != "offline"]
+    if not recoverable:
+        return "there is no online backup, so no point in time can be recovered"
+    first = recoverable[0]
+    until = f"LSN {format_lsn(end_lsn)}"
+    if end_time is not None:
+        until += f", archived {datetime.fromtimestamp(end_time, UTC).isoformat(sep=' ')}"
+    return (
+        f"the recoverable window is from {consistency_time(first).isoformat(sep=' ')} "
+        f"(LSN {first.stop_lsn}, backup {first.id}) to the end of the archived WAL ({until})"
+    )
+
+
+def _history(
+    repo: Repository, stanza: str, target: RecoveryTarget, m: Manifest, catalog: ArchiveCatalog
+) -> TimelineHistory:
+    if target.timeline == "current":
+        tli = m.timeline or 1
+    elif target.timeline == "latest":
+        tli = max(catalog.latest_timeline(), m.timeline or 1)
+    else:
+        tli = int(target.timeline)
+    history = timeline_history(repo, stanza, tli)
+    if (m.timeline or 1) not in history.timelines():
+        raise UsageError(
+            f"backup {m.id} is on timeline {m.timeline}, which is not in the history of "
+            f"timeline {tli} ({' -> '.join(str(t) for t in history.timelines())})",
+            hint="choose a backup taken on that history, or another --target-timeline",
+        )
+    return history
+
+
+def choose_backup(
+    repo: Repository, stanza: str, target: RecoveryTarget, requested: str | None
+) -> Choice:
+    if target.kind == "none" and requested not in (None, "latest"):
+        return Choice(read_manifest(repo, stanza, resolve_backup_id(repo, stanza, requested)), None)
+    if requested is not None:
+        manifest = read_manifest(repo, stanza, resolve_backup_id(repo, stanza, requested))
+        if manifest.kind != "physical" or target.kind == "none":
+            return Choice(manifest, None)
+        backups = [manifest]
+    else:
+        backups = physical_backups(repo, stanza)
+        if not backups:
+            raise NotFoundError(
+                f"stanza {stanza!r} has no physical backup",
+                hint="take one with pgkura backup",
+            )
+        if target.kind == "none":
+            return Choice(backups[-1], None)
+    online = [b for b in backups if b.method != "offline"]
+    if not online:
+        return Choice(backups[-1], None)  # run_restore refuses targets on offline backups
+    catalog = load_catalog(repo, stanza, _seg_size(online[-1]))
+
+    def reaches(m: Manifest) -> bool:
+        if target.kind == "time":
+            return consistency_time(m) <= _time_of(target)
+        if target.kind == "lsn":
+            assert target.value is not None
+            return consistency_lsn(m) <= parse_lsn(target.value)
+        return True  # immediate, xid, name: the newest backup is the natural start
+
+    fitting = [b for b in online if reaches(b)]
+    newest = online[-1]
+    if not fitting:
+        history = _history(repo, stanza, target, newest, catalog)
+        end_lsn, end_time = catalog.replay_end(history, consistency_lsn(online[0]))
+        which = f"backup {requested}" if requested else "no backup"
+        raise UsageError(
+            f"{which} can reach {target.describe()}: it lies before "
+            f"{'its' if requested else 'the oldest backup'}'s consistency point; "
+            + _window(physical_backups(repo, stanza), end_lsn, end_time),
+            hint="choose a target inside the window (or an older backup with --backup)",
+        )
+    chosen = fitting[-1]
+    history = _history(repo, stanza, target, chosen, catalog)
+    start = parse_lsn(chosen.start_lsn) if chosen.start_lsn else consistency_lsn(chosen)
+    end_lsn, end_time = catalog.replay_end(history, start)
+    if end_lsn < consistency_lsn(chosen):
+        missing = segment_name_of_segno(
+            history.timelines()[-1], end_lsn // catalog.seg_size, catalog.seg_size
+        )
+        raise NotFoundError(
+            f"backup {chosen.id} cannot become consistent: WAL segment {missing} (or its "
+            "timeline's copy) is not in the archive",
+            hint="restore another backup, or push the segment from pg_wal with archive-push",
+        )
+    past_end = False
+    if target.kind == "lsn":
+        assert target.value is not None
+        past_end = parse_lsn(target.value) > end_lsn
+    elif target.kind == "time" and end_time is not None:
+        past_end = _time_of(target).timestamp() > end_time
+    if past_end:
+        raise UsageError(
+            f"{target.describe()} is past the end of the archived WAL; "
+            + _window(physical_backups(repo, stanza), end_lsn, end_time),
+            hint="wait until the WAL is archived (SELECT pg_switch_wal() on the server "
+            "forces it), or choose an earlier target",
+        )
+    note = None
+    if requested is None:
+        why = {
+            "time": "the newest that was consistent before the target time",
+            "lsn": "the newest that was consistent before the target LSN",
+        }.get(target.kind, "the newest")
+        note = (
+            f"picked backup {chosen.id} (consistent at {chosen.stop_lsn}, "
+            f"{consistency_time(chosen).isoformat(sep=' ')}), {why}"
+        )
+    return Choice(chosen, note)

@@ -1,0 +1,163 @@
+"""What the WAL archive of a stanza holds: segments per timeline, gaps, and how far WAL
+replay can get from a given start, following timeline history the way PostgreSQL does.
+
+PostgreSQL's recovery (XLogFileReadAnyTLI) reads segment N from the newest timeline of the
+target's history that had begun by segment N and has the file; replay stops at the first
+segment it cannot find. The end of reachable WAL computed here follows that rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from pgkura.errors import CorruptionError, NotFoundError
+from pgkura.repository import layout
+from pgkura.repository.repo import Repository
+from pgkura.repository.sealed import SealError, unseal
+from pgkura.wal.history import HistoryFormatError, TimelineHistory, parse_history
+from pgkura.wal.names import (
+    DEFAULT_SEG_SIZE,
+    format_lsn,
+    history_file_name,
+    parse_wal_name,
+    segment_name_of_segno,
+)
+
+
+@dataclass
+class TimelineWal:
+    timeline: int
+    segnos: set[int] = field(default_factory=set)
+    mtimes: dict[int, float] = field(default_factory=dict)
+
+    def runs(self) -> list[tuple[int, int]]:
+        """Contiguous runs of archived segment numbers, (first, last) inclusive."""
+        out: list[tuple[int, int]] = []
+        for n in sorted(self.segnos):
+            if out and n == out[-1][1] + 1:
+                out[-1] = (out[-1][0], n)
+            else:
+                out.append((n, n))
+        return out
+
+
+@dataclass
+class ArchiveCatalog:
+    stanza: str
+    seg_size: int
+    timelines: dict[int, TimelineWal]
+    histories: set[int]
+
+    def latest_timeline(self) -> int:
+        known = set(self.timelines) | self.histories
+        return max(known) if known else 1
+
+    def has(self, timeline: int, segno: int) -> bool:
+        tl = self.timelines.get(timeline)
+        return tl is not None and segno in tl.segnos
+
+    def replay_end(self, history: TimelineHistory, start_lsn: int) -> tuple[int, float | None]:
+        """The LSN where replay from ``start_lsn`` runs out of archived WAL on ``history``,
+        and when the last segment it reads was archived."""
+        spans = history.spans()
+        segno = start_lsn // self.seg_size
+        last_time: float | None = None
+        while True:
+            found = None
+            for span in reversed(spans):
+                if span.begin // self.seg_size <= segno and self.has(span.timeline, segno):
+                    found = span.timeline
+                    break
+            if found is None:
+                return segno * self.seg_size, last_time
+            last_time = self.timelines[found].mtimes.get(segno, last_time)
+            segno += 1
+
+    def describe_segment(self, timeline: int, segno: int) -> str:
+        return segment_name_of_segno(timeline, segno, self.seg_size)
+
+
+def load_catalog(repo: Repository, stanza: str, seg_size: int = DEFAULT_SEG_SIZE) -> ArchiveCatalog:
+    timelines: dict[int, TimelineWal] = {}
+    histories: set[int] = set()
+    for obj in repo.storage.list(layout.wal_prefix(stanza)):
+        name = obj.key.rsplit("/", 1)[-1]
+        try:
+            wal = parse_wal_name(name, seg_size)
+        except ValueError:
+            continue
+        if wal.kind == "history":
+            histories.add(wal.timeline)
+        elif wal.kind == "segment" and wal.segno is not None:
+            tl = timelines.setdefault(wal.timeline, TimelineWal(wal.timeline))
+            tl.segnos.add(wal.segno)
+            if obj.mtime is not None:
+                tl.mtimes[wal.segno] = obj.mtime
+    return ArchiveCatalog(stanza, seg_size, timelines, histories)
+
+
+def read_archived(repo: Repository, stanza: str, name: str) -> bytes | None:
+    """The content of an archived WAL file, verified; None when it is not archived."""
+    key = layout.wal_key(stanza, name)
+    try:
+        data = repo.storage.get(key)
+    except KeyError:
+        return None
+    try:
+        return unseal(data, repo.key)
+    except SealError as exc:
+        raise CorruptionError(
+            f"archived WAL file {name} ({key}) is damaged: {exc}",
+            hint="run pgkura verify; push it again from pg_wal if the server still has it",
+        ) from None
+
+
+def timeline_history(repo: Repository, stanza: str, timeline: int) -> TimelineHistory:
+    """The history of ``timeline`` from its archived history file (timeline 1 has none)."""
+    if timeline == 1:
+        return TimelineHistory(1, ())
+    name = history_file_name(timeline)
+    raw = read_archived(repo, stanza, name)
+    if raw is None:
+        raise NotFoundError(
+            f"timeline {timeline} has no history file ({name}) in the archive of stanza {stanza!r}",
+            hint="use --target-timeline current or a timeline whose history is archived",
+        )
+    try:
+        return parse_history(raw.decode("utf-8", errors="replace"), timeline)
+    except HistoryFormatError as exc:
+        raise CorruptionError(f"archived {name} is not a valid history file: {exc}") from None
+
+
+def describe_runs(catalog: ArchiveCatalog) -> list[dict[str, object]]:
+    """Per timeline: the archived ranges and the gaps between them, for `info`."""
+    out: list[dict[str, object]] = []
+    for tli in sorted(set(catalog.timelines) | catalog.histories):
+        tl = catalog.timelines.get(tli, TimelineWal(tli))
+        runs = tl.runs()
+        ranges = [
+            {
+                "first": catalog.describe_segment(tli, a),
+                "last": catalog.describe_segment(tli, b),
+                "start_lsn": format_lsn(a * catalog.seg_size),
+                "end_lsn": format_lsn((b + 1) * catalog.seg_size),
+            }
+            for a, b in runs
+        ]
+        gaps = [
+            {
+                "first": catalog.describe_segment(tli, prev_end + 1),
+                "last": catalog.describe_segment(tli, next_start - 1),
+            }
+            for (_, prev_end), (next_start, _) in pairwise(runs)
+        ]
+        out.append(
+            {
+                "timeline": tli,
+                "history_file": tli in catalog.histories or tli == 1,
+                "ranges": ranges,
+                "gaps": gaps,
+            }
+        )
+    return out
