@@ -120,7 +120,12 @@ def test_a_promoted_restore_archives_its_new_timeline_and_latest_follows_it(
     )
     assert count is None
     info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
-    assert info["backups"]
+    timelines = {tl["timeline"]: tl for tl in info["timelines"]}
+    assert set(timelines) == {1, 2} and timelines[2]["history_file"]
+    assert info["window"]["timeline"] == 2
+    assert info["window"]["from_backup"] == history.backup_id
+    text = run_pgkura("--repo", repo, "info").stdout
+    assert "WAL timeline 2:" in text and "recoverable window (timeline 2)" in text
 
 
 def test_pgkura_picks_the_backup_and_refuses_targets_outside_the_window(
@@ -168,6 +173,15 @@ def test_pgkura_picks_the_backup_and_refuses_targets_outside_the_window(
     assert no_tl.returncode == 1 and "00000007.history" in no_tl.stderr
     for name in ("early", "wrong", "future", "tl"):
         assert not (work_dir / name).exists()
+
+    # A hole in the archive is named by info, and the window ends before it.
+    segments = sorted(p for p in Path(repo, "wal").rglob("00000001*") if len(p.name) == 24)
+    hole = segments[-2]
+    hole.unlink()
+    info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
+    (tl1,) = info["timelines"]
+    assert tl1["gaps"] == [{"first": hole.name, "last": hole.name}]
+    assert "gap" in run_pgkura("--repo", repo, "info").stdout
 
 
 def test_two_targets_and_unparsable_targets_are_refused(work_dir: Path, repo: str) -> None:

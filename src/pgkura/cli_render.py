@@ -69,6 +69,22 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
         console.print("no backups yet")
     else:
         console.print(table)
+    for tl in data.get("timelines") or []:
+        ranges = ", ".join(f"{r['first']}..{r['last']}" for r in tl["ranges"]) or "no segments"
+        console.print(f"WAL timeline {tl['timeline']}: {ranges}")
+        if not tl["history_file"]:
+            console.print(f"  [bold]missing[/bold] the history file of timeline {tl['timeline']}")
+        for gap in tl["gaps"]:
+            console.print(f"  [bold]gap[/bold]: {gap['first']}..{gap['last']} are not archived")
+    window = data.get("window")
+    if window:
+        until = window["to_lsn"] + (f" ({window['to_time']})" if window["to_time"] else "")
+        console.print(
+            f"recoverable window (timeline {window['timeline']}): from {window['from_lsn']} "
+            f"({window['from_time']}, backup {window['from_backup']}) to {until}"
+        )
+    elif data.get("window_problem"):
+        console.print(f"[bold]no recoverable window[/bold]: {data['window_problem']}")
     if detail:
         for b in data["backups"]:
             for f in b.get("checksum_failures") or []:

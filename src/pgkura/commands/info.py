@@ -1,13 +1,17 @@
-"""`pgkura info [ID]`: the catalog of backups."""
+"""`pgkura info`: the catalog of a stanza, its WAL archive and its recoverable window."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
+from pgkura.errors import PgkuraError
 from pgkura.physical.backup import summary
 from pgkura.repository.manifest import list_backup_ids, read_manifest, resolve_backup_id
+from pgkura.repository.repo import Repository
+from pgkura.wal.names import DEFAULT_SEG_SIZE, format_lsn
 
 
 def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
@@ -16,12 +20,57 @@ def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
     ids = (
         [resolve_backup_id(repo, stanza, backup_id)] if backup_id else list_backup_ids(repo, stanza)
     )
-    backups = [summary(read_manifest(repo, stanza, i)) for i in ids]
+    manifests = [read_manifest(repo, stanza, i) for i in ids]
     info = repo.stanza(stanza)
-    return {
+    out: dict[str, Any] = {
         "repository": repo.storage.location,
         "stanza": stanza,
         "system_identifier": info.system_identifier if info else None,
         "pg_version": info.pg_version if info else None,
-        "backups": backups,
+        "backups": [summary(m) for m in manifests],
     }
+    if backup_id is None:
+        out.update(wal_facts(repo, stanza, manifests))
+    return out
+
+
+def wal_facts(repo: Repository, stanza: str, manifests: list[Any]) -> dict[str, Any]:
+    """The archived WAL per timeline (ranges and gaps) and the recoverable window."""
+    from pgkura.physical.choose import consistency_lsn, consistency_time
+    from pgkura.wal.catalog import describe_runs, load_catalog, timeline_history
+    from pgkura.wal.names import parse_lsn
+
+    online = [m for m in manifests if m.kind == "physical" and m.method != "offline"]
+    seg_size = (
+        int(online[-1].extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
+        if online
+        else (DEFAULT_SEG_SIZE)
+    )
+    catalog = load_catalog(repo, stanza, seg_size)
+    facts: dict[str, Any] = {"timelines": describe_runs(catalog), "window": None}
+    if not online:
+        return facts
+    first = online[0]
+    latest = max(catalog.latest_timeline(), first.timeline or 1)
+    try:
+        history = timeline_history(repo, stanza, latest)
+    except PgkuraError as exc:
+        facts["window_problem"] = exc.message
+        return facts
+    start = parse_lsn(first.start_lsn) if first.start_lsn else consistency_lsn(first)
+    end_lsn, end_time = catalog.replay_end(history, start)
+    if end_lsn < consistency_lsn(first):
+        facts["window_problem"] = (
+            f"the oldest online backup {first.id} cannot become consistent: archived WAL ends "
+            f"at {format_lsn(end_lsn)}"
+        )
+        return facts
+    facts["window"] = {
+        "timeline": latest,
+        "from_backup": first.id,
+        "from_lsn": first.stop_lsn,
+        "from_time": consistency_time(first).isoformat(),
+        "to_lsn": format_lsn(end_lsn),
+        "to_time": datetime.fromtimestamp(end_time, UTC).isoformat() if end_time else None,
+    }
+    return facts
