@@ -137,6 +137,7 @@ def test_pgkura_picks_the_backup_and_refuses_targets_outside_the_window(
     src.sql("CREATE TABLE t AS SELECT 1 AS a")
     first = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
     src.sql("INSERT INTO t VALUES (2)")
+    src.sql("SELECT pg_create_restore_point('between')")
     between = str(src.sql("SELECT now()::text")[0][0])
     time.sleep(0.2)
     second = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
@@ -150,6 +151,16 @@ def test_pgkura_picks_the_backup_and_refuses_targets_outside_the_window(
                      "--archive-mode", "off")  # fmt: skip
     assert f"picked backup {first}" in out.stderr
     restored = make_server("between", pgdata=dest, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql("SELECT array_agg(a ORDER BY a) FROM t")[0][0] == [1, 2]
+    restored.stop()
+
+    # So can a restore point made between them: pgkura finds it in the archived WAL.
+    dest = work_dir / "by-name"
+    out = run_pgkura("--repo", repo, "restore", "--target-dir", str(dest), "--to-name", "between",
+                     "--archive-mode", "off")  # fmt: skip
+    assert f"picked backup {first}" in out.stderr
+    restored = make_server("by-name", pgdata=dest, init=False)
     restored.wait_for_promotion()
     assert restored.sql("SELECT array_agg(a ORDER BY a) FROM t")[0][0] == [1, 2]
     restored.stop()
@@ -191,3 +202,18 @@ def test_two_targets_and_unparsable_targets_are_refused(work_dir: Path, repo: st
     for flag, value in (("--to-time", "yesterday"), ("--to-lsn", "12"), ("--to-xid", "abc")):
         bad = run_pgkura(*base, flag, value, check=False)
         assert bad.returncode == 3 and f"{flag} {value!r} is not" in bad.stderr
+
+
+def test_a_restore_point_that_was_never_created_is_refused_before_writing(
+    work_dir: Path, history: History
+) -> None:
+    dest = work_dir / "never"
+    result = run_pgkura("--repo", history.repo, "restore", "--target-dir", str(dest),
+                        "--to-name", "no_such_point", check=False)  # fmt: skip
+    assert result.returncode == 3
+    assert "restore point 'no_such_point' was never created" in result.stderr
+    assert not dest.exists()
+    unknown_xid = run_pgkura("--repo", history.repo, "restore", "--target-dir", str(dest),
+                             "--to-xid", "99999", check=False)  # fmt: skip
+    assert unknown_xid.returncode == 3 and "transaction 99999 never committed" in unknown_xid.stderr
+    assert not dest.exists()

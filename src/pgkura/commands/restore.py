@@ -48,7 +48,12 @@ def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> 
     repo = open_repository(cfg)
     from pgkura.physical.choose import choose_backup
 
-    choice = choose_backup(repo, cfg.stanza, req.target, req.backup_id)
+    bin_dir = None
+    if req.target.kind in ("xid", "name"):
+        from pgkura.pg.binaries import find_pg_bin
+
+        bin_dir = find_pg_bin(cfg.pg_bin)
+    choice = choose_backup(repo, cfg.stanza, req.target, req.backup_id, bin_dir)
     manifest = choice.manifest
     chosen = manifest.id
     if manifest.kind != "physical":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pgkura.errors import NotFoundError, UsageError
 from pgkura.physical.recovery import RecoveryTarget
@@ -89,8 +90,46 @@ def _history(
     return history
 
 
+def _locate(
+    repo: Repository,
+    stanza: str,
+    target: RecoveryTarget,
+    online: list[Manifest],
+    catalog: ArchiveCatalog,
+    bin_dir: Path,
+) -> int:
+    """Where a restore point or a transaction's end is in the archived WAL; refuse when the
+    archive does not have it (PostgreSQL would replay everything, then refuse to start)."""
+    from pgkura.wal.scan import find_target_lsn
+
+    assert target.value is not None
+    history = _history(repo, stanza, target, online[-1], catalog)
+    first = online[0]
+    start = parse_lsn(first.start_lsn) if first.start_lsn else consistency_lsn(first)
+    lsn = find_target_lsn(repo, stanza, catalog, history, start, target.kind, target.value, bin_dir)
+    if lsn is not None:
+        return lsn
+    end_lsn, _end_time = catalog.replay_end(history, start)
+    what = (
+        f"restore point {target.value!r} was never created"
+        if target.kind == "name"
+        else f"transaction {target.value} never committed or aborted"
+    )
+    raise UsageError(
+        f"{what} in the archived WAL from {format_lsn(start)} (backup {first.id}) to "
+        f"{format_lsn(end_lsn)} on timeline {history.timeline}; recovery would end before "
+        "reaching it",
+        hint="check the name or xid (restore points come from pg_create_restore_point), "
+        "or wait until the WAL that holds it is archived",
+    )
+
+
 def choose_backup(
-    repo: Repository, stanza: str, target: RecoveryTarget, requested: str | None
+    repo: Repository,
+    stanza: str,
+    target: RecoveryTarget,
+    requested: str | None,
+    bin_dir: Path | None = None,
 ) -> Choice:
     if target.kind == "none" and requested not in (None, "latest"):
         return Choice(read_manifest(repo, stanza, resolve_backup_id(repo, stanza, requested)), None)
@@ -113,7 +152,13 @@ def choose_backup(
         return Choice(backups[-1], None)  # run_restore refuses targets on offline backups
     catalog = load_catalog(repo, stanza, _seg_size(online[-1]))
 
+    target_lsn: int | None = None
+    if target.kind in ("xid", "name") and bin_dir is not None:
+        target_lsn = _locate(repo, stanza, target, online, catalog, bin_dir)
+
     def reaches(m: Manifest) -> bool:
+        if target_lsn is not None:
+            return consistency_lsn(m) <= target_lsn
         if target.kind == "time":
             return consistency_time(m) <= _time_of(target)
         if target.kind == "lsn":
@@ -164,6 +209,8 @@ def choose_backup(
         why = {
             "time": "the newest that was consistent before the target time",
             "lsn": "the newest that was consistent before the target LSN",
+            "xid": "the newest that was consistent before the transaction ended",
+            "name": "the newest that was consistent before the restore point",
         }.get(target.kind, "the newest")
         note = (
             f"picked backup {chosen.id} (consistent at {chosen.stop_lsn}, "
