@@ -100,9 +100,10 @@ def init(ctx: click.Context, compress: str, block_size: int) -> None:
 @click.option(
     "--type",
     "backup_type",
-    type=click.Choice(["offline", "online"]),
+    type=click.Choice(["offline", "online", "basebackup"]),
     default=None,
-    help="offline (server stopped) or online; default: online if the server runs, else offline",
+    help="offline (server stopped), online, or basebackup (through pg_basebackup, for servers "
+    "whose files pgkura cannot read); default: online if the server runs, else offline",
 )
 @click.option("--force", is_flag=True, help="offline: copy even if the server seems to be running")
 @click.option(

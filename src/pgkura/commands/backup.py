@@ -22,6 +22,13 @@ def run_backup(
     progress: Progress | None,
 ) -> Manifest:
     repo = open_repository(cfg)
+    if backup_type == "basebackup":
+        # Through the replication protocol: no access to the data directory needed.
+        from pgkura.physical.basebackup import backup_basebackup
+
+        return backup_basebackup(
+            repo, cfg, jobs=jobs, fast_checkpoint=fast_checkpoint, progress=progress
+        )
     pgdata = Path(cfg.require_pgdata())
     if not (pgdata / "PG_VERSION").is_file() or not (pgdata / "global" / "pg_control").is_file():
         raise PgkuraError(
@@ -42,4 +49,6 @@ def run_backup(
         return backup_online(
             repo, cfg, pgdata, jobs=jobs, fast_checkpoint=fast_checkpoint, progress=progress
         )
-    raise UsageError(f"unknown backup type {backup_type!r}", hint="use offline or online")
+    raise UsageError(
+        f"unknown backup type {backup_type!r}", hint="use offline, online or basebackup"
+    )

@@ -1,0 +1,163 @@
+"""The pg_basebackup method: an online backup taken through the replication protocol, for
+servers whose files pgkura cannot read directly (another host, another OS user).
+
+pg_basebackup writes a plain copy into a scratch directory (tablespaces mapped into it too),
+without WAL (``-X none``: the archive has it); pgkura then stores that copy in the same block
+store with the same kind of manifest as an online backup, so restore and PITR do not care how
+the backup was taken. The scratch directory (under $TMPDIR, needing the cluster's size) is
+removed afterwards, also on errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from pgkura.config import Config
+from pgkura.errors import PgkuraError, PostgresError
+from pgkura.pg.binaries import find_pg_bin, pg_tool
+from pgkura.pg.process import run
+from pgkura.physical.backup import new_backup_id, previous_files, store_files, stored_bytes
+from pgkura.physical.exclusions import OnlineExclusions
+from pgkura.physical.online import server_facts, wait_for_archive
+from pgkura.physical.source import walk_data_directory
+from pgkura.physical.store import PageCheck
+from pgkura.progress import Progress
+from pgkura.repository.blocks import BlockIndex
+from pgkura.repository.locks import backup_lock
+from pgkura.repository.manifest import Manifest, write_manifest
+from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.wal.names import format_lsn, parse_lsn, segment_name, segments_between
+
+_LABEL_FIELD = re.compile(r"^(START WAL LOCATION|START TIMELINE): ([^ \n]+)", re.MULTILINE)
+
+
+def _manifest_end_lsn(path: Path) -> int:
+    """The end of the WAL the backup needs, from pg_basebackup's backup_manifest (with
+    ``-X none`` it prints no end point)."""
+    try:
+        ranges = json.loads(path.read_text())["WAL-Ranges"]
+        return max(parse_lsn(r["End-LSN"]) for r in ranges)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise PostgresError(f"pg_basebackup's {path.name} has no readable WAL-Ranges") from None
+
+
+def _label_facts(label: str) -> tuple[int, int]:
+    fields = dict(_LABEL_FIELD.findall(label))
+    try:
+        return parse_lsn(fields["START WAL LOCATION"]), int(fields["START TIMELINE"])
+    except (KeyError, ValueError):
+        raise PgkuraError("pg_basebackup wrote a backup_label pgkura cannot read") from None
+
+
+def backup_basebackup(
+    repo: Repository,
+    cfg: Config,
+    *,
+    jobs: int,
+    fast_checkpoint: bool,
+    progress: Progress | None = None,
+) -> Manifest:
+    from pgkura.pg.connection import connect
+
+    with connect(cfg) as conn:
+        facts = server_facts(conn)
+    bin_dir = find_pg_bin(cfg.pg_bin)
+    stanza = cfg.stanza
+    pg_version = facts.version_num // 10000
+    repo.ensure_stanza(stanza, facts.system_identifier, pg_version)
+    scratch = Path(tempfile.mkdtemp(prefix="pgkura-basebackup-"))
+    try:
+        pgdata = scratch / "pgdata"
+        cmd = [
+            pg_tool(bin_dir, "pg_basebackup"), "-D", str(pgdata), "-Fp", "-X", "none",
+            "--no-sync", "--manifest-checksums=NONE",
+            "--checkpoint", "fast" if fast_checkpoint else "spread",
+            "--label", "pgkura basebackup",
+        ]  # fmt: skip
+        for ts in facts.tablespaces:
+            cmd += ["-T", f"{ts.location}={scratch / f'ts-{ts.oid}'}"]
+        if cfg.dbconn:
+            cmd += ["-d", cfg.dbconn]
+        with backup_lock(repo, stanza):
+            started = utc_now()
+            backup_id = new_backup_id(started)
+            run(cmd, timeout=None)
+            stop_time = iso(utc_now())
+            stop_lsn = _manifest_end_lsn(pgdata / "backup_manifest")
+            (pgdata / "backup_manifest").unlink()  # pg_basebackup's, not part of PGDATA
+            label = (pgdata / "backup_label").read_text()
+            start_lsn, timeline = _label_facts(label)
+            index = BlockIndex(repo).load()
+            result = store_files(
+                repo,
+                index,
+                walk_data_directory(pgdata, OnlineExclusions(pgdata)),
+                jobs=jobs,
+                page_check=PageCheck(enabled=facts.data_checksums, start_lsn=start_lsn),
+                progress=progress,
+                previous=previous_files(repo, stanza, facts.system_identifier),
+            )
+            # The copy's tablespace links point into the scratch directory; record where the
+            # tablespaces really are.
+            locations = {str(ts.oid): ts.location for ts in facts.tablespaces}
+            files = tuple(
+                replace(f, target=locations.get(f.path.rsplit("/", 1)[-1], f.target))
+                if f.type == "tablespace"
+                else f
+                for f in result.files
+            )
+            seg = facts.wal_segment_size
+            last_byte = max(stop_lsn - 1, start_lsn)
+            wait_for_archive(
+                repo, stanza, segments_between(timeline, start_lsn, last_byte, seg),
+                cfg.archive_timeout,
+            )  # fmt: skip
+            spcmap = "".join(f"{ts.oid} {ts.location}\n" for ts in facts.tablespaces)
+            manifest = Manifest(
+                id=backup_id,
+                stanza=stanza,
+                kind="physical",
+                method="basebackup",
+                started=iso(started),
+                finished=iso(utc_now()),
+                pg_version=pg_version,
+                system_identifier=facts.system_identifier,
+                files=files,
+                tablespaces=facts.tablespaces,
+                data_checksums=facts.data_checksums,
+                timeline=timeline,
+                start_lsn=format_lsn(start_lsn),
+                stop_lsn=format_lsn(stop_lsn),
+                start_wal=segment_name(timeline, start_lsn, seg),
+                stop_wal=segment_name(timeline, last_byte, seg),
+                backup_label=label,
+                tablespace_map=spcmap or None,
+                checksum_failures=tuple(result.checksum_failures),
+                size_bytes=result.size_bytes,
+                stored_bytes=stored_bytes(index, result.files),
+                new_bytes=result.new_bytes,
+                options={
+                    "jobs": jobs,
+                    "compression": repo.codec.spec,
+                    "checkpoint": "fast" if fast_checkpoint else "spread",
+                },
+                extra={
+                    "pgdata_mode": stat.S_IMODE(os.stat(pgdata).st_mode),
+                    "server_version_num": facts.version_num,
+                    "wal_segment_size": seg,
+                    # pg_basebackup returns after pg_backup_stop; this client-side time is a
+                    # little later than the server's stop, which only makes choices safer.
+                    "stop_time": stop_time,
+                },
+            )
+            write_manifest(repo, manifest)
+            return manifest
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
