@@ -262,6 +262,8 @@ def archive_push(ctx: click.Context, wal_path: str) -> None:
     from pgkura.commands.archive import run_archive_push
 
     result = run_archive_push(_config(ctx), wal_path)
+    if result is None:
+        return
     log.info(
         "archived %s (%d -> %d bytes)%s",
         result.name,

@@ -41,6 +41,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dbconn", str, None, "libpq connection string (passwords: use .pgpass, never this)"),
     Setting("log_level", str, "warning", "log level on stderr: debug, info, warning, error"),
     Setting("archive_timeout", float, 60.0, "seconds to wait for WAL to reach the archive"),
+    Setting(
+        "archive_async",
+        bool,
+        False,
+        "archive-push/-get through a background process: several segments pushed at once, "
+        "the next ones prefetched during recovery",
+    ),
+    Setting("spool_path", str, None, "spool directory for --archive-async (default: in TMPDIR)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -54,6 +62,8 @@ class Config:
     dbconn: str | None
     log_level: str
     archive_timeout: float
+    archive_async: bool
+    spool_path: str | None
     config_file: str | None
 
     def require_repo(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-FAST_COMMANDS = {"archive-push": 1, "archive-get": 2}
+FAST_COMMANDS = {"archive-push": 1, "archive-get": 2, "archive-daemon": 1}
 
 
 def _split_fast(args: list[str]) -> tuple[dict[str, str], str, list[str]] | None:
@@ -52,16 +52,20 @@ def _run_fast(flags: dict[str, str], command: str, rest: list[str]) -> None:
             from pgkura.commands.archive import run_archive_push
 
             result = run_archive_push(cfg, rest[0])
-            if cfg.log_level.lower() in ("info", "debug"):
+            if result is not None and cfg.log_level.lower() in ("info", "debug"):
                 note = "" if result.written else ", already archived with the same content"
                 sys.stderr.write(
                     f"pgkura: archived {result.name} ({result.raw_size} -> "
                     f"{result.stored_size} bytes){note}\n"
                 )
-        else:
+        elif command == "archive-get":
             from pgkura.commands.archive import run_archive_get
 
             run_archive_get(cfg, rest[0], rest[1])
+        else:  # the background process of --archive-async
+            from pgkura.commands.archive import run_archive_daemon
+
+            run_archive_daemon(cfg, rest[0])
     except PgkuraError as exc:
         sys.stderr.write(f"pgkura: error: {exc.message}\n")
         if exc.hint:
@@ -80,3 +84,7 @@ def main() -> None:
     from pgkura.cli import main as full_main
 
     full_main()
+
+
+if __name__ == "__main__":  # python -m pgkura.entry: how the spool starts its daemons
+    main()

@@ -64,6 +64,10 @@ def restore_command(cfg: Config) -> str:
     parts += ["--repo", os.path.abspath(cfg.require_repo()), "--stanza", cfg.stanza]
     if cfg.pg_bin:
         parts += ["--pg-bin", cfg.pg_bin]
+    if cfg.archive_async:
+        parts += ["--archive-async", "on"]
+        if cfg.spool_path:
+            parts += ["--spool-path", os.path.abspath(cfg.spool_path)]
     return " ".join(shlex.quote(p) for p in parts) + ' archive-get %f "%p"'
 
 

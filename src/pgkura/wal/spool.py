@@ -1,0 +1,247 @@
+"""Asynchronous archiving: a background process per stanza that pushes WAL segments several at
+a time, and one that prefetches segments for recovery.
+
+PostgreSQL's archiver runs archive_command once per segment, one after another; with a cold
+start and a durable write each, that caps WAL throughput. With ``--archive-async on``:
+
+push  The foreground archive-push looks for ``out/<name>.ok`` in the spool. If it is there, the
+      segment is already durable in the repository (the background pusher wrote the .ok only
+      after the push returned) and the command exits 0 at once. Otherwise it makes sure the
+      pusher runs and waits for the .ok (or an .error, or --archive-timeout). The pusher reads
+      ``pg_wal/archive_status/*.ready`` and pushes what is ready, ``jobs`` at a time, oldest
+      first, so it runs ahead of the archiver. A segment is never acknowledged before it is
+      durable: the .ok records the file's identity (size, mtime, inode) so that an .ok for an
+      older file of the same name is not taken for the new one.
+get   The foreground archive-get serves ``in/<name>`` from the spool when the prefetcher has
+      already fetched (and verified) it; otherwise it fetches the file itself. Then it asks the
+      prefetcher to fetch the next segments on the same timeline.
+
+Background processes hold an flock on their lock file, so only one of each runs per spool; they
+exit after a few idle seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pgkura.config import Config
+from pgkura.errors import PgkuraError, RepositoryError
+from pgkura.wal.names import is_segment_name, next_segment_name
+
+IDLE_EXIT_SECONDS = 5.0
+PREFETCH_SEGMENTS = 8
+PUSH_JOBS = 4
+POLL = 0.005
+
+
+def spool_dir(cfg: Config) -> Path:
+    if cfg.spool_path:
+        base = Path(cfg.spool_path)
+    else:
+        tag = hashlib.sha1(f"{cfg.repo}|{cfg.stanza}".encode()).hexdigest()[:12]
+        base = Path(tempfile.gettempdir()) / f"pgkura-spool-{os.geteuid()}-{tag}"
+    for sub in ("", "out", "in"):
+        (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return base
+
+
+def _identity(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+
+
+def _write_small(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _spawn(cfg: Config, role: str, cwd: Path) -> None:
+    """Start ``pgkura archive-daemon ROLE`` detached from the caller (PostgreSQL must not wait
+    for it), unless its lock shows it already runs."""
+    lock = spool_dir(cfg) / f"{role}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # running
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    args = [sys.executable, "-m", "pgkura.entry"]
+    for name, value in (
+        ("--repo", cfg.repo),
+        ("--stanza", cfg.stanza),
+        ("--spool-path", str(spool_dir(cfg))),
+        ("--config", cfg.config_file),
+    ):
+        if value:
+            args += [name, value]
+    subprocess.Popen(
+        [*args, "archive-daemon", role],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(spool_dir(cfg) / f"{role}.log", "ab"),  # noqa: SIM115 - handed to the child
+        start_new_session=True,
+    )
+
+
+def push_async(cfg: Config, path: Path) -> bool:
+    """Archive ``path`` through the background pusher; True when it was already done."""
+    spool = spool_dir(cfg)
+    ok = spool / "out" / f"{path.name}.ok"
+    error = spool / "out" / f"{path.name}.error"
+    identity = _identity(path)
+    deadline = time.monotonic() + cfg.archive_timeout
+    started = False
+    while True:
+        try:
+            if ok.read_text() == identity:
+                ok.unlink(missing_ok=True)
+                return not started
+        except FileNotFoundError:
+            pass
+        try:
+            message = error.read_text()
+        except FileNotFoundError:
+            message = None
+        if message is not None:
+            error.unlink(missing_ok=True)
+            raise RepositoryError(message, hint="see the server log; PostgreSQL will retry")
+        if not started:
+            # archive_command runs in the data directory: pg_wal/archive_status is there.
+            _spawn(cfg, "push", Path.cwd())
+            started = True
+        if time.monotonic() > deadline:
+            raise PgkuraError(
+                f"the background pusher did not archive {path.name} within "
+                f"{cfg.archive_timeout:g} s",
+                hint=f"see {spool / 'push.log'}; PostgreSQL will retry",
+            )
+        time.sleep(POLL)
+
+
+def get_async(cfg: Config, wal_name: str, dest: Path) -> bool:
+    """Serve ``wal_name`` from the prefetch spool (True) or fetch it directly; either way
+    ask the prefetcher for what follows. False when the archive does not have it."""
+    from pgkura.commands import open_repository
+    from pgkura.wal.archive import get_wal, write_file_atomic
+
+    spool = spool_dir(cfg)
+    cached = spool / "in" / wal_name
+    found = False
+    if cached.exists():
+        try:
+            os.replace(cached, dest)
+            found = True
+        except OSError:  # another file system: copy durably
+            write_file_atomic(dest, cached.read_bytes())
+            cached.unlink(missing_ok=True)
+            found = True
+    else:
+        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, dest)
+    if found and is_segment_name(wal_name):
+        _write_small(spool / "in" / ".want", wal_name)
+        _spawn(cfg, "get", Path.cwd())
+    return found
+
+
+def run_daemon(cfg: Config, role: str) -> None:
+    """The background process: holds the role's lock while it works; exits when idle."""
+    spool = spool_dir(cfg)
+    fd = os.open(spool / f"{role}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return
+    try:
+        if role == "push":
+            _push_loop(cfg, spool)
+        elif role == "get":
+            _get_loop(cfg, spool)
+        else:
+            raise PgkuraError(f"unknown archive daemon role {role!r}")
+    finally:
+        os.close(fd)
+
+
+def _push_loop(cfg: Config, spool: Path) -> None:
+    from pgkura.commands import open_repository
+    from pgkura.wal.archive import push_wal
+
+    repo = open_repository(cfg)
+    status = Path("pg_wal") / "archive_status"
+    idle_since = time.monotonic()
+
+    def push_one(name: str) -> None:
+        path = Path("pg_wal") / name
+        try:
+            identity = _identity(path)
+            push_wal(repo, cfg.stanza, path)
+        except FileNotFoundError:
+            return  # archived and removed meanwhile
+        except PgkuraError as exc:
+            _write_small(spool / "out" / f"{name}.error", exc.message)
+            return
+        _write_small(spool / "out" / f"{name}.ok", identity)
+
+    with ThreadPoolExecutor(PUSH_JOBS, thread_name_prefix="pgkura-push") as pool:
+        while time.monotonic() - idle_since < IDLE_EXIT_SECONDS:
+            ready = sorted(
+                p.name[: -len(".ready")]
+                for p in status.glob("*.ready")
+                if not (spool / "out" / (p.name[: -len(".ready")] + ".ok")).exists()
+                and not (spool / "out" / (p.name[: -len(".ready")] + ".error")).exists()
+            )
+            if not ready:
+                time.sleep(0.02)
+                continue
+            list(pool.map(push_one, ready[: PUSH_JOBS * 4]))
+            idle_since = time.monotonic()
+
+
+def _get_loop(cfg: Config, spool: Path) -> None:
+    from pgkura.commands import open_repository
+    from pgkura.wal.archive import get_wal
+
+    repo = open_repository(cfg)
+    inbox = spool / "in"
+    idle_since = time.monotonic()
+    done_for = ""
+    while time.monotonic() - idle_since < IDLE_EXIT_SECONDS:
+        try:
+            wanted = (inbox / ".want").read_text().strip()
+        except FileNotFoundError:
+            wanted = ""
+        if not wanted or wanted == done_for:
+            time.sleep(0.02)
+            continue
+        done_for = wanted
+        idle_since = time.monotonic()
+        upcoming = []
+        name = wanted
+        for _ in range(PREFETCH_SEGMENTS):
+            name = next_segment_name(name)
+            upcoming.append(name)
+        # Files older than what recovery asks for now will not be asked for again.
+        for old in inbox.iterdir():
+            if is_segment_name(old.name) and old.name <= wanted:
+                old.unlink(missing_ok=True)
+
+        def fetch(seg: str) -> None:
+            if not (inbox / seg).exists():
+                get_wal(repo, cfg.stanza, seg, inbox / seg)
+
+        with ThreadPoolExecutor(4, thread_name_prefix="pgkura-prefetch") as pool:
+            list(pool.map(fetch, upcoming))
