@@ -71,6 +71,12 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/") -> 
     return elapsed, int(usage.ru_maxrss)
 
 
+def run_in(cmd: list[str], cwd: str) -> None:
+    proc = subprocess.run(as_user(cmd), cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+
+
 def run(cmd: list[str], env: dict[str, str] | None = None) -> str:
     proc = subprocess.run(
         as_user(cmd), env={**os.environ, **(env or {})}, capture_output=True, text=True, cwd="/"
@@ -104,6 +110,7 @@ class Bench:
         self.pgbr_conf = base / "pgbackrest.conf"
         self.results: dict[str, Timing] = {}
         self.dedup: dict[str, tuple[int, int]] = {}
+        self.throughput: dict[str, float] = {}
 
     def tool(self, name: str) -> str:
         return str(self.pg_bin / name)
@@ -347,6 +354,63 @@ class Bench:
         for name in names:
             assert (out / f"k-{name}").read_bytes() == (spool / name).read_bytes()
 
+    def throughput_stage(self, count: int) -> None:
+        """WAL archiving throughput as PostgreSQL's archiver drives it: archive_command once per
+        segment, one after another, .ready renamed to .done on success. Sync and async modes of
+        pgkura and pgBackRest push the same real segments into fresh repositories."""
+        print(f"== archive throughput: {count} segments, serial archive_command", flush=True)
+        run([self.tool("pgbench"), "-n", "-c", "2", "-t", str(count * 1500)], self.env)
+        run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
+        status = self.pgdata / "pg_wal" / "archive_status"
+        names = sorted(p.name[:24] for p in status.glob("*.done") if len(p.name) == 29)[-count:]
+        fake = own(self.base / "fake-pgdata")
+        own(fake / "pg_wal" / "archive_status")
+        own(fake / "global")
+        shutil.copy2(self.pgdata / "global" / "pg_control", fake / "global" / "pg_control")
+        shutil.copy2(self.pgdata / "PG_VERSION", fake / "PG_VERSION")
+        for name in names:
+            shutil.copy2(self.pgdata / "pg_wal" / name, fake / "pg_wal" / name)
+        for path in fake.rglob("*"):
+            if USER:
+                shutil.chown(path, USER, USER)
+        mb = len(names) * 16
+
+        def drive(label: str, command: list[str]) -> None:
+            for name in names:
+                ready = fake / "pg_wal" / "archive_status" / f"{name}.ready"
+                ready.touch()
+                if USER:
+                    shutil.chown(ready, USER, USER)
+            start = time.perf_counter()
+            for name in names:
+                run_in([*command, f"pg_wal/{name}"], cwd=str(fake))
+                ready = fake / "pg_wal" / "archive_status" / f"{name}.ready"
+                ready.rename(ready.with_suffix(".done"))
+            seconds = time.perf_counter() - start
+            self.throughput[label] = mb / seconds
+            print(f"  {label:<34} {mb / seconds:8.1f} MB/s ({seconds:.2f} s)", flush=True)
+
+        for mode in ("off", "on"):
+            repo = own(self.base / f"tp-pgkura-{mode}")
+            run([PGKURA, "--repo", str(repo), "init"])
+            drive(f"pgkura async={mode}", [PGKURA, "--repo", str(repo), "--stanza", "bench",
+                  "--archive-async", mode, "--spool-path", str(own(self.base / f"spool-{mode}")),
+                  "archive-push"])  # fmt: skip
+        for mode in ("n", "y"):
+            br_repo = own(self.base / f"tp-pgbackrest-{mode}")
+            spool = own(self.base / f"br-spool-{mode}")
+            conf = self.base / f"pgbackrest-tp-{mode}.conf"
+            conf.write_text(
+                self.pgbr_conf.read_text()
+                .replace(f"repo1-path={self.pgbr_repo}", f"repo1-path={br_repo}")
+                .replace("spool-path=/tmp", f"spool-path={spool}\narchive-async={mode}")
+            )
+            os.chmod(conf, 0o644)
+            run(["pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create"], self.env)
+            conf.write_text(conf.read_text().replace(f"pg1-path={self.pgdata}", f"pg1-path={fake}"))
+            drive(f"pgbackrest archive-async={mode}",
+                  ["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-push"])  # fmt: skip
+
     def dedup_stage(self) -> None:
         """What an incremental-forever backup stores after 1 % of pgbench_accounts changed:
         once for rows spread at random (most 64 KiB blocks get touched), once for one
@@ -398,6 +462,10 @@ class Bench:
             if a in self.results and b in self.results:
                 ratio = self.results[a].median() / self.results[b].median()
                 print(f"  {a} / {b}: {ratio:.2f}")
+        if self.throughput:
+            print("\n== WAL archiving throughput (serial archive_command, 16 MiB segments)")
+            for label, rate in self.throughput.items():
+                print(f"  {label:<34} {rate:8.1f} MB/s")
         if self.dedup:
             print("\n== stored by a pgkura backup after changing 1 % of pgbench_accounts")
             for label, (size, new) in self.dedup.items():
@@ -410,6 +478,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin")
     parser.add_argument("--segments", type=int, default=5, help="segments for the archive stage")
+    parser.add_argument("--throughput-segments", type=int, default=32)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     if shutil.which("pgbackrest") is None:
@@ -421,6 +490,7 @@ def main() -> None:
         for n in range(1, args.rounds + 1):
             bench.round(n)
         bench.archive_stage(args.segments)
+        bench.throughput_stage(args.throughput_segments)
         bench.dedup_stage()
         bench.report()
     finally:

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pgkura.errors import ConfigError
 
-DEFAULT_CONFIG = Path("/etc/pgkura/pgkura.toml")
+# NamedTuple rather than dataclasses: archive-push imports this module once per WAL segment,
+# and dataclasses (with inspect) would double its import time.
+DEFAULT_CONFIG = "/etc/pgkura/pgkura.toml"
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     name: str
     type: type
     default: Any
@@ -53,8 +52,7 @@ SETTINGS: tuple[Setting, ...] = (
 BY_NAME = {s.name: s for s in SETTINGS}
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     repo: str | None
     stanza: str
     pgdata: str | None
@@ -101,7 +99,7 @@ def _convert(setting: Setting, value: Any, source: str) -> Any:
         ) from None
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: str) -> dict[str, Any]:
     import tomllib  # only when a config file exists: archive-push starts once per segment
 
     try:
@@ -140,10 +138,10 @@ def load_config(
     path_text = config_file or env.get("PGKURA_CONFIG")
     file_values: dict[str, Any] = {}
     if path_text:
-        file_values = read_config_file(Path(path_text))
-    elif DEFAULT_CONFIG.exists():
+        file_values = read_config_file(path_text)
+    elif os.path.exists(DEFAULT_CONFIG):
         file_values = read_config_file(DEFAULT_CONFIG)
-        path_text = str(DEFAULT_CONFIG)
+        path_text = DEFAULT_CONFIG
     values: dict[str, Any] = {}
     for s in SETTINGS:
         if flags.get(s.name) is not None:

@@ -7,11 +7,16 @@ With ``--archive-async on`` they go through the spool (pgkura.wal.spool).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.errors import NotFoundError
-from pgkura.wal.archive import PushResult, get_wal, push_wal
+
+if TYPE_CHECKING:
+    from pgkura.wal.archive import PushResult
+
+# The repository and codec modules are imported only on the paths that need them: with
+# --archive-async the foreground command only waits for the background pusher.
 
 
 def run_archive_push(cfg: Config, path: str) -> PushResult | None:
@@ -21,8 +26,10 @@ def run_archive_push(cfg: Config, path: str) -> PushResult | None:
 
         push_async(cfg, Path(path))
         return None
-    repo = open_repository(cfg)
-    return push_wal(repo, cfg.stanza, Path(path))
+    from pgkura.commands import open_repository
+    from pgkura.wal.archive import push_wal
+
+    return push_wal(open_repository(cfg), cfg.stanza, Path(path))
 
 
 def run_archive_get(cfg: Config, wal_name: str, dest: str) -> None:
@@ -31,6 +38,9 @@ def run_archive_get(cfg: Config, wal_name: str, dest: str) -> None:
 
         found = get_async(cfg, wal_name, Path(dest))
     else:
+        from pgkura.commands import open_repository
+        from pgkura.wal.archive import get_wal
+
         found = get_wal(open_repository(cfg), cfg.stanza, wal_name, Path(dest))
     if not found:
         raise NotFoundError(f"{wal_name} is not in the archive of stanza {cfg.stanza!r}")

@@ -23,18 +23,16 @@ exit after a few idle seconds.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+import zlib
 from pathlib import Path
 
 from pgkura.config import Config
 from pgkura.errors import PgkuraError, RepositoryError
-from pgkura.wal.names import is_segment_name, next_segment_name
+
+# Imports stay minimal: the foreground archive-push of async mode runs once per segment.
 
 IDLE_EXIT_SECONDS = 5.0
 PREFETCH_SEGMENTS = 8
@@ -46,8 +44,8 @@ def spool_dir(cfg: Config) -> Path:
     if cfg.spool_path:
         base = Path(cfg.spool_path)
     else:
-        tag = hashlib.sha1(f"{cfg.repo}|{cfg.stanza}".encode()).hexdigest()[:12]
-        base = Path(tempfile.gettempdir()) / f"pgkura-spool-{os.geteuid()}-{tag}"
+        tag = f"{zlib.crc32(f'{cfg.repo}|{cfg.stanza}'.encode()):08x}"
+        base = Path(os.environ.get("TMPDIR") or "/tmp") / f"pgkura-spool-{os.geteuid()}-{tag}"
     for sub in ("", "out", "in"):
         (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     return base
@@ -77,6 +75,8 @@ def _spawn(cfg: Config, role: str, cwd: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+    import subprocess
+
     args = [sys.executable, "-m", "pgkura.entry"]
     for name, value in (
         ("--repo", cfg.repo),
@@ -136,6 +136,7 @@ def get_async(cfg: Config, wal_name: str, dest: Path) -> bool:
     ask the prefetcher for what follows. False when the archive does not have it."""
     from pgkura.commands import open_repository
     from pgkura.wal.archive import get_wal, write_file_atomic
+    from pgkura.wal.names import is_segment_name
 
     spool = spool_dir(cfg)
     cached = spool / "in" / wal_name
@@ -177,6 +178,8 @@ def run_daemon(cfg: Config, role: str) -> None:
 
 
 def _push_loop(cfg: Config, spool: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     from pgkura.commands import open_repository
     from pgkura.wal.archive import push_wal
 
@@ -212,8 +215,11 @@ def _push_loop(cfg: Config, spool: Path) -> None:
 
 
 def _get_loop(cfg: Config, spool: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     from pgkura.commands import open_repository
     from pgkura.wal.archive import get_wal
+    from pgkura.wal.names import is_segment_name, next_segment_name
 
     repo = open_repository(cfg)
     inbox = spool / "in"
