@@ -149,8 +149,68 @@ def backup(
 
 
 @cli.command()
-@click.option("--target-dir", required=True, help="directory to restore the data directory into")
+@click.option("--dbname", "-d", "dbname", default=None, help="database to dump")
+@click.option("--all", "all_databases", is_flag=True, help="dump every database (and the globals)")
+@click.option(
+    "--format",
+    "-F",
+    "dump_format",
+    type=click.Choice(["custom", "directory", "tar", "plain"]),
+    default="custom",
+    show_default=True,
+    help="pg_dump's output format",
+)
+@click.option("--schema", "-n", multiple=True, help="dump only this schema (repeatable)")
+@click.option("--table", "-t", multiple=True, help="dump only this table (repeatable)")
+@click.option("--exclude-table", "-T", multiple=True, help="leave this table out (repeatable)")
+@click.option(
+    "--jobs", "-j", type=int, default=None, help="parallel pg_dump workers (directory format)"
+)
+@OUTPUT
+@click.pass_context
+def dump(
+    ctx: click.Context,
+    dbname: str | None,
+    all_databases: bool,
+    dump_format: str,
+    schema: tuple[str, ...],
+    table: tuple[str, ...],
+    exclude_table: tuple[str, ...],
+    jobs: int | None,
+    output: str,
+) -> None:
+    """Take a logical dump (pg_dump, plus pg_dumpall --globals-only) into the repository."""
+    from pgkura.commands.dump import run_dump
+
+    if dump_format == "directory" and jobs is None:
+        jobs = _jobs(None)
+    manifest = run_dump(
+        _config(ctx),
+        dbname=dbname,
+        all_databases=all_databases,
+        format=dump_format,
+        jobs=jobs,
+        schemas=schema,
+        tables=table,
+        exclude_tables=exclude_table,
+        progress=_progress(),
+    )
+    _emit(output, {"id": manifest.id}, manifest.id)
+
+
+@cli.command()
+@click.argument("backup_arg", metavar="[ID]", required=False)
+@click.option(
+    "--target-dir", default=None, help="physical backup: directory to restore the data into"
+)
 @click.option("--backup", "backup_id", default=None, help="backup id or 'latest' (default)")
+@click.option("--dbname", "-d", default=None, help="logical dump: database to restore into")
+@click.option("--create", is_flag=True, help="logical: create the database first")
+@click.option("--clean", is_flag=True, help="logical: replace what the target database holds")
+@click.option("--table", "-t", multiple=True, help="logical: restore only this table (repeatable)")
+@click.option("--schema", "-n", multiple=True, help="logical: restore only this schema")
+@click.option("--no-owner", is_flag=True, help="logical: do not set the objects' owners")
+@click.option("--list", "list_toc", is_flag=True, help="logical: show the dump's contents")
 @click.option(
     "--tablespace-map",
     multiple=True,
@@ -182,8 +242,16 @@ def backup(
 @click.pass_context
 def restore(
     ctx: click.Context,
-    target_dir: str,
+    backup_arg: str | None,
+    target_dir: str | None,
     backup_id: str | None,
+    dbname: str | None,
+    create: bool,
+    clean: bool,
+    table: tuple[str, ...],
+    schema: tuple[str, ...],
+    no_owner: bool,
+    list_toc: bool,
     tablespace_map: tuple[str, ...],
     delta: bool,
     to_time: str | None,
@@ -197,10 +265,42 @@ def restore(
     archive_mode: str,
     jobs: int | None,
 ) -> None:
-    """Restore a backup into --target-dir."""
+    """Restore a physical backup into --target-dir, or a logical dump into --dbname."""
     from pgkura.commands.restore import RestoreRequest, run_restore
+    from pgkura.errors import UsageError
     from pgkura.physical.targets import parse_target
 
+    if backup_arg is not None and backup_id not in (None, backup_arg):
+        raise UsageError(f"two backup ids given: {backup_arg} and --backup {backup_id}")
+    backup_id = backup_id or backup_arg
+    if dbname is not None or list_toc:
+        if target_dir is not None:
+            raise UsageError(
+                "--target-dir restores a physical backup; --dbname and --list a logical dump",
+                hint="give one of them",
+            )
+        from pgkura.commands.logical_restore import describe, restore_logical
+
+        done = restore_logical(
+            _config(ctx), backup_id, dbname, create=create, clean=clean, jobs=jobs or 1,
+            tables=table, schemas=schema, no_owner=no_owner, list_only=list_toc,
+            progress=_progress(),
+        )  # fmt: skip
+        if done.listing is not None:
+            click.echo(done.listing, nl=False)
+        for line in describe(done):
+            click.echo(line, err=True)
+        return
+    if create or clean or table or schema or no_owner:
+        raise UsageError(
+            "--create, --clean, --table, --schema and --no-owner apply to a logical restore",
+            hint="add --dbname DB to restore a logical dump",
+        )
+    if target_dir is None:
+        raise UsageError(
+            "no --target-dir given",
+            hint="restore a physical backup with --target-dir DIR, a logical dump with --dbname DB",
+        )
     target = parse_target(
         to_time=to_time,
         to_lsn=to_lsn,
@@ -285,6 +385,33 @@ def archive_get(ctx: click.Context, wal_name: str, dest: str) -> None:
 
 
 @cli.command()
+@click.argument("backup_id", required=False)
+@JOBS
+@OUTPUT
+@click.pass_context
+def verify(ctx: click.Context, backup_id: str | None, jobs: int | None, output: str) -> None:
+    """Read back every block, file, page and WAL file a backup needs (all backups if no ID)."""
+    from pgkura.commands.verify import run_verify
+    from pgkura.errors import CorruptionError
+
+    report = run_verify(_config(ctx), backup_id, _jobs(jobs))
+    if output == "json":
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for b in report.backups:
+            click.echo(f"backup {b['id']}: {'ok' if b['ok'] else 'PROBLEMS'}")
+        if backup_id is None:
+            click.echo(f"WAL archive: {report.wal_checked} files checked")
+        for problem in report.problems:
+            click.echo(f"problem: {problem}")
+    if report.problems:
+        raise CorruptionError(
+            f"verify found {len(report.problems)} problem(s)",
+            hint="restore from a backup verify reports ok; take a new backup",
+        )
+
+
+@cli.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Check the server's archiving settings, the repository, and a WAL switch."""
@@ -336,4 +463,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.INTERRUPTED))
     except BrokenPipeError:
         os._exit(int(ExitCode.ERROR))
+    except OSError as exc:
+        # An I/O failure nothing below turned into a PgkuraError: still one clear line.
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"pgkura: error: {exc.strerror or exc}{where}", err=True)
+        click.echo("hint: check the path's permissions and free space", err=True)
+        sys.exit(int(ExitCode.ERROR))
     sys.exit(0)

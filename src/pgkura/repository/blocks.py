@@ -21,7 +21,7 @@ from pgkura.repository.sealed import SealError, keyed_digest, seal, unseal
 
 PACK_TARGET_SIZE = 16 * 1024 * 1024
 PACK_TRAILER_MAGIC = b"PGKPACK1"
-_TRAILER = struct.Struct("<Q8s")
+PACK_TRAILER = struct.Struct("<Q8s")
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,35 @@ class BlockIndex:
         self._blocks: dict[bytes, BlockLocation] = {}
         self._pending: set[bytes] = set()
         self._packs: set[str] = set()
+        self.damaged: list[str] = []  # messages about packs whose index cannot be read
 
     def load(self) -> BlockIndex:
+        """Read every index object. A damaged one is replaced by the copy of the index inside
+        its pack; when both are unreadable the pack is listed in ``damaged`` and its blocks
+        count as missing (restores that need them stop and say so; verify reports them)."""
+        self.damaged = []
         for info in self.repo.storage.list("index/"):
             pack_id = info.key.rsplit("/", 1)[1]
-            self._add_index(pack_id, self.repo.storage.get(info.key))
+            try:
+                self._add_index(pack_id, self.repo.storage.get(info.key))
+            except CorruptionError as first:
+                try:
+                    self._add_index(pack_id, self._index_in_pack(pack_id))
+                except (CorruptionError, KeyError, struct.error):
+                    self.damaged.append(f"{first.message}, and so is the copy in its pack")
         return self
+
+    def _index_in_pack(self, pack_id: str) -> bytes:
+        key = layout.pack_key(pack_id)
+        size = self.repo.storage.size(key)
+        if size is None or size < PACK_TRAILER.size:
+            raise KeyError(key)
+        index_offset, magic = PACK_TRAILER.unpack(
+            self.repo.storage.get(key, size - PACK_TRAILER.size, PACK_TRAILER.size)
+        )
+        if magic != PACK_TRAILER_MAGIC or not 0 <= index_offset <= size - PACK_TRAILER.size:
+            raise KeyError(key)
+        return self.repo.storage.get(key, index_offset, size - PACK_TRAILER.size - index_offset)
 
     def _add_index(self, pack_id: str, sealed_index: bytes) -> None:
         try:
@@ -132,7 +155,7 @@ class PackWriter:
             ],
         }
         index_obj = seal(json.dumps(doc).encode(), self.repo.codec, self.repo.key).data
-        trailer = _TRAILER.pack(self._size, PACK_TRAILER_MAGIC)
+        trailer = PACK_TRAILER.pack(self._size, PACK_TRAILER_MAGIC)
         self._chunks += [index_obj, trailer]
         storage = self.repo.storage
         storage.put_if_absent(layout.pack_key(self._pack_id), b"".join(self._chunks))
