@@ -38,3 +38,15 @@ def assert_balanced(server: Any) -> tuple[int, ...]:
     row = tuple(int(v) for v in server.sql(BALANCES)[0])
     assert len(set(row)) == 1, f"pgbench balances differ: {row}"
     return row
+
+
+def pg_verifybackup(server: Any, target: Path) -> None:
+    """PostgreSQL's own check of the restored directory against the backup_manifest pgkura
+    left there (before the server is started; -n: WAL is checked by pgkura, not here)."""
+    import subprocess
+
+    cmd = [str(server.bin_dir / "pg_verifybackup"), "-n", str(target)]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
+    assert proc.returncode == 0, proc.stderr

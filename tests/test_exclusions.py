@@ -10,7 +10,7 @@ import pytest
 from pgkura.repository.manifest import list_backup_ids, read_manifest
 from pgkura.repository.repo import Repository
 from pgkura.storage import open_storage
-from pgutil import archiving_conf, chown
+from pgutil import archiving_conf, chown, pg_verifybackup
 from runner import run_pgkura
 
 
@@ -77,6 +77,7 @@ def test_online_backup_leaves_out_what_pg_basebackup_leaves_out(
     run_pgkura("--repo", repo, "restore", "--target-dir", str(target),
                "--tablespace-map", f"ts={new_ts}", "--archive-mode", "off")  # fmt: skip
     assert (target / "tablespace_map").read_text().split()[1] == str(new_ts)
+    pg_verifybackup(src, target)
     src.stop()
     restored = make_server("restored", pgdata=target, init=False)
     restored.wait_for_promotion()

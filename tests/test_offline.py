@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pgutil import pg_verifybackup
 from runner import PGKURA, os_user, run_pgkura
 
 FINGERPRINT = (
@@ -96,6 +97,7 @@ def test_offline_round_trip_with_tablespace(make_server: Any, work_dir: Path, re
     if os.geteuid() == 0:
         assert (target / "PG_VERSION").stat().st_uid == (work_dir.stat().st_uid)
 
+    pg_verifybackup(src, target)
     restored = make_server("restored", pgdata=target, init=False)
     assert fingerprint(restored, tables) == before
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pgutil import archiving_conf, assert_balanced
+from pgutil import archiving_conf, assert_balanced, pg_verifybackup
 from runner import PGKURA, os_user, run_pgkura
 
 
@@ -57,6 +57,7 @@ def test_online_backup_under_load_restores_to_the_end_of_the_archive(
     run_pgkura("--repo", repo, "restore", "--target-dir", str(target))
     assert (target / "backup_label").is_file() and (target / "recovery.signal").is_file()
     assert not list((target / "pg_wal").glob("0000*"))
+    pg_verifybackup(src, target)
     restored = make_server("restored", pgdata=target, init=False)
     restored.wait_for_promotion()
     assert assert_balanced(restored) == final

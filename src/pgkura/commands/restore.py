@@ -9,6 +9,7 @@ from pathlib import Path
 from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.errors import CorruptionError, UsageError
+from pgkura.physical.pgmanifest import write_pg_manifest
 from pgkura.physical.recovery import RecoveryTarget, write_recovery_settings
 from pgkura.physical.restore import (
     PhysicalRestorer,
@@ -80,12 +81,16 @@ def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> 
     stats = restorer.run()
     recovery_files: list[str] = []
     if manifest.method != "offline":
-        _write_backup_files(manifest, plan)
+        written = _write_backup_files(manifest, plan)
         recovery_files = write_recovery_settings(
             target, manifest.pg_version, cfg, req.target, archive_mode_off=req.archive_mode_off
         )
-    elif req.archive_mode_off:
-        _append_auto_conf(target, "archive_mode = 'off'")
+    else:
+        written = {}
+        if req.archive_mode_off:
+            _append_auto_conf(target, "archive_mode = 'off'")
+    # For pg_verifybackup -n, before the server is started.
+    write_pg_manifest(target, manifest, written)
     return RestoreResult(manifest, target, stats, recovery_files, choice.note)
 
 
@@ -121,17 +126,23 @@ def _check_wal_present(repo: Repository, stanza: str, manifest: Manifest) -> Non
             )
 
 
-def _write_backup_files(manifest: Manifest, plan: RestorePlan) -> None:
+def _write_backup_files(manifest: Manifest, plan: RestorePlan) -> dict[str, bytes]:
     """backup_label and tablespace_map as pg_backup_stop returned them (the map pointing at
-    the locations chosen for this restore), and an empty pg_wal for the archive's WAL."""
+    the locations chosen for this restore), and an empty pg_wal for the archive's WAL.
+    Returns what was written, for the PostgreSQL-format backup_manifest."""
     target = plan.target
+    written: dict[str, bytes] = {}
     if manifest.backup_label:
         _write_file(target / "backup_label", manifest.backup_label)
+        written["backup_label"] = manifest.backup_label.encode()
     if manifest.tablespace_map is not None or plan.tablespaces:
         lines = [f"{oid} {loc}" for oid, loc in sorted(plan.tablespaces.items())]
         if lines:
-            _write_file(target / "tablespace_map", "\n".join(lines) + "\n")
+            text = "\n".join(lines) + "\n"
+            _write_file(target / "tablespace_map", text)
+            written["tablespace_map"] = text.encode()
     (target / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True, mode=0o700)
+    return written
 
 
 def _append_auto_conf(target: Path, line: str) -> None:

@@ -1,0 +1,74 @@
+"""A backup_manifest in PostgreSQL's own format (version 1), left in every restored data
+directory so that ``pg_verifybackup -n DIR`` can check the restore before it is started.
+
+The format is what pg_basebackup writes: one JSON object per file on its own line, CRC-32C
+checksums as the hex of the checksum's bytes in memory (little-endian), the WAL ranges the
+backup needs, and a SHA-256 of everything before the "Manifest-Checksum" key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import google_crc32c
+
+from pgkura.repository.manifest import Manifest
+
+# Written or changed by restore, or ignored by pg_verifybackup anyway.
+_LEFT_OUT = ("pg_wal/", "postgresql.auto.conf", "recovery.signal", "standby.signal")
+
+
+def _line(path: str, size: int, mtime: float, crc_le_hex: str) -> str:
+    modified = time.strftime("%Y-%m-%d %H:%M:%S GMT", time.gmtime(mtime))
+    return (
+        f'{{ "Path": {json.dumps(path)}, "Size": {size}, "Last-Modified": "{modified}", '
+        f'"Checksum-Algorithm": "CRC32C", "Checksum": "{crc_le_hex}" }}'
+    )
+
+
+def _le(crc_be_hex: str) -> str:
+    return int(crc_be_hex, 16).to_bytes(4, "little").hex()
+
+
+def render(manifest: Manifest, written: Iterable[tuple[str, bytes]]) -> str:
+    """The manifest text; ``written`` are files restore wrote itself (backup_label, ...)."""
+    lines = []
+    for name, content in written:
+        crc = google_crc32c.value(content)
+        lines.append(_line(name, len(content), time.time(), crc.to_bytes(4, "little").hex()))
+    for f in manifest.files:
+        if f.type != "file" or f.crc32c is None or f.path.startswith(_LEFT_OUT):
+            continue
+        if f.path in _LEFT_OUT:
+            continue
+        lines.append(_line(f.path, f.size, f.mtime, _le(f.crc32c)))
+    timeline = manifest.timeline or 1
+    start = manifest.start_lsn or "0/0"
+    end = manifest.stop_lsn or start
+    body = (
+        '{ "PostgreSQL-Backup-Manifest-Version": 1,\n"Files": [\n'
+        + ",\n".join(lines)
+        + "\n],\n"
+        + '"WAL-Ranges": [\n'
+        + f'{{ "Timeline": {timeline}, "Start-LSN": "{start}", "End-LSN": "{end}" }}\n'
+        + "],\n"
+    )
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return body + f'"Manifest-Checksum": "{digest}"}}\n'
+
+
+def write_pg_manifest(target: Path, manifest: Manifest, written: dict[str, bytes]) -> None:
+    import os
+
+    text = render(manifest, written.items()).encode()
+    path = target / "backup_manifest"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
