@@ -411,6 +411,44 @@ class Bench:
             drive(f"pgbackrest archive-async={mode}",
                   ["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-push"])  # fmt: skip
 
+    def verify_stage(self) -> None:
+        """pgkura verify against pgbackrest verify, each on a fresh repository holding one full
+        backup and the WAL archived since."""
+        print("== verify: one full backup and its WAL in a fresh repository each", flush=True)
+        self.point_repo(self.base / "pgkura-verify")
+        br_repo = own(self.base / "pgbackrest-verify")
+        self.pgbr_conf.write_text(
+            self.pgbr_conf.read_text().replace(
+                f"repo1-path={self.pgbr_repo}", f"repo1-path={br_repo}"
+            )
+        )
+        self.pgbr_repo = br_repo
+        run(self.pgbackrest("stanza-create"), self.env)
+        env = {**self.env, "PGKURA_ARCHIVE_TIMEOUT": "600"}
+        run(self.pgkura(self.pgkura_repo, "backup", "--type", "online", "--jobs", "2"), env)
+        run(self.pgbackrest("backup", "--type=full"), self.env)
+        run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
+        time.sleep(2)
+        for _ in range(3):
+            self.record(
+                "verify: pgkura", *timed(self.pgkura(self.pgkura_repo, "verify", "--jobs", "2"))
+            )
+            self.record("verify: pgbackrest", *timed(self.pgbackrest("verify")))
+
+    def checksum_stage(self) -> None:
+        """Data page checksum throughput on the stopped cluster: pgkura's numpy implementation
+        (the code a backup runs while reading) against pg_checksums --check."""
+        print("== page checksums of the stopped cluster", flush=True)
+        self.stop()
+        try:
+            for _ in range(3):
+                self.record("checksums: pgkura (2 threads)", *timed(
+                    [sys.executable, "-m", "pgkura.pg.scan", str(self.pgdata), "2"]))  # fmt: skip
+                self.record("checksums: pg_checksums --check", *timed(
+                    [self.tool("pg_checksums"), "--check", "-D", str(self.pgdata)]))  # fmt: skip
+        finally:
+            self.start()
+
     def dedup_stage(self) -> None:
         """What an incremental-forever backup stores after 1 % of pgbench_accounts changed:
         once for rows spread at random (most 64 KiB blocks get touched), once for one
@@ -456,6 +494,8 @@ class Bench:
             ("unchanged: pgkura", "unchanged: pgbackrest incr"),
             ("archive-push: pgkura", "archive-push: pgbackrest"),
             ("archive-get: pgkura", "archive-get: pgbackrest"),
+            ("verify: pgkura", "verify: pgbackrest"),
+            ("checksums: pgkura (2 threads)", "checksums: pg_checksums --check"),
         ]
         print("\n== ratios (pgkura / other; below 1.0 means pgkura is faster)")
         for a, b in pairs:
@@ -492,6 +532,8 @@ def main() -> None:
         bench.archive_stage(args.segments)
         bench.throughput_stage(args.throughput_segments)
         bench.dedup_stage()
+        bench.verify_stage()
+        bench.checksum_stage()
         bench.report()
     finally:
         bench.stop()
