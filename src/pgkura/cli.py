@@ -386,14 +386,42 @@ def archive_get(ctx: click.Context, wal_name: str, dest: str) -> None:
 
 @cli.command()
 @click.argument("backup_id", required=False)
+@click.option("--restore", "drill", is_flag=True, help="drill: restore into a sandbox and check it")
+@click.option("--all", "all_backups", is_flag=True, help="with --restore: drill every backup")
+@click.option("--keep", is_flag=True, help="with --restore: leave the sandbox running")
+@click.option("--to-time", default=None, help="with --restore: recover to this time")
+@click.option("--to-lsn", default=None, help="with --restore: recover to this LSN")
+@click.option("--to-xid", default=None, help="with --restore: recover to this xid")
+@click.option("--to-name", default=None, help="with --restore: recover to this restore point")
 @JOBS
 @OUTPUT
 @click.pass_context
-def verify(ctx: click.Context, backup_id: str | None, jobs: int | None, output: str) -> None:
-    """Read back every block, file, page and WAL file a backup needs (all backups if no ID)."""
+def verify(
+    ctx: click.Context,
+    backup_id: str | None,
+    drill: bool,
+    all_backups: bool,
+    keep: bool,
+    to_time: str | None,
+    to_lsn: str | None,
+    to_xid: str | None,
+    to_name: str | None,
+    jobs: int | None,
+    output: str,
+) -> None:
+    """Read back every block, file, page and WAL file a backup needs (all backups if no ID);
+    with --restore, prove it restores: sandbox, recovery, checks."""
     from pgkura.commands.verify import run_verify
     from pgkura.errors import CorruptionError
 
+    if drill:
+        _drill(ctx, backup_id, all_backups, keep, output,
+               dict(to_time=to_time, to_lsn=to_lsn, to_xid=to_xid, to_name=to_name))  # fmt: skip
+        return
+    if all_backups or keep or any((to_time, to_lsn, to_xid, to_name)):
+        raise PgkuraError(
+            "--all, --keep and --to-* belong to a drill", hint="add --restore, or drop them"
+        )
     report = run_verify(_config(ctx), backup_id, _jobs(jobs))
     if output == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -408,6 +436,64 @@ def verify(ctx: click.Context, backup_id: str | None, jobs: int | None, output: 
         raise CorruptionError(
             f"verify found {len(report.problems)} problem(s)",
             hint="restore from a backup verify reports ok; take a new backup",
+        )
+
+
+def _drill(
+    ctx: click.Context,
+    backup_id: str | None,
+    all_backups: bool,
+    keep: bool,
+    output: str,
+    targets: dict[str, str | None],
+) -> None:
+    from pgkura.commands import open_repository
+    from pgkura.commands.drill import drill
+    from pgkura.physical.choose import physical_backups
+    from pgkura.physical.targets import parse_target
+
+    cfg = _config(ctx)
+    target = parse_target(
+        to_time=targets["to_time"],
+        to_lsn=targets["to_lsn"],
+        to_xid=targets["to_xid"],
+        to_name=targets["to_name"],
+        to_immediate=not any(targets.values()),
+    )
+    if all_backups:
+        if backup_id:
+            raise PgkuraError("give a backup id or --all, not both")
+        ids: list[str | None] = [m.id for m in physical_backups(open_repository(cfg), cfg.stanza)]
+    else:
+        ids = [backup_id]
+    results = []
+    for one in ids:
+        if output != "json":
+            click.echo(f"drill: restoring backup {one or '(chosen for the target)'} into a sandbox",
+                       err=True)  # fmt: skip
+        result = drill(cfg, one, target, keep=keep, say=lambda m: click.echo(m, err=True))
+        results.append(result)
+        if output != "json":
+            t = result["timings"]
+            times = ", ".join(f"{k} {v:.1f} s" for k, v in t.items())
+            verdict = "PASSED" if result["passed"] else "FAILED"
+            click.echo(f"backup {result['backup']}: {verdict} ({times})")
+            for problem in result["problems"]:
+                click.echo(f"problem: {problem}")
+            if result["passed"]:
+                tables = sum(len(v) for v in result.get("row_counts", {}).values())
+                click.echo(
+                    f"  {len(result.get('row_counts', {}))} databases, {tables} tables counted, "
+                    f"pg_amcheck {result.get('amcheck')}, "
+                    f"{result.get('pages_checked', 0)} pages checked"
+                )
+    if output == "json":
+        click.echo(json.dumps({"drills": results}, indent=2))
+    failed = [r for r in results if not r["passed"]]
+    if failed:
+        raise PgkuraError(
+            f"{len(failed)} of {len(results)} drill(s) failed",
+            hint="the problem lines say why; that backup cannot be relied on",
         )
 
 

@@ -53,6 +53,10 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
         failures = b.get("checksum_failures") or []
         if failures:
             notes.append(f"{sum(int(f['count']) for f in failures)} checksum failures")
+        drill = b.get("last_drill")
+        if drill:
+            verdict = "restore proven" if drill["passed"] else "DRILL FAILED"
+            notes.append(f"{verdict} {str(drill['when'])[:16].replace('T', ' ')}")
         lsn = f"{b['start_lsn']}-{b['stop_lsn']}" if b.get("start_lsn") else ""
         table.add_row(
             b["id"],

@@ -67,6 +67,9 @@ def _run_fast(flags: dict[str, str], command: str, rest: list[str]) -> None:
 
             run_archive_daemon(cfg, rest[0])
     except PgkuraError as exc:
+        if exc.exit_code == 1:  # archive-get of an absent file: PostgreSQL's normal probing
+            sys.stderr.write(f"pgkura: {exc.message}\n")
+            sys.exit(1)
         sys.stderr.write(f"pgkura: error: {exc.message}\n")
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")

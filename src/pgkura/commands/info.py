@@ -29,6 +29,10 @@ def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
         "pg_version": info.pg_version if info else None,
         "backups": [summary(m) for m in manifests],
     }
+    from pgkura.commands.drill import last_drill
+
+    for entry in out["backups"]:
+        entry["last_drill"] = last_drill(repo, stanza, entry["id"])
     if backup_id is None:
         out.update(wal_facts(repo, stanza, manifests))
     return out

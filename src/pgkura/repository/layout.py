@@ -40,3 +40,8 @@ def wal_key(stanza: str, wal_name: str) -> str:
 
 def lock_key(name: str) -> str:
     return f"locks/{name}.lock"
+
+
+def drill_key(stanza: str, backup_id: str) -> str:
+    """The result of the latest restore drill of a backup (replaced by each new drill)."""
+    return f"drills/{stanza}/{backup_id}.json"

@@ -1,0 +1,186 @@
+"""The sandbox: a private PostgreSQL started from a backup restored into a scratch directory.
+
+It can never touch the live cluster or the repository: it listens on no TCP address, only on a
+socket in its own 0700 directory and on its own port; archiving is off and archive_command
+empty; its pg_hba.conf is its own (trust, local socket only). It runs as the data directory's
+owner, and is always stopped and removed afterwards, also after errors and Ctrl-C, unless
+``keep`` is set (then it says how to connect).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pgkura.config import Config
+from pgkura.errors import PgkuraError
+from pgkura.physical.recovery import RecoveryTarget
+
+# Room for WAL replay and the server's own files beyond the restored data.
+SPACE_MARGIN = 1.2
+WAL_ALLOWANCE = 256 * 1024 * 1024
+
+
+def _owner() -> str | None:
+    """Who runs the sandbox server: ourselves, or postgres when we are root."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
+@dataclass
+class Sandbox:
+    cfg: Config
+    target: RecoveryTarget
+    backup_id: str | None = None
+    keep: bool = False
+    scratch_parent: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    note: str | None = None
+    server: Any = None
+    scratch: Path | None = None
+    backup: Any = None
+    say: Any = None
+
+    def __enter__(self) -> Sandbox:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.keep and self.server is not None and exc_type is None:
+            if self.say:
+                self.say(
+                    f"sandbox kept: psql -h {self.server.socket_dir} -p {self.server.port} "
+                    f"-U {self.superuser()}; stop it with pg_ctl stop -D {self.server.pgdata} "
+                    f"and remove {self.scratch}"
+                )
+            return
+        if self.server is not None:
+            self.server.stop(mode="immediate")
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _start(self) -> None:
+        from pgkura.commands import open_repository
+        from pgkura.commands.restore import RestoreRequest, run_restore
+        from pgkura.pg.binaries import find_pg_bin
+        from pgkura.pg.server import LocalServer, free_port, make_owned_dir
+        from pgkura.physical.choose import choose_backup
+
+        repo = open_repository(self.cfg)
+        bin_dir = find_pg_bin(self.cfg.pg_bin)
+        choice = choose_backup(
+            repo,
+            self.cfg.stanza,
+            self.target,
+            self.backup_id,
+            bin_dir if self.target.kind in ("xid", "name") else None,
+        )
+        self.backup = choice.manifest
+        self.note = choice.note
+        if self.backup.kind != "physical":
+            raise PgkuraError(
+                f"backup {self.backup.id} is a logical dump; a sandbox starts from a physical "
+                "backup",
+                hint="choose a physical backup with --backup, or restore the dump with --dbname",
+            )
+        parent = Path(self.scratch_parent or os.environ.get("TMPDIR") or "/tmp")
+        needed = int(self.backup.size_bytes * SPACE_MARGIN) + WAL_ALLOWANCE
+        free = shutil.disk_usage(parent).free
+        if free < needed:
+            raise PgkuraError(
+                f"{parent} has {free // 2**20} MiB free; the sandbox needs about "
+                f"{needed // 2**20} MiB (backup {self.backup.id} is "
+                f"{self.backup.size_bytes // 2**20} MiB)",
+                hint="free space, or point TMPDIR at a larger file system",
+            )
+        self.scratch = Path(tempfile.mkdtemp(prefix="pgkura-sandbox-", dir=parent))
+        user = _owner()
+        make_owned_dir(self.scratch, user)
+        sockets = make_owned_dir(self.scratch / "sock", user)
+        pgdata = self.scratch / "pgdata"
+        mapping = [f"{ts.oid}={self.scratch / f'ts-{ts.oid}'}" for ts in self.backup.tablespaces]
+        started = time.monotonic()
+        request = RestoreRequest(
+            target_dir=str(pgdata),
+            backup_id=self.backup.id,
+            tablespace_map=mapping,
+            jobs=len(os.sched_getaffinity(0)),
+            target=self.target,
+            archive_mode_off=True,
+        )
+        run_restore(self.cfg, request, None)
+        self.timings["restore"] = time.monotonic() - started
+        self._isolate(pgdata)
+        if user is not None:
+            shutil.chown(self.scratch, user, user)
+            for root, dirs, files in os.walk(self.scratch):
+                for name in dirs + files:
+                    os.lchown(os.path.join(root, name), *_ids(user))
+        self.server = LocalServer(pgdata, free_port(), sockets, bin_dir, user)
+        started = time.monotonic()
+        try:
+            self.server.start(timeout=3600)
+            if self.backup.method != "offline":
+                self.server.wait_for_promotion(timeout=3600)
+        except PgkuraError as exc:
+            raise PgkuraError(
+                f"the sandbox did not start from backup {self.backup.id}: {exc.message}",
+                hint="the server log above says why (missing WAL, a target that was never "
+                "reached, damaged data)",
+            ) from None
+        self.timings["recovery"] = time.monotonic() - started
+
+    def _isolate(self, pgdata: Path) -> None:
+        """Settings that keep the sandbox away from everything else, last so they win."""
+        hba = pgdata / "pgkura_sandbox_hba.conf"
+        hba.write_text("local all all trust\n")
+        lines = [
+            "listen_addresses = ''",
+            "archive_mode = 'off'",
+            "archive_command = ''",
+            f"hba_file = '{hba}'",
+            "logging_collector = 'off'",
+            "shared_preload_libraries = ''",
+        ]
+        with open(pgdata / "postgresql.auto.conf", "a") as f:
+            f.write("\n# pgkura sandbox: private, never archives\n" + "\n".join(lines) + "\n")
+        # A restored standby.signal would keep the sandbox in recovery for ever.
+        (pgdata / "standby.signal").unlink(missing_ok=True)
+
+    def superuser(self) -> str:
+        return "postgres"
+
+    def conninfo(self, dbname: str = "postgres") -> str:
+        assert self.server is not None
+        return (
+            f"host={self.server.socket_dir} port={self.server.port} "
+            f"user={self.superuser()} dbname={dbname}"
+        )
+
+    def sql(self, query: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.conninfo(dbname), autocommit=True) as conn:
+            cur = conn.execute(query.encode())
+            return list(cur.fetchall()) if cur.description is not None else []
+
+
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid

@@ -1,0 +1,74 @@
+"""Sandbox restores: the drill (verify --restore) and its record in info (issue: sandbox)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgutil import archiving_conf
+from runner import run_pgkura
+
+
+@pytest.fixture
+def repo(work_dir: Path) -> str:
+    path = str(work_dir / "repo")
+    run_pgkura("--repo", path, "init")
+    return path
+
+
+def sandboxes_left() -> list[str]:
+    procs = subprocess.run(["pgrep", "-af", "pgkura-sandbox-"], capture_output=True, text=True)
+    dirs = [str(p) for p in Path("/tmp").glob("pgkura-sandbox-*")]
+    return [line for line in procs.stdout.splitlines() if "pgrep" not in line] + dirs
+
+
+def test_a_drill_passes_on_a_good_backup_and_is_recorded(make_server: Any, repo: str) -> None:
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    src.pgbench_init(1)
+    src.sql("CREATE DATABASE second")
+    src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1234) g", dbname="second")
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    backup_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    out = run_pgkura("--repo", repo, "verify", "--restore", backup_id, "--output", "json")
+    (result,) = json.loads(out.stdout)["drills"]
+    assert result["passed"], result["problems"]
+    assert result["row_counts"]["postgres"]["public.pgbench_accounts"] == 100000
+    assert result["row_counts"]["second"]["public.t"] == 1234
+    assert result["amcheck"] == "passed"
+    assert result["pages_checked"] > 0
+    assert set(result["timings"]) == {"restore", "recovery", "checks"}
+    info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
+    assert info["backups"][0]["last_drill"]["passed"] is True
+    assert "restore proven" in run_pgkura("--repo", repo, "info").stdout
+    assert sandboxes_left() == []
+    # The live cluster was not touched: still running, still archiving into the same stanza.
+    assert src.sql("SELECT count(*) FROM pgbench_accounts")[0][0] == 100000
+
+
+@pytest.mark.parametrize("damage", ["missing WAL", "damaged block"])
+def test_a_drill_fails_naming_the_reason(make_server: Any, repo: str, damage: str) -> None:
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    src.pgbench_init(1)
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    backup_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    if damage == "missing WAL":
+        info = json.loads(run_pgkura("--repo", repo, "info", backup_id, "--output", "json").stdout)
+        segment = info["backups"][0]["stop_wal"]
+        next(Path(repo, "wal").rglob(segment)).unlink()
+        reason = f"WAL segment {segment}"
+    else:
+        pack = max(Path(repo, "packs").rglob("*"), key=lambda p: p.stat().st_size)
+        data = bytearray(pack.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        pack.write_bytes(bytes(data))
+        reason = "is damaged"
+    result = run_pgkura("--repo", repo, "verify", "--restore", backup_id, check=False)
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout and reason in result.stdout
+    info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
+    assert info["backups"][0]["last_drill"]["passed"] is False
+    assert sandboxes_left() == []
