@@ -39,6 +39,8 @@ class RestoreStats:
 
 
 WRITE_BYTES = 1024 * 1024
+# Written by every restore itself, so a --delta restore does not count them as removed.
+REWRITTEN = frozenset({"backup_manifest"})
 # fsync waits on the disk, not the CPU: several in flight keep the device queue full.
 SYNC_THREADS = 8
 
@@ -229,7 +231,7 @@ class PhysicalRestorer:
                 base = prefix if rel_dir == "." else "/".join(p for p in (prefix, rel_dir) if p)
                 for name in [*dirnames, *filenames]:
                     rel = f"{base}/{name}" if base else name
-                    if rel not in wanted:
+                    if rel not in wanted and rel not in REWRITTEN:
                         self._remove(Path(dirpath) / name)
                         if name in dirnames:
                             dirnames.remove(name)

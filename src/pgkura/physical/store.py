@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import google_crc32c
 
+from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
 from pgkura.pg import checksum as pagecheck
 from pgkura.physical.source import SourceFile
@@ -24,6 +25,8 @@ from pgkura.repository.manifest import FileEntry
 
 MAX_REPORTED_BLOCKS = 5  # per file, as pg_basebackup reports them
 READ_BYTES = 1024 * 1024
+# Files larger than this are stored as several ranges in parallel.
+RANGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -43,6 +46,25 @@ class PageCheck:
     start_lsn: int | None = None
 
 
+def _join(head: FileEntry, tail: FileEntry) -> FileEntry:
+    """Two consecutive ranges of one file as one entry (CRC-32C combined)."""
+    assert head.crc32c is not None and tail.crc32c is not None
+    crc = crc32c_combine(int(head.crc32c, 16), int(tail.crc32c, 16), tail.size)
+    return replace(
+        head, size=head.size + tail.size, blocks=head.blocks + tail.blocks, crc32c=f"{crc:08x}"
+    )
+
+
+def _merge_failures(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per file, whichever ranges found the failures."""
+    merged: dict[str, dict[str, Any]] = {}
+    for f in failures:
+        m = merged.setdefault(f["path"], {"path": f["path"], "blocks": [], "count": 0})
+        m["blocks"] = sorted(m["blocks"] + list(f["blocks"]))[:MAX_REPORTED_BLOCKS]
+        m["count"] += f["count"]
+    return list(merged.values())
+
+
 class FileStorer:
     def __init__(
         self,
@@ -55,6 +77,7 @@ class FileStorer:
     ) -> None:
         self.index = index
         self.block_size = index.repo.config.block_size
+        self.range_size = self.block_size * max(1, RANGE_BYTES // self.block_size)
         self.jobs = max(1, jobs)
         self.page_check = page_check
         self.progress = progress or NoProgress()
@@ -80,16 +103,31 @@ class FileStorer:
         total = sum(s.size for s in files)
         self.progress.start("backup", total)
         by_path: dict[str, FileEntry] = {}
-        # Large files first, so the tail of the run is not one big file on one core.
-        ordered = sorted(files, key=lambda s: -s.size)
+        # Large files first, and split into ranges, so that no core is left with one big
+        # relation file at the end (pgbench_accounts alone is most of a pgbench cluster).
+        tasks: list[tuple[SourceFile, int, int | None]] = []
+        for src in sorted(files, key=lambda s: -s.size):
+            reused = self._reusable(src)
+            if reused is not None:
+                by_path[src.path] = reused
+                self.progress.advance(src.size)
+                continue
+            starts = list(range(0, src.size, self.range_size)) or [0]
+            for i, start in enumerate(starts):
+                last = i == len(starts) - 1
+                tasks.append((src, start, None if last else self.range_size))
         try:
             with ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-store") as pool:
-                for entry in pool.map(self._store_file, ordered):
-                    by_path[entry.path] = entry
+                pieces = pool.map(lambda t: self._store_range(*t), tasks)
+                for (src, _start, _length), piece in zip(tasks, pieces, strict=True):
+                    done = by_path.get(src.path)
+                    by_path[src.path] = piece if done is None else _join(done, piece)
             for writer in self._writers:
                 writer.flush()
         finally:
             self.progress.finish()
+        with self._failures_lock:
+            self._failures = _merge_failures(self._failures)
         out: list[FileEntry] = []
         for s in entries:
             if s.type == "file":
@@ -116,11 +154,9 @@ class FileStorer:
             return None
         return FileEntry(src.path, "file", src.mode, src.size, src.mtime, prev.blocks, prev.crc32c)
 
-    def _store_file(self, src: SourceFile) -> FileEntry:
-        reused = self._reusable(src)
-        if reused is not None:
-            self.progress.advance(src.size)
-            return reused
+    def _store_range(self, src: SourceFile, start: int, length: int | None) -> FileEntry:
+        """Store bytes [start, start + length) of a file (to its end when length is None);
+        returns a partial FileEntry that _join puts together in order."""
         writer = self._writer()
         relation = pagecheck.is_relation_file(src.path) if self.page_check.enabled else None
         blocks: list[str] = []
@@ -141,19 +177,22 @@ class FileStorer:
         # numpy's per-call overhead on one 64 KiB block costs more than the arithmetic.
         read_size = self.block_size * max(1, READ_BYTES // self.block_size)
         with f:
-            while True:
-                chunk = f.read(read_size)
+            f.seek(start)
+            while length is None or size < length:
+                want = read_size if length is None else min(read_size, length - size)
+                chunk = f.read(want)
                 if not chunk:
                     break
+                offset = start + size
                 if relation is not None and len(chunk) % pagecheck.BLCKSZ == 0:
-                    first = relation[1] * pagecheck.RELSEG_BLOCKS + size // pagecheck.BLCKSZ
+                    first = relation[1] * pagecheck.RELSEG_BLOCKS + offset // pagecheck.BLCKSZ
                     for failure in pagecheck.verify_pages(chunk, first):
-                        if self._confirm_failure(f, size, first, failure):
+                        if self._confirm_failure(f, offset, first, failure):
                             bad.append(failure.blkno)
                 crc = google_crc32c.extend(crc, chunk)
                 view = memoryview(chunk)
-                for start in range(0, len(chunk), self.block_size):
-                    block_id, _added = writer.add(view[start : start + self.block_size])
+                for i in range(0, len(chunk), self.block_size):
+                    block_id, _added = writer.add(view[i : i + self.block_size])
                     blocks.append(block_id.hex())
                 size += len(chunk)
                 self.progress.advance(len(chunk))
