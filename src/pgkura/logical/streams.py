@@ -1,13 +1,7 @@
-"""Dump streams in the block store: cut by content-defined chunking, read back block by block.
+"""Dump streams in the block store: cut by content-defined chunking (cdc.py), read back in order.
 
-pg_dump's output has no page structure, and a row inserted early in a table shifts every byte
-after it; fixed-size blocks would then share nothing with the previous dump. FastCDC cuts where
-the content says (a rolling hash), so the same bytes are cut the same way wherever they sit,
-and an unchanged table dedups between dumps.
-
-The stream is read through a bounded buffer: a chunk is emitted only when the buffer holds its
-whole ``MAX_CHUNK`` window (or the stream has ended), so the cuts are exactly those of chunking
-the stream in one piece, and memory stays at a few MiB whatever the dump's size.
+A stored stream is a FileEntry whose blocks, concatenated, are the stream; its CRC-32C covers
+the whole stream, so a restore can tell a damaged or truncated stream from a good one.
 """
 
 from __future__ import annotations
@@ -16,44 +10,15 @@ from collections.abc import Iterator
 from typing import IO
 
 import google_crc32c
-from fastcdc import fastcdc
 
+from pgkura.errors import CorruptionError
+from pgkura.logical.cdc import cdc_chunks
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockReader, PackWriter
 from pgkura.repository.manifest import FileEntry
 
-MIN_CHUNK = 16 * 1024
-AVG_CHUNK = 64 * 1024
-MAX_CHUNK = 256 * 1024
-READ_SIZE = 4 * 1024 * 1024
-
-
-def cdc_chunks(stream: IO[bytes]) -> Iterator[bytes]:
-    """The content-defined chunks of ``stream``, in order, read ``READ_SIZE`` at a time."""
-    buf = bytearray()
-    eof = False
-    while not eof or buf:
-        while not eof and len(buf) < READ_SIZE:
-            data = stream.read(READ_SIZE)
-            if not data:
-                eof = True
-            else:
-                buf += data
-        if not buf:
-            break
-        view = memoryview(buf)
-        used = 0
-        cuts = fastcdc(view, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
-        try:
-            for chunk in cuts:
-                if not eof and chunk.offset + MAX_CHUNK > len(buf):
-                    break  # its cut could depend on bytes not read yet
-                yield bytes(view[chunk.offset : chunk.offset + chunk.length])
-                used = chunk.offset + chunk.length
-        finally:
-            cuts.close()  # drops its slices of the buffer, so the buffer may be resized
-            view.release()
-        del buf[:used]
+#: Blocks fetched per storage request when a stream is read back (~2 MiB of dump).
+READ_BATCH = 32
 
 
 def store_stream(
@@ -80,12 +45,25 @@ def store_stream(
 
 
 def entry_blocks(reader: BlockReader, entry: FileEntry) -> Iterator[bytes]:
-    """The content of a stored file, block by block, each verified against its id."""
-    for b in entry.blocks:
-        yield reader.read(bytes.fromhex(b), entry.path)
+    """The content of a stored file, block by block, each verified against its id; the whole
+    is checked against the entry's size and CRC-32C after the last block."""
+    ids = [bytes.fromhex(b) for b in entry.blocks]
+    crc = 0
+    size = 0
+    for i in range(0, len(ids), READ_BATCH):
+        for data in reader.read_many(ids[i : i + READ_BATCH], entry.path):
+            crc = google_crc32c.extend(crc, data)
+            size += len(data)
+            yield data
+    if size != entry.size or (entry.crc32c is not None and f"{crc:08x}" != entry.crc32c):
+        raise CorruptionError(
+            f"{entry.path} read back from the repository does not match its checksum",
+            hint="run pgkura verify; restore another dump",
+        )
 
 
 def write_entry(reader: BlockReader, entry: FileEntry, out: IO[bytes]) -> int:
+    """Write a stored file to ``out``; return its size."""
     total = 0
     for data in entry_blocks(reader, entry):
         out.write(data)

@@ -71,8 +71,11 @@ def _candidate_dirs(pg_bin: str | None) -> list[Path]:
             found.append(d)
     found.sort(key=lambda d: -int(d.parent.name))
     for entry in os.environ.get("PATH", "").split(os.pathsep):
-        if entry and (Path(entry) / "pg_dump").is_file():
-            found.append(Path(entry))
+        try:
+            if entry and (Path(entry) / "pg_dump").is_file():
+                found.append(Path(entry))
+        except OSError:  # a PATH entry this user may not read
+            continue
     return found
 
 
@@ -109,6 +112,20 @@ def conninfo(cfg: Config, dbname: str | None) -> str:
     if dbname is None:
         return make_conninfo(cfg.dbconn or "")
     return make_conninfo(cfg.dbconn or "", dbname=dbname)
+
+
+def connect_maintenance(cfg: Config) -> Any:
+    """A connection for catalog queries and CREATE/DROP DATABASE: to the postgres database,
+    or template1 when postgres is gone (as pg_dumpall does)."""
+    from pgkura.pg.connection import connect
+
+    try:
+        return connect(cfg, "postgres")
+    except PostgresError as first:
+        try:
+            return connect(cfg, "template1")
+        except PostgresError:
+            raise first from None
 
 
 def tool_env() -> dict[str, str]:

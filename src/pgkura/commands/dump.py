@@ -1,0 +1,36 @@
+"""`pgkura dump`: a logical dump (pg_dump per database, pg_dumpall --globals-only) into the
+repository."""
+
+from __future__ import annotations
+
+from pgkura.commands import open_repository
+from pgkura.config import Config
+from pgkura.logical.dump import DumpRequest, take_dump
+from pgkura.progress import Progress
+from pgkura.repository.manifest import Manifest
+
+
+def run_dump(
+    cfg: Config,
+    *,
+    dbname: str | None,
+    all_databases: bool = False,
+    format: str = "custom",
+    jobs: int | None = None,
+    schemas: tuple[str, ...] = (),
+    tables: tuple[str, ...] = (),
+    exclude_tables: tuple[str, ...] = (),
+    progress: Progress | None = None,
+) -> Manifest:
+    request = DumpRequest(
+        dbname=dbname,
+        all_databases=all_databases,
+        format=format,
+        jobs=jobs,
+        schemas=schemas,
+        tables=tables,
+        exclude_tables=exclude_tables,
+    )
+    request.check()  # before touching the repository or the server
+    repo = open_repository(cfg)
+    return take_dump(repo, cfg, request, progress)
