@@ -211,6 +211,9 @@ def dump(
 @click.option("--schema", "-n", multiple=True, help="logical: restore only this schema")
 @click.option("--no-owner", is_flag=True, help="logical: do not set the objects' owners")
 @click.option("--list", "list_toc", is_flag=True, help="logical: show the dump's contents")
+@click.option("--as", "as_name", default=None, help="table restore: load the one table as NAME")
+@click.option("--replace", is_flag=True, help="table restore: drop and replace the live table")
+@click.option("--yes", is_flag=True, help="table restore: --replace without asking")
 @click.option(
     "--tablespace-map",
     multiple=True,
@@ -252,6 +255,9 @@ def restore(
     schema: tuple[str, ...],
     no_owner: bool,
     list_toc: bool,
+    as_name: str | None,
+    replace: bool,
+    yes: bool,
     tablespace_map: tuple[str, ...],
     delta: bool,
     to_time: str | None,
@@ -273,6 +279,19 @@ def restore(
     if backup_arg is not None and backup_id not in (None, backup_arg):
         raise UsageError(f"two backup ids given: {backup_arg} and --backup {backup_id}")
     backup_id = backup_id or backup_arg
+    point_in_time = any((to_time, to_lsn, to_xid, to_name, to_immediate))
+    if dbname and (table or schema) and (point_in_time or _is_physical(ctx, backup_id)):
+        _table_restore(
+            ctx, backup_id, dbname, table, schema, as_name, replace, yes,
+            dict(to_time=to_time, to_lsn=to_lsn, to_xid=to_xid, to_name=to_name),
+            to_immediate, exclusive,
+        )  # fmt: skip
+        return
+    if as_name or replace or yes:
+        raise UsageError(
+            "--as, --replace and --yes belong to a table restore from a physical backup",
+            hint="give --table SCHEMA.TABLE, --dbname DB and a --to-* target",
+        )
     if dbname is not None or list_toc:
         if target_dir is not None:
             raise UsageError(
@@ -382,6 +401,71 @@ def archive_get(ctx: click.Context, wal_name: str, dest: str) -> None:
     from pgkura.commands.archive import run_archive_get
 
     run_archive_get(_config(ctx), wal_name, dest)
+
+
+def _is_physical(ctx: click.Context, backup_id: str | None) -> bool:
+    if backup_id is None:
+        return False
+    from pgkura.commands import open_repository
+    from pgkura.repository.manifest import read_manifest, resolve_backup_id
+
+    cfg = _config(ctx)
+    repo = open_repository(cfg)
+    return read_manifest(repo, cfg.stanza, resolve_backup_id(repo, cfg.stanza, backup_id)).kind == (
+        "physical"
+    )
+
+
+def _table_restore(
+    ctx: click.Context,
+    backup_id: str | None,
+    dbname: str,
+    tables: tuple[str, ...],
+    schemas: tuple[str, ...],
+    as_name: str | None,
+    replace: bool,
+    yes: bool,
+    targets: dict[str, str | None],
+    to_immediate: bool,
+    exclusive: bool,
+) -> None:
+    from pgkura.commands.table_restore import TableRestoreRequest, run_table_restore
+    from pgkura.physical.targets import parse_target
+
+    def confirm(question: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        return click.confirm(question, default=False, err=True)
+
+    target = parse_target(
+        to_time=targets["to_time"],
+        to_lsn=targets["to_lsn"],
+        to_xid=targets["to_xid"],
+        to_name=targets["to_name"],
+        to_immediate=to_immediate,
+        exclusive=exclusive,
+    )
+    request = TableRestoreRequest(
+        dbname=dbname,
+        tables=list(tables),
+        schemas=list(schemas),
+        target=target,
+        backup_id=backup_id,
+        as_name=as_name,
+        replace=replace,
+        confirm=confirm,
+    )
+    result = run_table_restore(_config(ctx), request, lambda m: click.echo(m, err=True))
+    click.echo(
+        f"restored from backup {result['backup']} at {result['target']} into database "
+        f"{result['database']}:"
+    )
+    for name, rows in result["restored"].items():
+        click.echo(f"  {name}: {rows} rows")
+    for fk in result["foreign_keys_left_out"]:
+        click.echo(f"  foreign key left out (it points outside the restored tables): {fk}")
 
 
 @cli.command()

@@ -177,9 +177,26 @@ def _restore_from(
         results: list[tuple[str, str]] = []  # (schema, table) as they will be in the live db
         if req.as_name:
             (schema, table) = tables[0]
-            box.execute(
-                f"ALTER TABLE {ident(schema)}.{ident(table)} RENAME TO {ident(req.as_name)}"
-            )
+            # Indexes (with the constraints they back) and owned sequences share the schema's
+            # namespace with the live originals: they get the new name as a prefix.
+            qualified = f"{ident(schema)}.{ident(table)}"
+            for (index,) in box.execute(
+                "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass",
+                (qualified,),
+            ).fetchall():
+                short = index.rsplit(".", 1)[-1].strip('"')
+                new = ident((req.as_name + "_" + short)[:63])
+                box.execute(f"ALTER INDEX {index} RENAME TO {new}")
+            for (seq,) in box.execute(
+                "SELECT d.objid::regclass::text FROM pg_depend d JOIN pg_class c "
+                "ON c.oid = d.objid WHERE c.relkind = 'S' AND d.refobjid = %s::regclass "
+                "AND d.deptype IN ('a', 'i')",
+                (qualified,),
+            ).fetchall():
+                short = seq.rsplit(".", 1)[-1].strip('"')
+                new = ident((req.as_name + "_" + short)[:63])
+                box.execute(f"ALTER SEQUENCE {seq} RENAME TO {new}")
+            box.execute(f"ALTER TABLE {qualified} RENAME TO {ident(req.as_name)}")
             dump_args += ["-t", f"{ident(schema)}.{ident(req.as_name)}"]
             results.append((schema, req.as_name))
         elif req.replace:
