@@ -50,3 +50,17 @@ def pg_verifybackup(server: Any, target: Path) -> None:
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
     assert proc.returncode == 0, proc.stderr
+
+
+def switch_and_wait_archived(server: Any, timeout: float = 60) -> str:
+    """Force a WAL switch and wait until the archiver has archived the finished segment."""
+    import time
+
+    segment = str(server.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = server.sql("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver")[0]
+        if row[0] is not None and row[0] >= segment:
+            return segment
+        time.sleep(0.05)
+    raise AssertionError(f"{segment} was not archived within {timeout} s: {row}")

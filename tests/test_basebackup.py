@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pgutil import archiving_conf, assert_balanced, chown
+from pgutil import archiving_conf, assert_balanced, chown, switch_and_wait_archived
 from runner import run_pgkura
 
 
@@ -40,7 +40,7 @@ def test_basebackup_method_restores_and_replays_like_an_online_backup(
     src.sql("UPDATE pgbench_tellers SET tbalance = tbalance + 5000 WHERE tid = 1")
     src.sql("UPDATE pgbench_branches SET bbalance = bbalance + 5000 WHERE bid = 1")
     final = assert_balanced(src)
-    src.sql("SELECT pg_switch_wal()")
+    switch_and_wait_archived(src)
     info = json.loads(run_pgkura("--repo", repo, "info", backup_id, "--output", "json").stdout)
     assert info["backups"][0]["method"] == "basebackup"
 

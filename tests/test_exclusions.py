@@ -10,7 +10,7 @@ import pytest
 from pgkura.repository.manifest import list_backup_ids, read_manifest
 from pgkura.repository.repo import Repository
 from pgkura.storage import open_storage
-from pgutil import archiving_conf, chown, pg_verifybackup
+from pgutil import archiving_conf, chown, pg_verifybackup, switch_and_wait_archived
 from runner import run_pgkura
 
 
@@ -72,7 +72,7 @@ def test_online_backup_leaves_out_what_pg_basebackup_leaves_out(
     assert not any(p.endswith("pg_internal.init") for p in paths)
     assert any(p.startswith("pg_tblspc/") and "/PG_15_" in p for p in paths)
 
-    src.sql("SELECT pg_switch_wal()")
+    switch_and_wait_archived(src)
     target, new_ts = work_dir / "restored", work_dir / "ts-restored"
     run_pgkura("--repo", repo, "restore", "--target-dir", str(target),
                "--tablespace-map", f"ts={new_ts}", "--archive-mode", "off")  # fmt: skip

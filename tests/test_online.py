@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pgutil import archiving_conf, assert_balanced, pg_verifybackup
+from pgutil import archiving_conf, assert_balanced, pg_verifybackup, switch_and_wait_archived
 from runner import PGKURA, os_user, run_pgkura
 
 
@@ -46,7 +46,7 @@ def test_online_backup_under_load_restores_to_the_end_of_the_archive(
     assert load.returncode == 0, load.stderr.read() if load.stderr else ""
     src.sql("CREATE TABLE after_backup AS SELECT 1 AS x")
     final = assert_balanced(src)
-    src.sql("SELECT pg_switch_wal()")
+    switch_and_wait_archived(src)
     src.stop()  # the shutdown checkpoint's segment is archived before the server exits
 
     info = json.loads(run_pgkura("--repo", repo, "info", backup_id, "--output", "json").stdout)
@@ -79,7 +79,7 @@ def test_to_immediate_stops_at_the_consistency_point(
     env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
     backup_id = run_pgkura("--repo", repo, "backup", "--checkpoint", "spread", env=env).stdout
     src.sql("CREATE TABLE after_backup AS SELECT 1 AS x")
-    src.sql("SELECT pg_switch_wal()")
+    switch_and_wait_archived(src)
     target = work_dir / "immediate"
     run_pgkura(
         "--repo", repo, "restore", "--backup", backup_id.strip(), "--target-dir", str(target),
@@ -151,7 +151,7 @@ def test_killed_online_backup_leaves_backup_mode_and_the_next_one_works(
     backup_id = run_pgkura(
         "--repo", repo, "backup", env=src.libpq_env() | {"PGKURA_PGDATA": str(src.pgdata)}
     ).stdout.strip()
-    src.sql("SELECT pg_switch_wal()")
+    switch_and_wait_archived(src)
     target = work_dir / "after-kill"
     run_pgkura("--repo", repo, "restore", "--backup", backup_id, "--target-dir", str(target),
                "--to-immediate")  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pgutil import archiving_conf
+from pgutil import archiving_conf, switch_and_wait_archived
 from runner import run_pgkura
 
 
@@ -49,7 +49,7 @@ class History:
         self.lsn = str(server.sql("SELECT pg_current_wal_lsn()::text")[0][0])
         insert_batch(server, 5)
         server.sql("DROP TABLE tab_int")  # the accident
-        server.sql("SELECT pg_switch_wal()")
+        switch_and_wait_archived(server)
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_a_promoted_restore_archives_its_new_timeline_and_latest_follows_it(
     tl2.sql("CHECKPOINT")
     assert tl2.sql("SELECT timeline_id FROM pg_control_checkpoint()")[0][0] == 2
     tl2.sql("INSERT INTO tab_int VALUES (-1)")
-    tl2.sql("SELECT pg_switch_wal()")
+    switch_and_wait_archived(tl2)
     tl2.stop()
     history.server.stop()
     assert list(Path(repo, "wal").rglob("00000002.history"))
@@ -142,8 +142,7 @@ def test_pgkura_picks_the_backup_and_refuses_targets_outside_the_window(
     time.sleep(0.2)
     second = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
     src.sql("INSERT INTO t VALUES (3)")
-    src.sql("SELECT pg_switch_wal()")
-    time.sleep(0.5)
+    switch_and_wait_archived(src)
 
     # A time between the two backups can only be reached from the first one.
     dest = work_dir / "between"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pgutil import archiving_conf
+from pgutil import archiving_conf, switch_and_wait_archived
 from runner import run_pgkura
 from test_sandbox import sandboxes_left
 
@@ -51,8 +51,7 @@ class Shop:
         time.sleep(0.2)
         server.sql("DELETE FROM orders WHERE id % 2 = 0", dbname="shop")  # the accident
         server.sql("DROP TABLE audit.log", dbname="shop")
-        server.sql("SELECT pg_switch_wal()")
-        time.sleep(1)  # the archiver takes the switched segment
+        switch_and_wait_archived(server)
         self.env = server.libpq_env()
 
     def orders(self, table: str = "orders") -> list[tuple[Any, ...]]:
