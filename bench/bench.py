@@ -49,9 +49,17 @@ def as_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", USER, "--", *cmd] if USER else cmd
 
 
+def settle() -> None:
+    """Let the previous step's dirty pages and discards (this file system is mounted with
+    'discard') reach the disk, so that no tool pays for the one before it."""
+    os.sync()
+    time.sleep(1.0)
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/") -> tuple[float, int]:
     """Run a command as the cluster's user; wall seconds and peak RSS (KiB) of its process tree
     (wait4's ru_maxrss covers the child and the descendants it waited for)."""
+    settle()
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -359,17 +367,30 @@ class Bench:
         segment, one after another, .ready renamed to .done on success. Sync and async modes of
         pgkura and pgBackRest push the same real segments into fresh repositories."""
         print(f"== archive throughput: {count} segments, serial archive_command", flush=True)
-        run([self.tool("pgbench"), "-n", "-c", "2", "-t", str(count * 1500)], self.env)
-        run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
-        status = self.pgdata / "pg_wal" / "archive_status"
-        names = sorted(p.name[:24] for p in status.glob("*.done") if len(p.name) == 29)[-count:]
+        # Real, consecutive segments: a bulk insert writes them quickly, archive_command puts
+        # them in a source repository, and archive-get takes them out again.
+        source = self.base / "pgkura-tp-source"
+        self.point_repo(source)
+        rows = count * 120_000
+        run([self.tool("psql"), "-qc", "CREATE TABLE IF NOT EXISTS wal_filler (a int8, b text)"],
+            self.env)  # fmt: skip
+        run([self.tool("psql"), "-qc", f"INSERT INTO wal_filler SELECT g, md5(g::text) || "
+             f"md5((g + 1)::text) FROM generate_series(1, {rows}) g"], self.env)  # fmt: skip
+        last = run([self.tool("psql"), "-Atc", "SELECT pg_walfile_name(pg_switch_wal())"],
+                   self.env).strip()  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not list(source.rglob(last)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        archived = sorted(p.name for p in (source / "wal").rglob("*") if len(p.name) == 24)
+        names = archived[-count - 1 : -1]  # complete segments written by the insert
         fake = own(self.base / "fake-pgdata")
         own(fake / "pg_wal" / "archive_status")
         own(fake / "global")
         shutil.copy2(self.pgdata / "global" / "pg_control", fake / "global" / "pg_control")
         shutil.copy2(self.pgdata / "PG_VERSION", fake / "PG_VERSION")
         for name in names:
-            shutil.copy2(self.pgdata / "pg_wal" / name, fake / "pg_wal" / name)
+            run([PGKURA, "--repo", str(source), "--stanza", "bench", "archive-get", name,
+                 str(fake / "pg_wal" / name)])  # fmt: skip
         for path in fake.rglob("*"):
             if USER:
                 shutil.chown(path, USER, USER)

@@ -8,6 +8,6 @@ from runner import run_pgkura
 def test_demo_restores_identical_data() -> None:
     result = run_pgkura("demo", user=None, timeout=600)
     log = result.stderr
-    assert log.count("-> identical") == 2, log
+    assert log.count("-> identical") == 3, log  # delta, PITR and table restore
     assert "demo finished" in log
     assert "DIFFERENT" not in log

@@ -127,6 +127,16 @@ def test_a_promoted_restore_archives_its_new_timeline_and_latest_follows_it(
     text = run_pgkura("--repo", repo, "info").stdout
     assert "WAL timeline 2:" in text and "recoverable window (timeline 2)" in text
 
+    # A lost history file: verify names it, and a restore that needs it refuses up front.
+    next(Path(repo, "wal").rglob("00000002.history")).unlink()
+    report = run_pgkura("--repo", repo, "verify", check=False)
+    assert report.returncode == 7
+    assert "timeline 2: its history file is missing" in report.stdout
+    lost = run_pgkura("--repo", repo, "restore", "--target-dir", str(work_dir / "lost"),
+                      check=False)  # fmt: skip
+    assert lost.returncode == 1 and "00000002.history" in lost.stderr
+    assert not (work_dir / "lost").exists()
+
 
 def test_pgkura_picks_the_backup_and_refuses_targets_outside_the_window(
     make_server: Any, work_dir: Path, repo: str

@@ -7,7 +7,7 @@ off: the repository's codec compresses each block, and uncompressed output is wh
 unchanged table dedup against the previous dump.
 
 Nothing is recorded until every tool has succeeded: the manifest is written last, so a pg_dump
-that fails midway leaves only unreferenced blocks, which garbage collection reclaims.
+that fails midway leaves only unreferenced blocks (no command deletes them yet).
 """
 
 from __future__ import annotations

@@ -131,12 +131,18 @@ def choose_backup(
     requested: str | None,
     bin_dir: Path | None = None,
 ) -> Choice:
+    def to_the_end(m: Manifest) -> Choice:
+        """Replay to the end of the archive: the target timeline's history must be there."""
+        if m.kind == "physical" and m.method != "offline":
+            _history(repo, stanza, target, m, load_catalog(repo, stanza, _seg_size(m)))
+        return Choice(m, None)
+
     if target.kind == "none" and requested not in (None, "latest"):
-        return Choice(read_manifest(repo, stanza, resolve_backup_id(repo, stanza, requested)), None)
+        return to_the_end(read_manifest(repo, stanza, resolve_backup_id(repo, stanza, requested)))
     if requested is not None:
         manifest = read_manifest(repo, stanza, resolve_backup_id(repo, stanza, requested))
         if manifest.kind != "physical" or target.kind == "none":
-            return Choice(manifest, None)
+            return to_the_end(manifest)
         backups = [manifest]
     else:
         backups = physical_backups(repo, stanza)
@@ -146,7 +152,7 @@ def choose_backup(
                 hint="take one with pgkura backup",
             )
         if target.kind == "none":
-            return Choice(backups[-1], None)
+            return to_the_end(backups[-1])
     online = [b for b in backups if b.method != "offline"]
     if not online:
         return Choice(backups[-1], None)  # run_restore refuses targets on offline backups
