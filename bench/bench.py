@@ -384,6 +384,7 @@ class Bench:
         archived = sorted(p.name for p in (source / "wal").rglob("*") if len(p.name) == 24)
         names = archived[-count - 1 : -1]  # complete segments written by the insert
         fake = own(self.base / "fake-pgdata")
+        own(fake / "pg_wal")
         own(fake / "pg_wal" / "archive_status")
         own(fake / "global")
         shutil.copy2(self.pgdata / "global" / "pg_control", fake / "global" / "pg_control")
@@ -456,6 +457,32 @@ class Bench:
             )
             self.record("verify: pgbackrest", *timed(self.pgbackrest("verify")))
 
+    def table_stage(self) -> None:
+        """restore --table of one table against doing it by hand: a full restore into a scratch
+        directory, start and recover, pg_dump the table, stop, remove."""
+        print("== one table back: restore --table against a full restore + pg_dump", flush=True)
+        repo = self.pgkura_repo
+        for n in range(2):
+            self.record("table: pgkura restore --table", *timed(
+                [PGKURA, "--repo", str(repo), "--stanza", "bench", "restore", "--table",
+                 "public.pgbench_branches", "--as", f"branches_{n}", "--to-immediate",
+                 "--dbname", "postgres"], self.env))  # fmt: skip
+            scratch = self.base / f"by-hand-{n}"
+            port = str(self.port + 100 + n)
+            script = (
+                f"set -e; {PGKURA} --repo {repo} --stanza bench restore --target-dir {scratch} "
+                f"--to-immediate --archive-mode off >/dev/null 2>&1; "
+                f"{self.tool('pg_ctl')} -D {scratch} -w -t 3600 -l {scratch}.log "
+                f"-o '-p {port} -k {self.sockets} -c listen_addresses=' start >/dev/null; "
+                f'until [ "$({self.tool("psql")} -h {self.sockets} -p {port} -Atc '
+                f"'SELECT pg_is_in_recovery()')\" = f ]; do sleep 0.1; done; "
+                f"{self.tool('pg_dump')} -h {self.sockets} -p {port} -t pgbench_branches "
+                f"-f {scratch}.sql postgres; "
+                f"{self.tool('pg_ctl')} -D {scratch} -m fast -w stop >/dev/null; "
+                f"rm -rf {scratch} {scratch}.log {scratch}.sql"
+            )
+            self.record("table: full restore + pg_dump", *timed(["bash", "-c", script], self.env))
+
     def checksum_stage(self) -> None:
         """Data page checksum throughput on the stopped cluster: pgkura's numpy implementation
         (the code a backup runs while reading) against pg_checksums --check."""
@@ -516,6 +543,7 @@ class Bench:
             ("archive-push: pgkura", "archive-push: pgbackrest"),
             ("archive-get: pgkura", "archive-get: pgbackrest"),
             ("verify: pgkura", "verify: pgbackrest"),
+            ("table: pgkura restore --table", "table: full restore + pg_dump"),
             ("checksums: pgkura (2 threads)", "checksums: pg_checksums --check"),
         ]
         print("\n== ratios (pgkura / other; below 1.0 means pgkura is faster)")
@@ -554,6 +582,7 @@ def main() -> None:
         bench.throughput_stage(args.throughput_segments)
         bench.dedup_stage()
         bench.verify_stage()
+        bench.table_stage()
         bench.checksum_stage()
         bench.report()
     finally:
