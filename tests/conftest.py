@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pgkura.pg.binaries import find_pg_bin
 from pgkura.pg.server import LocalServer, free_port, make_owned_dir
-from runner import os_user
+from runner import os_user, run_pgkura
 
 KEEP = os.environ.get("PGKURA_KEEP_TEST_DIRS") == "1"
 
@@ -70,3 +70,11 @@ def make_server(work_dir: Path, socket_dir: Path, pg_bin: Path) -> Iterator[Any]
     yield factory
     for server in servers:
         server.stop(mode="immediate")
+
+
+@pytest.fixture
+def repo(work_dir: Path) -> str:
+    """An empty repository made with `pgkura init`, as a user would."""
+    path = str(work_dir / "repo")
+    run_pgkura("--repo", path, "init")
+    return path

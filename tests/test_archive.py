@@ -6,17 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pgutil import archiving_conf, chown
 from runner import run_pgkura
-
-
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
 
 
 def one_segment(server: Any) -> Path:

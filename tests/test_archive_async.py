@@ -9,16 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from runner import PGKURA, os_user, run_pgkura
-
-
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
 
 
 def test_async_archiving_and_prefetching_restore(

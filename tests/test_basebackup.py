@@ -7,17 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pgutil import archiving_conf, assert_balanced, chown, switch_and_wait_archived
 from runner import run_pgkura
-
-
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
 
 
 def test_basebackup_method_restores_and_replays_like_an_online_backup(

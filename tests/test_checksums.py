@@ -9,18 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from pgkura.pg.checksum import BLCKSZ, RELSEG_BLOCKS, is_relation_file, page_checksums, verify_pages
 from pgutil import chown
 from runner import os_user, run_pgkura
-
-
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
 
 
 def pg_checksums(server: Any) -> subprocess.CompletedProcess[str]:

@@ -5,20 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pgkura.repository.manifest import list_backup_ids, read_manifest
 from pgkura.repository.repo import Repository
 from pgkura.storage import open_storage
 from pgutil import archiving_conf, chown, pg_verifybackup, switch_and_wait_archived
 from runner import run_pgkura
-
-
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
 
 
 def backed_up_paths(repo: str) -> set[str]:

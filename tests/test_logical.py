@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pgkura.pg.server import LocalServer, free_port
 from pgkura.repository.manifest import read_manifest
 from pgkura.repository.repo import Repository
@@ -112,13 +110,6 @@ def assert_refused(result: Result, *words: str) -> None:
     assert any(line.startswith("hint:") for line in lines), result.stderr
     for word in words:
         assert word in errors[0], result.stderr
-
-
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
 
 
 def dump(repo: str, server: Any, *args: str) -> str:

@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pgutil import pg_verifybackup
 from runner import PGKURA, os_user, run_pgkura
 
@@ -35,13 +33,6 @@ def chown(path: Path) -> None:
 def make_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     chown(path)
-    return path
-
-
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
     return path
 
 

@@ -10,17 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pgutil import archiving_conf, assert_balanced, pg_verifybackup, switch_and_wait_archived
 from runner import PGKURA, os_user, run_pgkura
-
-
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
 
 
 def pgbench(server: Any, seconds: int) -> subprocess.Popen[bytes]:

@@ -14,13 +14,6 @@ from pgutil import archiving_conf, switch_and_wait_archived
 from runner import run_pgkura
 
 
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
-
-
 def insert_batch(server: Any, n: int) -> None:
     server.sql(f"INSERT INTO tab_int SELECT generate_series({n * 1000 + 1}, {(n + 1) * 1000})")
 

@@ -13,13 +13,6 @@ from pgutil import archiving_conf
 from runner import run_pgkura
 
 
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
-
-
 def sandboxes_left() -> list[str]:
     procs = subprocess.run(["pgrep", "-af", "pgkura-sandbox-"], capture_output=True, text=True)
     dirs = [str(p) for p in Path("/tmp").glob("pgkura-sandbox-*")]

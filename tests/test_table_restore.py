@@ -4,7 +4,6 @@ cluster over production (issue: sandbox, item 3)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,13 +11,6 @@ import pytest
 from pgutil import archiving_conf, switch_and_wait_archived
 from runner import run_pgkura
 from test_sandbox import sandboxes_left
-
-
-@pytest.fixture
-def repo(work_dir: Path) -> str:
-    path = str(work_dir / "repo")
-    run_pgkura("--repo", path, "init")
-    return path
 
 
 class Shop:
