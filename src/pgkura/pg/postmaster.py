@@ -7,24 +7,17 @@ without us being allowed to signal it, which still means "alive".
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from pgkura.procs import pid_alive, program_of
 
 
 def _is_postgres(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        # No /proc (not Linux) or the process is gone: fall back to "does it exist".
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    program = cmdline.split(b"\0", 1)[0]
-    return program.endswith((b"postgres", b"postmaster")) or b"postgres" in program
+    if not pid_alive(pid):
+        return False
+    program = program_of(pid)
+    # No /proc to ask: a live process with the recorded pid is taken for the postmaster.
+    return program is None or b"postgres" in program or program.endswith(b"postmaster")
 
 
 def running_postmaster_pid(pgdata: Path) -> int | None:

@@ -23,19 +23,19 @@ from pgkura.config import Config
 from pgkura.errors import PgkuraError, PostgresError
 from pgkura.pg.binaries import find_pg_bin, pg_tool
 from pgkura.pg.process import run
-from pgkura.physical.backup import new_backup_id, previous_files, store_files, stored_bytes
+from pgkura.physical.backup import new_backup_id, previous_files, store_files
 from pgkura.physical.exclusions import OnlineExclusions
-from pgkura.physical.online import server_facts, wait_for_archive
+from pgkura.physical.online import OnlineCopy, finish_online_backup, server_facts
 from pgkura.physical.source import walk_data_directory
 from pgkura.physical.store import PageCheck
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import backup_lock
-from pgkura.repository.manifest import Manifest, write_manifest
+from pgkura.repository.manifest import Manifest
 from pgkura.repository.repo import Repository, iso, utc_now
-from pgkura.wal.names import format_lsn, parse_lsn, segment_name, segments_between
+from pgkura.wal.names import parse_lsn
 
-_LABEL_FIELD = re.compile(r"^(START WAL LOCATION|START TIMELINE): ([^ \n]+)", re.MULTILINE)
+_LABEL_FIELD = re.compile(r"^(START WAL LOCATION): ([^ \n]+)", re.MULTILINE)
 
 
 def _manifest_end_lsn(path: Path) -> int:
@@ -48,10 +48,10 @@ def _manifest_end_lsn(path: Path) -> int:
         raise PostgresError(f"pg_basebackup's {path.name} has no readable WAL-Ranges") from None
 
 
-def _label_facts(label: str) -> tuple[int, int]:
+def _label_start_lsn(label: str) -> int:
     fields = dict(_LABEL_FIELD.findall(label))
     try:
-        return parse_lsn(fields["START WAL LOCATION"]), int(fields["START TIMELINE"])
+        return parse_lsn(fields["START WAL LOCATION"])
     except (KeyError, ValueError):
         raise PgkuraError("pg_basebackup wrote a backup_label pgkura cannot read") from None
 
@@ -93,7 +93,7 @@ def backup_basebackup(
             stop_lsn = _manifest_end_lsn(pgdata / "backup_manifest")
             (pgdata / "backup_manifest").unlink()  # pg_basebackup's, not part of PGDATA
             label = (pgdata / "backup_label").read_text()
-            start_lsn, timeline = _label_facts(label)
+            start_lsn = _label_start_lsn(label)
             index = BlockIndex(repo).load()
             result = store_files(
                 repo,
@@ -113,51 +113,30 @@ def backup_basebackup(
                 else f
                 for f in result.files
             )
-            seg = facts.wal_segment_size
-            last_byte = max(stop_lsn - 1, start_lsn)
-            wait_for_archive(
-                repo, stanza, segments_between(timeline, start_lsn, last_byte, seg),
-                cfg.archive_timeout,
-            )  # fmt: skip
-            spcmap = "".join(f"{ts.oid} {ts.location}\n" for ts in facts.tablespaces)
-            manifest = Manifest(
-                id=backup_id,
-                stanza=stanza,
-                kind="physical",
-                method="basebackup",
-                started=iso(started),
-                finished=iso(utc_now()),
-                pg_version=pg_version,
-                system_identifier=facts.system_identifier,
-                files=files,
-                tablespaces=facts.tablespaces,
-                data_checksums=facts.data_checksums,
-                timeline=timeline,
-                start_lsn=format_lsn(start_lsn),
-                stop_lsn=format_lsn(stop_lsn),
-                start_wal=segment_name(timeline, start_lsn, seg),
-                stop_wal=segment_name(timeline, last_byte, seg),
-                backup_label=label,
-                tablespace_map=spcmap or None,
-                checksum_failures=tuple(result.checksum_failures),
-                size_bytes=result.size_bytes,
-                stored_bytes=stored_bytes(index, result.files),
-                new_bytes=result.new_bytes,
-                options={
-                    "jobs": jobs,
-                    "compression": repo.codec.spec,
-                    "checkpoint": "fast" if fast_checkpoint else "spread",
-                },
-                extra={
-                    "pgdata_mode": stat.S_IMODE(os.stat(pgdata).st_mode),
-                    "server_version_num": facts.version_num,
-                    "wal_segment_size": seg,
+            return finish_online_backup(
+                repo,
+                stanza,
+                OnlineCopy(
+                    backup_id=backup_id,
+                    method="basebackup",
+                    started=started,
+                    pg_version=pg_version,
+                    facts=facts,
+                    files=files,
+                    result=result,
+                    index=index,
+                    start_lsn=start_lsn,
+                    stop_lsn=stop_lsn,
+                    label=label,
+                    spcmap="".join(f"{ts.oid} {ts.location}\n" for ts in facts.tablespaces) or None,
                     # pg_basebackup returns after pg_backup_stop; this client-side time is a
                     # little later than the server's stop, which only makes choices safer.
-                    "stop_time": stop_time,
-                },
+                    stop_time=stop_time,
+                    pgdata_mode=stat.S_IMODE(os.stat(pgdata).st_mode),
+                ),
+                jobs=jobs,
+                fast_checkpoint=fast_checkpoint,
+                archive_timeout=cfg.archive_timeout,
             )
-            write_manifest(repo, manifest)
-            return manifest
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

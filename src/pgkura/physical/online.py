@@ -170,51 +170,106 @@ def backup_online(
                 previous=previous,
             )
             stop_lsn, label, spcmap, stop_time = _stop_backup(conn, facts.version_num)
-            timeline = _label_timeline(label)
-            seg = facts.wal_segment_size
-            start_wal = segment_name(timeline, start_lsn, seg)
-            # The stop LSN may sit exactly on a segment boundary after the switch the server
-            # forced; the last segment needed holds the byte before it (XLByteToPrevSeg).
-            last_byte = max(stop_lsn - 1, start_lsn)
-            stop_wal = segment_name(timeline, last_byte, seg)
-            needed = segments_between(timeline, start_lsn, last_byte, seg)
-            wait_for_archive(repo, stanza, needed, cfg.archive_timeout)
-            manifest = Manifest(
-                id=backup_id,
-                stanza=stanza,
-                kind="physical",
-                method="online",
-                started=iso(started),
-                finished=iso(utc_now()),
-                pg_version=pg_version,
-                system_identifier=facts.system_identifier,
-                files=tuple(result.files),
-                tablespaces=facts.tablespaces,
-                data_checksums=facts.data_checksums,
-                timeline=timeline,
-                start_lsn=format_lsn(start_lsn),
-                stop_lsn=format_lsn(stop_lsn),
-                start_wal=start_wal,
-                stop_wal=stop_wal,
-                backup_label=label,
-                tablespace_map=spcmap or None,
-                checksum_failures=tuple(result.checksum_failures),
-                size_bytes=result.size_bytes,
-                stored_bytes=stored_bytes(index, result.files),
-                new_bytes=result.new_bytes,
-                options={
-                    "jobs": jobs,
-                    "compression": repo.codec.spec,
-                    "checkpoint": "fast" if fast_checkpoint else "spread",
-                },
-                extra={
-                    "pgdata_mode": stat.S_IMODE(pgdata.stat().st_mode),
-                    "server_version_num": facts.version_num,
-                    "wal_segment_size": seg,
-                    "stop_time": stop_time,
-                },
+            manifest = finish_online_backup(
+                repo,
+                stanza,
+                OnlineCopy(
+                    backup_id=backup_id,
+                    method="online",
+                    started=started,
+                    pg_version=pg_version,
+                    facts=facts,
+                    files=tuple(result.files),
+                    result=result,
+                    index=index,
+                    start_lsn=start_lsn,
+                    stop_lsn=stop_lsn,
+                    label=label,
+                    spcmap=spcmap or None,
+                    stop_time=stop_time,
+                    pgdata_mode=stat.S_IMODE(pgdata.stat().st_mode),
+                ),
+                jobs=jobs,
+                fast_checkpoint=fast_checkpoint,
+                archive_timeout=cfg.archive_timeout,
             )
-            write_manifest(repo, manifest)
             return manifest
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class OnlineCopy:
+    """What an online copy (pgkura's own or pg_basebackup's) produced, before the WAL wait."""
+
+    backup_id: str
+    method: str
+    started: Any
+    pg_version: int
+    facts: ServerFacts
+    files: tuple[Any, ...]
+    result: Any
+    index: BlockIndex
+    start_lsn: int
+    stop_lsn: int
+    label: str
+    spcmap: str | None
+    stop_time: str
+    pgdata_mode: int
+
+
+def finish_online_backup(
+    repo: Repository,
+    stanza: str,
+    copy: OnlineCopy,
+    *,
+    jobs: int,
+    fast_checkpoint: bool,
+    archive_timeout: float,
+) -> Manifest:
+    """Wait until the WAL from start to stop is archived, then commit the manifest."""
+    timeline = _label_timeline(copy.label)
+    seg = copy.facts.wal_segment_size
+    # The stop LSN may sit exactly on a segment boundary after the switch the server forced;
+    # the last segment needed holds the byte before it (XLByteToPrevSeg).
+    last_byte = max(copy.stop_lsn - 1, copy.start_lsn)
+    wait_for_archive(
+        repo, stanza, segments_between(timeline, copy.start_lsn, last_byte, seg), archive_timeout
+    )
+    manifest = Manifest(
+        id=copy.backup_id,
+        stanza=stanza,
+        kind="physical",
+        method=copy.method,
+        started=iso(copy.started),
+        finished=iso(utc_now()),
+        pg_version=copy.pg_version,
+        system_identifier=copy.facts.system_identifier,
+        files=copy.files,
+        tablespaces=copy.facts.tablespaces,
+        data_checksums=copy.facts.data_checksums,
+        timeline=timeline,
+        start_lsn=format_lsn(copy.start_lsn),
+        stop_lsn=format_lsn(copy.stop_lsn),
+        start_wal=segment_name(timeline, copy.start_lsn, seg),
+        stop_wal=segment_name(timeline, last_byte, seg),
+        backup_label=copy.label,
+        tablespace_map=copy.spcmap,
+        checksum_failures=tuple(copy.result.checksum_failures),
+        size_bytes=copy.result.size_bytes,
+        stored_bytes=stored_bytes(copy.index, copy.result.files),
+        new_bytes=copy.result.new_bytes,
+        options={
+            "jobs": jobs,
+            "compression": repo.codec.spec,
+            "checkpoint": "fast" if fast_checkpoint else "spread",
+        },
+        extra={
+            "pgdata_mode": copy.pgdata_mode,
+            "server_version_num": copy.facts.version_num,
+            "wal_segment_size": seg,
+            "stop_time": copy.stop_time,
+        },
+    )
+    write_manifest(repo, manifest)
+    return manifest

@@ -12,10 +12,10 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from pgkura.errors import LockedError
+from pgkura.procs import pid_alive
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository, iso, utc_now
 
@@ -33,20 +33,8 @@ def _record() -> bytes:
 
 def _is_live(record: dict[str, Any]) -> bool:
     if record.get("host") != socket.gethostname():
-        return True
-    pid = int(record["pid"])
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A killed process whose parent died lingers as a zombie until init reaps it: dead.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+        return True  # another host's process: we cannot tell, so it holds the lock
+    return pid_alive(int(record["pid"]))
 
 
 def _read(repo: Repository, key: str) -> dict[str, Any] | None:
