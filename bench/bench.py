@@ -119,6 +119,7 @@ class Bench:
         self.results: dict[str, Timing] = {}
         self.dedup: dict[str, tuple[int, int]] = {}
         self.throughput: dict[str, float] = {}
+        self.replay: dict[str, tuple[float, float]] = {}
 
     def tool(self, name: str) -> str:
         return str(self.pg_bin / name)
@@ -392,6 +393,7 @@ class Bench:
         for name in names:
             run([PGKURA, "--repo", str(source), "--stanza", "bench", "archive-get", name,
                  str(fake / "pg_wal" / name)])  # fmt: skip
+        run([self.tool("psql"), "-qc", "DROP TABLE wal_filler"], self.env)
         for path in fake.rglob("*"):
             if USER:
                 shutil.chown(path, USER, USER)
@@ -483,6 +485,67 @@ class Bench:
             )
             self.record("table: full restore + pg_dump", *timed(["bash", "-c", script], self.env))
 
+    def replay_stage(self, megabytes: int) -> None:
+        """A PITR that replays about ``megabytes`` of archived WAL: how long recovery takes, and
+        how much of it is spent waiting on archive-get (restore_command is wrapped to time each
+        call), with and without --archive-async's prefetching."""
+        print(f"== replay: recovery through {megabytes} MB of archived WAL", flush=True)
+        repo = self.base / "pgkura-replay"
+        self.point_repo(repo)
+        env = {**self.env, "PGKURA_ARCHIVE_TIMEOUT": "600"}
+        run(self.pgkura(self.pgkura_repo, "backup", "--type", "online", "--jobs", "2"), env)
+        rows = megabytes * 8_000
+        run([self.tool("psql"), "-qc", "CREATE TABLE replay_filler (a int8, b text)"], self.env)
+        run([self.tool("psql"), "-qc", f"INSERT INTO replay_filler SELECT g, md5(g::text) "
+             f"FROM generate_series(1, {rows}) g"], self.env)  # fmt: skip
+        last = run([self.tool("psql"), "-Atc", "SELECT pg_walfile_name(pg_switch_wal())"],
+                   self.env).strip()  # fmt: skip
+        deadline = time.monotonic() + 1200
+        while not list(repo.rglob(last)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        run([self.tool("psql"), "-qc", "DROP TABLE replay_filler"], self.env)
+        for mode in ("off", "on"):
+            target = self.base / f"replay-{mode}"
+            times = self.base / f"replay-{mode}.times"
+            run([PGKURA, "--repo", str(repo), "--stanza", "bench", "--archive-async", mode,
+                 "--spool-path", str(own(self.base / f"replay-spool-{mode}")), "restore",
+                 "--target-dir", str(target), "--archive-mode", "off"])  # fmt: skip
+            auto = target / "postgresql.auto.conf"
+            text = auto.read_text()
+            command = next(
+                line.split("=", 1)[1].strip().strip("'")
+                for line in text.splitlines()
+                if line.startswith("restore_command")
+            ).replace("''", "'")
+            wrapper = self.base / f"timed-get-{mode}.sh"
+            wrapper.write_text(
+                "#!/bin/bash\nstart=$(date +%s%N)\n"
+                + command.replace("%f", '"$1"').replace('"%p"', '"$2"')
+                + f"\nrc=$?\necho $(( $(date +%s%N) - start )) >> {times}\nexit $rc\n"
+            )
+            wrapper.chmod(0o755)
+            auto.write_text(text + f"restore_command = '{wrapper} %f %p'\n")
+            if USER:
+                for path in [target, *target.rglob("*"), wrapper]:
+                    shutil.chown(path, USER, USER)
+                shutil.chown(self.base, USER, USER)
+            port = str(self.port + 200)
+            start = time.perf_counter()
+            run([self.tool("pg_ctl"), "-D", str(target), "-w", "-t", "3600", "-l",
+                 f"{target}.log", "-o", f"-p {port} -k {self.sockets} -c listen_addresses=",
+                 "start"])  # fmt: skip
+            while run([self.tool("psql"), "-h", str(self.sockets), "-p", port, "-Atc",
+                       "SELECT pg_is_in_recovery()"]).strip() != "f":  # fmt: skip
+                time.sleep(0.1)
+            total = time.perf_counter() - start
+            waited = sum(int(x) for x in times.read_text().split()) / 1e9
+            subprocess.run(as_user([self.tool("pg_ctl"), "-D", str(target), "-m", "immediate",
+                                    "stop"]), capture_output=True)  # fmt: skip
+            shutil.rmtree(target, ignore_errors=True)
+            self.replay[f"async={mode}"] = (total, waited)
+            print(f"  archive-async={mode}: recovery {total:.1f} s, of which archive-get "
+                  f"{waited:.1f} s ({100 * waited / total:.0f} %)", flush=True)  # fmt: skip
+
     def checksum_stage(self) -> None:
         """Data page checksum throughput on the stopped cluster: pgkura's numpy implementation
         (the code a backup runs while reading) against pg_checksums --check."""
@@ -555,6 +618,10 @@ class Bench:
             print("\n== WAL archiving throughput (serial archive_command, 16 MiB segments)")
             for label, rate in self.throughput.items():
                 print(f"  {label:<34} {rate:8.1f} MB/s")
+        if self.replay:
+            print("\n== PITR replay: recovery time and time waiting on archive-get")
+            for label, (total, waited) in self.replay.items():
+                print(f"  {label:<34} {total:6.1f} s, archive-get {waited:5.1f} s")
         if self.dedup:
             print("\n== stored by a pgkura backup after changing 1 % of pgbench_accounts")
             for label, (size, new) in self.dedup.items():
@@ -568,6 +635,7 @@ def main() -> None:
     parser.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin")
     parser.add_argument("--segments", type=int, default=5, help="segments for the archive stage")
     parser.add_argument("--throughput-segments", type=int, default=32)
+    parser.add_argument("--replay-mb", type=int, default=1024, help="WAL for the replay stage")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     if shutil.which("pgbackrest") is None:
@@ -583,6 +651,7 @@ def main() -> None:
         bench.dedup_stage()
         bench.verify_stage()
         bench.table_stage()
+        bench.replay_stage(args.replay_mb)
         bench.checksum_stage()
         bench.report()
     finally:
