@@ -582,6 +582,28 @@ def _drill(
 
 
 @cli.command()
+@click.option("--dry-run", is_flag=True, help="say what would be deleted, delete nothing")
+@OUTPUT
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool, output: str) -> None:
+    """Delete packs no backup or dump references (left by failed or killed runs)."""
+    from dataclasses import asdict
+
+    from pgkura.cli_render import human_bytes
+    from pgkura.commands.gc import run_gc
+
+    report = run_gc(_config(ctx), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    text = (
+        f"{verb} {report.packs_deleted} unreferenced pack(s), "
+        f"{human_bytes(report.bytes_deleted)}; kept {report.packs_kept} pack(s) in use "
+        f"({human_bytes(report.unreferenced_bytes_kept)} of them unreferenced, kept until "
+        "repacking exists)"
+    )
+    _emit(output, asdict(report), text)
+
+
+@cli.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Check the server's archiving settings, the repository, and a WAL switch."""

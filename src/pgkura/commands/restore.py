@@ -21,6 +21,7 @@ from pgkura.physical.restore import (
 )
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
+from pgkura.repository.locks import shared_lock
 from pgkura.repository.manifest import Manifest
 from pgkura.repository.repo import Repository
 
@@ -71,6 +72,20 @@ def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> 
     target = Path(req.target_dir).absolute()
     plan = plan_restore(manifest, target, parse_tablespace_map(req.tablespace_map))
     check_targets(plan, req.delta)
+    with shared_lock(repo):  # gc cannot delete what this restore reads
+        return _restore(cfg, req, progress, repo, manifest, choice.note, target, plan)
+
+
+def _restore(
+    cfg: Config,
+    req: RestoreRequest,
+    progress: Progress | None,
+    repo: Repository,
+    manifest: Manifest,
+    note: str | None,
+    target: Path,
+    plan: RestorePlan,
+) -> RestoreResult:
     index = BlockIndex(repo).load()
     _check_blocks_present(index, manifest)
     if manifest.method != "offline":
@@ -91,7 +106,7 @@ def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> 
             _append_auto_conf(target, "archive_mode = 'off'")
     # For pg_verifybackup -n, before the server is started.
     write_pg_manifest(target, manifest, written)
-    return RestoreResult(manifest, target, stats, recovery_files, choice.note)
+    return RestoreResult(manifest, target, stats, recovery_files, note)
 
 
 def _check_blocks_present(index: BlockIndex, manifest: Manifest) -> None:

@@ -83,7 +83,14 @@ def _check_file(
 
 
 def run_verify(cfg: Config, backup_id: str | None, jobs: int) -> VerifyReport:
+    from pgkura.repository.locks import shared_lock
+
     repo = open_repository(cfg)
+    with shared_lock(repo):  # gc cannot delete what is being verified
+        return _verify(cfg, repo, backup_id, jobs)
+
+
+def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int) -> VerifyReport:
     stanza = cfg.stanza
     report = VerifyReport()
     index = BlockIndex(repo).load()

@@ -95,6 +95,10 @@ class BlockIndex:
     def get(self, block_id: bytes) -> BlockLocation | None:
         return self._blocks.get(block_id)
 
+    def items(self) -> list[tuple[bytes, BlockLocation]]:
+        with self._lock:
+            return list(self._blocks.items())
+
     @property
     def pack_ids(self) -> set[str]:
         return set(self._packs)

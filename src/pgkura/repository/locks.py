@@ -95,7 +95,13 @@ def backup_lock(repo: Repository, stanza: str) -> Iterator[None]:
 @contextmanager
 def shared_lock(repo: Repository) -> Iterator[None]:
     key = layout.lock_key(f"shared-{os.urandom(16).hex()}")
-    repo.storage.put(key, _record())
+    try:
+        repo.storage.put(key, _record())
+    except OSError:
+        # A read-only repository (a mounted copy, a restore-only user) cannot be cleaned up
+        # either: reading it needs no lock.
+        yield
+        return
     try:
         exclusive = _read(repo, layout.lock_key("exclusive"))
         if exclusive and _is_live(exclusive):

@@ -54,6 +54,11 @@ class Storage(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; no error when it is already gone."""
 
+    def remove_incomplete(self) -> int:
+        """Delete what interrupted writes left (temporary files); call only while no writer
+        can run. Returns the bytes freed. Stores whose writes are atomic have nothing to do."""
+        return 0
+
     def check_writable(self) -> None:
         """Raise an OSError-derived error when the store cannot take writes."""
         probe = ".pgkura-write-probe"

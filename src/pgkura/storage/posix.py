@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +109,27 @@ class PosixStorage(Storage):
                     except FileNotFoundError:
                         continue
                     yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def remove_incomplete(self) -> int:
+        # archive-push takes no lock (it runs once per segment): a temporary file under wal/
+        # may be a push in progress, so only old ones go.
+        wal_dir = os.path.join(str(self.root), "wal")
+        now = time.time()
+        freed = 0
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if not name.endswith(_TMP_SUFFIX):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path)
+                    if dirpath.startswith(wal_dir) and now - st.st_mtime < 3600:
+                        continue
+                    os.unlink(path)
+                    freed += st.st_size
+                except FileNotFoundError:
+                    continue
+        return freed
 
     def delete(self, key: str) -> None:
         path = self._path(key)
