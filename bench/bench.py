@@ -636,6 +636,7 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=5, help="segments for the archive stage")
     parser.add_argument("--throughput-segments", type=int, default=32)
     parser.add_argument("--replay-mb", type=int, default=1024, help="WAL for the replay stage")
+    parser.add_argument("--only", default=None, help="comma-separated stages (default: all)")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     if shutil.which("pgbackrest") is None:
@@ -644,15 +645,23 @@ def main() -> None:
     bench = Bench(base, args.scale, Path(args.pg_bin))
     try:
         bench.setup()
-        for n in range(1, args.rounds + 1):
-            bench.round(n)
-        bench.archive_stage(args.segments)
-        bench.throughput_stage(args.throughput_segments)
-        bench.dedup_stage()
-        bench.verify_stage()
-        bench.table_stage()
-        bench.replay_stage(args.replay_mb)
-        bench.checksum_stage()
+        stages = {
+            "rounds": lambda: [bench.round(n) for n in range(1, args.rounds + 1)],
+            "archive": lambda: bench.archive_stage(args.segments),
+            "throughput": lambda: bench.throughput_stage(args.throughput_segments),
+            "dedup": bench.dedup_stage,
+            "verify": bench.verify_stage,
+            "table": bench.table_stage,
+            "replay": lambda: bench.replay_stage(args.replay_mb),
+            "checksums": bench.checksum_stage,
+        }
+        chosen = args.only.split(",") if args.only else list(stages)
+        unknown = set(chosen) - set(stages)
+        if unknown:
+            raise SystemExit(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(stages)}")
+        for name in stages:
+            if name in chosen:
+                stages[name]()
         bench.report()
     finally:
         bench.stop()

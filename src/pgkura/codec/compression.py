@@ -32,7 +32,7 @@ class Codec:
     def compress(self, data: bytes | memoryview) -> bytes:
         if self.codec_id == ZSTD:
             # A whole WAL segment is one object: zstd's own threads halve its latency.
-            threads = 2 if memoryview(data).nbytes >= LARGE_OBJECT else 0
+            threads = 2 if PARALLEL_LARGE and memoryview(data).nbytes >= LARGE_OBJECT else 0
             return bytes(_zstd_compressor(self.level, threads).compress(data))
         if self.codec_id == LZ4:
             import lz4.block
@@ -43,6 +43,9 @@ class Codec:
 
 # Objects at least this large (WAL segments) are compressed and hashed with several threads.
 LARGE_OBJECT = 4 * 1024 * 1024
+# False where several large objects are processed at once (the async pusher): one thread each
+# uses the cores better than several threads each.
+PARALLEL_LARGE = True
 
 
 def parse_codec(spec: str) -> Codec:

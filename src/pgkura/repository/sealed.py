@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import blake3
 
+from pgkura.codec import compression
 from pgkura.codec.compression import LARGE_OBJECT, Codec, decompress
 
 MAGIC = b"PGK1"
@@ -33,7 +34,8 @@ class Sealed:
 
 
 def keyed_digest(key: bytes, raw: bytes | memoryview) -> bytes:
-    if memoryview(raw).nbytes >= LARGE_OBJECT:  # a WAL segment: BLAKE3's tree hashes in parallel
+    if compression.PARALLEL_LARGE and memoryview(raw).nbytes >= LARGE_OBJECT:
+        # A WAL segment: BLAKE3's tree hashes in parallel.
         return blake3.blake3(raw, key=key, max_threads=blake3.blake3.AUTO).digest()
     return blake3.blake3(raw, key=key).digest()
 

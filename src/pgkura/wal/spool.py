@@ -180,9 +180,11 @@ def run_daemon(cfg: Config, role: str) -> None:
 def _push_loop(cfg: Config, spool: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    from pgkura.codec import compression
     from pgkura.commands import open_repository
     from pgkura.wal.archive import push_wal
 
+    compression.PARALLEL_LARGE = False  # PUSH_JOBS segments at once already fill the cores
     repo = open_repository(cfg)
     status = Path("pg_wal") / "archive_status"
     idle_since = time.monotonic()
