@@ -78,3 +78,19 @@ def test_posix_leaves_no_temporary_files(tmp_path: Path) -> None:
     storage.put_if_absent("a/c", b"3")
     names = sorted(p.name for p in (tmp_path / "s" / "a").iterdir())
     assert names == ["b", "c"]
+
+
+def test_a_repository_behind_a_link_stays_the_same_while_the_link_moves(tmp_path: Path) -> None:
+    from pgkura.storage import open_storage
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    link = tmp_path / "current"
+    link.symlink_to(first)
+    store = open_storage(str(link))
+    link.unlink()
+    link.symlink_to(second)  # re-pointed while a command runs
+    assert store.put_if_absent("wal/x", b"data")
+    assert (first / "wal" / "x").read_bytes() == b"data"
+    assert not (second / "wal").exists()

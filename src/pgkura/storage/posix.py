@@ -62,7 +62,10 @@ def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0
 
 class PosixStorage(Storage):
     def __init__(self, root: Path) -> None:
-        self.root = root
+        # Symbolic links in the location are resolved once: a command reads the repository's
+        # key and writes its objects in the same directory even if a link is re-pointed while
+        # it runs (sealing with one repository's key into another would read as corruption).
+        self.root = Path(os.path.realpath(root))
         self.location = str(root)
 
     def _path(self, key: str) -> Path:
