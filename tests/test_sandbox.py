@@ -13,20 +13,26 @@ from pgutil import archiving_conf
 from runner import run_pgkura
 
 
-def sandboxes_left() -> list[str]:
-    procs = subprocess.run(["pgrep", "-af", "pgkura-sandbox-"], capture_output=True, text=True)
-    dirs = [str(p) for p in Path("/tmp").glob("pgkura-sandbox-*")]
+def sandboxes_left(base: Path) -> list[str]:
+    """Sandbox servers or directories left under ``base`` (the TMPDIR pgkura was given, so that
+    another test run on the same machine does not count)."""
+    procs = subprocess.run(["pgrep", "-af", f"{base}/pgkura-sandbox-"], capture_output=True,
+                           text=True)  # fmt: skip
+    dirs = [str(p) for p in base.glob("pgkura-sandbox-*")]
     return [line for line in procs.stdout.splitlines() if "pgrep" not in line] + dirs
 
 
-def test_a_drill_passes_on_a_good_backup_and_is_recorded(make_server: Any, repo: str) -> None:
+def test_a_drill_passes_on_a_good_backup_and_is_recorded(
+    make_server: Any, repo: str, work_dir: Path
+) -> None:
     src = make_server("src", extra_conf=archiving_conf(repo))
     src.pgbench_init(1)
     src.sql("CREATE DATABASE second")
     src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1234) g", dbname="second")
     env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
     backup_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
-    out = run_pgkura("--repo", repo, "verify", "--restore", backup_id, "--output", "json")
+    out = run_pgkura("--repo", repo, "verify", "--restore", backup_id, "--output", "json",
+                     env={"TMPDIR": str(work_dir)})  # fmt: skip
     (result,) = json.loads(out.stdout)["drills"]
     assert result["passed"], result["problems"]
     assert result["row_counts"]["postgres"]["public.pgbench_accounts"] == 100000
@@ -37,13 +43,15 @@ def test_a_drill_passes_on_a_good_backup_and_is_recorded(make_server: Any, repo:
     info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
     assert info["backups"][0]["last_drill"]["passed"] is True
     assert "restore proven" in run_pgkura("--repo", repo, "info").stdout
-    assert sandboxes_left() == []
+    assert sandboxes_left(work_dir) == []
     # The live cluster was not touched: still running, still archiving into the same stanza.
     assert src.sql("SELECT count(*) FROM pgbench_accounts")[0][0] == 100000
 
 
 @pytest.mark.parametrize("damage", ["missing WAL", "damaged block"])
-def test_a_drill_fails_naming_the_reason(make_server: Any, repo: str, damage: str) -> None:
+def test_a_drill_fails_naming_the_reason(
+    make_server: Any, repo: str, damage: str, work_dir: Path
+) -> None:
     src = make_server("src", extra_conf=archiving_conf(repo))
     src.pgbench_init(1)
     env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
@@ -59,9 +67,10 @@ def test_a_drill_fails_naming_the_reason(make_server: Any, repo: str, damage: st
         data[len(data) // 2] ^= 0xFF
         pack.write_bytes(bytes(data))
         reason = "is damaged"
-    result = run_pgkura("--repo", repo, "verify", "--restore", backup_id, check=False)
+    result = run_pgkura("--repo", repo, "verify", "--restore", backup_id, check=False,
+                        env={"TMPDIR": str(work_dir)})  # fmt: skip
     assert result.returncode != 0
     assert "FAILED" in result.stdout and reason in result.stdout
     info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
     assert info["backups"][0]["last_drill"]["passed"] is False
-    assert sandboxes_left() == []
+    assert sandboxes_left(work_dir) == []

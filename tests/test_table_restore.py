@@ -44,7 +44,8 @@ class Shop:
         server.sql("DELETE FROM orders WHERE id % 2 = 0", dbname="shop")  # the accident
         server.sql("DROP TABLE audit.log", dbname="shop")
         switch_and_wait_archived(server)
-        self.env = server.libpq_env()
+        # Sandboxes go under the test's own directory, where sandboxes_left looks.
+        self.env = {**server.libpq_env(), "TMPDIR": str(server.pgdata.parent)}
 
     def orders(self, table: str = "orders") -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.server.sql(
@@ -85,7 +86,7 @@ def test_a_table_comes_back_under_a_new_schema_and_nothing_else_changes(shop: Sh
                             dbname="shop")[0][0]  # fmt: skip
     assert owner == "clerk"
     assert "foreign key left out" in out.stdout and "customers" in out.stdout
-    assert sandboxes_left() == []
+    assert sandboxes_left(shop.server.pgdata.parent) == []
 
 
 def test_replace_swaps_the_table_in_and_as_refuses_a_clash(shop: Shop) -> None:
@@ -111,4 +112,4 @@ def test_a_schema_restore_and_bad_inputs(shop: Shop) -> None:
                       "public.orders", "--to-time", shop.when,
                       env={**shop.env, "PGPORT": "1"}, check=False)  # fmt: skip
     assert down.returncode != 0 and "cannot connect to PostgreSQL" in down.stderr
-    assert sandboxes_left() == []
+    assert sandboxes_left(shop.server.pgdata.parent) == []

@@ -403,6 +403,20 @@ def archive_get(ctx: click.Context, wal_name: str, dest: str) -> None:
     run_archive_get(_config(ctx), wal_name, dest)
 
 
+def _target(targets: dict[str, str | None], *, to_immediate: bool, exclusive: bool = False) -> Any:
+    """The recovery target of the --to-* options a command collected."""
+    from pgkura.physical.targets import parse_target
+
+    return parse_target(
+        to_time=targets["to_time"],
+        to_lsn=targets["to_lsn"],
+        to_xid=targets["to_xid"],
+        to_name=targets["to_name"],
+        to_immediate=to_immediate,
+        exclusive=exclusive,
+    )
+
+
 def _is_physical(ctx: click.Context, backup_id: str | None) -> bool:
     if backup_id is None:
         return False
@@ -430,7 +444,6 @@ def _table_restore(
     exclusive: bool,
 ) -> None:
     from pgkura.commands.table_restore import TableRestoreRequest, run_table_restore
-    from pgkura.physical.targets import parse_target
 
     def confirm(question: str) -> bool:
         if yes:
@@ -439,14 +452,7 @@ def _table_restore(
             return False
         return click.confirm(question, default=False, err=True)
 
-    target = parse_target(
-        to_time=targets["to_time"],
-        to_lsn=targets["to_lsn"],
-        to_xid=targets["to_xid"],
-        to_name=targets["to_name"],
-        to_immediate=to_immediate,
-        exclusive=exclusive,
-    )
+    target = _target(targets, to_immediate=to_immediate, exclusive=exclusive)
     request = TableRestoreRequest(
         dbname=dbname,
         tables=list(tables),
@@ -534,16 +540,9 @@ def _drill(
     from pgkura.commands import open_repository
     from pgkura.commands.drill import drill
     from pgkura.physical.choose import physical_backups
-    from pgkura.physical.targets import parse_target
 
     cfg = _config(ctx)
-    target = parse_target(
-        to_time=targets["to_time"],
-        to_lsn=targets["to_lsn"],
-        to_xid=targets["to_xid"],
-        to_name=targets["to_name"],
-        to_immediate=not any(targets.values()),
-    )
+    target = _target(targets, to_immediate=not any(targets.values()))
     if all_backups:
         if backup_id:
             raise PgkuraError("give a backup id or --all, not both")
