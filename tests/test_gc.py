@@ -34,8 +34,14 @@ def test_gc_reclaims_a_killed_backup_and_keeps_every_restorable_one(
     if os_user():
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def packs() -> set[str]:
+        return {p.name for p in Path(repo, "packs").rglob("*") if p.is_file()
+                and not p.name.endswith(".tmp-pgkura")}  # fmt: skip
+
+    before = packs()
     deadline = time.monotonic() + 60
-    while tree_size(repo) < kept + 2 * 1024 * 1024 and time.monotonic() < deadline:
+    while not packs() - before and time.monotonic() < deadline:  # a whole new pack is written
         time.sleep(0.02)
     for pid in subprocess.run(["pgrep", "-f", f"{PGKURA} --repo {repo} --pgdata"],
                               capture_output=True, text=True).stdout.split():  # fmt: skip
