@@ -51,7 +51,9 @@ class Demo:
         proc = subprocess.run(
             full, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd="/"
         )
-        for line in (proc.stderr if quiet else proc.stdout + proc.stderr).strip().splitlines():
+        # Messages (stderr) come before results (stdout) in what each command does.
+        output = proc.stderr if quiet else proc.stderr.rstrip("\n") + "\n" + proc.stdout
+        for line in output.strip().splitlines():
             self.say("  " + line)
         if check and proc.returncode != 0:
             raise PgkuraError(f"demo step failed: pgkura {' '.join(args)} exited {proc.returncode}")
