@@ -47,6 +47,15 @@ def test_a_drill_passes_on_a_good_backup_and_is_recorded(
     # The live cluster was not touched: still running, still archiving into the same stanza.
     assert src.sql("SELECT count(*) FROM pgbench_accounts")[0][0] == 100000
 
+    # --all drills every backup, and says so for each.
+    second = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    out = run_pgkura("--repo", repo, "verify", "--restore", "--all", "--output", "json",
+                     env={"TMPDIR": str(work_dir)})  # fmt: skip
+    drills = json.loads(out.stdout)["drills"]
+    assert [d["backup"] for d in drills] == [backup_id, second]
+    assert all(d["passed"] for d in drills)
+    assert sandboxes_left(work_dir) == []
+
 
 @pytest.mark.parametrize("damage", ["missing WAL", "damaged block"])
 def test_a_drill_fails_naming_the_reason(

@@ -108,6 +108,10 @@ def test_a_schema_restore_and_bad_inputs(shop: Shop) -> None:
     missing = shop.restore("--table", "public.nosuch", check=False)
     assert missing.returncode != 0
     assert "table public.nosuch did not exist" in missing.stderr and "--to-time" in missing.stderr
+    early = run_pgkura("--repo", shop.repo, "restore", "--dbname", "shop", "--table",
+                       "public.orders", "--to-time", "2000-01-01 00:00:00+00", env=shop.env,
+                       check=False)  # fmt: skip
+    assert early.returncode == 3 and "recoverable window is from" in early.stderr
     down = run_pgkura("--repo", shop.repo, "restore", "--dbname", "shop", "--table",
                       "public.orders", "--to-time", shop.when,
                       env={**shop.env, "PGPORT": "1"}, check=False)  # fmt: skip
