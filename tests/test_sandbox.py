@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,28 @@ def test_a_drill_fails_naming_the_reason(
     info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
     assert info["backups"][0]["last_drill"]["passed"] is False
     assert sandboxes_left(work_dir) == []
+
+
+def test_a_sandbox_too_big_for_its_disk_is_refused_up_front(
+    make_server: Any, repo: str, work_dir: Path
+) -> None:
+    """The scratch space is checked before anything is restored, and the message gives the size
+    needed. A 20 MiB tmpfs stands in for a full disk (mounting needs root, as the suite is run
+    by scripts/test; as another user this test fails rather than pretending)."""
+    assert os.geteuid() == 0, "this test mounts a small tmpfs: run the suite as root"
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    src.pgbench_init(1)
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    backup_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    tiny = work_dir / "tiny"
+    tiny.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m,mode=1777", "tmpfs", str(tiny)],
+                   check=True)  # fmt: skip
+    try:
+        result = run_pgkura("--repo", repo, "verify", "--restore", backup_id, check=False,
+                            env={"TMPDIR": str(tiny)})  # fmt: skip
+        assert result.returncode != 0
+        assert "MiB free; the sandbox needs about" in result.stdout
+        assert list(tiny.iterdir()) == []  # nothing was written there
+    finally:
+        subprocess.run(["umount", str(tiny)], check=True)
