@@ -131,27 +131,34 @@ def push_async(cfg: Config, path: Path) -> bool:
         time.sleep(POLL)
 
 
+def _is_segment(name: str) -> bool:
+    """A plain 24-hex-digit segment name (what the prefetcher can fetch ahead of)."""
+    return len(name) == 24 and all(c in "0123456789ABCDEF" for c in name)
+
+
 def get_async(cfg: Config, wal_name: str, dest: Path) -> bool:
     """Serve ``wal_name`` from the prefetch spool (True) or fetch it directly; either way
     ask the prefetcher for what follows. False when the archive does not have it."""
-    from pgkura.commands import open_repository
-    from pgkura.wal.archive import get_wal, write_file_atomic
-    from pgkura.wal.names import is_segment_name
-
     spool = spool_dir(cfg)
     cached = spool / "in" / wal_name
     found = False
-    if cached.exists():
-        try:
-            os.replace(cached, dest)
-            found = True
-        except OSError:  # another file system: copy durably
-            write_file_atomic(dest, cached.read_bytes())
-            cached.unlink(missing_ok=True)
-            found = True
-    else:
+    try:
+        # The prefetcher verified it when it fetched it: serving it costs one rename, and
+        # this path imports no repository code (recovery calls restore_command per segment).
+        os.replace(cached, dest)
+        found = True
+    except FileNotFoundError:
+        from pgkura.commands import open_repository
+        from pgkura.wal.archive import get_wal
+
         found = get_wal(open_repository(cfg), cfg.stanza, wal_name, dest)
-    if found and is_segment_name(wal_name):
+    except OSError:  # another file system: copy durably
+        from pgkura.wal.archive import write_file_atomic
+
+        write_file_atomic(dest, cached.read_bytes())
+        cached.unlink(missing_ok=True)
+        found = True
+    if found and _is_segment(wal_name):
         _write_small(spool / "in" / ".want", wal_name)
         _spawn(cfg, "get", Path.cwd())
     return found
