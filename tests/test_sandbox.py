@@ -109,3 +109,16 @@ def test_a_sandbox_too_big_for_its_disk_is_refused_up_front(
         assert list(tiny.iterdir()) == []  # nothing was written there
     finally:
         subprocess.run(["umount", str(tiny)], check=True)
+
+
+def test_a_drill_of_a_cluster_whose_superuser_is_not_postgres(
+    make_server: Any, repo: str, work_dir: Path
+) -> None:
+    src = make_server("admin", initdb_args=["-U", "admin"], extra_conf=archiving_conf(repo))
+    env = {**src.libpq_env(), "PGUSER": "admin", "PGKURA_PGDATA": str(src.pgdata)}
+    backup_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    out = run_pgkura("--repo", repo, "verify", "--restore", backup_id, "--output", "json",
+                     env={**env, "TMPDIR": str(work_dir)})  # fmt: skip
+    (result,) = json.loads(out.stdout)["drills"]
+    assert result["passed"], result["problems"]
+    assert result["amcheck"] == "passed"

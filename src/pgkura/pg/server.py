@@ -50,6 +50,9 @@ class LocalServer:
         self.bin_dir = Path(bin_dir)
         self.user = user
         self.log_file = self.pgdata.parent / f"{self.pgdata.name}.log"
+        # The role to connect as: initdb's bootstrap superuser here; a restored cluster's may
+        # be named otherwise (pgkura.physical.sandbox finds it).
+        self.superuser = SUPERUSER
         self.running = False
 
     def _tool(self, name: str) -> str:
@@ -64,12 +67,12 @@ class LocalServer:
         return {
             "PGHOST": str(self.socket_dir),
             "PGPORT": str(self.port),
-            "PGUSER": SUPERUSER,
+            "PGUSER": self.superuser,
             "PGDATABASE": "postgres",
         }
 
     def conninfo(self, dbname: str = "postgres") -> str:
-        return f"host={self.socket_dir} port={self.port} user={SUPERUSER} dbname={dbname}"
+        return f"host={self.socket_dir} port={self.port} user={self.superuser} dbname={dbname}"
 
     def initdb(
         self,
@@ -160,8 +163,9 @@ class LocalServer:
             try:
                 if self.sql("SELECT pg_is_in_recovery()")[0][0] is False:
                     return
-            except Exception:
-                pass
+            except Exception as exc:  # still starting up: retry until the deadline
+                if "does not exist" in str(exc):  # a missing role never starts to exist
+                    raise PostgresError(f"cannot connect to {self.pgdata}: {exc}") from None
             time.sleep(0.2)
         raise PostgresError(
             f"the server in {self.pgdata} is still in recovery after {timeout:g} s\n"

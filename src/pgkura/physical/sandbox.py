@@ -134,6 +134,7 @@ class Sandbox:
         started = time.monotonic()
         try:
             self.server.start(timeout=3600)
+            self.server.superuser = self._find_superuser()
             if self.backup.method != "offline":
                 self.server.wait_for_promotion(timeout=3600)
         except PgkuraError as exc:
@@ -162,7 +163,42 @@ class Sandbox:
         (pgdata / "standby.signal").unlink(missing_ok=True)
 
     def superuser(self) -> str:
-        return "postgres"
+        assert self.server is not None
+        return str(self.server.superuser)
+
+    def _find_superuser(self, timeout: float = 3600) -> str:
+        """The cluster's bootstrap superuser (role oid 10), whatever initdb named it. The
+        sandbox trusts local connections, so any existing role name gets in to ask; until
+        recovery reaches consistency no connection is accepted at all, so keep trying."""
+        import getpass
+
+        import psycopg
+
+        assert self.server is not None
+        candidates = [os.environ.get("PGUSER"), "postgres", self.server.user, getpass.getuser()]
+        names = list(dict.fromkeys(c for c in candidates if c))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            missing = 0
+            for name in names:
+                conninfo = (
+                    f"host={self.server.socket_dir} port={self.server.port} user={name} "
+                    "dbname=template1"
+                )
+                try:
+                    with psycopg.connect(conninfo, autocommit=True) as conn:
+                        row = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
+                        return str(row[0]) if row else name
+                except psycopg.OperationalError as exc:
+                    if "does not exist" in str(exc):
+                        missing += 1
+            if missing == len(names):
+                raise PgkuraError(
+                    f"none of the roles {', '.join(names)} exists in backup {self.backup.id}",
+                    hint="set PGUSER to a role of the backed-up cluster",
+                )
+            time.sleep(0.2)
+        raise PgkuraError(f"the sandbox did not accept connections within {timeout:g} s")
 
     def conninfo(self, dbname: str = "postgres") -> str:
         assert self.server is not None
