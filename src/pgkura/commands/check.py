@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import PgkuraError
 from pgkura.pg.connection import connect
 from pgkura.repository import layout
 
@@ -143,7 +142,3 @@ def run_check(cfg: Config) -> CheckReport:
         time.sleep(POLL_SECONDS)
     report.ok(f"WAL segment {segment} reached the archive in {time.monotonic() - started:.1f} s")
     return report
-
-
-class CheckFailed(PgkuraError):
-    pass

@@ -120,7 +120,7 @@ class Demo:
                 "off",
                 env=env,
             )
-            pitr.start(port_override=True, timeout=300)
+            pitr.start(timeout=300)
             pitr.wait_for_promotion()
             self._compare(pitr, before)
             pitr.stop()

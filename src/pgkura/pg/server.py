@@ -102,10 +102,10 @@ class LocalServer:
             for key, value in conf.items():
                 f.write(f"{key} = '{value}'\n" if not value.isdigit() else f"{key} = {value}\n")
 
-    def start(self, *, port_override: bool = True, timeout: float = 120) -> None:
+    def start(self, *, timeout: float = 120) -> None:
         """Start and wait until the server accepts connections (a standby in recovery does
         so once it is consistent)."""
-        del port_override  # the port and socket always come from the command line
+        # The port and socket always come from the command line, over any postgresql.conf.
         options = shlex.join(
             ["-p", str(self.port), "-k", str(self.socket_dir), "-c", "listen_addresses="]
         )

@@ -76,10 +76,6 @@ def unseal(data: bytes | memoryview, key: bytes, expect_digest: bytes | None = N
     return raw
 
 
-def sealed_raw_length(data: bytes) -> int:
-    return int(HEADER.unpack_from(data, 0)[4])
-
-
 def sealed_digest(data: bytes) -> bytes:
     """The digest recorded in a sealed object's header (no verification)."""
     if len(data) < HEADER_SIZE or data[:4] != MAGIC:

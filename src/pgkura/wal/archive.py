@@ -259,13 +259,3 @@ def write_file_atomic(dest: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-def list_wal(repo: Repository, stanza: str) -> list[str]:
-    """Names of the files archived for ``stanza``, sorted."""
-    names = []
-    for obj in repo.storage.list(layout.wal_prefix(stanza)):
-        name = obj.key.rsplit("/", 1)[-1]
-        if is_wal_name(name):
-            names.append(name)
-    return sorted(names)
