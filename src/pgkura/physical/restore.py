@@ -129,6 +129,7 @@ class PhysicalRestorer:
         jobs: int,
         delta: bool,
         progress: Progress | None = None,
+        only: frozenset[str] | None = None,
     ) -> None:
         self.reader = BlockReader(index)
         self.key = index.repo.key
@@ -138,6 +139,7 @@ class PhysicalRestorer:
         self.jobs = max(1, jobs)
         self.delta = delta
         self.progress = progress or NoProgress()
+        self.only = only  # a sparse restore: write only these files (directories all)
         self.stats = RestoreStats()
         self._syncs: list[Future[None]] = []
         self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="pgkura-fsync")
@@ -192,7 +194,11 @@ class PhysicalRestorer:
             if link.exists() or link.is_symlink():
                 self._remove(link)
             os.symlink(location, link)
-        files = [f for f in self.manifest.files if f.type == "file"]
+        files = [
+            f
+            for f in self.manifest.files
+            if f.type == "file" and (self.only is None or f.path in self.only)
+        ]
         self.progress.start("restore", sum(f.size for f in files))
         try:
             with (
