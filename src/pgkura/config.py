@@ -48,6 +48,12 @@ SETTINGS: tuple[Setting, ...] = (
         "the next ones prefetched during recovery",
     ),
     Setting("spool_path", str, None, "spool directory for --archive-async (default: in TMPDIR)"),
+    Setting(
+        "direct_io",
+        bool,
+        True,
+        "restore writes large files with O_DIRECT, past the page cache (off: through it)",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -62,6 +68,7 @@ class Config(NamedTuple):
     archive_timeout: float
     archive_async: bool
     spool_path: str | None
+    direct_io: bool
     config_file: str | None
 
     def require_repo(self) -> str:

@@ -93,7 +93,14 @@ def _restore(
     if manifest.method != "offline":
         _check_wal_present(repo, cfg.stanza, manifest)
     restorer = PhysicalRestorer(
-        index, manifest, plan, jobs=req.jobs, delta=req.delta, progress=progress, only=req.only
+        index,
+        manifest,
+        plan,
+        jobs=req.jobs,
+        delta=req.delta,
+        progress=progress,
+        only=req.only,
+        direct=cfg.direct_io,
     )
     stats = restorer.run()
     recovery_files: list[str] = []

@@ -169,8 +169,7 @@ class LocalServer:
                     raise PostgresError(f"cannot connect to {self.pgdata}: {exc}") from None
                 if not (self.pgdata / "postmaster.pid").exists():
                     raise PostgresError(
-                        f"the server in {self.pgdata} stopped during recovery\n"
-                        + self.log_tail()
+                        f"the server in {self.pgdata} stopped during recovery\n" + self.log_tail()
                     ) from None
             time.sleep(0.2)
         raise PostgresError(
