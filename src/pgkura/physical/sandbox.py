@@ -250,6 +250,10 @@ class Sandbox:
                         raise DatabaseMissing(probe) from None
                     if "does not exist" in str(exc):
                         missing += 1
+                    elif "could not open file" in str(exc):  # never comes right by waiting
+                        raise PgkuraError(f"the sandbox refuses connections: {exc}") from None
+            if not (self.server.pgdata / "postmaster.pid").exists():
+                raise PgkuraError(f"the sandbox server stopped\n{self.server.log_tail()}")
             if missing == len(names):
                 raise PgkuraError(
                     f"none of the roles {', '.join(names)} exists in backup {self.backup.id}",
