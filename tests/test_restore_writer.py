@@ -74,3 +74,23 @@ def test_ranges_direct_tails_and_irregular_files_restore_byte_for_byte(
     assert {t.entry.path for t in restorer._targets if t.direct} == (
         {"base/1/16384", "base/1/16385", "base/1/16386"} if direct else set()
     )
+
+
+def test_a_direct_write_the_file_system_refuses_goes_through_the_page_cache(
+    tmp_path: Path,
+) -> None:
+    """A file system may take O_DIRECT and then refuse a write whose alignment does not suit
+    it (EINVAL): the write is done through the page cache instead, not failed."""
+    import os
+
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert writer._set_direct(fd, True)
+        data = bytearray(b"x" * 8193)  # no length multiple of any sector: EINVAL under O_DIRECT
+        with pytest.raises(OSError):
+            os.pwrite(fd, data, 0)
+        writer._pwrite_direct(fd, memoryview(data), 0)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == bytes(data)

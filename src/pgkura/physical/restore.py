@@ -320,7 +320,7 @@ class PhysicalRestorer:
                         buffer[position : position + len(piece)] = piece
                         position += len(piece)
                     view = memoryview(buffer)[:total]
-                    pending[slot] = self._io_pool.submit(_pwrite_all, fd, view, i * size)
+                    pending[slot] = self._io_pool.submit(_pwrite_direct, fd, view, i * size)
                 elif target.direct:
                     # O_DIRECT wants the length aligned: the file's tail goes through the cache.
                     tail = os.open(target.dest, os.O_WRONLY)
@@ -462,6 +462,18 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+
+
+def _pwrite_direct(fd: int, data: memoryview, offset: int) -> None:
+    """An O_DIRECT write; a file system that took the flag but refuses the write (an alignment
+    larger than DIRECT_ALIGN) gets the same write through the page cache instead."""
+    try:
+        _pwrite_all(fd, data, offset)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _set_direct(fd, False)
+        _pwrite_all(fd, data, offset)
 
 
 def _write_pieces(fd: int, pieces: list[bytes]) -> None:
