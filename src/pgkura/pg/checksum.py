@@ -108,15 +108,20 @@ def page_checksums(buf: Buffer, first_blkno: int) -> U16Array:
     number * RELSEG_BLOCKS + page index), because the block number is mixed in to catch pages
     written at the wrong place. Processes chunks of pages so memory stays flat.
     """
+    npages = _pages(buf).shape[0]
+    return _checksums(buf, np.arange(first_blkno, first_blkno + npages, dtype=np.uint64))
+
+
+def _checksums(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> U16Array:
     pages = _pages(buf)
+    if blknos.shape != (pages.shape[0],):
+        raise ValueError(f"{blknos.shape[0]} block numbers for {pages.shape[0]} pages")
     out = np.empty(pages.shape[0], dtype=np.uint16)
     for start in range(0, pages.shape[0], _CHUNK_PAGES):
         chunk = pages[start : start + _CHUNK_PAGES]
         folded = _block_sums(chunk)
-        blknos = np.arange(
-            first_blkno + start, first_blkno + start + chunk.shape[0], dtype=np.uint64
-        ).astype(np.uint32)  # BlockNumber is uint32; wrap like C would
-        folded ^= blknos
+        # BlockNumber is uint32: wrap like C would.
+        folded ^= blknos[start : start + chunk.shape[0]].astype(np.uint32)
         out[start : start + chunk.shape[0]] = (folded % np.uint32(65535)) + np.uint32(1)
     return out
 
@@ -139,15 +144,23 @@ def verify_pages(buf: Buffer, first_blkno: int) -> list[PageFailure]:
     never initialised) carry no checksum yet, and pg_checksums skips them
     (src/bin/pg_checksums/pg_checksums.c, scan_file). All-zero pages are such pages.
     """
+    npages = _pages(buf).shape[0]
+    return verify_pages_at(buf, np.arange(first_blkno, first_blkno + npages, dtype=np.uint64))
+
+
+def verify_pages_at(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> list[PageFailure]:
+    """:func:`verify_pages` for pages of several relations or places at once: ``blknos[i]`` is
+    the block number of page ``i`` of ``buf``. One call over many small files costs what one
+    call over one file of their total size does."""
     pages = _pages(buf)
     if pages.shape[0] == 0:
         return []
-    computed = page_checksums(buf, first_blkno)
+    computed = _checksums(buf, blknos)
     stored = _header_u16(buf, _PD_CHECKSUM)
     bad = np.nonzero((computed != stored) & (_header_u16(buf, _PD_UPPER) != 0))[0]
     return [
         PageFailure(
-            blkno=first_blkno + int(i),
+            blkno=int(blknos[i]),
             expected=int(computed[i]),
             found=int(stored[i]),
             lsn=page_lsn(buf, int(i)),
