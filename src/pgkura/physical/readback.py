@@ -158,19 +158,22 @@ def _check_unit(unit: list[Piece]) -> list[PieceResult]:
     for file_no, first, last, offset in unit:
         f = _files[file_no]
         ids = [bytes.fromhex(b) for b in f.blocks[first:last]]
+        keep = f.first_page is not None
+        held: list[bytes] = []
+        crc = 0
+        size = 0
         try:
-            raw = _reader.read_many(ids, f.path) if ids else []
+            for block in _reader.iter_many(ids, f.path):
+                crc = google_crc32c.extend(crc, block)
+                size += len(block)
+                if keep:
+                    held.append(block)
         except PgkuraError as exc:
             out.append((file_no, first, 0, 0, exc.message, []))
             continue
-        crc = 0
-        size = 0
-        for block in raw:
-            crc = google_crc32c.extend(crc, block)
-            size += len(block)
         out.append((file_no, first, crc, size, None, []))
         if f.first_page is not None and size and size % BLCKSZ == 0 and offset % BLCKSZ == 0:
-            pages += raw
+            pages += held
             page_runs.append((len(out) - 1, f.first_page + offset // BLCKSZ, size // BLCKSZ))
     if page_runs:
         _check_pages(out, pages, page_runs)
