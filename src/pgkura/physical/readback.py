@@ -58,10 +58,14 @@ class FileResult:
             )
         if self.bad_pages:
             bad = sorted(self.bad_pages)
-            shown = ", ".join(str(b) for b in bad[:5])
-            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-            out.append(f"{f.path}: data page checksum failures in block(s) {shown}{more}")
+            out.append(page_failures(f.path, bad[:5], len(bad)))
         return out
+
+
+def page_failures(path: str, shown: Sequence[int], count: int) -> str:
+    """``path: data page checksum failures in block(s) 3, 7 and 2 more``."""
+    more = f" and {count - len(shown)} more" if count > len(shown) else ""
+    return f"{path}: data page checksum failures in block(s) {', '.join(map(str, shown))}{more}"
 
 
 # (file number, index of the first block, index past the last block, byte offset in the file)
