@@ -10,10 +10,15 @@ GIL for much of its time (with threads, two workers were no faster than one), an
 it the Python work around each block's zstd and BLAKE3 calls did (two threads took 0.40 s where
 two processes take 0.28 s on the scale-50 bench repository). A unit returns the CRC-32C and size
 of each run of a file's blocks it read; the parent joins them with ``crc32c_combine``.
+
+A block that several files (or one file, several times) hold is read and checked once: its
+other places are references whose CRC-32C and size the parent takes from the one read. Not so
+for files whose pages are checked, since a page's checksum depends on where it is.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -73,10 +78,15 @@ def page_failures(path: str, shown: Sequence[int], count: int) -> str:
 Piece = tuple[int, int, int, int]
 # (file number, index of the first block, CRC-32C, bytes, error, page failures)
 PieceResult = tuple[int, int, int, int, str | None, list[int]]
+# A block read elsewhere: (file number, index of the block, block id)
+Ref = tuple[int, int, str]
+# What a unit returns: its pieces, and the CRC-32C and size of each shared block it read.
+UnitResult = tuple[list[PieceResult], dict[str, tuple[int, int]]]
 
 # What forked workers inherit: set by check_files before the pool starts.
 _reader: BlockReader | None = None
 _files: Sequence[FileToCheck] = ()
+_shared: set[str] = set()  # ids of blocks that are also referenced from elsewhere
 
 
 def check_files(
@@ -87,15 +97,17 @@ def check_files(
 ) -> list[FileResult]:
     """Read back every block of ``files``; one result per file, in order. ``meanwhile`` runs in
     this process while the workers read (it is called once in any case)."""
-    global _reader, _files
-    units = _units(reader, files)
-    results = [FileResult() for _ in files]
+    global _reader, _files, _shared
+    refs: list[Ref] = []
+    shared: set[str] = set()
+    units = _units(reader, files, shared, refs)
     pieces: list[list[PieceResult]] = [[] for _ in files]
-    _reader, _files = reader, files
+    block_sums: dict[str, tuple[int, int]] = {}
+    _reader, _files, _shared = reader, files, shared
     try:
         if jobs <= 1 or len(units) <= 1:
             for unit in units:
-                _collect(pieces, _check_unit(unit))
+                _collect(pieces, block_sums, _check_unit(unit))
             if meanwhile is not None:
                 meanwhile()
         else:
@@ -110,9 +122,17 @@ def check_files(
                 if meanwhile is not None:
                     meanwhile()
                 for future in futures:
-                    _collect(pieces, future.result())
+                    _collect(pieces, block_sums, future.result())
     finally:
-        _reader, _files = None, ()
+        _reader, _files, _shared = None, (), set()
+    for file_no, index, hex_id in refs:
+        crc_size = block_sums.get(hex_id)
+        if crc_size is None:  # its read failed, and that file's problem says how
+            message = f"block {hex_id[:16]} cannot be read (it is shared with another file)"
+            pieces[file_no].append((file_no, index, 0, 0, message, []))
+        else:
+            pieces[file_no].append((file_no, index, *crc_size, None, []))
+    results = [FileResult() for _ in files]
     for result, parts in zip(results, pieces, strict=True):
         for _file_no, _first, crc, size, error, bad in sorted(parts, key=lambda p: p[1]):
             if error is not None:
@@ -123,14 +143,21 @@ def check_files(
     return results
 
 
-def _collect(pieces: list[list[PieceResult]], done: list[PieceResult]) -> None:
-    for piece in done:
+def _collect(
+    pieces: list[list[PieceResult]], block_sums: dict[str, tuple[int, int]], done: UnitResult
+) -> None:
+    for piece in done[0]:
         pieces[piece[0]].append(piece)
+    block_sums.update(done[1])
 
 
-def _units(reader: BlockReader, files: Sequence[FileToCheck]) -> list[list[Piece]]:
-    """Runs of consecutive blocks, about UNIT_BYTES of content per unit."""
+def _units(
+    reader: BlockReader, files: Sequence[FileToCheck], shared: set[str], refs: list[Ref]
+) -> list[list[Piece]]:
+    """Runs of consecutive blocks, about UNIT_BYTES of content per unit. A block met again is
+    left out of the runs and listed in ``refs``; ``shared`` gets the ids of such blocks."""
     block_size = reader.repo.config.block_size
+    uses = Counter(b for f in files if f.first_page is None for b in f.blocks)
     units: list[list[Piece]] = []
     unit: list[Piece] = []
     unit_bytes = 0
@@ -141,6 +168,14 @@ def _units(reader: BlockReader, files: Sequence[FileToCheck]) -> list[list[Piece
             loc = reader.index.get(bytes.fromhex(hex_id))
             raw = loc.raw_length if loc is not None else block_size
             offset += raw
+            if f.first_page is None and uses[hex_id] > 1:
+                if hex_id in shared:
+                    if first < i:
+                        unit.append((file_no, first, i, start))
+                    refs.append((file_no, i, hex_id))
+                    first, start = i + 1, offset
+                    continue
+                shared.add(hex_id)
             unit_bytes += raw
             if unit_bytes >= UNIT_BYTES:
                 unit.append((file_no, first, i + 1, start))
@@ -154,10 +189,11 @@ def _units(reader: BlockReader, files: Sequence[FileToCheck]) -> list[list[Piece
     return units
 
 
-def _check_unit(unit: list[Piece]) -> list[PieceResult]:
+def _check_unit(unit: list[Piece]) -> UnitResult:
     """Read, unseal and checksum the blocks of one unit; runs in a worker."""
     assert _reader is not None
     out: list[PieceResult] = []
+    block_sums: dict[str, tuple[int, int]] = {}
     pages: list[bytes] = []  # the unit's relation pages, checked in one call at the end
     page_runs: list[tuple[int, int, int]] = []  # (piece number in out, first blkno, pages)
     for file_no, first, last, offset in unit:
@@ -168,7 +204,11 @@ def _check_unit(unit: list[Piece]) -> list[PieceResult]:
         crc = 0
         size = 0
         try:
-            for block in _reader.iter_many(ids, f.path):
+            for hex_id, block in zip(
+                f.blocks[first:last], _reader.iter_many(ids, f.path), strict=True
+            ):
+                if hex_id in _shared:
+                    block_sums[hex_id] = (google_crc32c.value(block), len(block))
                 crc = google_crc32c.extend(crc, block)
                 size += len(block)
                 if keep:
@@ -182,7 +222,7 @@ def _check_unit(unit: list[Piece]) -> list[PieceResult]:
             page_runs.append((len(out) - 1, f.first_page + offset // BLCKSZ, size // BLCKSZ))
     if page_runs:
         _check_pages(out, pages, page_runs)
-    return out
+    return out, block_sums
 
 
 def _check_pages(
