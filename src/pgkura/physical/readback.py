@@ -118,11 +118,16 @@ def check_files(
             # Every worker is forked at the first submit, before ``meanwhile`` starts threads.
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(min(jobs, len(units)), mp_context=context) as pool:
-                futures = [pool.submit(_check_unit, unit) for unit in units]
-                if meanwhile is not None:
-                    meanwhile()
-                for future in futures:
-                    _collect(pieces, block_sums, future.result())
+                try:
+                    futures = [pool.submit(_check_unit, unit) for unit in units]
+                    if meanwhile is not None:
+                        meanwhile()
+                    for future in futures:
+                        _collect(pieces, block_sums, future.result())
+                except BaseException:
+                    # Ctrl-C or an error: the units not yet started are not worth waiting for.
+                    pool.shutdown(cancel_futures=True)
+                    raise
     finally:
         _reader, _files, _shared = None, (), set()
     for file_no, index, hex_id in refs:
