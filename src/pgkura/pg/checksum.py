@@ -16,15 +16,15 @@ server's on the same architecture (pages are not portable across endianness anyw
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-BLCKSZ = 8192
-# Blocks per segment file: RELSEG_SIZE for the default 1 GiB segments of 8 KiB pages.
-RELSEG_BLOCKS = 131072
+# Re-exported: callers that check pages find the page layout here too.
+from pgkura.pg.relfile import BLCKSZ as BLCKSZ
+from pgkura.pg.relfile import RELSEG_BLOCKS as RELSEG_BLOCKS
+from pgkura.pg.relfile import is_relation_file as is_relation_file
 
 _N_SUMS = 32
 _ROWS = BLCKSZ // (4 * _N_SUMS)
@@ -69,6 +69,7 @@ class PageFailure:
     expected: int  # computed from the page's content
     found: int  # stored in pd_checksum
     lsn: int  # pd_lsn as a 64-bit LSN; may itself be the corrupted part
+    index: int  # the page's position in the buffer that was checked
 
 
 def _pages(buf: Buffer) -> npt.NDArray[np.uint32]:
@@ -108,15 +109,20 @@ def page_checksums(buf: Buffer, first_blkno: int) -> U16Array:
     number * RELSEG_BLOCKS + page index), because the block number is mixed in to catch pages
     written at the wrong place. Processes chunks of pages so memory stays flat.
     """
+    npages = _pages(buf).shape[0]
+    return _checksums(buf, np.arange(first_blkno, first_blkno + npages, dtype=np.uint64))
+
+
+def _checksums(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> U16Array:
     pages = _pages(buf)
+    if blknos.shape != (pages.shape[0],):
+        raise ValueError(f"{blknos.shape[0]} block numbers for {pages.shape[0]} pages")
     out = np.empty(pages.shape[0], dtype=np.uint16)
     for start in range(0, pages.shape[0], _CHUNK_PAGES):
         chunk = pages[start : start + _CHUNK_PAGES]
         folded = _block_sums(chunk)
-        blknos = np.arange(
-            first_blkno + start, first_blkno + start + chunk.shape[0], dtype=np.uint64
-        ).astype(np.uint32)  # BlockNumber is uint32; wrap like C would
-        folded ^= blknos
+        # BlockNumber is uint32: wrap like C would.
+        folded ^= blknos[start : start + chunk.shape[0]].astype(np.uint32)
         out[start : start + chunk.shape[0]] = (folded % np.uint32(65535)) + np.uint32(1)
     return out
 
@@ -139,58 +145,27 @@ def verify_pages(buf: Buffer, first_blkno: int) -> list[PageFailure]:
     never initialised) carry no checksum yet, and pg_checksums skips them
     (src/bin/pg_checksums/pg_checksums.c, scan_file). All-zero pages are such pages.
     """
+    npages = _pages(buf).shape[0]
+    return verify_pages_at(buf, np.arange(first_blkno, first_blkno + npages, dtype=np.uint64))
+
+
+def verify_pages_at(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> list[PageFailure]:
+    """:func:`verify_pages` for pages of several relations or places at once: ``blknos[i]`` is
+    the block number of page ``i`` of ``buf``. One call over many small files costs what one
+    call over one file of their total size does."""
     pages = _pages(buf)
     if pages.shape[0] == 0:
         return []
-    computed = page_checksums(buf, first_blkno)
+    computed = _checksums(buf, blknos)
     stored = _header_u16(buf, _PD_CHECKSUM)
     bad = np.nonzero((computed != stored) & (_header_u16(buf, _PD_UPPER) != 0))[0]
     return [
         PageFailure(
-            blkno=first_blkno + int(i),
+            blkno=int(blknos[i]),
             expected=int(computed[i]),
             found=int(stored[i]),
             lsn=page_lsn(buf, int(i)),
+            index=int(i),
         )
         for i in bad
     ]
-
-
-# A relation data file: numeric relfilenode, optional fork suffix, optional segment number.
-# Temporary relations ("t3_16384") and everything else (pg_filenode.map, pg_internal.init,
-# PG_VERSION, config_exec_params, pgsql_tmp*) do not match.
-_RELATION_NAME = re.compile(r"(?P<node>[0-9]+)(?:_(?:fsm|vm|init))?(?:\.(?P<seg>[0-9]+))?")
-_DB_DIR = re.compile(r"[0-9]+")
-_TS_VERSION_DIR = re.compile(r"PG_[0-9]+_[0-9]+")
-
-
-def is_relation_file(relpath: str) -> tuple[int, int] | None:
-    """``(relfilenode, segment number)`` when ``relpath`` (relative to PGDATA) holds pages with
-    checksums, else None.
-
-    Only global/, base/<db>/ and pg_tblspc/<oid>/PG_<major>_<catversion>/<db>/ hold relation files,
-    which is where pg_checksums looks too. A segment number of 0 (``16384.0``) is not a name
-    PostgreSQL writes; pg_checksums rejects it, and so do we.
-    """
-    parts = relpath.strip("/").split("/")
-    if len(parts) == 2 and parts[0] == "global":
-        name = parts[1]
-    elif len(parts) == 3 and parts[0] == "base" and _DB_DIR.fullmatch(parts[1]):
-        name = parts[2]
-    elif (
-        len(parts) == 5
-        and parts[0] == "pg_tblspc"
-        and _DB_DIR.fullmatch(parts[1])
-        and _TS_VERSION_DIR.fullmatch(parts[2])
-        and _DB_DIR.fullmatch(parts[3])
-    ):
-        name = parts[4]
-    else:
-        return None
-    match = _RELATION_NAME.fullmatch(name)
-    if match is None:
-        return None
-    seg = match.group("seg")
-    if seg is not None and (seg.startswith("0")):
-        return None
-    return int(match.group("node")), int(seg) if seg else 0
