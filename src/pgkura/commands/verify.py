@@ -7,12 +7,13 @@ the archive as a whole: every archived segment and history file unseals, and gap
 timeline.
 
 Data page checksums: the backup checked every page as it read it and recorded the failures in
-the manifest; those are reported. Because each block's keyed BLAKE3 proves that its content is
-the content the backup read, computing the checksums again from the blocks finds the same pages
-(and costs as much as decompressing and hashing together), so it is asked for with ``pages``.
-Either way, for an online backup a page whose LSN is at or past the backup's start may be torn,
-and WAL replay rewrites it, so only older pages count. (pgBackRest's verify checks no page
-checksums; its backup does, as pgkura's does.)
+the manifest; those are reported, and every page checksum is computed again from the stored
+blocks (``pages``, the default; ``--no-pages`` leaves that out: each block's keyed BLAKE3
+already proves that its content is what the backup read, so the second computation finds the
+same pages unless the backup's own check was wrong, at about the cost of decompressing and
+hashing together). Either way, for an online backup a page whose LSN is at or past the
+backup's start may be torn, and WAL replay rewrites it, so only older pages count.
+(pgBackRest's verify checks no page checksums; its backup does, as pgkura's does.)
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class VerifyReport:
         }
 
 
-def run_verify(cfg: Config, backup_id: str | None, jobs: int, pages: bool = False) -> VerifyReport:
+def run_verify(cfg: Config, backup_id: str | None, jobs: int, pages: bool = True) -> VerifyReport:
     """Check one backup (or all, and then the whole WAL archive); ``pages`` recomputes every
     data page checksum instead of reporting the failures each backup recorded."""
     from pgkura.repository.locks import shared_lock
