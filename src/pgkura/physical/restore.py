@@ -304,31 +304,37 @@ class PhysicalRestorer:
         try:
             for n, i in enumerate(range(start, end, step)):
                 ids = [bytes.fromhex(b) for b in entry.blocks[i : min(end, i + step)]]
-                pieces = self.reader.read_many(ids, entry.path)
                 last = len(entry.blocks) - 1
-                if any(len(p) != size for k, p in enumerate(pieces) if i + k != last):
-                    target.irregular = True
-                    return
-                total = sum(len(p) for p in pieces)
-                if target.direct and total % DIRECT_ALIGN == 0 and total <= DIRECT_BYTES:
+                if target.direct:
                     slot = n % len(buffers)
                     if (previous := pending[slot]) is not None:
                         previous.result()
-                    buffer = buffers[slot]
-                    position = 0
-                    for piece in pieces:
-                        buffer[position : position + len(piece)] = piece
-                        position += len(piece)
+                    # Each block goes into the buffer as it is decompressed and is dropped:
+                    # the allocator reuses its memory instead of faulting in fresh pages.
+                    buffer, total = buffers[slot], 0
+                    for k, piece in enumerate(self.reader.iter_many(ids, entry.path)):
+                        if len(piece) != size and i + k != last:
+                            target.irregular = True
+                            return
+                        buffer[total : total + len(piece)] = piece
+                        total += len(piece)
                     view = memoryview(buffer)[:total]
-                    pending[slot] = self._io_pool.submit(_pwrite_direct, fd, view, i * size)
-                elif target.direct:
-                    # O_DIRECT wants the length aligned: the file's tail goes through the cache.
-                    tail = os.open(target.dest, os.O_WRONLY)
-                    try:
-                        _pwrite_all(tail, b"".join(pieces), i * size)
-                    finally:
-                        os.close(tail)
+                    if total % DIRECT_ALIGN == 0:
+                        pending[slot] = self._io_pool.submit(_pwrite_direct, fd, view, i * size)
+                    else:
+                        # O_DIRECT wants the length aligned: the file's tail goes through the
+                        # page cache, on a descriptor of its own.
+                        tail = os.open(target.dest, os.O_WRONLY)
+                        try:
+                            _pwrite_all(tail, view, i * size)
+                        finally:
+                            os.close(tail)
                 else:
+                    pieces = self.reader.read_many(ids, entry.path)
+                    if any(len(p) != size for k, p in enumerate(pieces) if i + k != last):
+                        target.irregular = True
+                        return
+                    total = sum(len(p) for p in pieces)
                     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                     _pwrite_all(fd, data, i * size)
                 self.progress.advance(total)
@@ -341,9 +347,9 @@ class PhysicalRestorer:
         """This worker's page-aligned buffers for O_DIRECT writes."""
         buffers = getattr(self._buffers, "buffers", None)
         if buffers is None:
-            buffers = self._buffers.buffers = [
-                mmap.mmap(-1, DIRECT_BYTES) for _ in range(DIRECT_DEPTH)
-            ]
+            # A repository's blocks may be larger than a batch (up to 16 MiB): one fits.
+            length = max(DIRECT_BYTES, self.block_size)
+            buffers = self._buffers.buffers = [mmap.mmap(-1, length) for _ in range(DIRECT_DEPTH)]
         return buffers
 
     def _finish(self, target: _Target) -> None:
