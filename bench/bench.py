@@ -457,6 +457,8 @@ class Bench:
             self.record(
                 "verify: pgkura", *timed(self.pgkura(self.pgkura_repo, "verify", "--jobs", "2"))
             )
+            self.record("verify: pgkura --no-pages", *timed(
+                self.pgkura(self.pgkura_repo, "verify", "--jobs", "2", "--no-pages")))  # fmt: skip
             self.record("verify: pgbackrest", *timed(self.pgbackrest("verify")))
 
     def table_stage(self) -> None:
@@ -609,6 +611,7 @@ class Bench:
             ("archive-push: pgkura", "archive-push: pgbackrest"),
             ("archive-get: pgkura", "archive-get: pgbackrest"),
             ("verify: pgkura", "verify: pgbackrest"),
+            ("verify: pgkura --no-pages", "verify: pgbackrest"),
             ("table: pgkura restore --table", "table: full restore + pg_dump"),
             ("checksums: pgkura (2 threads)", "checksums: pg_checksums --check"),
         ]
