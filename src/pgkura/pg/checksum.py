@@ -59,6 +59,7 @@ _PD_UPPER = 14
 
 Buffer = bytes | bytearray | memoryview
 U16Array = npt.NDArray[np.uint16]
+BlockNumbers = npt.NDArray[np.uint32]
 
 
 @dataclass(frozen=True)
@@ -81,44 +82,59 @@ def _pages(buf: Buffer) -> npt.NDArray[np.uint32]:
 
 
 def _block_sums(pages: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
-    """The xor-folded 32-lane FNV state of each page (pg_checksum_block), pd_checksum as 0."""
-    n = pages.shape[0]
-    sums = np.empty((n, _N_SUMS), dtype=np.uint32)
-    sums[:] = _BASE_OFFSETS
-    tmp = np.empty_like(sums)
-    high = np.empty_like(sums)
-    for row in range(_ROWS + 2):
-        if row < _ROWS:
-            np.bitwise_xor(sums, pages[:, row, :], out=tmp)
-            if row == 0:
-                tmp[:, _CHECKSUM_WORD] ^= pages[:, 0, _CHECKSUM_WORD] & ~_CHECKSUM_MASK
-        else:
-            tmp[:] = sums  # the two closing rounds mix in zeros
-        np.right_shift(tmp, _SHIFT, out=high)
-        np.multiply(tmp, _FNV_PRIME, out=sums)
-        np.bitwise_xor(sums, high, out=sums)
-    folded: npt.NDArray[np.uint32] = np.bitwise_xor.reduce(sums, axis=1)
-    return folded
+    """The xor-folded 32-lane FNV state of each page (pg_checksum_block), pd_checksum as 0.
+
+    Four ufunc passes per row over an ``(npages, 32)`` state, updated in place: every extra
+    pass or temporary costs as much as the arithmetic, which is memory-bound at this size.
+    """
+    state = np.bitwise_xor(_BASE_OFFSETS, pages[:, 0, :])
+    state[:, _CHECKSUM_WORD] ^= pages[:, 0, _CHECKSUM_WORD] & ~_CHECKSUM_MASK
+    high = np.empty_like(state)
+    for row in range(1, _ROWS + 3):
+        np.right_shift(state, _SHIFT, out=high)
+        np.multiply(state, _FNV_PRIME, out=state)
+        np.bitwise_xor(state, high, out=state)
+        if row < _ROWS:  # the two closing rounds mix in zeros
+            np.bitwise_xor(state, pages[:, row, :], out=state)
+    # Fold the lanes by halves: xor.reduce along a 32-wide axis loops per page.
+    width = _N_SUMS // 2
+    while width:
+        np.bitwise_xor(state[:, :width], state[:, width : 2 * width], out=state[:, :width])
+        width //= 2
+    return state[:, 0]
+
+
+def block_numbers(first_blkno: int, npages: int) -> BlockNumbers:
+    """Block numbers ``first_blkno``, ``first_blkno + 1``, ... as PostgreSQL's uint32
+    BlockNumber (wrapping like C would)."""
+    return np.arange(first_blkno, first_blkno + npages, dtype=np.uint64).astype(np.uint32)
+
+
+def checksums_at(buf: Buffer, blknos: BlockNumbers) -> U16Array:
+    """The checksum PostgreSQL would store in each page of ``buf``, page ``i`` being block
+    ``blknos[i]`` of its relation fork (segment number * RELSEG_BLOCKS + page index in the
+    segment): the block number is mixed in to catch pages written at the wrong place.
+
+    The pages need not come from one file, so callers can put many small files into one call
+    and pay numpy's per-call cost once. Processes chunks of pages so memory stays flat.
+    """
+    pages = _pages(buf)
+    if blknos.shape != (pages.shape[0],):
+        raise ValueError(f"{blknos.shape[0]} block numbers for {pages.shape[0]} pages")
+    out = np.empty(pages.shape[0], dtype=np.uint16)
+    for start in range(0, pages.shape[0], _CHUNK_PAGES):
+        stop = min(start + _CHUNK_PAGES, pages.shape[0])
+        folded = _block_sums(pages[start:stop])
+        folded ^= blknos[start:stop]
+        folded %= np.uint32(65535)
+        np.add(folded, np.uint32(1), out=out[start:stop], casting="unsafe")
+    return out
 
 
 def page_checksums(buf: Buffer, first_blkno: int) -> U16Array:
-    """The checksum PostgreSQL would store in each page of ``buf``.
-
-    ``first_blkno`` is the block number of the first page within its relation fork (segment
-    number * RELSEG_BLOCKS + page index), because the block number is mixed in to catch pages
-    written at the wrong place. Processes chunks of pages so memory stays flat.
-    """
-    pages = _pages(buf)
-    out = np.empty(pages.shape[0], dtype=np.uint16)
-    for start in range(0, pages.shape[0], _CHUNK_PAGES):
-        chunk = pages[start : start + _CHUNK_PAGES]
-        folded = _block_sums(chunk)
-        blknos = np.arange(
-            first_blkno + start, first_blkno + start + chunk.shape[0], dtype=np.uint64
-        ).astype(np.uint32)  # BlockNumber is uint32; wrap like C would
-        folded ^= blknos
-        out[start : start + chunk.shape[0]] = (folded % np.uint32(65535)) + np.uint32(1)
-    return out
+    """The checksum PostgreSQL would store in each page of ``buf``, whose first page is block
+    ``first_blkno`` of its relation fork."""
+    return checksums_at(buf, block_numbers(first_blkno, _pages(buf).shape[0]))
 
 
 def _header_u16(buf: Buffer, offset: int) -> U16Array:
@@ -132,19 +148,34 @@ def page_lsn(buf: Buffer, index: int) -> int:
     return (int(words[0]) << 32) | int(words[1])
 
 
-def verify_pages(buf: Buffer, first_blkno: int) -> list[PageFailure]:
-    """Pages of ``buf`` whose checksum does not match, as pg_checksums judges them.
+def _mismatches(
+    buf: Buffer, blknos: BlockNumbers
+) -> tuple[U16Array, U16Array, npt.NDArray[np.intp]]:
+    """Computed checksums, stored checksums, and the indices of the pages where they differ."""
+    computed = checksums_at(buf, blknos)
+    if computed.shape[0] == 0:
+        return computed, computed, np.empty(0, dtype=np.intp)
+    stored = _header_u16(buf, _PD_CHECKSUM)
+    bad = np.nonzero((computed != stored) & (_header_u16(buf, _PD_UPPER) != 0))[0]
+    return computed, stored, bad
+
+
+def failing_pages(buf: Buffer, blknos: BlockNumbers) -> npt.NDArray[np.intp]:
+    """Indices of the pages of ``buf`` whose checksum does not match, as pg_checksums judges
+    them; page ``i`` is block ``blknos[i]`` (see checksums_at).
 
     Pages with ``pd_upper == 0`` are skipped: PageIsNew pages (zeroed by relation extension, or
     never initialised) carry no checksum yet, and pg_checksums skips them
     (src/bin/pg_checksums/pg_checksums.c, scan_file). All-zero pages are such pages.
     """
-    pages = _pages(buf)
-    if pages.shape[0] == 0:
-        return []
-    computed = page_checksums(buf, first_blkno)
-    stored = _header_u16(buf, _PD_CHECKSUM)
-    bad = np.nonzero((computed != stored) & (_header_u16(buf, _PD_UPPER) != 0))[0]
+    return _mismatches(buf, blknos)[2]
+
+
+def verify_pages(buf: Buffer, first_blkno: int) -> list[PageFailure]:
+    """Pages of ``buf``, whose first page is block ``first_blkno``, whose checksum does not
+    match, as pg_checksums judges them (see failing_pages)."""
+    blknos = block_numbers(first_blkno, _pages(buf).shape[0])
+    computed, stored, bad = _mismatches(buf, blknos)
     return [
         PageFailure(
             blkno=first_blkno + int(i),
