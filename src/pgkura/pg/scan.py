@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -39,17 +37,19 @@ class Piece:
     first_blkno: int
 
 
-def plan(pgdata: Path) -> list[list[Piece]]:
+def plan(pgdata: str | os.PathLike[str]) -> list[list[Piece]]:
     """The relation files of ``pgdata`` as batches of at most BATCH_BYTES: big files cut into
     pieces, small files packed together. Most files of a cluster are one or a few pages (catalogs,
     free space and visibility maps), and a numpy pass per file would cost more than the pages."""
+    top = os.fspath(pgdata)
+    prefix = os.path.join(top, "")  # every path os.walk gives starts with this
     batches: list[list[Piece]] = []
     small: list[Piece] = []
     small_bytes = 0
-    for root, _dirs, names in os.walk(pgdata, followlinks=True):
+    for root, _dirs, names in os.walk(top, followlinks=True):
         for name in names:
             path = os.path.join(root, name)
-            relpath = Path(path).relative_to(pgdata).as_posix()
+            relpath = path[len(prefix) :]
             found = is_relation_file(relpath)
             if found is None:
                 continue
@@ -107,19 +107,44 @@ def check_batch(batch: list[Piece]) -> tuple[int, list[str]]:
     return filled // BLCKSZ, failures
 
 
-def scan(pgdata: Path, jobs: int) -> tuple[int, list[str]]:
+def scan(pgdata: str | os.PathLike[str], jobs: int) -> tuple[int, list[str]]:
     """Check every relation page of the stopped cluster at ``pgdata`` with ``jobs`` threads:
     (pages checked, failures as "relpath block N")."""
+    batches = plan(pgdata)
+    results: list[tuple[int, list[str]]] = [(0, [])] * len(batches)
+    todo = iter(range(len(batches)))
+    todo_lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    # Plain threads rather than concurrent.futures, whose import (logging included) costs
+    # ~10 ms of this command's ~0.3 s.
+    def work() -> None:
+        try:
+            while not errors:
+                with todo_lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                results[i] = check_batch(batches[i])
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, name="pgkura-scan") for _ in range(max(1, jobs))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
     total, failures = 0, []
-    with ThreadPoolExecutor(jobs) as pool:
-        for pages, bad in pool.map(check_batch, plan(pgdata)):
-            total += pages
-            failures += bad
+    for pages, bad in results:
+        total += pages
+        failures += bad
     return total, failures
 
 
 if __name__ == "__main__":
-    pages, failures = scan(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    pages, failures = scan(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     print(f"{pages} pages checked, {len(failures)} checksum failures")
     for line in failures[:20]:
         print(line)
