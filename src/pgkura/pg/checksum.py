@@ -57,6 +57,9 @@ _CHECKSUM_MASK = np.frombuffer(b"\x00\x00\xff\xff", dtype=np.uint32)[0]
 _PD_CHECKSUM = 8
 _PD_UPPER = 14
 
+# A page row, 32 words, as one numpy element (PageBatch copies rows, not words).
+_ROW = np.dtype((np.void, 4 * _N_SUMS))
+
 Buffer = bytes | bytearray | memoryview
 U16Array = npt.NDArray[np.uint16]
 BlockNumbers = npt.NDArray[np.uint32]
@@ -81,27 +84,36 @@ def _pages(buf: Buffer) -> npt.NDArray[np.uint32]:
     return words.reshape(-1, _ROWS, _N_SUMS)
 
 
-def _block_sums(pages: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+def _block_sums(rows: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
     """The xor-folded 32-lane FNV state of each page (pg_checksum_block), pd_checksum as 0.
 
-    Four ufunc passes per row over an ``(npages, 32)`` state, updated in place: every extra
-    pass or temporary costs as much as the arithmetic, which is memory-bound at this size.
+    ``rows`` is ``(64, npages, 32)``: ``rows[r]`` holds row ``r`` of every page, either gathered
+    from a buffer of whole pages (a strided view) or contiguous (PageBatch). Four ufunc passes
+    per row over an ``(npages, 32)`` state, updated in place: every extra pass or temporary
+    costs as much as the arithmetic, which is memory-bound at this size.
     """
-    state = np.bitwise_xor(_BASE_OFFSETS, pages[:, 0, :])
-    state[:, _CHECKSUM_WORD] ^= pages[:, 0, _CHECKSUM_WORD] & ~_CHECKSUM_MASK
+    state: npt.NDArray[np.uint32] = np.bitwise_xor(_BASE_OFFSETS, rows[0])
+    state[:, _CHECKSUM_WORD] ^= rows[0][:, _CHECKSUM_WORD] & ~_CHECKSUM_MASK
     high = np.empty_like(state)
     for row in range(1, _ROWS + 3):
         np.right_shift(state, _SHIFT, out=high)
         np.multiply(state, _FNV_PRIME, out=state)
         np.bitwise_xor(state, high, out=state)
         if row < _ROWS:  # the two closing rounds mix in zeros
-            np.bitwise_xor(state, pages[:, row, :], out=state)
+            np.bitwise_xor(state, rows[row], out=state)
     # Fold the lanes by halves: xor.reduce along a 32-wide axis loops per page.
     width = _N_SUMS // 2
     while width:
         np.bitwise_xor(state[:, :width], state[:, width : 2 * width], out=state[:, :width])
         width //= 2
     return state[:, 0]
+
+
+def _finish(folded: npt.NDArray[np.uint32], blknos: BlockNumbers, out: U16Array) -> None:
+    """pg_checksum_page's last steps: mix in the block number, reduce to 1..65535."""
+    folded ^= blknos
+    folded %= np.uint32(65535)
+    np.add(folded, np.uint32(1), out=out, casting="unsafe")
 
 
 def block_numbers(first_blkno: int, npages: int) -> BlockNumbers:
@@ -124,10 +136,8 @@ def checksums_at(buf: Buffer, blknos: BlockNumbers) -> U16Array:
     out = np.empty(pages.shape[0], dtype=np.uint16)
     for start in range(0, pages.shape[0], _CHUNK_PAGES):
         stop = min(start + _CHUNK_PAGES, pages.shape[0])
-        folded = _block_sums(pages[start:stop])
-        folded ^= blknos[start:stop]
-        folded %= np.uint32(65535)
-        np.add(folded, np.uint32(1), out=out[start:stop], casting="unsafe")
+        rows = pages[start:stop].transpose(1, 0, 2)
+        _finish(_block_sums(rows), blknos[start:stop], out[start:stop])
     return out
 
 
@@ -185,6 +195,56 @@ def verify_pages(buf: Buffer, first_blkno: int) -> list[PageFailure]:
         )
         for i in bad
     ]
+
+
+class PageBatch:
+    """Up to ``capacity`` pages, from any number of files, stored row by row for one vectorised
+    checksum pass: row ``r`` of every page added is contiguous.
+
+    The checksum reads row ``r`` of every page at each of its 64 steps. From a buffer of whole
+    pages that is 128 bytes every 8 KiB, and each of those reads stalls on the cache. Copying
+    pages into rows as they are added, right after reading a few hundred KiB (still in L2 cache),
+    and then reading contiguous rows, takes ~15 % less CPU for pgkura.pg.scan on a pgbench
+    cluster. A batch holds 8 MiB: keep one per thread and ``clear`` it.
+    """
+
+    def __init__(self, capacity: int = _CHUNK_PAGES) -> None:
+        self._rows = np.empty((_ROWS, capacity, _N_SUMS), dtype=np.uint32)
+        self._blknos = np.empty(capacity, dtype=np.uint32)
+        self.count = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._blknos.shape[0]
+
+    def add(self, buf: Buffer, first_blkno: int) -> None:
+        """Append the pages of ``buf``, whose first page is block ``first_blkno`` of its
+        relation fork."""
+        pages = _pages(buf)
+        end = self.count + pages.shape[0]
+        if end > self.capacity:
+            raise ValueError(
+                f"{pages.shape[0]} more pages do not fit in a batch of {self.capacity}"
+            )
+        # One 128-byte row as one element: the transposing copy moves rows, not words.
+        rows = self._rows.view(_ROW)[:, self.count : end, 0]
+        np.copyto(rows, pages.view(_ROW)[:, :, 0].T)
+        self._blknos[self.count : end] = block_numbers(first_blkno, pages.shape[0])
+        self.count = end
+
+    def clear(self) -> None:
+        self.count = 0
+
+    def failing(self) -> npt.NDArray[np.intp]:
+        """Indices, in the order added, of the pages whose checksum does not match, as
+        pg_checksums judges them (see failing_pages)."""
+        n = self.count
+        computed = np.empty(n, dtype=np.uint16)
+        if n:
+            _finish(_block_sums(self._rows[:, :n]), self._blknos[:n], computed)
+        header = self._rows[0, :n].view(np.uint16)  # the first 64 bytes of each page
+        stored, upper = header[:, _PD_CHECKSUM // 2], header[:, _PD_UPPER // 2]
+        return np.nonzero((computed != stored) & (upper != 0))[0]
 
 
 # A relation data file: numeric relfilenode, optional fork suffix, optional segment number.
