@@ -463,7 +463,10 @@ class Bench:
         """restore --table of one table against doing it by hand: a full restore into a scratch
         directory, start and recover, pg_dump the table, stop, remove."""
         print("== one table back: restore --table against a full restore + pg_dump", flush=True)
-        repo = self.pgkura_repo
+        repo = self.base / "pgkura-table"
+        self.point_repo(repo)
+        env = {**self.env, "PGKURA_ARCHIVE_TIMEOUT": "600"}
+        run(self.pgkura(self.pgkura_repo, "backup", "--type", "online", "--jobs", "2"), env)
         for n in range(2):
             self.record("table: pgkura restore --table", *timed(
                 [PGKURA, "--repo", str(repo), "--stanza", "bench", "restore", "--table",

@@ -14,8 +14,6 @@ from pgkura.pg.checksum import (
     BLCKSZ,
     RELSEG_BLOCKS,
     PageBatch,
-    block_numbers,
-    failing_pages,
     is_relation_file,
     page_checksums,
     verify_pages,
@@ -87,8 +85,8 @@ def test_a_page_batch_judges_pages_from_several_files_as_verify_pages_does() -> 
     batch.add(first, 10)
     batch.add(second, RELSEG_BLOCKS - 1)
     # Random pages fail wherever pd_upper is not 0; the indices run on across the two adds.
-    expected = [*failing_pages(first, block_numbers(10, 5))]
-    expected += [5 + i for i in failing_pages(second, block_numbers(RELSEG_BLOCKS - 1, 3))]
+    expected = [f.index for f in verify_pages(first, 10)]
+    expected += [5 + f.index for f in verify_pages(second, RELSEG_BLOCKS - 1)]
     assert batch.failing().tolist() == expected and len(expected) == 8
     page = bytearray(BLCKSZ)
     page[14:16] = (100).to_bytes(2, "little")
@@ -158,3 +156,16 @@ def test_offline_backup_reports_corrupt_pages_and_keeps_the_backup(
     assert failures[other_rel] == [1]
     text = run_pgkura("--repo", repo, "info", backup_id).stdout
     assert f"{plain_rel} block(s) 3" in text
+
+    # verify reports the pages the backup found; with --pages it computes them again from the
+    # stored blocks (several small relation files share one numpy call) and finds the same.
+    for args in ((), ("--pages",)):
+        checked = run_pgkura("--repo", repo, "verify", backup_id, "--output", "json", *args,
+                             check=False)  # fmt: skip
+        assert checked.returncode == 7, checked.stderr
+        report = json.loads(checked.stdout)
+        assert report["pages_recomputed"] == bool(args)
+        named = [p for p in report["problems"] if "data page checksum failures" in p]
+        assert len(named) == 2, report["problems"]
+        assert any(f"{plain_rel}: data page checksum failures in block(s) 3" in p for p in named)
+        assert any(f"{other_rel}: data page checksum failures in block(s) 1" in p for p in named)

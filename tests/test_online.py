@@ -94,6 +94,43 @@ def test_online_backup_refuses_without_archiving(make_server: Any, repo: str) ->
     )
 
 
+def test_a_slow_archiver_does_not_hold_up_a_backup_but_a_failing_one_fails_it(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """The backup pushes its finished segments from pg_wal itself when archive_command is
+    healthy but slow (each call here sleeps 15 s, the backup may wait 8 s); the archiver's
+    own pushes of the same files later succeed. When archive_command has been failing, the
+    backup does not hide it: it waits, times out naming the segment, and records nothing."""
+    slow = archiving_conf(repo)
+    slow["archive_command"] = "sleep 15; " + slow["archive_command"]
+    src = make_server("slow", extra_conf=slow)
+    src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata), "PGKURA_ARCHIVE_TIMEOUT": "8"}
+    backup_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    target = work_dir / "restored"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--to-immediate",
+               "--archive-mode", "off")  # fmt: skip
+    restored = make_server("restored", pgdata=target, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql("SELECT count(*) FROM t")[0][0] == 1000
+    restored.stop(mode="immediate")
+    src.stop(mode="immediate")
+
+    failing = make_server("failing", extra_conf={**archiving_conf(repo, "other"),
+                                                 "archive_command": "false"})  # fmt: skip
+    failing.sql("SELECT pg_switch_wal()")
+    deadline = time.monotonic() + 30
+    while failing.sql("SELECT failed_count FROM pg_stat_archiver")[0][0] == 0:
+        assert time.monotonic() < deadline, "archive_command never failed"
+        time.sleep(0.1)
+    env = {**failing.libpq_env(), "PGKURA_PGDATA": str(failing.pgdata),
+           "PGKURA_ARCHIVE_TIMEOUT": "3"}  # fmt: skip
+    result = run_pgkura("--repo", repo, "--stanza", "other", "backup", env=env, check=False)
+    assert result.returncode != 0 and "did not reach the archive" in result.stderr
+    listed = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
+    assert [b["id"] for b in listed["backups"]] == [backup_id]
+
+
 def test_restore_names_a_missing_wal_segment_before_writing(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:

@@ -477,6 +477,12 @@ def _table_restore(
 @cli.command()
 @click.argument("backup_id", required=False)
 @click.option("--restore", "drill", is_flag=True, help="drill: restore into a sandbox and check it")
+@click.option(
+    "--pages",
+    is_flag=True,
+    help="also recompute every data page checksum from the stored blocks "
+    "(by default the failures the backup found as it read the pages are reported)",
+)
 @click.option("--all", "all_backups", is_flag=True, help="with --restore: drill every backup")
 @click.option("--keep", is_flag=True, help="with --restore: leave the sandbox running")
 @click.option("--to-time", default=None, help="with --restore: recover to this time")
@@ -490,6 +496,7 @@ def verify(
     ctx: click.Context,
     backup_id: str | None,
     drill: bool,
+    pages: bool,
     all_backups: bool,
     keep: bool,
     to_time: str | None,
@@ -499,11 +506,17 @@ def verify(
     jobs: int | None,
     output: str,
 ) -> None:
-    """Read back every block, file, page and WAL file a backup needs (all backups if no ID);
-    with --restore, prove it restores: sandbox, recovery, checks."""
+    """Read back every block, file and WAL file a backup needs (all backups if no ID), and
+    report page checksum failures (recomputed with --pages); with --restore, prove it
+    restores: sandbox, recovery, checks."""
     from pgkura.commands.verify import run_verify
     from pgkura.errors import CorruptionError
 
+    if drill and pages:
+        raise PgkuraError(
+            "--pages belongs to verify without --restore",
+            hint="a drill checks the page checksums of the restored cluster anyway",
+        )
     if drill:
         _drill(ctx, backup_id, all_backups, keep, output,
                dict(to_time=to_time, to_lsn=to_lsn, to_xid=to_xid, to_name=to_name))  # fmt: skip
@@ -512,7 +525,7 @@ def verify(
         raise PgkuraError(
             "--all, --keep and --to-* belong to a drill", hint="add --restore, or drop them"
         )
-    report = run_verify(_config(ctx), backup_id, _jobs(jobs))
+    report = run_verify(_config(ctx), backup_id, _jobs(jobs), pages)
     if output == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -520,6 +533,13 @@ def verify(
             click.echo(f"backup {b['id']}: {'ok' if b['ok'] else 'PROBLEMS'}")
         if backup_id is None:
             click.echo(f"WAL archive: {report.wal_checked} files checked")
+        if pages:
+            click.echo("data page checksums: recomputed from the stored blocks")
+        else:
+            click.echo(
+                "data page checksums: as each backup found them when it read the pages "
+                "(--pages recomputes them)"
+            )
         for problem in report.problems:
             click.echo(f"problem: {problem}")
     if report.problems:

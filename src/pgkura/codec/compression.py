@@ -8,10 +8,12 @@ settings live side by side. Compressor objects are not thread-safe; one is kept 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any
 
 from pgkura.errors import ConfigError
+
+TYPE_CHECKING = False  # archive-push imports this once per WAL segment: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 NONE, ZSTD, LZ4 = 0, 1, 2
 _NAMES = {"none": NONE, "zstd": ZSTD, "lz4": LZ4}
@@ -19,10 +21,21 @@ _DEFAULT_LEVEL = {NONE: 0, ZSTD: 3, LZ4: 0}
 _local = threading.local()
 
 
-@dataclass(frozen=True)
 class Codec:
-    codec_id: int
-    level: int
+    __slots__ = ("codec_id", "level")  # not a dataclass: imported by archive-push per segment
+
+    def __init__(self, codec_id: int, level: int) -> None:
+        self.codec_id = codec_id
+        self.level = level
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and (other.codec_id, other.level) == (
+            self.codec_id,
+            self.level,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.codec_id, self.level))
 
     @property
     def spec(self) -> str:

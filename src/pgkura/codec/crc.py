@@ -2,9 +2,10 @@
 ``crc32c_combine`` joins two CRCs as if their data had been one stream.
 
 Appending ``n`` zero bytes to a message is a linear map on its CRC register over GF(2); the
-map for ``n`` bytes is built by repeated squaring of the map for one zero bit, so combining
-costs O(log n) 32x32 bit-matrix products, whatever the lengths. (No maintained Python package
-exposes a CRC-32C combine, which is why this is written here.)
+map for ``n`` bytes is the product of the maps for the powers of two in ``n``, each the square
+of the one before. Those are built once and kept, so a combine costs at most one 32x32
+bit-matrix product per bit of the length. (No maintained Python package exposes a CRC-32C
+combine, which is why this is written here.)
 """
 
 from __future__ import annotations
@@ -33,15 +34,25 @@ def _zero_bits_operator() -> list[int]:
     return [_POLY] + [1 << (i - 1) for i in range(1, 32)]
 
 
+# _BYTE_POWERS[k] feeds 2**k zero bytes through the register; built on first use and kept, so
+# that a combine applies at most one cached operator per bit of the length instead of squaring.
+_BYTE_POWERS: list[list[int]] = []
+
+
+def _byte_power(k: int) -> list[int]:
+    if not _BYTE_POWERS:
+        _BYTE_POWERS.append(_square(_square(_square(_zero_bits_operator()))))  # one zero byte
+    while len(_BYTE_POWERS) <= k:
+        _BYTE_POWERS.append(_square(_BYTE_POWERS[-1]))
+    return _BYTE_POWERS[k]
+
+
 def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
     """CRC-32C of A + B, from crc1 = CRC(A), crc2 = CRC(B) and len2 = len(B)."""
-    if len2 <= 0:
-        return crc1
-    op = _square(_square(_square(_zero_bits_operator())))  # 8 zero bits: one zero byte
-    while len2:
+    k = 0
+    while len2 > 0:
         if len2 & 1:
-            crc1 = _apply(op, crc1)
+            crc1 = _apply(_byte_power(k), crc1)
         len2 >>= 1
-        if len2:
-            op = _square(op)
+        k += 1
     return crc1 ^ crc2

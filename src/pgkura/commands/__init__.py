@@ -5,8 +5,7 @@ Nothing is imported at package level: archive-push imports this package once per
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing itself is not imported on archive-push's path
 if TYPE_CHECKING:
     from pgkura.config import Config
     from pgkura.repository.repo import Repository

@@ -35,6 +35,8 @@ class RestoreRequest:
     jobs: int = 1
     target: RecoveryTarget = field(default_factory=RecoveryTarget)
     archive_mode_off: bool = False
+    #: a sparse restore for a sandbox: only these files of the backup (see physical/sparse.py)
+    only: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,11 +89,18 @@ def _restore(
     plan: RestorePlan,
 ) -> RestoreResult:
     index = BlockIndex(repo).load()
-    _check_blocks_present(index, manifest)
+    _check_blocks_present(index, manifest, req.only)
     if manifest.method != "offline":
         _check_wal_present(repo, cfg.stanza, manifest)
     restorer = PhysicalRestorer(
-        index, manifest, plan, jobs=req.jobs, delta=req.delta, progress=progress
+        index,
+        manifest,
+        plan,
+        jobs=req.jobs,
+        delta=req.delta,
+        progress=progress,
+        only=req.only,
+        direct=cfg.direct_io,
     )
     stats = restorer.run()
     recovery_files: list[str] = []
@@ -104,14 +113,20 @@ def _restore(
         written = {}
         if req.archive_mode_off:
             _append_auto_conf(target, "archive_mode = 'off'")
-    # For pg_verifybackup -n, before the server is started.
-    write_pg_manifest(target, manifest, written)
+    # For pg_verifybackup -n, before the server is started; a sparse restore is not a whole
+    # backup, so it gets none.
+    if req.only is None:
+        write_pg_manifest(target, manifest, written)
     return RestoreResult(manifest, target, stats, recovery_files, note)
 
 
-def _check_blocks_present(index: BlockIndex, manifest: Manifest) -> None:
+def _check_blocks_present(
+    index: BlockIndex, manifest: Manifest, only: frozenset[str] | None
+) -> None:
     """Refuse before writing anything when the repository lacks a block the backup needs."""
     for f in manifest.files:
+        if only is not None and f.path not in only:
+            continue
         for b in f.blocks:
             if bytes.fromhex(b) not in index:
                 raise CorruptionError(

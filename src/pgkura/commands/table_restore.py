@@ -84,7 +84,8 @@ def _exists(conn: Any, schema: str, table: str) -> bool:
 def run_table_restore(
     cfg: Config, req: TableRestoreRequest, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    from pgkura.physical.sandbox import Sandbox
+    from pgkura.physical.sandbox import DatabaseMissing, Sandbox, SparseFallback
+    from pgkura.physical.sparse import SparseRequest
 
     _check_request(req)
     tables = [split_name(t) for t in req.tables]
@@ -115,10 +116,30 @@ def run_table_restore(
                     "not confirmed: nothing was changed",
                     hint="answer yes, or pass --yes to replace without asking",
                 )
-    sandbox = Sandbox(cfg, req.target, backup_id=req.backup_id, say=say)
-    with sandbox:
-        say(f"sandbox restored backup {sandbox.backup.id} to {req.target.describe()}")
-        return _restore_from(cfg, req, sandbox, tables, new_schema)
+    # First a sandbox with only the catalogs and the tables asked for; when that cannot serve
+    # (physical/sparse.py says when), the whole backup.
+    sparse = SparseRequest(req.dbname, tuple(tables), tuple(req.schemas))
+    try:
+        with Sandbox(cfg, req.target, backup_id=req.backup_id, say=say, sparse=sparse) as box:
+            say(f"sandbox restored backup {box.backup.id} to {req.target.describe()}")
+            return _restore_from(cfg, req, box, tables, new_schema)
+    except SparseFallback as exc:
+        say(f"{exc.message}: restoring the whole backup into a new sandbox")
+    except DatabaseMissing:
+        raise _no_database(req) from None
+    try:
+        with Sandbox(cfg, req.target, backup_id=req.backup_id, say=say) as box:
+            say(f"sandbox restored backup {box.backup.id} to {req.target.describe()}")
+            return _restore_from(cfg, req, box, tables, new_schema)
+    except DatabaseMissing:
+        raise _no_database(req) from None
+
+
+def _no_database(req: TableRestoreRequest) -> PgkuraError:
+    return PgkuraError(
+        f"database {req.dbname} did not exist at {req.target.describe()}",
+        hint="check the name, or choose another target",
+    )
 
 
 def _restore_from(
@@ -129,12 +150,17 @@ def _restore_from(
     new_schema: str,
 ) -> dict[str, Any]:
     db = req.dbname
-    exists = sandbox.sql(f"SELECT 1 FROM pg_database WHERE datname = '{db.replace(chr(39), '')}'")
-    if not exists:
-        raise PgkuraError(f"database {db} did not exist at {req.target.describe()}")
     import psycopg
 
-    with psycopg.connect(sandbox.conninfo(db), autocommit=True) as box:
+    from pgkura.physical.sandbox import DatabaseMissing, SparseFallback
+
+    try:
+        box = psycopg.connect(sandbox.conninfo(db), autocommit=True)
+    except psycopg.OperationalError as exc:
+        if f'database "{db}" does not exist' in str(exc):
+            raise DatabaseMissing(db) from None
+        raise
+    with box:
         for schema, table in tables:
             if not _exists(box, schema, table):
                 raise PgkuraError(
@@ -148,6 +174,17 @@ def _restore_from(
             ).fetchone():
                 raise PgkuraError(
                     f"schema {schema} did not exist in database {db} at {req.target.describe()}"
+                )
+        if sandbox.selection is not None:
+            paths = [
+                r[0]
+                for r in box.execute(STORAGE_SQL, (tables_oids(box, tables), req.schemas))
+                if r[0] is not None
+            ]
+            missing = sandbox.selection.missing(paths)
+            if missing:
+                raise SparseFallback(
+                    f"the sandbox lacks {missing[0]}, which the tables asked for need"
                 )
         # The restored set, as regclass oids, and foreign keys leaving it.
         wanted = [f"{ident(s)}.{ident(t)}" for s, t in tables]
@@ -261,6 +298,36 @@ def _restore_from(
         "foreign_keys_left_out": [f"{t}.{c} -> {ref}" for t, c, ref in outside],
         "timings": {k: round(v, 2) for k, v in sandbox.timings.items()},
     }
+
+
+# Every relation file the requested tables and schemas are dumped from: the tables (and the
+# schemas' relations other than indexes), their toast tables and toast indexes, and sequences
+# they own. Indexes are dumped as definitions: their files are never read.
+STORAGE_SQL = """
+WITH wanted AS (
+    SELECT oid FROM pg_class WHERE oid = ANY(%s::oid[])
+    UNION
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ANY(%s::text[]) AND c.relkind NOT IN ('i', 'I')
+), toast AS (
+    SELECT reltoastrelid AS oid FROM pg_class
+    WHERE oid IN (SELECT oid FROM wanted) AND reltoastrelid <> 0
+), needed AS (
+    SELECT oid FROM wanted
+    UNION SELECT oid FROM toast
+    UNION SELECT indexrelid FROM pg_index WHERE indrelid IN (SELECT oid FROM toast)
+    UNION SELECT d.objid FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+    WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+      AND d.refobjid IN (SELECT oid FROM wanted) AND d.deptype IN ('a', 'i')
+)
+SELECT pg_relation_filepath(oid) FROM needed
+"""
+
+
+def tables_oids(conn: Any, tables: list[tuple[str, str]]) -> list[int]:
+    wanted = [f"{ident(s)}.{ident(t)}" for s, t in tables]
+    rows = conn.execute("SELECT w::regclass::oid FROM unnest(%s::text[]) AS w", (wanted,))
+    return [int(r[0]) for r in rows.fetchall()]
 
 
 def _tool(cmd: list[str], what: str) -> None:

@@ -2,10 +2,17 @@
 
 For each backup: the manifest unseals and belongs to the stanza's cluster; every block of every
 file is present, its hash matches and it decompresses; each file's CRC-32C matches the
-manifest; data page checksums hold (for an online backup, a page whose LSN is at or past the
-backup's start may be torn, and WAL replay rewrites it, so only older pages count); the WAL from
-the backup's start to its consistency point is archived and intact. Then the archive as a
-whole: every archived segment and history file unseals, and gaps are named per timeline.
+manifest; the WAL from the backup's start to its consistency point is archived and intact. Then
+the archive as a whole: every archived segment and history file unseals, and gaps are named per
+timeline.
+
+Data page checksums: the backup checked every page as it read it and recorded the failures in
+the manifest; those are reported. Because each block's keyed BLAKE3 proves that its content is
+the content the backup read, computing the checksums again from the blocks finds the same pages
+(and costs as much as decompressing and hashing together), so it is asked for with ``pages``.
+Either way, for an online backup a page whose LSN is at or past the backup's start may be torn,
+and WAL replay rewrites it, so only older pages count. (pgBackRest's verify checks no page
+checksums; its backup does, as pgkura's does.)
 """
 
 from __future__ import annotations
@@ -14,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import google_crc32c
-
 from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.errors import PgkuraError
+from pgkura.pg.relfile import RELSEG_BLOCKS, is_relation_file
+from pgkura.physical.readback import FileToCheck, check_files, page_failures
 from pgkura.repository import layout
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest, list_backup_ids, read_manifest
@@ -26,73 +33,37 @@ from pgkura.repository.sealed import SealError, unseal
 from pgkura.wal.catalog import describe_runs, load_catalog
 from pgkura.wal.names import DEFAULT_SEG_SIZE, parse_lsn, parse_wal_name, segments_between
 
-BATCH_BLOCKS = 16
-
 
 @dataclass
 class VerifyReport:
     backups: list[dict[str, Any]] = field(default_factory=list)
     wal_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    pages_recomputed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "backups": self.backups,
             "wal_files_checked": self.wal_checked,
+            "pages_recomputed": self.pages_recomputed,
             "problems": self.problems,
             "ok": not self.problems,
         }
 
 
-def _check_file(
-    reader: BlockReader, m: Manifest, entry: FileEntry, start_lsn: int | None
-) -> list[str]:
-    from pgkura.pg import checksum as pagecheck
-
-    where = f"backup {m.id}: {entry.path}"
-    relation = pagecheck.is_relation_file(entry.path) if m.data_checksums else None
-    crc = 0
-    size = 0
-    bad: list[int] = []
-    try:
-        for i in range(0, len(entry.blocks), BATCH_BLOCKS):
-            ids = [bytes.fromhex(b) for b in entry.blocks[i : i + BATCH_BLOCKS]]
-            pieces = reader.read_many(ids, entry.path)
-            # Page checksums over the whole batch at once: numpy's per-call cost dominates on
-            # single 64 KiB blocks.
-            batch = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            if relation is not None and len(batch) % pagecheck.BLCKSZ == 0:
-                first = relation[1] * pagecheck.RELSEG_BLOCKS + size // pagecheck.BLCKSZ
-                for failure in pagecheck.verify_pages(batch, first):
-                    if start_lsn is None or failure.lsn < start_lsn:
-                        bad.append(failure.blkno)
-            crc = google_crc32c.extend(crc, batch)
-            size += len(batch)
-    except PgkuraError as exc:
-        return [f"{where}: {exc.message}"]
-    problems = []
-    if size != entry.size:
-        problems.append(f"{where}: {size} bytes read back, the manifest says {entry.size}")
-    elif entry.crc32c is not None and f"{crc:08x}" != entry.crc32c:
-        problems.append(f"{where}: CRC-32C {crc:08x} does not match the manifest's {entry.crc32c}")
-    if bad:
-        shown = ", ".join(str(b) for b in bad[:5])
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        problems.append(f"{where}: data page checksum failures in block(s) {shown}{more}")
-    return problems
-
-
-def run_verify(cfg: Config, backup_id: str | None, jobs: int) -> VerifyReport:
+def run_verify(cfg: Config, backup_id: str | None, jobs: int, pages: bool = False) -> VerifyReport:
+    """Check one backup (or all, and then the whole WAL archive); ``pages`` recomputes every
+    data page checksum instead of reporting the failures each backup recorded."""
     from pgkura.repository.locks import shared_lock
 
     repo = open_repository(cfg)
     with shared_lock(repo):  # gc cannot delete what is being verified
-        return _verify(cfg, repo, backup_id, jobs)
+        return _verify(cfg, repo, backup_id, jobs, pages)
 
 
-def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int) -> VerifyReport:
+def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int, pages: bool) -> VerifyReport:
     stanza = cfg.stanza
-    report = VerifyReport()
+    report = VerifyReport(pages_recomputed=pages)
     index = BlockIndex(repo).load()
     report.problems += index.damaged
     if backup_id is None:
@@ -100,33 +71,42 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int) -> VerifyR
             problem = _check_pack(repo, pack_id)
             if problem:
                 report.problems.append(problem)
-    reader = BlockReader(index)
     info = repo.stanza(stanza)
     ids = [backup_id] if backup_id else list_backup_ids(repo, stanza)
-    verified: set[tuple[str | None, ...]] = set()
+    # Every backup's files are read back in one pool; a file stored identically in several
+    # backups is read once and its result counts for each of them.
+    backups: list[_BackupCheck] = []
+    files: list[FileToCheck] = []
+    first_seen: dict[tuple[str | None, ...], int] = {}
     catalog = None
     for bid in ids:
         try:
             m = read_manifest(repo, stanza, bid)
         except PgkuraError as exc:
-            report.problems.append(exc.message)
-            report.backups.append({"id": bid, "ok": False})
+            backups.append(_BackupCheck(bid, 0, [exc.message]))
             continue
-        before = len(report.problems)
+        check = _BackupCheck(m.id, len(m.files))
+        backups.append(check)
         if info is not None and m.system_identifier != info.system_identifier:
-            report.problems.append(
+            check.head.append(
                 f"backup {m.id}: its manifest belongs to system identifier "
                 f"{m.system_identifier}, not the stanza's {info.system_identifier}"
             )
         start_lsn = parse_lsn(m.start_lsn) if m.start_lsn and m.method != "offline" else None
-        files = [
-            f for f in m.files if f.type == "file" and (f.path, f.crc32c, *f.blocks) not in verified
-        ]
-        with ThreadPoolExecutor(jobs, thread_name_prefix="pgkura-verify") as pool:
-            checks = [pool.submit(_check_file, reader, m, f, start_lsn) for f in files]
-            for problems in (c.result() for c in checks):
-                report.problems += problems
-        verified.update((f.path, f.crc32c, *f.blocks) for f in files)
+        for f in m.files:
+            if f.type != "file":
+                continue
+            key = (f.path, f.crc32c, *f.blocks)
+            if key not in first_seen:
+                first_seen[key] = len(files)
+                files.append(_to_check(m, f, start_lsn, pages))
+            check.files.append(first_seen[key])
+        if not pages:
+            check.recorded += (
+                f"backup {m.id}: {page_failures(f['path'], f['blocks'][:5], int(f['count']))}, "
+                "found when the backup read them"
+                for f in m.checksum_failures
+            )
         if m.kind == "physical" and m.method != "offline" and m.start_lsn and m.stop_lsn:
             seg = int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
             if catalog is None:
@@ -134,16 +114,41 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int) -> VerifyR
             start, stop = parse_lsn(m.start_lsn), parse_lsn(m.stop_lsn)
             for name in segments_between(m.timeline or 1, start, max(stop - 1, start), seg):
                 if not repo.storage.exists(layout.wal_key(stanza, name)):
-                    report.problems.append(
+                    check.tail.append(
                         f"backup {m.id}: WAL segment {name}, needed to make it consistent, "
                         "is missing from the archive"
                     )
-        report.backups.append(
-            {"id": m.id, "files": len(m.files), "ok": len(report.problems) == before}
-        )
-    if backup_id is None:
-        _verify_archive(repo, stanza, report, jobs)
+    # The archive is checked by this process while worker processes read the backups' files.
+    archive = VerifyReport()
+    meanwhile = None if backup_id else lambda: _verify_archive(repo, stanza, archive, jobs)
+    results = check_files(BlockReader(index), files, jobs, meanwhile)
+    for check in backups:
+        problems = list(check.head)
+        for n in check.files:
+            problems += (f"backup {check.id}: {p}" for p in results[n].problems(files[n]))
+        problems += check.recorded
+        problems += check.tail
+        report.problems += problems
+        report.backups.append({"id": check.id, "files": check.count, "ok": not problems})
+    report.wal_checked = archive.wal_checked
+    report.problems += archive.problems
     return report
+
+
+@dataclass
+class _BackupCheck:
+    id: str
+    count: int  # entries in its manifest
+    head: list[str] = field(default_factory=list)  # problems found before its files are read
+    files: list[int] = field(default_factory=list)  # its files, as numbers in the check list
+    recorded: list[str] = field(default_factory=list)  # page failures its backup found
+    tail: list[str] = field(default_factory=list)  # problems with the WAL it needs
+
+
+def _to_check(m: Manifest, f: FileEntry, start_lsn: int | None, pages: bool) -> FileToCheck:
+    relation = is_relation_file(f.path) if pages and m.data_checksums else None
+    first_page = relation[1] * RELSEG_BLOCKS if relation is not None else None
+    return FileToCheck(f.path, f.size, f.crc32c, f.blocks, first_page, start_lsn)
 
 
 def _check_pack(repo: Any, pack_id: str) -> str | None:

@@ -16,15 +16,15 @@ server's on the same architecture (pages are not portable across endianness anyw
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-BLCKSZ = 8192
-# Blocks per segment file: RELSEG_SIZE for the default 1 GiB segments of 8 KiB pages.
-RELSEG_BLOCKS = 131072
+# Re-exported: callers that check pages find the page layout here too.
+from pgkura.pg.relfile import BLCKSZ as BLCKSZ
+from pgkura.pg.relfile import RELSEG_BLOCKS as RELSEG_BLOCKS
+from pgkura.pg.relfile import is_relation_file as is_relation_file
 
 _N_SUMS = 32
 _ROWS = BLCKSZ // (4 * _N_SUMS)
@@ -62,7 +62,6 @@ _ROW = np.dtype((np.void, 4 * _N_SUMS))
 
 Buffer = bytes | bytearray | memoryview
 U16Array = npt.NDArray[np.uint16]
-BlockNumbers = npt.NDArray[np.uint32]
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,7 @@ class PageFailure:
     expected: int  # computed from the page's content
     found: int  # stored in pd_checksum
     lsn: int  # pd_lsn as a 64-bit LSN; may itself be the corrupted part
+    index: int  # the page's position in the buffer that was checked
 
 
 def _pages(buf: Buffer) -> npt.NDArray[np.uint32]:
@@ -109,27 +109,25 @@ def _block_sums(rows: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
     return state[:, 0]
 
 
-def _finish(folded: npt.NDArray[np.uint32], blknos: BlockNumbers, out: U16Array) -> None:
+def _finish(folded: npt.NDArray[np.uint32], blknos: npt.NDArray[np.uint32], out: U16Array) -> None:
     """pg_checksum_page's last steps: mix in the block number, reduce to 1..65535."""
     folded ^= blknos
     folded %= np.uint32(65535)
     np.add(folded, np.uint32(1), out=out, casting="unsafe")
 
 
-def block_numbers(first_blkno: int, npages: int) -> BlockNumbers:
-    """Block numbers ``first_blkno``, ``first_blkno + 1``, ... as PostgreSQL's uint32
-    BlockNumber (wrapping like C would)."""
-    return np.arange(first_blkno, first_blkno + npages, dtype=np.uint64).astype(np.uint32)
+def page_checksums(buf: Buffer, first_blkno: int) -> U16Array:
+    """The checksum PostgreSQL would store in each page of ``buf``.
 
-
-def checksums_at(buf: Buffer, blknos: BlockNumbers) -> U16Array:
-    """The checksum PostgreSQL would store in each page of ``buf``, page ``i`` being block
-    ``blknos[i]`` of its relation fork (segment number * RELSEG_BLOCKS + page index in the
-    segment): the block number is mixed in to catch pages written at the wrong place.
-
-    The pages need not come from one file, so callers can put many small files into one call
-    and pay numpy's per-call cost once. Processes chunks of pages so memory stays flat.
+    ``first_blkno`` is the block number of the first page within its relation fork (segment
+    number * RELSEG_BLOCKS + page index), because the block number is mixed in to catch pages
+    written at the wrong place. Processes chunks of pages so memory stays flat.
     """
+    npages = _pages(buf).shape[0]
+    return _checksums(buf, np.arange(first_blkno, first_blkno + npages, dtype=np.uint64))
+
+
+def _checksums(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> U16Array:
     pages = _pages(buf)
     if blknos.shape != (pages.shape[0],):
         raise ValueError(f"{blknos.shape[0]} block numbers for {pages.shape[0]} pages")
@@ -137,14 +135,9 @@ def checksums_at(buf: Buffer, blknos: BlockNumbers) -> U16Array:
     for start in range(0, pages.shape[0], _CHUNK_PAGES):
         stop = min(start + _CHUNK_PAGES, pages.shape[0])
         rows = pages[start:stop].transpose(1, 0, 2)
-        _finish(_block_sums(rows), blknos[start:stop], out[start:stop])
+        # BlockNumber is uint32: wrap like C would.
+        _finish(_block_sums(rows), blknos[start:stop].astype(np.uint32), out[start:stop])
     return out
-
-
-def page_checksums(buf: Buffer, first_blkno: int) -> U16Array:
-    """The checksum PostgreSQL would store in each page of ``buf``, whose first page is block
-    ``first_blkno`` of its relation fork."""
-    return checksums_at(buf, block_numbers(first_blkno, _pages(buf).shape[0]))
 
 
 def _header_u16(buf: Buffer, offset: int) -> U16Array:
@@ -158,40 +151,34 @@ def page_lsn(buf: Buffer, index: int) -> int:
     return (int(words[0]) << 32) | int(words[1])
 
 
-def _mismatches(
-    buf: Buffer, blknos: BlockNumbers
-) -> tuple[U16Array, U16Array, npt.NDArray[np.intp]]:
-    """Computed checksums, stored checksums, and the indices of the pages where they differ."""
-    computed = checksums_at(buf, blknos)
-    if computed.shape[0] == 0:
-        return computed, computed, np.empty(0, dtype=np.intp)
-    stored = _header_u16(buf, _PD_CHECKSUM)
-    bad = np.nonzero((computed != stored) & (_header_u16(buf, _PD_UPPER) != 0))[0]
-    return computed, stored, bad
-
-
-def failing_pages(buf: Buffer, blknos: BlockNumbers) -> npt.NDArray[np.intp]:
-    """Indices of the pages of ``buf`` whose checksum does not match, as pg_checksums judges
-    them; page ``i`` is block ``blknos[i]`` (see checksums_at).
+def verify_pages(buf: Buffer, first_blkno: int) -> list[PageFailure]:
+    """Pages of ``buf`` whose checksum does not match, as pg_checksums judges them.
 
     Pages with ``pd_upper == 0`` are skipped: PageIsNew pages (zeroed by relation extension, or
     never initialised) carry no checksum yet, and pg_checksums skips them
     (src/bin/pg_checksums/pg_checksums.c, scan_file). All-zero pages are such pages.
     """
-    return _mismatches(buf, blknos)[2]
+    npages = _pages(buf).shape[0]
+    return verify_pages_at(buf, np.arange(first_blkno, first_blkno + npages, dtype=np.uint64))
 
 
-def verify_pages(buf: Buffer, first_blkno: int) -> list[PageFailure]:
-    """Pages of ``buf``, whose first page is block ``first_blkno``, whose checksum does not
-    match, as pg_checksums judges them (see failing_pages)."""
-    blknos = block_numbers(first_blkno, _pages(buf).shape[0])
-    computed, stored, bad = _mismatches(buf, blknos)
+def verify_pages_at(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> list[PageFailure]:
+    """:func:`verify_pages` for pages of several relations or places at once: ``blknos[i]`` is
+    the block number of page ``i`` of ``buf``. One call over many small files costs what one
+    call over one file of their total size does."""
+    pages = _pages(buf)
+    if pages.shape[0] == 0:
+        return []
+    computed = _checksums(buf, blknos)
+    stored = _header_u16(buf, _PD_CHECKSUM)
+    bad = np.nonzero((computed != stored) & (_header_u16(buf, _PD_UPPER) != 0))[0]
     return [
         PageFailure(
-            blkno=first_blkno + int(i),
+            blkno=int(blknos[i]),
             expected=int(computed[i]),
             found=int(stored[i]),
             lsn=page_lsn(buf, int(i)),
+            index=int(i),
         )
         for i in bad
     ]
@@ -221,15 +208,15 @@ class PageBatch:
         """Append the pages of ``buf``, whose first page is block ``first_blkno`` of its
         relation fork."""
         pages = _pages(buf)
-        end = self.count + pages.shape[0]
+        n = pages.shape[0]
+        end = self.count + n
         if end > self.capacity:
-            raise ValueError(
-                f"{pages.shape[0]} more pages do not fit in a batch of {self.capacity}"
-            )
+            raise ValueError(f"{n} more pages do not fit in a batch of {self.capacity}")
         # One 128-byte row as one element: the transposing copy moves rows, not words.
         rows = self._rows.view(_ROW)[:, self.count : end, 0]
         np.copyto(rows, pages.view(_ROW)[:, :, 0].T)
-        self._blknos[self.count : end] = block_numbers(first_blkno, pages.shape[0])
+        blknos = np.arange(first_blkno, first_blkno + n, dtype=np.uint64)
+        self._blknos[self.count : end] = blknos.astype(np.uint32)  # wrapping like C would
         self.count = end
 
     def clear(self) -> None:
@@ -237,7 +224,7 @@ class PageBatch:
 
     def failing(self) -> npt.NDArray[np.intp]:
         """Indices, in the order added, of the pages whose checksum does not match, as
-        pg_checksums judges them (see failing_pages)."""
+        pg_checksums judges them (see verify_pages)."""
         n = self.count
         computed = np.empty(n, dtype=np.uint16)
         if n:
@@ -245,43 +232,3 @@ class PageBatch:
         header = self._rows[0, :n].view(np.uint16)  # the first 64 bytes of each page
         stored, upper = header[:, _PD_CHECKSUM // 2], header[:, _PD_UPPER // 2]
         return np.nonzero((computed != stored) & (upper != 0))[0]
-
-
-# A relation data file: numeric relfilenode, optional fork suffix, optional segment number.
-# Temporary relations ("t3_16384") and everything else (pg_filenode.map, pg_internal.init,
-# PG_VERSION, config_exec_params, pgsql_tmp*) do not match.
-_RELATION_NAME = re.compile(r"(?P<node>[0-9]+)(?:_(?:fsm|vm|init))?(?:\.(?P<seg>[0-9]+))?")
-_DB_DIR = re.compile(r"[0-9]+")
-_TS_VERSION_DIR = re.compile(r"PG_[0-9]+_[0-9]+")
-
-
-def is_relation_file(relpath: str) -> tuple[int, int] | None:
-    """``(relfilenode, segment number)`` when ``relpath`` (relative to PGDATA) holds pages with
-    checksums, else None.
-
-    Only global/, base/<db>/ and pg_tblspc/<oid>/PG_<major>_<catversion>/<db>/ hold relation files,
-    which is where pg_checksums looks too. A segment number of 0 (``16384.0``) is not a name
-    PostgreSQL writes; pg_checksums rejects it, and so do we.
-    """
-    parts = relpath.strip("/").split("/")
-    if len(parts) == 2 and parts[0] == "global":
-        name = parts[1]
-    elif len(parts) == 3 and parts[0] == "base" and _DB_DIR.fullmatch(parts[1]):
-        name = parts[2]
-    elif (
-        len(parts) == 5
-        and parts[0] == "pg_tblspc"
-        and _DB_DIR.fullmatch(parts[1])
-        and _TS_VERSION_DIR.fullmatch(parts[2])
-        and _DB_DIR.fullmatch(parts[3])
-    ):
-        name = parts[4]
-    else:
-        return None
-    match = _RELATION_NAME.fullmatch(name)
-    if match is None:
-        return None
-    seg = match.group("seg")
-    if seg is not None and (seg.startswith("0")):
-        return None
-    return int(match.group("node")), int(seg) if seg else 0

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pgkura.pg.checksum import BLCKSZ, RELSEG_BLOCKS, PageBatch, is_relation_file
+from pgkura.pg.checksum import PageBatch
+from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
 
 # One batch is one numpy pass: 1024 pages amortise numpy's per-call cost.
 BATCH_BYTES = 8 * 1024 * 1024

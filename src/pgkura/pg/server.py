@@ -156,16 +156,21 @@ class LocalServer:
     def pgbench_init(self, scale: int, dbname: str = "postgres") -> None:
         self._run([self._tool("pgbench"), "-i", "-q", "-s", str(scale), dbname], timeout=1800)
 
-    def wait_for_promotion(self, timeout: float = 300) -> None:
+    def wait_for_promotion(self, timeout: float = 300, dbname: str = "postgres") -> None:
         """Wait until recovery has ended and the server accepts writes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if self.sql("SELECT pg_is_in_recovery()")[0][0] is False:
+                if self.sql("SELECT pg_is_in_recovery()", dbname=dbname)[0][0] is False:
                     return
             except Exception as exc:  # still starting up: retry until the deadline
-                if "does not exist" in str(exc):  # a missing role never starts to exist
+                # A missing role or database never starts to exist, nor a missing file.
+                if "does not exist" in str(exc) or "could not open file" in str(exc):
                     raise PostgresError(f"cannot connect to {self.pgdata}: {exc}") from None
+                if not (self.pgdata / "postmaster.pid").exists():
+                    raise PostgresError(
+                        f"the server in {self.pgdata} stopped during recovery\n" + self.log_tail()
+                    ) from None
             time.sleep(0.2)
         raise PostgresError(
             f"the server in {self.pgdata} is still in recovery after {timeout:g} s\n"

@@ -107,6 +107,42 @@ def _label_timeline(label: str) -> int:
     raise PgkuraError("backup_label returned by the server has no START TIMELINE line")
 
 
+def _archiver_healthy(conn: Any) -> bool:
+    """Whether archive_command has not failed since it last succeeded: only then does the
+    backup push its own segments; a failing archiver keeps it waiting, so that it times out
+    naming the problem instead of hiding it."""
+    (ok,) = conn.execute(
+        "SELECT coalesce(last_failed_time IS NULL OR last_failed_time < last_archived_time, "
+        "false) FROM pg_stat_archiver"
+    ).fetchone()
+    return bool(ok)
+
+
+def push_finished_segments(
+    repo: Repository, stanza: str, pg_wal: Path, segments: list[str], pg_version: int
+) -> None:
+    """Archive, straight from pg_wal, the backup's segments that the server has finished
+    (archive_status says .ready or .done) but the archive does not hold yet.
+
+    The backup is not kept waiting for archive_command's next start: the archiver's own push
+    of the same file later finds identical content and succeeds. Anything that goes wrong here
+    (a segment recycled meanwhile fails the header check, say) is left to the archiver, and
+    wait_for_archive judges."""
+    from pgkura.repository import layout
+    from pgkura.wal.archive import push_wal
+
+    status = pg_wal / "archive_status"
+    for name in segments:
+        if repo.storage.exists(layout.wal_key(stanza, name)):
+            continue
+        if not ((status / f"{name}.ready").exists() or (status / f"{name}.done").exists()):
+            continue  # still being written: only the archiver may take it
+        try:
+            push_wal(repo, stanza, pg_wal / name, pg_version=pg_version)
+        except (PgkuraError, OSError):
+            continue
+
+
 def wait_for_archive(repo: Repository, stanza: str, segments: list[str], timeout: float) -> None:
     """Wait until every segment is archived; a missing one after ``timeout`` is an error."""
     from pgkura.repository import layout
@@ -192,6 +228,7 @@ def backup_online(
                 jobs=jobs,
                 fast_checkpoint=fast_checkpoint,
                 archive_timeout=cfg.archive_timeout,
+                pg_wal=pgdata / "pg_wal" if _archiver_healthy(conn) else None,
             )
             return manifest
     finally:
@@ -226,6 +263,7 @@ def finish_online_backup(
     jobs: int,
     fast_checkpoint: bool,
     archive_timeout: float,
+    pg_wal: Path | None = None,
 ) -> Manifest:
     """Wait until the WAL from start to stop is archived, then commit the manifest."""
     timeline = _label_timeline(copy.label)
@@ -233,9 +271,10 @@ def finish_online_backup(
     # The stop LSN may sit exactly on a segment boundary after the switch the server forced;
     # the last segment needed holds the byte before it (XLByteToPrevSeg).
     last_byte = max(copy.stop_lsn - 1, copy.start_lsn)
-    wait_for_archive(
-        repo, stanza, segments_between(timeline, copy.start_lsn, last_byte, seg), archive_timeout
-    )
+    segments = segments_between(timeline, copy.start_lsn, last_byte, seg)
+    if pg_wal is not None:
+        push_finished_segments(repo, stanza, pg_wal, segments, copy.pg_version)
+    wait_for_archive(repo, stanza, segments, archive_timeout)
     manifest = Manifest(
         id=copy.backup_id,
         stanza=stanza,

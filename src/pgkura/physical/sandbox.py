@@ -21,6 +21,7 @@ from typing import Any
 from pgkura.config import Config
 from pgkura.errors import PgkuraError
 from pgkura.physical.recovery import RecoveryTarget
+from pgkura.physical.sparse import Selection, SparseRequest
 
 # Room for WAL replay and the server's own files beyond the restored data.
 SPACE_MARGIN = 1.2
@@ -45,6 +46,9 @@ class Sandbox:
     scratch: Path | None = None
     backup: Any = None
     say: Any = None
+    #: restore only what a table restore needs (physical/sparse.py); None restores it all
+    sparse: SparseRequest | None = None
+    selection: Selection | None = None
 
     def __enter__(self) -> Sandbox:
         try:
@@ -97,8 +101,13 @@ class Sandbox:
                 "backup",
                 hint="choose a physical backup with --backup, or restore the dump with --dbname",
             )
+        size = self.backup.size_bytes
+        if self.sparse is not None:
+            self.selection = self._select(repo)
+            if self.selection is not None:
+                size = self.selection.restored_bytes
         parent = Path(self.scratch_parent or os.environ.get("TMPDIR") or "/tmp")
-        needed = int(self.backup.size_bytes * SPACE_MARGIN) + WAL_ALLOWANCE
+        needed = int(size * SPACE_MARGIN) + WAL_ALLOWANCE
         free = shutil.disk_usage(parent).free
         if free < needed:
             raise PgkuraError(
@@ -121,6 +130,7 @@ class Sandbox:
             jobs=len(os.sched_getaffinity(0)),
             target=self.target,
             archive_mode_off=True,
+            only=self.selection.paths if self.selection is not None else None,
         )
         run_restore(self.cfg, request, None)
         self.timings["restore"] = time.monotonic() - started
@@ -136,8 +146,15 @@ class Sandbox:
             self.server.start(timeout=3600)
             self.server.superuser = self._find_superuser()
             if self.backup.method != "offline":
-                self.server.wait_for_promotion(timeout=3600)
+                self.server.wait_for_promotion(timeout=3600, dbname=self._probe_db())
+        except DatabaseMissing:
+            raise
         except PgkuraError as exc:
+            if self.selection is not None:
+                raise SparseFallback(
+                    f"the sandbox with only the catalogs and the tables asked for did not "
+                    f"start ({exc.message})"
+                ) from None
             raise PgkuraError(
                 f"the sandbox did not start from backup {self.backup.id}: {exc.message}",
                 hint="the server log above says why (missing WAL, a target that was never "
@@ -157,10 +174,47 @@ class Sandbox:
             "logging_collector = 'off'",
             "shared_preload_libraries = ''",
         ]
+        if self.selection is not None:
+            # Replay reaches relations that were left out (see physical/sparse.py), and
+            # nothing may read them afterwards.
+            lines += ["ignore_invalid_pages = 'on'", "autovacuum = 'off'"]
         with open(pgdata / "postgresql.auto.conf", "a") as f:
             f.write("\n# pgkura sandbox: private, never archives\n" + "\n".join(lines) + "\n")
         # A restored standby.signal would keep the sandbox in recovery for ever.
         (pgdata / "standby.signal").unlink(missing_ok=True)
+
+    def _select(self, repo: Any) -> Selection | None:
+        """The files a sparse restore writes, or None (with the reason said) when the backup
+        has to be restored whole."""
+        from pgkura.physical.sparse import NotSparse, select
+        from pgkura.repository.blocks import BlockIndex, BlockReader
+
+        assert self.sparse is not None
+        reader = BlockReader(BlockIndex(repo).load())
+
+        def read(entry: Any) -> bytes:
+            ids = [bytes.fromhex(b) for b in entry.blocks]
+            return b"".join(reader.read_many(ids, entry.path))
+
+        try:
+            selection = select(self.backup, self.sparse, read)
+        except NotSparse as exc:
+            if self.say:
+                self.say(f"restoring all of backup {self.backup.id} into the sandbox: {exc}")
+            return None
+        if self.say:
+            self.say(
+                f"restoring {selection.restored_bytes // 2**20} MiB of backup {self.backup.id} "
+                f"into the sandbox: the catalogs and the tables asked for "
+                f"({selection.skipped_bytes // 2**20} MiB left out)"
+            )
+        return selection
+
+    def _probe_db(self) -> str:
+        """A database to connect to: a sparse sandbox holds one database's catalogs only."""
+        if self.selection is not None and self.sparse is not None:
+            return self.sparse.dbname
+        return "template1"
 
     def superuser(self) -> str:
         assert self.server is not None
@@ -176,6 +230,8 @@ class Sandbox:
 
         assert self.server is not None
         candidates = [os.environ.get("PGUSER"), "postgres", self.server.user, getpass.getuser()]
+        # A sparse sandbox has one database's catalogs: template1 cannot be entered there.
+        probe = self._probe_db()
         names = list(dict.fromkeys(c for c in candidates if c))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -183,15 +239,21 @@ class Sandbox:
             for name in names:
                 conninfo = (
                     f"host={self.server.socket_dir} port={self.server.port} user={name} "
-                    "dbname=template1"
+                    f"dbname='{_quote(probe)}'"
                 )
                 try:
                     with psycopg.connect(conninfo, autocommit=True) as conn:
                         row = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
                         return str(row[0]) if row else name
                 except psycopg.OperationalError as exc:
+                    if f'database "{probe}" does not exist' in str(exc):
+                        raise DatabaseMissing(probe) from None
                     if "does not exist" in str(exc):
                         missing += 1
+                    elif "could not open file" in str(exc):  # never comes right by waiting
+                        raise PgkuraError(f"the sandbox refuses connections: {exc}") from None
+            if not (self.server.pgdata / "postmaster.pid").exists():
+                raise PgkuraError(f"the sandbox server stopped\n{self.server.log_tail()}")
             if missing == len(names):
                 raise PgkuraError(
                     f"none of the roles {', '.join(names)} exists in backup {self.backup.id}",
@@ -204,7 +266,7 @@ class Sandbox:
         assert self.server is not None
         return (
             f"host={self.server.socket_dir} port={self.server.port} "
-            f"user={self.superuser()} dbname={dbname}"
+            f"user={self.superuser()} dbname='{_quote(dbname)}'"
         )
 
     def sql(self, query: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
@@ -213,6 +275,23 @@ class Sandbox:
         with psycopg.connect(self.conninfo(dbname), autocommit=True) as conn:
             cur = conn.execute(query.encode())
             return list(cur.fetchall()) if cur.description is not None else []
+
+
+class SparseFallback(PgkuraError):
+    """A sparse sandbox could not serve the request: the caller restores the backup whole."""
+
+
+class DatabaseMissing(PgkuraError):
+    """The database asked for did not exist at the target."""
+
+    def __init__(self, dbname: str) -> None:
+        super().__init__(f"database {dbname} does not exist")
+        self.dbname = dbname
+
+
+def _quote(value: str) -> str:
+    """A libpq conninfo value, inside single quotes."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _ids(user: str) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pgkura.errors import CorruptionError
@@ -179,6 +179,12 @@ class BlockReader:
     def read_many(self, block_ids: list[bytes], context: str = "") -> list[bytes]:
         """Read several blocks, fetching blocks that lie next to each other in one pack with
         one ranged get (a file's blocks usually do: one writer stored them in order)."""
+        return list(self.iter_many(block_ids, context))
+
+    def iter_many(self, block_ids: list[bytes], context: str = "") -> Iterator[bytes]:
+        """:meth:`read_many`, one block at a time: a caller that drops each block before the
+        next keeps memory flat, and the allocator hands the same memory back each time
+        instead of faulting in fresh pages for every block."""
         where = f" (needed by {context})" if context else ""
         locs = []
         for block_id in block_ids:
@@ -189,7 +195,6 @@ class BlockReader:
                     hint="run pgkura verify; take a new backup",
                 )
             locs.append(loc)
-        out: list[bytes] = []
         i = 0
         while i < len(locs):
             j = i + 1
@@ -214,14 +219,15 @@ class BlockReader:
                 start = locs[k].offset - first.offset
                 piece = view[start : start + locs[k].length]
                 try:
-                    out.append(unseal(piece, self.repo.key, expect_digest=block_ids[k]))
+                    raw = unseal(piece, self.repo.key, expect_digest=block_ids[k])
                 except SealError as exc:
                     raise CorruptionError(
                         f"block {block_ids[k].hex()[:16]} in pack {key} is damaged: {exc}{where}",
                         hint="run pgkura verify; take a new backup",
                     ) from None
+                yield raw
+                del raw
             i = j
-        return out
 
     def read(self, block_id: bytes, context: str = "") -> bytes:
         where = f" (needed by {context})" if context else ""

@@ -7,7 +7,6 @@ a reader needs only the repository's hash key to tell intact content from damage
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 import blake3
 
@@ -23,10 +22,14 @@ class SealError(ValueError):
     """The bytes are not an intact sealed object."""
 
 
-@dataclass(frozen=True)
 class Sealed:
-    digest: bytes
-    data: bytes  # header + payload, ready to store
+    """A sealed object: its digest, and ``data`` (header + payload) ready to store."""
+
+    __slots__ = ("data", "digest")  # not a dataclass: imported by archive-push per segment
+
+    def __init__(self, digest: bytes, data: bytes) -> None:
+        self.digest = digest
+        self.data = data
 
     @property
     def digest_hex(self) -> str:

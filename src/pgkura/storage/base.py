@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
 class ObjectInfo:
-    key: str
-    size: int
-    #: When the object was written (seconds since the epoch), where the store knows it.
-    mtime: float | None = None
+    """A stored object's key and size, and when it was written (seconds since the epoch)
+    where the store knows it."""
+
+    __slots__ = ("key", "mtime", "size")  # not a dataclass: imported by archive-push
+
+    def __init__(self, key: str, size: int, mtime: float | None = None) -> None:
+        self.key = key
+        self.size = size
+        self.mtime = mtime
+
+    def __repr__(self) -> str:
+        return f"ObjectInfo({self.key!r}, {self.size}, {self.mtime})"
 
 
 class Storage(abc.ABC):

@@ -20,7 +20,6 @@ Integers are in the host's byte order; pgkura runs on little-endian hosts (x86-6
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 XLP_LONG_HEADER = 0x0002
 LONG_HEADER = struct.Struct("<HHIQI4xQII")
@@ -44,15 +43,30 @@ class WalHeaderError(ValueError):
     """The bytes do not start with a valid WAL long page header."""
 
 
-@dataclass(frozen=True)
 class LongPageHeader:
-    magic: int
-    info: int
-    timeline: int
-    page_address: int
-    system_identifier: int
-    seg_size: int
-    block_size: int
+    __slots__ = (
+        "block_size",
+        "info",
+        "magic",
+        "page_address",
+        "seg_size",
+        "system_identifier",
+        "timeline",
+    )  # not a dataclass: read once per WAL segment by archive-push
+
+    def __init__(
+        self,
+        magic: int,
+        info: int,
+        timeline: int,
+        page_address: int,
+        system_identifier: int,
+        seg_size: int,
+        block_size: int,
+    ) -> None:
+        self.magic, self.info, self.timeline = magic, info, timeline
+        self.page_address, self.system_identifier = page_address, system_identifier
+        self.seg_size, self.block_size = seg_size, block_size
 
     @property
     def pg_version(self) -> int | None:

@@ -13,14 +13,16 @@ With the default 16 MiB segments the seg part therefore runs from 00000000 to 00
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+
+TYPE_CHECKING = False  # names are parsed once per WAL segment: typing is not imported
+if TYPE_CHECKING:
+    from typing import Literal
+
+    WalKind = Literal["segment", "partial", "backup", "history"]
 
 DEFAULT_SEG_SIZE = 16 * 1024 * 1024
 MAX_LSN = (1 << 64) - 1
 _LOG_SPAN = 0x1_0000_0000  # bytes of WAL per "log id" (the middle group of a segment name)
-
-WalKind = Literal["segment", "partial", "backup", "history"]
 
 # PostgreSQL writes these names with %08X, so only upper-case hex is valid (IsXLogFileName uses
 # strspn(fname, "0123456789ABCDEF")).
@@ -32,7 +34,6 @@ _HISTORY_RE = re.compile(rf"^({_HEX8})\.history$")
 _LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 
 
-@dataclass(frozen=True)
 class WalName:
     """A parsed WAL archive file name.
 
@@ -41,11 +42,30 @@ class WalName:
     ``.backup`` file's start LSN (None for the other kinds).
     """
 
-    name: str
-    kind: WalKind
-    timeline: int
-    segno: int | None
-    backup_offset: int | None = None
+    __slots__ = ("backup_offset", "kind", "name", "segno", "timeline")
+
+    def __init__(
+        self,
+        name: str,
+        kind: WalKind,
+        timeline: int,
+        segno: int | None,
+        backup_offset: int | None = None,
+    ) -> None:
+        self.name, self.kind, self.timeline = name, kind, timeline
+        self.segno, self.backup_offset = segno, backup_offset
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WalName) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"WalName({self.name!r}, {self.kind!r}, {self.timeline}, {self.segno})"
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.name, self.kind, self.timeline, self.segno, self.backup_offset)
 
     @property
     def segment(self) -> str | None:

@@ -27,12 +27,15 @@ import os
 import sys
 import time
 import zlib
-from pathlib import Path
 
 from pgkura.config import Config
 from pgkura.errors import PgkuraError, RepositoryError
 
-# Imports stay minimal: the foreground archive-push of async mode runs once per segment.
+# Imports stay minimal: the foreground archive-push of async mode runs once per segment, so
+# its paths are strings (pathlib costs about 4 ms to import); the daemons use pathlib.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 IDLE_EXIT_SECONDS = 5.0
 PREFETCH_SEGMENTS = 8
@@ -40,32 +43,43 @@ PUSH_JOBS = 4
 POLL = 0.005
 
 
-def spool_dir(cfg: Config) -> Path:
+def spool_dir(cfg: Config) -> str:
     if cfg.spool_path:
-        base = Path(cfg.spool_path)
+        base = cfg.spool_path
     else:
         tag = f"{zlib.crc32(f'{cfg.repo}|{cfg.stanza}'.encode()):08x}"
-        base = Path(os.environ.get("TMPDIR") or "/tmp") / f"pgkura-spool-{os.geteuid()}-{tag}"
-    for sub in ("", "out", "in"):
-        (base / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = os.environ.get("TMPDIR") or "/tmp"
+        base = os.path.join(tmp, f"pgkura-spool-{os.geteuid()}-{tag}")
+    for sub in ("out", "in"):
+        os.makedirs(os.path.join(base, sub), mode=0o700, exist_ok=True)
     return base
 
 
-def _identity(path: Path) -> str:
-    st = path.stat()
+def _identity(path: str | Path) -> str:
+    st = os.stat(path)
     return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
 
 
-def _write_small(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+def _read_small(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _write_small(path: str | Path, text: str) -> None:
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
-def _spawn(cfg: Config, role: str, cwd: Path) -> None:
+def _spawn(cfg: Config, role: str, cwd: str) -> None:
     """Start ``pgkura archive-daemon ROLE`` detached from the caller (PostgreSQL must not wait
     for it), unless its lock shows it already runs."""
-    lock = spool_dir(cfg) / f"{role}.lock"
+    lock = os.path.join(spool_dir(cfg), f"{role}.lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -81,7 +95,7 @@ def _spawn(cfg: Config, role: str, cwd: Path) -> None:
     for name, value in (
         ("--repo", cfg.repo),
         ("--stanza", cfg.stanza),
-        ("--spool-path", str(spool_dir(cfg))),
+        ("--spool-path", spool_dir(cfg)),
         ("--config", cfg.config_file),
     ):
         if value:
@@ -91,44 +105,45 @@ def _spawn(cfg: Config, role: str, cwd: Path) -> None:
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=open(spool_dir(cfg) / f"{role}.log", "ab"),  # noqa: SIM115 - handed to the child
+        stderr=open(os.path.join(spool_dir(cfg), f"{role}.log"), "ab"),  # noqa: SIM115 - to the child
         start_new_session=True,
     )
 
 
-def push_async(cfg: Config, path: Path) -> bool:
+def push_async(cfg: Config, path: str) -> bool:
     """Archive ``path`` through the background pusher; True when it was already done."""
     spool = spool_dir(cfg)
-    ok = spool / "out" / f"{path.name}.ok"
-    error = spool / "out" / f"{path.name}.error"
+    name = os.path.basename(path)
+    ok = os.path.join(spool, "out", f"{name}.ok")
+    error = os.path.join(spool, "out", f"{name}.error")
     identity = _identity(path)
     deadline = time.monotonic() + cfg.archive_timeout
     started = False
     while True:
-        try:
-            if ok.read_text() == identity:
-                ok.unlink(missing_ok=True)
-                return not started
-        except FileNotFoundError:
-            pass
-        try:
-            message = error.read_text()
-        except FileNotFoundError:
-            message = None
+        if _read_small(ok) == identity:
+            _unlink(ok)
+            return not started
+        message = _read_small(error)
         if message is not None:
-            error.unlink(missing_ok=True)
+            _unlink(error)
             raise RepositoryError(message, hint="see the server log; PostgreSQL will retry")
         if not started:
             # archive_command runs in the data directory: pg_wal/archive_status is there.
-            _spawn(cfg, "push", Path.cwd())
+            _spawn(cfg, "push", os.getcwd())
             started = True
         if time.monotonic() > deadline:
             raise PgkuraError(
-                f"the background pusher did not archive {path.name} within "
-                f"{cfg.archive_timeout:g} s",
-                hint=f"see {spool / 'push.log'}; PostgreSQL will retry",
+                f"the background pusher did not archive {name} within {cfg.archive_timeout:g} s",
+                hint=f"see {os.path.join(spool, 'push.log')}; PostgreSQL will retry",
             )
         time.sleep(POLL)
+
+
+def _unlink(path: str | Path) -> None:
+    try:  # noqa: SIM105 - contextlib is one more import on the per-segment path
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _is_segment(name: str) -> bool:
@@ -136,11 +151,11 @@ def _is_segment(name: str) -> bool:
     return len(name) == 24 and all(c in "0123456789ABCDEF" for c in name)
 
 
-def get_async(cfg: Config, wal_name: str, dest: Path) -> bool:
+def get_async(cfg: Config, wal_name: str, dest: str) -> bool:
     """Serve ``wal_name`` from the prefetch spool (True) or fetch it directly; either way
     ask the prefetcher for what follows. False when the archive does not have it."""
     spool = spool_dir(cfg)
-    cached = spool / "in" / wal_name
+    cached = os.path.join(spool, "in", wal_name)
     found = False
     try:
         # The prefetcher verified it when it fetched it: serving it costs one rename, and
@@ -148,25 +163,32 @@ def get_async(cfg: Config, wal_name: str, dest: Path) -> bool:
         os.replace(cached, dest)
         found = True
     except FileNotFoundError:
+        from pathlib import Path
+
         from pgkura.commands import open_repository
         from pgkura.wal.archive import get_wal
 
-        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, dest)
+        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, Path(dest))
     except OSError:  # another file system: copy durably
+        from pathlib import Path
+
         from pgkura.wal.archive import write_file_atomic
 
-        write_file_atomic(dest, cached.read_bytes())
-        cached.unlink(missing_ok=True)
+        with open(cached, "rb") as f:
+            write_file_atomic(Path(dest), f.read())
+        _unlink(cached)
         found = True
     if found and _is_segment(wal_name):
-        _write_small(spool / "in" / ".want", wal_name)
-        _spawn(cfg, "get", Path.cwd())
+        _write_small(os.path.join(spool, "in", ".want"), wal_name)
+        _spawn(cfg, "get", os.getcwd())
     return found
 
 
 def run_daemon(cfg: Config, role: str) -> None:
     """The background process: holds the role's lock while it works; exits when idle."""
-    spool = spool_dir(cfg)
+    from pathlib import Path
+
+    spool = Path(spool_dir(cfg))
     fd = os.open(spool / f"{role}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -186,6 +208,7 @@ def run_daemon(cfg: Config, role: str) -> None:
 
 def _push_loop(cfg: Config, spool: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
 
     from pgkura.codec import compression
     from pgkura.commands import open_repository
