@@ -7,6 +7,7 @@ Each worker thread takes whole files and has its own pack writer, so memory is b
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,10 @@ from pgkura.repository.manifest import FileEntry
 
 MAX_REPORTED_BLOCKS = 5  # per file, as pg_basebackup reports them
 READ_BYTES = 1024 * 1024
+# Pages of small relation files (one read each) are checked together, this many at a time: a
+# numpy pass costs ~0.15 ms however few pages it has, and most of a cluster's relation files
+# are small (967 of 969 in a pgbench cluster).
+BATCH_PAGES = 1024
 # Files larger than this are stored as several ranges in parallel.
 RANGE_BYTES = 64 * 1024 * 1024
 
@@ -44,6 +49,15 @@ class PageCheck:
     enabled: bool
     #: Pages at or past this LSN may be torn by concurrent writes (online backups); None offline.
     start_lsn: int | None = None
+
+
+@dataclass
+class _SmallPages:
+    """A thread's pages of small relation files waiting for one checksum pass, with where each
+    file's pages start in it: (index of the first page, the file, its first block number)."""
+
+    pages: pagecheck.PageBatch
+    files: list[tuple[int, SourceFile, int]] = field(default_factory=list)
 
 
 def _join(head: FileEntry, tail: FileEntry) -> FileEntry:
@@ -88,6 +102,7 @@ class FileStorer:
         self._writers_lock = threading.Lock()
         self._failures: list[dict[str, Any]] = []
         self._failures_lock = threading.Lock()
+        self._batches: list[_SmallPages] = []
 
     def _writer(self) -> PackWriter:
         writer: PackWriter | None = getattr(self._local, "writer", None)
@@ -122,6 +137,8 @@ class FileStorer:
                 for (src, _start, _length), piece in zip(tasks, pieces, strict=True):
                     done = by_path.get(src.path)
                     by_path[src.path] = piece if done is None else _join(done, piece)
+            for batch in self._batches:
+                self._check_small(batch)
             for writer in self._writers:
                 writer.flush()
         finally:
@@ -186,7 +203,12 @@ class FileStorer:
                 offset = start + size
                 if relation is not None and len(chunk) % pagecheck.BLCKSZ == 0:
                     first = relation[1] * pagecheck.RELSEG_BLOCKS + offset // pagecheck.BLCKSZ
-                    for failure in pagecheck.verify_pages(chunk, first):
+                    if offset == 0 and len(chunk) < read_size:  # the whole of a small file
+                        self._defer_pages(src, chunk, first)
+                        chunk_pages: list[pagecheck.PageFailure] = []
+                    else:
+                        chunk_pages = pagecheck.verify_pages(chunk, first)
+                    for failure in chunk_pages:
                         if self._confirm_failure(f, offset, first, failure):
                             bad.append(failure.blkno)
                 crc = google_crc32c.extend(crc, chunk)
@@ -202,6 +224,42 @@ class FileStorer:
                     {"path": src.path, "blocks": bad[:MAX_REPORTED_BLOCKS], "count": len(bad)}
                 )
         return FileEntry(src.path, "file", src.mode, size, src.mtime, tuple(blocks), f"{crc:08x}")
+
+    def _defer_pages(self, src: SourceFile, chunk: bytes, first: int) -> None:
+        """Queue a small file's pages in this thread's batch; a full batch is checked first."""
+        batch: _SmallPages | None = getattr(self._local, "batch", None)
+        if batch is None:
+            batch = self._local.batch = _SmallPages(pagecheck.PageBatch(BATCH_PAGES))
+            with self._writers_lock:
+                self._batches.append(batch)
+        pages = len(chunk) // pagecheck.BLCKSZ
+        if batch.pages.count + pages > batch.pages.capacity:
+            self._check_small(batch)
+        batch.files.append((batch.pages.count, src, first))
+        batch.pages.add(chunk, first)
+
+    def _check_small(self, batch: _SmallPages) -> None:
+        """Check the queued pages; a failing page is read again from its file and counts as
+        _confirm_failure judges it."""
+        failing = batch.pages.failing()
+        bad: dict[str, list[int]] = {}
+        for index in failing.tolist():
+            at = bisect.bisect_right(batch.files, index, key=lambda f: f[0]) - 1
+            start, src, first = batch.files[at]
+            failure = pagecheck.PageFailure(first + index - start, 0, 0, 0, index - start)
+            try:
+                with open(src.abspath, "rb", buffering=0) as f:
+                    if self._confirm_failure(f, 0, first, failure):
+                        bad.setdefault(src.path, []).append(failure.blkno)
+            except FileNotFoundError:
+                continue  # dropped meanwhile (online): WAL replay removes it
+        with self._failures_lock:
+            for path, blocks in bad.items():
+                self._failures.append(
+                    {"path": path, "blocks": blocks[:MAX_REPORTED_BLOCKS], "count": len(blocks)}
+                )
+        batch.pages.clear()
+        batch.files.clear()
 
     def _confirm_failure(
         self, f: Any, chunk_offset: int, first_blkno: int, failure: pagecheck.PageFailure
