@@ -37,6 +37,8 @@ class RestoreRequest:
     archive_mode_off: bool = False
     #: a sparse restore for a sandbox: only these files of the backup (see physical/sparse.py)
     only: frozenset[str] | None = None
+    #: False for a sandbox, which is thrown away: nothing is fsynced
+    durable: bool = True
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,14 @@ class RestoreResult:
     note: str | None = None
 
 
-def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> RestoreResult:
+def run_restore(
+    cfg: Config,
+    req: RestoreRequest,
+    progress: Progress | None,
+    index: BlockIndex | None = None,
+) -> RestoreResult:
+    """Restore as ``req`` says; ``index``, when the caller has loaded the repository's block
+    index already (the sandbox has, to choose files), saves loading it again."""
     repo = open_repository(cfg)
     from pgkura.physical.choose import choose_backup
 
@@ -75,7 +84,7 @@ def run_restore(cfg: Config, req: RestoreRequest, progress: Progress | None) -> 
     plan = plan_restore(manifest, target, parse_tablespace_map(req.tablespace_map))
     check_targets(plan, req.delta)
     with shared_lock(repo):  # gc cannot delete what this restore reads
-        return _restore(cfg, req, progress, repo, manifest, choice.note, target, plan)
+        return _restore(cfg, req, progress, repo, manifest, choice.note, target, plan, index)
 
 
 def _restore(
@@ -87,8 +96,9 @@ def _restore(
     note: str | None,
     target: Path,
     plan: RestorePlan,
+    index: BlockIndex | None,
 ) -> RestoreResult:
-    index = BlockIndex(repo).load()
+    index = index or BlockIndex(repo).load()
     _check_blocks_present(index, manifest, req.only)
     if manifest.method != "offline":
         _check_wal_present(repo, cfg.stanza, manifest)
@@ -101,6 +111,7 @@ def _restore(
         progress=progress,
         only=req.only,
         direct=cfg.direct_io,
+        durable=req.durable,
     )
     stats = restorer.run()
     recovery_files: list[str] = []

@@ -121,15 +121,23 @@ class LocalServer:
             ) from None
         self.running = True
 
-    def stop(self, mode: str = "fast") -> None:
-        if not (self.pgdata / "postmaster.pid").exists():
+    def stop(self, mode: str = "fast", timeout: float = 120) -> None:
+        pid_file = self.pgdata / "postmaster.pid"
+        if not pid_file.exists():
             self.running = False
             return
-        run(
-            [self._tool("pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "-t", "120", "stop"],
+        # pg_ctl's own wait looks every 100 ms; the postmaster removes its pid file last thing,
+        # so watching that file ends the wait as soon as the server is gone.
+        signalled = run(
+            [self._tool("pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-W", "stop"],
             user=self.user,
             check=False,
         )
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while signalled.returncode == 0 and pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.1)
         self.running = False
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -159,6 +167,7 @@ class LocalServer:
     def wait_for_promotion(self, timeout: float = 300, dbname: str = "postgres") -> None:
         """Wait until recovery has ended and the server accepts writes."""
         deadline = time.monotonic() + timeout
+        pause = 0.01  # promotion usually follows consistency within tens of milliseconds
         while time.monotonic() < deadline:
             try:
                 if self.sql("SELECT pg_is_in_recovery()", dbname=dbname)[0][0] is False:
@@ -171,7 +180,8 @@ class LocalServer:
                     raise PostgresError(
                         f"the server in {self.pgdata} stopped during recovery\n" + self.log_tail()
                     ) from None
-            time.sleep(0.2)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.2)
         raise PostgresError(
             f"the server in {self.pgdata} is still in recovery after {timeout:g} s\n"
             + self.log_tail()

@@ -146,6 +146,7 @@ class PhysicalRestorer:
         progress: Progress | None = None,
         only: frozenset[str] | None = None,
         direct: bool = False,
+        durable: bool = True,
     ) -> None:
         self.reader = BlockReader(index)
         self.key = index.repo.key
@@ -157,8 +158,11 @@ class PhysicalRestorer:
         self.progress = progress or NoProgress()
         self.only = only  # a sparse restore: write only these files (directories all)
         self.direct = direct and hasattr(os, "O_DIRECT")
+        # A sandbox is thrown away after use: its files need not survive a crash.
+        self.durable = durable
         self._buffers = threading.local()
         self._stats_lock = threading.Lock()
+        self._realpaths: dict[str, str] | None = None
         self._targets: list[_Target] = []
         self.stats = RestoreStats()
         self._syncs: list[Future[None]] = []
@@ -180,8 +184,8 @@ class PhysicalRestorer:
         else:
             root = self.plan.target
             dest = root.joinpath(*parts)
-        real_parent = os.path.realpath(dest.parent)
-        real_root = os.path.realpath(root)
+        real_parent = self._realpath(dest.parent)
+        real_root = self._realpath(root)
         if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
             raise PgkuraError(
                 f"restoring {path} would write outside {root} (through a symbolic link); "
@@ -189,6 +193,17 @@ class PhysicalRestorer:
                 hint="remove links from the restore target, or restore into an empty directory",
             )
         return dest
+
+    def _realpath(self, path: Path) -> str:
+        """os.path.realpath; once per directory when the directories are all made and will not
+        change any more (the files' phase): a restore's files share a few hundred."""
+        if self._realpaths is None:
+            return os.path.realpath(path)
+        key = str(path)
+        real = self._realpaths.get(key)
+        if real is None:
+            real = self._realpaths[key] = os.path.realpath(path)
+        return real
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -222,6 +237,7 @@ class PhysicalRestorer:
             for f in self.manifest.files
             if f.type == "file" and (self.only is None or f.path in self.only)
         ]
+        self._realpaths = {}  # directories and links are in place from here on
         self.progress.start("restore", sum(f.size for f in files))
         try:
             with (
@@ -244,8 +260,10 @@ class PhysicalRestorer:
         for d in sorted(dirs, key=lambda d: -d.path.count("/")):
             dest = self.destination(d.path)
             os.chmod(dest, d.mode)
-            _fsync_dir(dest)
-        _fsync_dir(target)
+            if self.durable:
+                _fsync_dir(dest)
+        if self.durable:
+            _fsync_dir(target)
         return self.stats
 
     def _jobs(self, files: list[FileEntry]) -> list[Callable[[], None]]:
@@ -358,7 +376,10 @@ class PhysicalRestorer:
             os.close(target.fd)  # written again by _restore_file
             return
         # The sync runs in its own pool: writers go on while the disk catches up.
-        self._syncs.append(self._sync_pool.submit(_fsync_and_close, target.fd))
+        if self.durable:
+            self._syncs.append(self._sync_pool.submit(_fsync_and_close, target.fd))
+        else:
+            os.close(target.fd)
         os.chmod(target.dest, target.entry.mode)
         os.utime(target.dest, (target.entry.mtime, target.entry.mtime))
         with self._stats_lock:
@@ -403,7 +424,10 @@ class PhysicalRestorer:
                 os.close(fd)
                 raise
             # The sync runs in its own pool: writers go on while the disk catches up.
-            self._syncs.append(self._sync_pool.submit(_fsync_and_close, fd))
+            if self.durable:
+                self._syncs.append(self._sync_pool.submit(_fsync_and_close, fd))
+            else:
+                os.close(fd)
             with self._stats_lock:
                 self.stats.bytes_written += entry.size
         os.chmod(dest, entry.mode)

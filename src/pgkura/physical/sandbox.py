@@ -49,6 +49,7 @@ class Sandbox:
     #: restore only what a table restore needs (physical/sparse.py); None restores it all
     sparse: SparseRequest | None = None
     selection: Selection | None = None
+    _index: Any = None  # the block index, once loaded to choose the files
 
     def __enter__(self) -> Sandbox:
         try:
@@ -131,8 +132,9 @@ class Sandbox:
             target=self.target,
             archive_mode_off=True,
             only=self.selection.paths if self.selection is not None else None,
+            durable=False,
         )
-        run_restore(self.cfg, request, None)
+        run_restore(self.cfg, request, None, self._index)
         self.timings["restore"] = time.monotonic() - started
         self._isolate(pgdata)
         if user is not None:
@@ -190,7 +192,8 @@ class Sandbox:
         from pgkura.repository.blocks import BlockIndex, BlockReader
 
         assert self.sparse is not None
-        reader = BlockReader(BlockIndex(repo).load())
+        self._index = BlockIndex(repo).load()
+        reader = BlockReader(self._index)
 
         def read(entry: Any) -> bytes:
             ids = [bytes.fromhex(b) for b in entry.blocks]
@@ -234,6 +237,7 @@ class Sandbox:
         probe = self._probe_db()
         names = list(dict.fromkeys(c for c in candidates if c))
         deadline = time.monotonic() + timeout
+        pause = 0.01
         while time.monotonic() < deadline:
             missing = 0
             for name in names:
@@ -259,7 +263,8 @@ class Sandbox:
                     f"none of the roles {', '.join(names)} exists in backup {self.backup.id}",
                     hint="set PGUSER to a role of the backed-up cluster",
                 )
-            time.sleep(0.2)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.2)
         raise PgkuraError(f"the sandbox did not accept connections within {timeout:g} s")
 
     def conninfo(self, dbname: str = "postgres") -> str:
