@@ -43,7 +43,7 @@ def run_archive_get(cfg: Config, wal_name: str, dest: str) -> None:
         from pgkura.commands import open_repository
         from pgkura.wal.archive import get_wal
 
-        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, Path(dest))
+        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, Path(dest), durable=False)
     if not found:
         raise NotFoundError(f"{wal_name} is not in the archive of stanza {cfg.stanza!r}")
 

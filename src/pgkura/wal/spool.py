@@ -168,7 +168,7 @@ def get_async(cfg: Config, wal_name: str, dest: str) -> bool:
         from pgkura.commands import open_repository
         from pgkura.wal.archive import get_wal
 
-        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, Path(dest))
+        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, Path(dest), durable=False)
     except OSError:  # another file system: copy durably
         from pathlib import Path
 
