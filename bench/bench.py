@@ -295,7 +295,8 @@ class Bench:
         """archive-push and archive-get of single 16 MiB segments, each a new process (cold
         start included), into repositories that do not have them yet."""
         print(f"== archive: {count} segments, one process per segment", flush=True)
-        run([self.tool("pgbench"), "-n", "-c", "2", "-t", "20000"], self.env)
+        # 20,000 transactions left two finished segments to time: 10,000 per segment asked for.
+        run([self.tool("pgbench"), "-n", "-c", "2", "-t", str(count * 10_000)], self.env)
         run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
         done = sorted(
             p.name[: -len(".done")]
