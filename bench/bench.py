@@ -298,6 +298,10 @@ class Bench:
         # 20,000 transactions left two finished segments to time: 10,000 per segment asked for.
         run([self.tool("pgbench"), "-n", "-c", "2", "-t", str(count * 10_000)], self.env)
         run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
+        status = self.pgdata / "pg_wal" / "archive_status"
+        deadline = time.monotonic() + 300
+        while list(status.glob("*.ready")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the archiver is still at work: its .done files are the segments
         done = sorted(
             p.name[: -len(".done")]
             for p in (self.pgdata / "pg_wal" / "archive_status").glob("*.done")
