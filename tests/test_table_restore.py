@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pgutil import archiving_conf, switch_and_wait_archived
+from pgutil import archiving_conf, chown, switch_and_wait_archived
 from runner import run_pgkura
 from test_sandbox import sandboxes_left
 
@@ -155,3 +156,36 @@ def test_a_sparse_sandbox_that_lacks_a_table_falls_back_to_the_whole_backup(shop
     assert "left out" in created.stderr and "whole backup" not in created.stderr
     assert server.sql("SELECT count(*) FROM fresh_before", dbname="shop")[0][0] == 321
     assert sandboxes_left(server.pgdata.parent) == []
+
+
+def test_a_table_in_another_tablespace_with_toasted_values_comes_back_sparsely(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """The sparse sandbox finds a table's files in its tablespace, and its toast table and
+    toast index, which the rows' large values need."""
+    server = make_server("live", extra_conf=archiving_conf(repo))
+    ts_dir = work_dir / "ts_far"
+    ts_dir.mkdir()
+    chown(ts_dir)
+    server.sql(f"CREATE TABLESPACE far LOCATION '{ts_dir}'")
+    server.sql("CREATE DATABASE shop")
+    server.sql("CREATE TABLE docs (id int PRIMARY KEY, body text) TABLESPACE far", dbname="shop")
+    # Values of 200 kB of random hex: stored out of line, in the toast table.
+    server.sql("INSERT INTO docs SELECT g, (SELECT string_agg(md5(g::text || r::text), '') "
+               "FROM generate_series(1, 6400) r) FROM generate_series(1, 20) g",
+               dbname="shop")  # fmt: skip
+    checksum = "SELECT count(*), md5(string_agg(body, ',' ORDER BY id)) FROM "
+    before = server.sql(checksum + "docs", dbname="shop")[0]
+    env = {**server.libpq_env(), "PGKURA_PGDATA": str(server.pgdata)}
+    run_pgkura("--repo", repo, "backup", env=env)
+    time.sleep(0.2)
+    when = str(server.sql("SELECT now()::text")[0][0])
+    time.sleep(0.2)
+    server.sql("UPDATE docs SET body = 'gone'", dbname="shop")
+    switch_and_wait_archived(server)
+    out = run_pgkura("--repo", repo, "restore", "--dbname", "shop", "--to-time", when,
+                     "--table", "public.docs", "--as", "docs_before",
+                     env={**server.libpq_env(), "TMPDIR": str(work_dir)})  # fmt: skip
+    assert "left out" in out.stderr and "whole backup" not in out.stderr
+    assert server.sql(checksum + "docs_before", dbname="shop")[0] == before
+    assert sandboxes_left(work_dir) == []
