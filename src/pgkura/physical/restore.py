@@ -291,7 +291,11 @@ class PhysicalRestorer:
             context = multiprocessing.get_context("fork")
             with (
                 self._sync_pool,
-                ProcessPoolExecutor(min(self.jobs, max(1, len(units))), mp_context=context) as pool,
+                ProcessPoolExecutor(
+                    min(self.jobs, max(1, len(units))),
+                    mp_context=context,
+                    initializer=_ignore_interrupts,
+                ) as pool,
             ):
                 try:
                     futures = [pool.submit(_restore_unit, unit) for unit in units]
@@ -647,6 +651,14 @@ def _fsync_path(path: Path) -> None:
 
 # The restorer forked worker processes work for; set only while they are forked and run.
 _forked: PhysicalRestorer | None = None
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches the whole process group: the parent cancels the work and reports it;
+    the workers finish the unit they are in instead of each printing a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _restore_unit(unit: list[tuple[int, int, int]]) -> list[tuple[int, int, bool]]:
