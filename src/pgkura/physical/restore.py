@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import mmap
 import os
 import shutil
@@ -18,7 +17,7 @@ import stat
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.errors import PgkuraError, UsageError
@@ -54,8 +53,10 @@ DIRECT_ALIGN = 4096
 DIRECT_DEPTH = 2
 # Big files are written in ranges of this size by all workers at once.
 RANGE_BYTES = 64 * 1024 * 1024
-# Worker processes get small files in units of about this much content.
+# Workers get small files in units of about this much content.
 UNIT_BYTES = 16 * 1024 * 1024
+# (file number, first block, block past the last): one range of one file; a unit is a list.
+Range = tuple[int, int, int]
 # Written by every restore itself, so a --delta restore does not count them as removed.
 REWRITTEN = frozenset({"backup_manifest"})
 # fsync waits on the disk, not the CPU: several in flight keep the device queue full.
@@ -240,10 +241,20 @@ class PhysicalRestorer:
             if f.type == "file" and (self.only is None or f.path in self.only)
         ]
         self._realpaths = {}  # directories and links are in place from here on
-        if self.jobs > 1 and not self.delta and hasattr(os, "fork"):
-            self._run_in_processes(files)
-        else:
-            self._run_in_threads(files)
+        # --delta compares the files that are there block by block; the rest are written anew.
+        existing: list[FileEntry] = []
+        if self.delta:
+            fresh = []
+            for f in files:
+                dest = self.destination(f.path)
+                if dest.is_file() and not dest.is_symlink():
+                    existing.append(f)
+                else:
+                    if dest.is_symlink() or dest.exists():
+                        self._remove(dest)
+                    fresh.append(f)
+            files = fresh
+        self._write_all(files, existing)
         for d in sorted(dirs, key=lambda d: -d.path.count("/")):
             dest = self.destination(d.path)
             os.chmod(dest, d.mode)
@@ -253,77 +264,65 @@ class PhysicalRestorer:
             _fsync_dir(target)
         return self.stats
 
-    def _run_in_threads(self, files: list[FileEntry]) -> None:
-        self.progress.start("restore", sum(f.size for f in files))
-        try:
-            with (
-                self._sync_pool,
-                self._io_pool,
-                ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-restore") as pool,
-            ):
-                for _ in pool.map(lambda job: job(), self._jobs(files)):
-                    pass
-                # Files whose blocks are not all full-sized but the last (a relation that
-                # shrank and grew while an online backup read it) cannot be cut into ranges
-                # by offset: they are written again from the start, in order.
-                irregular = [t.entry for t in self._targets if t.irregular]
-                for _ in pool.map(self._restore_file, irregular):
-                    pass
-                for future in self._syncs:
-                    future.result()  # an fsync error fails the restore
-        finally:
-            self.progress.finish()
+    def _write_all(self, files: list[FileEntry], existing: list[FileEntry]) -> None:
+        """Write ``files`` in units of ranges (see _units), and compare ``existing`` ones.
 
-    def _run_in_processes(self, files: list[FileEntry]) -> None:
-        """The same work in forked worker processes: decompressing, hashing and copying 64 KiB
-        blocks is mostly Python-level work under the GIL, and threads restored no faster than
-        one (1.03-1.08 s with --jobs 1, 0.93-1.10 s with 2 and 4, scale-50 bench repository).
-        Workers are forked before this process starts any thread; each writes whole ranges
-        of files (created, preallocated, O_DIRECT as in the threads' way) and closes them;
-        this process syncs each file once all its ranges are written."""
+        With --jobs 2 or more (and no --delta) the units go to forked worker processes:
+        decompressing, hashing and copying 64 KiB blocks is mostly Python-level work under the
+        GIL, and threads restored no faster than one (1.03-1.08 s with --jobs 1, 0.93-1.10 s
+        with 2 and 4, scale-50 bench repository; processes 0.72-1.03 s). The workers are forked
+        before this process starts any thread. Either way this process syncs each file once
+        all its ranges are written, and writes again, in order, a file whose blocks are not all
+        full-sized but the last (a relation that shrank and grew while an online backup read
+        it): such a file cannot be cut into ranges by offset."""
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import Executor, ProcessPoolExecutor
 
         global _forked
         units = self._units(files)
+        pool: Executor
+        if self.jobs > 1 and not self.delta and hasattr(os, "fork"):
+            context = multiprocessing.get_context("fork")
+            workers = min(self.jobs, max(1, len(units)))
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
+            work: Callable[[list[Range]], list[tuple[int, int, bool]]] = _restore_unit
+        else:
+            pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-restore")
+            work = self._write_unit
         _forked = self
         try:
-            context = multiprocessing.get_context("fork")
-            with (
-                self._sync_pool,
-                ProcessPoolExecutor(
-                    min(self.jobs, max(1, len(units))),
-                    mp_context=context,
-                    initializer=_ignore_interrupts,
-                ) as pool,
-            ):
+            with self._sync_pool, self._io_pool, pool:
                 try:
-                    futures = [pool.submit(_restore_unit, unit) for unit in units]
-                    self.progress.start("restore", sum(f.size for f in files))
+                    futures = [pool.submit(work, unit) for unit in units]
+                    self.progress.start("restore", sum(f.size for f in files + existing))
                     for future in futures:
                         for number, written, irregular in future.result():
                             self._piece_done(self._targets[number], written, irregular)
+                    redo = existing + [t.entry for t in self._targets if t.irregular]
+                    if isinstance(pool, ThreadPoolExecutor):
+                        for _ in pool.map(self._restore_file, redo):
+                            pass
+                    else:
+                        for entry in redo:  # irregular files only: rare
+                            self._restore_file(entry)
                 except BaseException:
                     pool.shutdown(cancel_futures=True)
                     raise
                 finally:
                     self.progress.finish()
-                irregular_entries = [t.entry for t in self._targets if t.irregular]
-                for entry in irregular_entries:
-                    self._restore_file(entry)
                 for sync in self._syncs:
                     sync.result()  # an fsync error fails the restore
         finally:
             _forked = None
 
-    def _units(self, files: list[FileEntry]) -> list[list[tuple[int, int, int]]]:
-        """Work for the worker processes: (file number, first block, block past the last),
+    def _units(self, files: list[FileEntry]) -> list[list[Range]]:
+        """Work for the workers: (file number, first block, block past the last),
         big files cut into RANGE_BYTES ranges, small files gathered up to UNIT_BYTES a unit,
         so that the cost of handing a unit over is paid per few MiB, not per file."""
         per = max(1, RANGE_BYTES // self.block_size)
         self._targets = []
-        units: list[list[tuple[int, int, int]]] = []
-        unit: list[tuple[int, int, int]] = []
+        units: list[list[Range]] = []
+        unit: list[Range] = []
         unit_bytes = 0
         for entry in sorted(files, key=lambda f: -f.size):
             starts = range(0, len(entry.blocks), per) or range(1)
@@ -339,8 +338,16 @@ class PhysicalRestorer:
             units.append(unit)
         return units
 
+    def _write_unit(self, unit: list[Range]) -> list[tuple[int, int, bool]]:
+        """Write each (file number, first block, past the last) of ``unit``; (file number,
+        bytes, irregular) for each."""
+        return [
+            (number, *self._write_piece(self._targets[number], start, end))
+            for number, start, end in unit
+        ]
+
     def _write_piece(self, target: _Target, start: int, end: int) -> tuple[int, bool]:
-        """In a worker process: write blocks [start, end) of a file; (bytes, irregular)."""
+        """Write blocks [start, end) of a file, creating it if need be; (bytes, irregular)."""
         entry = target.entry
         fd = os.open(target.dest, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
@@ -366,52 +373,6 @@ class PhysicalRestorer:
         os.utime(target.dest, (target.entry.mtime, target.entry.mtime))
         self.stats.bytes_written += target.entry.size
         self.stats.files += 1
-
-    def _jobs(self, files: list[FileEntry]) -> list[Callable[[], None]]:
-        """The work, biggest files first, big files cut into ranges of RANGE_BYTES so that
-        every worker has some to the end; a --delta restore compares existing files whole."""
-        per = max(1, RANGE_BYTES // self.block_size)
-        jobs: list[Callable[[], None]] = []
-        self._targets = []
-        for entry in sorted(files, key=lambda f: -f.size):
-            dest = self.destination(entry.path)
-            if self.delta and dest.is_file() and not dest.is_symlink():
-                jobs.append(functools.partial(self._restore_file, entry))
-                continue
-            starts = range(0, len(entry.blocks), per) or range(1)
-            target = _Target(entry, dest, len(starts))
-            self._targets.append(target)
-            for start in starts:
-                end = min(len(entry.blocks), start + per)
-                jobs.append(functools.partial(self._write_range, target, start, end))
-        return jobs
-
-    def _write_range(self, target: _Target, start: int, end: int) -> None:
-        """Write blocks [start, end) of a file at their offsets; the first range to run
-        creates the file, the last to finish hands it to the fsync pool."""
-        entry = target.entry
-        with target.lock:
-            if target.fd is None:
-                if target.dest.is_symlink() or target.dest.exists():
-                    self._remove(target.dest)
-                target.fd = os.open(target.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                target.direct = (
-                    self.direct and entry.size >= DIRECT_MIN and _set_direct(target.fd, True)
-                )
-                if target.parts > 1:
-                    # Allocated up front, ranges written at once neither extend the file nor
-                    # fill holes, which file systems serialise.
-                    _preallocate(target.fd, 0, entry.size)
-        fd = target.fd
-        try:
-            if not target.irregular:
-                self._write_blocks(target, fd, start, end)
-        finally:
-            with target.lock:
-                target.done += 1
-                last = target.done == target.parts
-            if last:
-                self._finish(target)
 
     def _write_blocks(self, target: _Target, fd: int, start: int, end: int) -> None:
         entry, size = target.entry, self.block_size
@@ -453,10 +414,8 @@ class PhysicalRestorer:
                     if any(len(p) != size for k, p in enumerate(pieces) if i + k != last):
                         target.irregular = True
                         return
-                    total = sum(len(p) for p in pieces)
                     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
                     _pwrite_all(fd, data, i * size)
-                self.progress.advance(total)
         finally:
             for future in pending:
                 if future is not None:
@@ -470,22 +429,6 @@ class PhysicalRestorer:
             length = max(DIRECT_BYTES, self.block_size)
             buffers = self._buffers.buffers = [mmap.mmap(-1, length) for _ in range(DIRECT_DEPTH)]
         return buffers
-
-    def _finish(self, target: _Target) -> None:
-        assert target.fd is not None
-        if target.irregular:
-            os.close(target.fd)  # written again by _restore_file
-            return
-        # The sync runs in its own pool: writers go on while the disk catches up.
-        if self.durable:
-            self._syncs.append(self._sync_pool.submit(_fsync_and_close, target.fd))
-        else:
-            os.close(target.fd)
-        os.chmod(target.dest, target.entry.mode)
-        os.utime(target.dest, (target.entry.mtime, target.entry.mtime))
-        with self._stats_lock:
-            self.stats.bytes_written += target.entry.size
-            self.stats.files += 1
 
     def _remove(self, path: Path) -> None:
         if path.is_dir() and not path.is_symlink():
@@ -576,13 +519,11 @@ class PhysicalRestorer:
 
 @dataclass
 class _Target:
-    """A file being written in ranges by several workers."""
+    """A file being written in ranges by several workers; ``done`` counts the ranges written."""
 
     entry: FileEntry
     dest: Path
     parts: int
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    fd: int | None = None
     direct: bool = False
     irregular: bool = False
     done: int = 0
@@ -661,16 +602,12 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _restore_unit(unit: list[tuple[int, int, int]]) -> list[tuple[int, int, bool]]:
+def _restore_unit(unit: list[Range]) -> list[tuple[int, int, bool]]:
     """In a worker process: write each (file number, first block, past the last) of ``unit``;
     returns (file number, bytes, irregular) for each."""
     restorer = _forked
     assert restorer is not None, "a restore worker runs only in a forked process"
-    restorer.progress = NoProgress()  # the parent reports progress as units come back
-    return [
-        (number, *restorer._write_piece(restorer._targets[number], start, end))
-        for number, start, end in unit
-    ]
+    return restorer._write_unit(unit)
 
 
 def _fsync_and_close(fd: int) -> None:
