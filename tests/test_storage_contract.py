@@ -94,3 +94,23 @@ def test_a_repository_behind_a_link_stays_the_same_while_the_link_moves(tmp_path
     assert store.put_if_absent("wal/x", b"data")
     assert (first / "wal" / "x").read_bytes() == b"data"
     assert not (second / "wal").exists()
+
+
+def test_a_posix_repository_that_is_gone_is_not_made_anew(tmp_path: Path) -> None:
+    """A new repository's directory is made by its first write; one that existed and is gone
+    (an unmounted file system, a removed directory) is not recreated, empty, by a later write,
+    such as a background archive pusher's."""
+    fresh = PosixStorage(tmp_path / "new" / "repo")
+    assert fresh.put_if_absent("wal/a/b", b"x")
+    assert (tmp_path / "new" / "repo" / "wal" / "a" / "b").read_bytes() == b"x"
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    storage = PosixStorage(root)
+    storage.put("a/b", b"y")
+    (root / "a" / "b").unlink()
+    (root / "a").rmdir()
+    root.rmdir()
+    with pytest.raises(FileNotFoundError, match="gone"):
+        storage.put_if_absent("wal/c", b"z")
+    assert not root.exists()

@@ -6,6 +6,7 @@ directory, so that a crash leaves either the old object or the new one, never a 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -29,9 +30,9 @@ def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0
     """Write ``data`` to ``path`` crash-safely; with ``replace=False`` never overwrite.
 
     Returns False (and writes nothing) when ``replace`` is False and ``path`` exists.
-    The no-replace case uses link(2), which fails atomically if the name is taken.
+    The no-replace case uses link(2), which fails atomically if the name is taken. The
+    directory must exist (PosixStorage._make_dirs).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}{_TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -67,6 +68,29 @@ class PosixStorage(Storage):
         # it runs (sealing with one repository's key into another would read as corruption).
         self.root = Path(os.path.realpath(root))
         self.location = str(root)
+        # Only a repository being made may create its directory: one that was there and is
+        # gone (an unmounted file system, a removed directory) must not be made anew, empty,
+        # by the next write, say of a background archive pusher.
+        self._may_create_root = not self.root.is_dir()
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and its missing parents, each made durable in its parent (a
+        WAL segment acknowledged in a new directory must survive a crash with it)."""
+        if directory.is_dir():
+            return
+        if not self._may_create_root and not self.root.is_dir():
+            raise FileNotFoundError(
+                errno.ENOENT, "the repository directory is gone (unmounted or removed?)",
+                str(self.root),
+            )  # fmt: skip
+        missing = []
+        while not directory.is_dir() and directory != directory.parent:
+            missing.append(directory)
+            directory = directory.parent
+        for made in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # made by a concurrent writer
+                made.mkdir()
+            fsync_dir(made.parent)
 
     def _path(self, key: str) -> Path:
         if key.startswith("/") or ".." in key.split("/"):
@@ -74,10 +98,14 @@ class PosixStorage(Storage):
         return self.root / key
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        return write_atomic(self._path(key), data, replace=False)
+        path = self._path(key)
+        self._make_dirs(path.parent)
+        return write_atomic(path, data, replace=False)
 
     def put(self, key: str, data: bytes) -> None:
-        write_atomic(self._path(key), data, replace=True)
+        path = self._path(key)
+        self._make_dirs(path.parent)
+        write_atomic(path, data, replace=True)
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         try:
