@@ -175,10 +175,12 @@ def _restore_from(
                 raise PgkuraError(
                     f"schema {schema} did not exist in database {db} at {req.target.describe()}"
                 )
+        # The restored set, as regclass oids, and foreign keys leaving it.
+        table_oids = tables_oids(box, tables)
         if sandbox.selection is not None:
             paths = [
                 r[0]
-                for r in box.execute(STORAGE_SQL, (tables_oids(box, tables), req.schemas))
+                for r in box.execute(STORAGE_SQL, (table_oids, req.schemas))
                 if r[0] is not None
             ]
             missing = sandbox.selection.missing(paths)
@@ -186,14 +188,7 @@ def _restore_from(
                 raise SparseFallback(
                     f"the sandbox lacks {missing[0]}, which the tables asked for need"
                 )
-        # The restored set, as regclass oids, and foreign keys leaving it.
-        wanted = [f"{ident(s)}.{ident(t)}" for s, t in tables]
-        rel_oids = [
-            r[0]
-            for r in box.execute(
-                "SELECT w::regclass::oid FROM unnest(%s::text[]) AS w", (wanted,)
-            ).fetchall()
-        ]
+        rel_oids = list(table_oids)
         rel_oids += [
             r[0]
             for r in box.execute(
