@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from pgutil import archiving_conf, chown
-from runner import run_pgkura
+from runner import os_user, run_pgkura
 
 
 def one_segment(server: Any) -> Path:
@@ -130,3 +133,46 @@ def test_check_reports_each_wrong_setting(make_server: Any, repo: str) -> None:
         "--repo", repo, "--stanza", "other", "check", env=good.libpq_env(), check=False
     )
     assert wrong_stanza.returncode != 0 and "not 'other'" in wrong_stanza.stdout
+
+
+# PostgreSQL starts archive-push and archive-get once per WAL segment, so what they import is
+# their latency: each of these cost them 3 to 10 ms (python -X importtime, docs/benchmarks.md).
+HEAVY_MODULES = {
+    "pathlib", "typing", "platform", "dataclasses", "datetime", "inspect",
+    "zstandard", "click", "rich", "psycopg", "logging", "importlib.util", "tomllib",
+}  # fmt: skip
+
+
+def modules_after(work_dir: Path, *args: str) -> set[str]:
+    """The modules the ``pgkura ARGS`` command had imported when it finished."""
+    out = work_dir / "modules.txt"
+    code = (
+        "import sys, atexit\n"
+        f"atexit.register(lambda: open({str(out)!r}, 'w').write(chr(10).join(sys.modules)))\n"
+        f"sys.argv = ['pgkura', *{list(args)!r}]\n"
+        "from pgkura.entry import main\n"
+        "sys.exit(main())\n"
+    )
+    cmd = [sys.executable, "-c", code]
+    if os_user() is not None:
+        cmd = ["runuser", "-u", os_user() or "", "--", *cmd]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGKURA_", "PG"))}
+    subprocess.run(cmd, env=env, check=True, cwd="/", timeout=120)
+    return set(out.read_text().split("\n"))
+
+
+def test_archive_commands_import_only_what_they_need(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    segment = one_segment(src)
+    run_pgkura("--repo", repo, "archive-push", str(one_segment(src)))  # the stanza exists
+    pushed = modules_after(work_dir, "--repo", repo, "archive-push", str(segment))
+    assert "pgkura.wal.archive" in pushed and "zstandard.backend_c" in pushed
+    assert pushed & HEAVY_MODULES == set()
+    dest = work_dir / "dest"
+    dest.mkdir()
+    chown(dest)
+    got = modules_after(work_dir, "--repo", repo, "archive-get", segment.name, str(dest / "X"))
+    assert (dest / "X").read_bytes() == segment.read_bytes()
+    assert got & HEAVY_MODULES == set()

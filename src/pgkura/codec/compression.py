@@ -90,11 +90,9 @@ def decompress(codec_id: int, data: bytes | memoryview, raw_length: int) -> byte
     if codec_id == NONE:
         return bytes(data)
     if codec_id == ZSTD:
-        import zstandard
-
         try:
             return bytes(_zstd_decompressor().decompress(data, max_output_size=raw_length))
-        except zstandard.ZstdError as exc:
+        except zstd().ZstdError as exc:
             raise ValueError(f"zstd: {exc}") from None
     if codec_id == LZ4:
         import lz4.block
@@ -106,20 +104,69 @@ def decompress(codec_id: int, data: bytes | memoryview, raw_length: int) -> byte
     raise ValueError(f"unknown codec id {codec_id}")
 
 
+_zstd_module: Any = None
+
+
+def zstd() -> Any:
+    """python-zstandard's C backend, loaded without the package's ``__init__``.
+
+    ``import zstandard`` first imports platform and typing to pick a backend: about 6 ms of
+    archive-push's cold start, against 1 ms for the extension module itself. It exports the
+    same ZstdCompressor, ZstdDecompressor, ZstdCompressionParameters and ZstdError; where it
+    cannot be loaded this way, the package is imported as usual."""
+    global _zstd_module
+    if _zstd_module is None:
+        import sys
+
+        module = sys.modules.get("zstandard.backend_c")
+        if module is None:
+            try:
+                from importlib.machinery import PathFinder
+
+                package = PathFinder.find_spec("zstandard")
+                if package is None:
+                    raise ImportError("zstandard not found")
+                spec = PathFinder.find_spec(
+                    "zstandard.backend_c", package.submodule_search_locations
+                )
+                if spec is None or spec.loader is None:
+                    raise ImportError("zstandard.backend_c not found")
+                created = spec.loader.create_module(spec)
+                if created is None:
+                    raise ImportError("zstandard.backend_c is not an extension module")
+                spec.loader.exec_module(created)
+                # Registered, so that a later ``import zstandard`` reuses it: a C extension
+                # module of this kind must not be initialised twice.
+                module = sys.modules["zstandard.backend_c"] = created
+            except ImportError:
+                import zstandard as module
+        _zstd_module = module
+    return _zstd_module
+
+
+# A WAL segment compressed with two threads is cut into jobs of this size: with 8 MiB jobs (the
+# default at level 3) one half often takes much longer than the other.
+_JOB_SIZE = 2 * 1024 * 1024
+
+
 def _zstd_compressor(level: int, threads: int = 0) -> Any:
     cache: dict[tuple[int, int], Any] = _local.__dict__.setdefault("zc", {})
     comp = cache.get((level, threads))
     if comp is None:
-        import zstandard
-
-        comp = cache[level, threads] = zstandard.ZstdCompressor(level=level, threads=threads)
+        z = zstd()
+        if threads:
+            params = z.ZstdCompressionParameters.from_level(
+                level, threads=threads, job_size=_JOB_SIZE
+            )
+            comp = z.ZstdCompressor(compression_params=params)
+        else:
+            comp = z.ZstdCompressor(level=level)
+        cache[level, threads] = comp
     return comp
 
 
 def _zstd_decompressor() -> Any:
     dec = getattr(_local, "zd", None)
     if dec is None:
-        import zstandard
-
-        dec = _local.zd = zstandard.ZstdDecompressor()
+        dec = _local.zd = zstd().ZstdDecompressor()
     return dec

@@ -24,12 +24,10 @@ def run_archive_push(cfg: Config, path: str) -> PushResult | None:
 
         push_async(cfg, path)
         return None
-    from pathlib import Path
-
     from pgkura.commands import open_repository
     from pgkura.wal.archive import push_wal
 
-    return push_wal(open_repository(cfg), cfg.stanza, Path(path))
+    return push_wal(open_repository(cfg), cfg.stanza, path, mapped=True)
 
 
 def run_archive_get(cfg: Config, wal_name: str, dest: str) -> None:
@@ -38,12 +36,10 @@ def run_archive_get(cfg: Config, wal_name: str, dest: str) -> None:
 
         found = get_async(cfg, wal_name, dest)
     else:
-        from pathlib import Path
-
         from pgkura.commands import open_repository
         from pgkura.wal.archive import get_wal
 
-        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, Path(dest), durable=False)
+        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, dest, durable=False)
     if not found:
         raise NotFoundError(f"{wal_name} is not in the archive of stanza {cfg.stanza!r}")
 

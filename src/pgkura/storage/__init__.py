@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from pgkura.storage.base import ObjectInfo, Storage
 
@@ -12,4 +12,4 @@ __all__ = ["ObjectInfo", "Storage", "open_storage"]
 def open_storage(location: str) -> Storage:
     from pgkura.storage.posix import PosixStorage
 
-    return PosixStorage(Path(location).absolute())
+    return PosixStorage(os.path.abspath(location))

@@ -11,14 +11,16 @@ import errno
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from pgkura.storage.base import ObjectInfo, Storage
+
+# Paths are strings joined with os.path, not pathlib: archive-push opens this storage once per
+# WAL segment, and pathlib (with fnmatch, re, urllib.parse) costs it about 5 ms to import.
 
 _TMP_SUFFIX = ".tmp-pgkura"
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -26,14 +28,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0o640) -> bool:
+def write_atomic(path: str, data: bytes, *, replace: bool = True, mode: int = 0o640) -> bool:
     """Write ``data`` to ``path`` crash-safely; with ``replace=False`` never overwrite.
 
     Returns False (and writes nothing) when ``replace`` is False and ``path`` exists.
     The no-replace case uses link(2), which fails atomically if the name is taken. The
     directory must exist (PosixStorage._make_dirs).
     """
-    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}{_TMP_SUFFIX}")
+    parent, name = os.path.split(path)
+    tmp = os.path.join(parent, f".{name}.{os.urandom(6).hex()}{_TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
@@ -54,57 +57,57 @@ def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0
             finally:
                 os.unlink(tmp)
     except BaseException:
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    fsync_dir(parent)
     return True
 
 
 class PosixStorage(Storage):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: str) -> None:
         # Symbolic links in the location are resolved once: a command reads the repository's
         # key and writes its objects in the same directory even if a link is re-pointed while
         # it runs (sealing with one repository's key into another would read as corruption).
-        self.root = Path(os.path.realpath(root))
+        self.root = os.path.realpath(root)
         self.location = str(root)
         # Only a repository being made may create its directory: one that was there and is
         # gone (an unmounted file system, a removed directory) must not be made anew, empty,
         # by the next write, say of a background archive pusher.
-        self._may_create_root = not self.root.is_dir()
+        self._may_create_root = not os.path.isdir(self.root)
 
-    def _make_dirs(self, directory: Path) -> None:
+    def _make_dirs(self, directory: str) -> None:
         """Create ``directory`` and its missing parents, each made durable in its parent (a
         WAL segment acknowledged in a new directory must survive a crash with it)."""
-        if directory.is_dir():
+        if os.path.isdir(directory):
             return
-        if not self._may_create_root and not self.root.is_dir():
+        if not self._may_create_root and not os.path.isdir(self.root):
             raise FileNotFoundError(
                 errno.ENOENT, "the repository directory is gone (unmounted or removed?)",
                 str(self.root),
             )  # fmt: skip
         missing = []
-        while not directory.is_dir() and directory != directory.parent:
+        while not os.path.isdir(directory) and directory != os.path.dirname(directory):
             missing.append(directory)
-            directory = directory.parent
+            directory = os.path.dirname(directory)
         for made in reversed(missing):
             with contextlib.suppress(FileExistsError):  # made by a concurrent writer
-                made.mkdir()
-            fsync_dir(made.parent)
+                os.mkdir(made)
+            fsync_dir(os.path.dirname(made))
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
             raise ValueError(f"invalid storage key {key!r}")
-        return self.root / key
+        return os.path.join(self.root, key)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        self._make_dirs(path.parent)
+        self._make_dirs(os.path.dirname(path))
         return write_atomic(path, data, replace=False)
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        self._make_dirs(path.parent)
+        self._make_dirs(os.path.dirname(path))
         write_atomic(path, data, replace=True)
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
@@ -118,15 +121,15 @@ class PosixStorage(Storage):
 
     def size(self, key: str) -> int | None:
         try:
-            return self._path(key).stat().st_size
+            return os.stat(self._path(key)).st_size
         except FileNotFoundError:
             return None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the directory part of the prefix, then filter by the rest.
         base_dir, _, _ = prefix.rpartition("/")
-        start = self.root / base_dir if base_dir else self.root
-        if not start.is_dir():
+        start = os.path.join(self.root, base_dir) if base_dir else self.root
+        if not os.path.isdir(start):
             return
         for dirpath, _dirnames, filenames in os.walk(start):
             for name in filenames:
@@ -144,7 +147,7 @@ class PosixStorage(Storage):
     def remove_incomplete(self) -> int:
         # archive-push takes no lock (it runs once per segment): a temporary file under wal/
         # may be a push in progress, so only old ones go.
-        wal_dir = os.path.join(str(self.root), "wal")
+        wal_dir = os.path.join(self.root, "wal")
         now = time.time()
         freed = 0
         for dirpath, _dirnames, filenames in os.walk(self.root):
@@ -165,10 +168,10 @@ class PosixStorage(Storage):
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
-            path.unlink()
+            os.unlink(path)
         except FileNotFoundError:
             return
         except OSError as exc:  # pragma: no cover - depends on the file system
             if exc.errno != errno.ENOENT:
                 raise
-        fsync_dir(path.parent)
+        fsync_dir(os.path.dirname(path))

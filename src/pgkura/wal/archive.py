@@ -10,9 +10,10 @@ written but before it recorded success).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import mmap
 import os
-from pathlib import Path
 
 from pgkura.errors import CorruptionError, PgkuraError, RepositoryError, UsageError
 from pgkura.repository import layout
@@ -20,6 +21,12 @@ from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import HEADER_SIZE, SealError, keyed_digest, seal, unseal
 from pgkura.wal.header import WalHeaderError, read_long_header
 from pgkura.wal.names import WalName, is_wal_name, parse_wal_name
+
+# Paths are strings or os.PathLike, never pathlib: archive-push imports this module once per
+# WAL segment, and pathlib costs it about 5 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    StrPath = str | os.PathLike[str]
 
 # Errors that mean "the repository cannot take writes", as opposed to a bug or a damaged file.
 _UNWRITABLE = {
@@ -64,9 +71,24 @@ def _storage_error(exc: OSError, action: str, repo: Repository) -> PgkuraError:
     )
 
 
-def _read_source(path: Path) -> bytes:
+def _read_source(path: StrPath, mapped: bool) -> bytes | memoryview:
+    """The bytes of the file to archive: read, or mapped when ``mapped`` (unmapped when the
+    view is dropped).
+
+    archive_command's file does not change while the command runs (PostgreSQL recycles a
+    segment only after the command succeeded), so archive-push maps it: no copy of 16 MiB into
+    fresh memory, about 10 ms on a small VM. Anyone else (a backup pushing segments from
+    pg_wal, the background pusher) reads it: a recycled segment read through a map could
+    change between its checksum and its compression."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if not (mapped and size):
+                return f.read()
+            populate = getattr(mmap, "MAP_POPULATE", 0)
+            return memoryview(
+                mmap.mmap(f.fileno(), size, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
+            )
     except FileNotFoundError:
         raise UsageError(
             f"WAL file {path} does not exist",
@@ -83,7 +105,7 @@ def _read_source(path: Path) -> bytes:
 
 
 def _check_segment(
-    repo: Repository, stanza: str, wal: WalName, raw: bytes, pg_version: int | None
+    repo: Repository, stanza: str, wal: WalName, raw: bytes | memoryview, pg_version: int | None
 ) -> None:
     """Refuse a segment that is truncated, misnamed, or from another cluster; bind the stanza."""
     try:
@@ -133,10 +155,17 @@ def _check_segment(
 
 
 def push_wal(
-    repo: Repository, stanza: str, path: Path, *, pg_version: int | None = None
+    repo: Repository,
+    stanza: str,
+    path: StrPath,
+    *,
+    pg_version: int | None = None,
+    mapped: bool = False,
 ) -> PushResult:
-    """Archive the WAL file at ``path`` (a segment, .partial, .backup or .history file)."""
-    name = path.name
+    """Archive the WAL file at ``path`` (a segment, .partial, .backup or .history file).
+
+    ``mapped`` is for archive_command's own file, which stays unchanged while it runs."""
+    name = os.path.basename(os.fspath(path))
     if not is_wal_name(name):
         raise UsageError(
             f"{name!r} is not a WAL file name",
@@ -147,7 +176,7 @@ def push_wal(
         wal = parse_wal_name(name)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    raw = _read_source(path)
+    raw = _read_source(path, mapped)
     try:
         if wal.kind in ("segment", "partial"):
             _check_segment(repo, stanza, wal, raw, pg_version)
@@ -156,7 +185,7 @@ def push_wal(
         raise _storage_error(exc, f"archive {name}", repo) from None
 
 
-def _store(repo: Repository, key: str, wal: WalName, raw: bytes) -> PushResult:
+def _store(repo: Repository, key: str, wal: WalName, raw: bytes | memoryview) -> PushResult:
     digest = keyed_digest(repo.key, raw)
     try:
         existing = _compare_existing(repo, key, wal.name, digest)
@@ -206,7 +235,7 @@ def _compare_existing(repo: Repository, key: str, name: str, digest: bytes) -> i
 
 
 def get_wal(
-    repo: Repository, stanza: str, wal_name: str, dest: Path, *, durable: bool = True
+    repo: Repository, stanza: str, wal_name: str, dest: StrPath, *, durable: bool = True
 ) -> bool:
     """Write the archived ``wal_name`` to ``dest``; False (creating nothing) when it is absent.
 
@@ -242,13 +271,14 @@ def get_wal(
     return True
 
 
-def write_file_atomic(dest: Path, data: bytes, *, durable: bool = True) -> None:
+def write_file_atomic(dest: StrPath, data: bytes, *, durable: bool = True) -> None:
     """Write ``dest`` in its existing directory: temp name, fsync (when ``durable``), rename.
 
     Unlike the repository's writer this never creates directories: restore_command's target
     directory is PostgreSQL's pg_wal, which must already exist.
     """
-    tmp = dest.with_name(f".{dest.name}.{os.urandom(6).hex()}.tmp-pgkura")
+    parent, name = os.path.split(os.fspath(dest))
+    tmp = os.path.join(parent, f".{name}.{os.urandom(6).hex()}.tmp-pgkura")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -267,15 +297,20 @@ def write_file_atomic(dest: Path, data: bytes, *, durable: bool = True) -> None:
             os.close(fd)
         os.replace(tmp, dest)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
         raise PgkuraError(f"cannot write {dest}: {exc.strerror or exc}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
         raise
     if not durable:
         return
-    dir_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+    dir_fd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
