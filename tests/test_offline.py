@@ -302,6 +302,12 @@ def test_ctrl_c_stops_a_backup_cleanly(make_server: Any, work_dir: Path, repo: s
         ).stdout.split()
         if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"runuser")
     ]
+    # pgkura itself, not the worker processes it forked (they ignore SIGINT; the parent stops
+    # them).
+    parent_of = {
+        pid: Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1] for pid in pids
+    }
+    pids = [pid for pid in pids if parent_of[pid] not in pids]
     assert len(pids) == 1
     for pid in pids:
         os.kill(int(pid), signal.SIGINT)  # what a terminal sends on Ctrl-C

@@ -36,6 +36,10 @@ class PgkuraError(Exception):
         self.message = message
         self.hint = hint
 
+    def __reduce__(self) -> tuple[type[PgkuraError], tuple[str, str | None]]:
+        # Raised in a worker process, it reaches the parent with its hint.
+        return (self.__class__, (self.message, self.hint))
+
 
 class UsageError(PgkuraError):
     exit_code = ExitCode.USAGE

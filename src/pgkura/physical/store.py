@@ -1,13 +1,16 @@
 """Storing a set of files into the block store, in parallel: read → check → hash → seal → pack.
 
-Each worker thread takes whole files and has its own pack writer, so memory is bounded by
-``jobs × (block size + pack size)`` whatever the cluster's size. Hashing (BLAKE3), compression
-(zstd/lz4), CRC-32C and the page checksum (numpy) release the GIL, so threads scale.
+The work is cut into units of whole files or ranges of big ones. With ``jobs`` above one, forked
+worker processes take the units; each has its own pack writer, so memory is bounded by
+``jobs × (read size + pack size)`` whatever the cluster's size. Processes, not threads: BLAKE3,
+zstd, CRC-32C and numpy release the GIL, but the Python work around each 64 KiB block does not,
+and two threads stored a pgbench cluster little faster than one.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +24,7 @@ from pgkura.errors import PgkuraError
 from pgkura.pg import checksum as pagecheck
 from pgkura.physical.source import SourceFile
 from pgkura.progress import NoProgress, Progress
-from pgkura.repository.blocks import BlockIndex, PackWriter
+from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter
 from pgkura.repository.manifest import FileEntry
 
 MAX_REPORTED_BLOCKS = 5  # per file, as pg_basebackup reports them
@@ -32,6 +35,11 @@ READ_BYTES = 1024 * 1024
 BATCH_PAGES = 1024
 # Files larger than this are stored as several ranges in parallel.
 RANGE_BYTES = 64 * 1024 * 1024
+# A worker process is handed about this much file content at a time: whole small files are
+# gathered up to it, so that handing work over is paid per few MiB, not per file.
+UNIT_BYTES = 32 * 1024 * 1024
+
+Task = tuple[SourceFile, int, "int | None"]  # a file, where its range starts, its length or None
 
 
 @dataclass
@@ -49,6 +57,17 @@ class PageCheck:
     enabled: bool
     #: Pages at or past this LSN may be torn by concurrent writes (online backups); None offline.
     start_lsn: int | None = None
+
+
+@dataclass
+class _UnitResult:
+    """What a worker process did with one unit, for the parent to take in."""
+
+    pieces: list[FileEntry]
+    failures: list[dict[str, Any]]
+    published: list[tuple[str, list[tuple[bytes, BlockLocation]]]]
+    new_bytes: int
+    read_bytes: int
 
 
 @dataclass
@@ -116,31 +135,31 @@ class FileStorer:
         entries = list(sources)
         files = [s for s in entries if s.type == "file"]
         total = sum(s.size for s in files)
-        self.progress.start("backup", total)
         by_path: dict[str, FileEntry] = {}
+        reused_bytes = 0
         # Large files first, and split into ranges, so that no core is left with one big
         # relation file at the end (pgbench_accounts alone is most of a pgbench cluster).
-        tasks: list[tuple[SourceFile, int, int | None]] = []
+        tasks: list[Task] = []
         for src in sorted(files, key=lambda s: -s.size):
             reused = self._reusable(src)
             if reused is not None:
                 by_path[src.path] = reused
-                self.progress.advance(src.size)
+                reused_bytes += src.size
                 continue
             starts = list(range(0, src.size, self.range_size)) or [0]
             for i, start in enumerate(starts):
                 last = i == len(starts) - 1
                 tasks.append((src, start, None if last else self.range_size))
+        units = _units(tasks)
+        new_bytes = 0
         try:
-            with ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-store") as pool:
-                pieces = pool.map(lambda t: self._store_range(*t), tasks)
-                for (src, _start, _length), piece in zip(tasks, pieces, strict=True):
-                    done = by_path.get(src.path)
-                    by_path[src.path] = piece if done is None else _join(done, piece)
-            for batch in self._batches:
-                self._check_small(batch)
-            for writer in self._writers:
-                writer.flush()
+            if self.jobs > 1 and len(units) > 1 and hasattr(os, "fork"):
+                new_bytes = self._store_in_processes(units, by_path, total, reused_bytes)
+            else:
+                self.progress.start("backup", total)
+                self.progress.advance(reused_bytes)
+                self._store_in_threads(tasks, by_path)
+                new_bytes = sum(w.bytes_written for w in self._writers)
         finally:
             self.progress.finish()
         with self._failures_lock:
@@ -154,8 +173,73 @@ class FileStorer:
         return StoreResult(
             files=out,
             size_bytes=sum(f.size for f in out),
-            new_bytes=sum(w.bytes_written for w in self._writers),
+            new_bytes=new_bytes,
             checksum_failures=sorted(self._failures, key=lambda f: str(f["path"])),
+        )
+
+    def _store_in_threads(self, tasks: list[Task], by_path: dict[str, FileEntry]) -> None:
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-store") as pool:
+            pieces = pool.map(lambda t: self._store_range(self._writer(), *t), tasks)
+            for (src, _start, _length), piece in zip(tasks, pieces, strict=True):
+                _add_piece(by_path, src, piece)
+        for batch in self._batches:
+            self._check_small(batch)
+        for writer in self._writers:
+            writer.flush()
+
+    def _store_in_processes(
+        self, units: list[list[Task]], by_path: dict[str, FileEntry], total: int, reused: int
+    ) -> int:
+        """Store ``units`` in forked worker processes; returns the sealed bytes they added.
+
+        The workers inherit the block index and the units instead of unpickling them. Each
+        stores a unit into packs of its own and sends back the pieces and what its packs hold,
+        which this process adds to its index. Two workers may both store a block that is new in
+        both of their units: it is then in two packs, and the index keeps one (gc reclaims a
+        pack none of whose blocks the index points to). They are forked at the first submit,
+        before the progress display starts a thread."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        global _forked, _forked_units
+        context = multiprocessing.get_context("fork")
+        new_bytes = 0
+        _forked, _forked_units = self, units
+        try:
+            with ProcessPoolExecutor(
+                min(self.jobs, len(units)), mp_context=context, initializer=_start_worker
+            ) as pool:
+                try:
+                    futures = [pool.submit(_store_unit, number) for number in range(len(units))]
+                    self.progress.start("backup", total)
+                    self.progress.advance(reused)
+                    for unit, future in zip(units, futures, strict=True):
+                        done = future.result()
+                        for (src, _start, _length), piece in zip(unit, done.pieces, strict=True):
+                            _add_piece(by_path, src, piece)
+                        for pack_id, blocks in done.published:
+                            self.index.publish(pack_id, blocks)
+                        self._failures += done.failures
+                        new_bytes += done.new_bytes
+                        self.progress.advance(done.read_bytes)
+                except BaseException:
+                    # Ctrl-C or an error: the units not yet started are not worth waiting for.
+                    pool.shutdown(cancel_futures=True)
+                    raise
+        finally:
+            _forked, _forked_units = None, []
+        return new_bytes
+
+    def _store_unit(self, unit: list[Task]) -> _UnitResult:
+        """In a worker process: store one unit into packs of its own and flush them."""
+        writer = PackWriter(self.index, keep_published=True)
+        pieces = [self._store_range(writer, *task) for task in unit]
+        for batch in self._batches:
+            self._check_small(batch)
+        writer.flush()
+        failures, self._failures = self._failures, []
+        return _UnitResult(
+            pieces, failures, writer.published, writer.bytes_written, sum(p.size for p in pieces)
         )
 
     def _reusable(self, src: SourceFile) -> FileEntry | None:
@@ -171,10 +255,11 @@ class FileStorer:
             return None
         return FileEntry(src.path, "file", src.mode, src.size, src.mtime, prev.blocks, prev.crc32c)
 
-    def _store_range(self, src: SourceFile, start: int, length: int | None) -> FileEntry:
+    def _store_range(
+        self, writer: PackWriter, src: SourceFile, start: int, length: int | None
+    ) -> FileEntry:
         """Store bytes [start, start + length) of a file (to its end when length is None);
         returns a partial FileEntry that _join puts together in order."""
-        writer = self._writer()
         relation = pagecheck.is_relation_file(src.path) if self.page_check.enabled else None
         blocks: list[str] = []
         crc = 0
@@ -282,3 +367,47 @@ class FileStorer:
         if start_lsn is None:
             return True
         return again[0].lsn < start_lsn
+
+
+def _add_piece(by_path: dict[str, FileEntry], src: SourceFile, piece: FileEntry) -> None:
+    """Put a stored range in its place: ranges of one file arrive in order."""
+    done = by_path.get(src.path)
+    by_path[src.path] = piece if done is None else _join(done, piece)
+
+
+def _units(tasks: list[Task]) -> list[list[Task]]:
+    """Tasks gathered into units of about UNIT_BYTES, in order (large files first)."""
+    units: list[list[Task]] = []
+    unit: list[Task] = []
+    unit_bytes = 0
+    for task in tasks:
+        src, start, length = task
+        unit.append(task)
+        unit_bytes += length if length is not None else max(0, src.size - start)
+        if unit_bytes >= UNIT_BYTES:
+            units.append(unit)
+            unit, unit_bytes = [], 0
+    if unit:
+        units.append(unit)
+    return units
+
+
+# The storer and its units, while forked worker processes work for it.
+_forked: FileStorer | None = None
+_forked_units: list[list[Task]] = []
+
+
+def _start_worker() -> None:
+    """Ctrl-C reaches the whole process group: the parent cancels the work and reports it, the
+    workers finish their unit. Progress is the parent's to show."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _forked is not None:
+        _forked.progress = NoProgress()
+
+
+def _store_unit(number: int) -> _UnitResult:
+    storer = _forked
+    assert storer is not None, "a store worker runs only in a forked process"
+    return storer._store_unit(_forked_units[number])

@@ -122,10 +122,20 @@ class BlockIndex:
 class PackWriter:
     """Collects sealed blocks into one pack at a time; not shared between threads."""
 
-    def __init__(self, index: BlockIndex, target_size: int = PACK_TARGET_SIZE) -> None:
+    def __init__(
+        self,
+        index: BlockIndex,
+        target_size: int = PACK_TARGET_SIZE,
+        *,
+        keep_published: bool = False,
+    ) -> None:
         self.index = index
         self.repo = index.repo
         self.target_size = target_size
+        # With keep_published, what each flush made known, for a caller in a worker process to
+        # hand to its parent's index.
+        self.keep_published = keep_published
+        self.published: list[tuple[str, list[tuple[bytes, BlockLocation]]]] = []
         self._chunks: list[bytes] = []
         self._entries: list[tuple[bytes, BlockLocation]] = []
         self._size = 0
@@ -165,6 +175,8 @@ class PackWriter:
         storage.put_if_absent(layout.pack_key(self._pack_id), b"".join(self._chunks))
         storage.put_if_absent(layout.index_key(self._pack_id), index_obj)
         self.index.publish(self._pack_id, self._entries)
+        if self.keep_published:
+            self.published.append((self._pack_id, self._entries))
         self._chunks, self._entries, self._size = [], [], 0
         self._pack_id = os.urandom(16).hex()
 
