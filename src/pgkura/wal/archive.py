@@ -18,7 +18,14 @@ import os
 from pgkura.errors import CorruptionError, PgkuraError, RepositoryError, UsageError
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import HEADER_SIZE, SealError, keyed_digest, seal, unseal
+from pgkura.repository.sealed import (
+    HEADER_SIZE,
+    SealError,
+    keyed_digest,
+    seal,
+    unseal,
+    unseal_to,
+)
 from pgkura.wal.header import WalHeaderError, read_long_header
 from pgkura.wal.names import WalName, is_wal_name, parse_wal_name
 
@@ -26,6 +33,8 @@ from pgkura.wal.names import WalName, is_wal_name, parse_wal_name
 # WAL segment, and pathlib costs it about 5 ms.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     StrPath = str | os.PathLike[str]
 
 # Errors that mean "the repository cannot take writes", as opposed to a bug or a damaged file.
@@ -259,23 +268,37 @@ def get_wal(
             f"{exc.strerror or exc}",
             hint="check that the repository is mounted and readable by the server's OS user",
         ) from None
+
+    def fill(fd: int) -> None:
+        # Decompressed, checked and written piece by piece; nothing is renamed into place
+        # unless all of it matches its checksum.
+        unseal_to(stored, repo.key, lambda piece: _write_all(fd, piece))
+
     try:
-        raw = unseal(stored, repo.key)
+        write_file_atomic(dest, fill, durable=durable)
     except SealError as exc:
         raise CorruptionError(
             f"archived WAL file {wal_name} ({key}) is damaged: {exc}",
             hint="recovery cannot use it; restore from an older backup or another copy of the "
             "archive, and run pgkura verify",
         ) from None
-    write_file_atomic(dest, raw, durable=durable)
     return True
 
 
-def write_file_atomic(dest: StrPath, data: bytes, *, durable: bool = True) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_file_atomic(
+    dest: StrPath, data: bytes | Callable[[int], None], *, durable: bool = True
+) -> None:
     """Write ``dest`` in its existing directory: temp name, fsync (when ``durable``), rename.
 
-    Unlike the repository's writer this never creates directories: restore_command's target
-    directory is PostgreSQL's pg_wal, which must already exist.
+    ``data`` is the content, or a function that writes it to the file descriptor it is given;
+    if that raises, nothing is left behind. Unlike the repository's writer this never creates
+    directories: restore_command's target directory is PostgreSQL's pg_wal, which must exist.
     """
     parent, name = os.path.split(os.fspath(dest))
     tmp = os.path.join(parent, f".{name}.{os.urandom(6).hex()}.tmp-pgkura")
@@ -288,9 +311,10 @@ def write_file_atomic(dest: StrPath, data: bytes, *, durable: bool = True) -> No
         ) from None
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            if callable(data):
+                data(fd)
+            else:
+                _write_all(fd, data)
             if durable:
                 os.fsync(fd)
         finally:
