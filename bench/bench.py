@@ -295,22 +295,25 @@ class Bench:
         """archive-push and archive-get of single 16 MiB segments, each a new process (cold
         start included), into repositories that do not have them yet."""
         print(f"== archive: {count} segments, one process per segment", flush=True)
-        # 20,000 transactions left two finished segments to time: 10,000 per segment asked for.
-        run([self.tool("pgbench"), "-n", "-c", "2", "-t", str(count * 10_000)], self.env)
+        # Real pgbench WAL, taken back out of a source repository that archive_command fills:
+        # listing .done files in pg_wal found only 2 segments, nearly empty ones, when a
+        # checkpoint had removed the status files of the others.
+        source = self.base / "pgkura-archive-source"
+        self.point_repo(source)
         run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
-        status = self.pgdata / "pg_wal" / "archive_status"
-        deadline = time.monotonic() + 300
-        while list(status.glob("*.ready")) and time.monotonic() < deadline:
-            time.sleep(0.2)  # the archiver is still at work: its .done files are the segments
-        done = sorted(
-            p.name[: -len(".done")]
-            for p in (self.pgdata / "pg_wal" / "archive_status").glob("*.done")
-            if len(p.name) == 29
-        )
-        names = done[-count:]
+        run([self.tool("pgbench"), "-n", "-c", "2", "-t", str(count * 10_000)], self.env)
+        last = run([self.tool("psql"), "-Atc", "SELECT pg_walfile_name(pg_switch_wal())"],
+                   self.env).strip()  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not list(source.rglob(last)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        archived = sorted(p.name for p in (source / "wal").rglob("*") if len(p.name) == 24)
+        names = archived[-count - 1 : -1]  # complete segments written by pgbench
+        print(f"  segments {names[0]} to {names[-1]}", flush=True)
         spool = own(self.base / "segments")
         for name in names:
-            shutil.copy2(self.pgdata / "pg_wal" / name, spool / name)
+            run([PGKURA, "--repo", str(source), "--stanza", "bench", "archive-get", name,
+                 str(spool / name)])  # fmt: skip
             if USER:
                 shutil.chown(spool / name, USER, USER)
         kura_repo = own(self.base / "archive-pgkura")
