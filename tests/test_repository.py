@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pgkura.codec import compression
 from pgkura.codec.compression import parse_codec
 from pgkura.config import load_config
 from pgkura.errors import (
@@ -28,7 +29,7 @@ from pgkura.repository.manifest import (
     write_manifest,
 )
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError, seal, unseal
+from pgkura.repository.sealed import HEADER, HEADER_SIZE, SealError, seal, unseal, unseal_to
 from pgkura.storage.posix import PosixStorage
 
 
@@ -51,6 +52,34 @@ def test_seal_round_trip_and_damage_detection() -> None:
             unseal(sealed.data[:-1], key)
     with pytest.raises(SealError):
         unseal(seal(raw, parse_codec("zstd"), key).data, os.urandom(32))
+
+
+def test_a_large_object_is_several_frames_and_reads_back_either_way() -> None:
+    """A WAL segment is compressed as independent frames by two threads; unseal and the
+    piecewise unseal_to read it, and objects of one frame (written before) still read."""
+    key = os.urandom(32)
+    raw = b"".join(os.urandom(64) * 512 for _ in range(160)) + b"tail"  # 5 MiB and a bit
+    sealed = seal(raw, parse_codec("zstd:3"), key)
+    payload = memoryview(sealed.data)[HEADER_SIZE:]
+    assert compression.zstd().frame_content_size(payload) == compression.FRAME_BYTES
+    assert unseal(sealed.data, key) == raw
+    pieces: list[bytes] = []
+    unseal_to(sealed.data, key, lambda piece: pieces.append(bytes(piece)))
+    assert b"".join(pieces) == raw
+
+    one_frame = compression.zstd().ZstdCompressor(level=3).compress(raw)
+    header = HEADER.pack(b"PGK1", compression.ZSTD, 0, 0, len(raw), len(one_frame),
+                         sealed.digest)  # fmt: skip
+    assert unseal(header + one_frame, key) == raw
+    unseal_to(header + one_frame, key, lambda piece: None)
+
+    for damage in (len(payload) // 3, -5):  # in a middle frame; in the last one
+        damaged = bytearray(sealed.data)
+        damaged[damage] ^= 0xFF
+        with pytest.raises(SealError):
+            unseal(bytes(damaged), key)
+        with pytest.raises(SealError):
+            unseal_to(bytes(damaged), key, lambda piece: None)
 
 
 def test_blocks_are_stored_once_and_read_back(repo: Repository) -> None:

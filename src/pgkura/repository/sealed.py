@@ -93,7 +93,11 @@ def unseal_to(data: bytes | memoryview, key: bytes, write: Callable[[memoryview]
         buffer = bytearray(PIECE_BYTES)
         view = memoryview(buffer)
         try:
-            reader = compression.zstd().ZstdDecompressor().stream_reader(payload)
+            reader = (
+                compression.zstd()
+                .ZstdDecompressor()
+                .stream_reader(payload, read_across_frames=True)
+            )
             while total <= raw_len:
                 n = reader.readinto(buffer)
                 if not n:
