@@ -15,17 +15,20 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import google_crc32c
 
 from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
-from pgkura.pg import checksum as pagecheck
+from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.source import SourceFile
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter
 from pgkura.repository.manifest import FileEntry
+
+if TYPE_CHECKING:
+    from pgkura.pg.checksum import PageBatch, PageFailure
 
 MAX_REPORTED_BLOCKS = 5  # per file, as pg_basebackup reports them
 READ_BYTES = 1024 * 1024
@@ -75,7 +78,7 @@ class _SmallPages:
     """A thread's pages of small relation files waiting for one checksum pass, with where each
     file's pages start in it: (index of the first page, the file, its first block number)."""
 
-    pages: pagecheck.PageBatch
+    pages: PageBatch
     files: list[tuple[int, SourceFile, int]] = field(default_factory=list)
 
 
@@ -151,6 +154,8 @@ class FileStorer:
                 last = i == len(starts) - 1
                 tasks.append((src, start, None if last else self.range_size))
         units = _units(tasks)
+        if self.page_check.enabled and any(is_relation_file(t[0].path) for t in tasks):
+            import pgkura.pg.checksum  # noqa: F401 - numpy, once, before workers are forked
         new_bytes = 0
         try:
             if self.jobs > 1 and len(units) > 1 and hasattr(os, "fork"):
@@ -260,7 +265,7 @@ class FileStorer:
     ) -> FileEntry:
         """Store bytes [start, start + length) of a file (to its end when length is None);
         returns a partial FileEntry that _join puts together in order."""
-        relation = pagecheck.is_relation_file(src.path) if self.page_check.enabled else None
+        relation = is_relation_file(src.path) if self.page_check.enabled else None
         blocks: list[str] = []
         crc = 0
         size = 0
@@ -286,13 +291,13 @@ class FileStorer:
                 if not chunk:
                     break
                 offset = start + size
-                if relation is not None and len(chunk) % pagecheck.BLCKSZ == 0:
-                    first = relation[1] * pagecheck.RELSEG_BLOCKS + offset // pagecheck.BLCKSZ
+                if relation is not None and len(chunk) % BLCKSZ == 0:
+                    first = relation[1] * RELSEG_BLOCKS + offset // BLCKSZ
                     if offset == 0 and len(chunk) < read_size:  # the whole of a small file
                         self._defer_pages(src, chunk, first)
-                        chunk_pages: list[pagecheck.PageFailure] = []
+                        chunk_pages: list[PageFailure] = []
                     else:
-                        chunk_pages = pagecheck.verify_pages(chunk, first)
+                        chunk_pages = _verify_pages(chunk, first)
                     for failure in chunk_pages:
                         if self._confirm_failure(f, offset, first, failure):
                             bad.append(failure.blkno)
@@ -314,10 +319,12 @@ class FileStorer:
         """Queue a small file's pages in this thread's batch; a full batch is checked first."""
         batch: _SmallPages | None = getattr(self._local, "batch", None)
         if batch is None:
-            batch = self._local.batch = _SmallPages(pagecheck.PageBatch(BATCH_PAGES))
+            from pgkura.pg.checksum import PageBatch
+
+            batch = self._local.batch = _SmallPages(PageBatch(BATCH_PAGES))
             with self._writers_lock:
                 self._batches.append(batch)
-        pages = len(chunk) // pagecheck.BLCKSZ
+        pages = len(chunk) // BLCKSZ
         if batch.pages.count + pages > batch.pages.capacity:
             self._check_small(batch)
         batch.files.append((batch.pages.count, src, first))
@@ -331,7 +338,7 @@ class FileStorer:
         for index in failing.tolist():
             at = bisect.bisect_right(batch.files, index, key=lambda f: f[0]) - 1
             start, src, first = batch.files[at]
-            failure = pagecheck.PageFailure(first + index - start, 0, 0, 0, index - start)
+            failure = _page_failure(first + index - start, index - start)
             try:
                 with open(src.abspath, "rb", buffering=0) as f:
                     if self._confirm_failure(f, 0, first, failure):
@@ -347,26 +354,42 @@ class FileStorer:
         batch.files.clear()
 
     def _confirm_failure(
-        self, f: Any, chunk_offset: int, first_blkno: int, failure: pagecheck.PageFailure
+        self, f: Any, chunk_offset: int, first_blkno: int, failure: PageFailure
     ) -> bool:
         """Re-read a failing page; only a failure that persists, and is not explained by a
         concurrent write (a page at or past the backup's start LSN that changed), counts."""
-        page_offset = chunk_offset + (failure.blkno - first_blkno) * pagecheck.BLCKSZ
+        page_offset = chunk_offset + (failure.blkno - first_blkno) * BLCKSZ
         here = f.tell()
         try:
             f.seek(page_offset)
-            page = f.read(pagecheck.BLCKSZ)
+            page = f.read(BLCKSZ)
         finally:
             f.seek(here)
-        if len(page) < pagecheck.BLCKSZ:
+        if len(page) < BLCKSZ:
             return False  # truncated meanwhile: the relation shrank, WAL replay handles it
-        again = pagecheck.verify_pages(page, failure.blkno)
+        again = _verify_pages(page, failure.blkno)
         if not again:
             return False
         start_lsn = self.page_check.start_lsn
         if start_lsn is None:
             return True
         return again[0].lsn < start_lsn
+
+
+# The page checksum module brings numpy (50-90 ms to import), which a backup of an unchanged
+# cluster may not need at all: it is imported when a relation file is read.
+
+
+def _verify_pages(buf: bytes | memoryview, first_blkno: int) -> list[PageFailure]:
+    from pgkura.pg.checksum import verify_pages
+
+    return verify_pages(buf, first_blkno)
+
+
+def _page_failure(blkno: int, index: int) -> PageFailure:
+    from pgkura.pg.checksum import PageFailure
+
+    return PageFailure(blkno, 0, 0, 0, index)
 
 
 def _add_piece(by_path: dict[str, FileEntry], src: SourceFile, piece: FileEntry) -> None:
