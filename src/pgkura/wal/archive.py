@@ -85,9 +85,10 @@ def _read_source(path: StrPath, mapped: bool) -> bytes | memoryview:
     view is dropped).
 
     archive_command's file does not change while the command runs (PostgreSQL recycles a
-    segment only after the command succeeded), so archive-push maps it: no copy of 16 MiB into
-    fresh memory, about 10 ms on a small VM. Anyone else (a backup pushing segments from
-    pg_wal, the background pusher) reads it: a recycled segment read through a map could
+    segment only after the command succeeded), so archive-push maps it, and so does the
+    background pusher, whose segments wait for archive_command too: no copy of 16 MiB into
+    fresh memory, about 10 ms on a small VM. A backup pushing finished segments from pg_wal
+    reads them: a segment already marked done may be recycled, and read through a map it could
     change between its checksum and its compression."""
     try:
         with open(path, "rb") as f:

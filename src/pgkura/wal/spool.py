@@ -223,7 +223,9 @@ def _push_loop(cfg: Config, spool: Path) -> None:
         path = Path("pg_wal") / name
         try:
             identity = _identity(path)
-            push_wal(repo, cfg.stanza, path)
+            # Mapped: a segment with a .ready file stays as it is until archive_command has
+            # succeeded for it, which waits for this push.
+            push_wal(repo, cfg.stanza, path, mapped=True)
         except FileNotFoundError:
             return  # archived and removed meanwhile
         except PgkuraError as exc:
