@@ -202,6 +202,17 @@ class Bench:
         tmp.symlink_to(repo)
         os.replace(tmp, self.pgkura_repo)
 
+    def last_segments(self, source: Path, count: int) -> list[str]:
+        """Switch WAL, wait until the switched segment is in the ``source`` repository, and
+        return the names of the ``count`` segments archived before it."""
+        last = run([self.tool("psql"), "-Atc", "SELECT pg_walfile_name(pg_switch_wal())"],
+                   self.env).strip()  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not list(source.rglob(last)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        archived = sorted(p.name for p in (source / "wal").rglob("*") if len(p.name) == 24)
+        return archived[-count - 1 : -1]
+
     def start(self) -> None:
         run(
             [
@@ -302,13 +313,7 @@ class Bench:
         self.point_repo(source)
         run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
         run([self.tool("pgbench"), "-n", "-c", "2", "-t", str(count * 10_000)], self.env)
-        last = run([self.tool("psql"), "-Atc", "SELECT pg_walfile_name(pg_switch_wal())"],
-                   self.env).strip()  # fmt: skip
-        deadline = time.monotonic() + 600
-        while not list(source.rglob(last)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        archived = sorted(p.name for p in (source / "wal").rglob("*") if len(p.name) == 24)
-        names = archived[-count - 1 : -1]  # complete segments written by pgbench
+        names = self.last_segments(source, count)  # complete segments written by pgbench
         print(f"  segments {names[0]} to {names[-1]}", flush=True)
         spool = own(self.base / "segments")
         for name in names:
@@ -385,13 +390,7 @@ class Bench:
             self.env)  # fmt: skip
         run([self.tool("psql"), "-qc", f"INSERT INTO wal_filler SELECT g, md5(g::text) || "
              f"md5((g + 1)::text) FROM generate_series(1, {rows}) g"], self.env)  # fmt: skip
-        last = run([self.tool("psql"), "-Atc", "SELECT pg_walfile_name(pg_switch_wal())"],
-                   self.env).strip()  # fmt: skip
-        deadline = time.monotonic() + 600
-        while not list(source.rglob(last)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        archived = sorted(p.name for p in (source / "wal").rglob("*") if len(p.name) == 24)
-        names = archived[-count - 1 : -1]  # complete segments written by the insert
+        names = self.last_segments(source, count)  # complete segments written by the insert
         fake = own(self.base / "fake-pgdata")
         own(fake / "pg_wal")
         own(fake / "pg_wal" / "archive_status")

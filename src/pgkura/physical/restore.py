@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.errors import PgkuraError, UsageError
+from pgkura.physical.units import gather
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
@@ -321,22 +322,13 @@ class PhysicalRestorer:
         so that the cost of handing a unit over is paid per few MiB, not per file."""
         per = max(1, RANGE_BYTES // self.block_size)
         self._targets = []
-        units: list[list[Range]] = []
-        unit: list[Range] = []
-        unit_bytes = 0
+        ranges: list[Range] = []
         for entry in sorted(files, key=lambda f: -f.size):
             starts = range(0, len(entry.blocks), per) or range(1)
             self._targets.append(_Target(entry, self.destination(entry.path), len(starts)))
             for start in starts:
-                end = min(len(entry.blocks), start + per)
-                unit.append((len(self._targets) - 1, start, end))
-                unit_bytes += (end - start) * self.block_size
-                if unit_bytes >= UNIT_BYTES:
-                    units.append(unit)
-                    unit, unit_bytes = [], 0
-        if unit:
-            units.append(unit)
-        return units
+                ranges.append((len(self._targets) - 1, start, min(len(entry.blocks), start + per)))
+        return gather(ranges, lambda r: (r[2] - r[1]) * self.block_size, UNIT_BYTES)
 
     def _write_unit(self, unit: list[Range]) -> list[tuple[int, int, bool]]:
         """Write each (file number, first block, past the last) of ``unit``; (file number,

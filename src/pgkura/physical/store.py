@@ -23,6 +23,7 @@ from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
 from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.source import SourceFile
+from pgkura.physical.units import gather
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter
 from pgkura.repository.manifest import FileEntry
@@ -153,7 +154,7 @@ class FileStorer:
             for i, start in enumerate(starts):
                 last = i == len(starts) - 1
                 tasks.append((src, start, None if last else self.range_size))
-        units = _units(tasks)
+        units = gather(tasks, _task_bytes, UNIT_BYTES)
         if self.page_check.enabled and any(is_relation_file(t[0].path) for t in tasks):
             import pgkura.pg.checksum  # noqa: F401 - numpy, once, before workers are forked
         new_bytes = 0
@@ -392,27 +393,15 @@ def _page_failure(blkno: int, index: int) -> PageFailure:
     return PageFailure(blkno, 0, 0, 0, index)
 
 
+def _task_bytes(task: Task) -> int:
+    src, start, length = task
+    return length if length is not None else max(0, src.size - start)
+
+
 def _add_piece(by_path: dict[str, FileEntry], src: SourceFile, piece: FileEntry) -> None:
     """Put a stored range in its place: ranges of one file arrive in order."""
     done = by_path.get(src.path)
     by_path[src.path] = piece if done is None else _join(done, piece)
-
-
-def _units(tasks: list[Task]) -> list[list[Task]]:
-    """Tasks gathered into units of about UNIT_BYTES, in order (large files first)."""
-    units: list[list[Task]] = []
-    unit: list[Task] = []
-    unit_bytes = 0
-    for task in tasks:
-        src, start, length = task
-        unit.append(task)
-        unit_bytes += length if length is not None else max(0, src.size - start)
-        if unit_bytes >= UNIT_BYTES:
-            units.append(unit)
-            unit, unit_bytes = [], 0
-    if unit:
-        units.append(unit)
-    return units
 
 
 # The storer and its units, while forked worker processes work for it.
