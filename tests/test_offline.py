@@ -318,3 +318,82 @@ def test_ctrl_c_stops_a_backup_cleanly(make_server: Any, work_dir: Path, repo: s
     assert not list(Path(repo, "locks").glob("*"))  # the lock was released
     run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
     assert len(backup_ids(repo)) == 1
+
+
+def _pgkura_pids(repo: str) -> dict[int, int]:
+    """pid -> parent pid of every pgkura process working on ``repo`` (runuser left out)."""
+    found: dict[int, int] = {}
+    out = subprocess.run(["pgrep", "-f", f"{PGKURA} --repo {repo} "], capture_output=True,
+                         text=True).stdout.split()  # fmt: skip
+    for pid in out:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"runuser"):
+                continue
+            stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        found[int(pid)] = int(stat[1])
+    return found
+
+
+def run_with_a_worker_killed(repo: str, *args: str) -> str:
+    """Run ``pgkura --repo REPO ARGS``, kill one of its worker processes, and return its
+    stderr, checked to be one clear error (exit 2, no traceback)."""
+    cmd = [PGKURA, "--repo", repo, *args]
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kill_a_worker(repo)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert "a worker process ended abruptly" in err and "Traceback" not in err
+    return err
+
+
+def kill_a_worker(repo: str) -> None:
+    """Wait for pgkura's worker processes on ``repo``, and kill one as the OOM killer would.
+    The parent is stopped meanwhile, so that its workers cannot have been told to exit; then
+    it goes on and finds one gone."""
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    main = 0
+    while not workers and time.monotonic() < deadline:
+        pids = _pgkura_pids(repo)
+        main = next((pid for pid, parent in pids.items() if parent not in pids), 0)
+        workers = [pid for pid, parent in pids.items() if parent == main]
+        time.sleep(0.005)
+    assert workers, "pgkura forked no worker processes"
+    os.kill(main, signal.SIGSTOP)
+    os.kill(workers[0], signal.SIGKILL)
+    os.kill(main, signal.SIGCONT)
+
+
+def test_a_killed_worker_process_fails_the_backup_with_one_clear_message(
+    make_server: Any, repo: str
+) -> None:
+    src = make_server("worker-killed")
+    src.pgbench_init(10)
+    src.stop()
+    err = run_with_a_worker_killed(
+        repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline", "--jobs", "2"
+    )
+    assert "no backup was recorded" in err
+    assert backup_ids(repo) == []
+    assert _pgkura_pids(repo) == {}  # the other worker is gone too
+    run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    assert len(backup_ids(repo)) == 1
+
+
+def test_a_killed_restore_worker_is_reported_and_delta_finishes_the_job(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("restore-worker-killed")
+    src.pgbench_init(10)
+    src.stop()
+    run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    target = work_dir / "restored"
+    err = run_with_a_worker_killed(repo, "restore", "--target-dir", str(target), "--jobs", "2")
+    assert "the restore is incomplete" in err and "--delta" in err
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--delta")
+    restored = make_server("restored-after-kill", pgdata=target, init=False)
+    assert restored.sql("SELECT count(*) FROM pgbench_accounts")[0][0] == 1_000_000

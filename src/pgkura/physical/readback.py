@@ -27,6 +27,7 @@ import google_crc32c
 from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
 from pgkura.pg.relfile import BLCKSZ
+from pgkura.physical.units import worker_result
 from pgkura.repository.blocks import BlockReader
 
 UNIT_BYTES = 4 * 1024 * 1024
@@ -123,7 +124,12 @@ def check_files(
                     if meanwhile is not None:
                         meanwhile()
                     for future in futures:
-                        _collect(pieces, block_sums, future.result())
+                        done = worker_result(
+                            future,
+                            "the check did not finish",
+                            "run it again, with fewer --jobs if memory is short",
+                        )
+                        _collect(pieces, block_sums, done)
                 except BaseException:
                     # Ctrl-C or an error: the units not yet started are not worth waiting for.
                     pool.shutdown(cancel_futures=True)

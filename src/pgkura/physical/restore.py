@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.errors import PgkuraError, UsageError
-from pgkura.physical.units import gather
+from pgkura.physical.units import gather, worker_result
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
@@ -297,7 +297,12 @@ class PhysicalRestorer:
                     futures = [pool.submit(work, unit) for unit in units]
                     self.progress.start("restore", sum(f.size for f in files + existing))
                     for future in futures:
-                        for number, written, irregular in future.result():
+                        done = worker_result(
+                            future,
+                            "the restore is incomplete",
+                            "run the restore again with --delta, which keeps what was written",
+                        )
+                        for number, written, irregular in done:
                             self._piece_done(self._targets[number], written, irregular)
                     redo = existing + [t.entry for t in self._targets if t.irregular]
                     if isinstance(pool, ThreadPoolExecutor):

@@ -23,7 +23,7 @@ from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
 from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.source import SourceFile
-from pgkura.physical.units import gather
+from pgkura.physical.units import gather, worker_result
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter
 from pgkura.repository.manifest import FileEntry
@@ -220,7 +220,12 @@ class FileStorer:
                     self.progress.start("backup", total)
                     self.progress.advance(reused)
                     for unit, future in zip(units, futures, strict=True):
-                        done = future.result()
+                        done = worker_result(
+                            future,
+                            "no backup was recorded",
+                            "run the backup again: the blocks already stored are reused, and "
+                            "pgkura gc reclaims the rest",
+                        )
                         for (src, _start, _length), piece in zip(unit, done.pieces, strict=True):
                             _add_piece(by_path, src, piece)
                         for pack_id, blocks in done.published:
