@@ -111,6 +111,7 @@ def decompress(codec_id: int, data: bytes | memoryview, raw_length: int) -> byte
 
 
 _zstd_module: Any = None
+_zstd_lock = threading.Lock()
 
 
 def zstd() -> Any:
@@ -120,6 +121,13 @@ def zstd() -> Any:
     archive-push's cold start, against 1 ms for the extension module itself. It exports the
     same ZstdCompressor, ZstdDecompressor, ZstdCompressionParameters and ZstdError; where it
     cannot be loaded this way, the package is imported as usual."""
+    if _zstd_module is not None:
+        return _zstd_module
+    with _zstd_lock:  # two threads' first calls must not load the extension twice
+        return _load_zstd()
+
+
+def _load_zstd() -> Any:
     global _zstd_module
     if _zstd_module is None:
         import sys
