@@ -65,7 +65,7 @@ def write_atomic(path: str, data: bytes, *, replace: bool = True, mode: int = 0o
 
 
 class PosixStorage(Storage):
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         # Symbolic links in the location are resolved once: a command reads the repository's
         # key and writes its objects in the same directory even if a link is re-pointed while
         # it runs (sealing with one repository's key into another would read as corruption).
