@@ -189,3 +189,23 @@ def test_a_table_in_another_tablespace_with_toasted_values_comes_back_sparsely(
     assert "left out" in out.stderr and "whole backup" not in out.stderr
     assert server.sql(checksum + "docs_before", dbname="shop")[0] == before
     assert sandboxes_left(work_dir) == []
+
+
+def test_restores_in_the_same_second_get_schemas_of_their_own(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default schema is named after the second: a name taken, by a restored table or as
+    the prefix of a restored schema, gets _2, _3... (it used to be an error)."""
+    import psycopg
+
+    from pgkura.commands import table_restore
+
+    monkeypatch.setattr(table_restore.time, "strftime", lambda _fmt, _t: "20260101_120000")
+    with psycopg.connect(shop.server.conninfo("shop"), autocommit=True) as live:
+        assert table_restore._free_schema_name(live) == "restored_20260101_120000"
+        live.execute("CREATE SCHEMA restored_20260101_120000_audit")
+        assert table_restore._free_schema_name(live) == "restored_20260101_120000_2"
+        live.execute("CREATE SCHEMA restored_20260101_120000_2")
+        assert table_restore._free_schema_name(live) == "restored_20260101_120000_3"
+        live.execute("CREATE SCHEMA restoredX20260101Y120000Z3")  # not taken: _ is literal
+        assert table_restore._free_schema_name(live) == "restored_20260101_120000_3"

@@ -7,7 +7,7 @@ restored set are reported and left out, the result is dumped with the server ver
 and loaded into the live database with psql in one transaction:
 
 - default: into a new schema ``restored_<timestamp>`` (a restored schema S becomes
-  ``restored_<timestamp>_S``);
+  ``restored_<timestamp>_S``; ``_2``, ``_3``... follow the timestamp when it is taken);
 - ``--as NEW``: one table, under a new name in its own schema;
 - ``--replace``: the live table is dropped and replaced, in the same transaction.
 """
@@ -81,6 +81,20 @@ def _exists(conn: Any, schema: str, table: str) -> bool:
     return bool(row[0])
 
 
+def _free_schema_name(live: Any) -> str:
+    """``restored_<UTC timestamp>``, or with ``_2``, ``_3``... when a schema of this name, or
+    one it would be the prefix of (``restored_<timestamp>_S`` for a schema S), exists: two
+    restores in one second each get their own."""
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
+    for n in range(1, 1000):
+        name = f"restored_{stamp}" if n == 1 else f"restored_{stamp}_{n}"
+        pattern = name.replace("_", r"\_") + "%"
+        query = "SELECT 1 FROM pg_namespace WHERE nspname LIKE %s LIMIT 1"
+        if live.execute(query, (pattern,)).fetchone() is None:
+            return name
+    raise UsageError(f"schemas restored_{stamp} to restored_{stamp}_999 all exist", hint="use --as")
+
+
 def run_table_restore(
     cfg: Config, req: TableRestoreRequest, say: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -89,8 +103,7 @@ def run_table_restore(
 
     _check_request(req)
     tables = [split_name(t) for t in req.tables]
-    stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
-    new_schema = f"restored_{stamp}"
+    new_schema = ""
     # The live side first: fail before the (long) sandbox restore when it cannot work.
     with _live(cfg, req.dbname) as live:
         if req.as_name:
@@ -101,14 +114,7 @@ def run_table_restore(
                     hint="choose another --as name, or --replace to swap the live table",
                 )
         elif not req.replace:
-            taken = live.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (new_schema + "%",)
-            ).fetchall()
-            if taken:
-                raise UsageError(
-                    f"schema {taken[0][0]} already exists in database {req.dbname}",
-                    hint="wait a second and run again, or use --as",
-                )
+            new_schema = _free_schema_name(live)
         if req.replace:
             names = ", ".join(f"{s}.{t}" for s, t in tables)
             if not req.confirm(f"drop and replace {names} in database {req.dbname}?"):
