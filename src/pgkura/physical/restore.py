@@ -26,6 +26,7 @@ from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
 from pgkura.repository.sealed import keyed_digest
+from pgkura.storage.posix import fsync_dir, write_all
 
 
 @dataclass(frozen=True)
@@ -260,9 +261,9 @@ class PhysicalRestorer:
             dest = self.destination(d.path)
             os.chmod(dest, d.mode)
             if self.durable:
-                _fsync_dir(dest)
+                fsync_dir(dest)
         if self.durable:
-            _fsync_dir(target)
+            fsync_dir(target)
         return self.stats
 
     def _write_all(self, files: list[FileEntry], existing: list[FileEntry]) -> None:
@@ -551,13 +552,7 @@ def _write_pieces(fd: int, pieces: list[bytes]) -> None:
     total = sum(len(p) for p in pieces)
     if written < total:  # a short write: finish the rest piece by piece
         rest = b"".join(pieces)[written:]
-        _write_all(fd, rest)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        write_all(fd, rest)
 
 
 def _set_direct(fd: int, on: bool) -> bool:
@@ -608,14 +603,6 @@ def _restore_unit(unit: list[Range]) -> list[tuple[int, int, bool]]:
 
 
 def _fsync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

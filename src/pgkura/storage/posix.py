@@ -20,12 +20,19 @@ from pgkura.storage.base import ObjectInfo, Storage
 _TMP_SUFFIX = ".tmp-pgkura"
 
 
-def fsync_dir(path: str) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """os.write until all of ``data`` is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def write_atomic(path: str, data: bytes, *, replace: bool = True, mode: int = 0o640) -> bool:
@@ -39,10 +46,7 @@ def write_atomic(path: str, data: bytes, *, replace: bool = True, mode: int = 0o
     tmp = os.path.join(parent, f".{name}.{os.urandom(6).hex()}{_TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -26,6 +26,7 @@ from pgkura.repository.sealed import (
     unseal,
     unseal_to,
 )
+from pgkura.storage.posix import fsync_dir, write_all
 from pgkura.wal.header import WalHeaderError, read_long_header
 from pgkura.wal.names import WalName, is_wal_name, parse_wal_name
 
@@ -174,7 +175,8 @@ def push_wal(
 ) -> PushResult:
     """Archive the WAL file at ``path`` (a segment, .partial, .backup or .history file).
 
-    ``mapped`` is for archive_command's own file, which stays unchanged while it runs."""
+    ``mapped`` is for a file that stays unchanged while it is pushed: archive_command's own,
+    and the background pusher's (see _read_source)."""
     name = os.path.basename(os.fspath(path))
     if not is_wal_name(name):
         raise UsageError(
@@ -273,7 +275,7 @@ def get_wal(
     def fill(fd: int) -> None:
         # Decompressed, checked and written piece by piece; nothing is renamed into place
         # unless all of it matches its checksum.
-        unseal_to(stored, repo.key, lambda piece: _write_all(fd, piece))
+        unseal_to(stored, repo.key, lambda piece: write_all(fd, piece))
 
     try:
         write_file_atomic(dest, fill, durable=durable)
@@ -284,12 +286,6 @@ def get_wal(
             "archive, and run pgkura verify",
         ) from None
     return True
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def write_file_atomic(
@@ -315,7 +311,7 @@ def write_file_atomic(
             if callable(data):
                 data(fd)
             else:
-                _write_all(fd, data)
+                write_all(fd, data)
             if durable:
                 os.fsync(fd)
         finally:
@@ -329,11 +325,7 @@ def write_file_atomic(
         raise
     if not durable:
         return
-    dir_fd = os.open(parent or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(parent or ".")
 
 
 def _unlink_quietly(path: str) -> None:
