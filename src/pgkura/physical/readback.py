@@ -27,7 +27,7 @@ import google_crc32c
 from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
 from pgkura.pg.relfile import BLCKSZ
-from pgkura.physical.units import worker_result
+from pgkura.physical.units import cancelling, forked_workers, worker_result
 from pgkura.repository.blocks import BlockReader
 
 UNIT_BYTES = 4 * 1024 * 1024
@@ -112,28 +112,20 @@ def check_files(
             if meanwhile is not None:
                 meanwhile()
         else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # Fork: the workers inherit the index and the file list instead of unpickling them.
-            # Every worker is forked at the first submit, before ``meanwhile`` starts threads.
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(min(jobs, len(units)), mp_context=context) as pool:
-                try:
-                    futures = [pool.submit(_check_unit, unit) for unit in units]
-                    if meanwhile is not None:
-                        meanwhile()
-                    for future in futures:
-                        done = worker_result(
-                            future,
-                            "the check did not finish",
-                            "run it again, with fewer --jobs if memory is short",
-                        )
-                        _collect(pieces, block_sums, done)
-                except BaseException:
-                    # Ctrl-C or an error: the units not yet started are not worth waiting for.
-                    pool.shutdown(cancel_futures=True)
-                    raise
+            # Forked: the workers inherit the index and the file list instead of unpickling
+            # them. Every worker is forked at the first submit, before ``meanwhile`` starts
+            # threads.
+            with cancelling(forked_workers(min(jobs, len(units)))) as pool:
+                futures = [pool.submit(_check_unit, unit) for unit in units]
+                if meanwhile is not None:
+                    meanwhile()
+                for future in futures:
+                    done = worker_result(
+                        future,
+                        "the check did not finish",
+                        "run it again, with fewer --jobs if memory is short",
+                    )
+                    _collect(pieces, block_sums, done)
     finally:
         _reader, _files, _shared = None, (), set()
     for file_no, index, hex_id in refs:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.errors import PgkuraError, UsageError
-from pgkura.physical.units import gather, worker_result
+from pgkura.physical.units import cancelling, forked_workers, gather, worker_result
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
@@ -277,23 +277,20 @@ class PhysicalRestorer:
         all its ranges are written, and writes again, in order, a file whose blocks are not all
         full-sized but the last (a relation that shrank and grew while an online backup read
         it): such a file cannot be cut into ranges by offset."""
-        import multiprocessing
-        from concurrent.futures import Executor, ProcessPoolExecutor
+        from concurrent.futures import Executor
 
         global _forked
         units = self._units(files)
         pool: Executor
         if self.jobs > 1 and not self.delta and hasattr(os, "fork"):
-            context = multiprocessing.get_context("fork")
-            workers = min(self.jobs, max(1, len(units)))
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_interrupts)
+            pool = forked_workers(min(self.jobs, max(1, len(units))))
             work: Callable[[list[Range]], list[tuple[int, int, bool]]] = _restore_unit
         else:
             pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-restore")
             work = self._write_unit
         _forked = self
         try:
-            with self._sync_pool, self._io_pool, pool:
+            with self._sync_pool, self._io_pool, cancelling(pool):
                 try:
                     futures = [pool.submit(work, unit) for unit in units]
                     self.progress.start("restore", sum(f.size for f in files + existing))
@@ -312,9 +309,6 @@ class PhysicalRestorer:
                     else:
                         for entry in redo:  # irregular files only: rare
                             self._restore_file(entry)
-                except BaseException:
-                    pool.shutdown(cancel_futures=True)
-                    raise
                 finally:
                     self.progress.finish()
                 for sync in self._syncs:
@@ -584,14 +578,6 @@ def _fsync_path(path: Path) -> None:
 
 # The restorer forked worker processes work for; set only while they are forked and run.
 _forked: PhysicalRestorer | None = None
-
-
-def _ignore_interrupts() -> None:
-    """Ctrl-C reaches the whole process group: the parent cancels the work and reports it;
-    the workers finish the unit they are in instead of each printing a traceback."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _restore_unit(unit: list[Range]) -> list[tuple[int, int, bool]]:

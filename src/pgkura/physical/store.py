@@ -23,7 +23,7 @@ from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
 from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.source import SourceFile
-from pgkura.physical.units import gather, worker_result
+from pgkura.physical.units import cancelling, forked_workers, gather, worker_result
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter
 from pgkura.repository.manifest import FileEntry
@@ -204,39 +204,28 @@ class FileStorer:
         both of their units: it is then in two packs, and the index keeps one (gc reclaims a
         pack none of whose blocks the index points to). They are forked at the first submit,
         before the progress display starts a thread."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         global _forked, _forked_units
-        context = multiprocessing.get_context("fork")
         new_bytes = 0
         _forked, _forked_units = self, units
         try:
-            with ProcessPoolExecutor(
-                min(self.jobs, len(units)), mp_context=context, initializer=_start_worker
-            ) as pool:
-                try:
-                    futures = [pool.submit(_store_unit, number) for number in range(len(units))]
-                    self.progress.start("backup", total)
-                    self.progress.advance(reused)
-                    for unit, future in zip(units, futures, strict=True):
-                        done = worker_result(
-                            future,
-                            "no backup was recorded",
-                            "run the backup again: the blocks already stored are reused, and "
-                            "pgkura gc reclaims the rest",
-                        )
-                        for (src, _start, _length), piece in zip(unit, done.pieces, strict=True):
-                            _add_piece(by_path, src, piece)
-                        for pack_id, blocks in done.published:
-                            self.index.publish(pack_id, blocks)
-                        self._failures += done.failures
-                        new_bytes += done.new_bytes
-                        self.progress.advance(done.read_bytes)
-                except BaseException:
-                    # Ctrl-C or an error: the units not yet started are not worth waiting for.
-                    pool.shutdown(cancel_futures=True)
-                    raise
+            with cancelling(forked_workers(min(self.jobs, len(units)))) as pool:
+                futures = [pool.submit(_store_unit, number) for number in range(len(units))]
+                self.progress.start("backup", total)
+                self.progress.advance(reused)
+                for unit, future in zip(units, futures, strict=True):
+                    done = worker_result(
+                        future,
+                        "no backup was recorded",
+                        "run the backup again: the blocks already stored are reused, and "
+                        "pgkura gc reclaims the rest",
+                    )
+                    for (src, _start, _length), piece in zip(unit, done.pieces, strict=True):
+                        _add_piece(by_path, src, piece)
+                    for pack_id, blocks in done.published:
+                        self.index.publish(pack_id, blocks)
+                    self._failures += done.failures
+                    new_bytes += done.new_bytes
+                    self.progress.advance(done.read_bytes)
         finally:
             _forked, _forked_units = None, []
         return new_bytes
@@ -414,17 +403,8 @@ _forked: FileStorer | None = None
 _forked_units: list[list[Task]] = []
 
 
-def _start_worker() -> None:
-    """Ctrl-C reaches the whole process group: the parent cancels the work and reports it, the
-    workers finish their unit. Progress is the parent's to show."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if _forked is not None:
-        _forked.progress = NoProgress()
-
-
 def _store_unit(number: int) -> _UnitResult:
     storer = _forked
     assert storer is not None, "a store worker runs only in a forked process"
+    storer.progress = NoProgress()  # progress is the parent's to show
     return storer._store_unit(_forked_units[number])

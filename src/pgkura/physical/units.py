@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from typing import TypeVar
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 from pgkura.errors import PgkuraError
 
@@ -42,3 +46,33 @@ def worker_result(future: Future[T], what: str, hint: str) -> T:
             f"a worker process ended abruptly (killed, or out of memory?): {what}",
             hint=f"{hint}; the kernel log (dmesg) names the OOM killer if it was that",
         ) from None
+
+
+def forked_workers(count: int) -> ProcessPoolExecutor:
+    """``count`` worker processes, forked at the first submit (they inherit the caller's state
+    instead of unpickling it: submit before starting any thread), that ignore Ctrl-C."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork")
+    return ProcessPoolExecutor(count, mp_context=context, initializer=_ignore_interrupts)
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches the whole process group: the parent cancels the work and reports it;
+    the workers finish the unit they are in instead of each printing a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def cancelling(pool: Executor) -> Iterator[Executor]:
+    """``with pool``, except that an error or Ctrl-C cancels the units not yet started instead
+    of waiting for them."""
+    with pool:
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
