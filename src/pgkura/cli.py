@@ -395,12 +395,27 @@ def archive_push(ctx: click.Context, wal_path: str) -> None:
 @cli.command("archive-get")
 @click.argument("wal_name")
 @click.argument("dest")
+@click.option(
+    "--stop-after",
+    metavar="SEGMENT",
+    default=None,
+    help="answer 'not in the archive' for segments past SEGMENT (written by restore when the "
+    "target lies before them)",
+)
 @click.pass_context
-def archive_get(ctx: click.Context, wal_name: str, dest: str) -> None:
-    """Fetch one WAL file (restore_command = 'pgkura ... archive-get %f %p')."""
+def archive_get(ctx: click.Context, wal_name: str, dest: str, stop_after: str | None) -> None:
+    """Fetch one WAL file (restore_command = 'pgkura ... archive-get %f %p').
+
+    Exits 1 only when the archive does not have the file; any other failure exits 126, so
+    that PostgreSQL stops recovery instead of ending it early."""
     from pgkura.commands.archive import run_archive_get
 
-    run_archive_get(_config(ctx), wal_name, dest)
+    try:
+        run_archive_get(_config(ctx), wal_name, dest, stop_after)
+    except PgkuraError as exc:
+        if exc.exit_code != ExitCode.NOT_FOUND:
+            exc.exit_code = ExitCode.ABORT_RECOVERY
+        raise
 
 
 def _target(targets: dict[str, str | None], *, to_immediate: bool, exclusive: bool = False) -> Any:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 
 FAST_COMMANDS = {"archive-push": 1, "archive-get": 2, "archive-daemon": 1}
+# Options of the fast commands themselves (each takes a value).
+FAST_OPTIONS = {"archive-get": {"--stop-after": "stop_after"}}
 
 
 def _split_fast(args: list[str]) -> tuple[dict[str, str], str, list[str]] | None:
@@ -20,17 +22,23 @@ def _split_fast(args: list[str]) -> tuple[dict[str, str], str, list[str]] | None
     by_flag = {s.flag: s.name for s in SETTINGS}
     by_flag["--config"] = "config"
     flags: dict[str, str] = {}
+    command = None
+    rest: list[str] = []
     i = 0
     while i < len(args):
         word = args[i]
-        if word in FAST_COMMANDS:
-            rest = args[i + 1 :]
-            if len(rest) != FAST_COMMANDS[word] or any(r.startswith("-") for r in rest):
-                return None  # --help, a missing argument...: let the full CLI explain
-            return flags, word, rest
+        if command is None and word in FAST_COMMANDS:
+            command = word
+            by_flag = dict(FAST_OPTIONS.get(word, {}))
+            i += 1
+            continue
+        if command is not None and not word.startswith("-"):
+            rest.append(word)
+            i += 1
+            continue
         name, sep, value = word.partition("=")
         if name not in by_flag:
-            return None
+            return None  # --help, an unknown option...: let the full CLI explain
         if not sep:
             if i + 1 >= len(args):
                 return None
@@ -38,7 +46,9 @@ def _split_fast(args: list[str]) -> tuple[dict[str, str], str, list[str]] | None
             value = args[i]
         flags[by_flag[name]] = value
         i += 1
-    return None
+    if command is None or len(rest) != FAST_COMMANDS[command]:
+        return None
+    return flags, command, rest
 
 
 def _run_fast(flags: dict[str, str], command: str, rest: list[str]) -> None:
@@ -47,6 +57,7 @@ def _run_fast(flags: dict[str, str], command: str, rest: list[str]) -> None:
 
     try:
         config_file = flags.pop("config", None)
+        stop_after = flags.pop("stop_after", None)
         cfg = load_config(flags, config_file)
         if command == "archive-push":
             from pgkura.commands.archive import run_archive_push
@@ -61,7 +72,7 @@ def _run_fast(flags: dict[str, str], command: str, rest: list[str]) -> None:
         elif command == "archive-get":
             from pgkura.commands.archive import run_archive_get
 
-            run_archive_get(cfg, rest[0], rest[1])
+            run_archive_get(cfg, rest[0], rest[1], stop_after)
         else:  # the background process of --archive-async
             from pgkura.commands.archive import run_archive_daemon
 
@@ -73,10 +84,26 @@ def _run_fast(flags: dict[str, str], command: str, rest: list[str]) -> None:
         sys.stderr.write(f"pgkura: error: {exc.message}\n")
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
-        sys.exit(int(exc.exit_code))
+        sys.exit(fast_exit_code(command, exc.exit_code))
     except KeyboardInterrupt:
         sys.stderr.write("pgkura: interrupted\n")
         sys.exit(130)
+    except Exception as exc:
+        # Python's own exit status for an uncaught error is 1, which archive-get must never
+        # return for anything but "not in the archive".
+        sys.stderr.write(f"pgkura: error: unexpected {type(exc).__name__}: {exc}\n")
+        sys.exit(fast_exit_code(command, 2))
+
+
+def fast_exit_code(command: str, code: int) -> int:
+    """archive-get's failures other than "not in the archive" exit above 125: PostgreSQL
+    takes any other non-zero status for the end of the archive and would end recovery early
+    (src/backend/access/transam/xlogarchive.c); above 125 it stops recovery instead."""
+    from pgkura.errors import ExitCode
+
+    if command == "archive-get" and code != ExitCode.NOT_FOUND:
+        return ExitCode.ABORT_RECOVERY
+    return code
 
 
 def main() -> None:

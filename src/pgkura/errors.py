@@ -23,6 +23,11 @@ class ExitCode:
     CORRUPTION = 7
     # The backup was taken and kept, but data page checksum failures were found in the cluster.
     CHECKSUM_FAILURES = 8
+    # archive-get: the file is in the archive but cannot be delivered intact (damaged, or the
+    # repository unreadable), or the archive has a hole there. Above 125, so that PostgreSQL
+    # stops recovery instead of taking it for the end of the archive (126 and 127 it would
+    # log as "command not executable" and "not found": misleading).
+    ABORT_RECOVERY = 255
     INTERRUPTED = 130
 
 

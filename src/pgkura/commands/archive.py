@@ -30,7 +30,16 @@ def run_archive_push(cfg: Config, path: str) -> PushResult | None:
     return push_wal(open_repository(cfg), cfg.stanza, path, mapped=True)
 
 
-def run_archive_get(cfg: Config, wal_name: str, dest: str) -> None:
+def run_archive_get(cfg: Config, wal_name: str, dest: str, stop_after: str | None = None) -> None:
+    """Fetch ``wal_name`` into ``dest``; NotFoundError (exit 1) only when the archive truly
+    does not have it. ``stop_after``: the restore proved that recovery reaches its target
+    before any later segment, so later ones are "not in the archive" without being read."""
+    from pgkura.wal.names import is_segment_name
+
+    if stop_after is not None and is_segment_name(wal_name) and wal_name[8:] > stop_after[8:]:
+        raise NotFoundError(
+            f"{wal_name} lies past {stop_after}, the last segment this recovery needs"
+        )
     if cfg.archive_async:
         from pgkura.wal.spool import get_async
 
@@ -41,7 +50,27 @@ def run_archive_get(cfg: Config, wal_name: str, dest: str) -> None:
 
         found = get_wal(open_repository(cfg), cfg.stanza, wal_name, dest, durable=False)
     if not found:
+        if is_segment_name(wal_name):
+            _refuse_hole(cfg, wal_name)
         raise NotFoundError(f"{wal_name} is not in the archive of stanza {cfg.stanza!r}")
+
+
+def _refuse_hole(cfg: Config, wal_name: str) -> None:
+    """A segment that is absent while later segments of its timeline are archived is a hole,
+    not the end of the archive: PostgreSQL asks a timeline for a segment only within the
+    stretch of WAL that timeline owns, so answering "not found" would end recovery early."""
+    from pgkura.commands import open_repository
+    from pgkura.errors import CorruptionError
+    from pgkura.wal.archive import archived_after
+
+    later = archived_after(open_repository(cfg), cfg.stanza, wal_name)
+    if later is not None:
+        raise CorruptionError(
+            f"{wal_name} is missing from the archive of stanza {cfg.stanza!r}, but the archive "
+            f"continues at {later}: a hole; recovery is stopped rather than ended early",
+            hint="put the segment back (archive-push it from the server's pg_wal if it is "
+            "still there), or restore to a point before it with --to-lsn",
+        )
 
 
 def run_archive_daemon(cfg: Config, role: str) -> None:

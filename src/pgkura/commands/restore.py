@@ -19,6 +19,7 @@ from pgkura.physical.restore import (
     parse_tablespace_map,
     plan_restore,
 )
+from pgkura.physical.walcheck import WalCheck, check_replay
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import shared_lock
@@ -81,10 +82,40 @@ def run_restore(
             hint="choose an online backup for point-in-time recovery",
         )
     target = Path(req.target_dir).absolute()
+    refuse_live_server([target])
     plan = plan_restore(manifest, target, parse_tablespace_map(req.tablespace_map))
+    refuse_live_server(list(plan.tablespaces.values()))
     check_targets(plan, req.delta)
     with shared_lock(repo):  # gc cannot delete what this restore reads
-        return _restore(cfg, req, progress, repo, manifest, choice.note, target, plan, index)
+        wal = check_replay(repo, cfg.stanza, choice, req.target, _waldump_dir(cfg), req.jobs)
+        return _restore(cfg, req, progress, repo, manifest, choice.note, target, plan, index, wal)
+
+
+def _waldump_dir(cfg: Config) -> Path | None:
+    """Where pg_waldump is, to say where a damaged archive's last recoverable point is."""
+    from pgkura.errors import PgkuraError
+    from pgkura.pg.binaries import find_pg_bin
+
+    try:
+        return find_pg_bin(cfg.pg_bin)
+    except PgkuraError:
+        return None
+
+
+def refuse_live_server(paths: list[Path]) -> None:
+    """Refuse, whatever the flags, a target or tablespace location that a running server
+    uses: --delta would delete its postmaster.pid and live WAL under it."""
+    from pgkura.errors import ServerRunningError
+    from pgkura.pg.postmaster import server_using
+
+    for path in paths:
+        reason = server_using(path)
+        if reason is not None:
+            raise ServerRunningError(
+                f"cannot restore into {path}: {reason}; nothing was written",
+                hint="stop that server first (pg_ctl stop -D DIR), or restore into another "
+                "directory",
+            )
 
 
 def _restore(
@@ -97,6 +128,7 @@ def _restore(
     target: Path,
     plan: RestorePlan,
     index: BlockIndex | None,
+    wal: WalCheck,
 ) -> RestoreResult:
     index = index or BlockIndex(repo).load()
     _check_blocks_present(index, manifest, req.only)
@@ -118,7 +150,12 @@ def _restore(
     if manifest.method != "offline":
         written = _write_backup_files(manifest, plan)
         recovery_files = write_recovery_settings(
-            target, manifest.pg_version, cfg, req.target, archive_mode_off=req.archive_mode_off
+            target,
+            manifest.pg_version,
+            cfg,
+            req.target,
+            archive_mode_off=req.archive_mode_off,
+            stop_after=wal.stop_after,
         )
     else:
         written = {}

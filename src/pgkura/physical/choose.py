@@ -24,6 +24,8 @@ from pgkura.wal.names import DEFAULT_SEG_SIZE, format_lsn, parse_lsn, segment_na
 class Choice:
     manifest: Manifest
     note: str | None  # what was picked and why, when pgkura picked it
+    #: where an --to-xid or --to-name target is in the archived WAL, when it was looked up
+    target_lsn: int | None = None
 
 
 def consistency_lsn(m: Manifest) -> int:
@@ -71,9 +73,10 @@ def _window(backups: list[Manifest], end_lsn: int, end_time: float | None) -> st
     )
 
 
-def _history(
+def target_history(
     repo: Repository, stanza: str, target: RecoveryTarget, m: Manifest, catalog: ArchiveCatalog
 ) -> TimelineHistory:
+    """The history recovery from ``m`` follows for ``target``'s --target-timeline."""
     if target.timeline == "current":
         tli = m.timeline or 1
     elif target.timeline == "latest":
@@ -103,7 +106,7 @@ def _locate(
     from pgkura.wal.scan import find_target_lsn
 
     assert target.value is not None
-    history = _history(repo, stanza, target, online[-1], catalog)
+    history = target_history(repo, stanza, target, online[-1], catalog)
     first = online[0]
     start = parse_lsn(first.start_lsn) if first.start_lsn else consistency_lsn(first)
     lsn = find_target_lsn(repo, stanza, catalog, history, start, target.kind, target.value, bin_dir)
@@ -134,7 +137,7 @@ def choose_backup(
     def to_the_end(m: Manifest) -> Choice:
         """Replay to the end of the archive: the target timeline's history must be there."""
         if m.kind == "physical" and m.method != "offline":
-            _history(repo, stanza, target, m, load_catalog(repo, stanza, _seg_size(m)))
+            target_history(repo, stanza, target, m, load_catalog(repo, stanza, _seg_size(m)))
         return Choice(m, None)
 
     if target.kind == "none" and requested not in (None, "latest"):
@@ -175,7 +178,7 @@ def choose_backup(
     fitting = [b for b in online if reaches(b)]
     newest = online[-1]
     if not fitting:
-        history = _history(repo, stanza, target, newest, catalog)
+        history = target_history(repo, stanza, target, newest, catalog)
         end_lsn, end_time = catalog.replay_end(history, consistency_lsn(online[0]))
         which = f"backup {requested}" if requested else "no backup"
         raise UsageError(
@@ -185,7 +188,7 @@ def choose_backup(
             hint="choose a target inside the window (or an older backup with --backup)",
         )
     chosen = fitting[-1]
-    history = _history(repo, stanza, target, chosen, catalog)
+    history = target_history(repo, stanza, target, chosen, catalog)
     start = parse_lsn(chosen.start_lsn) if chosen.start_lsn else consistency_lsn(chosen)
     end_lsn, end_time = catalog.replay_end(history, start)
     if end_lsn < consistency_lsn(chosen):
@@ -222,4 +225,4 @@ def choose_backup(
             f"picked backup {chosen.id} (consistent at {chosen.stop_lsn}, "
             f"{consistency_time(chosen).isoformat(sep=' ')}), {why}"
         )
-    return Choice(chosen, note)
+    return Choice(chosen, note, target_lsn)

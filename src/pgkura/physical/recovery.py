@@ -56,8 +56,10 @@ def pgkura_executable() -> str:
     return str(candidate) if candidate.exists() else "pgkura"
 
 
-def restore_command(cfg: Config) -> str:
-    """The restore_command that fetches WAL from this repository and stanza."""
+def restore_command(cfg: Config, stop_after: str | None = None) -> str:
+    """The restore_command that fetches WAL from this repository and stanza; with
+    ``stop_after``, segments past that one are answered "not in the archive" unread (the
+    restore proved the target lies before them, and read-ahead must not trip over them)."""
     parts = [pgkura_executable()]
     if cfg.config_file:
         parts += ["--config", os.path.abspath(cfg.config_file)]
@@ -68,7 +70,8 @@ def restore_command(cfg: Config) -> str:
         parts += ["--archive-async", "on"]
         if cfg.spool_path:
             parts += ["--spool-path", os.path.abspath(cfg.spool_path)]
-    return " ".join(shlex.quote(p) for p in parts) + ' archive-get %f "%p"'
+    tail = ["archive-get"] + (["--stop-after", stop_after] if stop_after else [])
+    return " ".join(shlex.quote(p) for p in parts + tail) + ' %f "%p"'
 
 
 def _conf_value(value: str) -> str:
@@ -82,12 +85,13 @@ def write_recovery_settings(
     target: RecoveryTarget,
     *,
     archive_mode_off: bool = False,
+    stop_after: str | None = None,
 ) -> list[str]:
     """Write the files that make the restored cluster recover from the archive.
 
     Returns the names of the files written, for the restore's report.
     """
-    settings = {"restore_command": restore_command(cfg), **target.settings()}
+    settings = {"restore_command": restore_command(cfg, stop_after), **target.settings()}
     written = []
     if pg_version >= 12:
         lines = [MARKER] + [f"{k} = {_conf_value(v)}" for k, v in settings.items()]

@@ -288,6 +288,18 @@ def get_wal(
     return True
 
 
+def archived_after(repo: Repository, stanza: str, segment: str) -> str | None:
+    """The first archived segment of ``segment``'s timeline that comes after it, or None."""
+    prefix = layout.wal_key(stanza, segment)[: -len(segment)].rsplit("/", 2)[0] + "/"
+    timeline = segment[:8]
+    later = [
+        name
+        for name in (info.key.rsplit("/", 1)[-1] for info in repo.storage.list(prefix + timeline))
+        if len(name) == 24 and name[:8] == timeline and name > segment
+    ]
+    return min(later, default=None)
+
+
 def write_file_atomic(
     dest: StrPath, data: bytes | Callable[[int], None], *, durable: bool = True
 ) -> None:

@@ -57,12 +57,12 @@ class ArchiveCatalog:
         tl = self.timelines.get(timeline)
         return tl is not None and segno in tl.segnos
 
-    def replay_end(self, history: TimelineHistory, start_lsn: int) -> tuple[int, float | None]:
-        """The LSN where replay from ``start_lsn`` runs out of archived WAL on ``history``,
-        and when the last segment it reads was archived."""
+    def replay_segments(self, history: TimelineHistory, start_lsn: int) -> list[tuple[int, int]]:
+        """(timeline, segment number) of every archived segment replay from ``start_lsn``
+        reads on ``history``, in order, up to the first one it cannot find."""
         spans = history.spans()
         segno = start_lsn // self.seg_size
-        last_time: float | None = None
+        out: list[tuple[int, int]] = []
         while True:
             found = None
             for span in reversed(spans):
@@ -70,9 +70,43 @@ class ArchiveCatalog:
                     found = span.timeline
                     break
             if found is None:
-                return segno * self.seg_size, last_time
-            last_time = self.timelines[found].mtimes.get(segno, last_time)
+                return out
+            out.append((found, segno))
             segno += 1
+
+    def replay_end(self, history: TimelineHistory, start_lsn: int) -> tuple[int, float | None]:
+        """The LSN where replay from ``start_lsn`` runs out of archived WAL on ``history``,
+        and when the last segment it reads was archived."""
+        read = self.replay_segments(history, start_lsn)
+        if not read:
+            return (start_lsn // self.seg_size) * self.seg_size, None
+        last_time: float | None = None
+        for tli, segno in read:
+            last_time = self.timelines[tli].mtimes.get(segno, last_time)
+        return (read[-1][1] + 1) * self.seg_size, last_time
+
+    def continues_after(self, history: TimelineHistory, segno: int) -> tuple[int, int] | None:
+        """The first archived segment past ``segno`` that replay on ``history`` would read had
+        it found ``segno``: (timeline, segment number), or None when the archive ends there.
+
+        When replay runs out at a segment and this is not None, the archive has a hole, not an
+        end: PostgreSQL would take the hole for the end of the WAL and promote early."""
+        found: list[tuple[int, int]] = []
+        for span in history.spans():
+            tl = self.timelines.get(span.timeline)
+            if tl is None:
+                continue
+            first = span.begin // self.seg_size
+            last = None if span.end is None else (span.end - 1) // self.seg_size
+            found += [
+                (n, span.timeline)
+                for n in tl.segnos
+                if n > segno and n >= first and (last is None or n <= last)
+            ]
+        if not found:
+            return None
+        n, tli = min(found)
+        return tli, n
 
     def describe_segment(self, timeline: int, segno: int) -> str:
         return segment_name_of_segno(timeline, segno, self.seg_size)

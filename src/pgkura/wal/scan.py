@@ -28,25 +28,13 @@ def _runs(
     catalog: ArchiveCatalog, history: TimelineHistory, start_lsn: int
 ) -> list[tuple[int, list[int]]]:
     """The segments replay would read from ``start_lsn``, grouped by timeline."""
-    spans = history.spans()
-    segno = start_lsn // catalog.seg_size
     runs: list[tuple[int, list[int]]] = []
-    while True:
-        tli = next(
-            (
-                s.timeline
-                for s in reversed(spans)
-                if s.begin // catalog.seg_size <= segno and catalog.has(s.timeline, segno)
-            ),
-            None,
-        )
-        if tli is None:
-            return runs
+    for tli, segno in catalog.replay_segments(history, start_lsn):
         if runs and runs[-1][0] == tli:
             runs[-1][1].append(segno)
         else:
             runs.append((tli, [segno]))
-        segno += 1
+    return runs
 
 
 def find_target_lsn(
