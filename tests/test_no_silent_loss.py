@@ -178,3 +178,38 @@ def test_archive_get_never_reports_an_error_as_not_found(work_dir: Path) -> None
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
     assert proc.returncode == 255, proc.stderr
     assert "not a pgkura repository" in proc.stderr
+
+
+def test_gc_never_deletes_a_pack_whose_index_object_was_lost(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("src")
+    src.sql("CREATE TABLE t AS SELECT generate_series(1, 50000) AS i")
+    src.stop()
+    args = ("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    run_pgkura(*args)
+    run_pgkura(*args)  # two backups reference the same packs
+    packs = sorted(p.name for p in Path(repo, "packs").rglob("*") if p.is_file())
+    victim = max(packs, key=lambda name: Path(repo, "packs", name[:2], name).stat().st_size)
+    Path(repo, "index", victim).unlink()
+
+    # verify names the loss and the repair; restore reads the pack's own copy meanwhile.
+    found = run_pgkura("--repo", repo, "verify", check=False)
+    assert found.returncode == 7 and victim in found.stdout and "repair index" in found.stdout
+    early = work_dir / "early"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(early))
+
+    report = json.loads(run_pgkura("--repo", repo, "gc", "--output", "json").stdout)
+    assert report["packs_deleted"] == 0 and report["indexes_rebuilt"] == [victim]
+    assert Path(repo, "packs", victim[:2], victim).is_file()
+    assert Path(repo, "index", victim).is_file()
+    assert run_pgkura("--repo", repo, "verify").returncode == 0
+
+    # pgkura repair index does the same without gc.
+    Path(repo, "index", victim).unlink()
+    repaired = json.loads(run_pgkura("--repo", repo, "repair", "index", "--output", "json").stdout)
+    assert repaired["rebuilt"] == [victim] and Path(repo, "index", victim).is_file()
+    target = work_dir / "after-gc"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target))
+    restored = make_server("restored", pgdata=target, init=False)
+    assert restored.sql(ROWS)[0][0] == 50000

@@ -625,7 +625,42 @@ def gc(ctx: click.Context, dry_run: bool, output: str) -> None:
         f"({human_bytes(report.unreferenced_bytes_kept)} of them unreferenced, kept until "
         "repacking exists)"
     )
+    if report.indexes_rebuilt:
+        text += (
+            f"; wrote back the missing index object of {len(report.indexes_rebuilt)} pack(s) "
+            "from their own copies"
+        )
+    if report.unreadable_kept:
+        text += (
+            f"; kept {len(report.unreadable_kept)} pack(s) whose content cannot be read "
+            "(pgkura verify names them)"
+        )
     _emit(output, asdict(report), text)
+
+
+@cli.group()
+def repair() -> None:
+    """Repair what can be rebuilt from what the repository still holds."""
+
+
+@repair.command("index")
+@OUTPUT
+@click.pass_context
+def repair_index(ctx: click.Context, output: str) -> None:
+    """Write back missing index objects from the copies at the end of their packs."""
+    from dataclasses import asdict
+
+    from pgkura.commands.repair import run_repair_index
+
+    report = run_repair_index(_config(ctx))
+    lines = [f"rebuilt the index of pack {p} from its own copy" for p in report.rebuilt]
+    lines += [f"cannot rebuild: {problem}" for problem in report.unrepairable]
+    _emit(output, asdict(report), "\n".join(lines) or "every pack has its index object")
+    if report.unrepairable:
+        raise PgkuraError(
+            f"{len(report.unrepairable)} pack index(es) cannot be rebuilt",
+            hint="run pgkura verify to see which backups need them",
+        )
 
 
 @cli.command()

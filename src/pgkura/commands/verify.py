@@ -119,6 +119,14 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int, pages: boo
                         f"backup {m.id}: WAL segment {name}, needed to make it consistent, "
                         "is missing from the archive"
                     )
+    referenced = {b for f in files for b in f.blocks}
+    for pack_id in index.unindexed:
+        if any(b.hex() in referenced for b in index.blocks_of(pack_id)):
+            report.problems.append(
+                f"pack {layout.pack_key(pack_id)}: its index object {layout.index_key(pack_id)} "
+                "is missing; the pack's own copy of the index was read instead (run pgkura "
+                "repair index to write it back)"
+            )
     # The archive is checked by this process while worker processes read the backups' files.
     archive = VerifyReport()
     meanwhile = None if backup_id else lambda: _verify_archive(repo, stanza, archive, jobs)
@@ -155,24 +163,21 @@ def _to_check(m: Manifest, f: FileEntry, start_lsn: int | None, pages: bool) -> 
 def _check_pack(repo: Any, pack_id: str) -> str | None:
     """A pack ends with a copy of its index and a trailer pointing at it; a pack that was
     truncated, extended or overwritten at the end no longer does."""
-    from pgkura.repository.blocks import PACK_TRAILER, PACK_TRAILER_MAGIC
+    from pgkura.repository.blocks import read_pack_index
 
     key = layout.pack_key(pack_id)
     size = repo.storage.size(key)
     if size is None:
         return f"pack {key} is missing"
-    if size < PACK_TRAILER.size:
-        return f"pack {key} is truncated ({size} bytes)"
-    offset, magic = PACK_TRAILER.unpack(
-        repo.storage.get(key, size - PACK_TRAILER.size, PACK_TRAILER.size)
-    )
-    if magic != PACK_TRAILER_MAGIC or not 0 <= offset <= size - PACK_TRAILER.size:
+    try:
+        copy = read_pack_index(repo, pack_id)
+    except KeyError:
         return f"pack {key} does not end with its trailer: it was truncated or extended"
     try:
         expected = repo.storage.get(layout.index_key(pack_id))
     except KeyError:
-        return None  # the index object is checked by BlockIndex.load
-    if repo.storage.get(key, offset, size - PACK_TRAILER.size - offset) != expected:
+        return None  # no index object: BlockIndex.load read this copy, and verify reports it
+    if copy != expected:
         return f"pack {key}: the index copy at its end differs from {layout.index_key(pack_id)}"
     return None
 

@@ -226,7 +226,7 @@ def take_dump(
     with backup_lock(repo, cfg.stanza):
         started = utc_now()
         backup_id = new_backup_id(started)
-        index = BlockIndex(repo).load()
+        index = BlockIndex(repo).load(write_back=True)
         writer = PackWriter(index)
         progress.start(f"dump {backup_id}", sum(d.size_bytes for d in databases))
         globals_args = [tools.path("pg_dumpall"), "--globals-only", "--no-password"]

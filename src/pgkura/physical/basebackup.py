@@ -94,7 +94,7 @@ def backup_basebackup(
             (pgdata / "backup_manifest").unlink()  # pg_basebackup's, not part of PGDATA
             label = (pgdata / "backup_label").read_text()
             start_lsn = _label_start_lsn(label)
-            index = BlockIndex(repo).load()
+            index = BlockIndex(repo).load(write_back=True)
             result = store_files(
                 repo,
                 index,

@@ -63,7 +63,7 @@ def backup_offline(
     repo.ensure_stanza(stanza, control.system_identifier, pg_version)
     with backup_lock(repo, stanza):
         started = utc_now()
-        index = BlockIndex(repo).load()
+        index = BlockIndex(repo).load(write_back=True)
         previous = previous_files(repo, stanza, control.system_identifier)
         checksums = control.data_checksum_version > 0
         result = store_files(

@@ -191,7 +191,7 @@ def backup_online(
         with backup_lock(repo, stanza):
             started = utc_now()
             backup_id = new_backup_id(started)
-            index = BlockIndex(repo).load()
+            index = BlockIndex(repo).load(write_back=True)
             previous = previous_files(repo, stanza, facts.system_identifier)
             start_lsn = _start_backup(
                 conn, facts.version_num, f"pgkura {backup_id}", fast_checkpoint

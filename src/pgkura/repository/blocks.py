@@ -42,34 +42,47 @@ class BlockIndex:
         self._pending: set[bytes] = set()
         self._packs: set[str] = set()
         self.damaged: list[str] = []  # messages about packs whose index cannot be read
+        self.unindexed: list[str] = []  # packs read from their trailer: no index object
 
-    def load(self) -> BlockIndex:
+    def load(self, *, write_back: bool = False) -> BlockIndex:
         """Read every index object. A damaged one is replaced by the copy of the index inside
         its pack; when both are unreadable the pack is listed in ``damaged`` and its blocks
-        count as missing (restores that need them stop and say so; verify reports them)."""
+        count as missing (restores that need them stop and say so; verify reports them).
+
+        A pack that has no index object at all (lost, or its writer was killed between the
+        pack and the index) is read from its own trailer too, and listed in ``unindexed``:
+        its blocks may be ones a backup references. ``write_back`` writes such an index
+        object again (the same bytes as the pack's copy), for callers that may write."""
         self.damaged = []
+        self.unindexed = []
         for info in self.repo.storage.list("index/"):
             pack_id = info.key.rsplit("/", 1)[1]
             try:
                 self._add_index(pack_id, self.repo.storage.get(info.key))
             except CorruptionError as first:
                 try:
-                    self._add_index(pack_id, self._index_in_pack(pack_id))
+                    self._add_index(pack_id, read_pack_index(self.repo, pack_id))
                 except (CorruptionError, KeyError, struct.error):
                     self.damaged.append(f"{first.message}, and so is the copy in its pack")
+                    self._packs.add(pack_id)
+        for pack_id in sorted(self.present_packs() - self._packs):
+            try:
+                copy = read_pack_index(self.repo, pack_id)
+                self._add_index(pack_id, copy)
+            except (CorruptionError, KeyError, struct.error):
+                self.damaged.append(
+                    f"pack {layout.pack_key(pack_id)} has no index object and its own copy of "
+                    "the index cannot be read"
+                )
+                continue
+            self.unindexed.append(pack_id)
+            if write_back:
+                self.repo.storage.put_if_absent(layout.index_key(pack_id), copy)
         return self
 
-    def _index_in_pack(self, pack_id: str) -> bytes:
-        key = layout.pack_key(pack_id)
-        size = self.repo.storage.size(key)
-        if size is None or size < PACK_TRAILER.size:
-            raise KeyError(key)
-        index_offset, magic = PACK_TRAILER.unpack(
-            self.repo.storage.get(key, size - PACK_TRAILER.size, PACK_TRAILER.size)
-        )
-        if magic != PACK_TRAILER_MAGIC or not 0 <= index_offset <= size - PACK_TRAILER.size:
-            raise KeyError(key)
-        return self.repo.storage.get(key, index_offset, size - PACK_TRAILER.size - index_offset)
+    def present_packs(self) -> set[str]:
+        """The ids of the packs the store holds."""
+        return {o.key.rsplit("/", 1)[-1] for o in self.repo.storage.list("packs/")}
 
     def _add_index(self, pack_id: str, sealed_index: bytes) -> None:
         try:
@@ -99,6 +112,11 @@ class BlockIndex:
         with self._lock:
             return list(self._blocks.items())
 
+    def blocks_of(self, pack_id: str) -> list[bytes]:
+        """The ids of the blocks the index finds in ``pack_id``."""
+        with self._lock:
+            return [b for b, loc in self._blocks.items() if loc.pack_id == pack_id]
+
     @property
     def pack_ids(self) -> set[str]:
         return set(self._packs)
@@ -117,6 +135,21 @@ class BlockIndex:
             for block_id, loc in entries:
                 self._blocks[block_id] = loc
                 self._pending.discard(block_id)
+
+
+def read_pack_index(repo: Repository, pack_id: str) -> bytes:
+    """The sealed copy of its index a pack ends with (docs/repository-format.md, "Blocks and
+    packs"); KeyError when the pack is absent or does not end with a sound trailer."""
+    key = layout.pack_key(pack_id)
+    size = repo.storage.size(key)
+    if size is None or size < PACK_TRAILER.size:
+        raise KeyError(key)
+    index_offset, magic = PACK_TRAILER.unpack(
+        repo.storage.get(key, size - PACK_TRAILER.size, PACK_TRAILER.size)
+    )
+    if magic != PACK_TRAILER_MAGIC or not 0 <= index_offset <= size - PACK_TRAILER.size:
+        raise KeyError(key)
+    return repo.storage.get(key, index_offset, size - PACK_TRAILER.size - index_offset)
 
 
 class PackWriter:

@@ -1,0 +1,30 @@
+"""`pgkura repair index`: write back index objects that are missing, from the packs' own copies.
+
+Every pack ends with a copy of its index (docs/repository-format.md, "Blocks and packs"), so a
+lost ``index/<pack>`` object loses nothing: readers fall back to the copy, and this writes the
+object again (put-if-absent, the very bytes of the copy). It takes only the shared lock:
+backups may run meanwhile, since an index object is never anything but that copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pgkura.commands import open_repository
+from pgkura.config import Config
+from pgkura.repository.blocks import BlockIndex
+from pgkura.repository.locks import shared_lock
+
+
+@dataclass
+class RepairReport:
+    rebuilt: list[str] = field(default_factory=list)
+    #: packs whose index object and own copy are both unreadable: nothing to rebuild from
+    unrepairable: list[str] = field(default_factory=list)
+
+
+def run_repair_index(cfg: Config) -> RepairReport:
+    repo = open_repository(cfg)
+    with shared_lock(repo):
+        index = BlockIndex(repo).load(write_back=True)
+    return RepairReport(rebuilt=list(index.unindexed), unrepairable=list(index.damaged))
