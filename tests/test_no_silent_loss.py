@@ -213,3 +213,32 @@ def test_gc_never_deletes_a_pack_whose_index_object_was_lost(
     run_pgkura("--repo", repo, "restore", "--target-dir", str(target))
     restored = make_server("restored", pgdata=target, init=False)
     assert restored.sql(ROWS)[0][0] == 50000
+
+
+def test_every_form_of_password_is_refused(make_server: Any, repo: str) -> None:
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    host, port = str(src.socket_dir), str(src.port)
+    forms = [
+        f"postgresql://postgres:pw@/postgres?host={host}&port={port}",
+        f"postgres://:pw@/postgres?host={host}&port={port}",
+        f"postgresql:///postgres?host={host}&port={port}&password=pw",
+        f"host={host} port={port} user=postgres password=pw",
+        f"host={host} port={port} user=postgres password = 'p w'",
+    ]
+    for form in forms:
+        result = run_pgkura("--repo", repo, "--dbconn", form, "check", check=False)
+        assert result.returncode == 3, (form, result.stderr)
+        assert "password" in result.stderr and ".pgpass" in result.stderr
+        assert "pw" not in result.stderr.replace("password", "")
+    # A database called "password" is not a password.
+    src.sql("CREATE DATABASE password_db")
+    fine = run_pgkura(
+        "--repo", repo, "--dbconn", f"host={host} port={port} dbname=password_db", "check",
+    )  # fmt: skip
+    assert "reached the archive" in fine.stdout
+    # PGPASSWORD would be passed on to libpq and PostgreSQL's programs: refused too.
+    for args in (("check",), ("dump", "--dbname", "postgres")):
+        env = {**src.libpq_env(), "PGPASSWORD": "pw"}
+        result = run_pgkura("--repo", repo, *args, env=env, check=False)
+        assert result.returncode == 3, (args, result.stderr)
+        assert "PGPASSWORD" in result.stderr and ".pgpass" in result.stderr

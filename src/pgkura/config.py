@@ -176,9 +176,29 @@ def load_config(
             values[s.name] = _convert(s, file_values[s.name], str(path_text))
         else:
             values[s.name] = s.default
-    if values["dbconn"] and "password" in values["dbconn"].lower():
+    if values["dbconn"]:
+        check_conninfo(values["dbconn"])
+    return Config(config_file=path_text, **values)
+
+
+def check_conninfo(text: str) -> None:
+    """Refuse a connection string that is not one, or that carries a password in any of
+    libpq's forms: ``password=`` keyword, URI user-info (``postgresql://u:pw@h``) or URI
+    query parameter (``?password=``). Parsed by libpq's own rules (psycopg), imported only
+    when a connection string is given."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(text)
+    except ProgrammingError as exc:
+        raise ConfigError(
+            f"the connection string is not valid: {str(exc).strip()}",
+            hint="use the form 'host=/run/postgresql port=5432 user=postgres' or a "
+            "postgresql:// URI",
+        ) from None
+    if params.get("password") is not None:
         raise ConfigError(
             "the connection string contains a password",
             hint="remove it and put the password in ~/.pgpass (mode 0600) or PGPASSFILE",
         )
-    return Config(config_file=path_text, **values)

@@ -129,11 +129,12 @@ def connect_maintenance(cfg: Config) -> Any:
 
 
 def tool_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # A password in the environment would be visible to every process of the user; pgkura
-    # relies on .pgpass / PGPASSFILE instead, as the README says.
-    env.pop("PGPASSWORD", None)
-    return env
+    """The environment PostgreSQL's programs run in: pgkura's own, refused when it holds a
+    password (pgkura relies on .pgpass / PGPASSFILE, as the README says)."""
+    from pgkura.pg.connection import refuse_password_env
+
+    refuse_password_env()
+    return dict(os.environ)
 
 
 class ToolProcess:

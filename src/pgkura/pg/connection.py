@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING
 
 from pgkura.config import Config
-from pgkura.errors import PostgresError
+from pgkura.errors import ConfigError, PostgresError
 
 if TYPE_CHECKING:
     import psycopg
@@ -31,10 +31,24 @@ def describe_target(cfg: Config) -> str:
     return "libpq's defaults (local socket, port 5432, user = OS user)"
 
 
+def refuse_password_env() -> None:
+    """PGPASSWORD is visible to every process of the user (ps e, /proc/PID/environ), and
+    pgkura would pass it on to libpq and to PostgreSQL's programs: refused, as a password in
+    a connection string is."""
+    if os.environ.get("PGPASSWORD"):
+        raise ConfigError(
+            "PGPASSWORD is set in the environment; pgkura does not pass passwords on that way",
+            hint="unset PGPASSWORD and put the password in ~/.pgpass (mode 0600) or a file "
+            "named by PGPASSFILE",
+        )
+
+
 def connect(cfg: Config, dbname: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
     """Open an autocommit connection to the server; PostgresError with a hint when it fails."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    refuse_password_env()
 
     base = cfg.dbconn or ""
     try:
