@@ -188,6 +188,14 @@ def test_restore_refuses_a_non_empty_target_and_delta_rewrites_only_changes(
     assert "is not empty" in refused.stderr and "--delta" in refused.stderr
     assert (target / "stray").read_text() == "not PostgreSQL"
 
+    # --delta rewrites a data directory only: this one is not (yet) one, so it is refused.
+    refused = run_pgkura(
+        "--repo", repo, "restore", "--target-dir", str(target), "--delta", check=False
+    )  # fmt: skip
+    assert refused.returncode == 3 and "would delete" in refused.stderr
+    assert (target / "stray").read_text() == "not PostgreSQL"
+    (target / "PG_VERSION").write_text("15\n")  # an old copy of a cluster, say
+    chown(target / "PG_VERSION")
     run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--delta")
     assert not (target / "stray").exists()
     # Damage one file, then a delta restore rewrites just that one.

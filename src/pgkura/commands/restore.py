@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import CorruptionError, UsageError
+from pgkura.errors import CorruptionError, PgkuraError, UsageError
 from pgkura.physical.pgmanifest import write_pg_manifest
 from pgkura.physical.recovery import RecoveryTarget, write_recovery_settings
 from pgkura.physical.restore import (
@@ -145,7 +145,10 @@ def _restore(
         direct=cfg.direct_io,
         durable=req.durable,
     )
-    stats = restorer.run()
+    try:
+        stats = restorer.run()
+    except PgkuraError as exc:
+        raise _incomplete(exc, target) from None
     recovery_files: list[str] = []
     if manifest.method != "offline":
         written = _write_backup_files(manifest, plan)
@@ -165,23 +168,51 @@ def _restore(
     # backup, so it gets none.
     if req.only is None:
         write_pg_manifest(target, manifest, written)
+    try:
+        restorer.finish()  # pg_control, last
+    except PgkuraError as exc:
+        raise _incomplete(exc, target) from None
     return RestoreResult(manifest, target, stats, recovery_files, note)
+
+
+def _incomplete(exc: PgkuraError, target: Path) -> PgkuraError:
+    """The error of a restore that stopped after it began writing: it says so."""
+    cls = CorruptionError if isinstance(exc, CorruptionError) else PgkuraError
+    out = cls(
+        f"{exc.message}; {target} is incomplete: global/pg_control was not written, so it "
+        "will not start",
+        hint=exc.hint
+        or "fix the cause, then run the restore again with --delta (it keeps "
+        "what was written), or restore another backup into it with --delta",
+    )
+    out.exit_code = exc.exit_code
+    return out
 
 
 def _check_blocks_present(
     index: BlockIndex, manifest: Manifest, only: frozenset[str] | None
 ) -> None:
-    """Refuse before writing anything when the repository lacks a block the backup needs."""
+    """Refuse before writing anything when the repository lacks a block the backup needs, or
+    the pack that holds it, or the pack is shorter than the block's place in it."""
+    sizes = index.pack_sizes()
     for f in manifest.files:
         if only is not None and f.path not in only:
             continue
         for b in f.blocks:
-            if bytes.fromhex(b) not in index:
-                raise CorruptionError(
-                    f"backup {manifest.id} cannot be restored: a block of {f.path} is missing "
-                    "from the repository; nothing was written",
-                    hint="run pgkura verify, and restore another backup",
-                )
+            loc = index.get(bytes.fromhex(b))
+            if loc is None:
+                problem = "is missing from the repository"
+            elif loc.pack_id not in sizes:
+                problem = f"is in pack {loc.pack_id}, which is missing"
+            elif sizes[loc.pack_id] < loc.offset + loc.length:
+                problem = f"is in pack {loc.pack_id}, which is truncated"
+            else:
+                continue
+            raise CorruptionError(
+                f"backup {manifest.id} cannot be restored: a block of {f.path} {problem}; "
+                "nothing was written",
+                hint="run pgkura verify, and restore another backup",
+            )
 
 
 def _check_wal_present(repo: Repository, stanza: str, manifest: Manifest) -> None:

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import mmap
 import os
+import re
 import shutil
 import stat
 import threading
@@ -61,6 +62,13 @@ UNIT_BYTES = 16 * 1024 * 1024
 Range = tuple[int, int, int]
 # Written by every restore itself, so a --delta restore does not count them as removed.
 REWRITTEN = frozenset({"backup_manifest"})
+# Written last, once everything else is durable: a directory without it does not start, so a
+# restore killed half-way can never be mistaken for a cluster (pgBackRest does the same).
+CONTROL_FILE = "global/pg_control"
+# Present while a restore writes the directory (before any file, removed after pg_control):
+# --delta may then finish a directory that has no PG_VERSION yet.
+IN_PROGRESS = "pgkura_restore_in_progress"
+_TABLESPACE_DIR = re.compile(r"PG_[0-9]+_[0-9]+")
 # fsync waits on the disk, not the CPU: several in flight keep the device queue full.
 SYNC_THREADS = 8
 
@@ -115,17 +123,38 @@ def _is_empty_dir(path: Path) -> bool:
 
 
 def check_targets(plan: RestorePlan, delta: bool) -> None:
-    for what, path in [
-        ("target directory", plan.target),
-        *((f"tablespace {oid} location", p) for oid, p in plan.tablespaces.items()),
+    """Refuse locations that are not directories, non-empty ones without --delta, and, with
+    --delta, non-empty ones that are not the cluster's: --delta deletes what the backup does
+    not list, so it only works in a data directory (PG_VERSION, or a restore of pgkura's
+    that was interrupted) and in tablespace locations that hold PG_<major>_<catversion>."""
+    for what, path, is_data in [
+        ("target directory", plan.target, True),
+        *((f"tablespace {oid} location", p, False) for oid, p in plan.tablespaces.items()),
     ]:
         if path.exists() and not path.is_dir():
             raise UsageError(f"the {what} {path} exists and is not a directory")
-        if not delta and not _is_empty_dir(path):
+        if _is_empty_dir(path):
+            continue
+        if not delta:
             raise UsageError(
                 f"the {what} {path} is not empty",
                 hint="restore into an empty directory, or pass --delta to rewrite only the "
                 "files that differ",
+            )
+        if is_data and not ((path / "PG_VERSION").is_file() or (path / IN_PROGRESS).exists()):
+            raise UsageError(
+                f"the {what} {path} is not empty and is not a PostgreSQL data directory (no "
+                "PG_VERSION): --delta would delete what it holds; nothing was changed",
+                hint="restore into an empty directory, or point --target-dir at the data "
+                "directory to rewrite",
+            )
+        if not is_data and not any(_TABLESPACE_DIR.fullmatch(e.name) for e in path.iterdir()):
+            raise UsageError(
+                f"the {what} {path} is not empty and holds no PostgreSQL tablespace "
+                "(PG_<major>_<catversion>): --delta would delete what it holds; nothing was "
+                "changed",
+                hint="map the tablespace to an empty directory with --tablespace-map, or to "
+                "its own location",
             )
 
 
@@ -169,6 +198,7 @@ class PhysicalRestorer:
         self._stats_lock = threading.Lock()
         self._realpaths: dict[str, str] | None = None
         self._targets: list[_Target] = []
+        self._control: FileEntry | None = None
         self.stats = RestoreStats()
         self._syncs: list[Future[None]] = []
         self._sync_pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="pgkura-fsync")
@@ -213,13 +243,15 @@ class PhysicalRestorer:
     # -- the work -----------------------------------------------------------------------------
 
     def run(self) -> RestoreStats:
+        """Write every file but global/pg_control (see :meth:`finish`)."""
         target = self.plan.target
         target.mkdir(parents=True, exist_ok=True)
         os.chmod(target, int(self.manifest.extra.get("pgdata_mode", 0o700)))
+        self._mark_in_progress()
         for loc in self.plan.tablespaces.values():
             loc.mkdir(parents=True, exist_ok=True)
             os.chmod(loc, 0o700)
-        wanted = {f.path for f in self.manifest.files}
+        wanted = {f.path for f in self.manifest.files} | {IN_PROGRESS}
         if self.delta:
             self._remove_unlisted(wanted)
         dirs = [f for f in self.manifest.files if f.type == "dir"]
@@ -240,8 +272,11 @@ class PhysicalRestorer:
         files = [
             f
             for f in self.manifest.files
-            if f.type == "file" and (self.only is None or f.path in self.only)
+            if f.type == "file"
+            and (self.only is None or f.path in self.only)
+            and f.path != CONTROL_FILE
         ]
+        self._control = next((f for f in self.manifest.files if f.path == CONTROL_FILE), None)
         self._realpaths = {}  # directories and links are in place from here on
         # --delta compares the files that are there block by block; the rest are written anew.
         existing: list[FileEntry] = []
@@ -265,6 +300,46 @@ class PhysicalRestorer:
         if self.durable:
             fsync_dir(target)
         return self.stats
+
+    def _mark_in_progress(self) -> None:
+        """Before anything else: mark the directory as being restored, and take away a
+        pg_control a --delta target has, so that no moment of the restore leaves a directory
+        that starts."""
+        target = self.plan.target
+        with open(target / IN_PROGRESS, "w") as f:
+            f.write(f"{self.manifest.id}\n")
+        control = target / CONTROL_FILE
+        if control.is_file() and not control.is_symlink():
+            control.unlink()
+            if self.durable:
+                fsync_dir(control.parent)
+        if self.durable:
+            fsync_dir(target)
+
+    def finish(self) -> None:
+        """Write global/pg_control, durably, and drop the in-progress mark. Call it last, once
+        every other file of the directory (backup_label, recovery settings...) is written."""
+        entry = self._control
+        target = self.plan.target
+        if entry is not None:
+            dest = self.destination(entry.path)
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                ids = [bytes.fromhex(b) for b in entry.blocks]
+                _write_pieces(fd, self.reader.read_many(ids, entry.path))
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.chmod(dest, entry.mode)
+            os.utime(dest, (entry.mtime, entry.mtime))
+            if self.durable:
+                fsync_dir(dest.parent)
+            self.stats.files += 1
+            self.stats.bytes_written += entry.size
+        (target / IN_PROGRESS).unlink(missing_ok=True)
+        if self.durable:
+            fsync_dir(target)
 
     def _write_all(self, files: list[FileEntry], existing: list[FileEntry]) -> None:
         """Write ``files`` in units of ranges (see _units), and compare ``existing`` ones.
@@ -441,6 +516,13 @@ class PhysicalRestorer:
                 base = prefix if rel_dir == "." else "/".join(p for p in (prefix, rel_dir) if p)
                 for name in [*dirnames, *filenames]:
                     rel = f"{base}/{name}" if base else name
+                    if prefix and rel_dir == ".":
+                        # A tablespace location may hold other clusters' or versions'
+                        # PG_<major>_<catversion> directories: only the backup's own are
+                        # this restore's to rewrite.
+                        if rel not in wanted and name in dirnames:
+                            dirnames.remove(name)
+                        continue
                     if rel not in wanted and rel not in REWRITTEN:
                         self._remove(Path(dirpath) / name)
                         if name in dirnames:

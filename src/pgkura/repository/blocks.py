@@ -82,7 +82,11 @@ class BlockIndex:
 
     def present_packs(self) -> set[str]:
         """The ids of the packs the store holds."""
-        return {o.key.rsplit("/", 1)[-1] for o in self.repo.storage.list("packs/")}
+        return set(self.pack_sizes())
+
+    def pack_sizes(self) -> dict[str, int]:
+        """The packs the store holds, with their sizes."""
+        return {o.key.rsplit("/", 1)[-1]: o.size for o in self.repo.storage.list("packs/")}
 
     def _add_index(self, pack_id: str, sealed_index: bytes) -> None:
         try:
