@@ -242,3 +242,252 @@ def test_every_form_of_password_is_refused(make_server: Any, repo: str) -> None:
         result = run_pgkura("--repo", repo, *args, env=env, check=False)
         assert result.returncode == 3, (args, result.stderr)
         assert "PGPASSWORD" in result.stderr and ".pgpass" in result.stderr
+
+
+def count_files(path: Path) -> int:
+    return sum(1 for p in path.rglob("*") if p.is_file())
+
+
+def test_a_restore_killed_late_leaves_a_directory_that_does_not_start(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    import shutil
+    import time
+
+    src = make_server("src")
+    src.sql("CREATE TABLE t AS SELECT generate_series(1, 100000) AS i")
+    for n in range(300):  # many small files, so that the kill lands among them
+        src.sql(f"CREATE TABLE small_{n} AS SELECT {n} AS i")
+    src.stop()
+    run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    total = count_files(src.pgdata)
+
+    target = work_dir / "killed"
+    cmd = [PGKURA, "--repo", repo, "restore", "--target-dir", str(target), "--jobs", "1"]
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    for _attempt in range(10):  # until the kill lands before the restore's end
+        shutil.rmtree(target, ignore_errors=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if target.is_dir() and count_files(target) >= total * 7 // 8:
+                break
+            time.sleep(0.002)
+        kill_pgkura(f"restore --target-dir {target}")
+        proc.wait(timeout=30)
+        if (target / "pgkura_restore_in_progress").exists():
+            break
+    else:
+        raise AssertionError("every restore finished before it could be killed")
+    assert not (target / "global" / "pg_control").exists()
+    assert (target / "pgkura_restore_in_progress").exists()
+    half = make_server("half", pgdata=target, init=False, start=False)
+    try:
+        half.start(timeout=30)
+        started = True
+    except Exception:
+        started = False
+    assert not started, "a half-restored directory started"
+
+    # --delta finishes it; and a --delta restore takes pg_control away before it starts work.
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--delta")
+    assert not (target / "pgkura_restore_in_progress").exists()
+    restored = make_server("restored", pgdata=target, init=False)
+    assert restored.sql(ROWS)[0][0] == 100000
+    assert restored.sql("SELECT i FROM small_299")[0][0] == 299
+
+
+def test_delta_never_deletes_what_is_not_the_clusters(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    import stat
+
+    src = make_server("src")
+    ts = work_dir / "ts1"
+    ts.mkdir()
+    chown(ts)
+    src.sql(f"CREATE TABLESPACE ts1 LOCATION '{ts}'")
+    src.sql("CREATE TABLE t TABLESPACE ts1 AS SELECT generate_series(1, 1000) AS i")
+    oid = src.sql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'")[0][0]
+    src.stop()
+    run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+
+    # A directory the user keeps other things in, named by mistake.
+    photos = work_dir / "photos"
+    photos.mkdir()
+    (photos / "summer.jpg").write_text("not a cluster")
+    photos.chmod(0o755)
+    chown(photos)
+    chown(photos / "summer.jpg")
+    for args in (
+        ("--target-dir", str(photos), "--delta"),
+        ("--target-dir", str(work_dir / "new"), "--tablespace-map", f"{oid}={photos}", "--delta"),
+    ):
+        result = run_pgkura("--repo", repo, "restore", *args, check=False)
+        assert result.returncode == 3, (args, result.stderr)
+        assert "would delete" in result.stderr and "nothing was changed" in result.stderr
+        assert (photos / "summer.jpg").read_text() == "not a cluster"
+        assert stat.S_IMODE(photos.stat().st_mode) == 0o755
+    assert not (work_dir / "new").exists()
+
+    # A tablespace location shared with another version's directory keeps that directory.
+    target = work_dir / "restored"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target),
+               "--tablespace-map", f"{oid}={work_dir / 'ts-new'}")  # fmt: skip
+    other = work_dir / "ts-new" / "PG_99_202601011"
+    other.mkdir()
+    (other / "keep").write_text("another cluster's")
+    chown(other)
+    chown(other / "keep")
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--delta",
+               "--tablespace-map", f"{oid}={work_dir / 'ts-new'}")  # fmt: skip
+    assert (other / "keep").read_text() == "another cluster's"
+    restored = make_server("restored", pgdata=target, init=False)
+    assert restored.sql(ROWS)[0][0] == 1000
+
+
+def test_restore_stops_before_writing_when_it_can_know_and_says_when_it_cannot(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("src")
+    src.sql("CREATE TABLE t AS SELECT md5(g::text) AS v FROM generate_series(1, 200000) g")
+    src.stop()
+    run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    packs = sorted(Path(repo, "packs").rglob("*"), key=lambda p: p.stat().st_size)
+    biggest = [p for p in packs if p.is_file()][-1]
+    saved = biggest.read_bytes()
+
+    # A missing pack, and a truncated one: known before anything is written.
+    for damage in ("missing", "truncated"):
+        if damage == "missing":
+            biggest.unlink()
+        else:
+            biggest.write_bytes(saved[: len(saved) // 2])
+        target = work_dir / f"refused-{damage}"
+        result = run_pgkura("--repo", repo, "restore", "--target-dir", str(target), check=False)
+        assert result.returncode == 7, result.stderr
+        assert damage in result.stderr and "nothing was written" in result.stderr
+        assert not target.exists()
+
+    # Damage inside a block is found only when the block is read: the target is then said
+    # to be incomplete, and it has no pg_control.
+    damaged = bytearray(saved)
+    damaged[len(damaged) // 3] ^= 0xFF
+    biggest.write_bytes(bytes(damaged))
+    target = work_dir / "partial"
+    result = run_pgkura("--repo", repo, "restore", "--target-dir", str(target), check=False)
+    assert result.returncode == 7, result.stderr
+    assert "is incomplete" in result.stderr and "pg_control was not written" in result.stderr
+    assert not (target / "global" / "pg_control").exists()
+
+
+def kill_pgkura(pattern: str) -> None:
+    import os
+    import signal
+
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    for pid in out.split():
+        if int(pid) != os.getpid():
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def wait_for(what: Any, timeout: float = 120) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_what_a_killed_run_leaves_is_removed_by_the_next_run(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    import os
+
+    from pgkura.pg.postmaster import running_postmaster_pid
+    from pgkura.procs import pid_alive
+
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    src.sql("CREATE TABLE t AS SELECT md5(g::text) AS v FROM generate_series(1, 300000) g")
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    run_pgkura("--repo", repo, "backup", env=env)
+    switch_and_wait_archived(src)
+    scratch = work_dir / "scratch"
+    scratch.mkdir()
+    chown(scratch)
+    env["TMPDIR"] = str(scratch)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PGKURA_", "PG"))}
+    env = {**base, **env}
+
+    # A drill killed while its sandbox server runs.
+    cmd = [PGKURA, "--repo", repo, "verify", "--restore"]
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    drill = subprocess.Popen(cmd, env=env, cwd="/",
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def sandbox_server() -> int | None:
+        for pid_file in scratch.glob("pgkura-sandbox-*/pgdata/postmaster.pid"):
+            return running_postmaster_pid(pid_file.parent)
+        return None
+
+    server_pid = wait_for(sandbox_server)
+    kill_pgkura(f"{PGKURA} --repo {repo} verify")
+    drill.wait(timeout=30)
+    assert pid_alive(server_pid), "the sandbox server should outlive the killed drill"
+
+    # A directory-format dump killed while pg_dump writes its staging directory.
+    cmd = [PGKURA, "--repo", repo, "dump", "--dbname", "postgres", "--format", "directory"]
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    dump = subprocess.Popen(cmd, env=env, cwd="/",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for(lambda: list(scratch.glob("pgkura-dump-*/*")))
+    kill_pgkura(f"{PGKURA} --repo {repo} dump")
+    kill_pgkura("pg_dump .*pgkura-dump-")  # the OOM killer, say, took both
+    dump.wait(timeout=30)
+    assert list(scratch.glob("pgkura-*"))
+
+    # The next run of any command removes both, and stops the orphaned server.
+    run_pgkura("--repo", repo, "--log-level", "info", "info", env={"TMPDIR": str(scratch)})
+    assert not list(scratch.glob("pgkura-*"))
+    assert not pid_alive(server_pid)
+
+
+def test_a_write_that_fails_on_a_full_disk_leaves_no_partial_file(
+    make_server: Any, work_dir: Path
+) -> None:
+    import os
+
+    assert os.geteuid() == 0, "this test mounts a small tmpfs: run the suite as root"
+    mount = work_dir / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0777", "tmpfs", str(mount)],
+                   check=True)  # fmt: skip
+    try:
+        repo = str(mount / "repo")
+        run_pgkura("--repo", repo, "init")
+        src = make_server("src", extra_conf={"wal_level": "replica"})
+        # Random rows: segments that do not compress.
+        src.sql("CREATE TABLE r AS SELECT gen_random_uuid()::text || md5(random()::text) AS v "
+                "FROM generate_series(1, 150000)")  # fmt: skip
+        segments = sorted(p for p in (src.pgdata / "pg_wal").iterdir() if len(p.name) == 24)
+        src.sql("SELECT pg_switch_wal()")
+        filler = mount / "filler"
+        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+        filler.write_bytes(b"\0" * (free - 4 * 1024 * 1024))  # room for less than a segment
+        for _ in range(3):  # PostgreSQL retries a failed archive_command
+            failed = run_pgkura("--repo", repo, "archive-push", str(segments[1]), check=False)
+            assert failed.returncode != 0 and "full" in failed.stderr, failed.stderr
+        leftovers = [p for p in Path(repo).rglob("*") if p.is_file() and "tmp-pgkura" in p.name]
+        assert leftovers == []
+        filler.unlink()
+        run_pgkura("--repo", repo, "archive-push", str(segments[1]))
+        assert archived(repo, segments[1].name).is_file()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,9 +109,7 @@ def test_a_posix_repository_that_is_gone_is_not_made_anew(tmp_path: Path) -> Non
     root.mkdir()
     storage = PosixStorage(root)
     storage.put("a/b", b"y")
-    (root / "a" / "b").unlink()
-    (root / "a").rmdir()
-    root.rmdir()
+    shutil.rmtree(root)
     with pytest.raises(FileNotFoundError, match="gone"):
         storage.put_if_absent("wal/c", b"z")
     assert not root.exists()

@@ -52,6 +52,10 @@ def _config(ctx: click.Context) -> Config:
                 f"unknown log level {cfg.log_level!r}", hint="use debug, info, warning or error"
             )
         logging.basicConfig(level=level, format="pgkura: %(message)s", stream=sys.stderr)
+        from pgkura.scratch import sweep_scratch
+
+        for path in sweep_scratch():
+            log.info("removed %s, left by a pgkura run that is gone", path)
     return cfg
 
 

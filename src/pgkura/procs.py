@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+# Plain open(), not pathlib: archive-push sweeps dead writers' temporary files with this once
+# per WAL segment, and pathlib costs it about 5 ms to import.
 
 
 def pid_alive(pid: int) -> bool:
@@ -16,7 +18,8 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
     except OSError:
         return True  # no /proc (not Linux): kill said it exists
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
@@ -25,6 +28,7 @@ def pid_alive(pid: int) -> bool:
 def program_of(pid: int) -> bytes | None:
     """The first word of the process's command line, when /proc tells it."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0", 1)[0]
     except OSError:
         return None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 from pgkura.config import Config
 from pgkura.errors import PgkuraError, UsageError
 from pgkura.physical.recovery import RecoveryTarget
+from pgkura.scratch import scratch_dir
 
 
 @dataclass
@@ -263,7 +263,7 @@ def _restore_from(
                         (renamed,),
                     ).fetchall()
                 ]
-    with tempfile.TemporaryDirectory(prefix="pgkura-table-") as tmp:
+    with scratch_dir("table") as tmp:
         os.chmod(tmp, 0o700)
         dump = Path(tmp) / "tables.sql"
         bin_dir = sandbox.server.bin_dir

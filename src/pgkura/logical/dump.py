@@ -13,7 +13,6 @@ that fails midway leaves only unreferenced blocks (no command deletes them yet).
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from pgkura.repository.blocks import BlockIndex, PackWriter
 from pgkura.repository.locks import backup_lock
 from pgkura.repository.manifest import FileEntry, Manifest, write_manifest
 from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.scratch import scratch_dir
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,7 @@ def take_dump(
         ]
         for db in databases:
             if req.format == "directory":
-                with tempfile.TemporaryDirectory(prefix="pgkura-dump-") as tmp:
+                with scratch_dir("dump") as tmp:
                     out = Path(tmp) / "dump"
                     args = _pg_dump_args(tools, cfg, req, db, str(out))
                     files += _dump_directory(args, writer, db, out, progress)

@@ -23,6 +23,7 @@ from pgkura.logical.tools import PgTools, ToolProcess, tool_message
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
+from pgkura.scratch import scratch_dir
 
 #: Object types ``pg_restore --table`` selects (PostgreSQL docs, pg_restore, option -t).
 RELATION_TYPES = ("TABLE", "VIEW", "MATERIALIZED VIEW", "SEQUENCE", "FOREIGN TABLE")
@@ -91,7 +92,7 @@ def staged_dump(
 ) -> Iterator[Path]:
     """A scratch copy of one database's dump: the dump file, or the dump directory (only its
     ``toc.dat`` with ``only_toc``); removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="pgkura-restore-") as tmp:
+    with scratch_dir("restore") as tmp:
         root = Path(tmp) / "dump"
         files = database_files(manifest, db)
         single = len(files) == 1 and files[0].path == f"{db.prefix}/{SINGLE_FILE}"

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import backup_lock
 from pgkura.repository.manifest import Manifest
 from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.scratch import make_scratch
 from pgkura.wal.names import parse_lsn
 
 _LABEL_FIELD = re.compile(r"^(START WAL LOCATION): ([^ \n]+)", re.MULTILINE)
@@ -72,7 +72,7 @@ def backup_basebackup(
     stanza = cfg.stanza
     pg_version = facts.version_num // 10000
     repo.ensure_stanza(stanza, facts.system_identifier, pg_version)
-    scratch = Path(tempfile.mkdtemp(prefix="pgkura-basebackup-"))
+    scratch = make_scratch("basebackup")
     try:
         pgdata = scratch / "pgdata"
         cmd = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pgkura.config import Config
 from pgkura.errors import PgkuraError
 from pgkura.physical.recovery import RecoveryTarget
 from pgkura.physical.sparse import Selection, SparseRequest
+from pgkura.scratch import KEPT, make_scratch
 
 # Room for WAL replay and the server's own files beyond the restored data.
 SPACE_MARGIN = 1.2
@@ -66,6 +66,8 @@ class Sandbox:
         tb: TracebackType | None,
     ) -> None:
         if self.keep and self.server is not None and exc_type is None:
+            assert self.scratch is not None
+            (self.scratch / KEPT).touch()  # the next run's sweep leaves it alone
             if self.say:
                 self.say(
                     f"sandbox kept: psql -h {self.server.socket_dir} -p {self.server.port} "
@@ -117,7 +119,7 @@ class Sandbox:
                 f"{self.backup.size_bytes // 2**20} MiB)",
                 hint="free space, or point TMPDIR at a larger file system",
             )
-        self.scratch = Path(tempfile.mkdtemp(prefix="pgkura-sandbox-", dir=parent))
+        self.scratch = make_scratch("sandbox", parent)
         user = _owner()
         make_owned_dir(self.scratch, user)
         sockets = make_owned_dir(self.scratch / "sock", user)

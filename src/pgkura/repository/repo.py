@@ -165,6 +165,8 @@ class Repository:
                 f"repository format version {data['version']} is newer than this pgkura knows",
                 hint="upgrade pgkura",
             )
+        # What writers killed mid-write left is removed by whoever comes next.
+        storage.sweep()
         return cls(storage, RepoConfig.from_json(data))
 
     # -- stanzas -------------------------------------------------------------------------

@@ -65,6 +65,11 @@ class Storage(abc.ABC):
         can run. Returns the bytes freed. Stores whose writes are atomic have nothing to do."""
         return 0
 
+    def sweep(self) -> int:
+        """Remove what writers that died left (temporary files), never a live writer's;
+        cheap enough for every command's start. Returns the bytes freed."""
+        return 0
+
     def check_writable(self) -> None:
         """Raise an OSError-derived error when the store cannot take writes."""
         probe = ".pgkura-write-probe"

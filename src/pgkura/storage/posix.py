@@ -18,6 +18,17 @@ from pgkura.storage.base import ObjectInfo, Storage
 # WAL segment, and pathlib (with fnmatch, re, urllib.parse) costs it about 5 ms to import.
 
 _TMP_SUFFIX = ".tmp-pgkura"
+# Temporary files live in one directory of the repository (same file system, so rename and
+# link stay atomic), named by host and pid: what a killed writer left is found by listing one
+# directory, and only a dead writer's is removed.
+TMP_DIR = "tmp"
+# A temporary file of another host is left alone this long (its writer's liveness cannot be
+# asked); no write of one object takes anywhere near it.
+FOREIGN_TMP_SECONDS = 3600.0
+
+
+def _host_tag() -> str:
+    return "".join(c if c.isalnum() else "_" for c in os.uname().nodename)[:32] or "host"
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -35,22 +46,32 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_atomic(path: str, data: bytes, *, replace: bool = True, mode: int = 0o640) -> bool:
+def write_atomic(
+    path: str,
+    data: bytes,
+    *,
+    replace: bool = True,
+    mode: int = 0o640,
+    tmp_dir: str | None = None,
+) -> bool:
     """Write ``data`` to ``path`` crash-safely; with ``replace=False`` never overwrite.
 
     Returns False (and writes nothing) when ``replace`` is False and ``path`` exists.
     The no-replace case uses link(2), which fails atomically if the name is taken. The
-    directory must exist (PosixStorage._make_dirs).
+    directory must exist (PosixStorage._make_dirs). The temporary file goes into ``tmp_dir``
+    (default: beside ``path``), and is removed whatever fails (a full disk must not keep the
+    partial file that ate the space).
     """
     parent, name = os.path.split(path)
-    tmp = os.path.join(parent, f".{name}.{os.urandom(6).hex()}{_TMP_SUFFIX}")
+    tag = f"{_host_tag()}.{os.getpid()}.{os.urandom(6).hex()}{_TMP_SUFFIX}"
+    tmp = os.path.join(tmp_dir, tag) if tmp_dir else os.path.join(parent, f".{name}.{tag}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         if replace:
             os.replace(tmp, path)
         else:
@@ -66,6 +87,17 @@ def write_atomic(path: str, data: bytes, *, replace: bool = True, mode: int = 0o
         raise
     fsync_dir(parent)
     return True
+
+
+def _dead_writer(name: str, mtime: float, now: float) -> bool:
+    """Whether the temporary file ``name`` (in TMP_DIR) was left by a writer that is gone."""
+    from pgkura.procs import pid_alive
+
+    host, _, rest = name.partition(".")
+    pid_text = rest.partition(".")[0]
+    if host == _host_tag() and pid_text.isdigit():
+        return int(pid_text) != os.getpid() and not pid_alive(int(pid_text))
+    return now - mtime > FOREIGN_TMP_SECONDS
 
 
 class PosixStorage(Storage):
@@ -104,15 +136,40 @@ class PosixStorage(Storage):
             raise ValueError(f"invalid storage key {key!r}")
         return os.path.join(self.root, key)
 
+    def _tmp_dir(self) -> str:
+        tmp = os.path.join(self.root, TMP_DIR)
+        self._make_dirs(tmp)
+        return tmp
+
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         self._make_dirs(os.path.dirname(path))
-        return write_atomic(path, data, replace=False)
+        return write_atomic(path, data, replace=False, tmp_dir=self._tmp_dir())
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         self._make_dirs(os.path.dirname(path))
-        write_atomic(path, data, replace=True)
+        write_atomic(path, data, replace=True, tmp_dir=self._tmp_dir())
+
+    def sweep(self) -> int:
+        """Remove the temporary files of writers that died (killed mid-write); a live
+        writer's are never touched. Cheap: one directory is listed. Returns bytes freed."""
+        tmp = os.path.join(self.root, TMP_DIR)
+        freed = 0
+        now = time.time()
+        try:
+            entries = list(os.scandir(tmp))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                st = entry.stat()
+                if _dead_writer(entry.name, st.st_mtime, now):
+                    os.unlink(entry.path)
+                    freed += st.st_size
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove
+        return freed
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         try:
@@ -150,11 +207,17 @@ class PosixStorage(Storage):
 
     def remove_incomplete(self) -> int:
         # archive-push takes no lock (it runs once per segment): a temporary file under wal/
-        # may be a push in progress, so only old ones go.
+        # may be a push in progress, so only old ones go. (Temporary files beside their
+        # objects are what versions before the tmp/ directory wrote.)
         wal_dir = os.path.join(self.root, "wal")
         now = time.time()
-        freed = 0
-        for dirpath, _dirnames, filenames in os.walk(self.root):
+        freed = self.sweep()
+        tmp_dir = os.path.join(self.root, TMP_DIR)
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if dirpath == self.root and TMP_DIR in dirnames:
+                dirnames.remove(TMP_DIR)  # swept above: a live writer's files are there
+            if dirpath == tmp_dir:
+                continue
             for name in filenames:
                 if not name.endswith(_TMP_SUFFIX):
                     continue

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from pathlib import Path
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError, unseal_to
+from pgkura.scratch import make_scratch
 from pgkura.wal.catalog import read_archived
 from pgkura.wal.names import parse_lsn
 
@@ -79,7 +79,7 @@ def complete_records(
     waldump = bin_dir / "pg_waldump"
     if not names or not waldump.is_file():
         return None
-    workdir = Path(tempfile.mkdtemp(prefix=f"pgkura-waldump-{os.getpid()}-"))
+    workdir = make_scratch("waldump")
     try:
         for name in names:
             raw = read_archived(repo, stanza, name)

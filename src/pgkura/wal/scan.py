@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from pgkura.errors import PostgresError
 from pgkura.repository.repo import Repository
+from pgkura.scratch import make_scratch
 from pgkura.wal.catalog import ArchiveCatalog, read_archived
 from pgkura.wal.history import TimelineHistory
 from pgkura.wal.names import parse_lsn, segment_name_of_segno
@@ -57,7 +57,7 @@ def find_target_lsn(
     else:
         options = ["--rmgr=Transaction", f"--xid={value}"]
         wanted = re.compile(r"desc: (COMMIT|ABORT)")
-    workdir = Path(tempfile.mkdtemp(prefix="pgkura-scan-"))
+    workdir = make_scratch("scan")
     try:
         for tli, segnos in _runs(catalog, history, start_lsn):
             # A bounded batch of segments at a time keeps the scratch space small.
