@@ -491,3 +491,127 @@ def test_a_write_that_fails_on_a_full_disk_leaves_no_partial_file(
         assert archived(repo, segments[1].name).is_file()
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def chown_tree(path: Path) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", "postgres:postgres", str(path)], check=True)
+
+
+def write_crafted_manifest(repo: str, base_id: str, new_id: str, change: Any) -> None:
+    """A manifest sealed with the repository's own key (so it passes as intact), changed."""
+    from pgkura.repository.repo import Repository
+    from pgkura.repository.sealed import seal, unseal
+    from pgkura.storage import open_storage
+
+    r = Repository.open(open_storage(repo))
+    doc = json.loads(unseal(r.storage.get(f"snapshots/main/{base_id}"), r.key))
+    doc["id"] = new_id
+    change(doc)
+    r.storage.put(f"snapshots/main/{new_id}", seal(json.dumps(doc).encode(), r.codec, r.key).data)
+    chown_tree(Path(repo))
+
+
+def test_bad_inputs_each_get_one_line_and_change_nothing(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    import os
+    import socket
+
+    src = make_server("src")
+    ts = work_dir / "ts1"
+    ts.mkdir()
+    chown(ts)
+    src.sql(f"CREATE TABLESPACE ts1 LOCATION '{ts}'")
+    src.sql("CREATE TABLE t TABLESPACE ts1 AS SELECT generate_series(1, 10) AS i")
+    src.stop()
+    good = run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    good_id = good.stdout.strip()
+
+    def refused(code: int, *args: str, words: str, env: dict[str, str] | None = None) -> None:
+        result = run_pgkura("--repo", repo, *args, env=env, check=False)
+        assert result.returncode == code, (args, result.stderr)
+        assert words in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "hint:" in result.stderr
+
+    # Stanza names, whatever the command.
+    for stanza in ("..", "a/b", "", "../../etc"):
+        refused(3, "--stanza", stanza, "info", words="invalid stanza name")
+        refused(3, "--stanza", stanza, "restore", "--target-dir", str(work_dir / "x"),
+                words="invalid stanza name")  # fmt: skip
+    # An unknown id is bad usage, not corruption; so are worker counts that are not ones.
+    refused(3, "verify", "20000101T000000000Z", words="no backup")
+    for jobs in ("0", "-3"):
+        refused(3, "verify", "--jobs", jobs, words="--jobs must be at least 1")
+        refused(3, "restore", "--target-dir", str(work_dir / "x"), "--jobs", jobs,
+                words="--jobs must be at least 1")  # fmt: skip
+        refused(3, "--pgdata", str(src.pgdata), "backup", "--jobs", jobs,
+                words="--jobs must be at least 1")  # fmt: skip
+    # Config values of the wrong type.
+    for line, words in (("repo = [1, 2]", "not a text value"),
+                        ('archive-timeout = "soon"', "not a number"),
+                        ("archive-timeout = -1", "not a number greater than 0"),
+                        ('archive-async = "maybe"', "not on or off")):  # fmt: skip
+        conf = work_dir / "bad.toml"
+        conf.write_text(line + "\n")
+        conf.chmod(0o644)
+        result = run_pgkura("--config", str(conf), "info", check=False)
+        assert result.returncode == 3 and words in result.stderr, (line, result.stderr)
+    assert not (work_dir / "x").exists()
+
+    # Crafted manifests: one clear error each, nothing created outside the target.
+    outside = work_dir / "outside"
+    crafted = {
+        "20300101T000000001Z": lambda d: d["tablespaces"][0].update(location="relative/ts"),
+        "20300101T000000002Z": lambda d: d["tablespaces"][0].update(oid="x"),
+        "20300101T000000003Z": lambda d: d["tablespaces"][0].update(
+            location=str(outside / ".." / "outside")),
+        "20300101T000000004Z": lambda d: d.update(tablespaces=[]),
+        "20300101T000000005Z": lambda d: d["files"].append(
+            {"path": "pg_tblspc/999/PG_15/x", "type": "file", "mode": 384, "size": 0,
+             "mtime": 0, "blocks": []}),
+    }  # fmt: skip
+    for new_id, change in crafted.items():
+        write_crafted_manifest(repo, good_id, new_id, change)
+        target = work_dir / f"t-{new_id}"
+        result = run_pgkura("--repo", repo, "restore", new_id, "--target-dir", str(target),
+                            "--tablespace-map", f"{'x'}=/nowhere", check=False)  # fmt: skip
+        plain = run_pgkura("--repo", repo, "restore", new_id, "--target-dir", str(target),
+                           check=False)  # fmt: skip
+        for r in (result, plain):
+            assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 2, r.stderr  # error + hint
+        assert not target.exists() and not outside.exists()
+        assert not Path("relative").exists()
+        Path(repo, "snapshots", "main", new_id).unlink()
+
+    # One damaged manifest: info names it and still lists the others.
+    damaged_id = "20300101T000000009Z"
+    write_crafted_manifest(repo, good_id, damaged_id, lambda d: None)
+    flip_byte(Path(repo, "snapshots", "main", damaged_id))
+    listing = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
+    assert good_id in [b["id"] for b in listing["backups"]]
+    assert [d["id"] for d in listing["damaged"]] == [damaged_id]
+    assert "DAMAGED" in run_pgkura("--repo", repo, "info").stdout
+
+    # Locks name their holder and what to wait for; a logical restore takes the shared lock.
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "created": "2026-12-01T10:00:00Z"}
+    lock = Path(repo, "locks", "backup-main.lock")
+    lock.parent.mkdir(exist_ok=True)
+    lock.write_text(json.dumps({**me, "command": "backup"}))
+    chown_tree(Path(repo))
+    refused(5, "--pgdata", str(src.pgdata), "backup", words="'pgkura backup' (pid")
+    lock.unlink()
+    exclusive = Path(repo, "locks", "exclusive.lock")
+    exclusive.write_text(json.dumps({**me, "command": "gc"}))
+    chown_tree(Path(repo))
+    refused(5, "restore", good_id, "--dbname", "postgres", words="cleaned up by 'pgkura gc'")
+    exclusive.unlink()
+
+    # A repository that lost its pgkura.json says so instead of "run init".
+    Path(repo, "pgkura.json").unlink()
+    result = run_pgkura("--repo", repo, "info", check=False)
+    assert result.returncode == 4 and "no pgkura.json" in result.stderr
+    assert "do not run init" in result.stderr

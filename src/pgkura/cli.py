@@ -38,7 +38,10 @@ def _settings_options(func: F) -> F:
 @click.pass_context
 def cli(ctx: click.Context, /, config_file: str | None, **flags: Any) -> None:
     """Backup and point-in-time recovery for PostgreSQL."""
+    from pgkura.repository.locks import set_command
+
     ctx.obj = {"flags": flags, "config_file": config_file}
+    set_command(ctx.invoked_subcommand or "")
 
 
 def _config(ctx: click.Context) -> Config:
@@ -60,8 +63,14 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _jobs(jobs: int | None) -> int:
+    from pgkura.errors import UsageError
+
     if jobs is not None and jobs < 1:
-        raise PgkuraError(f"--jobs must be at least 1, not {jobs}")
+        raise UsageError(
+            f"--jobs must be at least 1, not {jobs}",
+            hint="give a number of parallel workers, such as --jobs 2, or leave it out "
+            "(one per core)",
+        )
     return jobs or len(os.sched_getaffinity(0))
 
 
@@ -186,6 +195,8 @@ def dump(
     """Take a logical dump (pg_dump, plus pg_dumpall --globals-only) into the repository."""
     from pgkura.commands.dump import run_dump
 
+    if jobs is not None:
+        _jobs(jobs)
     if dump_format == "directory" and jobs is None:
         jobs = _jobs(None)
     manifest = run_dump(
@@ -282,6 +293,8 @@ def restore(
 
     if backup_arg is not None and backup_id not in (None, backup_arg):
         raise UsageError(f"two backup ids given: {backup_arg} and --backup {backup_id}")
+    if jobs is not None:
+        _jobs(jobs)  # refused before anything else when it is not a number of workers
     backup_id = backup_id or backup_arg
     point_in_time = any((to_time, to_lsn, to_xid, to_name, to_immediate))
     if dbname and (table or schema) and (point_in_time or _is_physical(ctx, backup_id)):

@@ -69,10 +69,12 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
             lsn,
             ", ".join(notes),
         )
-    if not data["backups"]:
+    if not data["backups"] and not data.get("damaged"):
         console.print("no backups yet")
-    else:
+    elif data["backups"]:
         console.print(table)
+    for d in data.get("damaged") or []:
+        console.print(f"[bold]DAMAGED[/bold] backup {d['id']}: {d['damaged']}")
     for tl in data.get("timelines") or []:
         ranges = ", ".join(f"{r['first']}..{r['last']}" for r in tl["ranges"]) or "no segments"
         console.print(f"WAL timeline {tl['timeline']}: {ranges}")

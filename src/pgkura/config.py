@@ -7,6 +7,7 @@ The CLI flags, the config keys and the README's table are all derived from ``SET
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 from pgkura.errors import ConfigError
@@ -105,21 +106,40 @@ class Config:
         return self.pgdata
 
 
+_WHAT = {str: "a text value", float: "a number", bool: "on or off"}
+
+
 def _convert(setting: Setting, value: Any, source: str) -> Any:
+    """``value`` as the setting's type; a config file's TOML values must already be of it
+    (``repo = [1, 2]`` is refused, not turned into the text "[1, 2]")."""
     if value is None:
         return None
     try:
-        if setting.type is bool and isinstance(value, str):
-            if value.lower() in ("1", "true", "yes", "on"):
+        if setting.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
                 return True
-            if value.lower() in ("0", "false", "no", "off"):
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
-        return setting.type(value)
+        if setting.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise TypeError(value)
+            number = float(value)
+            if not number > 0:
+                raise ValueError(value)
+            return number
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
     except (TypeError, ValueError):
+        what = _WHAT.get(setting.type, setting.type.__name__)
+        if setting.type is float:
+            what = "a number greater than 0"
         raise ConfigError(
-            f"{setting.name} from {source} is not a valid {setting.type.__name__}: {value!r}",
-            hint=f"fix {setting.name} in {source}",
+            f"{setting.name.replace('_', '-')} from {source} is {value!r}, not {what}",
+            hint=f"fix {setting.name.replace('_', '-')} in {source}",
         ) from None
 
 
@@ -178,7 +198,20 @@ def load_config(
             values[s.name] = s.default
     if values["dbconn"]:
         check_conninfo(values["dbconn"])
+    check_stanza_name(values["stanza"])
     return Config(config_file=path_text, **values)
+
+
+# A stanza name is part of object keys (snapshots/<stanza>/...): nothing that could climb out.
+STANZA_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def check_stanza_name(name: str) -> None:
+    if not STANZA_RE.match(name) or name in (".", ".."):
+        raise ConfigError(
+            f"invalid stanza name {name!r}",
+            hint="use 1-64 letters, digits, '_', '.' or '-' (not '.' or '..')",
+        )
 
 
 def check_conninfo(text: str) -> None:

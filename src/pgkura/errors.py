@@ -70,8 +70,8 @@ class NotFoundError(PgkuraError):
     exit_code = ExitCode.NOT_FOUND
 
 
-class BackupNotFoundError(PgkuraError):
-    pass
+class BackupNotFoundError(UsageError):
+    """A backup id (or "latest") that names no backup: the usage is wrong, nothing is damaged."""
 
 
 class CorruptionError(PgkuraError):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import PgkuraError
+from pgkura.errors import CorruptionError, PgkuraError
 from pgkura.physical.backup import summary
 from pgkura.repository.manifest import list_backup_ids, read_manifest, resolve_backup_id
 from pgkura.repository.repo import Repository
@@ -20,7 +20,14 @@ def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
     ids = (
         [resolve_backup_id(repo, stanza, backup_id)] if backup_id else list_backup_ids(repo, stanza)
     )
-    manifests = [read_manifest(repo, stanza, i) for i in ids]
+    # One damaged manifest must not hide the others: it is listed as damaged.
+    manifests = []
+    damaged: list[dict[str, Any]] = []
+    for i in ids:
+        try:
+            manifests.append(read_manifest(repo, stanza, i))
+        except CorruptionError as exc:
+            damaged.append({"id": i, "stanza": stanza, "damaged": exc.message})
     info = repo.stanza(stanza)
     out: dict[str, Any] = {
         "repository": repo.storage.location,
@@ -28,6 +35,7 @@ def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
         "system_identifier": info.system_identifier if info else None,
         "pg_version": info.pg_version if info else None,
         "backups": [summary(m) for m in manifests],
+        "damaged": damaged,
     }
     from pgkura.commands.drill import last_drill
 

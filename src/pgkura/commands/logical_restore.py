@@ -89,7 +89,16 @@ def listing(tools: PgTools, reader: BlockReader, manifest: Manifest, facts: Dump
 def run_logical_restore(
     cfg: Config, req: LogicalRestoreRequest, progress: Progress | None = None
 ) -> LogicalRestoreResult:
+    from pgkura.repository.locks import shared_lock
+
     repo = open_repository(cfg)
+    with shared_lock(repo):  # gc cannot delete what this restore reads
+        return _logical_restore(cfg, repo, req, progress)
+
+
+def _logical_restore(
+    cfg: Config, repo: Repository, req: LogicalRestoreRequest, progress: Progress | None
+) -> LogicalRestoreResult:
     manifest = _choose(repo, cfg.stanza, req.backup_id)
     facts = dump_facts(manifest)  # refuses a physical backup with a hint
     reader = BlockReader(BlockIndex(repo).load())

@@ -29,7 +29,13 @@ from pgkura.pg.relfile import RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.readback import FileToCheck, check_files, page_failures
 from pgkura.repository import layout
 from pgkura.repository.blocks import BlockIndex, BlockReader
-from pgkura.repository.manifest import FileEntry, Manifest, list_backup_ids, read_manifest
+from pgkura.repository.manifest import (
+    FileEntry,
+    Manifest,
+    list_backup_ids,
+    read_manifest,
+    resolve_backup_id,
+)
 from pgkura.repository.sealed import SealError, unseal
 from pgkura.wal.catalog import describe_runs, load_catalog
 from pgkura.wal.names import DEFAULT_SEG_SIZE, parse_lsn, parse_wal_name, segments_between
@@ -73,7 +79,10 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int, pages: boo
             if problem:
                 report.problems.append(problem)
     info = repo.stanza(stanza)
-    ids = [backup_id] if backup_id else list_backup_ids(repo, stanza)
+    # An id that names no backup is a usage error (exit 3), not damage to report.
+    ids = (
+        [resolve_backup_id(repo, stanza, backup_id)] if backup_id else list_backup_ids(repo, stanza)
+    )
     # Every backup's files are read back in one pool; a file stored identically in several
     # backups is read once and its result counts for each of them.
     backups: list[_BackupCheck] = []

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgkura.errors import PgkuraError, UsageError
+from pgkura.errors import CorruptionError, PgkuraError, UsageError
 from pgkura.physical.units import cancelling, forked_workers, gather, worker_result
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
@@ -90,6 +90,21 @@ def parse_tablespace_map(items: list[str]) -> dict[str, str]:
 
 def plan_restore(manifest: Manifest, target: Path, mapping: Mapping[str, str]) -> RestorePlan:
     """Decide where each tablespace goes, refusing mappings that name no tablespace."""
+    oids = {ts.oid for ts in manifest.tablespaces}
+    for f in manifest.files:
+        parts = _safe_relpath(f.path)  # every path, before anything is written
+        if len(parts) >= 2 and parts[0] == "pg_tblspc" and parts[1].isdigit():
+            oid = int(parts[1])
+        elif f.type == "tablespace":
+            oid = -1
+        else:
+            continue
+        if oid not in oids:
+            raise CorruptionError(
+                f"the manifest of backup {manifest.id} links {f.path} to no tablespace it "
+                "lists; nothing was written",
+                hint="the manifest is damaged or was tampered with: restore another backup",
+            )
     used: set[str] = set()
     locations: dict[int, Path] = {}
     for ts in manifest.tablespaces:

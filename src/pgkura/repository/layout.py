@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
+from pgkura.config import STANZA_RE as STANZA_RE
 
 CONFIG_KEY = "pgkura.json"
-STANZA_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def stanza_key(stanza: str) -> str:

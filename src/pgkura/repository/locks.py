@@ -19,13 +19,21 @@ from pgkura.procs import pid_alive
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository, iso, utc_now
 
+# The verb of the running command ("backup", "verify --restore"...), set by the CLI, so that
+# a lock names what holds it and what to wait for.
+COMMAND = {"name": ""}
+
+
+def set_command(name: str) -> None:
+    COMMAND["name"] = name
+
 
 def _record() -> bytes:
     return json.dumps(
         {
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "command": " ".join(sys.argv[:3]),
+            "command": COMMAND["name"] or os.path.basename(sys.argv[0]),
             "created": iso(utc_now()),
         }
     ).encode()
@@ -47,7 +55,19 @@ def _read(repo: Repository, key: str) -> dict[str, Any] | None:
 
 
 def _describe(record: dict[str, Any]) -> str:
-    return f"pid {record.get('pid')} on {record.get('host')} ({record.get('command', '?')})"
+    since = str(record.get("created", "?")).replace("T", " ")[:19]
+    return (
+        f"'pgkura {record.get('command') or '?'}' (pid {record.get('pid')} on "
+        f"{record.get('host')}, since {since} UTC)"
+    )
+
+
+def _wait_hint(record: dict[str, Any], key: str) -> str:
+    return (
+        f"wait for that {record.get('command') or 'command'} to finish, then run this again; "
+        f"if pid {record.get('pid')} is gone from {record.get('host')}, delete {key} from the "
+        "repository (on this host a dead holder's lock is taken over by itself)"
+    )
 
 
 def _take(repo: Repository, key: str, what: str) -> None:
@@ -59,9 +79,7 @@ def _take(repo: Repository, key: str, what: str) -> None:
             continue
         if record and _is_live(record):
             raise LockedError(
-                f"{what} is locked by {_describe(record)}",
-                hint=f"wait for it to finish; if that process is gone, delete {key} "
-                "from the repository",
+                f"{what} is locked by {_describe(record)}", hint=_wait_hint(record, key)
             )
         repo.storage.delete(key)  # stale: its process is gone
     raise LockedError(f"could not take the lock {key}")
@@ -107,7 +125,7 @@ def shared_lock(repo: Repository) -> Iterator[None]:
         if exclusive and _is_live(exclusive):
             raise LockedError(
                 f"the repository is being cleaned up by {_describe(exclusive)}",
-                hint="try again when it has finished",
+                hint=_wait_hint(exclusive, layout.lock_key("exclusive")),
             )
         yield
     finally:
@@ -123,8 +141,9 @@ def exclusive_lock(repo: Repository) -> Iterator[None]:
         live = _live_shared(repo)
         if live:
             raise LockedError(
-                f"the repository is in use by {_describe(live[0])}",
-                hint="run this again when the backup has finished",
+                f"the repository is in use by {_describe(live[0])}, which must not lose what "
+                "it reads or writes to a cleanup",
+                hint=_wait_hint(live[0], "its lock"),
             )
         yield
     finally:

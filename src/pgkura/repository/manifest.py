@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -12,6 +14,8 @@ from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError, seal, unseal
 
 MANIFEST_FORMAT = 1
+_FILE_TYPES = frozenset({"file", "dir", "tablespace"})
+_TABLESPACE_LINK = re.compile(r"pg_tblspc/[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,12 @@ class FileEntry:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FileEntry:
+        if not isinstance(d.get("path"), str) or d.get("type") not in _FILE_TYPES:
+            raise ValueError(f"a file entry has no valid path or type: {d!r:.200}")
+        if d["type"] == "tablespace" and not (
+            _TABLESPACE_LINK.fullmatch(d["path"]) and isinstance(d.get("target"), str)
+        ):
+            raise ValueError(f"a tablespace entry is malformed: {d!r:.200}")
         return cls(
             path=d["path"],
             type=d["type"],
@@ -60,7 +70,18 @@ class Tablespace:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Tablespace:
-        return cls(int(d["oid"]), d["location"], d.get("name"))
+        oid, location = d.get("oid"), d.get("location")
+        if not isinstance(oid, int) or isinstance(oid, bool) or oid <= 0:
+            raise ValueError(f"a tablespace has no valid oid: {d!r:.200}")
+        if (
+            not isinstance(location, str)
+            or not os.path.isabs(location)
+            or os.path.normpath(location) != location
+            or location == "/"
+        ):
+            raise ValueError(f"tablespace {oid} has an unsafe location: {location!r:.200}")
+        name = d.get("name")
+        return cls(oid, location, name if isinstance(name, str) else None)
 
 
 @dataclass(frozen=True)
@@ -177,7 +198,7 @@ def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:
         ) from None
     try:
         return Manifest.from_json(json.loads(unseal(data, repo.key)))
-    except (SealError, ValueError, KeyError) as exc:
+    except (SealError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptionError(
             f"the manifest of backup {backup_id} ({key}) is damaged: {exc}",
             hint="restore from another backup; run pgkura verify",

@@ -145,10 +145,7 @@ class Repository:
         try:
             raw = storage.get(layout.CONFIG_KEY)
         except KeyError:
-            raise NotARepositoryError(
-                f"{storage.location} is not a pgkura repository",
-                hint=f"create one with: pgkura --repo {storage.location} init",
-            ) from None
+            raise _no_config(storage) from None
         except (NotADirectoryError, PermissionError) as exc:
             raise NotARepositoryError(
                 f"cannot read the repository at {storage.location}: {exc.strerror}",
@@ -197,9 +194,30 @@ class Repository:
         return info
 
 
-def check_stanza_name(name: str) -> None:
-    if not layout.STANZA_RE.match(name):
-        raise UsageError(
-            f"invalid stanza name {name!r}",
-            hint="use 1-64 letters, digits, '_', '.' or '-'",
+def _no_config(storage: Storage) -> NotARepositoryError:
+    """An empty or new location is not a repository yet; one that holds pgkura's objects has
+    lost its pgkura.json, and `init` (which refuses a non-empty location) would not help."""
+    held = next(
+        (o.key for o in storage.list("") if o.key.split("/", 1)[0] in _REPOSITORY_DIRS), None
+    )
+    if held is None:
+        return NotARepositoryError(
+            f"{storage.location} is not a pgkura repository",
+            hint=f"create one with: pgkura --repo {storage.location} init",
         )
+    return NotARepositoryError(
+        f"{storage.location} holds a pgkura repository's objects ({held}) but no "
+        f"{layout.CONFIG_KEY}: its configuration, and the key its objects are checked with, "
+        "is lost",
+        hint=f"put {layout.CONFIG_KEY} back from a copy of the repository; do not run init here "
+        "(it refuses a location that is not empty)",
+    )
+
+
+_REPOSITORY_DIRS = frozenset({"packs", "index", "snapshots", "wal", "stanzas", "drills"})
+
+
+def check_stanza_name(name: str) -> None:
+    from pgkura.config import check_stanza_name as check
+
+    check(name)
