@@ -111,8 +111,10 @@ def table_restore_lines(result: dict[str, Any]) -> list[str]:
         f"restored from backup {result['backup']} at {result['target']} into database "
         f"{result['database']}:"
     ]
+    by_name = {t["table"]: t for t in result["tables"]}
     for t in result["tables"]:
-        notes = _table_notes(t, [u for u in result["tables"] if u["parent"] == t["table"]])
+        under = [u for u in result["tables"] if u["parent"] == t["table"]]
+        notes = _table_notes(t, under, by_name.get(t["parent"] or ""))
         text = f"{'  ' * (t['depth'] + 1)}{t['table']}: {t['rows']} rows"
         lines.append(text + (f" ({'; '.join(notes)})" if notes else ""))
     if result["replaced"]:
@@ -123,16 +125,25 @@ def table_restore_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _table_notes(t: dict[str, Any], under: list[dict[str, Any]]) -> list[str]:
+def _table_notes(
+    t: dict[str, Any], under: list[dict[str, Any]], parent: dict[str, Any] | None
+) -> list[str]:
     notes = []
     if under:
-        kinds = {u["kind"] for u in under}
-        what = "partitions" if kinds == {"partition"} else "inheritance children"
+        partitions = all(u["kind"] == "partition" for u in under)
+        what = ("partition" if partitions else "inheritance child") if len(under) == 1 else (
+            "partitions" if partitions else "inheritance children")  # fmt: skip
         notes.append(f"with {len(under)} {what}")
-    if t["parent"] is not None:
+    if parent is not None:
         relation = "partition of" if t["kind"] == "partition" else "inherits"
         notes.append(f"{relation} {t['parent']}")
-    if t["was"] != t["table"]:
+    # Where a table came from, unless it is where its parent came from, under its own name.
+    schema, name = t["was"].split(".", 1)
+    if t["was"] != t["table"] and (
+        parent is None
+        or name != t["table"].split(".", 1)[1]
+        or schema != parent["was"].split(".")[0]
+    ):
         notes.append(f"was {t['was']}")
     if t["alone_from"] and t["attached_again"]:
         notes.append(f"attached to {t['alone_from']} again")

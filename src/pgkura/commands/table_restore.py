@@ -304,11 +304,13 @@ def _place(box: Any, live: Any, req: TableRestoreRequest, tset: Any, new_schema:
         restored.append(renamed)
     # A tree goes where its root goes: a table asked for into the new schema, a table of a
     # schema asked for stays in it (renamed); what already is in a restored schema stays.
+    # Tables of the root's own schema move first: on a clash, the others are renamed.
     now = describe(box, list(tset.relations))
     targets = {}
     for root in tset.roots():
         home = now[root].schema if now[root].schema in restored else new_schema
-        targets.update({oid: home for oid in tset.tree(root) if now[oid].schema not in restored})
+        tree = sorted(tset.tree(root), key=lambda oid: now[oid].schema != now[root].schema)
+        targets.update({oid: home for oid in tree if now[oid].schema not in restored})
     if new_schema in targets.values():
         box.execute(f"CREATE SCHEMA {ident(new_schema)}")
         restored.insert(0, new_schema)

@@ -120,7 +120,12 @@ def describe(conn: Any, oids: list[int] | set[int]) -> dict[int, Relation]:
 def find_set(conn: Any, start: list[int], only: bool) -> TableSet:
     """The tables to restore for the tables ``start`` (asked for, or in a schema asked for):
     with their partitions, and their inheritance children unless ``only``."""
-    query = "SELECT inhrelid, inhparent FROM pg_inherits ORDER BY inhparent, inhseqno, inhrelid"
+    # pg_inherits links partitioned indexes too: only tables' links make trees of tables.
+    query = (
+        "SELECT inhrelid, inhparent FROM pg_inherits WHERE inhrelid IN "
+        "(SELECT oid FROM pg_class WHERE relkind IN ('r', 'p', 'f')) "
+        "ORDER BY inhparent, inhseqno, inhrelid"
+    )
     edges = [(int(c), int(p)) for c, p in conn.execute(query)]
     kids: dict[int, list[int]] = {}
     parents: dict[int, list[int]] = {}
@@ -296,6 +301,6 @@ def count_mismatch(stderr: str, dbname: str, target: str) -> PgkuraError | None:
     return PgkuraError(
         f"{label}: {loaded} rows were loaded into database {dbname}, but it had {expected} at "
         f"{target}; the load was rolled back, nothing was changed",
-        hint="something in the live database changed the rows as they were loaded (a trigger "
-        "an event trigger adds, say): find it, then restore again",
+        hint="something in the live database changed the rows as they were loaded, such as a "
+        "trigger (an event trigger may add one to new tables): find it, then restore again",
     )
