@@ -208,13 +208,16 @@ def _restore_from(
             (placed[oid].qualified, _label(rel.text, placed[oid].text), tset.counts[oid])
             for oid, rel in tset.relations.items()
         ]
-        script = swap.before + dump.read_text() + swap.after + trees.count_check(checks)
-        dump.write_text(script)
-        what = f"loading into database {db}"
+        # psql -1 runs its -f files in one transaction: the swap's drops, the dump, then the
+        # re-attachments and the counts, before the COMMIT.
+        (first := Path(tmp) / "first.sql").write_text(swap.before)
+        (last := Path(tmp) / "last.sql").write_text(swap.after + trees.count_check(checks))
         _tool(
             [str(sandbox.server.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-             "--single-transaction", "-d", _libpq_conninfo(cfg, db), "-f", str(dump)],
-            what, lambda err: trees.count_mismatch(err, db, req.target.describe()),
+             "--single-transaction", "-d", _libpq_conninfo(cfg, db),
+             "-f", str(first), "-f", str(dump), "-f", str(last)],
+            f"loading into database {db}",
+            lambda err: trees.count_mismatch(err, db, req.target.describe()),
         )  # fmt: skip
     return {
         "backup": sandbox.backup.id,
