@@ -230,6 +230,9 @@ def dump(
 @click.option("--replace", is_flag=True, help="table restore: drop and replace the live table")
 @click.option("--yes", is_flag=True, help="table restore: --replace without asking")
 @click.option(
+    "--only", is_flag=True, help="table restore: an inheritance parent without its children"
+)
+@click.option(
     "--tablespace-map",
     multiple=True,
     metavar="OID_OR_NAME=DIR",
@@ -273,6 +276,7 @@ def restore(
     as_name: str | None,
     replace: bool,
     yes: bool,
+    only: bool,
     tablespace_map: tuple[str, ...],
     delta: bool,
     to_time: str | None,
@@ -299,14 +303,14 @@ def restore(
     point_in_time = any((to_time, to_lsn, to_xid, to_name, to_immediate))
     if dbname and (table or schema) and (point_in_time or _is_physical(ctx, backup_id)):
         _table_restore(
-            ctx, backup_id, dbname, table, schema, as_name, replace, yes,
+            ctx, backup_id, dbname, table, schema, as_name, replace, yes, only,
             dict(to_time=to_time, to_lsn=to_lsn, to_xid=to_xid, to_name=to_name),
             to_immediate, exclusive,
         )  # fmt: skip
         return
-    if as_name or replace or yes:
+    if as_name or replace or yes or only:
         raise UsageError(
-            "--as, --replace and --yes belong to a table restore from a physical backup",
+            "--as, --replace, --yes and --only belong to a table restore from a physical backup",
             hint="give --table SCHEMA.TABLE, --dbname DB and a --to-* target",
         )
     if dbname is not None or list_toc:
@@ -471,6 +475,7 @@ def _table_restore(
     as_name: str | None,
     replace: bool,
     yes: bool,
+    only: bool,
     targets: dict[str, str | None],
     to_immediate: bool,
     exclusive: bool,
@@ -493,17 +498,14 @@ def _table_restore(
         backup_id=backup_id,
         as_name=as_name,
         replace=replace,
+        only=only,
         confirm=confirm,
     )
     result = run_table_restore(_config(ctx), request, lambda m: click.echo(m, err=True))
-    click.echo(
-        f"restored from backup {result['backup']} at {result['target']} into database "
-        f"{result['database']}:"
-    )
-    for name, rows in result["restored"].items():
-        click.echo(f"  {name}: {rows} rows")
-    for fk in result["foreign_keys_left_out"]:
-        click.echo(f"  foreign key left out (it points outside the restored tables): {fk}")
+    from pgkura.cli_render import table_restore_lines
+
+    for line in table_restore_lines(result):
+        click.echo(line)
 
 
 @cli.command()

@@ -104,3 +104,53 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
             for key in ("timeline", "start_lsn", "stop_lsn"):
                 if b.get(key) is not None:
                     console.print(f"{key}: {b[key]}")
+
+
+def table_restore_lines(result: dict[str, Any]) -> list[str]:
+    """What a table restore brought back: each table with the rows counted in it (the same
+    count at the target and after the load), partitions and children indented under theirs."""
+    lines = [
+        f"restored from backup {result['backup']} at {result['target']} into database "
+        f"{result['database']}:"
+    ]
+    by_name = {t["table"]: t for t in result["tables"]}
+    for t in result["tables"]:
+        under = [u for u in result["tables"] if u["parent"] == t["table"]]
+        notes = _table_notes(t, under, by_name.get(t["parent"] or ""))
+        text = f"{'  ' * (t['depth'] + 1)}{t['table']}: {t['rows']} rows"
+        lines.append(text + (f" ({'; '.join(notes)})" if notes else ""))
+    if result["replaced"]:
+        dropped = ", ".join(result["replaced"])
+        lines.append(f"  replaced (dropped in the same transaction): {dropped}")
+    for fk in result["foreign_keys_left_out"]:
+        lines.append(f"  foreign key left out (it points outside the restored tables): {fk}")
+    return lines
+
+
+def _table_notes(
+    t: dict[str, Any], under: list[dict[str, Any]], parent: dict[str, Any] | None
+) -> list[str]:
+    notes = []
+    if under:
+        partitions = all(u["kind"] == "partition" for u in under)
+        what = ("partition" if partitions else "inheritance child") if len(under) == 1 else (
+            "partitions" if partitions else "inheritance children")  # fmt: skip
+        notes.append(f"with {len(under)} {what}")
+    if parent is not None:
+        relation = "partition of" if t["kind"] == "partition" else "inherits"
+        notes.append(f"{relation} {t['parent']}")
+    # Where a table came from, unless it is where its parent came from, under its own name.
+    schema, name = t["was"].split(".", 1)
+    if t["was"] != t["table"] and (
+        parent is None
+        or name != t["table"].split(".", 1)[1]
+        or schema != parent["was"].split(".")[0]
+    ):
+        notes.append(f"was {t['was']}")
+    if t["alone_from"] and t["attached_again"]:
+        notes.append(f"attached to {t['alone_from']} again")
+    elif t["alone_from"]:
+        notes.append(f"restored without its parent {t['alone_from']}")
+    if t["children_left_out"]:
+        notes.append(f"its own rows only, children left out: {', '.join(t['children_left_out'])}")
+    return notes

@@ -14,6 +14,12 @@ considered, live or dead, so a name that matched at any moment the backup saw is
 much is harmless, too little is caught afterwards (``missing``) by asking the started sandbox
 where the wanted relations' files are, and the caller falls back to a full restore.
 
+A partitioned table holds no rows: they are in its partitions, and an inheritance parent's
+children hold rows a ``SELECT`` on the parent returns. Both are relations of their own, found
+by oid in the backup's pg_inherits (read the same way as pg_class, every version of every row),
+and restored with the table asked for: partitions always, sub-partitions too, inheritance
+children unless the request says ``only``.
+
 WAL replay still reaches the files that were left out. They are created empty when a record
 needs them, full-page images extend them, and records for pages that are not there are
 "invalid page" references; ``ignore_invalid_pages`` makes those warnings instead of a PANIC at
@@ -40,6 +46,7 @@ FIRST_NORMAL_OBJECT_ID = 16384
 PG_CLASS_OID = 1259
 PG_DATABASE_OID = 1262
 PG_NAMESPACE_OID = 2615
+PG_INHERITS_OID = 2611
 PG_TOAST_NAMESPACE = 99
 # ignore_invalid_pages appeared in PostgreSQL 13; pg_class's layout below is 12's and newer's.
 MIN_VERSION = 13
@@ -56,6 +63,8 @@ class SparseRequest:
     dbname: str
     tables: tuple[tuple[str, str], ...] = ()
     schemas: tuple[str, ...] = ()
+    #: leave inheritance children out (``--only``); a partitioned table's partitions always come
+    only: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,8 +211,9 @@ def _wanted_filenodes(
     content: Callable[[str], bytes],
     db_dir: str,
 ) -> set[int]:
-    """relfilenodes of the catalogs, the requested relations, their toast tables and toast
-    indexes, and every sequence (one page each: the owned ones are dumped with a table)."""
+    """relfilenodes of the catalogs, the requested relations with their partitions and
+    inheritance children, their toast tables and toast indexes, and every sequence (one page
+    each: the owned ones are dumped with a table)."""
     by_oid: dict[int, list[ClassRow]] = {}
     for row in rows:
         by_oid.setdefault(row.oid, []).append(row)
@@ -229,6 +239,7 @@ def _wanted_filenodes(
     for schema in request.schemas:
         ns = namespaces.get(schema, set())
         chosen += [r for r in rows if r.relnamespace in ns and r.relkind not in ("i", "I")]
+    chosen += _descendants(chosen, by_oid, _inheritance(by_oid, content, db_dir), request.only)
     chosen += [r for r in rows if r.oid < FIRST_NORMAL_OBJECT_ID or r.relkind == "S"]
     # Toast tables by pointer and by name, and their indexes by name (pg_toast_<oid>_index).
     owners = {r.oid for r in chosen} | {r.reltoastrelid for r in chosen if r.reltoastrelid}
@@ -238,6 +249,53 @@ def _wanted_filenodes(
     chosen += [r for r in rows if r.relnamespace == PG_TOAST_NAMESPACE and r.relname in toast_names]
     chosen += [r for o in owners for r in by_oid.get(o, [])]
     return {r.relfilenode or local_map.get(r.oid, r.oid) for r in chosen} | set(local_map.values())
+
+
+def _inheritance(
+    by_oid: dict[int, list[ClassRow]], content: Callable[[str], bytes], db_dir: str
+) -> dict[int, set[int]]:
+    """Children by parent oid, from every version of every pg_inherits row in every file
+    pg_inherits ever had that the backup holds. pg_inherits (inhrelid, inhparent, inhseqno,
+    and inhdetachpending from 14 on) is fixed width: the two oids lead every row."""
+    nodes = {r.relfilenode for r in by_oid.get(PG_INHERITS_OID, []) if r.relfilenode}
+    nodes.add(PG_INHERITS_OID)
+    children: dict[int, set[int]] = {}
+    read_any = False
+    for node in sorted(nodes):
+        try:
+            for data in _relation(content, f"{db_dir}/{node}"):
+                if len(data) >= 8:
+                    child, parent = struct.unpack_from("=II", data)
+                    children.setdefault(parent, set()).add(child)
+            read_any = True
+        except NotSparse:
+            continue
+    if not read_any:
+        raise NotSparse("the backup's pg_inherits was not found")
+    return children
+
+
+def _descendants(
+    chosen: list[ClassRow],
+    by_oid: dict[int, list[ClassRow]],
+    children: dict[int, set[int]],
+    only: bool,
+) -> list[ClassRow]:
+    """The rows of every partition (at any depth) of the chosen relations, and of every
+    inheritance child unless ``only``: a table restore brings them along."""
+    seen = {r.oid for r in chosen}
+    todo = sorted(seen)
+    found: list[ClassRow] = []
+    while todo:
+        oid = todo.pop()
+        partitioned = any(r.relkind == "p" for r in by_oid.get(oid, []))
+        if only and not partitioned:
+            continue
+        for child in sorted(children.get(oid, set()) - seen):
+            seen.add(child)
+            todo.append(child)
+            found += by_oid.get(child, [])
+    return found
 
 
 def filenode_map(data: bytes) -> dict[int, int]:
