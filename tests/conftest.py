@@ -78,3 +78,47 @@ def repo(work_dir: Path) -> str:
     path = str(work_dir / "repo")
     run_pgkura("--repo", path, "init")
     return path
+
+
+# -- S3: one SeaweedFS for the session, a prefix of its bucket per test ---------------------
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[Any]:
+    """A real S3 server (SeaweedFS) shared by the session; tests never stop this one."""
+    from seaweed import SeaweedFS
+
+    base = Path(tempfile.mkdtemp(prefix="pgkura-s3-"))
+    server = SeaweedFS(base)
+    server.start()
+    yield server
+    server.stop()
+    if not KEEP:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def private_seaweedfs() -> Iterator[Any]:
+    """A SeaweedFS of this test's own, which the test may stop and start again."""
+    from seaweed import SeaweedFS
+
+    base = Path(tempfile.mkdtemp(prefix="pgkura-s3p-"))
+    server = SeaweedFS(base)
+    server.start()
+    yield server
+    server.stop()
+    if not KEEP:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _s3_prefix(request: pytest.FixtureRequest) -> str:
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
+    return f"t/{name}-{os.urandom(4).hex()}"
+
+
+@pytest.fixture
+def s3_repo(seaweedfs: Any, work_dir: Path, request: pytest.FixtureRequest) -> Any:
+    """An S3 location of its own (not initialised) on the session's SeaweedFS."""
+    from seaweed import S3Repo
+
+    return S3Repo(seaweedfs, work_dir / "s3", _s3_prefix(request), owner=os_user())

@@ -1,8 +1,13 @@
-"""The storage contract, run against every backend (restic's way): what the repository relies on."""
+"""The storage contract, run against every backend (restic's way): what the repository relies on.
+
+The S3 backend runs against a real SeaweedFS (the session's, one prefix of its bucket per test).
+"""
 
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +17,18 @@ from pgkura.storage.base import Storage
 from pgkura.storage.posix import PosixStorage
 
 
-@pytest.fixture(params=["posix"])
+@pytest.fixture(params=["posix", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     if request.param == "posix":
         yield PosixStorage(tmp_path / "store")
+    else:
+        from seaweed import S3Repo
+
+        server = request.getfixturevalue("seaweedfs")
+        name = "".join(c if c.isalnum() else "-" for c in request.node.name)
+        yield S3Repo(
+            server, tmp_path / "s3", f"contract/{name}-{time.time_ns()}", owner=None
+        ).store()
 
 
 def test_put_if_absent_writes_once_and_never_overwrites(storage: Storage) -> None:
@@ -70,6 +83,79 @@ def test_keys_cannot_escape(storage: Storage) -> None:
     for bad in ["../x", "/etc/passwd", "a/../../b"]:
         with pytest.raises(ValueError):
             storage.put(bad, b"x")
+        with pytest.raises(ValueError):
+            storage.get(bad)
+
+
+def test_concurrent_put_if_absent_has_exactly_one_winner(storage: Storage) -> None:
+    """Locks and immutable objects rely on it: of writers racing for one key, one wins and
+    the object is the winner's, whole."""
+    writers = 8
+    barrier = threading.Barrier(writers)
+    won: list[int] = []
+
+    def write(n: int) -> None:
+        barrier.wait()
+        if storage.put_if_absent("locks/race", f"writer {n} ".encode() * 1000):
+            won.append(n)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    assert storage.get("locks/race") == f"writer {won[0]} ".encode() * 1000
+
+
+def test_batch_delete_removes_what_it_names_and_ignores_the_absent(storage: Storage) -> None:
+    for n in range(5):
+        storage.put(f"packs/{n}", b"x")
+    storage.delete_many(["packs/0", "packs/1", "packs/3", "packs/never-there"])
+    assert sorted(o.key for o in storage.list("packs/")) == ["packs/2", "packs/4"]
+    storage.delete_many([])
+
+
+def test_listing_more_than_a_page_gives_every_key_with_size_and_time(storage: Storage) -> None:
+    """S3 lists at most 1000 keys a request: the listing must follow the continuation; and
+    a batch delete of more than 1000 keys must send several requests."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [f"many/{n:05d}" for n in range(1100)]
+    before = time.time()
+    with ThreadPoolExecutor(storage.max_connections) as pool:
+        list(pool.map(lambda k: storage.put(k, k.encode()), keys))
+    listed = {o.key: o for o in storage.list("many/")}
+    assert sorted(listed) == keys
+    assert all(o.size == 10 for o in listed.values())
+    assert all(
+        o.mtime is not None and before - 5 < o.mtime < time.time() + 5 for o in listed.values()
+    )
+    assert sorted(o.key for o in storage.list("many/0109")) == [f"many/0109{n}" for n in range(10)]
+    storage.delete_many(keys)
+    assert list(storage.list("many/")) == []
+
+
+def test_ranged_reads_at_the_end_of_an_object(storage: Storage) -> None:
+    """A pack's trailer is read from its end: ranges that reach or pass it are cut short."""
+    storage.put("p", bytes(range(50)))
+    assert storage.get("p", 47, 3) == bytes([47, 48, 49])
+    assert storage.get("p", 45, 100) == bytes(range(45, 50))
+    assert storage.get("p", 50) == b""
+    assert storage.get("p", 50, 10) == b""
+    with pytest.raises(KeyError):
+        storage.get("absent", 10, 5)
+
+
+def test_objects_from_memoryviews_and_empty_objects(storage: Storage) -> None:
+    storage.put("e", b"")
+    assert storage.get("e") == b"" and storage.size("e") == 0
+    assert storage.put_if_absent("m", memoryview(b"from a view"))  # type: ignore[arg-type]
+    assert storage.get("m") == b"from a view"
+
+
+def test_the_store_says_how_many_requests_it_takes_at_once(storage: Storage) -> None:
+    assert 1 <= storage.max_connections <= 64
 
 
 def test_posix_leaves_no_temporary_files(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ log = logging.getLogger("pgkura")
 
 
 def _settings_options(func: F) -> F:
-    for s in reversed(SETTINGS):
+    for s in reversed([s for s in SETTINGS if s.on_command_line]):
         func = click.option(
             s.flag, s.name, default=None, help=f"{s.help} [env {s.env}]", metavar=s.type.__name__
         )(func)

@@ -22,13 +22,26 @@ DEFAULT_CONFIG = "/etc/pgkura/pgkura.toml"
 
 
 class Setting:
-    __slots__ = ("default", "help", "name", "type")
+    __slots__ = ("choices", "default", "help", "name", "on_command_line", "type")
 
-    def __init__(self, name: str, type_: type, default: Any, help_: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        type_: type,
+        default: Any,
+        help_: str,
+        *,
+        choices: tuple[str, ...] = (),
+        on_command_line: bool = True,
+    ) -> None:
         self.name = name
         self.type = type_
         self.default = default
         self.help = help_
+        self.choices = choices
+        # False: only the environment and the config file set it (a command line is visible
+        # to every user in ps).
+        self.on_command_line = on_command_line
 
     @property
     def flag(self) -> str:
@@ -40,7 +53,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("repo", str, None, "repository location: a directory"),
+    Setting("repo", str, None, "repository location: a directory, or s3://BUCKET/PREFIX"),
     Setting("stanza", str, "main", "name of the cluster within the repository"),
     Setting("pgdata", str, None, "the cluster's data directory"),
     Setting("pg_bin", str, None, "directory of PostgreSQL's programs (default: found)"),
@@ -61,6 +74,33 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "restore writes large files with O_DIRECT, past the page cache (off: through it)",
     ),
+    Setting(
+        "s3_endpoint", str, None, "S3 endpoint URL, such as http://127.0.0.1:8333 (default: AWS)"
+    ),
+    Setting("s3_region", str, None, "S3 region (default: us-east-1)"),
+    Setting(
+        "s3_uri_style",
+        str,
+        None,
+        "S3 addressing: path (endpoint/bucket/key) or host (bucket.endpoint/key); default "
+        "path with --s3-endpoint, else host",
+        choices=("path", "host"),
+    ),
+    Setting("s3_ca_file", str, None, "PEM file of the CA that signed the S3 server's certificate"),
+    Setting("s3_verify_tls", bool, True, "verify the S3 server's TLS certificate (off: for tests)"),
+    Setting(
+        "s3_credentials_file",
+        str,
+        None,
+        "AWS-style credentials file (mode 0600) for S3; environment or config file only",
+        on_command_line=False,
+    ),
+    Setting(
+        "s3_retry_seconds",
+        float,
+        60.0,
+        "seconds to retry a failing S3 request (5xx, SlowDown, dropped connections)",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -79,6 +119,13 @@ class Config:
     archive_async: bool
     spool_path: str | None
     direct_io: bool
+    s3_endpoint: str | None
+    s3_region: str | None
+    s3_uri_style: str | None
+    s3_ca_file: str | None
+    s3_verify_tls: bool
+    s3_credentials_file: str | None
+    s3_retry_seconds: float
     config_file: str | None
 
     def __init__(self, **values: Any) -> None:
@@ -96,6 +143,20 @@ class Config:
                 hint="pass --repo DIR, set PGKURA_REPO, or set repo in the config file",
             )
         return self.repo
+
+    def storage_flags(self) -> list[str]:
+        """The storage settings as flags, for the pgkura commands that pgkura itself starts
+        (restore_command, the background archiver): they run with another environment.
+        Secrets are never among them; s3-credentials-file travels in the config file."""
+        if not (self.repo or "").startswith("s3://"):
+            return []
+        out = []
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            if not s.name.startswith("s3_") or not s.on_command_line or value == s.default:
+                continue
+            out += [s.flag, ("on" if value else "off") if s.type is bool else str(value)]
+        return out
 
     def require_pgdata(self) -> str:
         if not self.pgdata:
@@ -132,11 +193,15 @@ def _convert(setting: Setting, value: Any, source: str) -> Any:
             return number
         if not isinstance(value, str):
             raise TypeError(value)
+        if setting.choices and value not in setting.choices:
+            raise ValueError(value)
         return value
     except (TypeError, ValueError):
         what = _WHAT.get(setting.type, setting.type.__name__)
         if setting.type is float:
             what = "a number greater than 0"
+        if setting.choices:
+            what = " or ".join(setting.choices)
         raise ConfigError(
             f"{setting.name.replace('_', '-')} from {source} is {value!r}, not {what}",
             hint=f"fix {setting.name.replace('_', '-')} in {source}",
@@ -188,7 +253,7 @@ def load_config(
         path_text = DEFAULT_CONFIG
     values: dict[str, Any] = {}
     for s in SETTINGS:
-        if flags.get(s.name) is not None:
+        if s.on_command_line and flags.get(s.name) is not None:
             values[s.name] = _convert(s, flags[s.name], s.flag)
         elif env.get(s.env):
             values[s.name] = _convert(s, env[s.env], s.env)

@@ -19,7 +19,7 @@ def _split_fast(args: list[str]) -> tuple[dict[str, str], str, list[str]] | None
     """``(flags, command, positional)`` when ``args`` is a plain archive command, else None."""
     from pgkura.config import SETTINGS
 
-    by_flag = {s.flag: s.name for s in SETTINGS}
+    by_flag = {s.flag: s.name for s in SETTINGS if s.on_command_line}
     by_flag["--config"] = "config"
     flags: dict[str, str] = {}
     command = None

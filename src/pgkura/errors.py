@@ -62,6 +62,11 @@ class RepositoryError(PgkuraError):
     pass
 
 
+class StorageError(PgkuraError):
+    """The store failed an operation (not "the object is absent": that is KeyError): the
+    message names the operation, the key and the location, the hint the setting to fix."""
+
+
 class LockedError(PgkuraError):
     exit_code = ExitCode.LOCKED
 

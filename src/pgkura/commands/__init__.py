@@ -15,4 +15,4 @@ def open_repository(cfg: Config) -> Repository:
     from pgkura.repository.repo import Repository
     from pgkura.storage import open_storage
 
-    return Repository.open(open_storage(cfg.require_repo()))
+    return Repository.open(open_storage(cfg.require_repo(), cfg))

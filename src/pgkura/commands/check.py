@@ -68,7 +68,7 @@ def _option(words: list[str], name: str) -> str | None:
 def _suggested(cfg: Config) -> str:
     from pgkura.physical.recovery import pgkura_executable
 
-    parts = [pgkura_executable(), "--repo", cfg.require_repo()]
+    parts = [pgkura_executable(), "--repo", cfg.require_repo(), *cfg.storage_flags()]
     if cfg.stanza != "main":
         parts += ["--stanza", cfg.stanza]
     return shlex.join([*parts, "archive-push"]) + " %p"

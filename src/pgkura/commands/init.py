@@ -7,13 +7,16 @@ from pathlib import Path
 from pgkura.config import Config
 from pgkura.errors import RepositoryError
 from pgkura.repository.repo import DEFAULT_BLOCK_SIZE, Repository
-from pgkura.storage import open_storage
+from pgkura.storage import is_url, open_storage
 
 
 def run_init(
     cfg: Config, *, compression: str = "zstd:3", block_size: int = DEFAULT_BLOCK_SIZE
 ) -> Repository:
     location = cfg.require_repo()
+    if is_url(location):  # a bucket has no directory to make
+        storage = open_storage(location, cfg)
+        return Repository.create(storage, compression=compression, block_size=block_size)
     path = Path(location)
     if path.exists() and not path.is_dir():
         raise RepositoryError(f"{location} exists and is not a directory")

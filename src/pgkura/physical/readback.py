@@ -106,7 +106,7 @@ def check_files(
     block_sums: dict[str, tuple[int, int]] = {}
     _reader, _files, _shared = reader, files, shared
     try:
-        if jobs <= 1 or len(units) <= 1:
+        if jobs <= 1 or len(units) <= 1 or not reader.repo.storage.fork_safe:
             for unit in units:
                 _collect(pieces, block_sums, _check_unit(unit))
             if meanwhile is not None:

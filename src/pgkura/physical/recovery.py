@@ -63,7 +63,9 @@ def restore_command(cfg: Config, stop_after: str | None = None) -> str:
     parts = [pgkura_executable()]
     if cfg.config_file:
         parts += ["--config", os.path.abspath(cfg.config_file)]
-    parts += ["--repo", os.path.abspath(cfg.require_repo()), "--stanza", cfg.stanza]
+    repo = cfg.require_repo()
+    repo = repo if "://" in repo else os.path.abspath(repo)
+    parts += ["--repo", repo, *cfg.storage_flags(), "--stanza", cfg.stanza]
     if cfg.pg_bin:
         parts += ["--pg-bin", cfg.pg_bin]
     if cfg.archive_async:

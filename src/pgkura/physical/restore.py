@@ -372,7 +372,12 @@ class PhysicalRestorer:
         global _forked
         units = self._units(files)
         pool: Executor
-        if self.jobs > 1 and not self.delta and hasattr(os, "fork"):
+        if (
+            self.jobs > 1
+            and not self.delta
+            and hasattr(os, "fork")
+            and self.reader.repo.storage.fork_safe
+        ):
             pool = forked_workers(min(self.jobs, max(1, len(units))))
             work: Callable[[list[Range]], list[tuple[int, int, bool]]] = _restore_unit
         else:

@@ -158,8 +158,10 @@ class FileStorer:
         if self.page_check.enabled and any(is_relation_file(t[0].path) for t in tasks):
             import pgkura.pg.checksum  # noqa: F401 - numpy, once, before workers are forked
         new_bytes = 0
+        # An S3 client cannot be used in a forked child (its I/O threads are not copied).
+        forkable = hasattr(os, "fork") and self.index.repo.storage.fork_safe
         try:
-            if self.jobs > 1 and len(units) > 1 and hasattr(os, "fork"):
+            if self.jobs > 1 and len(units) > 1 and forkable:
                 new_bytes = self._store_in_processes(units, by_path, total, reused_bytes)
             else:
                 self.progress.start("backup", total)

@@ -4,12 +4,22 @@ Keys are '/'-separated relative names ("packs/ab/ab12....pack"). A backend knows
 PostgreSQL or of the repository's layout; the repository knows nothing of how bytes are kept.
 The operations are the small set an object store can offer atomically: put-if-absent (the
 primitive for immutable objects and locks), atomic replace, ranged get, list by prefix, delete.
+
+Errors, the same for every backend as far as callers may rely on them:
+
+- an absent object: ``get`` raises KeyError, ``size`` returns None, ``delete`` does nothing;
+- a key that could climb out of the store ("../x", "/etc"): ValueError;
+- the S3 backend raises :class:`pgkura.errors.StorageError` for every other failure, after
+  retrying transient ones (5xx, 429/503 SlowDown, dropped connections) within its time budget;
+  the message names the operation, the key and the location, the hint the setting to fix;
+- the posix backend raises the OSError the operating system reported (ENOSPC, EROFS, EACCES...),
+  which the layers above explain with the path's errno; it has nothing transient to retry.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 
 class ObjectInfo:
@@ -32,6 +42,13 @@ class Storage(abc.ABC):
 
     #: A human-readable location for messages ("/backups/repo", "s3://bucket/prefix").
     location: str
+
+    #: How many requests engines should have in flight against this store at once.
+    max_connections: int = 4
+
+    #: Whether a forked child process may use this object. The S3 client's I/O runs in threads
+    #: that fork(2) does not copy: engines must use threads, not forked workers, when False.
+    fork_safe: bool = True
 
     @abc.abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -60,6 +77,12 @@ class Storage(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; no error when it is already gone."""
 
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove every key of ``keys``; absent ones are no error. Backends batch the requests
+        (S3: 1000 keys a request)."""
+        for key in keys:
+            self.delete(key)
+
     def remove_incomplete(self) -> int:
         """Delete what interrupted writes left (temporary files); call only while no writer
         can run. Returns the bytes freed. Stores whose writes are atomic have nothing to do."""
@@ -71,7 +94,7 @@ class Storage(abc.ABC):
         return 0
 
     def check_writable(self) -> None:
-        """Raise an OSError-derived error when the store cannot take writes."""
+        """Raise (OSError on posix, StorageError on S3) when the store cannot take writes."""
         probe = ".pgkura-write-probe"
         self.put(probe, b"ok")
         self.delete(probe)

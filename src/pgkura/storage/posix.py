@@ -10,7 +10,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from pgkura.storage.base import ObjectInfo, Storage
 
@@ -242,3 +242,16 @@ class PosixStorage(Storage):
             if exc.errno != errno.ENOENT:
                 raise
         fsync_dir(os.path.dirname(path))
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        # One fsync per directory, not per key: gc removes thousands of packs at once.
+        touched = set()
+        for key in keys:
+            path = self._path(key)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            touched.add(os.path.dirname(path))
+        for directory in sorted(touched):
+            fsync_dir(directory)

@@ -100,6 +100,7 @@ def _spawn(cfg: Config, role: str, cwd: str) -> None:
     ):
         if value:
             args += [name, value]
+    args += cfg.storage_flags()
     subprocess.Popen(
         [*args, "archive-daemon", role],
         cwd=cwd,
