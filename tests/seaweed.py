@@ -90,6 +90,7 @@ class SeaweedFS:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        directory.chmod(0o755)  # the CA certificate is read by pgkura as postgres
         self.data = directory / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))

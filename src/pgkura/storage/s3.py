@@ -121,6 +121,16 @@ class S3Storage(Storage):
             return int(self._call("stat", key, lambda: obstore.head(self._store, key))["size"])
         except KeyError:
             return None
+        except StorageError as exc:
+            if "HTTP 403" not in exc.message:
+                raise
+            # A HEAD's answer has no body, so no S3 error code: wrong credentials and a
+            # missing permission look alike. A one-byte read of the key tells them apart.
+            try:
+                self.get(key, 0, 1)
+            except KeyError:
+                return None
+            raise exc from None
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # S3 lists by any prefix, object_store by whole path segments: list the directory
@@ -131,11 +141,8 @@ class S3Storage(Storage):
         deadline = time.monotonic() + self.options.retry_seconds
         delay = 0.1
         while True:
-            offset = last[0] if last else None
             try:
-                stream = obstore.list(
-                    self._store, directory or None, offset=offset, chunk_size=1000
-                )
+                stream = obstore.list(self._store, directory or None, offset=last, chunk_size=1000)
                 for chunk in stream:
                     for meta in chunk:
                         path = meta["path"]
