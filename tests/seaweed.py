@@ -90,6 +90,7 @@ class SeaweedFS:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o755)  # the CA certificate is read by pgkura as postgres
         self.data = directory / "data"
         self.data.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ the location and the setting to fix.
 from __future__ import annotations
 
 import os
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -309,5 +308,7 @@ def _first_line(text: str) -> str:
 
 def _pause(delay: float, deadline: float) -> float:
     """Sleep about ``delay`` (full jitter, never past ``deadline``); the next delay."""
-    time.sleep(max(0.0, min(random.uniform(delay / 2, delay), deadline - time.monotonic())))
+    jitter = int.from_bytes(os.urandom(2), "big") / 65535  # random costs archive-push 1 ms
+    pause = delay / 2 + jitter * delay / 2
+    time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
     return min(delay * 2, 4.0)
