@@ -192,3 +192,24 @@ def test_when_the_budget_runs_out_the_error_names_the_object(
     assert "cannot write packs/ab/abcdef.pack in s3://pgkura-test/t/budget" in caught.value.message
     assert "retried for 2 s" in caught.value.message
     assert caught.value.hint and "--s3-retry-seconds" in caught.value.hint
+
+
+def test_archive_push_imports_obstore_only_for_an_s3_repository(
+    make_server: Any, work_dir: Path, repo: str, s3_repo: S3Repo
+) -> None:
+    """archive-push starts once per WAL segment: the S3 client's native module is loaded
+    only when the repository is in a bucket."""
+    from test_archive import HEAVY_MODULES, modules_after, one_segment
+
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    run_pgkura("--repo", repo, "archive-push", str(one_segment(src)))  # the stanza exists
+    posix = modules_after(work_dir, "--repo", repo, "archive-push", str(one_segment(src)))
+    assert "pgkura.wal.archive" in posix and not any(m.startswith("obstore") for m in posix)
+    run_pgkura(*s3_repo.args, "init")
+    segment = one_segment(src)
+    s3 = modules_after(work_dir, *s3_repo.args, "archive-push", str(segment))
+    assert "obstore._obstore" in s3
+    assert s3_repo.store().exists(f"wal/main/{segment.name[:16]}/{segment.name}")
+    # obstore itself imports typing and takes its retry times as datetime.timedelta; the
+    # config file (which holds the S3 settings) needs tomllib.
+    assert s3 & (HEAVY_MODULES - {"typing", "datetime", "tomllib"}) == set()
