@@ -62,7 +62,6 @@ class S3Storage(Storage):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         self._check_key(key)
-        attempts = {"ambiguous": False}
 
         def once() -> bool:
             try:
@@ -70,28 +69,18 @@ class S3Storage(Storage):
                 return True
             except (AlreadyExistsError, PreconditionError):
                 pass
-            except Exception as exc:
-                # The PUT may have landed with its answer lost: a later 412 may be our own.
-                attempts["ambiguous"] = True
-                raise exc
-            # 412 (the key exists) and 409 (a concurrent write or delete of the key was in
-            # progress: AWS says retry) reach obstore's caller alike; the object tells them apart.
+            # obstore reports 412 (the key exists) and 409 (a concurrent write or delete of the
+            # key was in progress: AWS says retry) alike; the object tells them apart. And a
+            # PUT whose answer was lost may have landed, the retry then meeting our own object:
+            # the same bytes count as written by this call (a lock record names its pid, other
+            # objects are named by their content).
             try:
-                obstore.head(self._store, key)
+                stored = bytes(obstore.get(self._store, key).bytes())
             except FileNotFoundError:
                 raise _Transient("409 ConditionalRequestConflict") from None
-            if attempts["ambiguous"]:
-                return self._holds(key, data)
-            return False
+            return stored == bytes(data)
 
         return self._call("write", key, once)
-
-    def _holds(self, key: str, data: bytes) -> bool:
-        """Whether ``key`` holds exactly ``data``: an earlier attempt of ours landed."""
-        try:
-            return bytes(obstore.get(self._store, key).bytes()) == bytes(data)
-        except FileNotFoundError:
-            return False
 
     def put(self, key: str, data: bytes) -> None:
         self._check_key(key)
@@ -270,7 +259,7 @@ class S3Storage(Storage):
                 hint="give the CA that signed the server's certificate with --s3-ca-file, "
                 "or, for a test server only, --s3-verify-tls off",
             )
-        if isinstance(exc, _Transient) or status is None:
+        if isinstance(exc, _Transient) or (status is None and _is_obstore(exc)):
             reason = f"HTTP {status}" if status else "the server did not answer"
             return StorageError(
                 f"{where}: {reason} at {endpoint}{retried}",
