@@ -191,6 +191,11 @@ class Curve:
                 print(f"  {t:<14} fixed {lines[t][0]:6.2f} s   marginal {lines[t][1]:6.3f} s/GB")
             for t in TOOLS[1:]:
                 print(f"  marginal pgkura / {t}: {lines['pgkura'][1] / lines[t][1]:.2f}")
+            # The stage no backup can skip: zstd at the repository's level, on each core.
+            zstd = statistics.median(p.stages["compress (zstd:3)"] / p.stages["gb"] for p in points)
+            times = lines["pgkura"][1] / (zstd / 2)
+            print(f"  limit: zstd:3 alone on two cores {zstd / 2:.3f} s/GB ({2 / zstd:.2f} "
+                  f"GB/s); pgkura's marginal is {times:.2f} times that")  # fmt: skip
         print("\n== curve: pgkura's stages on one core, CPU seconds per GB")
         names = [k for k in self.points[0].stages if k not in ("gb", "peak rss mib")]
         print("  " + " " * 34 + "".join(f"{p.label[-12:]:>13}" for p in self.points))
