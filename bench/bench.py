@@ -59,6 +59,15 @@ def settle() -> None:
 def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/") -> tuple[float, int]:
     """Run a command as the cluster's user; wall seconds and peak RSS (KiB) of its process tree
     (wait4's ru_maxrss covers the child and the descendants it waited for)."""
+    elapsed, rss, _cpu = timed_cpu(cmd, env, cwd)
+    return elapsed, rss
+
+
+def timed_cpu(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/"
+) -> tuple[float, int, float]:
+    """:func:`timed`, and the CPU seconds (user + system) of the process tree: what a busy
+    machine inflates least (only the command's own processes count, not a server's)."""
     settle()
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
@@ -76,7 +85,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/") -> 
             err.seek(0)
             tail = err.read().decode(errors="replace")[-2000:]
             raise SystemExit(f"failed: {' '.join(cmd)}\n{tail}")
-    return elapsed, int(usage.ru_maxrss)
+    return elapsed, int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime
 
 
 def run_in(cmd: list[str], cwd: str) -> None:

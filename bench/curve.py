@@ -36,6 +36,7 @@ class Point:
     gb: float
     seconds: dict[str, list[float]] = field(default_factory=dict)
     rss_mib: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)
     load: list[str] = field(default_factory=list)
 
@@ -123,7 +124,7 @@ class Curve:
         return self.measure(f"random {gb:g} GB")
 
     def measure(self, label: str) -> Point:
-        from bench import own, run, timed
+        from bench import own, run, timed_cpu
 
         b = self.bench
         self.psql("VACUUM ANALYZE")
@@ -145,11 +146,12 @@ class Curve:
                                   b.env),
             }  # fmt: skip
             for tool, (cmd, cmd_env) in runs.items():
-                seconds, rss = timed(cmd, cmd_env)
+                seconds, rss, cpu = timed_cpu(cmd, cmd_env)
                 point.seconds.setdefault(tool, []).append(seconds)
                 point.rss_mib.setdefault(tool, []).append(rss / 1024)
-                print(f"  {label} round {n}: {tool:<14} {seconds:7.2f} s   peak RSS "
-                      f"{rss / 1024:7.1f} MiB", flush=True)  # fmt: skip
+                point.cpu.setdefault(tool, []).append(cpu)
+                print(f"  {label} round {n}: {tool:<14} {seconds:7.2f} s   CPU {cpu:7.2f} s   "
+                      f"peak RSS {rss / 1024:7.1f} MiB", flush=True)  # fmt: skip
             shutil.rmtree(b.base / "curve-bb", ignore_errors=True)
             b.point_repo(b.base / "pgkura-setup", init=False)  # archive_command goes on there
             shutil.rmtree(fresh, ignore_errors=True)
@@ -179,6 +181,11 @@ class Curve:
             rss = max(p.rss_mib["pgkura"])
             print(f"  {p.label:<20} {p.gb:5.2f} GB  {cells}  {ratios}  pgkura peak RSS "
                   f"{rss:.1f} MiB  load {' | '.join(p.load)}")  # fmt: skip
+            if p.cpu:
+                cpu = "  ".join(f"{t} {statistics.median(p.cpu[t]):6.2f} s" for t in TOOLS)
+                ratio = statistics.median(p.cpu["pgkura"]) / statistics.median(p.cpu["pgbackrest"])
+                print(f"  {'':<20} CPU of the command's processes: {cpu}  "
+                      f"pgkura/pgbackrest {ratio:.2f}")  # fmt: skip
         for kind in ("pgbench", "random"):
             points = [p for p in self.points if p.label.startswith(kind)]
             if len(points) < 2:
@@ -191,6 +198,9 @@ class Curve:
                 print(f"  {t:<14} fixed {lines[t][0]:6.2f} s   marginal {lines[t][1]:6.3f} s/GB")
             for t in TOOLS[1:]:
                 print(f"  marginal pgkura / {t}: {lines['pgkura'][1] / lines[t][1]:.2f}")
+            for t in TOOLS[:2]:
+                cpu = fit([p.gb for p in points], [statistics.median(p.cpu[t]) for p in points])
+                print(f"  {t:<14} CPU: fixed {cpu[0]:6.2f} s   marginal {cpu[1]:6.3f} s/GB")
             # The stage no backup can skip: zstd at the repository's level, on each core.
             zstd = statistics.median(p.stages["compress (zstd:3)"] / p.stages["gb"] for p in points)
             times = lines["pgkura"][1] / (zstd / 2)

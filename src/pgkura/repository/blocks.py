@@ -125,10 +125,12 @@ class BlockIndex:
 class PackWriter:
     """Collects sealed blocks into one pack at a time; not shared between threads.
 
-    With ``background``, a full pack is handed to a thread of the writer's own that stores it
-    (at most one more pack waits for it, so memory stays bounded): :meth:`wait` returns when
-    every pack handed over is stored and known to the index, and raises what storing failed
-    with. Without, :meth:`flush` stores the pack before it returns."""
+    A pack is gathered in one growing buffer, which becomes the stored object as it is (no
+    second copy of 16 MiB to join its pieces). With ``background``, a full pack is handed to a
+    thread of the writer's own that stores it while the next one fills; at most one is being
+    stored, so memory stays at two packs: :meth:`wait` returns when every pack handed over is
+    stored and known to the index, and raises what storing failed with. Without,
+    :meth:`flush` stores the pack before it returns."""
 
     def __init__(
         self,
@@ -145,7 +147,7 @@ class PackWriter:
         # hand to its parent's index.
         self.keep_published = keep_published
         self.published: list[tuple[str, list[tuple[bytes, BlockLocation]]]] = []
-        self._chunks: list[bytes] = []
+        self._data = bytearray()
         self._entries: list[tuple[bytes, BlockLocation]] = []
         self._size = 0
         self._pack_id = os.urandom(16).hex()
@@ -181,7 +183,7 @@ class PackWriter:
         self._entries.append(
             (digest, BlockLocation(self._pack_id, self._size, len(sealed), raw_length))
         )
-        self._chunks.append(sealed)
+        self._data += sealed
         self._size += len(sealed)
         self.bytes_written += len(sealed)
         if self._size >= self.target_size:
@@ -195,15 +197,18 @@ class PackWriter:
             raise self._failed[0]
         if not self._entries:
             return
-        pack = _Pack(self._pack_id, self._chunks, self._entries, self._size)
-        self._chunks, self._entries, self._size = [], [], 0
+        pack = _Pack(self._pack_id, self._data, self._entries, self._size)
+        self._data, self._entries, self._size = bytearray(), [], 0
         self._pack_id = os.urandom(16).hex()
         if not self._background:
             self._store(pack)
             return
         if self._queue is None:
-            self._queue = queue.Queue(maxsize=1)
+            self._queue = queue.Queue()
             threading.Thread(target=self._storing, name="pgkura-pack", daemon=True).start()
+        self._queue.join()  # the pack before this one is stored: two packs in memory at most
+        if self._failed:
+            raise self._failed[0]
         self._queue.put(pack)
 
     def wait(self) -> None:
@@ -246,9 +251,10 @@ class PackWriter:
         index_obj = seal(json.dumps(doc).encode(), self.repo.codec, self.repo.key).data
         trailer = PACK_TRAILER.pack(pack.size, PACK_TRAILER_MAGIC)
         storage = self.repo.storage
-        storage.put_if_absent(
-            layout.pack_key(pack.pack_id), b"".join([*pack.chunks, index_obj, trailer])
-        )
+        data = pack.data  # this pack's own buffer: grown in place, not copied
+        data += index_obj
+        data += trailer
+        storage.put_if_absent(layout.pack_key(pack.pack_id), data)
         storage.put_if_absent(layout.index_key(pack.pack_id), index_obj)
         self.index.publish(pack.pack_id, pack.entries)
         if self.keep_published:
@@ -258,10 +264,10 @@ class PackWriter:
 
 @dataclass(frozen=True)
 class _Pack:
-    """A pack's sealed blocks, ready to be stored."""
+    """A pack's sealed blocks, ready to be stored (its index and trailer are appended)."""
 
     pack_id: str
-    chunks: list[bytes]
+    data: bytearray
     entries: list[tuple[bytes, BlockLocation]]
     size: int
 
