@@ -55,7 +55,11 @@ def files_of(pgdata: str) -> list[SourceFile]:
 def chunks(files: list[SourceFile]) -> Iterator[tuple[SourceFile, int, bytes]]:
     """Each file read as the store reads it: (file, offset, chunk)."""
     for src in files:
-        with open(src.abspath, "rb", buffering=0) as f:
+        try:
+            f = open(src.abspath, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            continue  # a running server's file that went away (pg_internal.init, temp files)
+        with f:
             offset = 0
             while chunk := f.read(READ_BYTES):
                 yield src, offset, chunk
