@@ -125,8 +125,7 @@ class BlockIndex:
 class PackWriter:
     """Collects sealed blocks into one pack at a time; not shared between threads.
 
-    A pack is gathered in one growing buffer, which becomes the stored object as it is (no
-    second copy of 16 MiB to join its pieces). With ``background``, a full pack is handed to a
+    A pack is gathered in one growing buffer. With ``background``, a full pack is handed to a
     thread of the writer's own that stores it while the next one fills; at most one is being
     stored, so memory stays at two packs: :meth:`wait` returns when every pack handed over is
     stored and known to the index, and raises what storing failed with. Without,
@@ -239,6 +238,7 @@ class PackWriter:
             except BaseException as exc:  # handed to the caller by flush() and wait()
                 self._failed.append(exc)
             finally:
+                del pack  # not kept while waiting for the next: its buffer is 16 MiB
                 self._queue.task_done()
 
     def _store(self, pack: _Pack) -> None:
@@ -251,10 +251,11 @@ class PackWriter:
         index_obj = seal(json.dumps(doc).encode(), self.repo.codec, self.repo.key).data
         trailer = PACK_TRAILER.pack(pack.size, PACK_TRAILER_MAGIC)
         storage = self.repo.storage
-        data = pack.data  # this pack's own buffer: grown in place, not copied
+        data = pack.data  # this pack's own buffer: grown in place
         data += index_obj
         data += trailer
-        storage.put_if_absent(layout.pack_key(pack.pack_id), data)
+        # bytes(): the storage interface takes bytes; the copy lives only while it is written.
+        storage.put_if_absent(layout.pack_key(pack.pack_id), bytes(data))
         storage.put_if_absent(layout.index_key(pack.pack_id), index_obj)
         self.index.publish(pack.pack_id, pack.entries)
         if self.keep_published:

@@ -34,7 +34,7 @@ class Storage(abc.ABC):
     location: str
 
     @abc.abstractmethod
-    def put_if_absent(self, key: str, data: bytes | bytearray) -> bool:
+    def put_if_absent(self, key: str, data: bytes) -> bool:
         """Store ``data`` durably unless ``key`` exists; True if this call wrote it."""
 
     @abc.abstractmethod

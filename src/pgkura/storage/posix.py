@@ -28,16 +28,14 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """os.write until all of ``data`` is written (a write may take only part of it)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
 
-def write_atomic(
-    path: str, data: bytes | bytearray, *, replace: bool = True, mode: int = 0o640
-) -> bool:
+def write_atomic(path: str, data: bytes, *, replace: bool = True, mode: int = 0o640) -> bool:
     """Write ``data`` to ``path`` crash-safely; with ``replace=False`` never overwrite.
 
     Returns False (and writes nothing) when ``replace`` is False and ``path`` exists.
@@ -106,7 +104,7 @@ class PosixStorage(Storage):
             raise ValueError(f"invalid storage key {key!r}")
         return os.path.join(self.root, key)
 
-    def put_if_absent(self, key: str, data: bytes | bytearray) -> bool:
+    def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         self._make_dirs(os.path.dirname(path))
         return write_atomic(path, data, replace=False)
