@@ -59,6 +59,15 @@ def settle() -> None:
 def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/") -> tuple[float, int]:
     """Run a command as the cluster's user; wall seconds and peak RSS (KiB) of its process tree
     (wait4's ru_maxrss covers the child and the descendants it waited for)."""
+    elapsed, rss, _cpu = timed_cpu(cmd, env, cwd)
+    return elapsed, rss
+
+
+def timed_cpu(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/"
+) -> tuple[float, int, float]:
+    """:func:`timed`, and the CPU seconds (user + system) of the process tree: what a busy
+    machine inflates least (only the command's own processes count, not a server's)."""
     settle()
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
@@ -76,7 +85,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/") -> 
             err.seek(0)
             tail = err.read().decode(errors="replace")[-2000:]
             raise SystemExit(f"failed: {' '.join(cmd)}\n{tail}")
-    return elapsed, int(usage.ru_maxrss)
+    return elapsed, int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime
 
 
 def run_in(cmd: list[str], cwd: str) -> None:
@@ -193,9 +202,10 @@ class Bench:
         size = run([self.tool("psql"), "-Atc", "SELECT pg_database_size('postgres')"], self.env)
         print(f"   database size {int(size) / 2**20:.0f} MiB", flush=True)
 
-    def point_repo(self, repo: Path) -> None:
+    def point_repo(self, repo: Path, init: bool = True) -> None:
         own(repo)
-        run([PGKURA, "--repo", str(repo), "init", "--compress", "zstd:3"])
+        if init:
+            run([PGKURA, "--repo", str(repo), "init", "--compress", "zstd:3"])
         tmp = self.base / "pgkura-link.tmp"
         if tmp.is_symlink():
             tmp.unlink()
@@ -650,12 +660,27 @@ def main() -> None:
     parser.add_argument("--throughput-segments", type=int, default=32)
     parser.add_argument("--replay-mb", type=int, default=1024, help="WAL for the replay stage")
     parser.add_argument("--only", default=None, help="comma-separated stages (default: all)")
+    parser.add_argument("--curve-scales", default="30,100,300",
+                        help="pgbench scales of the curve stage")  # fmt: skip
+    parser.add_argument("--curve-random-gb", default="1,3",
+                        help="sizes (GB) of random bytes for the curve stage")  # fmt: skip
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     if shutil.which("pgbackrest") is None:
         raise SystemExit("pgbackrest is not installed: apt-get install pgbackrest")
     base = Path(tempfile.mkdtemp(prefix="pgkura-bench-", dir="/var/tmp"))
     bench = Bench(base, args.scale, Path(args.pg_bin))
+    from curve import Curve
+
+    curve = Curve(bench, args.rounds)
+
+    def run_curve() -> None:
+        for scale in args.curve_scales.split(","):
+            curve.pgbench(int(scale))
+        for gb in args.curve_random_gb.split(","):
+            curve.random(float(gb))
+        curve.report()
+
     try:
         bench.setup()
         stages = {
@@ -667,8 +692,9 @@ def main() -> None:
             "table": bench.table_stage,
             "replay": lambda: bench.replay_stage(args.replay_mb),
             "checksums": bench.checksum_stage,
+            "curve": run_curve,
         }
-        chosen = args.only.split(",") if args.only else list(stages)
+        chosen = args.only.split(",") if args.only else [s for s in stages if s != "curve"]
         unknown = set(chosen) - set(stages)
         if unknown:
             raise SystemExit(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(stages)}")

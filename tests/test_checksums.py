@@ -1,26 +1,36 @@
-"""Data page checksums: pgkura's numpy implementation against PostgreSQL's on real files, and
-corrupt pages found during a backup (issue: foundations, item 4)."""
+"""Data page checksums: pgkura's C kernel against the numpy implementation it replaced and
+against PostgreSQL's own pg_checksums on real files, and corrupt pages found during a backup
+(issue: foundations, item 4)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pgkura.pg import checksum, checksum_numpy
 from pgkura.pg.checksum import (
     BLCKSZ,
     RELSEG_BLOCKS,
-    PageBatch,
+    failing_pages,
     is_relation_file,
     page_checksums,
     verify_pages,
+    verify_pages_at,
 )
 from pgkura.pg.scan import scan
 from pgutil import chown
 from runner import os_user, run_pgkura
+
+# pg_checksums --check, src/bin/pg_checksums/pg_checksums.c (scan_file)
+PG_FAILURE = re.compile(
+    r'checksum verification failed in file "(?P<path>[^"]+)", block (?P<blkno>\d+): '
+    r"calculated checksum (?P<calculated>[0-9A-F]+) but block contains (?P<found>[0-9A-F]+)"
+)
 
 
 def pg_checksums(server: Any) -> subprocess.CompletedProcess[str]:
@@ -42,30 +52,61 @@ def corrupt_page(path: Path, blkno: int) -> None:
         f.write(bytes([byte[0] ^ 0x5A]))
 
 
-def test_every_page_of_a_real_cluster_matches_postgres(make_server: Any) -> None:
-    server = make_server("clean")
+def relation_files(pgdata: Path) -> list[tuple[Path, int]]:
+    """Every relation file of a cluster, with the block number of its first page."""
+    found = []
+    for path in sorted(pgdata.rglob("*")):
+        rel = is_relation_file(path.relative_to(pgdata).as_posix())
+        if rel is not None and path.is_file() and path.stat().st_size:
+            found.append((path, rel[1] * RELSEG_BLOCKS))
+    return found
+
+
+def test_the_c_kernel_is_built() -> None:
+    # The install builds it (scripts/bootstrap brings gcc and python3-dev); without it every
+    # backup checks pages at numpy's speed, which this suite must not let pass unnoticed.
+    assert checksum.IMPLEMENTATION == "c"
+
+
+def test_c_kernel_numpy_and_pg_checksums_agree_on_every_page_including_failing_ones(
+    make_server: Any,
+) -> None:
+    server = make_server("agree")
     server.pgbench_init(1)
     server.sql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g")
+    server.sql("CREATE TABLE small AS SELECT 1 AS g")
     server.sql("CHECKPOINT")
+    big, small = relation_path(server, "t"), relation_path(server, "small")
     server.stop()
     assert pg_checksums(server).returncode == 0
+    corrupted = {(big, 0), (big, 7), (big, 300), (small, 0)}
+    for path, blkno in corrupted:
+        corrupt_page(path, blkno)
+    found_by_pg = pg_checksums(server)
+    assert found_by_pg.returncode != 0
+    by_pg = {
+        (Path(m["path"]), int(m["blkno"])): (int(m["calculated"], 16), int(m["found"], 16))
+        for m in PG_FAILURE.finditer(found_by_pg.stderr)
+    }
+    assert set(by_pg) == corrupted, found_by_pg.stderr
+
+    by_kernel = {}
     checked = 0
-    for path in server.pgdata.rglob("*"):
-        rel = path.relative_to(server.pgdata).as_posix()
-        found = is_relation_file(rel)
-        if found is None or not path.is_file():
-            continue
+    for path, first in relation_files(server.pgdata):
         data = path.read_bytes()
-        assert len(data) % BLCKSZ == 0, rel
-        if not data:
-            continue
+        assert len(data) % BLCKSZ == 0, path
+        fast = np.frombuffer(page_checksums(data, first), dtype=np.uint16)
+        assert (fast == checksum_numpy.page_checksums(data, first)).all(), path
         pages = np.frombuffer(data, dtype=np.uint8).reshape(-1, BLCKSZ)
         stored = pages[:, 8].astype(np.uint16) | (pages[:, 9].astype(np.uint16) << 8)
         is_new = (pages[:, 14] == 0) & (pages[:, 15] == 0)
-        computed = page_checksums(data, found[1] * RELSEG_BLOCKS)
-        assert (computed[~is_new] == stored[~is_new]).all(), rel
-        assert verify_pages(data, found[1] * RELSEG_BLOCKS) == []
+        bad = [int(i) for i in np.nonzero((fast != stored) & ~is_new)[0]]
+        assert failing_pages(data, first) == bad, path
+        assert verify_pages(data, first) == checksum_numpy.verify_pages(data, first), path
+        for failure in verify_pages(data, first):
+            by_kernel[(path, failure.blkno - first)] = (failure.expected, failure.found)
         checked += int((~is_new).sum())
+    assert by_kernel == by_pg  # same pages, same computed and stored checksums
     assert checked > 1000  # pgbench_accounts alone has 1640 pages
 
 
@@ -75,25 +116,27 @@ def test_the_block_number_is_part_of_the_checksum() -> None:
     sums = page_checksums(bytes(page) * 2, 0)
     assert sums[0] != sums[1]
     assert verify_pages(bytes(BLCKSZ) * 3, 7) == []  # all-zero new pages pass
+    # BlockNumber is uint32: numbers past it wrap as in C, in both implementations.
+    wrapped = page_checksums(bytes(page), 2**32 + 5)
+    assert wrapped == page_checksums(bytes(page), 5)
+    assert wrapped[0] == checksum_numpy.page_checksums(bytes(page), 5)[0]
 
 
-def test_a_page_batch_judges_pages_from_several_files_as_verify_pages_does() -> None:
+def test_pages_of_several_places_are_judged_as_each_place_alone() -> None:
     rng = np.random.default_rng(7)
     first = rng.integers(0, 256, 5 * BLCKSZ, dtype=np.uint8).tobytes()
     second = rng.integers(0, 256, 3 * BLCKSZ, dtype=np.uint8).tobytes()
-    batch = PageBatch(8)
-    batch.add(first, 10)
-    batch.add(second, RELSEG_BLOCKS - 1)
-    # Random pages fail wherever pd_upper is not 0; the indices run on across the two adds.
+    blknos = [*range(10, 15), *range(RELSEG_BLOCKS - 1, RELSEG_BLOCKS + 2)]
+    together = verify_pages_at(first + second, blknos)
+    # Random pages fail wherever pd_upper is not 0; the indices run on across the two parts.
     expected = [f.index for f in verify_pages(first, 10)]
     expected += [5 + f.index for f in verify_pages(second, RELSEG_BLOCKS - 1)]
-    assert batch.failing().tolist() == expected and len(expected) == 8
+    assert [f.index for f in together] == expected and len(expected) == 8
+    assert together == checksum_numpy.verify_pages_at(first + second, np.array(blknos))
     page = bytearray(BLCKSZ)
     page[14:16] = (100).to_bytes(2, "little")
     page[8:10] = int(page_checksums(bytes(page), 4)[0]).to_bytes(2, "little")
-    batch.clear()
-    batch.add(bytes(page) + bytes(BLCKSZ), 4)  # a good page, then a new (all-zero) one
-    assert batch.failing().tolist() == []
+    assert failing_pages(bytes(page) + bytes(BLCKSZ), 4) == []  # a good page, then a new one
 
 
 def test_scan_finds_corrupt_pages_in_small_files_batched_together_and_in_big_files(

@@ -1,14 +1,12 @@
-"""PostgreSQL's data page checksum, computed with numpy over many pages at once.
+"""PostgreSQL's data page checksum: which pages of a buffer fail it, as pg_checksums judges them.
 
 The algorithm is not a CRC: it is the FNV-1a-derived 16-bit checksum of
-src/include/storage/checksum_impl.h. A page is read as 64 rows of 32 native uint32 words; each of
-32 lanes starts from a fixed offset and mixes in its column of words (``tmp = lane ^ word; lane =
-tmp * FNV_PRIME ^ (tmp >> 17)``), then two extra rounds of zeros. The lanes are xor-folded, the
-block number xored in, and the result reduced to ``% 65535 + 1`` so that 0 never appears.
-
-Because the 32 lanes are independent, the natural vectorisation is across pages *and* lanes: the
-state is an ``(npages, 32)`` uint32 array and the 64 rows of every page are mixed in lock step.
-This keeps the Python loop at 66 iterations per chunk, whatever the number of pages.
+src/include/storage/checksum_impl.h (32 parallel lanes, mixed with the block number; see
+checksum_numpy.py for the details). It is computed by a small C kernel, ``_pagesum``, built when
+pgkura is installed (8-9 GB/s on one core of this project's machine, against 1.3-2 GB/s for the
+numpy implementation). Where the kernel could not be built (no C compiler or Python headers), the
+numpy implementation in :mod:`pgkura.pg.checksum_numpy` does the same work, more slowly; that
+module is imported only then, so a backup does not pay numpy's import.
 
 Words are read in native byte order, as PostgreSQL does, so checksums computed here match the
 server's on the same architecture (pages are not portable across endianness anyway).
@@ -16,52 +14,40 @@ server's on the same architecture (pages are not portable across endianness anyw
 
 from __future__ import annotations
 
+import array
+import struct
+import sys
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
 
 # Re-exported: callers that check pages find the page layout here too.
 from pgkura.pg.relfile import BLCKSZ as BLCKSZ
 from pgkura.pg.relfile import RELSEG_BLOCKS as RELSEG_BLOCKS
 from pgkura.pg.relfile import is_relation_file as is_relation_file
 
-_N_SUMS = 32
-_ROWS = BLCKSZ // (4 * _N_SUMS)
-_FNV_PRIME = np.uint32(16777619)
-_SHIFT = np.uint32(17)
-# Pages processed per step: 1024 pages = 8 MiB of input, 128 KiB of lane state.
-_CHUNK_PAGES = 1024
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import ModuleType
 
-_BASE_OFFSETS = np.array(
-    [
-        0x5B1F36E9, 0xB8525960, 0x02AB50AA, 0x1DE66D2A,
-        0x79FF467A, 0x9BB9F8A3, 0x217E7CD2, 0x83E13D2C,
-        0xF8D4474F, 0xE39EB970, 0x42C6AE16, 0x993216FA,
-        0x7B093B5D, 0x98DAFF3C, 0xF718902A, 0x0B1C9CDB,
-        0xE58F764B, 0x187636BC, 0x5D7B3BB1, 0xE73DE7DE,
-        0x92BEC979, 0xCCA6C0B2, 0x304A0979, 0x85AA43D4,
-        0x783125BB, 0x6CA8EAA2, 0xE407EAC6, 0x4B5CFC3E,
-        0x9FBF8C76, 0x15CA20BE, 0xF2CA9FD3, 0x959BD756,
-    ],
-    dtype=np.uint32,
-)  # fmt: skip
+    Buffer = bytes | bytearray | memoryview
 
-# pd_checksum (bytes 8-9 of the header) counts as zero while computing. It lives in word 2 of
-# row 0; which half of that word depends on byte order, so build the mask from bytes.
-_CHECKSUM_WORD = 2
-_CHECKSUM_MASK = np.frombuffer(b"\x00\x00\xff\xff", dtype=np.uint32)[0]
 
-# Page header layout (src/include/storage/bufpage.h): pd_lsn {xlogid, xrecoff} at 0 and 4,
-# pd_checksum at 8, pd_flags at 10, pd_lower at 12, pd_upper at 14.
+def _load_kernel() -> ModuleType | None:
+    import importlib
+
+    try:
+        return importlib.import_module("pgkura.pg._pagesum")
+    except ImportError:  # not built where pgkura was installed: numpy does the work
+        return None
+
+
+_kernel = _load_kernel()
+
+#: Which implementation computes the checksums: "c" (the kernel) or "numpy".
+IMPLEMENTATION = "c" if _kernel is not None else "numpy"
+
 _PD_CHECKSUM = 8
 _PD_UPPER = 14
-
-# A page row, 32 words, as one numpy element (PageBatch copies rows, not words).
-_ROW = np.dtype((np.void, 4 * _N_SUMS))
-
-Buffer = bytes | bytearray | memoryview
-U16Array = npt.NDArray[np.uint16]
 
 
 @dataclass(frozen=True)
@@ -75,160 +61,66 @@ class PageFailure:
     index: int  # the page's position in the buffer that was checked
 
 
-def _pages(buf: Buffer) -> npt.NDArray[np.uint32]:
-    """View ``buf`` as ``(npages, 64, 32)`` native uint32 words, without copying."""
-    nbytes = memoryview(buf).nbytes
-    if nbytes % BLCKSZ:
-        raise ValueError(f"buffer of {nbytes} bytes is not a whole number of {BLCKSZ}-byte pages")
-    words = np.frombuffer(buf, dtype=np.uint32)
-    return words.reshape(-1, _ROWS, _N_SUMS)
+def _u32(blknos: Sequence[int]) -> array.array[int]:
+    """Block numbers as native uint32, wrapped as C's BlockNumber would be."""
+    return array.array("I", (b & 0xFFFFFFFF for b in blknos))
 
 
-def _block_sums(rows: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
-    """The xor-folded 32-lane FNV state of each page (pg_checksum_block), pd_checksum as 0.
-
-    ``rows`` is ``(64, npages, 32)``: ``rows[r]`` holds row ``r`` of every page, either gathered
-    from a buffer of whole pages (a strided view) or contiguous (PageBatch). Four ufunc passes
-    per row over an ``(npages, 32)`` state, updated in place: every extra pass or temporary
-    costs as much as the arithmetic, which is memory-bound at this size.
-    """
-    state: npt.NDArray[np.uint32] = np.bitwise_xor(_BASE_OFFSETS, rows[0])
-    state[:, _CHECKSUM_WORD] ^= rows[0][:, _CHECKSUM_WORD] & ~_CHECKSUM_MASK
-    high = np.empty_like(state)
-    for row in range(1, _ROWS + 3):
-        np.right_shift(state, _SHIFT, out=high)
-        np.multiply(state, _FNV_PRIME, out=state)
-        np.bitwise_xor(state, high, out=state)
-        if row < _ROWS:  # the two closing rounds mix in zeros
-            np.bitwise_xor(state, rows[row], out=state)
-    # Fold the lanes by halves: xor.reduce along a 32-wide axis loops per page.
-    width = _N_SUMS // 2
-    while width:
-        np.bitwise_xor(state[:, :width], state[:, width : 2 * width], out=state[:, :width])
-        width //= 2
-    return state[:, 0]
-
-
-def _finish(folded: npt.NDArray[np.uint32], blknos: npt.NDArray[np.uint32], out: U16Array) -> None:
-    """pg_checksum_page's last steps: mix in the block number, reduce to 1..65535."""
-    folded ^= blknos
-    folded %= np.uint32(65535)
-    np.add(folded, np.uint32(1), out=out, casting="unsafe")
-
-
-def page_checksums(buf: Buffer, first_blkno: int) -> U16Array:
+def page_checksums(buf: Buffer, first_blkno: int) -> array.array[int]:
     """The checksum PostgreSQL would store in each page of ``buf``.
 
     ``first_blkno`` is the block number of the first page within its relation fork (segment
     number * RELSEG_BLOCKS + page index), because the block number is mixed in to catch pages
-    written at the wrong place. Processes chunks of pages so memory stays flat.
-    """
-    npages = _pages(buf).shape[0]
-    return _checksums(buf, np.arange(first_blkno, first_blkno + npages, dtype=np.uint64))
+    written at the wrong place."""
+    sums = array.array("H")
+    if _kernel is None:
+        from pgkura.pg import checksum_numpy
+
+        sums.frombytes(checksum_numpy.page_checksums(buf, first_blkno).tobytes())
+    else:
+        sums.frombytes(_kernel.checksums(buf, first_blkno))
+    return sums
 
 
-def _checksums(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> U16Array:
-    pages = _pages(buf)
-    if blknos.shape != (pages.shape[0],):
-        raise ValueError(f"{blknos.shape[0]} block numbers for {pages.shape[0]} pages")
-    out = np.empty(pages.shape[0], dtype=np.uint16)
-    for start in range(0, pages.shape[0], _CHUNK_PAGES):
-        stop = min(start + _CHUNK_PAGES, pages.shape[0])
-        rows = pages[start:stop].transpose(1, 0, 2)
-        # BlockNumber is uint32: wrap like C would.
-        _finish(_block_sums(rows), blknos[start:stop].astype(np.uint32), out[start:stop])
-    return out
-
-
-def _header_u16(buf: Buffer, offset: int) -> U16Array:
-    """A uint16 header field of every page."""
-    return _pages(buf).view(np.uint16).reshape(-1, BLCKSZ // 2)[:, offset // 2]
-
-
-def page_lsn(buf: Buffer, index: int) -> int:
-    """pd_lsn of page ``index`` of ``buf`` as a 64-bit LSN (xlogid << 32 | xrecoff)."""
-    words = _pages(buf)[index, 0]
-    return (int(words[0]) << 32) | int(words[1])
-
-
-def verify_pages(buf: Buffer, first_blkno: int) -> list[PageFailure]:
-    """Pages of ``buf`` whose checksum does not match, as pg_checksums judges them.
+def failing_pages(buf: Buffer, first_blkno: int) -> list[int]:
+    """Indices of the pages of ``buf`` whose checksum does not match, as pg_checksums judges
+    them; the cheapest call, for the copy's hot path (details of a failure from
+    :func:`verify_pages`).
 
     Pages with ``pd_upper == 0`` are skipped: PageIsNew pages (zeroed by relation extension, or
     never initialised) carry no checksum yet, and pg_checksums skips them
-    (src/bin/pg_checksums/pg_checksums.c, scan_file). All-zero pages are such pages.
-    """
-    npages = _pages(buf).shape[0]
-    return verify_pages_at(buf, np.arange(first_blkno, first_blkno + npages, dtype=np.uint64))
+    (src/bin/pg_checksums/pg_checksums.c, scan_file). All-zero pages are such pages."""
+    if _kernel is None:
+        return [f.index for f in verify_pages(buf, first_blkno)]
+    bad: list[int] = _kernel.failing(buf, first_blkno)
+    return bad
 
 
-def verify_pages_at(buf: Buffer, blknos: npt.NDArray[np.uint64]) -> list[PageFailure]:
+def verify_pages(buf: Buffer, first_blkno: int) -> list[PageFailure]:
+    """Pages of ``buf`` whose checksum does not match, as pg_checksums judges them (see
+    :func:`failing_pages`), with what was computed and found."""
+    npages = memoryview(buf).nbytes // BLCKSZ
+    return verify_pages_at(buf, range(first_blkno, first_blkno + npages))
+
+
+def verify_pages_at(buf: Buffer, blknos: Sequence[int]) -> list[PageFailure]:
     """:func:`verify_pages` for pages of several relations or places at once: ``blknos[i]`` is
-    the block number of page ``i`` of ``buf``. One call over many small files costs what one
-    call over one file of their total size does."""
-    pages = _pages(buf)
-    if pages.shape[0] == 0:
-        return []
-    computed = _checksums(buf, blknos)
-    stored = _header_u16(buf, _PD_CHECKSUM)
-    bad = np.nonzero((computed != stored) & (_header_u16(buf, _PD_UPPER) != 0))[0]
-    return [
-        PageFailure(
-            blkno=int(blknos[i]),
-            expected=int(computed[i]),
-            found=int(stored[i]),
-            lsn=page_lsn(buf, int(i)),
-            index=int(i),
-        )
-        for i in bad
-    ]
+    the block number of page ``i`` of ``buf``."""
+    if _kernel is None:
+        import numpy as np
 
+        from pgkura.pg import checksum_numpy
 
-class PageBatch:
-    """Up to ``capacity`` pages, from any number of files, stored row by row for one vectorised
-    checksum pass: row ``r`` of every page added is contiguous.
-
-    The checksum reads row ``r`` of every page at each of its 64 steps. From a buffer of whole
-    pages that is 128 bytes every 8 KiB, and each of those reads stalls on the cache. Copying
-    pages into rows as they are added, right after reading a few hundred KiB (still in L2 cache),
-    and then reading contiguous rows, takes ~15 % less CPU for pgkura.pg.scan on a pgbench
-    cluster. A batch holds 8 MiB: keep one per thread and ``clear`` it.
-    """
-
-    def __init__(self, capacity: int = _CHUNK_PAGES) -> None:
-        self._rows = np.empty((_ROWS, capacity, _N_SUMS), dtype=np.uint32)
-        self._blknos = np.empty(capacity, dtype=np.uint32)
-        self.count = 0
-
-    @property
-    def capacity(self) -> int:
-        return self._blknos.shape[0]
-
-    def add(self, buf: Buffer, first_blkno: int) -> None:
-        """Append the pages of ``buf``, whose first page is block ``first_blkno`` of its
-        relation fork."""
-        pages = _pages(buf)
-        n = pages.shape[0]
-        end = self.count + n
-        if end > self.capacity:
-            raise ValueError(f"{n} more pages do not fit in a batch of {self.capacity}")
-        # One 128-byte row as one element: the transposing copy moves rows, not words.
-        rows = self._rows.view(_ROW)[:, self.count : end, 0]
-        np.copyto(rows, pages.view(_ROW)[:, :, 0].T)
-        blknos = np.arange(first_blkno, first_blkno + n, dtype=np.uint64)
-        self._blknos[self.count : end] = blknos.astype(np.uint32)  # wrapping like C would
-        self.count = end
-
-    def clear(self) -> None:
-        self.count = 0
-
-    def failing(self) -> npt.NDArray[np.intp]:
-        """Indices, in the order added, of the pages whose checksum does not match, as
-        pg_checksums judges them (see verify_pages)."""
-        n = self.count
-        computed = np.empty(n, dtype=np.uint16)
-        if n:
-            _finish(_block_sums(self._rows[:, :n]), self._blknos[:n], computed)
-        header = self._rows[0, :n].view(np.uint16)  # the first 64 bytes of each page
-        stored, upper = header[:, _PD_CHECKSUM // 2], header[:, _PD_UPPER // 2]
-        return np.nonzero((computed != stored) & (upper != 0))[0]
+        return checksum_numpy.verify_pages_at(buf, np.asarray(blknos, dtype=np.uint64))
+    numbers = _u32(blknos)
+    bad: list[int] = _kernel.failing(buf, numbers)
+    view = memoryview(buf).cast("B")
+    failures = []
+    for i in bad:
+        page = view[i * BLCKSZ : (i + 1) * BLCKSZ]
+        expected = int.from_bytes(_kernel.checksums(page, numbers[i]), sys.byteorder)
+        found = int.from_bytes(page[_PD_CHECKSUM : _PD_CHECKSUM + 2], sys.byteorder)
+        xlogid, xrecoff = struct.unpack_from("=II", page)  # pd_lsn
+        lsn = (xlogid << 32) | xrecoff
+        failures.append(PageFailure(int(blknos[i]), expected, found, lsn, i))
+    return failures

@@ -9,14 +9,13 @@ import sys
 import threading
 from dataclasses import dataclass
 
-import numpy as np
-
-from pgkura.pg.checksum import PageBatch
+from pgkura.pg.checksum import failing_pages
 from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
 
-# One batch is one numpy pass: 1024 pages amortise numpy's per-call cost.
+# A thread takes this much at a time: small files are gathered into batches, so that taking work
+# is paid per few MiB rather than per file.
 BATCH_BYTES = 8 * 1024 * 1024
-# Pages are read this much at a time and copied into the batch while still in L2 cache.
+# Pages are read this much at a time, and checked while still in cache.
 READ_BYTES = 512 * 1024
 
 
@@ -35,7 +34,7 @@ class Piece:
 def plan(pgdata: str | os.PathLike[str]) -> list[list[Piece]]:
     """The relation files of ``pgdata`` as batches of at most BATCH_BYTES: big files cut into
     pieces, small files packed together. Most files of a cluster are one or a few pages (catalogs,
-    free space and visibility maps), and a numpy pass per file would cost more than the pages."""
+    free space and visibility maps)."""
     top = os.fspath(pgdata)
     prefix = os.path.join(top, "")  # every path os.walk gives starts with this
     batches: list[list[Piece]] = []
@@ -67,12 +66,10 @@ def plan(pgdata: str | os.PathLike[str]) -> list[list[Piece]]:
 
 
 class _Worker(threading.local):
-    """Each thread's read buffer and page batch, allocated once (reused memory costs no page
-    faults)."""
+    """Each thread's read buffer, allocated once (reused memory costs no page faults)."""
 
     def __init__(self) -> None:
         self.buf = memoryview(bytearray(READ_BYTES))
-        self.batch = PageBatch(BATCH_BYTES // BLCKSZ)
 
 
 _worker = _Worker()
@@ -80,11 +77,10 @@ _worker = _Worker()
 
 def check_batch(batch: list[Piece]) -> tuple[int, list[str]]:
     """Read a batch of pieces and check their pages: (pages checked, failures)."""
-    buf, pages = _worker.buf, _worker.batch
-    pages.clear()
-    starts: list[int] = []  # index in the batch of each piece's first page
+    buf = _worker.buf
+    pages = 0
+    failures = []
     for piece in batch:
-        starts.append(pages.count)
         fd = os.open(piece.path, os.O_RDONLY)
         try:
             done = 0
@@ -92,18 +88,16 @@ def check_batch(batch: list[Piece]) -> tuple[int, list[str]]:
                 want = min(READ_BYTES, piece.length - done)
                 got = os.preadv(fd, [buf[:want]], piece.offset + done)
                 whole = got // BLCKSZ * BLCKSZ
-                pages.add(buf[:whole], piece.first_blkno + done // BLCKSZ)
+                first = piece.first_blkno + done // BLCKSZ
+                for index in failing_pages(buf[:whole], first):
+                    failures.append(f"{piece.relpath} block {first + index}")
+                pages += whole // BLCKSZ
                 done += whole
                 if got < want:
                     break  # the file shrank since plan() looked
         finally:
             os.close(fd)
-    failures = []
-    for index in pages.failing().tolist():
-        i = int(np.searchsorted(starts, index, side="right")) - 1
-        piece = batch[i]
-        failures.append(f"{piece.relpath} block {piece.first_blkno + index - starts[i]}")
-    return pages.count, failures
+    return pages, failures
 
 
 def scan(pgdata: str | os.PathLike[str], jobs: int) -> tuple[int, list[str]]:

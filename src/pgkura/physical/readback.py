@@ -4,12 +4,13 @@ for relation files, to the data page checksum.
 
 The work is cut into units of about ``UNIT_BYTES`` of file content, whatever the files: one big
 relation file (pgbench_accounts is most of a pgbench cluster) is spread over every worker, and
-hundreds of small catalog files share a unit, so numpy's and the pool's costs per call are paid
-per unit, not per file. Units run in forked worker processes: numpy's page checksum holds the
-GIL for much of its time (with threads, two workers were no faster than one), and even without
-it the Python work around each block's zstd and BLAKE3 calls did (two threads took 0.40 s where
-two processes take 0.28 s on the scale-50 bench repository). A unit returns the CRC-32C and size
-of each run of a file's blocks it read; the parent joins them with ``crc32c_combine``.
+hundreds of small catalog files share a unit, so the pool's costs per call are paid per unit,
+not per file. Units run in forked worker processes: numpy's page checksum (before the C kernel)
+held the GIL for much of its time (with threads, two workers were no faster than one), and even
+without it the Python work around each block's zstd and BLAKE3 calls did (two threads took
+0.40 s where two processes take 0.28 s on the scale-50 bench repository). A unit returns the
+CRC-32C and size of each run of a file's blocks it read; the parent joins them with
+``crc32c_combine``.
 
 A block that several files (or one file, several times) hold is read and checked once: its
 other places are references whose CRC-32C and size the parent takes from the one read. Not so
@@ -231,17 +232,16 @@ def _check_unit(unit: list[Piece]) -> UnitResult:
 def _check_pages(
     out: list[PieceResult], pages: list[bytes], page_runs: list[tuple[int, int, int]]
 ) -> None:
-    import numpy as np
-
     from pgkura.pg.checksum import verify_pages_at
 
-    blknos = np.concatenate(
-        [np.arange(blkno, blkno + n, dtype=np.uint64) for _, blkno, n in page_runs]
-    )
-    owner = np.repeat(np.arange(len(page_runs)), [n for _, _, n in page_runs])
+    blknos: list[int] = []
+    owner: list[int] = []  # which run each page belongs to
+    for run, (_, blkno, n) in enumerate(page_runs):
+        blknos += range(blkno, blkno + n)
+        owner += [run] * n
     buf = pages[0] if len(pages) == 1 else b"".join(pages)
     for failure in verify_pages_at(buf, blknos):
-        piece_no = page_runs[int(owner[failure.index])][0]
+        piece_no = page_runs[owner[failure.index]][0]
         start_lsn = _files[out[piece_no][0]].start_lsn
         if start_lsn is None or failure.lsn < start_lsn:
             out[piece_no][5].append(failure.blkno)

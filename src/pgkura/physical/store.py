@@ -9,18 +9,18 @@ and two threads stored a pgbench cluster little faster than one.
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import google_crc32c
 
 from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
+from pgkura.pg.checksum import failing_pages, verify_pages
 from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.source import SourceFile
 from pgkura.physical.units import cancelling, forked_workers, gather, worker_result
@@ -28,15 +28,8 @@ from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter
 from pgkura.repository.manifest import FileEntry
 
-if TYPE_CHECKING:
-    from pgkura.pg.checksum import PageBatch, PageFailure
-
 MAX_REPORTED_BLOCKS = 5  # per file, as pg_basebackup reports them
 READ_BYTES = 1024 * 1024
-# Pages of small relation files (one read each) are checked together, this many at a time: a
-# numpy pass costs ~0.15 ms however few pages it has, and most of a cluster's relation files
-# are small (967 of 969 in a pgbench cluster).
-BATCH_PAGES = 1024
 # Files larger than this are stored as several ranges in parallel.
 RANGE_BYTES = 64 * 1024 * 1024
 # A worker process is handed about this much file content at a time: whole small files are
@@ -72,15 +65,6 @@ class _UnitResult:
     published: list[tuple[str, list[tuple[bytes, BlockLocation]]]]
     new_bytes: int
     read_bytes: int
-
-
-@dataclass
-class _SmallPages:
-    """A thread's pages of small relation files waiting for one checksum pass, with where each
-    file's pages start in it: (index of the first page, the file, its first block number)."""
-
-    pages: PageBatch
-    files: list[tuple[int, SourceFile, int]] = field(default_factory=list)
 
 
 def _join(head: FileEntry, tail: FileEntry) -> FileEntry:
@@ -125,12 +109,11 @@ class FileStorer:
         self._writers_lock = threading.Lock()
         self._failures: list[dict[str, Any]] = []
         self._failures_lock = threading.Lock()
-        self._batches: list[_SmallPages] = []
 
     def _writer(self) -> PackWriter:
         writer: PackWriter | None = getattr(self._local, "writer", None)
         if writer is None:
-            writer = self._local.writer = PackWriter(self.index)
+            writer = self._local.writer = PackWriter(self.index, background=True)
             with self._writers_lock:
                 self._writers.append(writer)
         return writer
@@ -156,7 +139,7 @@ class FileStorer:
                 tasks.append((src, start, None if last else self.range_size))
         units = gather(tasks, _task_bytes, UNIT_BYTES)
         if self.page_check.enabled and any(is_relation_file(t[0].path) for t in tasks):
-            import pgkura.pg.checksum  # noqa: F401 - numpy, once, before workers are forked
+            import pgkura.pg.checksum  # noqa: F401 - loaded once, before workers are forked
         new_bytes = 0
         # An S3 client cannot be used in a forked child (its I/O threads are not copied).
         forkable = hasattr(os, "fork") and self.index.repo.storage.fork_safe
@@ -190,10 +173,8 @@ class FileStorer:
             pieces = pool.map(lambda t: self._store_range(self._writer(), *t), tasks)
             for (src, _start, _length), piece in zip(tasks, pieces, strict=True):
                 _add_piece(by_path, src, piece)
-        for batch in self._batches:
-            self._check_small(batch)
         for writer in self._writers:
-            writer.flush()
+            writer.close()
 
     def _store_in_processes(
         self, units: list[list[Task]], by_path: dict[str, FileEntry], total: int, reused: int
@@ -201,20 +182,28 @@ class FileStorer:
         """Store ``units`` in forked worker processes; returns the sealed bytes they added.
 
         The workers inherit the block index and the units instead of unpickling them. Each
-        stores a unit into packs of its own and sends back the pieces and what its packs hold,
-        which this process adds to its index. Two workers may both store a block that is new in
-        both of their units: it is then in two packs, and the index keeps one (gc reclaims a
-        pack none of whose blocks the index points to). They are forked at the first submit,
-        before the progress display starts a thread."""
-        global _forked, _forked_units
+        keeps one pack writer for all the units it takes, whose full packs a thread stores
+        while the worker goes on sealing; a unit's result holds its pieces and what the packs
+        stored meanwhile hold, which this process adds to its index. After the units, one last
+        task per worker stores its last pack and waits for all of them; a barrier holds each
+        there until all have taken theirs, so that no worker takes two. Two workers may both
+        store a block that is new in both of their units: it is then in two packs, and the
+        index keeps one (gc reclaims a pack none of whose blocks the index points to). They are
+        forked at the first submit, before the progress display starts a thread."""
+        import multiprocessing
+
+        global _forked, _forked_units, _forked_barrier
+        workers = min(self.jobs, len(units))
         new_bytes = 0
         _forked, _forked_units = self, units
+        _forked_barrier = multiprocessing.get_context("fork").Barrier(workers)
         try:
-            with cancelling(forked_workers(min(self.jobs, len(units)))) as pool:
+            with cancelling(forked_workers(workers)) as pool:
                 futures = [pool.submit(_store_unit, number) for number in range(len(units))]
+                last = [pool.submit(_finish_worker) for _ in range(workers)]
                 self.progress.start("backup", total)
                 self.progress.advance(reused)
-                for unit, future in zip(units, futures, strict=True):
+                for unit, future in zip(units + [[]] * workers, futures + last, strict=True):
                     done = worker_result(
                         future,
                         "no backup was recorded",
@@ -229,20 +218,43 @@ class FileStorer:
                     new_bytes += done.new_bytes
                     self.progress.advance(done.read_bytes)
         finally:
-            _forked, _forked_units = None, []
+            _forked, _forked_units, _forked_barrier = None, [], None
         return new_bytes
 
     def _store_unit(self, unit: list[Task]) -> _UnitResult:
-        """In a worker process: store one unit into packs of its own and flush them."""
-        writer = PackWriter(self.index, keep_published=True)
+        """In a worker process: store one unit with the process's pack writer."""
+        global _worker_writer
+        if _worker_writer is None:
+            _worker_writer = PackWriter(self.index, keep_published=True, background=True)
+        writer = _worker_writer
+        before = writer.bytes_written
         pieces = [self._store_range(writer, *task) for task in unit]
-        for batch in self._batches:
-            self._check_small(batch)
-        writer.flush()
         failures, self._failures = self._failures, []
         return _UnitResult(
-            pieces, failures, writer.published, writer.bytes_written, sum(p.size for p in pieces)
+            pieces,
+            failures,
+            writer.take_published(),
+            writer.bytes_written - before,
+            sum(p.size for p in pieces),
         )
+
+    def _finish_worker(self, barrier: Any) -> _UnitResult:
+        """In a worker process, after its units: store its last pack, wait for all, and hold
+        at ``barrier`` until every worker has taken this task."""
+        writer = _worker_writer
+        published = []
+        if writer is not None:
+            writer.close()
+            published = writer.take_published()
+        try:
+            barrier.wait(timeout=FINISH_TIMEOUT)
+        except threading.BrokenBarrierError:
+            raise PgkuraError(
+                "a backup worker process did not finish its last pack in time: "
+                "no backup was recorded",
+                hint="run the backup again: the blocks already stored are reused",
+            ) from None
+        return _UnitResult([], [], published, 0, 0)
 
     def _reusable(self, src: SourceFile) -> FileEntry | None:
         prev = self.previous.get(src.path)
@@ -277,8 +289,7 @@ class FileStorer:
                 f"cannot read {src.abspath}: permission denied",
                 hint="run pgkura as the cluster's owner (usually postgres)",
             ) from exc
-        # Read several blocks at once: the page checksum is vectorised over a whole read, and
-        # numpy's per-call overhead on one 64 KiB block costs more than the arithmetic.
+        # Read several blocks at once: one system call and one page check per MiB.
         read_size = self.block_size * max(1, READ_BYTES // self.block_size)
         with f:
             f.seek(start)
@@ -290,19 +301,11 @@ class FileStorer:
                 offset = start + size
                 if relation is not None and len(chunk) % BLCKSZ == 0:
                     first = relation[1] * RELSEG_BLOCKS + offset // BLCKSZ
-                    if offset == 0 and len(chunk) < read_size:  # the whole of a small file
-                        self._defer_pages(src, chunk, first)
-                        chunk_pages: list[PageFailure] = []
-                    else:
-                        chunk_pages = _verify_pages(chunk, first)
-                    for failure in chunk_pages:
-                        if self._confirm_failure(f, offset, first, failure):
-                            bad.append(failure.blkno)
+                    for index in failing_pages(chunk, first):
+                        if self._confirm_failure(f, offset + index * BLCKSZ, first + index):
+                            bad.append(first + index)
                 crc = google_crc32c.extend(crc, chunk)
-                view = memoryview(chunk)
-                for i in range(0, len(chunk), self.block_size):
-                    block_id, _added = writer.add(view[i : i + self.block_size])
-                    blocks.append(block_id.hex())
+                blocks += writer.add_blocks(memoryview(chunk), self.block_size)
                 size += len(chunk)
                 self.progress.advance(len(chunk))
         if bad:
@@ -312,81 +315,19 @@ class FileStorer:
                 )
         return FileEntry(src.path, "file", src.mode, size, src.mtime, tuple(blocks), f"{crc:08x}")
 
-    def _defer_pages(self, src: SourceFile, chunk: bytes, first: int) -> None:
-        """Queue a small file's pages in this thread's batch; a full batch is checked first."""
-        batch: _SmallPages | None = getattr(self._local, "batch", None)
-        if batch is None:
-            from pgkura.pg.checksum import PageBatch
-
-            batch = self._local.batch = _SmallPages(PageBatch(BATCH_PAGES))
-            with self._writers_lock:
-                self._batches.append(batch)
-        pages = len(chunk) // BLCKSZ
-        if batch.pages.count + pages > batch.pages.capacity:
-            self._check_small(batch)
-        batch.files.append((batch.pages.count, src, first))
-        batch.pages.add(chunk, first)
-
-    def _check_small(self, batch: _SmallPages) -> None:
-        """Check the queued pages; a failing page is read again from its file and counts as
-        _confirm_failure judges it."""
-        failing = batch.pages.failing()
-        bad: dict[str, list[int]] = {}
-        for index in failing.tolist():
-            at = bisect.bisect_right(batch.files, index, key=lambda f: f[0]) - 1
-            start, src, first = batch.files[at]
-            failure = _page_failure(first + index - start, index - start)
-            try:
-                with open(src.abspath, "rb", buffering=0) as f:
-                    if self._confirm_failure(f, 0, first, failure):
-                        bad.setdefault(src.path, []).append(failure.blkno)
-            except FileNotFoundError:
-                continue  # dropped meanwhile (online): WAL replay removes it
-        with self._failures_lock:
-            for path, blocks in bad.items():
-                self._failures.append(
-                    {"path": path, "blocks": blocks[:MAX_REPORTED_BLOCKS], "count": len(blocks)}
-                )
-        batch.pages.clear()
-        batch.files.clear()
-
-    def _confirm_failure(
-        self, f: Any, chunk_offset: int, first_blkno: int, failure: PageFailure
-    ) -> bool:
+    def _confirm_failure(self, f: Any, page_offset: int, blkno: int) -> bool:
         """Re-read a failing page; only a failure that persists, and is not explained by a
         concurrent write (a page at or past the backup's start LSN that changed), counts."""
-        page_offset = chunk_offset + (failure.blkno - first_blkno) * BLCKSZ
-        here = f.tell()
-        try:
-            f.seek(page_offset)
-            page = f.read(BLCKSZ)
-        finally:
-            f.seek(here)
+        page = os.pread(f.fileno(), BLCKSZ, page_offset)
         if len(page) < BLCKSZ:
             return False  # truncated meanwhile: the relation shrank, WAL replay handles it
-        again = _verify_pages(page, failure.blkno)
+        again = verify_pages(page, blkno)
         if not again:
             return False
         start_lsn = self.page_check.start_lsn
         if start_lsn is None:
             return True
         return again[0].lsn < start_lsn
-
-
-# The page checksum module brings numpy (50-90 ms to import), which a backup of an unchanged
-# cluster may not need at all: it is imported when a relation file is read.
-
-
-def _verify_pages(buf: bytes | memoryview, first_blkno: int) -> list[PageFailure]:
-    from pgkura.pg.checksum import verify_pages
-
-    return verify_pages(buf, first_blkno)
-
-
-def _page_failure(blkno: int, index: int) -> PageFailure:
-    from pgkura.pg.checksum import PageFailure
-
-    return PageFailure(blkno, 0, 0, 0, index)
 
 
 def _task_bytes(task: Task) -> int:
@@ -400,9 +341,14 @@ def _add_piece(by_path: dict[str, FileEntry], src: SourceFile, piece: FileEntry)
     by_path[src.path] = piece if done is None else _join(done, piece)
 
 
-# The storer and its units, while forked worker processes work for it.
+# The storer, its units and the barrier of its workers' last tasks, while forked worker
+# processes work for it; in a worker, the pack writer it keeps for all its units.
 _forked: FileStorer | None = None
 _forked_units: list[list[Task]] = []
+_forked_barrier: Any = None
+_worker_writer: PackWriter | None = None
+# How long a worker that has stored its last pack waits for the others to store theirs.
+FINISH_TIMEOUT = 3600.0
 
 
 def _store_unit(number: int) -> _UnitResult:
@@ -410,3 +356,9 @@ def _store_unit(number: int) -> _UnitResult:
     assert storer is not None, "a store worker runs only in a forked process"
     storer.progress = NoProgress()  # progress is the parent's to show
     return storer._store_unit(_forked_units[number])
+
+
+def _finish_worker() -> _UnitResult:
+    storer = _forked
+    assert storer is not None, "a store worker runs only in a forked process"
+    return storer._finish_worker(_forked_barrier)

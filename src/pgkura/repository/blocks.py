@@ -1,7 +1,9 @@
 """Content-addressed blocks in immutable packs, and the index that finds them.
 
 Writers seal blocks into a pack buffer; a full buffer is stored as one pack (put-if-absent),
-then its index object, which is the moment the blocks become known to the repository.
+then its index object, which is the moment the blocks become known to the repository. A writer
+may store its packs from a thread of its own, so that sealing goes on while a pack is written
+and synced to disk (on this project's machine a durable 16 MiB write takes 70 ms).
 Readers look a block id up in the index and fetch its byte range from the pack.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import struct
 import threading
 from collections.abc import Iterable, Iterator
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pgkura.errors import CorruptionError
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError, keyed_digest, seal, unseal
+from pgkura.repository.sealed import SealError, frame, keyed_digest, seal, unseal
 
 PACK_TARGET_SIZE = 16 * 1024 * 1024
 PACK_TRAILER_MAGIC = b"PGKPACK1"
@@ -157,7 +160,13 @@ def read_pack_index(repo: Repository, pack_id: str) -> bytes:
 
 
 class PackWriter:
-    """Collects sealed blocks into one pack at a time; not shared between threads."""
+    """Collects sealed blocks into one pack at a time; not shared between threads.
+
+    A pack is gathered in one growing buffer. With ``background``, a full pack is handed to a
+    thread of the writer's own that stores it while the next one fills; at most one is being
+    stored, so memory stays at two packs: :meth:`wait` returns when every pack handed over is
+    stored and known to the index, and raises what storing failed with. Without,
+    :meth:`flush` stores the pack before it returns."""
 
     def __init__(
         self,
@@ -165,6 +174,7 @@ class PackWriter:
         target_size: int = PACK_TARGET_SIZE,
         *,
         keep_published: bool = False,
+        background: bool = False,
     ) -> None:
         self.index = index
         self.repo = index.repo
@@ -173,11 +183,15 @@ class PackWriter:
         # hand to its parent's index.
         self.keep_published = keep_published
         self.published: list[tuple[str, list[tuple[bytes, BlockLocation]]]] = []
-        self._chunks: list[bytes] = []
+        self._data = bytearray()
         self._entries: list[tuple[bytes, BlockLocation]] = []
         self._size = 0
         self._pack_id = os.urandom(16).hex()
         self.bytes_written = 0  # sealed bytes of blocks this writer stored
+        self._background = background
+        self._queue: queue.Queue[_Pack] | None = None
+        self._failed: list[BaseException] = []
+        self._published_lock = threading.Lock()
 
     def add(self, raw: bytes | memoryview, digest: bytes | None = None) -> tuple[bytes, int]:
         """Store ``raw`` unless the repository has it; return (block id, sealed bytes added)."""
@@ -185,37 +199,115 @@ class PackWriter:
             digest = keyed_digest(self.repo.key, raw)
         if not self.index.claim(digest):
             return digest, 0
-        sealed = seal(raw, self.repo.codec, self.repo.key, digest)
-        loc = BlockLocation(self._pack_id, self._size, len(sealed.data), len(raw))
-        self._chunks.append(sealed.data)
-        self._entries.append((digest, loc))
-        self._size += len(sealed.data)
-        self.bytes_written += len(sealed.data)
+        return digest, self._append(digest, frame(raw, self.repo.codec, digest), len(raw))
+
+    def add_blocks(self, data: memoryview, block_size: int) -> list[str]:
+        """:meth:`add` for each ``block_size`` piece of ``data``: their ids, in hex. The same
+        work in one loop, for the backup's hot path (the Python around each 64 KiB block
+        costs about as much as hashing it)."""
+        key, codec, claim, append = self.repo.key, self.repo.codec, self.index.claim, self._append
+        ids = []
+        for start in range(0, len(data), block_size):
+            raw = data[start : start + block_size]
+            digest = keyed_digest(key, raw)
+            ids.append(digest.hex())
+            if claim(digest):
+                append(digest, frame(raw, codec, digest), len(raw))
+        return ids
+
+    def _append(self, digest: bytes, sealed: bytes, raw_length: int) -> int:
+        self._entries.append(
+            (digest, BlockLocation(self._pack_id, self._size, len(sealed), raw_length))
+        )
+        self._data += sealed
+        self._size += len(sealed)
+        self.bytes_written += len(sealed)
         if self._size >= self.target_size:
             self.flush()
-        return digest, len(sealed.data)
+        return len(sealed)
 
     def flush(self) -> None:
-        """Write the pending pack and its index; the blocks are known to the repository after."""
+        """Store the pending pack and its index (handed to the writer's thread with
+        ``background``); the blocks are known to the repository after."""
+        if self._failed:
+            raise self._failed[0]
         if not self._entries:
             return
+        pack = _Pack(self._pack_id, self._data, self._entries, self._size)
+        self._data, self._entries, self._size = bytearray(), [], 0
+        self._pack_id = os.urandom(16).hex()
+        if not self._background:
+            self._store(pack)
+            return
+        if self._queue is None:
+            self._queue = queue.Queue()
+            threading.Thread(target=self._storing, name="pgkura-pack", daemon=True).start()
+        self._queue.join()  # the pack before this one is stored: two packs in memory at most
+        if self._failed:
+            raise self._failed[0]
+        self._queue.put(pack)
+
+    def wait(self) -> None:
+        """Until every pack handed over is stored; raises what storing one failed with."""
+        if self._queue is not None:
+            self._queue.join()
+        if self._failed:
+            raise self._failed[0]
+
+    def close(self) -> None:
+        """Store what is pending and wait for it."""
+        self.flush()
+        self.wait()
+
+    def take_published(self) -> list[tuple[str, list[tuple[bytes, BlockLocation]]]]:
+        """What the packs stored since the last call made known (with ``keep_published``)."""
+        with self._published_lock:
+            taken, self.published = self.published, []
+        return taken
+
+    def _storing(self) -> None:
+        assert self._queue is not None
+        while True:
+            pack = self._queue.get()
+            try:
+                if not self._failed:
+                    self._store(pack)
+            except BaseException as exc:  # handed to the caller by flush() and wait()
+                self._failed.append(exc)
+            finally:
+                del pack  # not kept while waiting for the next: its buffer is 16 MiB
+                self._queue.task_done()
+
+    def _store(self, pack: _Pack) -> None:
         doc = {
-            "pack": self._pack_id,
+            "pack": pack.pack_id,
             "blocks": [
-                [bid.hex(), loc.offset, loc.length, loc.raw_length] for bid, loc in self._entries
+                [bid.hex(), loc.offset, loc.length, loc.raw_length] for bid, loc in pack.entries
             ],
         }
         index_obj = seal(json.dumps(doc).encode(), self.repo.codec, self.repo.key).data
-        trailer = PACK_TRAILER.pack(self._size, PACK_TRAILER_MAGIC)
-        self._chunks += [index_obj, trailer]
+        trailer = PACK_TRAILER.pack(pack.size, PACK_TRAILER_MAGIC)
         storage = self.repo.storage
-        storage.put_if_absent(layout.pack_key(self._pack_id), b"".join(self._chunks))
-        storage.put_if_absent(layout.index_key(self._pack_id), index_obj)
-        self.index.publish(self._pack_id, self._entries)
+        data = pack.data  # this pack's own buffer: grown in place
+        data += index_obj
+        data += trailer
+        # bytes(): the storage interface takes bytes; the copy lives only while it is written.
+        storage.put_if_absent(layout.pack_key(pack.pack_id), bytes(data))
+        storage.put_if_absent(layout.index_key(pack.pack_id), index_obj)
+        self.index.publish(pack.pack_id, pack.entries)
         if self.keep_published:
-            self.published.append((self._pack_id, self._entries))
-        self._chunks, self._entries, self._size = [], [], 0
-        self._pack_id = os.urandom(16).hex()
+            with self._published_lock:
+                self.published.append((pack.pack_id, pack.entries))
+
+
+@dataclass(frozen=True)
+class _Pack:
+    """A pack's sealed blocks, ready to be stored (its index and trailer are appended)."""
+
+    pack_id: str
+    data: bytearray
+    entries: list[tuple[bytes, BlockLocation]]
+    size: int
 
 
 class BlockReader:

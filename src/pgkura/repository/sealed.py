@@ -51,12 +51,17 @@ def seal(raw: bytes | memoryview, codec: Codec, key: bytes, digest: bytes | None
     """Compress and frame ``raw``; falls back to no compression when it does not pay."""
     if digest is None:
         digest = keyed_digest(key, raw)
-    payload = codec.compress(raw)
+    return Sealed(digest, frame(raw, codec, digest))
+
+
+def frame(raw: bytes | memoryview, codec: Codec, digest: bytes) -> bytes:
+    """The sealed object (header + payload) of ``raw`` whose keyed digest is ``digest``.
+    ``raw`` may be a view of a buffer that is reused afterwards: the result is a copy."""
+    payload: bytes | memoryview = codec.compress(raw)
     codec_id = codec.codec_id
     if len(payload) >= len(raw):
-        payload, codec_id = bytes(raw), 0
-    header = HEADER.pack(MAGIC, codec_id, 0, 0, len(raw), len(payload), digest)
-    return Sealed(digest, header + payload)
+        payload, codec_id = raw, 0
+    return HEADER.pack(MAGIC, codec_id, 0, 0, len(raw), len(payload), digest) + payload
 
 
 def _header(data: bytes | memoryview, expect_digest: bytes | None) -> tuple[int, int, bytes]:
