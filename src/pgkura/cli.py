@@ -631,14 +631,57 @@ def check(ctx: click.Context) -> None:
         )
 
 
+@cli.group()
+def stanza() -> None:
+    """Manage the stanza record (which cluster a stanza backs up)."""
+
+
+@stanza.command("upgrade")
+@OUTPUT
+@click.pass_context
+def stanza_upgrade(ctx: click.Context, output: str) -> None:
+    """After pg_upgrade: make the cluster at --pgdata the stanza's next generation. Older
+    generations' backups stay listed and restorable; new WAL and backups go to the new one."""
+    from pgkura.commands.stanza import run_stanza_upgrade
+
+    done = run_stanza_upgrade(_config(ctx))
+    info = done.info
+    gens = info.generations
+    data = {
+        "stanza": info.name,
+        "generation": info.current.number,
+        "added": done.added,
+        "generations": [g.to_json() for g in gens],
+    }
+    cur = info.current
+    if not done.added:
+        text = (
+            f"stanza {info.name}: the cluster (system identifier {cur.system_identifier}) "
+            f"already is its current generation {cur.number}; nothing changed"
+        )
+    else:
+        old = gens[-2]
+        text = (
+            f"stanza {info.name}: generation {cur.number} (PostgreSQL {cur.pg_version}, system "
+            f"identifier {cur.system_identifier}) takes new WAL and backups from now on; "
+            f"generation {old.number} (PostgreSQL {old.pg_version}) and older keep their "
+            "backups and WAL, restorable with their own major's programs"
+        )
+    _emit(output, data, text)
+
+
 @cli.command()
 @click.option("--keep", is_flag=True, help="keep the demo's directory for inspection")
 @click.option("--workdir", default=None, help="directory for the demo (default: a new temp dir)")
-def demo(keep: bool, workdir: str | None) -> None:
-    """Run pgkura end to end on a throwaway cluster and repository."""
+@click.pass_context
+def demo(ctx: click.Context, keep: bool, workdir: str | None) -> None:
+    """Run pgkura end to end on a throwaway cluster and repository (with --pg-bin's
+    PostgreSQL, or the newest installed)."""
     from pgkura.commands.demo import run_demo
 
-    run_demo(lambda line: click.echo(line, err=True), keep=keep, workdir=workdir)
+    cfg = _config(ctx)
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    run_demo(say, keep=keep, workdir=workdir, pg_bin=cfg.pg_bin, search_path=cfg.pg_search_path)
 
 
 def _fail(exc: PgkuraError) -> NoReturn:

@@ -11,6 +11,7 @@ from pgkura.errors import NotFoundError
 
 TYPE_CHECKING = False  # typing itself costs archive-push about 5 ms to import
 if TYPE_CHECKING:
+    from pgkura.repository.repo import Repository
     from pgkura.wal.archive import PushResult
 
 # The repository and codec modules are imported only on the paths that need them: with
@@ -39,9 +40,22 @@ def run_archive_get(cfg: Config, wal_name: str, dest: str) -> None:
         from pgkura.commands import open_repository
         from pgkura.wal.archive import get_wal
 
-        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, dest, durable=False)
+        repo = open_repository(cfg)
+        found = get_wal(repo, recovering_archive(repo, cfg.stanza), wal_name, dest, durable=False)
     if not found:
         raise NotFoundError(f"{wal_name} is not in the archive of stanza {cfg.stanza!r}")
+
+
+def recovering_archive(repo: Repository, stanza: str) -> str:
+    """The WAL archive restore_command reads: that of the stanza's generation whose cluster
+    is being recovered. PostgreSQL runs restore_command in the data directory (the
+    postmaster's working directory), whose pg_control names the cluster; elsewhere (by hand,
+    from a shell) it is the current generation's. Segment names repeat across generations
+    (each pg_upgrade starts a new cluster on timeline 1), so this is what keeps a restore of
+    one generation from ever replaying another's WAL."""
+    from pgkura.pg.controlfile import read_system_identifier
+
+    return repo.wal_archive(stanza, read_system_identifier("."))
 
 
 def run_archive_daemon(cfg: Config, role: str) -> None:

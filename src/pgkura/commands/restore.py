@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.errors import CorruptionError, UsageError
+from pgkura.physical.choose import Choice
 from pgkura.physical.pgmanifest import write_pg_manifest
 from pgkura.physical.recovery import RecoveryTarget, write_recovery_settings
 from pgkura.physical.restore import (
@@ -61,12 +63,7 @@ def run_restore(
     repo = open_repository(cfg)
     from pgkura.physical.choose import choose_backup
 
-    bin_dir = None
-    if req.target.kind in ("xid", "name"):
-        from pgkura.pg.binaries import find_pg_bin
-
-        bin_dir = find_pg_bin(cfg.pg_bin)
-    choice = choose_backup(repo, cfg.stanza, req.target, req.backup_id, bin_dir)
+    choice = choose_backup(repo, cfg.stanza, req.target, req.backup_id, wal_reader(cfg))
     manifest = choice.manifest
     chosen = manifest.id
     if manifest.kind != "physical":
@@ -84,7 +81,7 @@ def run_restore(
     plan = plan_restore(manifest, target, parse_tablespace_map(req.tablespace_map))
     check_targets(plan, req.delta)
     with shared_lock(repo):  # gc cannot delete what this restore reads
-        return _restore(cfg, req, progress, repo, manifest, choice.note, target, plan, index)
+        return _restore(cfg, req, progress, repo, choice, target, plan, index)
 
 
 def _restore(
@@ -92,16 +89,16 @@ def _restore(
     req: RestoreRequest,
     progress: Progress | None,
     repo: Repository,
-    manifest: Manifest,
-    note: str | None,
+    choice: Choice,
     target: Path,
     plan: RestorePlan,
     index: BlockIndex | None,
 ) -> RestoreResult:
+    manifest, note = choice.manifest, choice.note
     index = index or BlockIndex(repo).load()
     _check_blocks_present(index, manifest, req.only)
     if manifest.method != "offline":
-        _check_wal_present(repo, cfg.stanza, manifest)
+        _check_wal_present(repo, choice.archive, manifest)
     restorer = PhysicalRestorer(
         index,
         manifest,
@@ -131,6 +128,17 @@ def _restore(
     return RestoreResult(manifest, target, stats, recovery_files, note)
 
 
+def wal_reader(cfg: Config) -> Callable[[int], Path]:
+    """The programs that read archived WAL of a major (pg_waldump must be the WAL's own)."""
+    from pgkura.pg.binaries import find_pg_bin
+
+    def find(major: int) -> Path:
+        what = f"reading PostgreSQL {major}'s archived WAL"
+        return find_pg_bin(cfg.pg_bin, major=major, search_path=cfg.pg_search_path, what=what)
+
+    return find
+
+
 def _check_blocks_present(
     index: BlockIndex, manifest: Manifest, only: frozenset[str] | None
 ) -> None:
@@ -147,9 +155,9 @@ def _check_blocks_present(
                 )
 
 
-def _check_wal_present(repo: Repository, stanza: str, manifest: Manifest) -> None:
+def _check_wal_present(repo: Repository, archive: str, manifest: Manifest) -> None:
     """Refuse before writing anything when WAL the backup needs to become consistent is not
-    in the archive: the restored cluster could never start."""
+    in its generation's ``archive``: the restored cluster could never start."""
     from pgkura.repository import layout
     from pgkura.wal.names import parse_lsn, segments_between
 
@@ -158,7 +166,7 @@ def _check_wal_present(repo: Repository, stanza: str, manifest: Manifest) -> Non
     start, stop = parse_lsn(manifest.start_lsn), parse_lsn(manifest.stop_lsn)
     seg_size = int(manifest.extra.get("wal_segment_size", 16 * 1024 * 1024))
     for name in segments_between(manifest.timeline, start, max(stop - 1, start), seg_size):
-        if not repo.storage.exists(layout.wal_key(stanza, name)):
+        if not repo.storage.exists(layout.wal_key(archive, name)):
             raise CorruptionError(
                 f"backup {manifest.id} cannot be restored: WAL segment {name}, needed to make "
                 "it consistent, is not in the archive; nothing was written",

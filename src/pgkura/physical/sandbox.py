@@ -80,19 +80,14 @@ class Sandbox:
 
     def _start(self) -> None:
         from pgkura.commands import open_repository
-        from pgkura.commands.restore import RestoreRequest, run_restore
+        from pgkura.commands.restore import RestoreRequest, run_restore, wal_reader
         from pgkura.pg.binaries import find_pg_bin
         from pgkura.pg.server import LocalServer, free_port, make_owned_dir
         from pgkura.physical.choose import choose_backup
 
         repo = open_repository(self.cfg)
-        bin_dir = find_pg_bin(self.cfg.pg_bin)
         choice = choose_backup(
-            repo,
-            self.cfg.stanza,
-            self.target,
-            self.backup_id,
-            bin_dir if self.target.kind in ("xid", "name") else None,
+            repo, self.cfg.stanza, self.target, self.backup_id, wal_reader(self.cfg)
         )
         self.backup = choice.manifest
         self.note = choice.note
@@ -102,6 +97,13 @@ class Sandbox:
                 "backup",
                 hint="choose a physical backup with --backup, or restore the dump with --dbname",
             )
+        # Only the backup's own major starts its data directory.
+        bin_dir = find_pg_bin(
+            self.cfg.pg_bin,
+            major=self.backup.pg_version,
+            search_path=self.cfg.pg_search_path,
+            what=f"backup {self.backup.id}",
+        )
         size = self.backup.size_bytes
         if self.sparse is not None:
             self.selection = self._select(repo)
