@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgutil import archiving_conf, chown
 from runner import os_user, run_pgkura
 
@@ -20,6 +22,7 @@ def one_segment(server: Any) -> Path:
     return server.pgdata / "pg_wal" / name
 
 
+@pytest.mark.matrix
 def test_push_get_round_trip_and_repeats(make_server: Any, work_dir: Path, repo: str) -> None:
     src = make_server("src", extra_conf={"wal_level": "replica"})
     segment = one_segment(src)

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgutil import archiving_conf, assert_balanced, chown, switch_and_wait_archived
 from runner import run_pgkura
 
 
+@pytest.mark.matrix
 def test_basebackup_method_restores_and_replays_like_an_online_backup(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgutil import archiving_conf, assert_balanced, pg_verifybackup, switch_and_wait_archived
 from runner import PGKURA, os_user, run_pgkura
 
@@ -22,6 +24,7 @@ def pgbench(server: Any, seconds: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.matrix
 def test_online_backup_under_load_restores_to_the_end_of_the_archive(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:

@@ -63,6 +63,7 @@ def restore_and_count(
     return int(server.sql("SELECT count(*) FROM tab_int")[0][0]), server
 
 
+@pytest.mark.matrix
 @pytest.mark.parametrize(
     ("target", "rows"),
     [
@@ -85,6 +86,7 @@ def test_each_target_restores_exactly_what_was_committed_before_it(
     assert count == rows
 
 
+@pytest.mark.matrix
 def test_a_promoted_restore_archives_its_new_timeline_and_latest_follows_it(
     make_server: Any, work_dir: Path, history: History
 ) -> None:
