@@ -64,9 +64,18 @@ def catalog(server: Any, dbname: str) -> dict[str, Any]:
             "WHERE n.nspname IN ('sales', 'public') ORDER BY 1",
             dbname=dbname,
         ),
+        "not_null": server.sql(
+            "SELECT attrelid::regclass::text, attname FROM pg_attribute WHERE attnotnull "
+            "AND attnum > 0 AND attrelid IN (SELECT oid FROM pg_class WHERE relkind = 'r' "
+            f"AND relnamespace IN ({user_schemas})) ORDER BY 1, 2",
+            dbname=dbname,
+        ),
         "constraints": server.sql(
             "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
-            f"FROM pg_constraint WHERE connamespace IN ({user_schemas}) ORDER BY 1, 2",
+            # 18 records NOT NULL as constraints too (contype 'n'): that is compared below, as
+            # every version has it.
+            f"FROM pg_constraint WHERE connamespace IN ({user_schemas}) AND contype <> 'n' "
+            "ORDER BY 1, 2",
             dbname=dbname,
         ),
         "indexes": server.sql(

@@ -13,7 +13,7 @@ import pytest
 
 from pgkura.errors import UnsupportedVersionError
 from pgkura.pg.versions import SUPPORTED, capabilities, major_of_wal_magic
-from pgutil import chown, pg_verifybackup
+from pgutil import archiving_conf, chown, pg_verifybackup
 from pgversions import bin_of
 from runner import run_pgkura
 from test_archive import one_segment
@@ -138,11 +138,10 @@ def test_a_backup_is_restored_with_its_own_majors_programs(
     """Several majors are installed: pgkura picks the backup's own; --pg-bin overrides the
     search, and when no installed major matches, it says which one is needed."""
     bin18 = bin_of(18)
-    src = server_factory("src", bin_dir=bin18)
+    src = server_factory("src", bin_dir=bin18, extra_conf=archiving_conf(repo))
     src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 321) g")
-    src.stop()
-    env = {"PGKURA_PGDATA": str(src.pgdata), "TMPDIR": str(work_dir)}
-    backup_id = run_pgkura("--repo", repo, "backup", "--type", "offline", env=env).stdout.strip()
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata), "TMPDIR": str(work_dir)}
+    backup_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
 
     only_15 = run_pgkura("--repo", repo, "--pg-search-path", "/usr/lib/postgresql/15/bin",
                          "verify", "--restore", env=env, check=False)  # fmt: skip
