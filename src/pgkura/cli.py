@@ -642,32 +642,10 @@ def stanza() -> None:
 def stanza_upgrade(ctx: click.Context, output: str) -> None:
     """After pg_upgrade: make the cluster at --pgdata the stanza's next generation. Older
     generations' backups stay listed and restorable; new WAL and backups go to the new one."""
-    from pgkura.commands.stanza import run_stanza_upgrade
+    from pgkura.commands.stanza import describe, run_stanza_upgrade
 
     done = run_stanza_upgrade(_config(ctx))
-    info = done.info
-    gens = info.generations
-    data = {
-        "stanza": info.name,
-        "generation": info.current.number,
-        "added": done.added,
-        "generations": [g.to_json() for g in gens],
-    }
-    cur = info.current
-    if not done.added:
-        text = (
-            f"stanza {info.name}: the cluster (system identifier {cur.system_identifier}) "
-            f"already is its current generation {cur.number}; nothing changed"
-        )
-    else:
-        old = gens[-2]
-        text = (
-            f"stanza {info.name}: generation {cur.number} (PostgreSQL {cur.pg_version}, system "
-            f"identifier {cur.system_identifier}) takes new WAL and backups from now on; "
-            f"generation {old.number} (PostgreSQL {old.pg_version}) and older keep their "
-            "backups and WAL, restorable with their own major's programs"
-        )
-    _emit(output, data, text)
+    _emit(output, done.to_json(), describe(done))
 
 
 @cli.command()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+COLUMNS = ("id", "method", "started (UTC)", "took", "size", "stored", "new", "LSN", "notes")
+
 
 def human_bytes(n: int | None) -> str:
     if n is None:
@@ -45,19 +47,9 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
         + (f"({len(generations)} generations; current: {current})" if upgraded else f"({current})")
     )
     table = Table(show_edge=False, pad_edge=False)
-    columns: tuple[str, ...] = (
-        "id",
-        "method",
-        "started (UTC)",
-        "took",
-        "size",
-        "stored",
-        "new",
-        "LSN",
-        "notes",
-    )
+    columns: tuple[str, ...] = COLUMNS
     if upgraded:
-        columns = ("gen", *columns)
+        columns = ("gen", *COLUMNS)
     for col in columns:
         right = col in ("took", "size", "stored", "new")
         table.add_column(col, justify="right" if right else "left", no_wrap=True)

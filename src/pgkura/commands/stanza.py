@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
@@ -27,6 +28,31 @@ from pgkura.repository.repo import StanzaInfo
 class StanzaUpgrade:
     info: StanzaInfo
     added: bool  # False: the cluster already was the current generation
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stanza": self.info.name,
+            "generation": self.info.current.number,
+            "added": self.added,
+            "generations": [g.to_json() for g in self.info.generations],
+        }
+
+
+def describe(done: StanzaUpgrade) -> str:
+    """What `stanza upgrade` did, for people."""
+    info, cur = done.info, done.info.current
+    if not done.added:
+        return (
+            f"stanza {info.name}: the cluster (system identifier {cur.system_identifier}) "
+            f"already is its current generation {cur.number}; nothing changed"
+        )
+    old = info.generations[-2]
+    return (
+        f"stanza {info.name}: generation {cur.number} (PostgreSQL {cur.pg_version}, system "
+        f"identifier {cur.system_identifier}) takes new WAL and backups from now on; "
+        f"generation {old.number} (PostgreSQL {old.pg_version}) and older keep their backups "
+        "and WAL, restorable with their own major's programs"
+    )
 
 
 def run_stanza_upgrade(cfg: Config) -> StanzaUpgrade:

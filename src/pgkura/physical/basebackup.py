@@ -73,12 +73,8 @@ def backup_basebackup(
     pg_version = major_of_version_num(facts.version_num)
     # pg_basebackup reads servers of its own major and older ones: the server's own is
     # chosen, unless --pg-bin names one (a newer one works too).
-    bin_dir = find_pg_bin(
-        cfg.pg_bin,
-        major=None if cfg.pg_bin else pg_version,
-        search_path=cfg.pg_search_path,
-        what="the server",
-    )
+    major, path = (None if cfg.pg_bin else pg_version), cfg.pg_search_path
+    bin_dir = find_pg_bin(cfg.pg_bin, major=major, search_path=path, what="the server")
     repo.ensure_stanza(stanza, facts.system_identifier, pg_version)
     scratch = Path(tempfile.mkdtemp(prefix="pgkura-basebackup-"))
     try:
