@@ -352,7 +352,8 @@ def restore(
     if result.recovery_files:
         click.echo(
             f"recovery settings written ({', '.join(result.recovery_files)}); "
-            f"start the server to replay WAL: pg_ctl start -D {result.target}",
+            f"start the server with PostgreSQL {result.manifest.pg_version}'s pg_ctl to replay "
+            f"WAL: pg_ctl start -D {result.target}",
             err=True,
         )
 
