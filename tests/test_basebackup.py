@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from pgutil import archiving_conf, assert_balanced, chown, switch_and_wait_archived
+from pgutil import (
+    archiving_conf,
+    assert_balanced,
+    chown,
+    pg_verifybackup,
+    switch_and_wait_archived,
+)
 from runner import run_pgkura
 
 
@@ -41,6 +47,7 @@ def test_basebackup_method_restores_and_replays_like_an_online_backup(
     target, new_ts = work_dir / "restored", work_dir / "ts-restored"
     run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--tablespace-map",
                f"ts={new_ts}", "--archive-mode", "off")  # fmt: skip
+    pg_verifybackup(src, target)
     src.stop()
     restored = make_server("restored", pgdata=target, init=False)
     restored.wait_for_promotion()
