@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from pgutil import archiving_conf, chown
+from pgutil import archiving_conf, chown, switch_wal
 from runner import os_user, run_pgkura
 
 
 def one_segment(server: Any) -> Path:
     """A complete segment from pg_wal (the one a fresh switch just finished)."""
     server.sql("CREATE TABLE IF NOT EXISTS filler AS SELECT g FROM generate_series(1, 1000) g")
-    name = server.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    name = switch_wal(server)
     return server.pgdata / "pg_wal" / name
 
 

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from pgutil import archiving_conf, assert_balanced, pg_verifybackup, switch_and_wait_archived
+from pgutil import (
+    archiving_conf,
+    assert_balanced,
+    pg_verifybackup,
+    switch_and_wait_archived,
+    switch_wal,
+)
 from runner import PGKURA, os_user, run_pgkura
 
 
@@ -200,7 +206,7 @@ def test_unreachable_server_and_unwritable_repository(
     assert down.returncode != 0 and "cannot connect to PostgreSQL" in down.stderr
     assert "hint:" in down.stderr
 
-    name = src.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    name = switch_wal(src)
     src.stop()
     segment = src.pgdata / "pg_wal" / name
     readonly = work_dir / "readonly-repo"

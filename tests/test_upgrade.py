@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pgutil import archiving_conf, switch_and_wait_archived
+from pgutil import archiving_conf, switch_and_wait_archived, switch_wal
 from pgversions import DEFAULT_MAJOR, bin_of
 from runner import os_user, run_pgkura
 
@@ -80,7 +80,7 @@ def test_pg_upgrade_from_16_to_18_continues_the_stanza_in_a_second_generation(
     env = {**new.libpq_env(), "PGKURA_PGDATA": str(new.pgdata)}
     refused = run_pgkura("--repo", repo, "backup", env=env, check=False)
     assert refused.returncode != 0 and "stanza upgrade" in refused.stderr
-    segment = new.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    segment = switch_wal(new)
     deadline = time.monotonic() + 30
     while not new.sql("SELECT failed_count > 0 FROM pg_stat_archiver")[0][0]:
         assert time.monotonic() < deadline, "archive-push of the upgraded cluster did not fail"

@@ -150,6 +150,9 @@ class Demo:
 
     @staticmethod
     def _wait_archived(server: Any) -> None:
+        # A switch with nothing written since the last one returns the segment boundary, which
+        # pg_walfile_name names as the next segment from PostgreSQL 17 on: write a record first.
+        server.sql("SELECT pg_logical_emit_message(false, 'pgkura', 'demo')")
         segment = server.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
