@@ -52,11 +52,22 @@ def pg_verifybackup(server: Any, target: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def switch_wal(server: Any) -> str:
+    """Force a WAL switch; the name of the segment it finished.
+
+    A switch with nothing written since the previous one (pg_backup_stop switches too)
+    returns the segment boundary, and pg_walfile_name names a boundary as the segment before
+    it up to PostgreSQL 16 but as the one after it from 17 on: a record is written first, so
+    the switch always finishes a segment that holds WAL."""
+    server.sql("SELECT pg_logical_emit_message(false, 'pgkura-test', 'switch')")
+    return str(server.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+
+
 def switch_and_wait_archived(server: Any, timeout: float = 60) -> str:
     """Force a WAL switch and wait until the archiver has archived the finished segment."""
     import time
 
-    segment = str(server.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+    segment = switch_wal(server)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = server.sql("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver")[0]

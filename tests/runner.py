@@ -45,6 +45,9 @@ def run_pgkura(
     if runas is not None and os.geteuid() == 0:
         cmd = ["runuser", "-u", runas, "--", *cmd]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PGKURA_", "PG"))}
+    # Where the test matrix's PostgreSQL majors are, when not on pgkura's default search path.
+    if os.environ.get("PGKURA_PG_SEARCH_PATH"):
+        full_env["PGKURA_PG_SEARCH_PATH"] = os.environ["PGKURA_PG_SEARCH_PATH"]
     full_env["PATH"] = f"{Path(sys.executable).parent}:{full_env.get('PATH', '/usr/bin:/bin')}"
     full_env.setdefault("LANG", "C.UTF-8")
     if env:

@@ -9,17 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pgutil import archiving_conf, chown
+import pytest
+
+from pgutil import archiving_conf, chown, switch_wal
 from runner import os_user, run_pgkura
 
 
 def one_segment(server: Any) -> Path:
     """A complete segment from pg_wal (the one a fresh switch just finished)."""
     server.sql("CREATE TABLE IF NOT EXISTS filler AS SELECT g FROM generate_series(1, 1000) g")
-    name = server.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    name = switch_wal(server)
     return server.pgdata / "pg_wal" / name
 
 
+@pytest.mark.matrix
 def test_push_get_round_trip_and_repeats(make_server: Any, work_dir: Path, repo: str) -> None:
     src = make_server("src", extra_conf={"wal_level": "replica"})
     segment = one_segment(src)

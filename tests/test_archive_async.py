@@ -9,9 +9,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from pgutil import switch_wal
 from runner import PGKURA, os_user, run_pgkura
 
 
+@pytest.mark.matrix
 def test_async_archiving_and_prefetching_restore(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:
@@ -28,7 +32,7 @@ def test_async_archiving_and_prefetching_restore(
     backup_id = run_pgkura(*flags, "backup", env=env).stdout.strip()
     src.sql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 3 = 0")
     expected = src.sql("SELECT sum(abalance) FROM pgbench_accounts")[0][0]
-    last = src.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    last = switch_wal(src)
     check = run_pgkura(*flags, "check", env=env)
     assert "reached the archive" in check.stdout
     assert list(Path(repo, "wal").rglob(last))
@@ -45,7 +49,11 @@ def test_async_archiving_and_prefetching_restore(
     restored.wait_for_promotion()
     assert restored.sql("SELECT sum(abalance) FROM pgbench_accounts")[0][0] == expected
     # Both background processes ran: the pusher for the archiver, the prefetcher for replay.
-    assert (spool / "push.lock").exists() and (spool / "get.lock").exists()
+    assert (spool / "push.lock").exists()
+    # The prefetcher's inbox is the recovered cluster's own: restores of two generations of a
+    # stanza (stanza upgrade) ask for segments of the same names.
+    sysid = restored.sql("SELECT system_identifier FROM pg_control_system()")[0][0]
+    assert (spool / f"in-{sysid}" / "get.lock").exists()
     info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
     assert info["window"] is not None
 
@@ -56,10 +64,10 @@ def test_async_push_reports_a_refused_segment(make_server: Any, work_dir: Path, 
     flags = ["--repo", repo, "--archive-async", "on", "--spool-path", str(spool)]
     first = make_server("first", extra_conf={"wal_level": "replica"})
     second = make_server("second", extra_conf={"wal_level": "replica"})
-    seg1 = first.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    seg1 = switch_wal(first)
     run_pgkura("--repo", repo, "archive-push", str(first.pgdata / "pg_wal" / seg1))
     second.sql("CREATE TABLE x AS SELECT 1")
-    seg2 = second.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    seg2 = switch_wal(second)
     (second.pgdata / "pg_wal" / "archive_status" / f"{seg2}.ready").touch()
     cmd = [PGKURA, *flags, "--archive-timeout", "20", "archive-push", f"pg_wal/{seg2}"]
     if os_user():

@@ -7,10 +7,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pgutil import archiving_conf, assert_balanced, chown, switch_and_wait_archived
+import pytest
+
+from pgutil import (
+    archiving_conf,
+    assert_balanced,
+    chown,
+    pg_verifybackup,
+    switch_and_wait_archived,
+)
 from runner import run_pgkura
 
 
+@pytest.mark.matrix
 def test_basebackup_method_restores_and_replays_like_an_online_backup(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:
@@ -38,6 +47,7 @@ def test_basebackup_method_restores_and_replays_like_an_online_backup(
     target, new_ts = work_dir / "restored", work_dir / "ts-restored"
     run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--tablespace-map",
                f"ts={new_ts}", "--archive-mode", "off")  # fmt: skip
+    pg_verifybackup(src, target)
     src.stop()
     restored = make_server("restored", pgdata=target, init=False)
     restored.wait_for_promotion()

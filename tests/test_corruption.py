@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from pgkura.pg.binaries import find_pg_bin
 from pgkura.pg.server import LocalServer, free_port, make_owned_dir
 from pgutil import archiving_conf
+from pgversions import DEFAULT_MAJOR, bin_of
 from runner import os_user, run_pgkura
 
 
@@ -33,7 +33,7 @@ def pristine() -> Iterator[tuple[Path, str]]:
     make_owned_dir(base, os_user(), 0o755)
     repo = base / "repo"
     run_pgkura("--repo", str(repo), "init")
-    server = LocalServer(base / "src", free_port(), base, find_pg_bin(), os_user())
+    server = LocalServer(base / "src", free_port(), base, bin_of(DEFAULT_MAJOR), os_user())
     server.initdb(extra_conf=archiving_conf(str(repo)))
     server.start()
     try:

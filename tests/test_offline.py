@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pgutil import pg_verifybackup
 from runner import PGKURA, os_user, run_pgkura
 
@@ -59,6 +61,7 @@ def populate(server: Any, work_dir: Path) -> list[str]:
     return ["plain", "in_ts"]
 
 
+@pytest.mark.matrix
 def test_offline_round_trip_with_tablespace(make_server: Any, work_dir: Path, repo: str) -> None:
     src = make_server("src")
     tables = populate(src, work_dir)

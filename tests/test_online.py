@@ -10,7 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pgutil import archiving_conf, assert_balanced, pg_verifybackup, switch_and_wait_archived
+import pytest
+
+from pgutil import (
+    archiving_conf,
+    assert_balanced,
+    pg_verifybackup,
+    switch_and_wait_archived,
+    switch_wal,
+)
 from runner import PGKURA, os_user, run_pgkura
 
 
@@ -22,6 +30,7 @@ def pgbench(server: Any, seconds: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.matrix
 def test_online_backup_under_load_restores_to_the_end_of_the_archive(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:
@@ -197,7 +206,7 @@ def test_unreachable_server_and_unwritable_repository(
     assert down.returncode != 0 and "cannot connect to PostgreSQL" in down.stderr
     assert "hint:" in down.stderr
 
-    name = src.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    name = switch_wal(src)
     src.stop()
     segment = src.pgdata / "pg_wal" / name
     readonly = work_dir / "readonly-repo"

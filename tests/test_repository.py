@@ -155,6 +155,47 @@ def test_stanza_is_bound_to_one_cluster(repo: Repository) -> None:
         repo.ensure_stanza("main", "222", 15)
 
 
+def test_stanza_generations_after_an_upgrade(repo: Repository) -> None:
+    with pytest.raises(RepositoryError, match="nothing to upgrade"):
+        repo.upgrade_stanza("main", "222", 18)
+    repo.ensure_stanza("main", "111", 16)
+    assert repo.wal_archive("main") == "main"
+    info, added = repo.upgrade_stanza("main", "222", 18)
+    assert added and [(g.number, g.pg_version) for g in info.generations] == [(1, 16), (2, 18)]
+    assert repo.upgrade_stanza("main", "222", 18)[1] is False  # again: nothing changes
+    with pytest.raises(RepositoryError, match="never goes back"):
+        repo.upgrade_stanza("main", "111", 16)
+    # Only the current generation takes backups and WAL; each has its own archive.
+    repo.ensure_stanza("main", "222", 18)
+    with pytest.raises(RepositoryError, match=r"generation 1 .* upgraded to generation 2"):
+        repo.ensure_stanza("main", "111", 16)
+    with pytest.raises(RepositoryError, match="belongs to the cluster") as other:
+        repo.ensure_stanza("main", "333", 18)
+    assert other.value.hint is not None and "stanza upgrade" in other.value.hint
+    assert (repo.wal_archive("main"), repo.wal_archive("main", "111")) == ("main@2", "main")
+    with pytest.raises(RepositoryError, match="not one of stanza 'main'"):
+        repo.wal_archive("main", "333")
+
+
+def test_a_version_1_repository_is_read_and_becomes_version_2_at_its_first_upgrade(
+    tmp_path: Path,
+) -> None:
+    storage = PosixStorage(tmp_path / "old")
+    Repository.create(storage)
+    config = json.loads((tmp_path / "old" / "pgkura.json").read_text())
+    (tmp_path / "old" / "pgkura.json").write_text(json.dumps({**config, "version": 1}))
+    (tmp_path / "old" / "stanzas").mkdir()
+    record = {"name": "main", "system_identifier": "111", "pg_version": 15, "created": "2026"}
+    (tmp_path / "old" / "stanzas" / "main.json").write_text(json.dumps(record))
+    repo = Repository.open(storage)
+    info = repo.stanza("main")
+    assert info is not None and [g.number for g in info.generations] == [1]
+    assert repo.wal_archive("main", "111") == "main"
+    repo.upgrade_stanza("main", "222", 18)
+    assert json.loads((tmp_path / "old" / "pgkura.json").read_text())["version"] == 2
+    assert Repository.open(storage).stanza("main").pg_version == 18  # type: ignore[union-attr]
+
+
 def test_backup_lock_excludes_a_second_writer_and_cleanup(repo: Repository) -> None:
     with backup_lock(repo, "main"):
         with pytest.raises(LockedError), backup_lock(repo, "main"):

@@ -23,6 +23,7 @@ def sandboxes_left(base: Path) -> list[str]:
     return [line for line in procs.stdout.splitlines() if "pgrep" not in line] + dirs
 
 
+@pytest.mark.matrix
 def test_a_drill_passes_on_a_good_backup_and_is_recorded(
     make_server: Any, repo: str, work_dir: Path
 ) -> None:

@@ -68,6 +68,7 @@ def shop(make_server: Any, repo: str) -> Shop:
     return Shop(make_server("live", extra_conf=archiving_conf(repo)), repo)
 
 
+@pytest.mark.matrix
 def test_a_table_comes_back_under_a_new_schema_and_nothing_else_changes(shop: Shop) -> None:
     live_after_accident = shop.orders()
     customers = shop.server.sql("SELECT count(*) FROM customers", dbname="shop")[0][0]

@@ -373,7 +373,8 @@ def restore(
     if result.recovery_files:
         click.echo(
             f"recovery settings written ({', '.join(result.recovery_files)}); "
-            f"start the server to replay WAL: pg_ctl start -D {result.target}",
+            f"start the server with PostgreSQL {result.manifest.pg_version}'s pg_ctl to replay "
+            f"WAL: pg_ctl start -D {result.target}",
             err=True,
         )
 
@@ -700,14 +701,35 @@ def check(ctx: click.Context) -> None:
         )
 
 
+@cli.group()
+def stanza() -> None:
+    """Manage the stanza record (which cluster a stanza backs up)."""
+
+
+@stanza.command("upgrade")
+@OUTPUT
+@click.pass_context
+def stanza_upgrade(ctx: click.Context, output: str) -> None:
+    """After pg_upgrade: make the cluster at --pgdata the stanza's next generation. Older
+    generations' backups stay listed and restorable; new WAL and backups go to the new one."""
+    from pgkura.commands.stanza import describe, run_stanza_upgrade
+
+    done = run_stanza_upgrade(_config(ctx))
+    _emit(output, done.to_json(), describe(done))
+
+
 @cli.command()
 @click.option("--keep", is_flag=True, help="keep the demo's directory for inspection")
 @click.option("--workdir", default=None, help="directory for the demo (default: a new temp dir)")
-def demo(keep: bool, workdir: str | None) -> None:
-    """Run pgkura end to end on a throwaway cluster and repository."""
+@click.pass_context
+def demo(ctx: click.Context, keep: bool, workdir: str | None) -> None:
+    """Run pgkura end to end on a throwaway cluster and repository (with --pg-bin's
+    PostgreSQL, or the newest installed)."""
     from pgkura.commands.demo import run_demo
 
-    run_demo(lambda line: click.echo(line, err=True), keep=keep, workdir=workdir)
+    cfg = _config(ctx)
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    run_demo(say, keep=keep, workdir=workdir, pg_bin=cfg.pg_bin, search_path=cfg.pg_search_path)
 
 
 def _fail(exc: PgkuraError) -> NoReturn:

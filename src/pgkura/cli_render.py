@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+COLUMNS = ("id", "method", "started (UTC)", "took", "size", "stored", "new", "LSN", "notes")
+
 
 def human_bytes(n: int | None) -> str:
     if n is None:
@@ -37,12 +39,17 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
     width = None if os.isatty(1) else 200
     console = Console(no_color="NO_COLOR" in os.environ, highlight=False, width=width)
     sysid = data.get("system_identifier") or "-"
+    generations = data.get("generations") or []
+    upgraded = len(generations) > 1
+    current = f"system identifier {sysid}, PostgreSQL {data.get('pg_version') or '-'}"
     console.print(
         f"stanza [bold]{data['stanza']}[/bold] in {data['repository']} "
-        f"(system identifier {sysid}, PostgreSQL {data.get('pg_version') or '-'})"
+        + (f"({len(generations)} generations; current: {current})" if upgraded else f"({current})")
     )
     table = Table(show_edge=False, pad_edge=False)
-    columns = ("id", "method", "started (UTC)", "took", "size", "stored", "new", "LSN", "notes")
+    columns: tuple[str, ...] = COLUMNS
+    if upgraded:
+        columns = ("gen", *COLUMNS)
     for col in columns:
         right = col in ("took", "size", "stored", "new")
         table.add_column(col, justify="right" if right else "left", no_wrap=True)
@@ -59,6 +66,7 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
             notes.append(f"{verdict} {str(drill['when'])[:16].replace('T', ' ')}")
         lsn = f"{b['start_lsn']}-{b['stop_lsn']}" if b.get("start_lsn") else ""
         table.add_row(
+            *([str(b.get("generation") or "?")] if upgraded else []),
             b["id"],
             b["method"] if b["kind"] == "physical" else b["kind"],
             b["started"].replace("T", " ")[:19],
@@ -75,22 +83,16 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
         console.print(table)
     for d in data.get("damaged") or []:
         console.print(f"[bold]DAMAGED[/bold] backup {d['id']}: {d['damaged']}")
-    for tl in data.get("timelines") or []:
-        ranges = ", ".join(f"{r['first']}..{r['last']}" for r in tl["ranges"]) or "no segments"
-        console.print(f"WAL timeline {tl['timeline']}: {ranges}")
-        if not tl["history_file"]:
-            console.print(f"  [bold]missing[/bold] the history file of timeline {tl['timeline']}")
-        for gap in tl["gaps"]:
-            console.print(f"  [bold]gap[/bold]: {gap['first']}..{gap['last']} are not archived")
-    window = data.get("window")
-    if window:
-        until = window["to_lsn"] + (f" ({window['to_time']})" if window["to_time"] else "")
-        console.print(
-            f"recoverable window (timeline {window['timeline']}): from {window['from_lsn']} "
-            f"({window['from_time']}, backup {window['from_backup']}) to {until}"
-        )
-    elif data.get("window_problem"):
-        console.print(f"[bold]no recoverable window[/bold]: {data['window_problem']}")
+    if upgraded:
+        for gen in generations:
+            console.print(
+                f"generation {gen['generation']}: PostgreSQL {gen['pg_version']}, system "
+                f"identifier {gen['system_identifier']}, since {gen['created'][:16]}, "
+                f"{gen['backups']} backup(s); its own WAL archive:"
+            )
+            _render_wal(console, gen, indent="  ")
+    else:
+        _render_wal(console, data, indent="")
     if detail:
         for b in data["backups"]:
             for f in b.get("checksum_failures") or []:
@@ -154,3 +156,28 @@ def _table_notes(
     if t["children_left_out"]:
         notes.append(f"its own rows only, children left out: {', '.join(t['children_left_out'])}")
     return notes
+
+
+def _render_wal(console: Any, data: dict[str, Any], indent: str) -> None:
+    """The archived WAL per timeline and the recoverable window (of one generation)."""
+    for tl in data.get("timelines") or []:
+        ranges = ", ".join(f"{r['first']}..{r['last']}" for r in tl["ranges"]) or "no segments"
+        console.print(f"{indent}WAL timeline {tl['timeline']}: {ranges}")
+        if not tl["history_file"]:
+            console.print(
+                f"{indent}  [bold]missing[/bold] the history file of timeline {tl['timeline']}"
+            )
+        for gap in tl["gaps"]:
+            console.print(
+                f"{indent}  [bold]gap[/bold]: {gap['first']}..{gap['last']} are not archived"
+            )
+    window = data.get("window")
+    if window:
+        until = window["to_lsn"] + (f" ({window['to_time']})" if window["to_time"] else "")
+        console.print(
+            f"{indent}recoverable window (timeline {window['timeline']}): from "
+            f"{window['from_lsn']} ({window['from_time']}, backup {window['from_backup']}) "
+            f"to {until}"
+        )
+    elif data.get("window_problem"):
+        console.print(f"{indent}[bold]no recoverable window[/bold]: {data['window_problem']}")

@@ -57,6 +57,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stanza", str, "main", "name of the cluster within the repository"),
     Setting("pgdata", str, None, "the cluster's data directory"),
     Setting("pg_bin", str, None, "directory of PostgreSQL's programs (default: found)"),
+    Setting(
+        "pg_search_path",
+        str,
+        None,
+        "where to find PostgreSQL's programs of each major version: bin directories or glob "
+        "patterns, ':'-separated (default: /usr/lib/postgresql/*/bin:/usr/pgsql-*/bin:"
+        "/opt/pgkura/pg/*/bin, then PATH)",
+    ),
     Setting("dbconn", str, None, "libpq connection string (passwords: use .pgpass, never this)"),
     Setting("log_level", str, "warning", "log level on stderr: debug, info, warning, error"),
     Setting("archive_timeout", float, 60.0, "seconds to wait for WAL to reach the archive"),
@@ -113,6 +121,7 @@ class Config:
     stanza: str
     pgdata: str | None
     pg_bin: str | None
+    pg_search_path: str | None
     dbconn: str | None
     log_level: str
     archive_timeout: float

@@ -99,3 +99,12 @@ class ChecksumFailuresError(PgkuraError):
 
 class InterruptedError_(PgkuraError):
     exit_code = ExitCode.INTERRUPTED
+
+
+class UnsupportedVersionError(PgkuraError):
+    """A PostgreSQL major version outside the range pgkura supports (pgkura.pg.versions)."""
+
+
+class MissingProgramsError(UsageError):
+    """PostgreSQL's programs of the major version needed are not where pgkura looks (the
+    search path), or --pg-bin names another major's."""

@@ -41,7 +41,14 @@ def run_backup(
         from pgkura.physical.offline import backup_offline
 
         return backup_offline(
-            repo, cfg.stanza, pgdata, pg_bin=cfg.pg_bin, jobs=jobs, force=force, progress=progress
+            repo,
+            cfg.stanza,
+            pgdata,
+            pg_bin=cfg.pg_bin,
+            search_path=cfg.pg_search_path,
+            jobs=jobs,
+            force=force,
+            progress=progress,
         )
     if backup_type == "online":
         from pgkura.physical.online import backup_online

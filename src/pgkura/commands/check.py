@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.pg.connection import connect
+from pgkura.pg.versions import SUPPORTED_TEXT, is_supported, major_of_version_num
 from pgkura.repository import layout
 
 POLL_SECONDS = 0.2
@@ -93,6 +94,12 @@ def run_check(cfg: Config) -> CheckReport:
             return str(row[0])
 
         settings_ok = True
+        major = major_of_version_num(int(one("SHOW server_version_num")))
+        if is_supported(major):
+            report.ok(f"PostgreSQL {major} is supported")
+        else:
+            settings_ok = False
+            report.fail(f"the server is PostgreSQL {major}; pgkura supports {SUPPORTED_TEXT}")
         wal_level = one("SHOW wal_level")
         if wal_level in ("replica", "logical"):
             report.ok(f"wal_level = {wal_level}")
@@ -116,10 +123,8 @@ def run_check(cfg: Config) -> CheckReport:
         info = repo.stanza(cfg.stanza)
         if info is not None and info.system_identifier != sysid:
             settings_ok = False
-            report.fail(
-                f"stanza {cfg.stanza!r} belongs to system identifier {info.system_identifier}, "
-                f"but this server is {sysid}; use another --stanza for this cluster"
-            )
+            refused = info.refuse(sysid, major)
+            report.fail(f"{refused.message}; {refused.hint}")
         if not settings_ok:
             return report
         if one("SELECT pg_is_in_recovery()") == "True":
@@ -128,7 +133,7 @@ def run_check(cfg: Config) -> CheckReport:
         # A restore point guarantees there is WAL to switch away from.
         one("SELECT pg_create_restore_point('pgkura check')")
         segment = one("SELECT pg_walfile_name(pg_switch_wal())")
-    key = layout.wal_key(cfg.stanza, segment)
+    key = layout.wal_key(repo.wal_archive(cfg.stanza), segment)
     deadline = time.monotonic() + cfg.archive_timeout
     started = time.monotonic()
     while not repo.storage.exists(key):

@@ -31,13 +31,11 @@ FINGERPRINT_SQL = (
 
 
 class Demo:
-    def __init__(self, workdir: Path, say: Say, keep: bool) -> None:
-        from pgkura.pg.binaries import find_pg_bin
-
+    def __init__(self, workdir: Path, say: Say, keep: bool, bin_dir: Path) -> None:
         self.workdir = workdir
         self.say = say
         self.keep = keep
-        self.bin_dir = find_pg_bin(None)
+        self.bin_dir = bin_dir
         self.user = "postgres" if os.geteuid() == 0 else None
         self.repo = workdir / "repo"
 
@@ -48,9 +46,9 @@ class Demo:
         if not quiet:
             self.say("$ " + " ".join(shlex.quote(c) for c in ["pgkura", *cmd[1:]]))
         full = [*(["runuser", "-u", self.user, "--"] if self.user else []), *cmd]
-        proc = subprocess.run(
-            full, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd="/"
-        )
+        # Every step uses the demo's PostgreSQL, without saying so on each printed command.
+        env = {**os.environ, "PGKURA_PG_BIN": str(self.bin_dir), **(env or {})}
+        proc = subprocess.run(full, capture_output=True, text=True, env=env, cwd="/")
         # Messages (stderr) come before results (stdout) in what each command does.
         output = proc.stderr if quiet else proc.stderr.rstrip("\n") + "\n" + proc.stdout
         for line in output.strip().splitlines():
@@ -152,6 +150,9 @@ class Demo:
 
     @staticmethod
     def _wait_archived(server: Any) -> None:
+        # A switch with nothing written since the last one returns the segment boundary, which
+        # pg_walfile_name names as the next segment from PostgreSQL 17 on: write a record first.
+        server.sql("SELECT pg_logical_emit_message(false, 'pgkura', 'demo')")
         segment = server.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -173,8 +174,18 @@ class Demo:
             raise PgkuraError("demo failed: restored data differs from the data committed")
 
 
-def run_demo(say: Say, keep: bool = False, workdir: str | None = None) -> None:
+def run_demo(
+    say: Say,
+    keep: bool = False,
+    workdir: str | None = None,
+    pg_bin: str | None = None,
+    search_path: str | None = None,
+) -> None:
+    """The demo, on ``pg_bin``'s PostgreSQL (default: the newest installed)."""
+    from pgkura.pg.binaries import find_pg_bin
+
+    bin_dir = find_pg_bin(pg_bin, search_path=search_path)
     base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="pgkura-demo-"))
     if sys.platform != "linux":
         raise PgkuraError("the demo needs Linux")
-    Demo(base, say, keep).run()
+    Demo(base, say, keep, bin_dir).run()

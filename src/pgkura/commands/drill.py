@@ -15,7 +15,7 @@ from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import PgkuraError
+from pgkura.errors import MissingProgramsError, PgkuraError, UnsupportedVersionError
 from pgkura.physical.recovery import RecoveryTarget
 from pgkura.repository import layout
 from pgkura.repository.repo import iso, utc_now
@@ -90,6 +90,8 @@ def drill(cfg: Config, backup_id: str | None, target: RecoveryTarget, keep: bool
             result["backup"] = sandbox.backup.id
             result["timings"].update({k: round(v, 2) for k, v in sandbox.timings.items()})
             _check(sandbox, result)
+    except (MissingProgramsError, UnsupportedVersionError):
+        raise  # nothing was tried: not a finding about the backup
     except PgkuraError as exc:
         if sandbox.backup is not None:
             result["backup"] = sandbox.backup.id

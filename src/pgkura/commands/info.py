@@ -1,4 +1,9 @@
-"""`pgkura info`: the catalog of a stanza, its WAL archive and its recoverable window."""
+"""`pgkura info`: the catalog of a stanza, its WAL archive and its recoverable window.
+
+A stanza that was upgraded (``pgkura stanza upgrade``) shows each generation: its cluster, its
+backups, its own WAL archive and its own recoverable window; the top-level ``timelines`` and
+``window`` are the current generation's.
+"""
 
 from __future__ import annotations
 
@@ -39,15 +44,35 @@ def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
     }
     from pgkura.commands.drill import last_drill
 
-    for entry in out["backups"]:
+    for entry, m in zip(out["backups"], manifests, strict=True):
         entry["last_drill"] = last_drill(repo, stanza, entry["id"])
-    if backup_id is None:
+        gen = info.generation_of(m.system_identifier) if info else None
+        entry["generation"] = gen.number if gen else None
+    if backup_id is None and info is None:
+        out["generations"] = []
         out.update(wal_facts(repo, stanza, manifests))
+    elif backup_id is None and info is not None:
+        out["generations"] = [
+            {
+                **gen.to_json(),
+                "backups": sum(m.system_identifier == gen.system_identifier for m in manifests),
+                **wal_facts(
+                    repo,
+                    info.archive(gen),
+                    [m for m in manifests if m.system_identifier == gen.system_identifier],
+                ),
+            }
+            for gen in info.generations
+        ]
+        current = out["generations"][-1]
+        keys = ("timelines", "window", "window_problem")
+        out.update({k: current[k] for k in keys if k in current})
     return out
 
 
-def wal_facts(repo: Repository, stanza: str, manifests: list[Any]) -> dict[str, Any]:
-    """The archived WAL per timeline (ranges and gaps) and the recoverable window."""
+def wal_facts(repo: Repository, archive: str, manifests: list[Any]) -> dict[str, Any]:
+    """The WAL in ``archive`` (one generation's) per timeline, ranges and gaps, and the
+    recoverable window from the generation's backups ``manifests``."""
     from pgkura.physical.choose import consistency_lsn, consistency_time
     from pgkura.wal.catalog import describe_runs, load_catalog, timeline_history
     from pgkura.wal.names import parse_lsn
@@ -58,14 +83,14 @@ def wal_facts(repo: Repository, stanza: str, manifests: list[Any]) -> dict[str, 
         if online
         else (DEFAULT_SEG_SIZE)
     )
-    catalog = load_catalog(repo, stanza, seg_size)
+    catalog = load_catalog(repo, archive, seg_size)
     facts: dict[str, Any] = {"timelines": describe_runs(catalog), "window": None}
     if not online:
         return facts
     first = online[0]
     latest = max(catalog.latest_timeline(), first.timeline or 1)
     try:
-        history = timeline_history(repo, stanza, latest)
+        history = timeline_history(repo, archive, latest)
     except PgkuraError as exc:
         facts["window_problem"] = exc.message
         return facts

@@ -18,6 +18,7 @@ from pgkura.logical.restore import (
 )
 from pgkura.logical.toc import read_toc
 from pgkura.logical.tools import PgTools, connect_maintenance, find_tools
+from pgkura.pg.versions import major_of_version_num
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import (
@@ -63,16 +64,25 @@ def _choose(repo: Repository, stanza: str, wanted: str | None) -> Manifest:
 
 
 def _tools(cfg: Config, facts: DumpFacts, list_only: bool) -> PgTools:
+    # pg_restore reads archives of its own version and older: at least the pg_dump's that
+    # wrote the dump.
+    dumped_by = int(facts.pg_dump_version.split(".")[0])
     if list_only:
-        # pg_restore --list reads archives of its own version and older: the dump's version.
-        return find_tools(cfg.pg_bin, facts.server_version_num // 10000)
+        return find_tools(cfg.pg_bin, dumped_by, search_path=cfg.pg_search_path)
     conn = connect_maintenance(cfg)
     try:
         row = conn.execute("SHOW server_version_num").fetchone()
     finally:
         conn.close()
-    target_major = int(row[0]) // 10000 if row else 0
-    return find_tools(cfg.pg_bin, max(target_major, facts.server_version_num // 10000))
+    target_major = major_of_version_num(int(row[0])) if row else 0
+    # The target server's own pg_restore and psql when they can read the dump: what they
+    # send, the server understands (a newer psql's script may set what it does not know).
+    return find_tools(
+        cfg.pg_bin,
+        max(target_major, dumped_by),
+        prefer=target_major,
+        search_path=cfg.pg_search_path,
+    )
 
 
 def listing(tools: PgTools, reader: BlockReader, manifest: Manifest, facts: DumpFacts) -> str:

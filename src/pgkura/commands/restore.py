@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.errors import CorruptionError, PgkuraError, UsageError
+from pgkura.physical.choose import Choice
 from pgkura.physical.pgmanifest import write_pg_manifest
 from pgkura.physical.recovery import RecoveryTarget, write_recovery_settings
 from pgkura.physical.restore import (
@@ -62,12 +64,7 @@ def run_restore(
     repo = open_repository(cfg)
     from pgkura.physical.choose import choose_backup
 
-    bin_dir = None
-    if req.target.kind in ("xid", "name"):
-        from pgkura.pg.binaries import find_pg_bin
-
-        bin_dir = find_pg_bin(cfg.pg_bin)
-    choice = choose_backup(repo, cfg.stanza, req.target, req.backup_id, bin_dir)
+    choice = choose_backup(repo, cfg.stanza, req.target, req.backup_id, wal_reader(cfg))
     manifest = choice.manifest
     chosen = manifest.id
     if manifest.kind != "physical":
@@ -87,19 +84,29 @@ def run_restore(
     refuse_live_server(list(plan.tablespaces.values()))
     check_targets(plan, req.delta)
     with shared_lock(repo):  # gc cannot delete what this restore reads
-        wal = check_replay(repo, cfg.stanza, choice, req.target, _waldump_dir(cfg), req.jobs)
-        return _restore(cfg, req, progress, repo, manifest, choice.note, target, plan, index, wal)
+        waldump = _waldump_dir(cfg, manifest.pg_version)
+        wal = check_replay(repo, choice, req.target, waldump, req.jobs)
+        return _restore(cfg, req, progress, repo, choice, target, plan, index, wal)
 
 
-def _waldump_dir(cfg: Config) -> Path | None:
-    """Where pg_waldump is, to say where a damaged archive's last recoverable point is."""
-    from pgkura.errors import PgkuraError
-    from pgkura.pg.binaries import find_pg_bin
-
+def _waldump_dir(cfg: Config, major: int) -> Path | None:
+    """Where the backup's major's pg_waldump is, to say where a damaged archive's last
+    recoverable point is (None: that is then said less precisely)."""
     try:
-        return find_pg_bin(cfg.pg_bin)
+        return wal_reader(cfg)(major)
     except PgkuraError:
         return None
+
+
+def wal_reader(cfg: Config) -> Callable[[int], Path]:
+    """The programs that read archived WAL of a major (pg_waldump must be the WAL's own)."""
+    from pgkura.pg.binaries import find_pg_bin
+
+    def find(major: int) -> Path:
+        what = f"reading PostgreSQL {major}'s archived WAL"
+        return find_pg_bin(cfg.pg_bin, major=major, search_path=cfg.pg_search_path, what=what)
+
+    return find
 
 
 def refuse_live_server(paths: list[Path]) -> None:
@@ -123,17 +130,17 @@ def _restore(
     req: RestoreRequest,
     progress: Progress | None,
     repo: Repository,
-    manifest: Manifest,
-    note: str | None,
+    choice: Choice,
     target: Path,
     plan: RestorePlan,
     index: BlockIndex | None,
     wal: WalCheck,
 ) -> RestoreResult:
+    manifest, note = choice.manifest, choice.note
     index = index or BlockIndex(repo).load()
     _check_blocks_present(index, manifest, req.only)
     if manifest.method != "offline":
-        _check_wal_present(repo, cfg.stanza, manifest)
+        _check_wal_present(repo, choice.archive, manifest)
     restorer = PhysicalRestorer(
         index,
         manifest,
@@ -215,9 +222,9 @@ def _check_blocks_present(
             )
 
 
-def _check_wal_present(repo: Repository, stanza: str, manifest: Manifest) -> None:
+def _check_wal_present(repo: Repository, archive: str, manifest: Manifest) -> None:
     """Refuse before writing anything when WAL the backup needs to become consistent is not
-    in the archive: the restored cluster could never start."""
+    in its generation's ``archive``: the restored cluster could never start."""
     from pgkura.repository import layout
     from pgkura.wal.names import parse_lsn, segments_between
 
@@ -226,7 +233,7 @@ def _check_wal_present(repo: Repository, stanza: str, manifest: Manifest) -> Non
     start, stop = parse_lsn(manifest.start_lsn), parse_lsn(manifest.stop_lsn)
     seg_size = int(manifest.extra.get("wal_segment_size", 16 * 1024 * 1024))
     for name in segments_between(manifest.timeline, start, max(stop - 1, start), seg_size):
-        if not repo.storage.exists(layout.wal_key(stanza, name)):
+        if not repo.storage.exists(layout.wal_key(archive, name)):
             raise CorruptionError(
                 f"backup {manifest.id} cannot be restored: WAL segment {name}, needed to make "
                 "it consistent, is not in the archive; nothing was written",

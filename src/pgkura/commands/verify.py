@@ -88,7 +88,6 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int, pages: boo
     backups: list[_BackupCheck] = []
     files: list[FileToCheck] = []
     first_seen: dict[tuple[str | None, ...], int] = {}
-    catalog = None
     for bid in ids:
         try:
             m = read_manifest(repo, stanza, bid)
@@ -97,11 +96,13 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int, pages: boo
             continue
         check = _BackupCheck(m.id, len(m.files))
         backups.append(check)
-        if info is not None and m.system_identifier != info.system_identifier:
+        generation = info.generation_of(m.system_identifier) if info is not None else None
+        if info is not None and generation is None:
             check.head.append(
                 f"backup {m.id}: its manifest belongs to system identifier "
-                f"{m.system_identifier}, not the stanza's {info.system_identifier}"
+                f"{m.system_identifier}, which is none of the stanza's ({info.describe()})"
             )
+        archive = info.archive(generation) if info is not None and generation else stanza
         start_lsn = parse_lsn(m.start_lsn) if m.start_lsn and m.method != "offline" else None
         for f in m.files:
             if f.type != "file":
@@ -119,11 +120,9 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int, pages: boo
             )
         if m.kind == "physical" and m.method != "offline" and m.start_lsn and m.stop_lsn:
             seg = int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
-            if catalog is None:
-                catalog = load_catalog(repo, stanza, seg)
             start, stop = parse_lsn(m.start_lsn), parse_lsn(m.stop_lsn)
             for name in segments_between(m.timeline or 1, start, max(stop - 1, start), seg):
-                if not repo.storage.exists(layout.wal_key(stanza, name)):
+                if not repo.storage.exists(layout.wal_key(archive, name)):
                     check.tail.append(
                         f"backup {m.id}: WAL segment {name}, needed to make it consistent, "
                         "is missing from the archive"
@@ -137,8 +136,9 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int, pages: boo
                 "repair index to write it back)"
             )
     # The archive is checked by this process while worker processes read the backups' files.
-    archive = VerifyReport()
-    meanwhile = None if backup_id else lambda: _verify_archive(repo, stanza, archive, jobs)
+    wal = VerifyReport()
+    archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
+    meanwhile = None if backup_id else lambda: _verify_archives(repo, archives, wal, jobs)
     results = check_files(BlockReader(index), files, jobs, meanwhile)
     for check in backups:
         problems = list(check.head)
@@ -148,8 +148,8 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int, pages: boo
         problems += check.tail
         report.problems += problems
         report.backups.append({"id": check.id, "files": check.count, "ok": not problems})
-    report.wal_checked = archive.wal_checked
-    report.problems += archive.problems
+    report.wal_checked = wal.wal_checked
+    report.problems += wal.problems
     return report
 
 
@@ -191,8 +191,17 @@ def _check_pack(repo: Any, pack_id: str) -> str | None:
     return None
 
 
-def _verify_archive(repo: Any, stanza: str, report: VerifyReport, jobs: int) -> None:
-    objects = list(repo.storage.list(layout.wal_prefix(stanza)))
+def _verify_archives(repo: Any, archives: list[str], report: VerifyReport, jobs: int) -> None:
+    """Every WAL archive of the stanza: one per generation."""
+    for archive in archives:
+        _verify_archive(repo, archive, report, jobs, len(archives) > 1)
+
+
+def _verify_archive(
+    repo: Any, archive: str, report: VerifyReport, jobs: int, name_generation: bool
+) -> None:
+    objects = list(repo.storage.list(layout.wal_prefix(archive)))
+    where = f" ({layout.describe_archive(archive)})" if name_generation else ""
 
     def check(key: str) -> str | None:
         name = key.rsplit("/", 1)[-1]
@@ -203,9 +212,9 @@ def _verify_archive(repo: Any, stanza: str, report: VerifyReport, jobs: int) -> 
         try:
             unseal(repo.storage.get(key), repo.key)
         except SealError as exc:
-            return f"archived WAL file {name} is damaged: {exc}"
+            return f"archived WAL file {name}{where} is damaged: {exc}"
         except KeyError:
-            return f"archived WAL file {name} vanished while it was verified"
+            return f"archived WAL file {name}{where} vanished while it was verified"
         return None
 
     with ThreadPoolExecutor(jobs, thread_name_prefix="pgkura-verify-wal") as pool:
@@ -213,14 +222,14 @@ def _verify_archive(repo: Any, stanza: str, report: VerifyReport, jobs: int) -> 
             report.wal_checked += 1
             if problem:
                 report.problems.append(problem)
-    catalog = load_catalog(repo, stanza)
+    catalog = load_catalog(repo, archive)
     for tl in describe_runs(catalog):
         if not tl["history_file"]:
             report.problems.append(
-                f"timeline {tl['timeline']}: its history file is missing from the archive"
+                f"timeline {tl['timeline']}{where}: its history file is missing from the archive"
             )
         for gap in tl["gaps"]:  # type: ignore[attr-defined]
             report.problems.append(
-                f"timeline {tl['timeline']}: WAL segments {gap['first']} to {gap['last']} "
-                "are missing from the archive"
+                f"timeline {tl['timeline']}{where}: WAL segments {gap['first']} to "
+                f"{gap['last']} are missing from the archive"
             )

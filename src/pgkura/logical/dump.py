@@ -29,6 +29,7 @@ from pgkura.logical.tools import (
     find_tools,
     tool_message,
 )
+from pgkura.pg.versions import capabilities, major_of_version_num
 from pgkura.physical.backup import new_backup_id, stored_bytes
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, PackWriter
@@ -93,12 +94,7 @@ def _one(conn: Any, query: str) -> Any:
 
 def server_facts(conn: Any) -> ServerFacts:
     version_num = int(_one(conn, "SHOW server_version_num"))
-    if version_num >= 170000:
-        locale = "datlocprovider, datlocale"
-    elif version_num >= 150000:
-        locale = "datlocprovider, daticulocale"
-    else:
-        locale = "'c', NULL"
+    locale = capabilities(major_of_version_num(version_num), "the server").pg_database_locale_sql
     rows = conn.execute(
         "SELECT datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, "
         f"datctype, {locale}, pg_database_size(oid), datistemplate FROM pg_database "
@@ -220,8 +216,8 @@ def take_dump(
     finally:
         conn.close()
     databases = _chosen_databases(req, facts)
-    tools = find_tools(cfg.pg_bin, facts.version_num // 10000)
-    major = facts.version_num // 10000
+    major = major_of_version_num(facts.version_num)
+    tools = find_tools(cfg.pg_bin, major, search_path=cfg.pg_search_path)
     repo.ensure_stanza(cfg.stanza, facts.system_identifier, major)
     with backup_lock(repo, cfg.stanza):
         started = utc_now()

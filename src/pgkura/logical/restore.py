@@ -20,6 +20,7 @@ from pgkura.errors import PostgresError, UsageError
 from pgkura.logical.records import DatabaseDump, DumpFacts, globals_file
 from pgkura.logical.toc import dump_entry, feed, parse_toc, read_toc, staged_dump
 from pgkura.logical.tools import PgTools, ToolProcess, connect_maintenance, conninfo, tool_message
+from pgkura.pg.versions import capabilities, major_of_version_num
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
@@ -233,7 +234,8 @@ def _create_sql(cfg: Config, t: Target, opts: RestoreOptions) -> Any:
         ),
         sql.SQL("LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(db.collate), sql.Literal(db.ctype)),
     ]
-    if db.locale_provider == "i" and db.icu_locale and version_num >= 150000:
+    caps = capabilities(major_of_version_num(version_num), "the server restored into")
+    if db.locale_provider == "i" and db.icu_locale and caps.has_icu_locale_clause:
         parts.append(
             sql.SQL("LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(db.icu_locale))
         )

@@ -3,7 +3,10 @@ running them as streams.
 
 pg_dump can read servers of its own major version and older ones, never newer ones (its catalog
 queries would miss what the newer server added), so the tools chosen are of the server's major
-version or newer. Connection parameters reach the tools as a libpq connection string built from
+version or newer: the server's own when installed (the most faithful dump, and a restore
+script the server understands), else the nearest newer one.
+
+Connection parameters reach the tools as a libpq connection string built from
 ``--dbconn`` (which never holds a password: config.py refuses it) or through libpq's environment
 (PGHOST, PGPORT, PGUSER, PGPASSFILE), inherited as it is.
 """
@@ -13,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shlex
 import subprocess
 import tempfile
@@ -26,11 +28,11 @@ from psycopg.conninfo import make_conninfo
 
 from pgkura.config import Config
 from pgkura.errors import PostgresError, UsageError
+from pgkura.pg.binaries import installations, program_version
 
 log = logging.getLogger("pgkura")
 
 TOOLS = ("pg_dump", "pg_dumpall", "pg_restore", "psql")
-_VERSION_RE = re.compile(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
 #: How much of a tool's stderr an error message quotes.
 MAX_MESSAGE = 2000
 
@@ -49,62 +51,57 @@ class PgTools:
 
 def tool_version(program: Path) -> tuple[int, str]:
     """(major, "major.minor") of a PostgreSQL program, from its ``--version``."""
-    try:
-        out = subprocess.run(
-            [str(program), "--version"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise PostgresError(f"cannot run {program} --version: {exc}") from None
-    m = _VERSION_RE.search(out)
-    if not m:
-        raise PostgresError(f"cannot read the version of {program} from {out.strip()!r}")
-    major = int(m.group(1))
-    return major, f"{major}.{m.group(2) or 0}"
-
-
-def _candidate_dirs(pg_bin: str | None) -> list[Path]:
-    if pg_bin:
-        return [Path(pg_bin)]
-    found = []
-    for d in Path("/usr/lib/postgresql").glob("*/bin"):
-        if d.parent.name.isdigit():
-            found.append(d)
-    found.sort(key=lambda d: -int(d.parent.name))
-    for entry in os.environ.get("PATH", "").split(os.pathsep):
-        try:
-            if entry and (Path(entry) / "pg_dump").is_file():
-                found.append(Path(entry))
-        except OSError:  # a PATH entry this user may not read
-            continue
+    found = program_version(program)
+    if found is None:
+        raise PostgresError(f"cannot read the version of {program} (from its --version)")
     return found
 
 
-def find_tools(pg_bin: str | None, server_major: int) -> PgTools:
-    """The client programs to use with a server of ``server_major``: ``--pg-bin`` when given
-    (refused when older than the server), else the newest installed ones."""
-    candidates = _candidate_dirs(pg_bin)
-    for d in candidates:
+def find_tools(
+    pg_bin: str | None,
+    at_least: int,
+    *,
+    prefer: int | None = None,
+    search_path: str | None = None,
+) -> PgTools:
+    """The client programs to use where a major of at least ``at_least`` is needed (pg_dump
+    of the server's or newer; pg_restore of the dump's and of the target server's or newer):
+    ``--pg-bin`` when given (refused when older), else the installation of major ``prefer``
+    (default ``at_least``), else the oldest newer one on the search path (pgkura.pg.binaries)."""
+    if pg_bin:
+        d = Path(pg_bin)
         missing = [t for t in TOOLS if not (d / t).is_file()]
         if missing:
-            if pg_bin:
-                raise UsageError(
-                    f"{d} has no {', '.join(missing)}",
-                    hint="point --pg-bin at a directory with PostgreSQL's client programs",
-                )
-            continue
-        major, version = tool_version(d / "pg_dump")
-        if major < server_major:
             raise UsageError(
-                f"pg_dump {version} in {d} is older than the server (PostgreSQL {server_major}); "
-                "pg_dump cannot dump a newer server",
-                hint=f"install PostgreSQL {server_major} (or newer) client programs and pass "
+                f"{d} has no {', '.join(missing)}",
+                hint="point --pg-bin at a directory with PostgreSQL's client programs",
+            )
+        major, version = tool_version(d / "pg_dump")
+        if major < at_least:
+            raise UsageError(
+                f"pg_dump {version} in {d} is older than PostgreSQL {at_least}, whose server or "
+                "dump it would have to read; PostgreSQL's client programs read only their own "
+                "major's and older ones",
+                hint=f"install PostgreSQL {at_least} (or newer) client programs and pass "
                 "their directory with --pg-bin",
             )
         return PgTools(d, major, version)
-    raise UsageError(
-        "no PostgreSQL client programs (pg_dump, pg_restore, psql) found",
-        hint="install postgresql-client, or pass their directory with --pg-bin",
-    )
+    usable = [
+        i
+        for i in installations(search_path)
+        if i.major >= at_least and all((i.bin_dir / t).is_file() for t in TOOLS)
+    ]
+    if not usable:
+        raise UsageError(
+            f"no PostgreSQL client programs (pg_dump, pg_restore, psql) of PostgreSQL "
+            f"{at_least} or newer found",
+            hint="install postgresql-client of that version, add its bin directory to "
+            "--pg-search-path, or pass it with --pg-bin",
+        )
+    wanted = prefer if prefer is not None else at_least
+    chosen = next((i for i in usable if i.major == wanted), None)
+    chosen = chosen or min(usable, key=lambda i: i.major)
+    return PgTools(chosen.bin_dir, chosen.major, chosen.version)
 
 
 def conninfo(cfg: Config, dbname: str | None) -> str:

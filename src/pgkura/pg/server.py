@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pgkura.errors import PostgresError
+from pgkura.pg.binaries import program_version
 from pgkura.pg.process import run
+from pgkura.pg.versions import capabilities
 
 SUPERUSER = "postgres"
 LOG_TAIL_LINES = 20
@@ -58,6 +60,13 @@ class LocalServer:
     def _tool(self, name: str) -> str:
         return str(self.bin_dir / name)
 
+    def major(self) -> int:
+        """The major version of the server's programs."""
+        found = program_version(self.bin_dir / "pg_controldata")
+        if found is None:
+            raise PostgresError(f"cannot tell which PostgreSQL {self.bin_dir} holds")
+        return found[0]
+
     def _run(self, cmd: Sequence[str], timeout: float | None = None) -> str:
         env = {**os.environ, "LC_ALL": "C", **self.libpq_env()}
         return run(cmd, user=self.user, env=env, timeout=timeout).stdout.decode()
@@ -87,8 +96,9 @@ class LocalServer:
             self._tool("initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust",
             "--encoding=UTF8", "--locale=C", "--no-sync",
         ]  # fmt: skip
-        if checksums:
-            cmd.append("--data-checksums")
+        cmd += capabilities(self.major(), f"initdb in {self.bin_dir}").initdb_checksum_args(
+            checksums
+        )
         self._run([*cmd, *initdb_args])
         conf = {
             "fsync": "off",  # private throwaway servers; backups themselves still fsync

@@ -22,6 +22,7 @@ from pgkura.config import Config
 from pgkura.errors import PgkuraError, PostgresError
 from pgkura.pg.binaries import find_pg_bin, pg_tool
 from pgkura.pg.process import run
+from pgkura.pg.versions import major_of_version_num
 from pgkura.physical.backup import new_backup_id, previous_files, store_files
 from pgkura.physical.exclusions import OnlineExclusions
 from pgkura.physical.online import OnlineCopy, finish_online_backup, server_facts
@@ -67,10 +68,13 @@ def backup_basebackup(
     from pgkura.pg.connection import connect
 
     with connect(cfg) as conn:
-        facts = server_facts(conn)
-    bin_dir = find_pg_bin(cfg.pg_bin)
+        facts = server_facts(conn)  # refuses an unsupported major
     stanza = cfg.stanza
-    pg_version = facts.version_num // 10000
+    pg_version = major_of_version_num(facts.version_num)
+    # pg_basebackup reads servers of its own major and older ones: the server's own is
+    # chosen, unless --pg-bin names one (a newer one works too).
+    major, path = (None if cfg.pg_bin else pg_version), cfg.pg_search_path
+    bin_dir = find_pg_bin(cfg.pg_bin, major=major, search_path=path, what="the server")
     repo.ensure_stanza(stanza, facts.system_identifier, pg_version)
     scratch = make_scratch("basebackup")
     try:

@@ -3,15 +3,23 @@
 Everything here is decided before anything is written: a target before the oldest backup's
 consistency point, or past the end of the archived WAL, is refused with the recoverable
 window in the message, instead of a cluster that fails to start.
+
+A stanza that was upgraded (``pgkura stanza upgrade``) has several generations, each its own
+cluster with its own WAL archive. A restore works within one: the chosen backup's, whose WAL
+alone is replayed. A time target picks the newest backup of any generation that was
+consistent before it; other targets (and none) the newest backup's generation, unless
+``--backup`` names another.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pgkura.errors import NotFoundError, UsageError
+from pgkura.pg.versions import capabilities
 from pgkura.physical.recovery import RecoveryTarget
 from pgkura.repository.manifest import Manifest, list_backup_ids, read_manifest, resolve_backup_id
 from pgkura.repository.repo import Repository
@@ -24,6 +32,7 @@ from pgkura.wal.names import DEFAULT_SEG_SIZE, format_lsn, parse_lsn, segment_na
 class Choice:
     manifest: Manifest
     note: str | None  # what was picked and why, when pgkura picked it
+    archive: str  # the WAL archive of the backup's generation (layout.wal_archive)
     #: where an --to-xid or --to-name target is in the archived WAL, when it was looked up
     target_lsn: int | None = None
 
@@ -74,7 +83,7 @@ def _window(backups: list[Manifest], end_lsn: int, end_time: float | None) -> st
 
 
 def target_history(
-    repo: Repository, stanza: str, target: RecoveryTarget, m: Manifest, catalog: ArchiveCatalog
+    repo: Repository, archive: str, target: RecoveryTarget, m: Manifest, catalog: ArchiveCatalog
 ) -> TimelineHistory:
     """The history recovery from ``m`` follows for ``target``'s --target-timeline."""
     if target.timeline == "current":
@@ -83,7 +92,7 @@ def target_history(
         tli = max(catalog.latest_timeline(), m.timeline or 1)
     else:
         tli = int(target.timeline)
-    history = timeline_history(repo, stanza, tli)
+    history = timeline_history(repo, archive, tli)
     if (m.timeline or 1) not in history.timelines():
         raise UsageError(
             f"backup {m.id} is on timeline {m.timeline}, which is not in the history of "
@@ -95,7 +104,7 @@ def target_history(
 
 def _locate(
     repo: Repository,
-    stanza: str,
+    archive: str,
     target: RecoveryTarget,
     online: list[Manifest],
     catalog: ArchiveCatalog,
@@ -106,10 +115,12 @@ def _locate(
     from pgkura.wal.scan import find_target_lsn
 
     assert target.value is not None
-    history = target_history(repo, stanza, target, online[-1], catalog)
+    history = target_history(repo, archive, target, online[-1], catalog)
     first = online[0]
     start = parse_lsn(first.start_lsn) if first.start_lsn else consistency_lsn(first)
-    lsn = find_target_lsn(repo, stanza, catalog, history, start, target.kind, target.value, bin_dir)
+    lsn = find_target_lsn(
+        repo, archive, catalog, history, start, target.kind, target.value, bin_dir
+    )
     if lsn is not None:
         return lsn
     end_lsn, _end_time = catalog.replay_end(history, start)
@@ -132,13 +143,33 @@ def choose_backup(
     stanza: str,
     target: RecoveryTarget,
     requested: str | None,
-    bin_dir: Path | None = None,
+    pg_bin_for: Callable[[int], Path] | None = None,
 ) -> Choice:
+    """The backup to restore for ``target`` (``requested`` if given), checked to reach it;
+    ``pg_bin_for(major)`` gives the programs that read the archived WAL (pg_waldump), for xid
+    and name targets. Refuses a backup of a PostgreSQL major pgkura does not support."""
+    choice = _choose(repo, stanza, target, requested, pg_bin_for)
+    m = choice.manifest
+    capabilities(m.pg_version, f"backup {m.id}")
+    return choice
+
+
+def _choose(
+    repo: Repository,
+    stanza: str,
+    target: RecoveryTarget,
+    requested: str | None,
+    pg_bin_for: Callable[[int], Path] | None,
+) -> Choice:
+    def archive_of(m: Manifest) -> str:
+        return repo.wal_archive(stanza, m.system_identifier)
+
     def to_the_end(m: Manifest) -> Choice:
         """Replay to the end of the archive: the target timeline's history must be there."""
+        archive = archive_of(m) if m.kind == "physical" else stanza
         if m.kind == "physical" and m.method != "offline":
-            target_history(repo, stanza, target, m, load_catalog(repo, stanza, _seg_size(m)))
-        return Choice(m, None)
+            target_history(repo, archive, target, m, load_catalog(repo, archive, _seg_size(m)))
+        return Choice(m, None, archive)
 
     if target.kind == "none" and requested not in (None, "latest"):
         return to_the_end(read_manifest(repo, stanza, resolve_backup_id(repo, stanza, requested)))
@@ -156,20 +187,49 @@ def choose_backup(
             )
         if target.kind == "none":
             return to_the_end(backups[-1])
+    # One generation only: the newest backup's, or for a time, the newest one before it.
+    pivot = backups[-1]
+    if target.kind == "time":
+        before = [b for b in backups if b.method != "offline" and _consistent_before(b, target)]
+        pivot = before[-1] if before else pivot
+    backups = [b for b in backups if b.system_identifier == pivot.system_identifier]
+    return _choose_in_generation(
+        repo, stanza, archive_of(pivot), target, requested, backups, pg_bin_for
+    )
+
+
+def _choose_in_generation(
+    repo: Repository,
+    stanza: str,
+    archive: str,
+    target: RecoveryTarget,
+    requested: str | None,
+    backups: list[Manifest],
+    pg_bin_for: Callable[[int], Path] | None,
+) -> Choice:
+    """The backup for ``target`` among ``backups``, all of the generation whose WAL archive
+    is ``archive``."""
+    sysid = backups[-1].system_identifier
+
+    def generation_backups() -> list[Manifest]:
+        """The physical backups of the chosen generation, for the recoverable window."""
+        return [b for b in physical_backups(repo, stanza) if b.system_identifier == sysid]
+
     online = [b for b in backups if b.method != "offline"]
     if not online:
-        return Choice(backups[-1], None)  # run_restore refuses targets on offline backups
-    catalog = load_catalog(repo, stanza, _seg_size(online[-1]))
+        return Choice(backups[-1], None, archive)  # run_restore refuses targets on offline ones
+    catalog = load_catalog(repo, archive, _seg_size(online[-1]))
 
     target_lsn: int | None = None
-    if target.kind in ("xid", "name") and bin_dir is not None:
-        target_lsn = _locate(repo, stanza, target, online, catalog, bin_dir)
+    if target.kind in ("xid", "name") and pg_bin_for is not None:
+        bin_dir = pg_bin_for(online[-1].pg_version)
+        target_lsn = _locate(repo, archive, target, online, catalog, bin_dir)
 
     def reaches(m: Manifest) -> bool:
         if target_lsn is not None:
             return consistency_lsn(m) <= target_lsn
         if target.kind == "time":
-            return consistency_time(m) <= _time_of(target)
+            return _consistent_before(m, target)
         if target.kind == "lsn":
             assert target.value is not None
             return consistency_lsn(m) <= parse_lsn(target.value)
@@ -178,17 +238,43 @@ def choose_backup(
     fitting = [b for b in online if reaches(b)]
     newest = online[-1]
     if not fitting:
-        history = target_history(repo, stanza, target, newest, catalog)
+        history = target_history(repo, archive, target, newest, catalog)
         end_lsn, end_time = catalog.replay_end(history, consistency_lsn(online[0]))
         which = f"backup {requested}" if requested else "no backup"
         raise UsageError(
             f"{which} can reach {target.describe()}: it lies before "
             f"{'its' if requested else 'the oldest backup'}'s consistency point; "
-            + _window(physical_backups(repo, stanza), end_lsn, end_time),
+            + _window(generation_backups(), end_lsn, end_time),
             hint="choose a target inside the window (or an older backup with --backup)",
         )
     chosen = fitting[-1]
-    history = target_history(repo, stanza, target, chosen, catalog)
+    _check_reachable(repo, archive, target, chosen, catalog, generation_backups)
+    note = None
+    if requested is None:
+        why = {
+            "time": "the newest that was consistent before the target time",
+            "lsn": "the newest that was consistent before the target LSN",
+            "xid": "the newest that was consistent before the transaction ended",
+            "name": "the newest that was consistent before the restore point",
+        }.get(target.kind, "the newest")
+        note = (
+            f"picked backup {chosen.id} (consistent at {chosen.stop_lsn}, "
+            f"{consistency_time(chosen).isoformat(sep=' ')}), {why}"
+        )
+    return Choice(chosen, note, archive, target_lsn)
+
+
+def _check_reachable(
+    repo: Repository,
+    archive: str,
+    target: RecoveryTarget,
+    chosen: Manifest,
+    catalog: ArchiveCatalog,
+    generation_backups: Callable[[], list[Manifest]],
+) -> None:
+    """Refuse when the archived WAL cannot make ``chosen`` consistent or ends before the
+    target."""
+    history = target_history(repo, archive, target, chosen, catalog)
     start = parse_lsn(chosen.start_lsn) if chosen.start_lsn else consistency_lsn(chosen)
     end_lsn, end_time = catalog.replay_end(history, start)
     if end_lsn < consistency_lsn(chosen):
@@ -209,20 +295,11 @@ def choose_backup(
     if past_end:
         raise UsageError(
             f"{target.describe()} is past the end of the archived WAL; "
-            + _window(physical_backups(repo, stanza), end_lsn, end_time),
+            + _window(generation_backups(), end_lsn, end_time),
             hint="wait until the WAL is archived (SELECT pg_switch_wal() on the server "
             "forces it), or choose an earlier target",
         )
-    note = None
-    if requested is None:
-        why = {
-            "time": "the newest that was consistent before the target time",
-            "lsn": "the newest that was consistent before the target LSN",
-            "xid": "the newest that was consistent before the transaction ended",
-            "name": "the newest that was consistent before the restore point",
-        }.get(target.kind, "the newest")
-        note = (
-            f"picked backup {chosen.id} (consistent at {chosen.stop_lsn}, "
-            f"{consistency_time(chosen).isoformat(sep=' ')}), {why}"
-        )
-    return Choice(chosen, note, target_lsn)
+
+
+def _consistent_before(m: Manifest, target: RecoveryTarget) -> bool:
+    return consistency_time(m) <= _time_of(target)

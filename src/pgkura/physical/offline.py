@@ -14,6 +14,7 @@ from pgkura.errors import ServerRunningError
 from pgkura.pg.binaries import find_pg_bin
 from pgkura.pg.controldata import ControlData, read_control_data
 from pgkura.pg.postmaster import running_postmaster_pid
+from pgkura.pg.versions import capabilities
 from pgkura.physical.backup import (
     new_backup_id,
     previous_files,
@@ -52,14 +53,19 @@ def backup_offline(
     pgdata: Path,
     *,
     pg_bin: str | None,
+    search_path: str | None = None,
     jobs: int,
     force: bool = False,
     progress: Progress | None = None,
 ) -> Manifest:
-    control = read_control_data(pgdata, find_pg_bin(pg_bin))
+    pg_version = int((pgdata / "PG_VERSION").read_text().strip())
+    what = f"the cluster in {pgdata}"
+    capabilities(pg_version, what)
+    # pg_control's layout is the major's own: only its pg_controldata reads it right.
+    bin_dir = find_pg_bin(pg_bin, major=pg_version, search_path=search_path, what=what)
+    control = read_control_data(pgdata, bin_dir)
     if not force:
         check_stopped(pgdata, control)
-    pg_version = int((pgdata / "PG_VERSION").read_text().strip())
     repo.ensure_stanza(stanza, control.system_identifier, pg_version)
     with backup_lock(repo, stanza):
         started = utc_now()

@@ -17,6 +17,7 @@ from typing import Any
 
 from pgkura.config import Config
 from pgkura.errors import PgkuraError, PostgresError
+from pgkura.pg.versions import capabilities, major_of_version_num
 from pgkura.physical.backup import new_backup_id, previous_files, store_files, stored_bytes
 from pgkura.physical.exclusions import OnlineExclusions
 from pgkura.physical.source import walk_data_directory
@@ -45,8 +46,7 @@ def server_facts(conn: Any) -> ServerFacts:
         return row[0] if row else None
 
     version_num = int(one("SHOW server_version_num"))
-    if version_num < 100000:
-        raise PostgresError(f"PostgreSQL {version_num} is too old; pgkura supports 10 and newer")
+    capabilities(major_of_version_num(version_num), "the server")
     wal_level = one("SHOW wal_level")
     if wal_level not in ("replica", "logical"):
         raise PostgresError(
@@ -79,21 +79,16 @@ def server_facts(conn: Any) -> ServerFacts:
 
 
 def _start_backup(conn: Any, version_num: int, label: str, fast: bool) -> int:
-    if version_num >= 150000:
-        row = conn.execute("SELECT pg_backup_start(%s, %s)", (label, fast)).fetchone()
-    else:
-        row = conn.execute("SELECT pg_start_backup(%s, %s, false)", (label, fast)).fetchone()
+    caps = capabilities(major_of_version_num(version_num))
+    row = conn.execute(caps.backup_start_sql, (label, fast)).fetchone()
     return parse_lsn(str(row[0]))
 
 
 def _stop_backup(conn: Any, version_num: int) -> tuple[int, str, str, str]:
     # wait_for_archive is false: pgkura waits for the archive itself, with a timeout, instead
     # of letting the server block forever when archiving is broken.
-    if version_num >= 150000:
-        query = "SELECT lsn, labelfile, spcmapfile FROM pg_backup_stop(false)"
-    else:
-        query = "SELECT lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
-    lsn, label, spcmap = conn.execute(query).fetchone()
+    caps = capabilities(major_of_version_num(version_num))
+    lsn, label, spcmap = conn.execute(caps.backup_stop_sql).fetchone()
     # The server's clock, which recovery_target_time is compared with: once the WAL up to the
     # stop LSN is replayed, every transaction committed before this time is in.
     (stop_time,) = conn.execute("SELECT clock_timestamp()").fetchone()
@@ -132,8 +127,9 @@ def push_finished_segments(
     from pgkura.wal.archive import push_wal
 
     status = pg_wal / "archive_status"
+    archive = repo.wal_archive(stanza)  # the current generation's: push refuses any other
     for name in segments:
-        if repo.storage.exists(layout.wal_key(stanza, name)):
+        if repo.storage.exists(layout.wal_key(archive, name)):
             continue
         if not ((status / f"{name}.ready").exists() or (status / f"{name}.done").exists()):
             continue  # still being written: only the archiver may take it
@@ -144,14 +140,16 @@ def push_finished_segments(
 
 
 def wait_for_archive(repo: Repository, stanza: str, segments: list[str], timeout: float) -> None:
-    """Wait until every segment is archived; a missing one after ``timeout`` is an error."""
+    """Wait until every segment is in the archive of the stanza's current generation (the
+    backup's); a missing one after ``timeout`` is an error."""
     from pgkura.repository import layout
 
+    archive = repo.wal_archive(stanza)
     deadline = time.monotonic() + timeout
     pending = list(segments)
     pause = 0.02  # the last segment is usually archived within a few tens of milliseconds
     while pending:
-        pending = [s for s in pending if not repo.storage.exists(layout.wal_key(stanza, s))]
+        pending = [s for s in pending if not repo.storage.exists(layout.wal_key(archive, s))]
         if not pending:
             return
         if time.monotonic() > deadline:

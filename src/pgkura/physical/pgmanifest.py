@@ -1,9 +1,12 @@
-"""A backup_manifest in PostgreSQL's own format (version 1), left in every restored data
-directory so that ``pg_verifybackup -n DIR`` can check the restore before it is started.
+"""A backup_manifest in PostgreSQL's own format, left in every restored data directory so
+that ``pg_verifybackup -n DIR`` can check the restore before it is started.
 
-The format is what pg_basebackup writes: one JSON object per file on its own line, CRC-32C
-checksums as the hex of the checksum's bytes in memory (little-endian), the WAL ranges the
-backup needs, and a SHA-256 of everything before the "Manifest-Checksum" key.
+The format is what pg_basebackup of the backup's major writes: one JSON object per file on its
+own line, CRC-32C checksums as the hex of the checksum's bytes in memory (little-endian), the
+WAL ranges the backup needs, and a SHA-256 of everything before the "Manifest-Checksum" key.
+Version 2 (PostgreSQL 17 and newer, ``Capabilities.backup_manifest_version``) adds the
+cluster's System-Identifier, which pg_verifybackup then compares with pg_control; older
+pg_verifybackups know only version 1.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import google_crc32c
 
+from pgkura.pg.versions import capabilities
 from pgkura.repository.manifest import Manifest
 
 # Written or changed by restore, or ignored by pg_verifybackup anyway.
@@ -49,8 +53,13 @@ def render(manifest: Manifest, written: Iterable[tuple[str, bytes]]) -> str:
     timeline = manifest.timeline or 1
     start = manifest.start_lsn or "0/0"
     end = manifest.stop_lsn or start
+    version = capabilities(manifest.pg_version).backup_manifest_version
+    head = f'{{ "PostgreSQL-Backup-Manifest-Version": {version},\n'
+    if version >= 2:
+        head += f'"System-Identifier": {int(manifest.system_identifier)},\n'
     body = (
-        '{ "PostgreSQL-Backup-Manifest-Version": 1,\n"Files": [\n'
+        head
+        + '"Files": [\n'
         + ",\n".join(lines)
         + "\n],\n"
         + '"WAL-Ranges": [\n'

@@ -1,8 +1,9 @@
 """Recovery settings for a restored cluster, per PostgreSQL version.
 
-PostgreSQL 12 replaced recovery.conf: since then a ``recovery.signal`` file asks for archive
-recovery and the settings live in the normal configuration (pgkura appends them to
-postgresql.auto.conf, which is read last). Versions 10 and 11 read ``recovery.conf``.
+PostgreSQL 12 replaced recovery.conf: since then a signal file (``recovery.signal``, the
+version's ``Capabilities.recovery_signal``) asks for archive recovery and the settings live in
+the normal configuration (pgkura appends them to postgresql.auto.conf, which is read last).
+Every major pgkura supports works so (pgkura.pg.versions).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.config import Config
+from pgkura.pg.versions import capabilities
 
 MARKER = "# Recovery settings written by pgkura restore"
 
@@ -93,28 +95,18 @@ def write_recovery_settings(
 
     Returns the names of the files written, for the restore's report.
     """
+    caps = capabilities(pg_version)
     settings = {"restore_command": restore_command(cfg, stop_after), **target.settings()}
-    written = []
-    if pg_version >= 12:
-        lines = [MARKER] + [f"{k} = {_conf_value(v)}" for k, v in settings.items()]
-        if archive_mode_off:
-            lines.append("archive_mode = 'off'")
-        auto = target_dir / "postgresql.auto.conf"
-        existing = auto.read_text() if auto.exists() else ""
-        if existing and not existing.endswith("\n"):
-            existing += "\n"
-        _write(auto, existing + "\n".join(lines) + "\n")
-        _write(target_dir / "recovery.signal", "")
-        written += ["postgresql.auto.conf", "recovery.signal"]
-    else:
-        lines = [MARKER] + [f"{k} = {_conf_value(v)}" for k, v in settings.items()]
-        _write(target_dir / "recovery.conf", "\n".join(lines) + "\n")
-        written.append("recovery.conf")
-        if archive_mode_off:
-            auto = target_dir / "postgresql.auto.conf"
-            existing = auto.read_text() if auto.exists() else ""
-            _write(auto, existing + "\narchive_mode = 'off'\n")
-    return written
+    lines = [MARKER] + [f"{k} = {_conf_value(v)}" for k, v in settings.items()]
+    if archive_mode_off:
+        lines.append("archive_mode = 'off'")
+    auto = target_dir / "postgresql.auto.conf"
+    existing = auto.read_text() if auto.exists() else ""
+    if existing and not existing.endswith("\n"):
+        existing += "\n"
+    _write(auto, existing + "\n".join(lines) + "\n")
+    _write(target_dir / caps.recovery_signal, "")
+    return ["postgresql.auto.conf", caps.recovery_signal]
 
 
 def _write(path: Path, text: str) -> None:

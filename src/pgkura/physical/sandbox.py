@@ -82,28 +82,17 @@ class Sandbox:
 
     def _start(self) -> None:
         from pgkura.commands import open_repository
-        from pgkura.commands.restore import RestoreRequest, run_restore
-        from pgkura.pg.binaries import find_pg_bin
+        from pgkura.commands.restore import RestoreRequest, run_restore, wal_reader
         from pgkura.pg.server import LocalServer, free_port, make_owned_dir
         from pgkura.physical.choose import choose_backup
 
         repo = open_repository(self.cfg)
-        bin_dir = find_pg_bin(self.cfg.pg_bin)
         choice = choose_backup(
-            repo,
-            self.cfg.stanza,
-            self.target,
-            self.backup_id,
-            bin_dir if self.target.kind in ("xid", "name") else None,
+            repo, self.cfg.stanza, self.target, self.backup_id, wal_reader(self.cfg)
         )
         self.backup = choice.manifest
         self.note = choice.note
-        if self.backup.kind != "physical":
-            raise PgkuraError(
-                f"backup {self.backup.id} is a logical dump; a sandbox starts from a physical "
-                "backup",
-                hint="choose a physical backup with --backup, or restore the dump with --dbname",
-            )
+        bin_dir = self._programs()
         size = self.backup.size_bytes
         if self.sparse is not None:
             self.selection = self._select(repo)
@@ -165,6 +154,23 @@ class Sandbox:
                 "reached, damaged data)",
             ) from None
         self.timings["recovery"] = time.monotonic() - started
+
+    def _programs(self) -> Path:
+        """The programs that start the backup: only its own major's start its data directory."""
+        from pgkura.pg.binaries import find_pg_bin
+
+        if self.backup.kind != "physical":
+            raise PgkuraError(
+                f"backup {self.backup.id} is a logical dump; a sandbox starts from a physical "
+                "backup",
+                hint="choose a physical backup with --backup, or restore the dump with --dbname",
+            )
+        return find_pg_bin(
+            self.cfg.pg_bin,
+            major=self.backup.pg_version,
+            search_path=self.cfg.pg_search_path,
+            what=f"backup {self.backup.id}",
+        )
 
     def _isolate(self, pgdata: Path) -> None:
         """Settings that keep the sandbox away from everything else, last so they win."""

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pgkura.pg.checksum import BLCKSZ, is_relation_file
+from pgkura.pg.versions import PgClassLayout, capabilities, is_supported
 from pgkura.repository.manifest import FileEntry, Manifest
 
 # Objects created by initdb have oids below this (src/include/access/transam.h): the catalogs,
@@ -48,8 +49,6 @@ PG_DATABASE_OID = 1262
 PG_NAMESPACE_OID = 2615
 PG_INHERITS_OID = 2611
 PG_TOAST_NAMESPACE = 99
-# ignore_invalid_pages appeared in PostgreSQL 13; pg_class's layout below is 12's and newer's.
-MIN_VERSION = 13
 
 _MAP_MAGIC = 0x592717  # RELMAPPER_FILEMAGIC, src/backend/utils/cache/relmapper.c
 _LP_NORMAL = 1
@@ -99,8 +98,10 @@ def select(
 ) -> Selection:
     """The files of ``manifest`` that a sandbox for ``request`` needs. ``read`` returns a
     file's content from the repository. Raises NotSparse when it cannot tell."""
-    if manifest.pg_version < MIN_VERSION:
-        raise NotSparse(f"PostgreSQL {manifest.pg_version} has no ignore_invalid_pages")
+    if not is_supported(manifest.pg_version):
+        raise NotSparse(f"pgkura does not know PostgreSQL {manifest.pg_version}'s pg_class")
+    # Every supported major has ignore_invalid_pages (13 and newer); pg_class's layout moves.
+    pg_class = capabilities(manifest.pg_version).pg_class
     if sys.byteorder != "little":
         raise NotSparse("page layouts are read for little-endian machines only")
     files = {f.path: f for f in manifest.files if f.type == "file"}
@@ -121,7 +122,7 @@ def select(
     dboid = dboids.pop()
     db_dir = _database_dir(files, dboid)
     local_map = filenode_map(content(f"{db_dir}/pg_filenode.map"))
-    rows = list(_class_rows(_relation(content, f"{db_dir}/{local_map[PG_CLASS_OID]}")))
+    rows = list(_class_rows(_relation(content, f"{db_dir}/{local_map[PG_CLASS_OID]}"), pg_class))
     nodes = _wanted_filenodes(rows, local_map, request, content, db_dir)
 
     paths, skipped = set(), set()
@@ -186,21 +187,17 @@ class ClassRow:
     relkind: str
 
 
-# pg_class (12 and newer): oid, relname, relnamespace, reltype, reloftype, relowner, relam,
-# relfilenode, reltablespace, relpages, reltuples, relallvisible, reltoastrelid, relhasindex,
-# relisshared, relpersistence, relkind: fixed width, no nulls, byte offsets below.
-_CLASS_MIN = 116
-
-
-def _class_rows(tuples: Iterator[bytes]) -> Iterator[ClassRow]:
+def _class_rows(tuples: Iterator[bytes], layout: PgClassLayout) -> Iterator[ClassRow]:
+    """pg_class rows, read at the version's byte offsets (pgkura.pg.versions.PgClassLayout):
+    the columns up to relkind are fixed width and never null."""
     for data in tuples:
-        if len(data) < _CLASS_MIN:
+        if len(data) < layout.min_length:
             continue
         (oid,) = struct.unpack_from("=I", data, 0)
-        (relnamespace,) = struct.unpack_from("=I", data, 68)
-        (relfilenode,) = struct.unpack_from("=I", data, 88)
-        (reltoastrelid,) = struct.unpack_from("=I", data, 108)
-        relkind = chr(data[115])
+        (relnamespace,) = struct.unpack_from("=I", data, layout.relnamespace)
+        (relfilenode,) = struct.unpack_from("=I", data, layout.relfilenode)
+        (reltoastrelid,) = struct.unpack_from("=I", data, layout.reltoastrelid)
+        relkind = chr(data[layout.relkind])
         yield ClassRow(oid, _name(data, 4), relnamespace, relfilenode, reltoastrelid, relkind)
 
 

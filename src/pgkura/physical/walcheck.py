@@ -48,7 +48,6 @@ class _Problem:
 
 def check_replay(
     repo: Repository,
-    stanza: str,
     choice: Choice,
     target: RecoveryTarget,
     bin_dir: Path | None,
@@ -60,8 +59,9 @@ def check_replay(
     if m.kind != "physical" or m.method == "offline" or m.start_lsn is None:
         return WalCheck()
     seg = int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
-    catalog = load_catalog(repo, stanza, seg)
-    history = target_history(repo, stanza, target, m, catalog)
+    archive = choice.archive
+    catalog = load_catalog(repo, archive, seg)
+    history = target_history(repo, archive, target, m, catalog)
     read = catalog.replay_segments(history, parse_lsn(m.start_lsn))
     names = [segment_name_of_segno(tli, n, seg) for tli, n in read]
     need = _needed_segno(m, target, choice.target_lsn, seg)
@@ -69,7 +69,7 @@ def check_replay(
     # asks for it.
     upto = len(read) if need is None else sum(1 for _, n in read if n <= need + 1)
     problem = None
-    found = first_damaged(repo, stanza, names[:upto], jobs)
+    found = first_damaged(repo, archive, names[:upto], jobs)
     if found is not None:
         problem = _Problem(read[found[0]][1], names[found[0]], f"is damaged ({found[1]})")
     if problem is None and read and (need is None or read[-1][1] <= need):
@@ -83,7 +83,7 @@ def check_replay(
     if problem is None:
         return WalCheck(segments_read=upto)
     before = [n for (_, segno), n in zip(read, names, strict=True) if segno < problem.segno]
-    records = complete_records(repo, stanza, before[-2:], bin_dir) if before and bin_dir else None
+    records = complete_records(repo, archive, before[-2:], bin_dir) if before and bin_dir else None
     if _reached_before(m, target, choice.target_lsn, problem, records, need, seg):
         return WalCheck(stop_after=before[-1], segments_read=upto)
     raise _refusal(m, target, problem, records, seg)

@@ -27,14 +27,30 @@ def snapshot_key(stanza: str, backup_id: str) -> str:
     return f"snapshots/{stanza}/{backup_id}"
 
 
-def wal_prefix(stanza: str) -> str:
-    return f"wal/{stanza}/"
+def wal_archive(stanza: str, generation: int) -> str:
+    """The WAL archive of one generation of a stanza (docs/repository-format.md, "Stanza
+    generations"): the stanza's name for the first, ``<stanza>@<n>`` after each upgrade. '@'
+    is not allowed in stanza names, so no stanza's archive is another's."""
+    return stanza if generation == 1 else f"{stanza}@{generation}"
 
 
-def wal_key(stanza: str, wal_name: str) -> str:
+def describe_archive(archive: str) -> str:
+    """A WAL archive as messages name it: "stanza 'main'", "stanza 'main' (generation 2)"."""
+    stanza, _, generation = archive.partition("@")
+    return f"stanza {stanza!r}" + (f" (generation {generation})" if generation else "")
+
+
+def wal_prefix(archive: str) -> str:
+    """Where the WAL ``archive`` (a wal_archive) lives."""
+    return f"wal/{archive}/"
+
+
+def wal_key(archive: str, wal_name: str) -> str:
+    """The key of ``wal_name`` in ``archive`` (a wal_archive: a stanza name for a stanza
+    that was never upgraded)."""
     if wal_name.endswith(".history"):
-        return f"wal/{stanza}/history/{wal_name}"
-    return f"wal/{stanza}/{wal_name[:16]}/{wal_name}"
+        return f"wal/{archive}/history/{wal_name}"
+    return f"wal/{archive}/{wal_name[:16]}/{wal_name}"
 
 
 def lock_key(name: str) -> str:

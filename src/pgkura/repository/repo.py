@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 FORMAT = "pgkura-repository"
-VERSION = 1
+VERSION = 2  # 2: stanza generations (docs/repository-format.md)
 DEFAULT_BLOCK_SIZE = 64 * 1024
 
 
@@ -73,12 +73,107 @@ class RepoConfig:
         )
 
 
-class StanzaInfo:
-    __slots__ = ("created", "name", "pg_version", "system_identifier")
+class Generation:
+    """One cluster a stanza has backed up: the first, and one more per ``stanza upgrade``
+    (pg_upgrade makes a new cluster, with a new system identifier, of a newer major)."""
 
-    def __init__(self, name: str, system_identifier: str, pg_version: int, created: str) -> None:
-        self.name, self.system_identifier = name, system_identifier
+    __slots__ = ("created", "number", "pg_version", "system_identifier")
+
+    def __init__(self, number: int, system_identifier: str, pg_version: int, created: str) -> None:
+        self.number, self.system_identifier = number, system_identifier
         self.pg_version, self.created = pg_version, created
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.number,
+            "system_identifier": self.system_identifier,
+            "pg_version": self.pg_version,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Generation:
+        return cls(
+            int(data["generation"]),
+            str(data["system_identifier"]),
+            int(data["pg_version"]),
+            data["created"],
+        )
+
+
+class StanzaInfo:
+    """The stanza record: its generations, oldest first; the last one takes new WAL and
+    backups. ``system_identifier`` and ``pg_version`` are the current generation's."""
+
+    __slots__ = ("created", "generations", "name")
+
+    def __init__(self, name: str, generations: list[Generation], created: str) -> None:
+        self.name, self.generations, self.created = name, generations, created
+
+    @property
+    def current(self) -> Generation:
+        return self.generations[-1]
+
+    @property
+    def system_identifier(self) -> str:
+        return self.current.system_identifier
+
+    @property
+    def pg_version(self) -> int:
+        return self.current.pg_version
+
+    def generation_of(self, system_identifier: str) -> Generation | None:
+        for gen in self.generations:
+            if gen.system_identifier == system_identifier:
+                return gen
+        return None
+
+    def archive(self, generation: Generation) -> str:
+        """The WAL archive of ``generation`` (layout.wal_archive)."""
+        return layout.wal_archive(self.name, generation.number)
+
+    def archive_for(self, system_identifier: str | None) -> str:
+        """The WAL archive of the generation whose cluster is ``system_identifier`` (None: the
+        current one); a RepositoryError when the stanza never had that cluster."""
+        if system_identifier is None:
+            return self.archive(self.current)
+        gen = self.generation_of(system_identifier)
+        if gen is None:
+            raise RepositoryError(
+                f"the cluster with system identifier {system_identifier} is not one of stanza "
+                f"{self.name!r}'s ({self.describe()})",
+                hint="point this cluster at its own --stanza",
+            )
+        return self.archive(gen)
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"generation {g.number}: PostgreSQL {g.pg_version}, system identifier "
+            f"{g.system_identifier}"
+            for g in self.generations
+        )
+
+    def refuse(self, system_identifier: str, pg_version: int | None) -> RepositoryError:
+        """The error for a cluster that is not the current generation's."""
+        old = self.generation_of(system_identifier)
+        if old is not None:
+            return RepositoryError(
+                f"the cluster with system identifier {system_identifier} is generation "
+                f"{old.number} of stanza {self.name!r} (PostgreSQL {old.pg_version}), which was "
+                f"upgraded to generation {self.current.number} (PostgreSQL "
+                f"{self.current.pg_version}, system identifier {self.system_identifier}): it "
+                "takes no new WAL or backups",
+                hint="back up the upgraded cluster; the old generation's backups stay "
+                "restorable as they are",
+            )
+        theirs = f" (PostgreSQL {pg_version})" if pg_version else ""
+        return RepositoryError(
+            f"stanza {self.name!r} belongs to the cluster with system identifier "
+            f"{self.system_identifier} (PostgreSQL {self.pg_version}), not {system_identifier}"
+            f"{theirs}",
+            hint="use another --stanza for this cluster; if it is the stanza's cluster after "
+            "pg_upgrade, run pgkura --pgdata DIR stanza upgrade first",
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,13 +181,19 @@ class StanzaInfo:
             "system_identifier": self.system_identifier,
             "pg_version": self.pg_version,
             "created": self.created,
+            "generations": [g.to_json() for g in self.generations],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StanzaInfo:
-        return cls(
-            data["name"], str(data["system_identifier"]), int(data["pg_version"]), data["created"]
-        )
+        if "generations" in data:
+            generations = [Generation.from_json(g) for g in data["generations"]]
+        else:  # written before generations existed (format version 1): one generation
+            generations = [
+                Generation(1, str(data["system_identifier"]), int(data["pg_version"]),
+                           data["created"])
+            ]  # fmt: skip
+        return cls(data["name"], generations, data["created"])
 
 
 class Repository:
@@ -176,22 +277,63 @@ class Repository:
         return StanzaInfo.from_json(json.loads(raw))
 
     def ensure_stanza(self, name: str, system_identifier: str, pg_version: int) -> StanzaInfo:
-        """Bind ``name`` to a cluster on first use; refuse a different cluster afterwards."""
+        """Bind ``name`` to a cluster on first use; afterwards refuse any cluster but its
+        current generation's."""
         check_stanza_name(name)
         info = self.stanza(name)
         if info is None:
-            info = StanzaInfo(name, system_identifier, pg_version, iso(utc_now()))
+            created = iso(utc_now())
+            info = StanzaInfo(
+                name, [Generation(1, system_identifier, pg_version, created)], created
+            )
             body = json.dumps(info.to_json(), indent=2).encode()
             if not self.storage.put_if_absent(layout.stanza_key(name), body):
                 info = self.stanza(name)
                 assert info is not None
         if info.system_identifier != system_identifier:
-            raise RepositoryError(
-                f"stanza {name!r} belongs to the cluster with system identifier "
-                f"{info.system_identifier}, not {system_identifier}",
-                hint="use another --stanza for this cluster",
-            )
+            raise info.refuse(system_identifier, pg_version)
         return info
+
+    def wal_archive(self, stanza: str, system_identifier: str | None = None) -> str:
+        """The WAL archive of the stanza's generation whose cluster is ``system_identifier``
+        (None: the current generation; a stanza not created yet: its first)."""
+        info = self.stanza(stanza)
+        if info is None:
+            return layout.wal_archive(stanza, 1)
+        return info.archive_for(system_identifier)
+
+    def upgrade_stanza(
+        self, name: str, system_identifier: str, pg_version: int
+    ) -> tuple[StanzaInfo, bool]:
+        """Make the cluster ``system_identifier`` the stanza's new generation (after
+        pg_upgrade); (the record, whether a generation was added). The caller holds the
+        stanza's backup lock."""
+        check_stanza_name(name)
+        info = self.stanza(name)
+        if info is None:
+            raise RepositoryError(
+                f"stanza {name!r} does not exist yet: there is nothing to upgrade",
+                hint="a new stanza is bound to its cluster by its first backup or archive-push",
+            )
+        if info.system_identifier == system_identifier:
+            return info, False
+        old = info.generation_of(system_identifier)
+        if old is not None:
+            raise RepositoryError(
+                f"the cluster with system identifier {system_identifier} is generation "
+                f"{old.number} of stanza {name!r}, not a new one: a stanza never goes back",
+                hint="point --pgdata at the upgraded cluster",
+            )
+        if self.config.version < VERSION:
+            # Old readers would look for every generation's WAL where the first one's is.
+            self.config.version = VERSION
+            self.storage.put(
+                layout.CONFIG_KEY, json.dumps(self.config.to_json(), indent=2).encode()
+            )
+        number = info.current.number + 1
+        info.generations.append(Generation(number, system_identifier, pg_version, iso(utc_now())))
+        self.storage.put(layout.stanza_key(name), json.dumps(info.to_json(), indent=2).encode())
+        return info, True
 
 
 def _no_config(storage: Storage) -> NotARepositoryError:

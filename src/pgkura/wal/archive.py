@@ -1,11 +1,13 @@
 """The WAL archive of a stanza: push (archive_command) and get (restore_command).
 
-Each archived file is one sealed object at ``layout.wal_key(stanza, name)``
-(docs/repository-format.md, "WAL archive"). PostgreSQL retries a failed archive_command for
-ever and deletes the segment once the command succeeds, so push must never report success
-before the object is durable, never overwrite an archived file with different content, and
-accept a repeated push of identical content (the archiver may have died after the object was
-written but before it recorded success).
+Each archived file is one sealed object at ``layout.wal_key(archive, name)``, in the archive
+of the stanza's generation the file's cluster is (docs/repository-format.md, "WAL archive",
+"Stanza generations"); ``get_wal`` is given that archive.
+
+PostgreSQL retries a failed archive_command for ever and deletes the segment once the command
+succeeds, so push must never report success before the object is durable, never overwrite an
+archived file with different content, and accept a repeated push of identical content (the
+archiver may have died after the object was written but before it recorded success).
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ import errno
 import mmap
 import os
 
-from pgkura.errors import CorruptionError, PgkuraError, RepositoryError, UsageError
+from pgkura.errors import (
+    CorruptionError,
+    PgkuraError,
+    RepositoryError,
+    UnsupportedVersionError,
+    UsageError,
+)
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import (
@@ -117,22 +125,27 @@ def _read_source(path: StrPath, mapped: bool) -> bytes | memoryview:
 
 def _check_segment(
     repo: Repository, stanza: str, wal: WalName, raw: bytes | memoryview, pg_version: int | None
-) -> None:
-    """Refuse a segment that is truncated, misnamed, or from another cluster; bind the stanza."""
+) -> str:
+    """Refuse a segment that is truncated, misnamed, of an unsupported PostgreSQL, or from a
+    cluster that is not the stanza's current generation; bind a new stanza. Returns the WAL
+    archive it goes into."""
+    from pgkura.pg.versions import SUPPORTED_TEXT, capabilities
+
     try:
         header = read_long_header(raw)
     except WalHeaderError as exc:
         raise UsageError(f"{wal.name} is not a WAL segment: {exc}") from None
     version = header.pg_version
     if version is None:
-        if pg_version is None:
-            raise UsageError(
-                f"{wal.name} has WAL page magic 0x{header.magic:04X}, which this pgkura does "
-                "not know (it knows PostgreSQL 10 to 17)",
-                hint="upgrade pgkura, or pass the server's major version explicitly",
-            )
-        version = pg_version
-    elif pg_version is not None and pg_version != version:
+        raise UnsupportedVersionError(
+            f"{wal.name} has WAL page magic 0x{header.magic:04X}, which no PostgreSQL version "
+            f"pgkura knows writes; pgkura supports {SUPPORTED_TEXT}",
+            hint="the segment stays in pg_wal (PostgreSQL retries); upgrade pgkura, or check "
+            "that this file is WAL",
+        )
+    # Before anything is stored: PostgreSQL keeps a refused segment and retries.
+    capabilities(version, f"{wal.name} was written by a server that")
+    if pg_version is not None and pg_version != version:
         raise UsageError(
             f"{wal.name} was written by PostgreSQL {version}, not {pg_version}",
             hint="check which cluster's WAL this is",
@@ -156,13 +169,30 @@ def _check_segment(
     sysid = str(header.system_identifier)
     info = repo.stanza(stanza)
     if info is None:
-        repo.ensure_stanza(stanza, sysid, version)
+        info = repo.ensure_stanza(stanza, sysid, version)
     elif info.system_identifier != sysid:
-        raise RepositoryError(
-            f"{wal.name} comes from the cluster with system identifier {sysid}, but stanza "
-            f"{stanza!r} belongs to system identifier {info.system_identifier}; refused",
-            hint="point this cluster's archive_command at its own --stanza",
-        )
+        refused = info.refuse(sysid, version)
+        raise RepositoryError(f"{wal.name} is refused: {refused.message}", hint=refused.hint)
+    return info.archive(info.current)
+
+
+def _archive_of_file(repo: Repository, stanza: str, path: StrPath) -> str:
+    """The WAL archive for a .history or .backup file, which names no cluster itself: the
+    stanza's current generation, unless the file sits in the pg_wal of a data directory
+    whose pg_control says it is another cluster (then it is refused: a history file of an
+    old generation must not take a name the current one's timelines need)."""
+    from pgkura.pg.controlfile import read_system_identifier
+
+    info = repo.stanza(stanza)
+    if info is None:
+        return layout.wal_archive(stanza, 1)
+    pgdata = os.path.dirname(os.path.dirname(os.path.abspath(os.fspath(path))))
+    sysid = read_system_identifier(pgdata)
+    if sysid is not None and sysid != info.system_identifier:
+        name = os.path.basename(os.fspath(path))
+        refused = info.refuse(sysid, None)
+        raise RepositoryError(f"{name} is refused: {refused.message}", hint=refused.hint)
+    return info.archive(info.current)
 
 
 def push_wal(
@@ -191,8 +221,10 @@ def push_wal(
     raw = _read_source(path, mapped)
     try:
         if wal.kind in ("segment", "partial"):
-            _check_segment(repo, stanza, wal, raw, pg_version)
-        return _store(repo, layout.wal_key(stanza, name), wal, raw)
+            archive = _check_segment(repo, stanza, wal, raw, pg_version)
+        else:
+            archive = _archive_of_file(repo, stanza, path)
+        return _store(repo, layout.wal_key(archive, name), wal, raw)
     except OSError as exc:
         raise _storage_error(exc, f"archive {name}", repo) from None
 

@@ -44,7 +44,7 @@ class TimelineWal:
 
 @dataclass
 class ArchiveCatalog:
-    stanza: str
+    archive: str  # layout.wal_archive: one generation of a stanza
     seg_size: int
     timelines: dict[int, TimelineWal]
     histories: set[int]
@@ -112,10 +112,13 @@ class ArchiveCatalog:
         return segment_name_of_segno(timeline, segno, self.seg_size)
 
 
-def load_catalog(repo: Repository, stanza: str, seg_size: int = DEFAULT_SEG_SIZE) -> ArchiveCatalog:
+def load_catalog(
+    repo: Repository, archive: str, seg_size: int = DEFAULT_SEG_SIZE
+) -> ArchiveCatalog:
+    """What the WAL ``archive`` (layout.wal_archive) holds."""
     timelines: dict[int, TimelineWal] = {}
     histories: set[int] = set()
-    for obj in repo.storage.list(layout.wal_prefix(stanza)):
+    for obj in repo.storage.list(layout.wal_prefix(archive)):
         name = obj.key.rsplit("/", 1)[-1]
         try:
             wal = parse_wal_name(name, seg_size)
@@ -128,12 +131,12 @@ def load_catalog(repo: Repository, stanza: str, seg_size: int = DEFAULT_SEG_SIZE
             tl.segnos.add(wal.segno)
             if obj.mtime is not None:
                 tl.mtimes[wal.segno] = obj.mtime
-    return ArchiveCatalog(stanza, seg_size, timelines, histories)
+    return ArchiveCatalog(archive, seg_size, timelines, histories)
 
 
-def read_archived(repo: Repository, stanza: str, name: str) -> bytes | None:
-    """The content of an archived WAL file, verified; None when it is not archived."""
-    key = layout.wal_key(stanza, name)
+def read_archived(repo: Repository, archive: str, name: str) -> bytes | None:
+    """The content of a WAL file in ``archive``, verified; None when it is not archived."""
+    key = layout.wal_key(archive, name)
     try:
         data = repo.storage.get(key)
     except KeyError:
@@ -147,15 +150,17 @@ def read_archived(repo: Repository, stanza: str, name: str) -> bytes | None:
         ) from None
 
 
-def timeline_history(repo: Repository, stanza: str, timeline: int) -> TimelineHistory:
-    """The history of ``timeline`` from its archived history file (timeline 1 has none)."""
+def timeline_history(repo: Repository, archive: str, timeline: int) -> TimelineHistory:
+    """The history of ``timeline`` from its history file in ``archive`` (timeline 1 has
+    none)."""
     if timeline == 1:
         return TimelineHistory(1, ())
     name = history_file_name(timeline)
-    raw = read_archived(repo, stanza, name)
+    raw = read_archived(repo, archive, name)
     if raw is None:
         raise NotFoundError(
-            f"timeline {timeline} has no history file ({name}) in the archive of stanza {stanza!r}",
+            f"timeline {timeline} has no history file ({name}) in the archive of "
+            f"{layout.describe_archive(archive)}",
             hint="use --target-timeline current or a timeline whose history is archived",
         )
     try:

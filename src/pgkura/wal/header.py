@@ -21,22 +21,11 @@ from __future__ import annotations
 
 import struct
 
+from pgkura.pg.versions import major_of_wal_magic
+
 XLP_LONG_HEADER = 0x0002
 LONG_HEADER = struct.Struct("<HHIQI4xQII")
 LONG_HEADER_SIZE = LONG_HEADER.size  # 40
-
-# XLOG_PAGE_MAGIC per major version, from each release's xlog_internal.h. It changes whenever
-# the WAL format changes, which PostgreSQL does at every major release.
-PG_VERSION_BY_MAGIC: dict[int, int] = {
-    0xD097: 10,
-    0xD098: 11,
-    0xD101: 12,
-    0xD106: 13,
-    0xD10D: 14,
-    0xD110: 15,
-    0xD113: 16,
-    0xD116: 17,
-}
 
 
 class WalHeaderError(ValueError):
@@ -70,8 +59,9 @@ class LongPageHeader:
 
     @property
     def pg_version(self) -> int | None:
-        """The PostgreSQL major version that wrote the segment, when pgkura knows the magic."""
-        return PG_VERSION_BY_MAGIC.get(self.magic)
+        """The PostgreSQL major version that wrote the segment, when pgkura knows the magic
+        (supported or not: pgkura.pg.versions says which are)."""
+        return major_of_wal_magic(self.magic)
 
 
 def read_long_header(data: bytes | memoryview) -> LongPageHeader:

@@ -39,7 +39,7 @@ def _runs(
 
 def find_target_lsn(
     repo: Repository,
-    stanza: str,
+    archive: str,
     catalog: ArchiveCatalog,
     history: TimelineHistory,
     start_lsn: int,
@@ -48,7 +48,8 @@ def find_target_lsn(
     bin_dir: Path,
 ) -> int | None:
     """The LSN of the restore point named ``value`` (kind "name"), or of the commit or abort
-    record of transaction ``value`` (kind "xid"), replaying from ``start_lsn``; None if the
+    record of transaction ``value`` (kind "xid"), replaying from ``start_lsn`` the WAL of
+    ``archive`` (one generation's, read with its own major's ``bin_dir``); None if the
     archived WAL does not contain it."""
     waldump = bin_dir / "pg_waldump"
     if kind == "name":
@@ -67,7 +68,7 @@ def find_target_lsn(
                 for old in workdir.iterdir():
                     old.unlink()
                 for name in names:
-                    raw = read_archived(repo, stanza, name)
+                    raw = read_archived(repo, archive, name)
                     if raw is None:
                         break
                     (workdir / name).write_bytes(raw)

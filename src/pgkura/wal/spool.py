@@ -55,6 +55,18 @@ def spool_dir(cfg: Config) -> str:
     return base
 
 
+def _inbox(spool: str) -> str:
+    """The prefetched segments of the cluster being recovered here (the working directory is
+    its data directory): one inbox per cluster, since restores of two generations of a stanza
+    ask for segments of the same names (pgkura.commands.archive.recovering_archive)."""
+    from pgkura.pg.controlfile import read_system_identifier
+
+    sysid = read_system_identifier(".")
+    path = os.path.join(spool, "in" if sysid is None else f"in-{sysid}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
 def _identity(path: str | Path) -> str:
     st = os.stat(path)
     return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
@@ -79,8 +91,7 @@ def _write_small(path: str | Path, text: str) -> None:
 def _spawn(cfg: Config, role: str, cwd: str) -> None:
     """Start ``pgkura archive-daemon ROLE`` detached from the caller (PostgreSQL must not wait
     for it), unless its lock shows it already runs."""
-    lock = os.path.join(spool_dir(cfg), f"{role}.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(_lock_path(spool_dir(cfg), role), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -109,6 +120,11 @@ def _spawn(cfg: Config, role: str, cwd: str) -> None:
         stderr=open(os.path.join(spool_dir(cfg), f"{role}.log"), "ab"),  # noqa: SIM115 - to the child
         start_new_session=True,
     )
+
+
+def _lock_path(spool: str, role: str) -> str:
+    """One pusher per spool; one prefetcher per cluster being recovered (its inbox)."""
+    return os.path.join(_inbox(spool) if role == "get" else spool, f"{role}.lock")
 
 
 def push_async(cfg: Config, path: str) -> bool:
@@ -155,8 +171,8 @@ def _is_segment(name: str) -> bool:
 def get_async(cfg: Config, wal_name: str, dest: str) -> bool:
     """Serve ``wal_name`` from the prefetch spool (True) or fetch it directly; either way
     ask the prefetcher for what follows. False when the archive does not have it."""
-    spool = spool_dir(cfg)
-    cached = os.path.join(spool, "in", wal_name)
+    inbox = _inbox(spool_dir(cfg))
+    cached = os.path.join(inbox, wal_name)
     found = False
     try:
         # The prefetcher verified it when it fetched it: serving it costs one rename, and
@@ -167,9 +183,12 @@ def get_async(cfg: Config, wal_name: str, dest: str) -> bool:
         from pathlib import Path
 
         from pgkura.commands import open_repository
+        from pgkura.commands.archive import recovering_archive
         from pgkura.wal.archive import get_wal
 
-        found = get_wal(open_repository(cfg), cfg.stanza, wal_name, Path(dest), durable=False)
+        repo = open_repository(cfg)
+        archive = recovering_archive(repo, cfg.stanza)
+        found = get_wal(repo, archive, wal_name, Path(dest), durable=False)
     except OSError:  # another file system: copy durably
         from pathlib import Path
 
@@ -180,7 +199,7 @@ def get_async(cfg: Config, wal_name: str, dest: str) -> bool:
         _unlink(cached)
         found = True
     if found and _is_segment(wal_name):
-        _write_small(os.path.join(spool, "in", ".want"), wal_name)
+        _write_small(os.path.join(inbox, ".want"), wal_name)
         _spawn(cfg, "get", os.getcwd())
     return found
 
@@ -190,7 +209,7 @@ def run_daemon(cfg: Config, role: str) -> None:
     from pathlib import Path
 
     spool = Path(spool_dir(cfg))
-    fd = os.open(spool / f"{role}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(_lock_path(str(spool), role), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -253,11 +272,13 @@ def _get_loop(cfg: Config, spool: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from pgkura.commands import open_repository
+    from pgkura.commands.archive import recovering_archive
     from pgkura.wal.archive import get_wal
     from pgkura.wal.names import is_segment_name, next_segment_name
 
     repo = open_repository(cfg)
-    inbox = spool / "in"
+    archive = recovering_archive(repo, cfg.stanza)
+    inbox = Path(_inbox(str(spool)))
     idle_since = time.monotonic()
     done_for = ""
     while time.monotonic() - idle_since < IDLE_EXIT_SECONDS:
@@ -282,7 +303,7 @@ def _get_loop(cfg: Config, spool: Path) -> None:
 
         def fetch(seg: str) -> None:
             if not (inbox / seg).exists():
-                get_wal(repo, cfg.stanza, seg, inbox / seg)
+                get_wal(repo, archive, seg, inbox / seg)
 
         with ThreadPoolExecutor(4, thread_name_prefix="pgkura-prefetch") as pool:
             list(pool.map(fetch, upcoming))
