@@ -22,6 +22,7 @@ import pytest
 
 from pgkura.pg.server import LocalServer, free_port, make_owned_dir
 from pgutil import archiving_conf, switch_and_wait_archived
+from pgversions import DEFAULT_MAJOR, bin_of
 from runner import os_user, run_pgkura
 from test_sandbox import sandboxes_left
 
@@ -218,14 +219,16 @@ class Trees:
 
 
 @pytest.fixture(scope="module")
-def trees(pg_bin: Path) -> Iterator[Trees]:
+def trees() -> Iterator[Trees]:
+    """One live server of the default major for the whole module (a module fixture cannot
+    take the per-test ``pg_bin``)."""
     base = Path(tempfile.mkdtemp(prefix="pgkura-test-"))
     make_owned_dir(base, os_user(), mode=0o755)
     sockets = Path(tempfile.mkdtemp(prefix="pgk-"))
     make_owned_dir(sockets, os_user(), mode=0o755)
     repo = str(base / "repo")
     run_pgkura("--repo", repo, "init")
-    server = LocalServer(base / "live", free_port(), sockets, pg_bin, os_user())
+    server = LocalServer(base / "live", free_port(), sockets, bin_of(DEFAULT_MAJOR), os_user())
     try:
         server.initdb(extra_conf=archiving_conf(repo))
         server.start()
