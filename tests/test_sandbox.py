@@ -123,3 +123,29 @@ def test_a_drill_of_a_cluster_whose_superuser_is_not_postgres(
     (result,) = json.loads(out.stdout)["drills"]
     assert result["passed"], result["problems"]
     assert result["amcheck"] == "passed"
+
+
+def test_an_offline_backup_is_drilled_as_it_was_taken(
+    make_server: Any, repo: str, work_dir: Path
+) -> None:
+    """An offline backup takes no recovery target; the drill's default (the consistency point
+    of an online backup) must not stop it from being drilled, alone or with --all."""
+    src = make_server("cold")
+    src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 4321) g")
+    src.stop()
+    offline = run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type",
+                         "offline").stdout.strip()  # fmt: skip
+    out = run_pgkura("--repo", repo, "verify", "--restore", offline, "--output", "json",
+                     env={"TMPDIR": str(work_dir)})  # fmt: skip
+    (result,) = json.loads(out.stdout)["drills"]
+    assert result["passed"], result["problems"]
+    assert result["row_counts"]["postgres"]["public.t"] == 4321
+    assert "offline" in result["target"]
+    out = run_pgkura("--repo", repo, "verify", "--restore", "--all", "--output", "json",
+                     env={"TMPDIR": str(work_dir)})  # fmt: skip
+    assert [d["passed"] for d in json.loads(out.stdout)["drills"]] == [True]
+    # A target asked for still cannot apply to an offline backup: refused, not ignored.
+    out = run_pgkura("--repo", repo, "verify", "--restore", offline, "--to-lsn", "0/1000000",
+                     env={"TMPDIR": str(work_dir)}, check=False)  # fmt: skip
+    assert out.returncode != 0 and "offline backup" in out.stdout + out.stderr
+    assert sandboxes_left(work_dir) == []

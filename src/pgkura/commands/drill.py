@@ -88,6 +88,7 @@ def drill(cfg: Config, backup_id: str | None, target: RecoveryTarget, keep: bool
     try:
         with sandbox:
             result["backup"] = sandbox.backup.id
+            result["target"] = sandbox.describe_target()
             result["timings"].update({k: round(v, 2) for k, v in sandbox.timings.items()})
             _check(sandbox, result)
     except (MissingProgramsError, UnsupportedVersionError):

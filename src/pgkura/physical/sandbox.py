@@ -51,6 +51,12 @@ class Sandbox:
     selection: Selection | None = None
     _index: Any = None  # the block index, once loaded to choose the files
 
+    def describe_target(self) -> str:
+        """Where the sandbox's recovery stopped, for the drill record."""
+        if self.backup is not None and self.backup.method == "offline":
+            return "none: an offline backup starts as it was taken"
+        return self.target.describe()
+
     def __enter__(self) -> Sandbox:
         try:
             self._start()
@@ -92,6 +98,10 @@ class Sandbox:
         )
         self.backup = choice.manifest
         self.note = choice.note
+        if self.backup.method == "offline" and self.target.kind == "immediate":
+            # The consistency point is the default of a drill and a table restore; an offline
+            # backup is consistent as taken and starts without recovery, so it takes no target.
+            self.target = RecoveryTarget()
         bin_dir = self._programs()
         size = self.backup.size_bytes
         if self.sparse is not None:
