@@ -138,7 +138,8 @@ def test_check_reports_each_wrong_setting(make_server: Any, repo: str) -> None:
     wrong_stanza = run_pgkura(
         "--repo", repo, "--stanza", "other", "check", env=good.libpq_env(), check=False
     )
-    assert wrong_stanza.returncode != 0 and "not 'other'" in wrong_stanza.stdout
+    assert wrong_stanza.returncode != 0
+    assert "stanza 'main'" in wrong_stanza.stdout and "not repository" in wrong_stanza.stdout
 
 
 # PostgreSQL starts archive-push and archive-get once per WAL segment, so what they import is

@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from pgkura.config import SETTINGS, Config, load_config
+from pgkura.config import DEFAULT_CONFIG, SETTINGS, Config, load_config
 from pgkura.errors import ExitCode, PgkuraError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,14 +25,20 @@ log = logging.getLogger("pgkura")
 
 def _settings_options(func: F) -> F:
     for s in reversed([s for s in SETTINGS if s.on_command_line]):
-        func = click.option(
-            s.flag, s.name, default=None, help=f"{s.help} [env {s.env}]", metavar=s.type.__name__
-        )(func)
+        func = click.option(s.flag, s.name, default=None, help=s.help_line(), metavar=s.metavar)(
+            func
+        )
     return func
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_file", default=None, help="TOML config file [env PGKURA_CONFIG]")
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    metavar="FILE",
+    help=f"TOML config file (default: {DEFAULT_CONFIG} when it exists) [env PGKURA_CONFIG]",
+)
 @_settings_options
 @click.version_option(package_name="pgkura")
 @click.pass_context
@@ -91,13 +97,26 @@ OUTPUT = click.option(
     "--output", type=click.Choice(["text", "json"]), default="text", help="output format"
 )
 JOBS = click.option(
-    "--jobs", "-j", type=int, default=None, help="parallel workers (default: cores)"
+    "--jobs", "-j", type=int, default=None, metavar="N", help="parallel workers (default: cores)"
 )
 
 
 @cli.command()
-@click.option("--compress", default="zstd:3", show_default=True, help="zstd[:level], lz4, none")
-@click.option("--block-size", type=int, default=65536, show_default=True, help="bytes per block")
+@click.option(
+    "--compress",
+    default="zstd:3",
+    show_default=True,
+    metavar="CODEC",
+    help="zstd[:level], lz4, none",
+)
+@click.option(
+    "--block-size",
+    type=int,
+    default=65536,
+    show_default=True,
+    metavar="BYTES",
+    help="bytes per block",
+)
 @click.pass_context
 def init(ctx: click.Context, compress: str, block_size: int) -> None:
     """Create an empty repository at --repo."""
@@ -162,7 +181,7 @@ def backup(
 
 
 @cli.command()
-@click.option("--dbname", "-d", "dbname", default=None, help="database to dump")
+@click.option("--dbname", "-d", "dbname", default=None, metavar="NAME", help="database to dump")
 @click.option("--all", "all_databases", is_flag=True, help="dump every database (and the globals)")
 @click.option(
     "--format",
@@ -173,11 +192,22 @@ def backup(
     show_default=True,
     help="pg_dump's output format",
 )
-@click.option("--schema", "-n", multiple=True, help="dump only this schema (repeatable)")
-@click.option("--table", "-t", multiple=True, help="dump only this table (repeatable)")
-@click.option("--exclude-table", "-T", multiple=True, help="leave this table out (repeatable)")
 @click.option(
-    "--jobs", "-j", type=int, default=None, help="parallel pg_dump workers (directory format)"
+    "--schema", "-n", multiple=True, metavar="NAME", help="dump only this schema (repeatable)"
+)
+@click.option(
+    "--table", "-t", multiple=True, metavar="NAME", help="dump only this table (repeatable)"
+)
+@click.option(
+    "--exclude-table", "-T", multiple=True, metavar="NAME", help="leave this table out (repeatable)"
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=int,
+    default=None,
+    metavar="N",
+    help="parallel pg_dump workers (directory format)",
 )
 @OUTPUT
 @click.pass_context
@@ -216,17 +246,34 @@ def dump(
 @cli.command()
 @click.argument("backup_arg", metavar="[ID]", required=False)
 @click.option(
-    "--target-dir", default=None, help="physical backup: directory to restore the data into"
+    "--target-dir",
+    default=None,
+    metavar="DIR",
+    help="physical backup: directory to restore the data into",
 )
-@click.option("--backup", "backup_id", default=None, help="backup id or 'latest' (default)")
-@click.option("--dbname", "-d", default=None, help="logical dump: database to restore into")
+@click.option(
+    "--backup", "backup_id", default=None, metavar="ID", help="backup id or 'latest' (default)"
+)
+@click.option(
+    "--dbname", "-d", default=None, metavar="NAME", help="logical dump: database to restore into"
+)
 @click.option("--create", is_flag=True, help="logical: create the database first")
 @click.option("--clean", is_flag=True, help="logical: replace what the target database holds")
-@click.option("--table", "-t", multiple=True, help="logical: restore only this table (repeatable)")
-@click.option("--schema", "-n", multiple=True, help="logical: restore only this schema")
+@click.option(
+    "--table", "-t", multiple=True, metavar="NAME", help="restore only this table (repeatable)"
+)
+@click.option(
+    "--schema", "-n", multiple=True, metavar="NAME", help="restore only this schema (repeatable)"
+)
 @click.option("--no-owner", is_flag=True, help="logical: do not set the objects' owners")
 @click.option("--list", "list_toc", is_flag=True, help="logical: show the dump's contents")
-@click.option("--as", "as_name", default=None, help="table restore: load the one table as NAME")
+@click.option(
+    "--as",
+    "as_name",
+    default=None,
+    metavar="NAME",
+    help="table restore: load the one table as NAME",
+)
 @click.option("--replace", is_flag=True, help="table restore: drop and replace the live table")
 @click.option("--yes", is_flag=True, help="table restore: --replace without asking")
 @click.option(
@@ -239,10 +286,12 @@ def dump(
     help="restore a tablespace to another directory (repeatable)",
 )
 @click.option("--delta", is_flag=True, help="rewrite only what differs in an existing target")
-@click.option("--to-time", default=None, help="recover to this time (no zone: local time)")
-@click.option("--to-lsn", default=None, help="recover to this WAL location (X/X)")
-@click.option("--to-xid", default=None, help="recover to this transaction id")
-@click.option("--to-name", default=None, help="recover to this restore point")
+@click.option(
+    "--to-time", default=None, metavar="TIME", help="recover to this time (no zone: local time)"
+)
+@click.option("--to-lsn", default=None, metavar="LSN", help="recover to this WAL location (X/X)")
+@click.option("--to-xid", default=None, metavar="XID", help="recover to this transaction id")
+@click.option("--to-name", default=None, metavar="NAME", help="recover to this restore point")
 @click.option("--to-immediate", is_flag=True, help="stop as soon as the backup is consistent")
 @click.option("--exclusive", is_flag=True, help="stop just before the target, not after it")
 @click.option(
@@ -251,7 +300,13 @@ def dump(
     default="promote",
     show_default=True,
 )
-@click.option("--target-timeline", default="latest", show_default=True, help="latest|current|N")
+@click.option(
+    "--target-timeline",
+    default="latest",
+    show_default=True,
+    metavar="latest|current|N",
+    help="timeline to recover along",
+)
 @click.option(
     "--archive-mode",
     type=click.Choice(["keep", "off"]),
@@ -520,10 +575,14 @@ def _table_restore(
 )
 @click.option("--all", "all_backups", is_flag=True, help="with --restore: drill every backup")
 @click.option("--keep", is_flag=True, help="with --restore: leave the sandbox running")
-@click.option("--to-time", default=None, help="with --restore: recover to this time")
-@click.option("--to-lsn", default=None, help="with --restore: recover to this LSN")
-@click.option("--to-xid", default=None, help="with --restore: recover to this xid")
-@click.option("--to-name", default=None, help="with --restore: recover to this restore point")
+@click.option(
+    "--to-time", default=None, metavar="TIME", help="with --restore: recover to this time"
+)
+@click.option("--to-lsn", default=None, metavar="LSN", help="with --restore: recover to this LSN")
+@click.option("--to-xid", default=None, metavar="XID", help="with --restore: recover to this xid")
+@click.option(
+    "--to-name", default=None, metavar="NAME", help="with --restore: recover to this restore point"
+)
 @JOBS
 @OUTPUT
 @click.pass_context
@@ -720,7 +779,12 @@ def stanza_upgrade(ctx: click.Context, output: str) -> None:
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="keep the demo's directory for inspection")
-@click.option("--workdir", default=None, help="directory for the demo (default: a new temp dir)")
+@click.option(
+    "--workdir",
+    default=None,
+    metavar="DIR",
+    help="directory for the demo (default: a new temp dir)",
+)
 @click.pass_context
 def demo(ctx: click.Context, keep: bool, workdir: str | None) -> None:
     """Run pgkura end to end on a throwaway cluster and repository (with --pg-bin's

@@ -22,7 +22,7 @@ DEFAULT_CONFIG = "/etc/pgkura/pgkura.toml"
 
 
 class Setting:
-    __slots__ = ("choices", "default", "help", "name", "on_command_line", "type")
+    __slots__ = ("choices", "default", "help", "metavar", "name", "on_command_line", "type")
 
     def __init__(
         self,
@@ -31,6 +31,7 @@ class Setting:
         default: Any,
         help_: str,
         *,
+        metavar: str,
         choices: tuple[str, ...] = (),
         on_command_line: bool = True,
     ) -> None:
@@ -38,6 +39,8 @@ class Setting:
         self.type = type_
         self.default = default
         self.help = help_
+        # What the value is, as --help shows it: DIR, NAME, SECONDS, on|off.
+        self.metavar = metavar
         self.choices = choices
         # False: only the environment and the config file set it (a command line is visible
         # to every user in ps).
@@ -51,12 +54,35 @@ class Setting:
     def env(self) -> str:
         return "PGKURA_" + self.name.upper()
 
+    @property
+    def key(self) -> str:
+        """The setting's key in the config file."""
+        return self.name.replace("_", "-")
+
+    def help_line(self) -> str:
+        """The setting's --help text: what it does, its default, where else it can be set."""
+        default = self.default
+        if isinstance(default, bool):
+            default = "on" if default else "off"
+        elif isinstance(default, float):
+            default = f"{default:g}"
+        shown = "" if default is None else f" (default: {default})"
+        return f"{self.help}{shown} [env {self.env}; config key {self.key}]"
+
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("repo", str, None, "repository location: a directory, or s3://BUCKET/PREFIX"),
-    Setting("stanza", str, "main", "name of the cluster within the repository"),
-    Setting("pgdata", str, None, "the cluster's data directory"),
-    Setting("pg_bin", str, None, "directory of PostgreSQL's programs (default: found)"),
+    Setting(
+        "repo",
+        str,
+        None,
+        "repository location: a directory, or s3://BUCKET/PREFIX",
+        metavar="DIR|URL",
+    ),
+    Setting("stanza", str, "main", "name of the cluster within the repository", metavar="NAME"),
+    Setting("pgdata", str, None, "the cluster's data directory", metavar="DIR"),
+    Setting(
+        "pg_bin", str, None, "directory of PostgreSQL's programs (default: found)", metavar="DIR"
+    ),
     Setting(
         "pg_search_path",
         str,
@@ -64,28 +90,59 @@ SETTINGS: tuple[Setting, ...] = (
         "where to find PostgreSQL's programs of each major version: bin directories or glob "
         "patterns, ':'-separated (default: /usr/lib/postgresql/*/bin:/usr/pgsql-*/bin:"
         "/opt/pgkura/pg/*/bin, then PATH)",
+        metavar="PATHS",
     ),
-    Setting("dbconn", str, None, "libpq connection string (passwords: use .pgpass, never this)"),
-    Setting("log_level", str, "warning", "log level on stderr: debug, info, warning, error"),
-    Setting("archive_timeout", float, 60.0, "seconds to wait for WAL to reach the archive"),
+    Setting(
+        "dbconn",
+        str,
+        None,
+        "libpq connection string (passwords: use .pgpass, never this)",
+        metavar="CONNINFO",
+    ),
+    Setting(
+        "log_level",
+        str,
+        "warning",
+        "log level on stderr: debug, info, warning, error",
+        metavar="LEVEL",
+    ),
+    Setting(
+        "archive_timeout",
+        float,
+        60.0,
+        "seconds to wait for WAL to reach the archive",
+        metavar="SECONDS",
+    ),
     Setting(
         "archive_async",
         bool,
         False,
         "archive-push/-get through a background process: several segments pushed at once, "
         "the next ones prefetched during recovery",
+        metavar="on|off",
     ),
-    Setting("spool_path", str, None, "spool directory for --archive-async (default: in TMPDIR)"),
+    Setting(
+        "spool_path",
+        str,
+        None,
+        "spool directory for --archive-async (default: in TMPDIR)",
+        metavar="DIR",
+    ),
     Setting(
         "direct_io",
         bool,
         True,
         "restore writes large files with O_DIRECT, past the page cache (off: through it)",
+        metavar="on|off",
     ),
     Setting(
-        "s3_endpoint", str, None, "S3 endpoint URL, such as http://127.0.0.1:8333 (default: AWS)"
+        "s3_endpoint",
+        str,
+        None,
+        "S3 endpoint URL, such as http://127.0.0.1:8333 (default: AWS)",
+        metavar="URL",
     ),
-    Setting("s3_region", str, None, "S3 region (default: us-east-1)"),
+    Setting("s3_region", str, None, "S3 region (default: us-east-1)", metavar="REGION"),
     Setting(
         "s3_uri_style",
         str,
@@ -93,21 +150,36 @@ SETTINGS: tuple[Setting, ...] = (
         "S3 addressing: path (endpoint/bucket/key) or host (bucket.endpoint/key); default "
         "path with --s3-endpoint, else host",
         choices=("path", "host"),
+        metavar="path|host",
     ),
-    Setting("s3_ca_file", str, None, "PEM file of the CA that signed the S3 server's certificate"),
-    Setting("s3_verify_tls", bool, True, "verify the S3 server's TLS certificate (off: for tests)"),
+    Setting(
+        "s3_ca_file",
+        str,
+        None,
+        "PEM file of the CA that signed the S3 server's certificate",
+        metavar="FILE",
+    ),
+    Setting(
+        "s3_verify_tls",
+        bool,
+        True,
+        "verify the S3 server's TLS certificate (off: for tests)",
+        metavar="on|off",
+    ),
     Setting(
         "s3_credentials_file",
         str,
         None,
         "AWS-style credentials file (mode 0600) for S3; environment or config file only",
         on_command_line=False,
+        metavar="FILE",
     ),
     Setting(
         "s3_retry_seconds",
         float,
         60.0,
         "seconds to retry a failing S3 request (5xx, SlowDown, dropped connections)",
+        metavar="SECONDS",
     ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -252,6 +324,16 @@ def load_config(
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Merge flags over ``PGKURA_*`` variables over the config file over the defaults."""
+    return resolve_settings(flags, config_file, environ)[0]
+
+
+def resolve_settings(
+    flags: Mapping[str, Any],
+    config_file: str | None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Config, dict[str, str]]:
+    """The merged settings and, for each, where its value came from: the flag, the
+    variable's name, the config file's path, or "default"."""
     env = os.environ if environ is None else environ
     path_text = config_file or env.get("PGKURA_CONFIG")
     file_values: dict[str, Any] = {}
@@ -261,19 +343,24 @@ def load_config(
         file_values = read_config_file(DEFAULT_CONFIG)
         path_text = DEFAULT_CONFIG
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for s in SETTINGS:
         if s.on_command_line and flags.get(s.name) is not None:
             values[s.name] = _convert(s, flags[s.name], s.flag)
+            sources[s.name] = s.flag
         elif env.get(s.env):
             values[s.name] = _convert(s, env[s.env], s.env)
+            sources[s.name] = s.env
         elif s.name in file_values:
             values[s.name] = _convert(s, file_values[s.name], str(path_text))
+            sources[s.name] = f"config file {path_text}"
         else:
             values[s.name] = s.default
+            sources[s.name] = "default"
     if values["dbconn"]:
         check_conninfo(values["dbconn"])
     check_stanza_name(values["stanza"])
-    return Config(config_file=path_text, **values)
+    return Config(config_file=path_text, **values), sources
 
 
 # A stanza name is part of object keys (snapshots/<stanza>/...): nothing that could climb out.

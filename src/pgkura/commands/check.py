@@ -6,13 +6,15 @@ settings are right, because it would otherwise wait for an archive that never co
 
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import dataclass, field
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
+from pgkura.errors import PgkuraError
+from pgkura.invocation import command_line, find_invocation, readable_by, resolve, same_repository
 from pgkura.pg.connection import connect
+from pgkura.pg.serverenv import postmaster_process
 from pgkura.pg.versions import SUPPORTED_TEXT, is_supported, major_of_version_num
 from pgkura.repository import layout
 
@@ -31,48 +33,84 @@ class CheckReport:
         self.problems.append(what)
 
 
-def archive_command_problem(command: str, cfg: Config) -> str | None:
-    """Why ``command`` does not archive into this repository and stanza, or None."""
+def judge_archive_command(
+    command: str, cfg: Config, data_directory: str | None
+) -> tuple[str | None, str]:
+    """``(problem, None)`` when ``command`` does not archive into this repository and
+    stanza, else ``(None, what it archives into)``. The settings are those pgkura will
+    take when PostgreSQL runs the command: in the data directory, with the server's
+    environment, reading the config file as the server's OS user."""
+    fix = f"set archive_command = '{_suggested(cfg)}'"
     try:
-        words = shlex.split(command)
-    except ValueError:
-        return f"archive_command {command!r} does not parse"
-    if not any(w.endswith("pgkura") for w in words) or "archive-push" not in words:
+        invocation = find_invocation(command, "archive-push")
+    except ValueError as exc:
+        return f"archive_command {command!r} cannot be read: {exc}; {fix}", ""
+    if invocation is None:
+        return f"archive_command is {command!r}, which does not call pgkura archive-push; {fix}", ""
+    server = postmaster_process(data_directory) if data_directory else None
+    known_env = server is not None and server.environ is not None
+    environ = server.environ if server is not None and server.environ is not None else {}
+    try:
+        used, sources = resolve(invocation, environ, data_directory or "/")
+    except PgkuraError as exc:
+        return f"archive_command's pgkura would fail: {exc.message}; {exc.hint or fix}", ""
+    if (
+        used.config_file
+        and server is not None
+        and not readable_by(used.config_file, server.uid, server.gids)
+    ):
+        owner = _user_name(server.uid)
         return (
-            f"archive_command is {command!r}, which does not call pgkura archive-push; set "
-            f"archive_command = '{_suggested(cfg)}'"
-        )
-    stanza = _option(words, "--stanza") or "main"
-    if stanza != cfg.stanza:
+            f"config file {used.config_file}, which archive_command's pgkura reads, "
+            f"cannot be read by the server's OS user {owner}; give {owner} read access "
+            "(it may stay mode 0600 if that user owns it)"
+        ), ""
+    if used.repo is None:
         return (
-            f"archive_command archives into stanza {stanza!r}, not {cfg.stanza!r}; set "
-            f"archive_command = '{_suggested(cfg)}'"
+            f"archive_command gives pgkura no repository ({_sources_text(used, sources)}); {fix}",
+            "",
         )
-    repo = _option(words, "--repo")
-    if repo is not None and cfg.repo is not None and repo.rstrip("/") != cfg.repo.rstrip("/"):
+    if not same_repository(used.repo, cfg.require_repo()) or used.stanza != cfg.stanza:
         return (
-            f"archive_command archives into repository {repo}, not {cfg.repo}; set "
-            f"archive_command = '{_suggested(cfg)}'"
+            f"archive_command archives into repository {used.repo}, stanza {used.stanza!r} "
+            f"({_sources_text(used, sources)}), not repository {cfg.repo}, stanza "
+            f"{cfg.stanza!r}; {fix}, or check the stanza and repository it uses"
+        ), ""
+    said = f"archive_command = {command} ({_sources_text(used, sources)})"
+    if not known_env:
+        said += (
+            "; the server's environment could not be read (run check on the server's machine, "
+            "as its OS user or root), so PGKURA_* variables set there are not counted"
         )
-    return None
+    return None, said
 
 
-def _option(words: list[str], name: str) -> str | None:
-    for i, word in enumerate(words):
-        if word == name and i + 1 < len(words):
-            return words[i + 1]
-        if word.startswith(name + "="):
-            return word.split("=", 1)[1]
-    return None
+def _sources_text(used: Config, sources: dict[str, str]) -> str:
+    def source(name: str) -> str:
+        where = sources[name]
+        if where == "default":
+            return "the default"
+        if where.startswith("PGKURA_"):
+            return f"{where} in the server's environment"
+        return where
+
+    out = f"stanza {used.stanza!r} from {source('stanza')}"
+    if used.repo is None:
+        return out + "; no --repo, no repo in a config file, no PGKURA_REPO"
+    return f"repository from {source('repo')}, {out}"
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _suggested(cfg: Config) -> str:
-    from pgkura.physical.recovery import pgkura_executable
-
-    parts = [pgkura_executable(), "--repo", cfg.require_repo(), *cfg.storage_flags()]
-    if cfg.stanza != "main":
-        parts += ["--stanza", cfg.stanza]
-    return shlex.join([*parts, "archive-push"]) + " %p"
+    return command_line(cfg, ["archive-push"]) + " %p"
 
 
 def run_check(cfg: Config) -> CheckReport:
@@ -113,9 +151,12 @@ def run_check(cfg: Config) -> CheckReport:
             settings_ok = False
             report.fail(f"archive_mode is {archive_mode}; set archive_mode = on and restart")
         command = one("SHOW archive_command")
-        problem = archive_command_problem(command, cfg)
+        rows = conn.execute(
+            "SELECT setting FROM pg_settings WHERE name = 'data_directory'"
+        ).fetchall()  # none unless the role may read it (superuser, pg_read_all_settings)
+        problem, said = judge_archive_command(command, cfg, str(rows[0][0]) if rows else None)
         if problem is None:
-            report.ok(f"archive_command = {command}")
+            report.ok(said)
         else:
             settings_ok = False
             report.fail(problem)

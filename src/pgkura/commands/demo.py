@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pgkura.errors import PgkuraError
-from pgkura.physical.recovery import pgkura_executable
+from pgkura.invocation import pgkura_executable
 
 Say = Callable[[str], None]
 

@@ -67,8 +67,13 @@ class LocalServer:
             raise PostgresError(f"cannot tell which PostgreSQL {self.bin_dir} holds")
         return found[0]
 
-    def _run(self, cmd: Sequence[str], timeout: float | None = None) -> str:
-        env = {**os.environ, "LC_ALL": "C", **self.libpq_env()}
+    def _run(
+        self,
+        cmd: Sequence[str],
+        timeout: float | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> str:
+        env = {**os.environ, "LC_ALL": "C", **self.libpq_env(), **(extra_env or {})}
         return run(cmd, user=self.user, env=env, timeout=timeout).stdout.decode()
 
     def libpq_env(self) -> dict[str, str]:
@@ -112,9 +117,10 @@ class LocalServer:
             for key, value in conf.items():
                 f.write(f"{key} = '{value}'\n" if not value.isdigit() else f"{key} = {value}\n")
 
-    def start(self, *, timeout: float = 120) -> None:
+    def start(self, *, timeout: float = 120, env: Mapping[str, str] | None = None) -> None:
         """Start and wait until the server accepts connections (a standby in recovery does
-        so once it is consistent)."""
+        so once it is consistent). ``env``: variables added to the server's environment, which
+        archive_command and restore_command inherit."""
         # The port and socket always come from the command line, over any postgresql.conf.
         options = shlex.join(
             ["-p", str(self.port), "-k", str(self.socket_dir), "-c", "listen_addresses="]
@@ -124,7 +130,7 @@ class LocalServer:
             "-w", "-t", str(int(timeout)), "-o", options, "start",
         ]  # fmt: skip
         try:
-            self._run(cmd, timeout=timeout + 30)
+            self._run(cmd, timeout=timeout + 30, extra_env=env)
         except PostgresError as exc:
             raise PostgresError(
                 f"the server in {self.pgdata} did not start: {exc.message}\n{self.log_tail()}"

@@ -9,12 +9,11 @@ Every major pgkura supports works so (pgkura.pg.versions).
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.config import Config
+from pgkura.invocation import command_line
 from pgkura.pg.versions import capabilities
 
 MARKER = "# Recovery settings written by pgkura restore"
@@ -53,29 +52,12 @@ class RecoveryTarget:
         return out
 
 
-def pgkura_executable() -> str:
-    candidate = Path(sys.executable).with_name("pgkura")
-    return str(candidate) if candidate.exists() else "pgkura"
-
-
 def restore_command(cfg: Config, stop_after: str | None = None) -> str:
     """The restore_command that fetches WAL from this repository and stanza; with
     ``stop_after``, segments past that one are answered "not in the archive" unread (the
     restore proved the target lies before them, and read-ahead must not trip over them)."""
-    parts = [pgkura_executable()]
-    if cfg.config_file:
-        parts += ["--config", os.path.abspath(cfg.config_file)]
-    repo = cfg.require_repo()
-    repo = repo if "://" in repo else os.path.abspath(repo)
-    parts += ["--repo", repo, *cfg.storage_flags(), "--stanza", cfg.stanza]
-    if cfg.pg_bin:
-        parts += ["--pg-bin", cfg.pg_bin]
-    if cfg.archive_async:
-        parts += ["--archive-async", "on"]
-        if cfg.spool_path:
-            parts += ["--spool-path", os.path.abspath(cfg.spool_path)]
     tail = ["archive-get"] + (["--stop-after", stop_after] if stop_after else [])
-    return " ".join(shlex.quote(p) for p in parts + tail) + ' %f "%p"'
+    return command_line(cfg, tail) + ' %f "%p"'
 
 
 def _conf_value(value: str) -> str:

@@ -102,16 +102,9 @@ def _spawn(cfg: Config, role: str, cwd: str) -> None:
         os.close(fd)
     import subprocess
 
-    args = [sys.executable, "-m", "pgkura.entry"]
-    for name, value in (
-        ("--repo", cfg.repo),
-        ("--stanza", cfg.stanza),
-        ("--spool-path", spool_dir(cfg)),
-        ("--config", cfg.config_file),
-    ):
-        if value:
-            args += [name, value]
-    args += cfg.storage_flags()
+    from pgkura.invocation import child_args
+
+    args = [sys.executable, "-m", "pgkura.entry", *child_args(cfg, spool_path=spool_dir(cfg))]
     subprocess.Popen(
         [*args, "archive-daemon", role],
         cwd=cwd,
