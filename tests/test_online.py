@@ -92,6 +92,27 @@ def test_to_immediate_stops_at_the_consistency_point(
     assert restored.sql("SHOW archive_mode")[0][0] == "off"
 
 
+def test_recovery_settings_left_in_the_backup_do_not_stop_the_restored_server(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    # As a cluster restored before carries them, or a DBA's ALTER SYSTEM.
+    src.sql("ALTER SYSTEM SET recovery_target_name = 'long_gone'")
+    src.sql("ALTER SYSTEM SET restore_command = 'false'")
+    src.sql("CREATE TABLE kept AS SELECT g FROM generate_series(1, 100) g")
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    run_pgkura("--repo", repo, "backup", env=env)
+    switch_and_wait_archived(src)
+    target = work_dir / "again"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--to-immediate")
+    auto = (target / "postgresql.auto.conf").read_text()
+    assert "# recovery_target_name = 'long_gone'" in auto
+    restored = make_server("again", pgdata=target, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql("SELECT count(*) FROM kept")[0][0] == 100
+    assert "archive-get" in restored.sql("SHOW restore_command")[0][0]
+
+
 def test_online_backup_refuses_without_archiving(make_server: Any, repo: str) -> None:
     src = make_server("src", extra_conf={"wal_level": "replica"})
     env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}

@@ -17,6 +17,23 @@ from pgkura.invocation import command_line
 from pgkura.pg.versions import capabilities
 
 MARKER = "# Recovery settings written by pgkura restore"
+# Settings of an earlier recovery that a backup's postgresql.auto.conf may still hold (a cluster
+# restored before, or set by ALTER SYSTEM): left in, an old recovery_target_name beside a new
+# --to-lsn makes the server refuse to start ("multiple recovery targets specified").
+RECOVERY_SETTINGS = frozenset(
+    {
+        "restore_command",
+        "recovery_end_command",
+        "recovery_target",
+        "recovery_target_time",
+        "recovery_target_lsn",
+        "recovery_target_xid",
+        "recovery_target_name",
+        "recovery_target_inclusive",
+        "recovery_target_action",
+        "recovery_target_timeline",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -83,12 +100,21 @@ def write_recovery_settings(
     if archive_mode_off:
         lines.append("archive_mode = 'off'")
     auto = target_dir / "postgresql.auto.conf"
-    existing = auto.read_text() if auto.exists() else ""
-    if existing and not existing.endswith("\n"):
-        existing += "\n"
+    existing = _without_recovery_settings(auto.read_text() if auto.exists() else "")
     _write(auto, existing + "\n".join(lines) + "\n")
     _write(target_dir / caps.recovery_signal, "")
     return ["postgresql.auto.conf", caps.recovery_signal]
+
+
+def _without_recovery_settings(text: str) -> str:
+    """``text`` of postgresql.auto.conf with earlier recovery settings commented out."""
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip().lower()
+        if "=" in line and key in RECOVERY_SETTINGS:
+            line = f"# {line}  # replaced by pgkura restore"
+        lines.append(line)
+    return "".join(line + "\n" for line in lines)
 
 
 def _write(path: Path, text: str) -> None:
