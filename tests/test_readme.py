@@ -1,9 +1,10 @@
 """The README's commands, run as written against a real server, so that they cannot rot.
 
 Every ``pgkura`` line of a ``sh`` block is run here, with the README's example paths, ids, times
-and names replaced by this test's own; optional ``[...]`` parts are left out, and ``a | b``
-alternatives are each run (``[--yes]`` is given: the tests have no terminal to answer on). Lines that need what this machine's test server does not give
-(object storage, a second major) are listed in COVERED_ELSEWHERE with the test that runs them.
+and names replaced by this test's own; optional ``[...]`` parts are left out (but ``[--yes]``
+is given: the tests have no terminal to answer on), and ``a | b`` alternatives are each run.
+Sections that need what this machine's test server does not give (object storage, a second
+major) are listed in COVERED_ELSEWHERE with the test that runs them.
 """
 
 from __future__ import annotations
