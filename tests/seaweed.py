@@ -142,7 +142,9 @@ class SeaweedFS:
         )
 
     def _bucket_ready(self) -> bool:
-        """Whether S3 answers, signed, for the test bucket (it is created after S3 starts)."""
+        """Whether S3 answers, signed, for the test bucket (it is created after S3 starts),
+        and serves objects: after a restart the filer lists while the volume server is not
+        registered yet, and a GET of an object stored before answers HTTP 500 until it is."""
         import obstore
         from obstore.store import S3Store
 
@@ -158,6 +160,14 @@ class SeaweedFS:
         try:
             for _chunk in obstore.list(store, "probe/"):
                 pass
+            obstore.put(store, "probe/ready", b"ready")
+            if bytes(obstore.get(store, "probe/ready").bytes()) != b"ready":
+                return False
+            for chunk in obstore.list(store):
+                old = [meta["path"] for meta in chunk if not meta["path"].startswith("probe/")]
+                for path in old[:3]:  # objects written before a restart, if there are any
+                    obstore.get(store, path).bytes()
+                break
         except Exception:
             return False
         return True
