@@ -109,6 +109,12 @@ SETTINGS: tuple[Setting, ...] = (
         60.0,
         "seconds to retry a failing S3 request (5xx, SlowDown, dropped connections)",
     ),
+    Setting(
+        "s3_max_connections",
+        int,
+        16,
+        "most S3 requests in flight at once; parallel work (--jobs) is capped at it",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -135,6 +141,7 @@ class Config:
     s3_verify_tls: bool
     s3_credentials_file: str | None
     s3_retry_seconds: float
+    s3_max_connections: int
     config_file: str | None
 
     def __init__(self, **values: Any) -> None:
@@ -176,7 +183,12 @@ class Config:
         return self.pgdata
 
 
-_WHAT = {str: "a text value", float: "a number", bool: "on or off"}
+_WHAT = {
+    str: "a text value",
+    float: "a number",
+    int: "a whole number of at least 1",
+    bool: "on or off",
+}
 
 
 def _convert(setting: Setting, value: Any, source: str) -> Any:
@@ -200,6 +212,12 @@ def _convert(setting: Setting, value: Any, source: str) -> Any:
             if not number > 0:
                 raise ValueError(value)
             return number
+        if setting.type is int:
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise TypeError(value)
+            if int(value) < 1:
+                raise ValueError(value)
+            return int(value)
         if not isinstance(value, str):
             raise TypeError(value)
         if setting.choices and value not in setting.choices:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import PgkuraError
+from pgkura.errors import ObjectNotFound, PgkuraError
 from pgkura.pg.relfile import RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.readback import FileToCheck, check_files, page_failures
 from pgkura.repository import layout
@@ -213,7 +213,7 @@ def _verify_archive(
             unseal(repo.storage.get(key), repo.key)
         except SealError as exc:
             return f"archived WAL file {name}{where} is damaged: {exc}"
-        except KeyError:
+        except ObjectNotFound:
             return f"archived WAL file {name}{where} vanished while it was verified"
         return None
 

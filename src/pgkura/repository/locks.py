@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pgkura.errors import LockedError
+from pgkura.errors import LockedError, ObjectNotFound, StorageError
 from pgkura.procs import pid_alive
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository, iso, utc_now
@@ -48,7 +48,7 @@ def _is_live(record: dict[str, Any]) -> bool:
 def _read(repo: Repository, key: str) -> dict[str, Any] | None:
     try:
         return dict(json.loads(repo.storage.get(key)))
-    except KeyError:
+    except ObjectNotFound:
         return None
     except ValueError:
         return {}
@@ -115,7 +115,9 @@ def shared_lock(repo: Repository) -> Iterator[None]:
     key = layout.lock_key(f"shared-{os.urandom(16).hex()}")
     try:
         repo.storage.put(key, _record())
-    except OSError:
+    except StorageError as exc:
+        if exc.errno is None:
+            raise
         # A read-only repository (a mounted copy, a restore-only user) cannot be cleaned up
         # either: reading it needs no lock.
         yield

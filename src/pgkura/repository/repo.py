@@ -6,7 +6,7 @@ import json
 import os
 
 from pgkura.codec.compression import Codec, parse_codec
-from pgkura.errors import NotARepositoryError, RepositoryError, UsageError
+from pgkura.errors import NotARepositoryError, ObjectNotFound, RepositoryError, UsageError
 from pgkura.repository import layout
 from pgkura.storage.base import Storage
 
@@ -245,7 +245,7 @@ class Repository:
     def open(cls, storage: Storage) -> Repository:
         try:
             raw = storage.get(layout.CONFIG_KEY)
-        except KeyError:
+        except ObjectNotFound:
             raise _no_config(storage) from None
         except (NotADirectoryError, PermissionError) as exc:
             raise NotARepositoryError(
@@ -272,7 +272,7 @@ class Repository:
     def stanza(self, name: str) -> StanzaInfo | None:
         try:
             raw = self.storage.get(layout.stanza_key(name))
-        except KeyError:
+        except ObjectNotFound:
             return None
         return StanzaInfo.from_json(json.loads(raw))
 
