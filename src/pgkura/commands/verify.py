@@ -217,7 +217,10 @@ def _verify_archive(
             return f"archived WAL file {name}{where} vanished while it was verified"
         return None
 
-    with ThreadPoolExecutor(jobs, thread_name_prefix="pgkura-verify-wal") as pool:
+    # This runs beside the read-back of the blocks, whose requests count against the store's
+    # limit too: on a store that takes few, the read-back keeps one (it is serial there).
+    workers = max(1, repo.storage.workers_for(jobs + 1) - 1)
+    with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-verify-wal") as pool:
         for problem in pool.map(check, [o.key for o in objects]):
             report.wal_checked += 1
             if problem:

@@ -56,7 +56,8 @@ def first_damaged(
     Read in threads: zstd and BLAKE3 release the GIL."""
     if not names:
         return None
-    with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="pgkura-walcheck") as pool:
+    workers = repo.storage.workers_for(jobs)
+    with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-walcheck") as pool:
         for i, reason in enumerate(pool.map(lambda n: damage_of(repo, stanza, n), names)):
             if reason is not None:
                 pool.shutdown(cancel_futures=True)
