@@ -226,3 +226,16 @@ def test_forked_workers_neither_renew_nor_release_their_parents_locks(
         assert after["token"] == held["token"] and after["pid"] == os.getpid()
         assert after["expires"] > held["expires"]  # the parent still renews it
     assert posix_place.record() is None
+
+
+def test_a_renewal_racing_the_release_never_writes_the_lock_back(
+    posix_place: Place, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renewed every 10 ms while taken and released over and over: once released, no lock of
+    nobody is left behind by a renewal that read it just before the release deleted it."""
+    monkeypatch.setattr(locks, "LEASE_SECONDS", 0.05)
+    for _ in range(30):
+        with locks.backup_lock(posix_place.repo, "main"):
+            time.sleep(0.01 + 0.01 * (_ % 3))
+        time.sleep(0.03)
+        assert list(posix_place.repo.storage.list("locks/")) == []

@@ -11,21 +11,19 @@ by hand, as before.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from pgkura.errors import LockedError, ObjectNotFound, StorageError
 from pgkura.procs import pid_alive
 from pgkura.repository import layout
-from pgkura.repository.lease import RENEWER, HeldLock
-from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.repository.lease import RENEWER, HeldLock, LockRecord
+from pgkura.repository.repo import Repository, utc_now
 
 log = logging.getLogger("pgkura")
 
@@ -48,142 +46,123 @@ def set_command(name: str) -> None:
     COMMAND["name"] = name
 
 
-def _record() -> dict[str, Any]:
-    now = utc_now()
-    return {
-        "host": HOST,
-        "pid": os.getpid(),
-        "command": COMMAND["name"] or os.path.basename(sys.argv[0]),
-        "created": iso(now),
-        "token": os.urandom(8).hex(),
-        "lease_seconds": LEASE_SECONDS,
-        "renewed": iso(now),
-        "expires": iso(now + timedelta(seconds=LEASE_SECONDS)),
-    }
+def _record() -> LockRecord:
+    command = COMMAND["name"] or os.path.basename(sys.argv[0])
+    return LockRecord.taken_now(HOST, os.getpid(), command, LEASE_SECONDS)
 
 
-def _renewed(record: dict[str, Any]) -> dict[str, Any]:
-    now = utc_now()
-    lease = float(record["lease_seconds"])
-    return {**record, "renewed": iso(now), "expires": iso(now + timedelta(seconds=lease))}
-
-
-def _expiry(record: dict[str, Any]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(record["expires"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return None
-
-
-def _is_live(record: dict[str, Any]) -> bool:
-    if record.get("host") == HOST:
-        return pid_alive(int(record["pid"]))  # this host: the process itself answers
-    expires = _expiry(record)
+def _is_live(record: LockRecord) -> bool:
+    if record.host == HOST:
+        return pid_alive(record.pid)  # this host: the process itself answers
+    expires = record.expiry
     if expires is None:
         return True  # another host's, without a lease: we cannot tell, so it holds the lock
     return utc_now() < expires + timedelta(seconds=CLOCK_SKEW_SECONDS)
 
 
-def _why_dead(record: dict[str, Any]) -> str:
-    if record.get("host") == HOST:
-        return f"pid {record.get('pid')} is gone from this host"
-    return f"its lease ran out at {str(record.get('expires', '?')).replace('T', ' ')[:19]} UTC"
+def _why_dead(record: LockRecord | None) -> str:
+    if record is None:
+        return "it is not a lock record (damaged?)"
+    if record.host == HOST:
+        return f"pid {record.pid} is gone from this host"
+    return f"its lease ran out at {str(record.expires).replace('T', ' ')[:19]} UTC"
 
 
-def _read(repo: Repository, key: str) -> dict[str, Any] | None:
-    """The record at ``key``; None when there is none, {} when it is not a record."""
+def _read(repo: Repository, key: str) -> bytes | None:
+    """The stored lock at ``key``, or None when there is none."""
     try:
-        record = json.loads(repo.storage.get(key))
+        return repo.storage.get(key)
     except ObjectNotFound:
         return None
-    except ValueError:
-        return {}
-    return dict(record) if isinstance(record, dict) else {}
 
 
-def _describe(record: dict[str, Any]) -> str:
-    since = str(record.get("created", "?")).replace("T", " ")[:19]
+def _describe(record: LockRecord | None) -> str:
+    if record is None:
+        return "an unreadable lock"
+    since = record.created.replace("T", " ")[:19]
     return (
-        f"'pgkura {record.get('command') or '?'}' (pid {record.get('pid')} on "
-        f"{record.get('host')}, since {since} UTC)"
+        f"'pgkura {record.command or '?'}' (pid {record.pid} on {record.host}, since {since} UTC)"
     )
 
 
-def _wait_hint(record: dict[str, Any], key: str) -> str:
-    wait = f"wait for that {record.get('command') or 'command'} to finish, then run this again"
-    if record.get("host") != HOST and _expiry(record) is not None:
+def _wait_hint(record: LockRecord, key: str) -> str:
+    wait = f"wait for that {record.command or 'command'} to finish, then run this again"
+    if record.host != HOST and record.expiry is not None:
         return (
-            f"{wait}; if {record.get('host')} is down, its lock is taken over once its lease "
-            f"runs out, {float(record.get('lease_seconds', LEASE_SECONDS)):g} s after its "
-            "last renewal"
+            f"{wait}; if {record.host} is down, its lock is taken over once its lease runs "
+            f"out, {record.lease_seconds or LEASE_SECONDS:g} s after its last renewal"
         )
     return (
-        f"{wait}; if pid {record.get('pid')} is gone from {record.get('host')}, delete {key} "
-        "from the repository (on this host a dead holder's lock is taken over by itself)"
+        f"{wait}; if pid {record.pid} is gone from {record.host}, delete {key} from the "
+        "repository (on this host a dead holder's lock is taken over by itself)"
     )
 
 
-def _remove_dead(repo: Repository, key: str, record: dict[str, Any]) -> None:
-    """Delete the dead lock ``record`` at ``key``, unless it changed since it was judged (its
+def _live(raw: bytes | None) -> LockRecord | None:
+    """The record of ``raw`` when it is a live lock's."""
+    record = None if raw is None else LockRecord.from_json(raw)
+    return record if record is not None and _is_live(record) else None
+
+
+def _remove_dead(repo: Repository, key: str, raw: bytes) -> None:
+    """Delete the dead lock ``raw`` at ``key``, unless it changed since it was judged (its
     holder renewed it, or another taker replaced it). Between that read and the delete, one
     request apart, a faster taker could still have written its own lock, which this deletes:
     both would then think they hold it. Only takers of one dead lock race so, within that
     window; docs/repository-format.md says so."""
-    if _read(repo, key) != record:
+    if _read(repo, key) != raw:
         return
+    record = LockRecord.from_json(raw)
     log.warning("taking over the lock %s of %s: %s", key, _describe(record), _why_dead(record))
     repo.storage.delete(key)
 
 
-def _take(repo: Repository, key: str) -> HeldLock | dict[str, Any]:
+def _take(repo: Repository, key: str) -> HeldLock | LockRecord:
     """Take the lock at ``key``: the held lock, or the record of its live holder."""
     for _attempt in range(3):
         record = _record()
-        if repo.storage.put_if_absent(key, json.dumps(record).encode()):
+        if repo.storage.put_if_absent(key, record.to_json()):
             return _hold(repo, key, record)
-        stored = _read(repo, key)
-        if stored is None:
+        raw = _read(repo, key)
+        if raw is None:
             continue
-        if stored and _is_live(stored):
-            return stored
-        _remove_dead(repo, key, stored)
+        holder = _live(raw)
+        if holder is not None:
+            return holder
+        _remove_dead(repo, key, raw)
     raise LockedError(f"could not take the lock {key}: others take and release it meanwhile")
 
 
 def _take_or_refuse(repo: Repository, key: str, what: str) -> HeldLock:
     held = _take(repo, key)
-    if isinstance(held, dict):
+    if isinstance(held, LockRecord):
         raise LockedError(f"{what} is locked by {_describe(held)}", hint=_wait_hint(held, key))
     return held
 
 
-def _hold(repo: Repository, key: str, record: dict[str, Any]) -> HeldLock:
-    held = HeldLock(repo.storage, key, record, _renewed)
-    RENEWER.hold(held, float(record["lease_seconds"]) / RENEWALS_PER_LEASE)
+def _hold(repo: Repository, key: str, record: LockRecord) -> HeldLock:
+    held = HeldLock(repo.storage, key, record)
+    RENEWER.hold(held, LEASE_SECONDS / RENEWALS_PER_LEASE)
     return held
 
 
 def _release(held: HeldLock) -> None:
     """Stop renewing, and delete the lock if it is still this process's."""
     RENEWER.release(held)
-    if held.pid != os.getpid():
-        return  # a forked child's copy of its parent's lock
-    if held.still_ours():
-        held.storage.delete(held.key)
-    else:
-        held.mark_lost()  # taken over: the taker's lock is not ours to delete
+    held.release()
 
 
-def _live_shared(repo: Repository, own: str | None = None) -> list[dict[str, Any]]:
+def _live_shared(repo: Repository, own: str | None = None) -> list[LockRecord]:
     live = []
     for info in repo.storage.list("locks/shared-"):
         if info.key == own:
             continue
-        record = _read(repo, info.key)
-        if record and _is_live(record):
-            live.append(record)
-        elif record is not None:
-            _remove_dead(repo, info.key, record)
+        raw = _read(repo, info.key)
+        holder = _live(raw)
+        if holder is not None:
+            live.append(holder)
+        elif raw is not None:
+            _remove_dead(repo, info.key, raw)
     return live
 
 
@@ -203,7 +182,7 @@ def shared_lock(repo: Repository) -> Iterator[None]:
     key = layout.lock_key(f"shared-{os.urandom(16).hex()}")
     record = _record()
     try:
-        repo.storage.put(key, json.dumps(record).encode())
+        repo.storage.put(key, record.to_json())
     except StorageError as exc:
         if exc.errno is None:
             raise
@@ -213,8 +192,8 @@ def shared_lock(repo: Repository) -> Iterator[None]:
         return
     held = _hold(repo, key, record)
     try:
-        exclusive = _read(repo, layout.lock_key("exclusive"))
-        if exclusive and _is_live(exclusive):
+        exclusive = _live(_read(repo, layout.lock_key("exclusive")))
+        if exclusive is not None:
             raise LockedError(
                 f"the repository is being cleaned up by {_describe(exclusive)}",
                 hint=_wait_hint(exclusive, layout.lock_key("exclusive")),
