@@ -275,3 +275,16 @@ def test_a_posix_repository_that_is_gone_is_not_made_anew(tmp_path: Path) -> Non
         storage.put_if_absent("wal/c", b"z")
     assert caught.value.errno == errno.ENOENT and not isinstance(caught.value, ObjectNotFound)
     assert not root.exists()
+
+
+def test_a_posix_location_that_is_a_file_is_not_a_repository(tmp_path: Path) -> None:
+    """The file system's refusal (ENOTDIR) reaches the repository as a StorageError with its
+    errno, which it reports as "not a repository" (exit code 4), as before the contract."""
+    from pgkura.errors import NotARepositoryError
+    from pgkura.repository.repo import Repository
+
+    location = tmp_path / "a-file"
+    location.write_bytes(b"not a repository")
+    with pytest.raises(NotARepositoryError, match="cannot read the repository") as caught:
+        Repository.open(PosixStorage(location))
+    assert caught.value.exit_code == 4

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
 from pgkura.codec.compression import Codec, parse_codec
-from pgkura.errors import NotARepositoryError, ObjectNotFound, RepositoryError, UsageError
+from pgkura.errors import (
+    NotARepositoryError,
+    ObjectNotFound,
+    RepositoryError,
+    StorageError,
+    UsageError,
+)
 from pgkura.repository import layout
 from pgkura.storage.base import Storage
 
@@ -247,7 +254,9 @@ class Repository:
             raw = storage.get(layout.CONFIG_KEY)
         except ObjectNotFound:
             raise _no_config(storage) from None
-        except (NotADirectoryError, PermissionError) as exc:
+        except StorageError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.EACCES, errno.EPERM):
+                raise
             raise NotARepositoryError(
                 f"cannot read the repository at {storage.location}: {exc.strerror}",
                 hint="check --repo and the permissions of the directory",
