@@ -239,3 +239,15 @@ def test_a_renewal_racing_the_release_never_writes_the_lock_back(
             time.sleep(0.01 + 0.01 * (_ % 3))
         time.sleep(0.03)
         assert list(posix_place.repo.storage.list("locks/")) == []
+
+
+def test_a_lock_record_holds_what_the_format_documents(posix_place: Place) -> None:
+    with locks.backup_lock(posix_place.repo, "main"):
+        record = posix_place.record()
+    assert record is not None
+    assert list(record) == [
+        "host", "pid", "command", "created", "token", "lease_seconds", "renewed", "expires",
+    ]  # fmt: skip
+    assert record["host"] == locks.HOST and record["pid"] == os.getpid()
+    assert record["lease_seconds"] == locks.LEASE_SECONDS
+    assert record["created"] == record["renewed"] < record["expires"]

@@ -6,7 +6,9 @@ record are in :mod:`repository.locks`; the format is in docs/repository-format.m
 A forked child (a backup's or restore's worker process) inherits the registry of held locks
 but not the thread, and must never renew or release its parent's locks: an at-fork hook empties
 the registry in the child, and every renewal checks that it runs in the process that took the
-lock.
+lock. Workers are forked while this thread runs: it holds no lock a child could need (its own
+mutexes are made anew in the child; logging re-creates its locks at fork), and it sleeps
+between renewals, which take a few milliseconds.
 """
 
 from __future__ import annotations
