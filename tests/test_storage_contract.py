@@ -5,6 +5,7 @@ The S3 backend runs against a real SeaweedFS (the session's, one prefix of its b
 
 from __future__ import annotations
 
+import errno
 import shutil
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pgkura.errors import ObjectNotFound, StorageError
 from pgkura.storage.base import Storage
 from pgkura.storage.posix import PosixStorage
 
@@ -52,11 +54,19 @@ def test_get_byte_ranges(storage: Storage) -> None:
 
 
 def test_missing_objects(storage: Storage) -> None:
-    with pytest.raises(KeyError):
+    """Absence is reported one way by every backend: ObjectNotFound from get (a StorageError,
+    and a KeyError for older callers), None from size, nothing from delete and list."""
+    with pytest.raises(ObjectNotFound, match="nope") as caught:
         storage.get("nope")
+    assert isinstance(caught.value, StorageError) and isinstance(caught.value, KeyError)
+    assert storage.location in str(caught.value)
+    with pytest.raises(ObjectNotFound):
+        storage.get("dir/nope", 3, 10)
     assert storage.size("nope") is None
     assert not storage.exists("nope")
     storage.delete("nope")  # absent is not an error
+    storage.delete_many(["nope", "dir/nope"])
+    assert list(storage.list("nope")) == []
 
 
 def test_list_by_prefix(storage: Storage) -> None:
@@ -123,7 +133,7 @@ def test_listing_more_than_a_page_gives_every_key_with_size_and_time(storage: St
 
     keys = [f"many/{n:05d}" for n in range(1100)]
     before = time.time()
-    with ThreadPoolExecutor(storage.max_connections) as pool:
+    with ThreadPoolExecutor(storage.workers_for(16)) as pool:
         list(pool.map(lambda k: storage.put(k, k.encode()), keys))
     listed = {o.key: o for o in storage.list("many/")}
     assert sorted(listed) == keys
@@ -143,7 +153,7 @@ def test_ranged_reads_at_the_end_of_an_object(storage: Storage) -> None:
     assert storage.get("p", 45, 100) == bytes(range(45, 50))
     assert storage.get("p", 50) == b""
     assert storage.get("p", 50, 10) == b""
-    with pytest.raises(KeyError):
+    with pytest.raises(ObjectNotFound):
         storage.get("absent", 10, 5)
 
 
@@ -155,7 +165,72 @@ def test_objects_from_memoryviews_and_empty_objects(storage: Storage) -> None:
 
 
 def test_the_store_says_how_many_requests_it_takes_at_once(storage: Storage) -> None:
-    assert 1 <= storage.max_connections <= 64
+    """Engines size their pools with workers_for: never above the store's limit, never zero."""
+    limit = storage.max_connections
+    assert limit is None or 1 <= limit <= 64
+    assert storage.workers_for(1) == 1
+    assert storage.workers_for(0) == 1
+    assert storage.workers_for(8) == (8 if limit is None else min(8, limit))
+    assert storage.workers_for(10_000) == (10_000 if limit is None else limit)
+
+
+def test_the_connection_limit_of_s3_is_a_setting(tmp_path: Path) -> None:
+    from pgkura.config import load_config
+    from pgkura.errors import ConfigError
+    from pgkura.storage.s3_config import S3Options
+
+    assert S3Options().max_connections == 16
+    config = tmp_path / "pgkura.toml"
+    config.write_text("s3-max-connections = 3\n")
+    assert S3Options.from_config(load_config({}, str(config), environ={})).max_connections == 3
+    with pytest.raises(ConfigError, match="at least 1"):
+        S3Options(max_connections=0)
+
+
+def test_every_other_failure_is_a_storage_error_that_names_the_key(
+    broken: Storage,
+) -> None:
+    """A store that cannot be used (posix: its root is a file; S3: wrong credentials) fails
+    every operation with StorageError, never with ObjectNotFound and never with the backend's
+    own exception (an OSError, an obstore error)."""
+    operations = {
+        "get": lambda: broken.get("wal/x"),
+        "ranged get": lambda: broken.get("wal/x", 1, 2),
+        "put": lambda: broken.put("wal/x", b"x"),
+        "put_if_absent": lambda: broken.put_if_absent("wal/x", b"x"),
+        "size": lambda: broken.size("wal/x"),
+        "list": lambda: list(broken.list("wal/")),
+    }
+    for what, operation in operations.items():
+        with pytest.raises(StorageError) as caught:
+            operation()
+        assert not isinstance(caught.value, ObjectNotFound), what
+        assert not isinstance(caught.value, OSError), what
+        assert broken.location in caught.value.message, what
+        assert caught.value.hint, what
+    with pytest.raises(StorageError, match="wal/x"):
+        broken.get("wal/x")
+
+
+@pytest.fixture(params=["posix", "s3"])
+def broken(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "posix":
+        root = tmp_path / "a-file"
+        root.write_bytes(b"not a directory")
+        return PosixStorage(root)
+    from pgkura.storage.s3 import S3Storage
+    from pgkura.storage.s3_config import S3Options
+    from seaweed import S3Repo
+
+    server = request.getfixturevalue("seaweedfs")
+    repo = S3Repo(server, tmp_path / "s3", "contract/broken", owner=None)
+    repo.credentials.write_text(
+        "[default]\naws_access_key_id = nobody\naws_secret_access_key = wrong\n"
+    )
+    options = S3Options(
+        endpoint=server.endpoint, credentials_file=str(repo.credentials), retry_seconds=2
+    )
+    return S3Storage(repo.url, options)
 
 
 def test_posix_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -196,6 +271,20 @@ def test_a_posix_repository_that_is_gone_is_not_made_anew(tmp_path: Path) -> Non
     storage = PosixStorage(root)
     storage.put("a/b", b"y")
     shutil.rmtree(root)
-    with pytest.raises(FileNotFoundError, match="gone"):
+    with pytest.raises(StorageError, match="gone") as caught:
         storage.put_if_absent("wal/c", b"z")
+    assert caught.value.errno == errno.ENOENT and not isinstance(caught.value, ObjectNotFound)
     assert not root.exists()
+
+
+def test_a_posix_location_that_is_a_file_is_not_a_repository(tmp_path: Path) -> None:
+    """The file system's refusal (ENOTDIR) reaches the repository as a StorageError with its
+    errno, which it reports as "not a repository" (exit code 4), as before the contract."""
+    from pgkura.errors import NotARepositoryError
+    from pgkura.repository.repo import Repository
+
+    location = tmp_path / "a-file"
+    location.write_bytes(b"not a repository")
+    with pytest.raises(NotARepositoryError, match="cannot read the repository") as caught:
+        Repository.open(PosixStorage(location))
+    assert caught.value.exit_code == 4

@@ -181,6 +181,13 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds to retry a failing S3 request (5xx, SlowDown, dropped connections)",
         metavar="SECONDS",
     ),
+    Setting(
+        "s3_max_connections",
+        int,
+        16,
+        "most S3 requests in flight at once; parallel work (--jobs) is capped at it",
+        metavar="N",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -207,6 +214,7 @@ class Config:
     s3_verify_tls: bool
     s3_credentials_file: str | None
     s3_retry_seconds: float
+    s3_max_connections: int
     config_file: str | None
 
     def __init__(self, **values: Any) -> None:
@@ -248,7 +256,12 @@ class Config:
         return self.pgdata
 
 
-_WHAT = {str: "a text value", float: "a number", bool: "on or off"}
+_WHAT = {
+    str: "a text value",
+    float: "a number",
+    int: "a whole number of at least 1",
+    bool: "on or off",
+}
 
 
 def _convert(setting: Setting, value: Any, source: str) -> Any:
@@ -272,6 +285,12 @@ def _convert(setting: Setting, value: Any, source: str) -> Any:
             if not number > 0:
                 raise ValueError(value)
             return number
+        if setting.type is int:
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise TypeError(value)
+            if int(value) < 1:
+                raise ValueError(value)
+            return int(value)
         if not isinstance(value, str):
             raise TypeError(value)
         if setting.choices and value not in setting.choices:

@@ -41,7 +41,7 @@ class PgkuraError(Exception):
         self.message = message
         self.hint = hint
 
-    def __reduce__(self) -> tuple[type[PgkuraError], tuple[str, str | None]]:
+    def __reduce__(self) -> tuple[type[PgkuraError], tuple[object, ...]]:
         # Raised in a worker process, it reaches the parent with its hint.
         return (self.__class__, (self.message, self.hint))
 
@@ -63,8 +63,33 @@ class RepositoryError(PgkuraError):
 
 
 class StorageError(PgkuraError):
-    """The store failed an operation (not "the object is absent": that is KeyError): the
-    message names the operation, the key and the location, the hint the setting to fix."""
+    """The store failed an operation: the message names the operation, the key and the
+    location, the hint what to fix. A failure of a local file system also carries the
+    ``errno`` and ``strerror`` the operating system reported (None from an object store), so
+    that a caller can explain, say, a full disk in its own words."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        errno: int | None = None,
+        strerror: str | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.errno = errno
+        self.strerror = strerror
+
+    def __reduce__(self) -> tuple[type[PgkuraError], tuple[object, ...]]:
+        return (self.__class__, (self.message, self.hint, self.errno, self.strerror))
+
+
+class ObjectNotFound(StorageError, KeyError):
+    """The object does not exist: the one failure of a store that is not an error for every
+    caller (an archive probed for a WAL file it may not hold). Also a KeyError, the type the
+    storage interface raised for it before this class."""
+
+    def __str__(self) -> str:
+        return self.message  # not KeyError's repr of its argument
 
 
 class LockedError(PgkuraError):

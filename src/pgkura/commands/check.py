@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import PgkuraError
+from pgkura.errors import PgkuraError, StorageError
 from pgkura.invocation import command_line, find_invocation, readable_by, resolve, same_repository
 from pgkura.pg.connection import connect
 from pgkura.pg.serverenv import postmaster_process
@@ -119,9 +119,11 @@ def run_check(cfg: Config) -> CheckReport:
     try:
         repo.storage.check_writable()
         report.ok(f"repository {repo.storage.location} is writable")
-    except OSError as exc:
+    except StorageError as exc:
+        if exc.errno is None:
+            raise  # an object store's failure: its message says what to fix
         report.fail(
-            f"repository {repo.storage.location} is not writable ({exc.strerror or exc}); "
+            f"repository {repo.storage.location} is not writable ({exc.strerror}); "
             "give the server's OS user write access"
         )
     with connect(cfg) as conn:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import MissingProgramsError, PgkuraError, UnsupportedVersionError
+from pgkura.errors import MissingProgramsError, ObjectNotFound, PgkuraError, UnsupportedVersionError
 from pgkura.physical.recovery import RecoveryTarget
 from pgkura.repository import layout
 from pgkura.repository.repo import iso, utc_now
@@ -112,6 +112,6 @@ def drill(cfg: Config, backup_id: str | None, target: RecoveryTarget, keep: bool
 def last_drill(repo: Any, stanza: str, backup_id: str) -> dict[str, Any] | None:
     try:
         data = json.loads(repo.storage.get(layout.drill_key(stanza, backup_id)))
-    except (KeyError, ValueError):
+    except (ObjectNotFound, ValueError):
         return None
     return {"when": data.get("finished"), "passed": bool(data.get("passed"))}

@@ -24,7 +24,7 @@ from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import PgkuraError
+from pgkura.errors import ObjectNotFound, PgkuraError
 from pgkura.pg.relfile import RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.readback import FileToCheck, check_files, page_failures
 from pgkura.repository import layout
@@ -213,11 +213,14 @@ def _verify_archive(
             unseal(repo.storage.get(key), repo.key)
         except SealError as exc:
             return f"archived WAL file {name}{where} is damaged: {exc}"
-        except KeyError:
+        except ObjectNotFound:
             return f"archived WAL file {name}{where} vanished while it was verified"
         return None
 
-    with ThreadPoolExecutor(jobs, thread_name_prefix="pgkura-verify-wal") as pool:
+    # This runs beside the read-back of the blocks, whose requests count against the store's
+    # limit too: on a store that takes few, the read-back keeps one (it is serial there).
+    workers = max(1, repo.storage.workers_for(jobs + 1) - 1)
+    with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-verify-wal") as pool:
         for problem in pool.map(check, [o.key for o in objects]):
             report.wal_checked += 1
             if problem:

@@ -202,7 +202,8 @@ class PhysicalRestorer:
         self.block_size = index.repo.config.block_size
         self.manifest = manifest
         self.plan = plan
-        self.jobs = max(1, jobs)
+        # Each worker reads from the store: never more of them than it takes at once.
+        self.jobs = index.repo.storage.workers_for(jobs)
         self.delta = delta
         self.progress = progress or NoProgress()
         self.only = only  # a sparse restore: write only these files (directories all)

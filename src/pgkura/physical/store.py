@@ -99,7 +99,8 @@ class FileStorer:
         self.index = index
         self.block_size = index.repo.config.block_size
         self.range_size = self.block_size * max(1, RANGE_BYTES // self.block_size)
-        self.jobs = max(1, jobs)
+        # Each worker keeps its own requests to the store in flight: never more than it takes.
+        self.jobs = index.repo.storage.workers_for(jobs)
         self.page_check = page_check
         self.progress = progress or NoProgress()
         self.previous = previous or {}

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from pgkura.errors import CorruptionError
+from pgkura.errors import CorruptionError, ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError, frame, keyed_digest, seal, unseal
@@ -351,7 +351,7 @@ class BlockReader:
                 data = self.repo.storage.get(
                     key, first.offset, last.offset + last.length - first.offset
                 )
-            except KeyError:
+            except ObjectNotFound:
                 raise CorruptionError(
                     f"pack {key} is missing{where}", hint="run pgkura verify; take a new backup"
                 ) from None
@@ -381,7 +381,7 @@ class BlockReader:
         key = layout.pack_key(loc.pack_id)
         try:
             data = self.repo.storage.get(key, loc.offset, loc.length)
-        except KeyError:
+        except ObjectNotFound:
             raise CorruptionError(
                 f"pack {key} is missing{where}", hint="run pgkura verify; take a new backup"
             ) from None

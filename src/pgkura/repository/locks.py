@@ -1,100 +1,168 @@
 """Repository locks: one backup per stanza at a time, and no garbage collection under a writer.
 
-A lock is an object created with put-if-absent. A lock left by a process that died on this host
-is stale and is taken over; a lock from another host is honoured until removed by hand.
+A lock is an object created with put-if-absent, holding who took it and until when its lease
+runs (docs/repository-format.md, "Locks"). While a command holds locks, a background thread
+(repository.lease) renews their leases. A lock is judged dead, and taken over by the next
+command that wants it (which says so), when its holder is a process of this host that is gone,
+or when its holder is on another host and its lease ran out; a live lease of another host is
+honoured. A lock written by a pgkura without leases, on another host, is honoured until removed
+by hand, as before.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from datetime import timedelta
 
-from pgkura.errors import LockedError
+from pgkura.errors import LockedError, ObjectNotFound, StorageError
 from pgkura.procs import pid_alive
 from pgkura.repository import layout
-from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.repository.lease import RENEWER, HeldLock, LockRecord
+from pgkura.repository.repo import Repository, utc_now
+
+log = logging.getLogger("pgkura")
 
 # The verb of the running command ("backup", "verify --restore"...), set by the CLI, so that
 # a lock names what holds it and what to wait for.
 COMMAND = {"name": ""}
+
+#: How long a lock stays live without renewal: a host that stops renewing (crashed, cut off)
+#: has its locks taken over this long (and CLOCK_SKEW_SECONDS) after its last renewal.
+LEASE_SECONDS = 300.0
+#: Renewals per lease: a lease survives several failed renewals (a storage hiccup).
+RENEWALS_PER_LEASE = 5
+#: How far another host's clock may be ahead of ours: its lease counts that much longer.
+CLOCK_SKEW_SECONDS = 60.0
+#: The host name written into records and compared with theirs (a test may set another).
+HOST = socket.gethostname()
 
 
 def set_command(name: str) -> None:
     COMMAND["name"] = name
 
 
-def _record() -> bytes:
-    return json.dumps(
-        {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "command": COMMAND["name"] or os.path.basename(sys.argv[0]),
-            "created": iso(utc_now()),
-        }
-    ).encode()
+def _record() -> LockRecord:
+    command = COMMAND["name"] or os.path.basename(sys.argv[0])
+    return LockRecord.taken_now(HOST, os.getpid(), command, LEASE_SECONDS)
 
 
-def _is_live(record: dict[str, Any]) -> bool:
-    if record.get("host") != socket.gethostname():
-        return True  # another host's process: we cannot tell, so it holds the lock
-    return pid_alive(int(record["pid"]))
+def _is_live(record: LockRecord) -> bool:
+    if record.host == HOST:
+        return pid_alive(record.pid)  # this host: the process itself answers
+    expires = record.expiry
+    if expires is None:
+        return True  # another host's, without a lease: we cannot tell, so it holds the lock
+    return utc_now() < expires + timedelta(seconds=CLOCK_SKEW_SECONDS)
 
 
-def _read(repo: Repository, key: str) -> dict[str, Any] | None:
+def _why_dead(record: LockRecord | None) -> str:
+    if record is None:
+        return "it is not a lock record (damaged?)"
+    if record.host == HOST:
+        return f"pid {record.pid} is gone from this host"
+    return f"its lease ran out at {str(record.expires).replace('T', ' ')[:19]} UTC"
+
+
+def _read(repo: Repository, key: str) -> bytes | None:
+    """The stored lock at ``key``, or None when there is none."""
     try:
-        return dict(json.loads(repo.storage.get(key)))
-    except KeyError:
+        return repo.storage.get(key)
+    except ObjectNotFound:
         return None
-    except ValueError:
-        return {}
 
 
-def _describe(record: dict[str, Any]) -> str:
-    since = str(record.get("created", "?")).replace("T", " ")[:19]
+def _describe(record: LockRecord | None) -> str:
+    if record is None:
+        return "an unreadable lock"
+    since = record.created.replace("T", " ")[:19]
     return (
-        f"'pgkura {record.get('command') or '?'}' (pid {record.get('pid')} on "
-        f"{record.get('host')}, since {since} UTC)"
+        f"'pgkura {record.command or '?'}' (pid {record.pid} on {record.host}, since {since} UTC)"
     )
 
 
-def _wait_hint(record: dict[str, Any], key: str) -> str:
+def _wait_hint(record: LockRecord, key: str) -> str:
+    wait = f"wait for that {record.command or 'command'} to finish, then run this again"
+    if record.host != HOST and record.expiry is not None:
+        return (
+            f"{wait}; if {record.host} is down, its lock is taken over once its lease runs "
+            f"out, {record.lease_seconds or LEASE_SECONDS:g} s after its last renewal"
+        )
     return (
-        f"wait for that {record.get('command') or 'command'} to finish, then run this again; "
-        f"if pid {record.get('pid')} is gone from {record.get('host')}, delete {key} from the "
+        f"{wait}; if pid {record.pid} is gone from {record.host}, delete {key} from the "
         "repository (on this host a dead holder's lock is taken over by itself)"
     )
 
 
-def _take(repo: Repository, key: str, what: str) -> None:
+def _live(raw: bytes | None) -> LockRecord | None:
+    """The record of ``raw`` when it is a live lock's."""
+    record = None if raw is None else LockRecord.from_json(raw)
+    return record if record is not None and _is_live(record) else None
+
+
+def _remove_dead(repo: Repository, key: str, raw: bytes) -> None:
+    """Delete the dead lock ``raw`` at ``key``, unless it changed since it was judged (its
+    holder renewed it, or another taker replaced it). Between that read and the delete, one
+    request apart, a faster taker could still have written its own lock, which this deletes:
+    both would then think they hold it. Only takers of one dead lock race so, within that
+    window; docs/repository-format.md says so."""
+    if _read(repo, key) != raw:
+        return
+    record = LockRecord.from_json(raw)
+    log.warning("taking over the lock %s of %s: %s", key, _describe(record), _why_dead(record))
+    repo.storage.delete(key)
+
+
+def _take(repo: Repository, key: str) -> HeldLock | LockRecord:
+    """Take the lock at ``key``: the held lock, or the record of its live holder."""
     for _attempt in range(3):
-        if repo.storage.put_if_absent(key, _record()):
-            return
-        record = _read(repo, key)
-        if record is None:
+        record = _record()
+        if repo.storage.put_if_absent(key, record.to_json()):
+            return _hold(repo, key, record)
+        raw = _read(repo, key)
+        if raw is None:
             continue
-        if record and _is_live(record):
-            raise LockedError(
-                f"{what} is locked by {_describe(record)}", hint=_wait_hint(record, key)
-            )
-        repo.storage.delete(key)  # stale: its process is gone
-    raise LockedError(f"could not take the lock {key}")
+        holder = _live(raw)
+        if holder is not None:
+            return holder
+        _remove_dead(repo, key, raw)
+    raise LockedError(f"could not take the lock {key}: others take and release it meanwhile")
 
 
-def _live_shared(repo: Repository, own: str | None = None) -> list[dict[str, Any]]:
+def _take_or_refuse(repo: Repository, key: str, what: str) -> HeldLock:
+    held = _take(repo, key)
+    if isinstance(held, LockRecord):
+        raise LockedError(f"{what} is locked by {_describe(held)}", hint=_wait_hint(held, key))
+    return held
+
+
+def _hold(repo: Repository, key: str, record: LockRecord) -> HeldLock:
+    held = HeldLock(repo.storage, key, record)
+    RENEWER.hold(held, LEASE_SECONDS / RENEWALS_PER_LEASE)
+    return held
+
+
+def _release(held: HeldLock) -> None:
+    """Stop renewing, and delete the lock if it is still this process's."""
+    RENEWER.release(held)
+    held.release()
+
+
+def _live_shared(repo: Repository, own: str | None = None) -> list[LockRecord]:
     live = []
     for info in repo.storage.list("locks/shared-"):
         if info.key == own:
             continue
-        record = _read(repo, info.key)
-        if record and _is_live(record):
-            live.append(record)
-        elif record is not None:
-            repo.storage.delete(info.key)
+        raw = _read(repo, info.key)
+        holder = _live(raw)
+        if holder is not None:
+            live.append(holder)
+        elif raw is not None:
+            _remove_dead(repo, info.key, raw)
     return live
 
 
@@ -102,41 +170,44 @@ def _live_shared(repo: Repository, own: str | None = None) -> list[dict[str, Any
 def backup_lock(repo: Repository, stanza: str) -> Iterator[None]:
     """Held while a backup or dump writes: one per stanza, and it blocks garbage collection."""
     with shared_lock(repo):
-        key = layout.lock_key(f"backup-{stanza}")
-        _take(repo, key, f"stanza {stanza!r}")
+        held = _take_or_refuse(repo, layout.lock_key(f"backup-{stanza}"), f"stanza {stanza!r}")
         try:
             yield
         finally:
-            repo.storage.delete(key)
+            _release(held)
 
 
 @contextmanager
 def shared_lock(repo: Repository) -> Iterator[None]:
     key = layout.lock_key(f"shared-{os.urandom(16).hex()}")
+    record = _record()
     try:
-        repo.storage.put(key, _record())
-    except OSError:
+        repo.storage.put(key, record.to_json())
+    except StorageError as exc:
+        if exc.errno is None:
+            raise
         # A read-only repository (a mounted copy, a restore-only user) cannot be cleaned up
         # either: reading it needs no lock.
         yield
         return
+    held = _hold(repo, key, record)
     try:
-        exclusive = _read(repo, layout.lock_key("exclusive"))
-        if exclusive and _is_live(exclusive):
+        exclusive = _live(_read(repo, layout.lock_key("exclusive")))
+        if exclusive is not None:
             raise LockedError(
                 f"the repository is being cleaned up by {_describe(exclusive)}",
                 hint=_wait_hint(exclusive, layout.lock_key("exclusive")),
             )
         yield
     finally:
-        repo.storage.delete(key)
+        _release(held)
 
 
 @contextmanager
 def exclusive_lock(repo: Repository) -> Iterator[None]:
     """Held while unreferenced data is deleted: no writer may run at the same time."""
     key = layout.lock_key("exclusive")
-    _take(repo, key, "the repository")
+    held = _take_or_refuse(repo, key, "the repository")
     try:
         live = _live_shared(repo)
         if live:
@@ -147,4 +218,4 @@ def exclusive_lock(repo: Repository) -> Iterator[None]:
             )
         yield
     finally:
-        repo.storage.delete(key)
+        _release(held)

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pgkura.errors import BackupNotFoundError, CorruptionError, RepositoryError
+from pgkura.errors import BackupNotFoundError, CorruptionError, ObjectNotFound, RepositoryError
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError, seal, unseal
@@ -191,7 +191,7 @@ def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:
     key = layout.snapshot_key(stanza, backup_id)
     try:
         data = repo.storage.get(key)
-    except KeyError:
+    except ObjectNotFound:
         raise BackupNotFoundError(
             f"no backup {backup_id!r} in stanza {stanza!r}",
             hint="list the backups with: pgkura info",

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
 from pgkura.codec.compression import Codec, parse_codec
-from pgkura.errors import NotARepositoryError, RepositoryError, UsageError
+from pgkura.errors import (
+    NotARepositoryError,
+    ObjectNotFound,
+    RepositoryError,
+    StorageError,
+    UsageError,
+)
 from pgkura.repository import layout
 from pgkura.storage.base import Storage
 
@@ -245,9 +252,11 @@ class Repository:
     def open(cls, storage: Storage) -> Repository:
         try:
             raw = storage.get(layout.CONFIG_KEY)
-        except KeyError:
+        except ObjectNotFound:
             raise _no_config(storage) from None
-        except (NotADirectoryError, PermissionError) as exc:
+        except StorageError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.EACCES, errno.EPERM):
+                raise
             raise NotARepositoryError(
                 f"cannot read the repository at {storage.location}: {exc.strerror}",
                 hint="check --repo and the permissions of the directory",
@@ -272,7 +281,7 @@ class Repository:
     def stanza(self, name: str) -> StanzaInfo | None:
         try:
             raw = self.storage.get(layout.stanza_key(name))
-        except KeyError:
+        except ObjectNotFound:
             return None
         return StanzaInfo.from_json(json.loads(raw))
 

@@ -5,15 +5,23 @@ PostgreSQL or of the repository's layout; the repository knows nothing of how by
 The operations are the small set an object store can offer atomically: put-if-absent (the
 primitive for immutable objects and locks), atomic replace, ranged get, list by prefix, delete.
 
-Errors, the same for every backend as far as callers may rely on them:
+The contract, the same for every backend (tests/test_storage_contract.py runs it against
+each one):
 
-- an absent object: ``get`` raises KeyError, ``size`` returns None, ``delete`` does nothing;
-- a key that could climb out of the store ("../x", "/etc"): ValueError;
-- the S3 backend raises :class:`pgkura.errors.StorageError` for every other failure, after
-  retrying transient ones (5xx, 429/503 SlowDown, dropped connections) within its time budget;
-  the message names the operation, the key and the location, the hint the setting to fix;
-- the posix backend raises the OSError the operating system reported (ENOSPC, EROFS, EACCES...),
-  which the layers above explain with the path's errno; it has nothing transient to retry.
+- an absent object: ``get`` raises :class:`pgkura.errors.ObjectNotFound` (a StorageError,
+  and a KeyError for older callers), ``size`` returns None, ``delete`` and ``delete_many`` do
+  nothing; no other operation reports absence;
+- a key that could climb out of the store ("../x", "/etc"): ValueError, before any I/O;
+- every other failure: :class:`pgkura.errors.StorageError`, never the backend's own exception
+  (no OSError, no obstore error): the message names the operation, the key and the location,
+  the hint what to fix. The S3 backend raises it after retrying transient failures (5xx,
+  429/503 SlowDown, dropped connections) within its time budget; the posix backend has nothing
+  transient to retry, and its errors carry the ``errno`` and ``strerror`` the operating system
+  reported (ENOSPC, EROFS, EACCES...), for the layers above to explain in their own words.
+
+Connections: ``max_connections`` is how many requests the backend takes at once before more
+only queue (or are refused); engines size their pools with :meth:`Storage.workers_for`, never
+with ``--jobs`` alone.
 """
 
 from __future__ import annotations
@@ -43,12 +51,19 @@ class Storage(abc.ABC):
     #: A human-readable location for messages ("/backups/repo", "s3://bucket/prefix").
     location: str
 
-    #: How many requests engines should have in flight against this store at once.
-    max_connections: int = 4
+    #: How many requests engines may have in flight against this store at once; None when
+    #: only the machine limits them (a local file system: CPUs and disks, which --jobs sizes).
+    max_connections: int | None = None
 
     #: Whether a forked child process may use this object. The S3 client's I/O runs in threads
     #: that fork(2) does not copy: engines must use threads, not forked workers, when False.
     fork_safe: bool = True
+
+    def workers_for(self, jobs: int) -> int:
+        """How many workers that each use this store to run for ``jobs`` asked: never more
+        than the store takes at once, never fewer than one."""
+        limit = self.max_connections
+        return max(1, jobs if limit is None else min(jobs, limit))
 
     @abc.abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -60,7 +75,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
-        """Read ``length`` bytes from ``start`` (to the end when None); KeyError if absent."""
+        """Read ``length`` bytes from ``start`` (to the end when None); ObjectNotFound if
+        absent. A read from at or past the end gives b""."""
 
     @abc.abstractmethod
     def size(self, key: str) -> int | None:
@@ -94,7 +110,7 @@ class Storage(abc.ABC):
         return 0
 
     def check_writable(self) -> None:
-        """Raise (OSError on posix, StorageError on S3) when the store cannot take writes."""
+        """Raise StorageError when the store cannot take writes."""
         probe = ".pgkura-write-probe"
         self.put(probe, b"ok")
         self.delete(probe)

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 
+from pgkura.errors import ObjectNotFound, StorageError
 from pgkura.storage.base import ObjectInfo, Storage
 
 # Paths are strings joined with os.path, not pathlib: archive-push opens this storage once per
@@ -101,6 +102,8 @@ def _dead_writer(name: str, mtime: float, now: float) -> bool:
 
 
 class PosixStorage(Storage):
+    """Objects as files under one directory; its errors keep the operating system's errno."""
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         # Symbolic links in the location are resolved once: a command reads the repository's
         # key and writes its objects in the same directory even if a link is re-pointed while
@@ -131,6 +134,21 @@ class PosixStorage(Storage):
                 os.mkdir(made)
             fsync_dir(os.path.dirname(made))
 
+    @contextlib.contextmanager
+    def _failing(self, op: str, key: str) -> Iterator[None]:
+        """Turn the OSError of ``op`` on ``key`` into the contract's StorageError."""
+        try:
+            yield
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StorageError(
+                f"cannot {op} {key or '/'} in the repository at {self.location}: {reason}",
+                hint="check the path's permissions and free space, and that the file system "
+                "is mounted",
+                errno=exc.errno,
+                strerror=reason,
+            ) from exc
+
     def _path(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
             raise ValueError(f"invalid storage key {key!r}")
@@ -143,13 +161,15 @@ class PosixStorage(Storage):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        self._make_dirs(os.path.dirname(path))
-        return write_atomic(path, data, replace=False, tmp_dir=self._tmp_dir())
+        with self._failing("write", key):
+            self._make_dirs(os.path.dirname(path))
+            return write_atomic(path, data, replace=False, tmp_dir=self._tmp_dir())
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        self._make_dirs(os.path.dirname(path))
-        write_atomic(path, data, replace=True, tmp_dir=self._tmp_dir())
+        with self._failing("write", key):
+            self._make_dirs(os.path.dirname(path))
+            write_atomic(path, data, replace=True, tmp_dir=self._tmp_dir())
 
     def sweep(self) -> int:
         """Remove the temporary files of writers that died (killed mid-write); a live
@@ -158,9 +178,12 @@ class PosixStorage(Storage):
         freed = 0
         now = time.time()
         try:
-            entries = list(os.scandir(tmp))
-        except FileNotFoundError:
-            return 0
+            with self._failing("list", TMP_DIR):
+                entries = list(os.scandir(tmp))
+        except StorageError as exc:
+            if exc.errno == errno.ENOENT:
+                return 0
+            raise
         for entry in entries:
             try:
                 st = entry.stat()
@@ -172,27 +195,47 @@ class PosixStorage(Storage):
         return freed
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
         try:
-            with open(self._path(key), "rb") as f:
+            with self._failing("read", key), open(path, "rb") as f:
                 if start:
                     f.seek(start)
                 return f.read() if length is None else f.read(length)
-        except FileNotFoundError:
-            raise KeyError(key) from None
+        except StorageError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise ObjectNotFound(
+                f"{key} does not exist in the repository at {self.location}"
+            ) from None
 
     def size(self, key: str) -> int | None:
+        path = self._path(key)
         try:
-            return os.stat(self._path(key)).st_size
-        except FileNotFoundError:
-            return None
+            with self._failing("stat", key):
+                return os.stat(path).st_size
+        except StorageError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the directory part of the prefix, then filter by the rest.
         base_dir, _, _ = prefix.rpartition("/")
         start = os.path.join(self.root, base_dir) if base_dir else self.root
         if not os.path.isdir(start):
-            return
-        for dirpath, _dirnames, filenames in os.walk(start):
+            if os.path.lexists(self.root) and not os.path.isdir(self.root):
+                with self._failing("list", prefix):
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            return  # nothing was ever stored there
+        with self._failing("list", prefix):
+            yield from self._walk(start, prefix)
+
+    def _walk(self, start: str, prefix: str) -> Iterator[ObjectInfo]:
+        def unreadable(exc: OSError) -> None:
+            if not isinstance(exc, FileNotFoundError):  # removed while listed: not there
+                raise exc
+
+        for dirpath, _dirnames, filenames in os.walk(start, onerror=unreadable):
             for name in filenames:
                 if name.endswith(_TMP_SUFFIX):
                     continue
@@ -212,6 +255,11 @@ class PosixStorage(Storage):
         wal_dir = os.path.join(self.root, "wal")
         now = time.time()
         freed = self.sweep()
+        with self._failing("remove temporary files", ""):
+            return freed + self._remove_old_tmp(wal_dir, now)
+
+    def _remove_old_tmp(self, wal_dir: str, now: float) -> int:
+        freed = 0
         tmp_dir = os.path.join(self.root, TMP_DIR)
         for dirpath, dirnames, filenames in os.walk(self.root):
             if dirpath == self.root and TMP_DIR in dirnames:
@@ -234,24 +282,24 @@ class PosixStorage(Storage):
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:  # pragma: no cover - depends on the file system
-            if exc.errno != errno.ENOENT:
-                raise
-        fsync_dir(os.path.dirname(path))
+        with self._failing("delete", key):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                return
+            fsync_dir(os.path.dirname(path))
 
     def delete_many(self, keys: Iterable[str]) -> None:
         # One fsync per directory, not per key: gc removes thousands of packs at once.
         touched = set()
         for key in keys:
             path = self._path(key)
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
+            with self._failing("delete", key):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
             touched.add(os.path.dirname(path))
         for directory in sorted(touched):
-            fsync_dir(directory)
+            with self._failing("delete", os.path.relpath(directory, self.root)):
+                fsync_dir(directory)

@@ -27,7 +27,7 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
-from pgkura.errors import StorageError
+from pgkura.errors import ObjectNotFound, StorageError
 from pgkura.storage.base import ObjectInfo, Storage
 from pgkura.storage.s3_config import CREDENTIALS_HINT, S3Options, store_arguments
 
@@ -47,11 +47,11 @@ class _Transient(Exception):
 
 
 class S3Storage(Storage):
-    max_connections = 16
     fork_safe = False
 
     def __init__(self, location: str, options: S3Options | None = None) -> None:
         self.options = options or S3Options()
+        self.max_connections = self.options.max_connections
         self.location = location.rstrip("/")
         kwargs = store_arguments(location, self.options)
         self.bucket: str = kwargs["bucket"]
@@ -91,7 +91,7 @@ class S3Storage(Storage):
 
         def once() -> bytes:
             if length == 0:
-                obstore.head(self._store, key)  # KeyError when absent, as a read would
+                obstore.head(self._store, key)  # ObjectNotFound when absent, as a read would
                 return b""
             if length is not None:
                 return bytes(obstore.get_range(self._store, key, start=start, length=length))
@@ -107,7 +107,7 @@ class S3Storage(Storage):
         self._check_key(key)
         try:
             return int(self._call("stat", key, lambda: obstore.head(self._store, key))["size"])
-        except KeyError:
+        except ObjectNotFound:
             return None
         except StorageError as exc:
             if "HTTP 403" not in exc.message:
@@ -116,7 +116,7 @@ class S3Storage(Storage):
             # missing permission look alike. A one-byte read of the key tells them apart.
             try:
                 self.get(key, 0, 1)
-            except KeyError:
+            except ObjectNotFound:
                 return None
             raise exc from None
 
@@ -141,6 +141,8 @@ class S3Storage(Storage):
                 return
             except Exception as exc:
                 failure = self._classify(exc, "list", prefix or "/")
+                if isinstance(failure, ObjectNotFound):
+                    return  # a listing reports no absence: nothing there
                 if not isinstance(failure, _Transient) or time.monotonic() > deadline:
                     raise self._storage_error(failure, "list", prefix or "/") from None
                 delay = _pause(delay, deadline)
@@ -185,15 +187,15 @@ class S3Storage(Storage):
                 return once()
             except Exception as exc:
                 failure = self._classify(exc, op, key)
-                if isinstance(failure, (KeyError, _RangeNotSatisfiable)):
+                if isinstance(failure, (ObjectNotFound, _RangeNotSatisfiable)):
                     raise failure from None
                 if not isinstance(failure, _Transient) or time.monotonic() > deadline:
                     raise self._storage_error(failure, op, key) from None
                 delay = _pause(delay, deadline)
 
     def _classify(self, exc: Exception, op: str, key: str) -> Exception:
-        """What ``exc`` from obstore means: KeyError (absent), _Transient (retry), or the
-        exception to describe."""
+        """What ``exc`` from obstore means: ObjectNotFound (absent), _Transient (retry), or
+        the exception to describe."""
         if isinstance(exc, (_Transient, StorageError, ValueError)) and not _is_obstore(exc):
             return exc
         text = str(exc)
@@ -201,7 +203,7 @@ class S3Storage(Storage):
         if code == "NoSuchBucket":
             return exc
         if isinstance(exc, FileNotFoundError) or code == "NoSuchKey":
-            return KeyError(key)
+            return ObjectNotFound(f"{key} does not exist in {self.location}")
         if status == 416 or code == "InvalidRange":
             return _RangeNotSatisfiable()
         if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):

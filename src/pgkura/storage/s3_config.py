@@ -59,6 +59,7 @@ class S3Options:
         "ca_file",
         "credentials_file",
         "endpoint",
+        "max_connections",
         "region",
         "retry_seconds",
         "uri_style",
@@ -75,6 +76,7 @@ class S3Options:
         verify_tls: bool = True,
         credentials_file: str | None = None,
         retry_seconds: float = 60.0,
+        max_connections: int = 16,
     ) -> None:
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self.region = region or "us-east-1"
@@ -83,6 +85,12 @@ class S3Options:
         self.verify_tls = verify_tls
         self.credentials_file = credentials_file
         self.retry_seconds = retry_seconds
+        if max_connections < 1:
+            raise ConfigError(
+                f"s3-max-connections must be at least 1, not {max_connections}",
+                hint="use for example --s3-max-connections 16",
+            )
+        self.max_connections = max_connections
 
     @classmethod
     def from_config(cls, cfg: Config | None) -> S3Options:
@@ -96,6 +104,7 @@ class S3Options:
             verify_tls=cfg.s3_verify_tls,
             credentials_file=cfg.s3_credentials_file,
             retry_seconds=cfg.s3_retry_seconds,
+            max_connections=cfg.s3_max_connections,
         )
 
 

@@ -19,8 +19,10 @@ import os
 
 from pgkura.errors import (
     CorruptionError,
+    ObjectNotFound,
     PgkuraError,
     RepositoryError,
+    StorageError,
     UnsupportedVersionError,
     UsageError,
 )
@@ -80,7 +82,11 @@ class PushResult:
         self.written, self.repaired = written, repaired
 
 
-def _storage_error(exc: OSError, action: str, repo: Repository) -> PgkuraError:
+def _storage_error(exc: OSError | StorageError, action: str, repo: Repository) -> PgkuraError:
+    """``exc`` in archive's words when a file system reported it; an object store's
+    StorageError says all it knows already."""
+    if isinstance(exc, StorageError) and exc.errno is None:
+        return exc
     reason = _UNWRITABLE.get(exc.errno or 0, exc.strerror or str(exc))
     return RepositoryError(
         f"cannot {action} in the repository at {repo.storage.location}: {reason}",
@@ -225,7 +231,7 @@ def push_wal(
         else:
             archive = _archive_of_file(repo, stanza, path)
         return _store(repo, layout.wal_key(archive, name), wal, raw)
-    except OSError as exc:
+    except (OSError, StorageError) as exc:
         raise _storage_error(exc, f"archive {name}", repo) from None
 
 
@@ -261,7 +267,7 @@ def _compare_existing(repo: Repository, key: str, name: str, digest: bytes) -> i
     """None when ``key`` is absent; its size when it holds the same content; raise otherwise."""
     try:
         stored = repo.storage.get(key)
-    except KeyError:
+    except ObjectNotFound:
         return None
     same_claim = len(stored) >= HEADER_SIZE and stored[24:HEADER_SIZE] == digest
     if not same_claim:
@@ -295,9 +301,11 @@ def get_wal(
     key = layout.wal_key(stanza, wal_name)
     try:
         stored = repo.storage.get(key)
-    except KeyError:
+    except ObjectNotFound:
         return False
-    except OSError as exc:
+    except StorageError as exc:
+        if exc.errno is None:
+            raise  # an object store's message names what to fix
         raise RepositoryError(
             f"cannot read {key} from the repository at {repo.storage.location}: "
             f"{exc.strerror or exc}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from pgkura.errors import CorruptionError, NotFoundError
+from pgkura.errors import CorruptionError, NotFoundError, ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError, unseal
@@ -139,7 +139,7 @@ def read_archived(repo: Repository, archive: str, name: str) -> bytes | None:
     key = layout.wal_key(archive, name)
     try:
         data = repo.storage.get(key)
-    except KeyError:
+    except ObjectNotFound:
         return None
     try:
         return unseal(data, repo.key)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from pgkura.errors import ObjectNotFound, StorageError
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError, unseal_to
@@ -35,10 +36,12 @@ def damage_of(repo: Repository, stanza: str, name: str) -> str | None:
     key = layout.wal_key(stanza, name)
     try:
         stored = repo.storage.get(key)
-    except KeyError:
+    except ObjectNotFound:
         return "it vanished from the archive"
-    except OSError as exc:
-        return f"it cannot be read: {exc.strerror or exc}"
+    except StorageError as exc:
+        if exc.errno is None:
+            raise  # an object store that fails is no damage of this file
+        return f"it cannot be read: {exc.strerror}"
     try:
         unseal_to(stored, repo.key, lambda _piece: None)
     except SealError as exc:
@@ -53,7 +56,8 @@ def first_damaged(
     Read in threads: zstd and BLAKE3 release the GIL."""
     if not names:
         return None
-    with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="pgkura-walcheck") as pool:
+    workers = repo.storage.workers_for(jobs)
+    with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-walcheck") as pool:
         for i, reason in enumerate(pool.map(lambda n: damage_of(repo, stanza, n), names)):
             if reason is not None:
                 pool.shutdown(cancel_futures=True)

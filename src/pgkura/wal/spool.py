@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 IDLE_EXIT_SECONDS = 5.0
 PREFETCH_SEGMENTS = 8
 PUSH_JOBS = 4
+PREFETCH_JOBS = 4
 POLL = 0.005
 
 
@@ -229,6 +230,7 @@ def _push_loop(cfg: Config, spool: Path) -> None:
 
     compression.PARALLEL_LARGE = False  # PUSH_JOBS segments at once already fill the cores
     repo = open_repository(cfg)
+    jobs = repo.storage.workers_for(PUSH_JOBS)
     status = Path("pg_wal") / "archive_status"
     idle_since = time.monotonic()
 
@@ -246,7 +248,7 @@ def _push_loop(cfg: Config, spool: Path) -> None:
             return
         _write_small(spool / "out" / f"{name}.ok", identity)
 
-    with ThreadPoolExecutor(PUSH_JOBS, thread_name_prefix="pgkura-push") as pool:
+    with ThreadPoolExecutor(jobs, thread_name_prefix="pgkura-push") as pool:
         while time.monotonic() - idle_since < IDLE_EXIT_SECONDS:
             ready = sorted(
                 p.name[: -len(".ready")]
@@ -257,7 +259,7 @@ def _push_loop(cfg: Config, spool: Path) -> None:
             if not ready:
                 time.sleep(0.02)
                 continue
-            list(pool.map(push_one, ready[: PUSH_JOBS * 4]))
+            list(pool.map(push_one, ready[: jobs * 4]))
             idle_since = time.monotonic()
 
 
@@ -298,5 +300,7 @@ def _get_loop(cfg: Config, spool: Path) -> None:
             if not (inbox / seg).exists():
                 get_wal(repo, archive, seg, inbox / seg)
 
-        with ThreadPoolExecutor(4, thread_name_prefix="pgkura-prefetch") as pool:
+        with ThreadPoolExecutor(
+            repo.storage.workers_for(PREFETCH_JOBS), thread_name_prefix="pgkura-prefetch"
+        ) as pool:
             list(pool.map(fetch, upcoming))
