@@ -48,7 +48,7 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + self.key
 
     @property
     def env(self) -> str:
@@ -192,6 +192,34 @@ SETTINGS: tuple[Setting, ...] = (
 BY_NAME = {s.name: s for s in SETTINGS}
 
 
+def split_global(args: list[str]) -> tuple[dict[str, str], str | None, str | None, list[str]]:
+    """``(flags, config file, command, rest)`` of pgkura's arguments: the global options
+    before the command, as ``--name value`` or ``--name=value``. Raises ValueError naming an
+    option pgkura does not know."""
+    by_flag = {s.flag: s.name for s in SETTINGS if s.on_command_line}
+    flags: dict[str, str] = {}
+    config_file = None
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if not word.startswith("-"):
+            return flags, config_file, word, args[i + 1 :]
+        name, sep, value = word.partition("=")
+        if name != "--config" and name not in by_flag:
+            raise ValueError(f"unknown option {name}")
+        if not sep:
+            if i + 1 >= len(args):
+                raise ValueError(f"{name} has no value")
+            i += 1
+            value = args[i]
+        if name == "--config":
+            config_file = value
+        else:
+            flags[by_flag[name]] = value
+        i += 1
+    return flags, config_file, None, []
+
+
 class Config:
     """The merged settings (one attribute per entry of SETTINGS, and config_file)."""
 
@@ -303,8 +331,8 @@ def _convert(setting: Setting, value: Any, source: str) -> Any:
         if setting.choices:
             what = " or ".join(setting.choices)
         raise ConfigError(
-            f"{setting.name.replace('_', '-')} from {source} is {value!r}, not {what}",
-            hint=f"fix {setting.name.replace('_', '-')} in {source}",
+            f"{setting.key} from {source} is {value!r}, not {what}",
+            hint=f"fix {setting.key} in {source}",
         ) from None
 
 
@@ -329,7 +357,7 @@ def read_config_file(path: str) -> dict[str, Any]:
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in BY_NAME:
-            known = ", ".join(s.name.replace("_", "-") for s in SETTINGS)
+            known = ", ".join(s.key for s in SETTINGS)
             raise ConfigError(
                 f"unknown key {key!r} in config file {path}", hint=f"known keys: {known}"
             )

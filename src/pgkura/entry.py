@@ -17,38 +17,38 @@ FAST_OPTIONS = {"archive-get": {"--stop-after": "stop_after"}}
 
 def _split_fast(args: list[str]) -> tuple[dict[str, str], str, list[str]] | None:
     """``(flags, command, positional)`` when ``args`` is a plain archive command, else None."""
-    from pgkura.config import SETTINGS
+    from pgkura.config import split_global
 
-    by_flag = {s.flag: s.name for s in SETTINGS if s.on_command_line}
-    by_flag["--config"] = "config"
-    flags: dict[str, str] = {}
-    command = None
-    rest: list[str] = []
+    try:
+        flags, config_file, command, rest = split_global(args)
+    except ValueError:
+        return None  # --help, an unknown option...: let the full CLI explain
+    if command not in FAST_COMMANDS:
+        return None
+    if config_file is not None:
+        flags["config"] = config_file
+    options = FAST_OPTIONS.get(command, {})
+    positional: list[str] = []
     i = 0
-    while i < len(args):
-        word = args[i]
-        if command is None and word in FAST_COMMANDS:
-            command = word
-            by_flag = dict(FAST_OPTIONS.get(word, {}))
-            i += 1
-            continue
-        if command is not None and not word.startswith("-"):
-            rest.append(word)
+    while i < len(rest):
+        word = rest[i]
+        if not word.startswith("-"):
+            positional.append(word)
             i += 1
             continue
         name, sep, value = word.partition("=")
-        if name not in by_flag:
-            return None  # --help, an unknown option...: let the full CLI explain
+        if name not in options:
+            return None
         if not sep:
-            if i + 1 >= len(args):
+            if i + 1 >= len(rest):
                 return None
             i += 1
-            value = args[i]
-        flags[by_flag[name]] = value
+            value = rest[i]
+        flags[options[name]] = value
         i += 1
-    if command is None or len(rest) != FAST_COMMANDS[command]:
+    if len(positional) != FAST_COMMANDS[command]:
         return None
-    return flags, command, rest
+    return flags, command, positional
 
 
 def _run_fast(flags: dict[str, str], command: str, rest: list[str]) -> None:

@@ -15,7 +15,7 @@ import stat
 import sys
 from collections.abc import Mapping
 
-from pgkura.config import SETTINGS, Config, resolve_settings
+from pgkura.config import Config, resolve_settings, split_global
 
 # Shell operators that end one simple command and start another.
 SEPARATORS = {"&&", "||", ";", "|", "&", ";;", "\n", "(", ")"}
@@ -81,34 +81,6 @@ def _pgkura_args(words: list[str]) -> list[str] | None:
     if len(words) >= 3 and words[1] == "-m" and words[2] in ("pgkura", "pgkura.entry"):
         return words[3:]  # python -m pgkura.entry, as the spool starts its daemons
     return None
-
-
-def split_global(args: list[str]) -> tuple[dict[str, str], str | None, str | None, list[str]]:
-    """``(flags, config file, command, rest)`` of pgkura's arguments: the global options
-    before the command, as ``--name value`` or ``--name=value``. Raises ValueError naming an
-    option pgkura does not know."""
-    by_flag = {s.flag: s.name for s in SETTINGS if s.on_command_line}
-    flags: dict[str, str] = {}
-    config_file = None
-    i = 0
-    while i < len(args):
-        word = args[i]
-        if not word.startswith("-"):
-            return flags, config_file, word, args[i + 1 :]
-        name, sep, value = word.partition("=")
-        if name != "--config" and name not in by_flag:
-            raise ValueError(f"unknown option {name}")
-        if not sep:
-            if i + 1 >= len(args):
-                raise ValueError(f"{name} has no value")
-            i += 1
-            value = args[i]
-        if name == "--config":
-            config_file = value
-        else:
-            flags[by_flag[name]] = value
-        i += 1
-    return flags, config_file, None, []
 
 
 def find_invocation(text: str, command: str) -> Invocation | None:

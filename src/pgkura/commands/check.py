@@ -36,7 +36,7 @@ class CheckReport:
 def judge_archive_command(
     command: str, cfg: Config, data_directory: str | None
 ) -> tuple[str | None, str]:
-    """``(problem, None)`` when ``command`` does not archive into this repository and
+    """``(problem, "")`` when ``command`` does not archive into this repository and
     stanza, else ``(None, what it archives into)``. The settings are those pgkura will
     take when PostgreSQL runs the command: in the data directory, with the server's
     environment, reading the config file as the server's OS user."""
@@ -48,10 +48,10 @@ def judge_archive_command(
     if invocation is None:
         return f"archive_command is {command!r}, which does not call pgkura archive-push; {fix}", ""
     server = postmaster_process(data_directory) if data_directory else None
-    known_env = server is not None and server.environ is not None
-    environ = server.environ if server is not None and server.environ is not None else {}
+    environ = server.environ if server is not None else None
+    known_env = environ is not None
     try:
-        used, sources = resolve(invocation, environ, data_directory or "/")
+        used, sources = resolve(invocation, environ or {}, data_directory or "/")
     except PgkuraError as exc:
         return f"archive_command's pgkura would fail: {exc.message}; {exc.hint or fix}", ""
     if (
