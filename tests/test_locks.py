@@ -251,3 +251,21 @@ def test_a_lock_record_holds_what_the_format_documents(posix_place: Place) -> No
     assert record["host"] == locks.HOST and record["pid"] == os.getpid()
     assert record["lease_seconds"] == locks.LEASE_SECONDS
     assert record["created"] == record["renewed"] < record["expires"]
+
+
+def test_a_backup_whose_lock_was_taken_over_is_not_committed(posix_place: Place) -> None:
+    """A process stopped past its lease loses its lock; a cleanup may then have deleted its
+    packs, so its manifest must not be written."""
+    from pgkura.repository.manifest import list_backup_ids, write_manifest
+    from test_repository import _manifest
+
+    repo = posix_place.repo
+    with locks.backup_lock(repo, "main"):
+        write_manifest(repo, _manifest("20260101T000000000Z"))  # still ours: committed
+        # Another host took the lock over (a record of its own, with its own token).
+        taker = lease.LockRecord.taken_now("elsewhere", 1, "backup", 300.0)
+        repo.storage.put(layout.lock_key("backup-main"), taker.to_json())
+        with pytest.raises(LockedError, match=r"is not recorded: the lock .* was taken over"):
+            write_manifest(repo, _manifest("20260102T000000000Z"))
+    assert list_backup_ids(repo, "main") == ["20260101T000000000Z"]
+    assert posix_place.record() == json.loads(taker.to_json())  # the taker's lock stays

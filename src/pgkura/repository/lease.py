@@ -192,11 +192,14 @@ class Renewer:
                 self._wake.set()
                 self._thread = None
 
+    def held_locks(self) -> list[HeldLock]:
+        """The locks this process holds (never a forked child's copy of its parent's)."""
+        with self._mutex:
+            return [lock for lock in self._held.values() if lock.pid == os.getpid()]
+
     def _run(self, interval: float, wake: threading.Event) -> None:
         while not wake.wait(interval):
-            with self._mutex:
-                held = [lock for lock in self._held.values() if lock.pid == os.getpid()]
-            for lock in held:
+            for lock in self.held_locks():
                 try:
                     lock.renew()
                 except PgkuraError as exc:

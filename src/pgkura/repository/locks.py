@@ -166,6 +166,24 @@ def _live_shared(repo: Repository, own: str | None = None) -> list[LockRecord]:
     return live
 
 
+def confirm_locks_held(repo: Repository, what: str) -> None:
+    """Before ``what`` is committed: refuse when a lock this process holds on ``repo`` was
+    taken over meanwhile (its lease ran out while the process was stopped). A cleanup may
+    then have deleted what this process stored and no manifest referenced yet, so a commit
+    would record a backup that cannot restore."""
+    for held in RENEWER.held_locks():
+        if held.storage is not repo.storage:
+            continue
+        if held.lost or not held.still_ours():
+            held.mark_lost()
+            raise LockedError(
+                f"{what} is not recorded: the lock {held.key} was taken over by another "
+                "process while this one held it (its lease ran out: was this process "
+                "stopped?), and what it stored may have been cleaned up meanwhile",
+                hint="run it again; pgkura gc removes what this run left",
+            )
+
+
 @contextmanager
 def backup_lock(repo: Repository, stanza: str) -> Iterator[None]:
     """Held while a backup or dump writes: one per stanza, and it blocks garbage collection."""

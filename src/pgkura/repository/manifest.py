@@ -180,6 +180,9 @@ class Manifest:
 
 def write_manifest(repo: Repository, manifest: Manifest) -> None:
     """Commit a backup. After this returns the backup exists; before, it does not."""
+    from pgkura.repository.locks import confirm_locks_held
+
+    confirm_locks_held(repo, f"backup {manifest.id}")
     body = json.dumps(manifest.to_json(), separators=(",", ":")).encode()
     sealed = seal(body, repo.codec, repo.key)
     key = layout.snapshot_key(manifest.stanza, manifest.id)
