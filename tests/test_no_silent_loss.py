@@ -410,7 +410,7 @@ def test_what_a_killed_run_leaves_is_removed_by_the_next_run(
     import os
 
     from pgkura.pg.postmaster import running_postmaster_pid
-    from pgkura.procs import pid_alive
+    from pgkura.pg.procs import pid_alive
 
     src = make_server("src", extra_conf=archiving_conf(repo))
     src.sql("CREATE TABLE t AS SELECT md5(g::text) AS v FROM generate_series(1, 300000) g")

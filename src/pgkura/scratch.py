@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pgkura.procs import pid_alive
+from pgkura.pg.procs import pid_alive
 
 _NAME = re.compile(r"pgkura-([a-z]+)-([0-9]+)-")
 # The kinds of scratch directory this module makes (and so may remove); others that look

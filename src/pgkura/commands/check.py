@@ -126,7 +126,7 @@ def run_check(cfg: Config) -> CheckReport:
             f"repository {repo.storage.location} is not writable ({exc.strerror}); "
             "give the server's OS user write access"
         )
-    with connect(cfg) as conn:
+    with connect(cfg.dbconn) as conn:
 
         def one(query: str) -> str:
             row = conn.execute(query).fetchone()

@@ -68,7 +68,7 @@ def _check_request(req: TableRestoreRequest) -> None:
 def _live(cfg: Config, dbname: str) -> Any:
     from pgkura.pg.connection import connect
 
-    return connect(cfg, dbname=dbname)
+    return connect(cfg.dbconn, dbname=dbname)
 
 
 def _libpq_conninfo(cfg: Config, dbname: str) -> str:

@@ -112,7 +112,7 @@ def plan_targets(
 def _is_empty(cfg: Config, dbname: str) -> bool:
     from pgkura.pg.connection import connect
 
-    conn = connect(cfg, dbname)
+    conn = connect(cfg.dbconn, dbname)
     try:
         row = conn.execute(_USER_OBJECTS).fetchone()
         return row is not None and int(str(row[0])) == 0
@@ -197,7 +197,7 @@ def _run_maintenance(cfg: Config, dbname: str, statement: Any) -> None:
     from pgkura.pg.connection import connect
 
     # A database cannot be dropped from a session connected to it.
-    conn = connect(cfg, "template1") if dbname == "postgres" else connect_maintenance(cfg)
+    conn = connect(cfg.dbconn, "template1") if dbname == "postgres" else connect_maintenance(cfg)
     try:
         conn.execute(statement)
     except Exception as exc:  # psycopg's errors carry the server's message

@@ -117,10 +117,10 @@ def connect_maintenance(cfg: Config) -> Any:
     from pgkura.pg.connection import connect
 
     try:
-        return connect(cfg, "postgres")
+        return connect(cfg.dbconn, "postgres")
     except PostgresError as first:
         try:
-            return connect(cfg, "template1")
+            return connect(cfg.dbconn, "template1")
         except PostgresError:
             raise first from None
 

@@ -1,9 +1,9 @@
 """Connections to a running server through psycopg 3.
 
-The target is ``cfg.dbconn`` (a libpq connection string or URI) when given, otherwise libpq's
-own environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE, ...), exactly as psql would
-connect. psycopg is imported here, lazily, so that commands which never connect (archive-push,
-archive-get) do not pay for it.
+The target is ``dbconn`` (``--dbconn``: a libpq connection string or URI) when given,
+otherwise libpq's own environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE, ...),
+exactly as psql would connect. psycopg is imported here, lazily, so that commands which never
+connect (archive-push, archive-get) do not pay for it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pgkura.config import Config
 from pgkura.errors import ConfigError, PostgresError
 
 if TYPE_CHECKING:
@@ -21,10 +20,10 @@ CONNECT_TIMEOUT = 10
 _LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE")
 
 
-def describe_target(cfg: Config) -> str:
+def describe_target(dbconn: str | None) -> str:
     """Where a connection goes, for messages (never includes a password)."""
-    if cfg.dbconn:
-        return f"--dbconn {cfg.dbconn!r}"
+    if dbconn:
+        return f"--dbconn {dbconn!r}"
     parts = [f"{name}={os.environ[name]}" for name in _LIBPQ_VARS if os.environ.get(name)]
     if parts:
         return "the libpq environment (" + ", ".join(parts) + ")"
@@ -43,14 +42,17 @@ def refuse_password_env() -> None:
         )
 
 
-def connect(cfg: Config, dbname: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
-    """Open an autocommit connection to the server; PostgresError with a hint when it fails."""
+def connect(
+    dbconn: str | None, dbname: str | None = None
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Open an autocommit connection to the server ``dbconn`` (a libpq connection string, or
+    None for libpq's environment); PostgresError with a hint when it fails."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     refuse_password_env()
 
-    base = cfg.dbconn or ""
+    base = dbconn or ""
     try:
         params = conninfo_to_dict(base)
     except psycopg.ProgrammingError as exc:
@@ -70,7 +72,7 @@ def connect(cfg: Config, dbname: str | None = None) -> psycopg.Connection[tuple[
     except psycopg.OperationalError as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PostgresError(
-            f"cannot connect to PostgreSQL through {describe_target(cfg)}: {detail}",
+            f"cannot connect to PostgreSQL through {describe_target(dbconn)}: {detail}",
             hint="start the server, or point pgkura at it with --dbconn "
             "'host=... port=... user=...' or PGHOST/PGPORT/PGUSER (passwords go in ~/.pgpass)",
         ) from None

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.errors import PostgresError
+from pgkura.pg.lsn import parse_lsn
 from pgkura.pg.process import run
-from pgkura.wal.names import parse_lsn
 
 # States that mean "no WAL needs replaying": a clean shutdown of a primary or a standby.
 CLEAN_STATES = frozenset({"shut down", "shut down in recovery"})

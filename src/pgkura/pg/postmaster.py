@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgkura.procs import pid_alive, program_of
+from pgkura.pg.procs import pid_alive, program_of
 
 # postmaster.pid's lines (src/include/utils/pidfile.h): 1 pid, 2 data directory, 3 start time,
 # 4 port, 5 first socket directory, 6 listen address, 7 shared memory key, 8 status.

@@ -67,7 +67,7 @@ def backup_basebackup(
 ) -> Manifest:
     from pgkura.pg.connection import connect
 
-    with connect(cfg) as conn:
+    with connect(cfg.dbconn) as conn:
         facts = server_facts(conn)  # refuses an unsupported major
     stanza = cfg.stanza
     pg_version = major_of_version_num(facts.version_num)

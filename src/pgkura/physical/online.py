@@ -174,7 +174,7 @@ def backup_online(
 ) -> Manifest:
     from pgkura.pg.connection import connect
 
-    conn = connect(cfg)
+    conn = connect(cfg.dbconn)
     try:
         facts = server_facts(conn)
         if os.path.realpath(facts.data_directory) != os.path.realpath(pgdata):

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from pgkura.errors import LockedError, ObjectNotFound, StorageError
-from pgkura.procs import pid_alive
+from pgkura.pg.procs import pid_alive
 from pgkura.repository import layout
 from pgkura.repository.lease import RENEWER, HeldLock, LockRecord
 from pgkura.repository.repo import Repository, utc_now

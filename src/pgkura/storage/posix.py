@@ -92,7 +92,7 @@ def write_atomic(
 
 def _dead_writer(name: str, mtime: float, now: float) -> bool:
     """Whether the temporary file ``name`` (in TMP_DIR) was left by a writer that is gone."""
-    from pgkura.procs import pid_alive
+    from pgkura.pg.procs import pid_alive
 
     host, _, rest = name.partition(".")
     pid_text = rest.partition(".")[0]

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import re
 
+# LSN notation lives in pg/ (a leaf): re-exported here, where WAL arithmetic is looked for.
+from pgkura.pg.lsn import MAX_LSN as MAX_LSN
+from pgkura.pg.lsn import format_lsn as format_lsn
+from pgkura.pg.lsn import parse_lsn as parse_lsn
+
 TYPE_CHECKING = False  # names are parsed once per WAL segment: typing is not imported
 if TYPE_CHECKING:
     from typing import Literal
@@ -21,7 +26,6 @@ if TYPE_CHECKING:
     WalKind = Literal["segment", "partial", "backup", "history"]
 
 DEFAULT_SEG_SIZE = 16 * 1024 * 1024
-MAX_LSN = (1 << 64) - 1
 _LOG_SPAN = 0x1_0000_0000  # bytes of WAL per "log id" (the middle group of a segment name)
 
 # PostgreSQL writes these names with %08X, so only upper-case hex is valid (IsXLogFileName uses
@@ -31,7 +35,6 @@ _SEGMENT_RE = re.compile(rf"^({_HEX8})({_HEX8})({_HEX8})$")
 _PARTIAL_RE = re.compile(rf"^({_HEX8})({_HEX8})({_HEX8})\.partial$")
 _BACKUP_RE = re.compile(rf"^({_HEX8})({_HEX8})({_HEX8})\.({_HEX8})\.backup$")
 _HISTORY_RE = re.compile(rf"^({_HEX8})\.history$")
-_LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 
 
 class WalName:
@@ -83,21 +86,6 @@ def segments_per_log(seg_size: int = DEFAULT_SEG_SIZE) -> int:
     """How many segments one "log id" (4 GiB of WAL) holds: XLogSegmentsPerXLogId."""
     _check_seg_size(seg_size)
     return _LOG_SPAN // seg_size
-
-
-def parse_lsn(text: str) -> int:
-    """Parse PostgreSQL's ``X/X`` LSN notation ("16/B374D848") into an integer."""
-    m = _LSN_RE.match(text.strip())
-    if not m:
-        raise ValueError(f"invalid LSN {text!r}: expected the form 16/B374D848")
-    return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
-
-
-def format_lsn(lsn: int) -> str:
-    """Format an LSN as PostgreSQL prints it (``%X/%X``: upper-case, no zero padding)."""
-    if not 0 <= lsn <= MAX_LSN:
-        raise ValueError(f"LSN {lsn} is out of range")
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def segno_of(lsn: int, seg_size: int = DEFAULT_SEG_SIZE) -> int:
