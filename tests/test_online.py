@@ -172,7 +172,7 @@ def test_restore_names_a_missing_wal_segment_before_writing(
     next(Path(repo, "wal").rglob(start_wal)).unlink()
     target = work_dir / "never"
     result = run_pgkura("--repo", repo, "restore", "--target-dir", str(target), check=False)
-    assert result.returncode == 7
+    assert result.returncode == 9
     assert f"WAL segment {start_wal}" in result.stderr and "not in the archive" in result.stderr
     assert not target.exists()
 

@@ -133,7 +133,7 @@ def test_a_promoted_restore_archives_its_new_timeline_and_latest_follows_it(
     assert "timeline 2: its history file is missing" in report.stdout
     lost = run_pgkura("--repo", repo, "restore", "--target-dir", str(work_dir / "lost"),
                       check=False)  # fmt: skip
-    assert lost.returncode == 1 and "00000002.history" in lost.stderr
+    assert lost.returncode == 9 and "00000002.history" in lost.stderr
     assert not (work_dir / "lost").exists()
 
 
@@ -189,7 +189,7 @@ def test_pgkura_picks_the_backup_and_refuses_targets_outside_the_window(
     # A timeline that does not exist.
     no_tl = run_pgkura("--repo", repo, "restore", "--target-dir", str(work_dir / "tl"),
                        "--target-timeline", "7", "--to-immediate", check=False)  # fmt: skip
-    assert no_tl.returncode == 1 and "00000007.history" in no_tl.stderr
+    assert no_tl.returncode == 9 and "00000007.history" in no_tl.stderr
     for name in ("early", "wrong", "future", "tl"):
         assert not (work_dir / name).exists()
 

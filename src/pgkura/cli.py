@@ -69,15 +69,9 @@ def _config(ctx: click.Context) -> Config:
 
 
 def _jobs(jobs: int | None) -> int:
-    from pgkura.errors import UsageError
+    from pgkura.jobs import resolve_jobs
 
-    if jobs is not None and jobs < 1:
-        raise UsageError(
-            f"--jobs must be at least 1, not {jobs}",
-            hint="give a number of parallel workers, such as --jobs 2, or leave it out "
-            "(one per core)",
-        )
-    return jobs or len(os.sched_getaffinity(0))
+    return resolve_jobs(jobs)
 
 
 def _emit(output: str, data: dict[str, Any], text: str) -> None:

@@ -23,6 +23,9 @@ class ExitCode:
     CORRUPTION = 7
     # The backup was taken and kept, but data page checksum failures were found in the cluster.
     CHECKSUM_FAILURES = 8
+    # restore: the archive lacks a WAL segment or timeline history file the restore needs
+    # (1 stays archive-get's alone: PostgreSQL reads it as "the end of the archive").
+    INCOMPLETE_ARCHIVE = 9
     # archive-get: the file is in the archive but cannot be delivered intact (damaged, or the
     # repository unreadable), or the archive has a hole there. Above 125, so that PostgreSQL
     # stops recovery instead of taking it for the end of the archive (126 and 127 it would
@@ -97,7 +100,16 @@ class LockedError(PgkuraError):
 
 
 class NotFoundError(PgkuraError):
+    """archive-get only: the file is not in the archive (exit 1, which PostgreSQL's
+    restore_command probing expects). Anything else missing has its own error."""
+
     exit_code = ExitCode.NOT_FOUND
+
+
+class IncompleteArchiveError(PgkuraError):
+    """The archive lacks WAL or a timeline history file that a restore needs."""
+
+    exit_code = ExitCode.INCOMPLETE_ARCHIVE
 
 
 class BackupNotFoundError(UsageError):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.errors import BackupNotFoundError, UsageError
+from pgkura.jobs import check_jobs
 from pgkura.logical.records import DumpFacts, dump_facts
 from pgkura.logical.restore import (
     RestoreOptions,
@@ -180,8 +181,7 @@ def restore_logical(
     progress: Progress | None = None,
 ) -> LogicalRestoreResult:
     """The CLI's entry point: options as flags."""
-    if jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, not {jobs}")
+    check_jobs(jobs)
     options = RestoreOptions(
         create=create,
         clean=clean,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import CorruptionError, PgkuraError, UsageError
+from pgkura.errors import CorruptionError, IncompleteArchiveError, PgkuraError, UsageError
 from pgkura.physical.choose import Choice
 from pgkura.physical.pgmanifest import write_pg_manifest
 from pgkura.physical.recovery import RecoveryTarget, write_recovery_settings
@@ -234,7 +234,7 @@ def _check_wal_present(repo: Repository, archive: str, manifest: Manifest) -> No
     seg_size = int(manifest.extra.get("wal_segment_size", 16 * 1024 * 1024))
     for name in segments_between(manifest.timeline, start, max(stop - 1, start), seg_size):
         if not repo.storage.exists(layout.wal_key(archive, name)):
-            raise CorruptionError(
+            raise IncompleteArchiveError(
                 f"backup {manifest.id} cannot be restored: WAL segment {name}, needed to make "
                 "it consistent, is not in the archive; nothing was written",
                 hint="push the segment from the server's pg_wal with pgkura archive-push if it "

@@ -19,6 +19,7 @@ from typing import Any
 
 from pgkura.config import Config
 from pgkura.errors import PostgresError, UsageError
+from pgkura.jobs import check_jobs
 from pgkura.logical.records import FORMATS, GLOBALS_PATH, SINGLE_FILE, DatabaseDump, DumpFacts
 from pgkura.logical.streams import store_stream
 from pgkura.logical.tools import (
@@ -73,8 +74,7 @@ class DumpRequest:
                 f"pg_dump dumps in parallel only in directory format, not {self.format}",
                 hint="add --format directory, or drop --jobs",
             )
-        if self.jobs is not None and self.jobs < 1:
-            raise UsageError(f"--jobs must be at least 1, not {self.jobs}")
+        check_jobs(self.jobs)
 
 
 @dataclass(frozen=True)

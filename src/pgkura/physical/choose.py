@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pgkura.errors import NotFoundError, UsageError
+from pgkura.errors import BackupNotFoundError, IncompleteArchiveError, UsageError
 from pgkura.pg.versions import capabilities
 from pgkura.physical.recovery import RecoveryTarget
 from pgkura.repository.manifest import Manifest, list_backup_ids, read_manifest, resolve_backup_id
@@ -181,7 +181,7 @@ def _choose(
     else:
         backups = physical_backups(repo, stanza)
         if not backups:
-            raise NotFoundError(
+            raise BackupNotFoundError(
                 f"stanza {stanza!r} has no physical backup",
                 hint="take one with pgkura backup",
             )
@@ -281,7 +281,7 @@ def _check_reachable(
         missing = segment_name_of_segno(
             history.timelines()[-1], end_lsn // catalog.seg_size, catalog.seg_size
         )
-        raise NotFoundError(
+        raise IncompleteArchiveError(
             f"backup {chosen.id} cannot become consistent: WAL segment {missing} (or its "
             "timeline's copy) is not in the archive",
             hint="restore another backup, or push the segment from pg_wal with archive-push",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pgkura.errors import CorruptionError
+from pgkura.errors import CorruptionError, IncompleteArchiveError, PgkuraError
 from pgkura.physical.choose import Choice, consistency_lsn, target_history
 from pgkura.physical.recovery import RecoveryTarget
 from pgkura.repository.manifest import Manifest
@@ -44,6 +44,7 @@ class _Problem:
     segno: int
     name: str
     what: str  # "is missing from the archive (archived WAL continues at X)", "is damaged: ..."
+    missing: bool = False  # absent (an incomplete archive), not damaged (corruption)
 
 
 def check_replay(
@@ -53,8 +54,9 @@ def check_replay(
     bin_dir: Path | None,
     jobs: int,
 ) -> WalCheck:
-    """Refuse (CorruptionError) when recovery from the chosen backup cannot reach ``target``
-    because of a hole or a damaged segment; otherwise say how far restore_command may serve."""
+    """Refuse when recovery from the chosen backup cannot reach ``target`` because of a hole
+    (IncompleteArchiveError) or a damaged segment (CorruptionError); otherwise say how far
+    restore_command may serve."""
     m = choice.manifest
     if m.kind != "physical" or m.method == "offline" or m.start_lsn is None:
         return WalCheck()
@@ -104,7 +106,10 @@ def _hole(segno: int, after: tuple[int, int], seg: int, tli: int) -> _Problem:
     name = segment_name_of_segno(tli, segno, seg)
     resumes = segment_name_of_segno(after[0], after[1], seg)
     return _Problem(
-        segno, name, f"is missing from the archive, which continues at {resumes} after it"
+        segno,
+        name,
+        f"is missing from the archive, which continues at {resumes} after it",
+        missing=True,
     )
 
 
@@ -144,7 +149,7 @@ def _refusal(
     problem: _Problem,
     records: list[Record] | None,
     seg: int,
-) -> CorruptionError:
+) -> PgkuraError:
     last = max((r.lsn for r in records), default=None) if records else None
     consistent = consistency_lsn(m)
     if last is not None and last >= consistent:
@@ -164,7 +169,8 @@ def _refusal(
             f"restore to a target before {start} (--to-lsn), or put an intact copy of "
             f"{problem.name} back into the archive"
         )
-    return CorruptionError(
+    error = IncompleteArchiveError if problem.missing else CorruptionError
+    return error(
         f"recovery of backup {m.id} to {target.describe()} cannot be proven complete: WAL "
         f"segment {problem.name} {problem.what}; PostgreSQL would end recovery there as if "
         f"the archive ended, losing what was committed after; {point}; nothing was written",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from pgkura.errors import CorruptionError, NotFoundError, ObjectNotFound
+from pgkura.errors import CorruptionError, IncompleteArchiveError, ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError, unseal
@@ -158,7 +158,7 @@ def timeline_history(repo: Repository, archive: str, timeline: int) -> TimelineH
     name = history_file_name(timeline)
     raw = read_archived(repo, archive, name)
     if raw is None:
-        raise NotFoundError(
+        raise IncompleteArchiveError(
             f"timeline {timeline} has no history file ({name}) in the archive of "
             f"{layout.describe_archive(archive)}",
             hint="use --target-timeline current or a timeline whose history is archived",
