@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from pgkura.errors import PgkuraError
 from pgkura.invocation import pgkura_executable
+from pgkura.pg.process import run
 
 Say = Callable[[str], None]
 
@@ -45,17 +45,18 @@ class Demo:
         cmd = [pgkura_executable(), "--repo", str(self.repo), *args]
         if not quiet:
             self.say("$ " + " ".join(shlex.quote(c) for c in ["pgkura", *cmd[1:]]))
-        full = [*(["runuser", "-u", self.user, "--"] if self.user else []), *cmd]
         # Every step uses the demo's PostgreSQL, without saying so on each printed command.
         env = {**os.environ, "PGKURA_PG_BIN": str(self.bin_dir), **(env or {})}
-        proc = subprocess.run(full, capture_output=True, text=True, env=env, cwd="/")
+        done = run(cmd, user=self.user, env=env, cwd="/", check=False)
+        stdout = done.stdout.decode("utf-8", "replace")
+        stderr = done.stderr.decode("utf-8", "replace")
         # Messages (stderr) come before results (stdout) in what each command does.
-        output = proc.stderr if quiet else proc.stderr.rstrip("\n") + "\n" + proc.stdout
+        output = stderr if quiet else stderr.rstrip("\n") + "\n" + stdout
         for line in output.strip().splitlines():
             self.say("  " + line)
-        if check and proc.returncode != 0:
-            raise PgkuraError(f"demo step failed: pgkura {' '.join(args)} exited {proc.returncode}")
-        return proc.stdout.strip()
+        if check and done.returncode != 0:
+            raise PgkuraError(f"demo step failed: pgkura {' '.join(args)} exited {done.returncode}")
+        return stdout.strip()
 
     def run(self) -> None:
         from pgkura.pg.server import LocalServer, free_port, make_owned_dir

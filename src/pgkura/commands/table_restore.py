@@ -18,7 +18,6 @@ in one transaction, which counts again and rolls back on any difference:
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pgkura.commands.table_replace import Swap, replace_plan
 from pgkura.commands.table_trees import exists, ident, live_tree, only_partitioned, relkind
 from pgkura.config import Config
 from pgkura.errors import PgkuraError, UsageError
+from pgkura.pg.process import run
 from pgkura.physical.recovery import RecoveryTarget
 from pgkura.scratch import scratch_dir
 
@@ -383,12 +383,13 @@ SELECT pg_relation_filepath(oid) FROM needed
 def _tool(
     cmd: list[str], what: str, explain: Callable[[str], PgkuraError | None] | None = None
 ) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
+    proc = run(cmd, cwd="/", check=False)
     if proc.returncode != 0:
-        known = explain(proc.stderr) if explain is not None else None
+        stderr = proc.stderr.decode("utf-8", "replace")
+        known = explain(stderr) if explain is not None else None
         if known is not None:
             raise known
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
         detail = "; ".join(lines[-3:]) if lines else f"exit status {proc.returncode}"
         raise PgkuraError(
             f"{what} failed: {detail}",

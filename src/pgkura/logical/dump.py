@@ -12,7 +12,6 @@ that fails midway leaves only unreferenced blocks (no command deletes them yet).
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from pgkura.logical.tools import (
     find_tools,
     tool_message,
 )
+from pgkura.pg.process import PIPE
 from pgkura.pg.versions import capabilities, major_of_version_num
 from pgkura.physical.backup import new_backup_id, stored_bytes
 from pgkura.progress import NoProgress, Progress
@@ -172,7 +172,7 @@ def _pg_dump_args(
 def _stream_tool(
     args: list[str], writer: PackWriter, path: str, what: str, progress: Progress
 ) -> FileEntry:
-    with ToolProcess(args, stdout=subprocess.PIPE) as proc:
+    with ToolProcess(args, stdout=PIPE) as proc:
         entry = store_stream(writer, proc.stdout, path, progress=progress)
         rc, err = proc.wait()
     if rc != 0:

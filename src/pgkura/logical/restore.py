@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from pgkura.errors import PostgresError, UsageError
 from pgkura.logical.records import DatabaseDump, DumpFacts, globals_file
 from pgkura.logical.toc import dump_entry, feed, parse_toc, read_toc, staged_dump
 from pgkura.logical.tools import PgTools, ToolProcess, connect_maintenance, conninfo, tool_message
+from pgkura.pg.process import DEVNULL, PIPE
 from pgkura.pg.versions import capabilities, major_of_version_num
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockReader
@@ -168,7 +168,7 @@ def restore_globals(
         tools.path("psql"), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0",
         f"--dbname={conninfo(cfg, 'postgres')}", "-f", "-",
     ]  # fmt: skip
-    with ToolProcess(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as proc:
+    with ToolProcess(args, stdin=PIPE, stdout=DEVNULL) as proc:
         feed(reader, entry, proc)
         rc, err = proc.wait()
     errors = [m.group(1) for m in map(_ERROR_LINE.search, err.splitlines()) if m]
@@ -285,7 +285,7 @@ def restore_database(
     args.append(f"--jobs={opts.jobs}" if parallel else "--single-transaction")
     if facts.format == "directory" or parallel:
         with staged_dump(reader, manifest, t.dump) as root:
-            with ToolProcess([*args, str(root)], stdout=subprocess.DEVNULL) as proc:
+            with ToolProcess([*args, str(root)], stdout=DEVNULL) as proc:
                 rc, err = proc.wait()
             _check(rc, err, what)
         return
@@ -297,7 +297,7 @@ def restore_database(
 def _run_streamed(
     args: list[str], reader: BlockReader, entry: FileEntry, what: str, progress: Progress
 ) -> None:
-    with ToolProcess(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) as proc:
+    with ToolProcess(args, stdin=PIPE, stdout=DEVNULL) as proc:
         feed(reader, entry, proc, progress)
         rc, err = proc.wait()
     _check(rc, err, what)

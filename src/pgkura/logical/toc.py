@@ -9,7 +9,6 @@ workers need a seekable file), are staged in a scratch directory first.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pgkura.errors import PostgresError
 from pgkura.logical.records import SINGLE_FILE, DatabaseDump, database_files
 from pgkura.logical.streams import entry_blocks
 from pgkura.logical.tools import PgTools, ToolProcess, tool_message
+from pgkura.pg.process import PIPE
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
@@ -128,7 +128,7 @@ def read_toc(
 def _list(tools: PgTools, extra: list[str], source: tuple[BlockReader, FileEntry] | None) -> str:
     args = [tools.path("pg_restore"), "--list", *extra]
     with tempfile.TemporaryFile() as out:
-        stdin: int | IO[bytes] | None = subprocess.PIPE if source else None
+        stdin: int | IO[bytes] | None = PIPE if source else None
         with ToolProcess(args, stdin=stdin, stdout=out) as proc:
             if source is not None:
                 feed(source[0], source[1], proc)

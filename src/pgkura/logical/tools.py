@@ -13,12 +13,8 @@ Connection parameters reach the tools as a libpq connection string built from
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shlex
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +25,7 @@ from psycopg.conninfo import make_conninfo
 from pgkura.config import Config
 from pgkura.errors import PostgresError, UsageError
 from pgkura.pg.binaries import installations, program_version
+from pgkura.pg.process import Child
 
 log = logging.getLogger("pgkura")
 
@@ -134,9 +131,9 @@ def tool_env() -> dict[str, str]:
     return dict(os.environ)
 
 
-class ToolProcess:
-    """A running PostgreSQL program with its stderr kept in a temporary file (a pipe could
-    fill up and block the tool while pgkura streams its stdout or stdin)."""
+class ToolProcess(Child):
+    """A running PostgreSQL client program (pgkura.pg.process's child) in the tools'
+    environment, from the root directory."""
 
     def __init__(
         self,
@@ -146,58 +143,7 @@ class ToolProcess:
         stdout: int | IO[bytes] | None = None,
         cwd: str | None = None,
     ) -> None:
-        self.name = Path(args[0]).name
-        self.args = list(args)
-        log.info("running %s", shlex.join(self.args))
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in wait()
-        try:
-            self.proc: subprocess.Popen[bytes] = subprocess.Popen(
-                self.args,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=self._stderr,
-                env=tool_env(),
-                cwd=cwd or "/",
-            )
-        except OSError as exc:
-            self._stderr.close()
-            raise PostgresError(f"cannot run {self.name}: {exc}") from None
-
-    @property
-    def stdout(self) -> IO[bytes]:
-        assert self.proc.stdout is not None
-        return self.proc.stdout
-
-    @property
-    def stdin(self) -> IO[bytes]:
-        assert self.proc.stdin is not None
-        return self.proc.stdin
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def wait(self) -> tuple[int, str]:
-        """Wait for the tool; return its exit status and stderr."""
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(BrokenPipeError):
-                    stream.close()
-        rc = self.proc.wait()
-        self._stderr.seek(0)
-        err = self._stderr.read().decode("utf-8", "replace")
-        self._stderr.close()
-        return rc, err
-
-    def __enter__(self) -> ToolProcess:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.proc.poll() is None:
-            self.kill()
-        if not self._stderr.closed:
-            self._stderr.close()
+        super().__init__(args, stdin=stdin, stdout=stdout, env=tool_env(), cwd=cwd or "/")
 
 
 def tool_message(stderr: str) -> str:
@@ -206,20 +152,3 @@ def tool_message(stderr: str) -> str:
     if len(text) > MAX_MESSAGE:
         text = "…" + text[-MAX_MESSAGE:]
     return text or "(no message)"
-
-
-def run_tool(args: Sequence[str], *, input: bytes | None = None, what: str) -> tuple[str, str]:
-    """Run a tool to completion; return (stdout, stderr), or raise PostgresError saying ``what``
-    failed with the tool's own message."""
-    log.info("running %s", shlex.join(args))
-    try:
-        proc = subprocess.run(
-            list(args), input=input, capture_output=True, env=tool_env(), cwd="/", check=False
-        )
-    except OSError as exc:
-        raise PostgresError(f"cannot run {Path(args[0]).name}: {exc}") from None
-    out = proc.stdout.decode("utf-8", "replace")
-    err = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise PostgresError(f"{what} failed: {tool_message(err)}")
-    return out, err

@@ -15,11 +15,11 @@ import glob
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgkura.errors import MissingProgramsError, PgkuraError, UsageError
+from pgkura.errors import MissingProgramsError, PgkuraError, PostgresError, UsageError
+from pgkura.pg.process import run
 
 DEFAULT_SEARCH_PATH = "/usr/lib/postgresql/*/bin:/usr/pgsql-*/bin:/opt/pgkura/pg/*/bin"
 # The program whose presence says "this is a PostgreSQL bin directory".
@@ -45,10 +45,8 @@ def program_version(program: Path) -> tuple[int, str] | None:
     key = str(program)
     if key not in _versions:
         try:
-            out = subprocess.run(
-                [key, "--version"], capture_output=True, text=True, timeout=30, check=False
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
+            out = run([key, "--version"], timeout=30, check=False).stdout.decode("utf-8", "replace")
+        except PostgresError:
             out = ""
         m = _VERSION_RE.search(out)
         _versions[key] = (int(m.group(1)), f"{m.group(1)}.{m.group(2) or 0}") if m else None

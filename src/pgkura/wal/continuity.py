@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pgkura.errors import ObjectNotFound, StorageError
+from pgkura.errors import ObjectNotFound, PostgresError, StorageError
+from pgkura.pg.process import run
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError, unseal_to
@@ -92,15 +92,15 @@ def complete_records(
             (workdir / name).write_bytes(raw)
         env = {**os.environ, "TZ": "UTC", "LC_ALL": "C"}
         cmd = [str(waldump), "-p", str(workdir), names[0], names[-1]]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    except OSError:
+        proc = run(cmd, check=False, env=env)
+    except (OSError, PostgresError):
         return None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     # pg_waldump exits non-zero where the WAL it was given ends mid-record; what it printed
     # up to there are complete records.
     records = []
-    for line in proc.stdout.splitlines():
+    for line in proc.stdout.decode("utf-8", "replace").splitlines():
         m = _RECORD.search(line)
         if m is None:
             continue

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
-from pgkura.errors import PostgresError
+from pgkura.pg.process import run
 from pgkura.repository.repo import Repository
 from pgkura.scratch import make_scratch
 from pgkura.wal.catalog import ArchiveCatalog, read_archived
@@ -76,16 +75,10 @@ def find_target_lsn(
                 if batch[0] * catalog.seg_size < start_lsn:
                     cmd += ["-s", f"{start_lsn >> 32:X}/{start_lsn & 0xFFFFFFFF:X}"]
                 cmd += [names[0], names[-1]]
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                except FileNotFoundError:
-                    raise PostgresError(
-                        f"cannot run {waldump}: not found",
-                        hint="install PostgreSQL's programs or pass --pg-bin",
-                    ) from None
                 # pg_waldump exits non-zero at the end of the WAL it was given; its output up
                 # to there is what counts.
-                for line in proc.stdout.splitlines():
+                proc = run(cmd, check=False)
+                for line in proc.stdout.decode("utf-8", "replace").splitlines():
                     if wanted.search(line):
                         m = _LSN_FIELD.search(line)
                         if m:

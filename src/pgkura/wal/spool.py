@@ -101,19 +101,20 @@ def _spawn(cfg: Config, role: str, cwd: str) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
-    import subprocess
-
     from pgkura.invocation import child_args
+    from pgkura.pg.process import DEVNULL, spawn
 
     args = [sys.executable, "-m", "pgkura.entry", *child_args(cfg, spool_path=spool_dir(cfg))]
-    subprocess.Popen(
-        [*args, "archive-daemon", role],
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(spool_dir(cfg), f"{role}.log"), "ab"),  # noqa: SIM115 - to the child
-        start_new_session=True,
-    )
+    with open(os.path.join(spool_dir(cfg), f"{role}.log"), "ab") as daemon_log:
+        # Not waited for: PostgreSQL must not wait for it either; it outlives this process.
+        spawn(
+            [*args, "archive-daemon", role],
+            cwd=cwd,
+            stdin=DEVNULL,
+            stdout=DEVNULL,
+            stderr=daemon_log,
+            detach=True,
+        )
 
 
 def _lock_path(spool: str, role: str) -> str:
