@@ -71,13 +71,6 @@ def render(manifest: Manifest, written: Iterable[tuple[str, bytes]]) -> str:
 
 
 def write_pg_manifest(target: Path, manifest: Manifest, written: dict[str, bytes]) -> None:
-    import os
+    from pgkura.durable import write_file
 
-    text = render(manifest, written.items()).encode()
-    path = target / "backup_manifest"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_file(target / "backup_manifest", render(manifest, written.items()).encode(), mode=0o600)

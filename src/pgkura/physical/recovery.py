@@ -8,11 +8,11 @@ Every major pgkura supports works so (pgkura.pg.versions).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.config import Config
+from pgkura.durable import write_file
 from pgkura.invocation import command_line
 from pgkura.pg.versions import capabilities
 
@@ -118,9 +118,6 @@ def _without_recovery_settings(text: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # Replaced whole (a crash leaves the old postgresql.auto.conf or the new one), mode 0600
+    # as PostgreSQL writes its own configuration files.
+    write_file(path, text.encode(), mode=0o600)

@@ -21,13 +21,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgkura.durable import fsync_dir, write_all
 from pgkura.errors import CorruptionError, PgkuraError, UsageError
 from pgkura.physical.units import cancelling, forked_workers, gather, worker_result
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
 from pgkura.repository.sealed import keyed_digest
-from pgkura.storage.posix import fsync_dir, write_all
 
 
 @dataclass(frozen=True)

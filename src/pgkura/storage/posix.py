@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 
+from pgkura.durable import fsync_dir, write_all
 from pgkura.errors import ObjectNotFound, StorageError
 from pgkura.storage.base import ObjectInfo, Storage
 
@@ -30,21 +31,6 @@ FOREIGN_TMP_SECONDS = 3600.0
 
 def _host_tag() -> str:
     return "".join(c if c.isalnum() else "_" for c in os.uname().nodename)[:32] or "host"
-
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    """os.write until all of ``data`` is written (a write may take only part of it)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def write_atomic(

@@ -12,11 +12,11 @@ archiver may have died after the object was written but before it recorded succe
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import mmap
 import os
 
+from pgkura.durable import write_all, write_file
 from pgkura.errors import (
     CorruptionError,
     ObjectNotFound,
@@ -36,7 +36,6 @@ from pgkura.repository.sealed import (
     unseal,
     unseal_to,
 )
-from pgkura.storage.posix import fsync_dir, write_all
 from pgkura.wal.header import WalHeaderError, read_long_header
 from pgkura.wal.names import WalName, is_wal_name, parse_wal_name
 
@@ -44,8 +43,6 @@ from pgkura.wal.names import WalName, is_wal_name, parse_wal_name
 # WAL segment, and pathlib costs it about 5 ms.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     StrPath = str | os.PathLike[str]
 
 # Errors that mean "the repository cannot take writes", as opposed to a bug or a damaged file.
@@ -318,7 +315,7 @@ def get_wal(
         unseal_to(stored, repo.key, lambda piece: write_all(fd, piece))
 
     try:
-        write_file_atomic(dest, fill, durable=durable)
+        write_file(dest, fill, durable=durable)
     except SealError as exc:
         raise CorruptionError(
             f"archived WAL file {wal_name} ({key}) is damaged: {exc}",
@@ -338,48 +335,3 @@ def archived_after(repo: Repository, stanza: str, segment: str) -> str | None:
         if len(name) == 24 and name[:8] == timeline and name > segment
     ]
     return min(later, default=None)
-
-
-def write_file_atomic(
-    dest: StrPath, data: bytes | Callable[[int], None], *, durable: bool = True
-) -> None:
-    """Write ``dest`` in its existing directory: temp name, fsync (when ``durable``), rename.
-
-    ``data`` is the content, or a function that writes it to the file descriptor it is given;
-    if that raises, nothing is left behind. Unlike the repository's writer this never creates
-    directories: restore_command's target directory is PostgreSQL's pg_wal, which must exist.
-    """
-    parent, name = os.path.split(os.fspath(dest))
-    tmp = os.path.join(parent, f".{name}.{os.urandom(6).hex()}.tmp-pgkura")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        raise PgkuraError(
-            f"cannot write {dest}: {exc.strerror or exc}",
-            hint="the destination directory must exist and be writable by the server's OS user",
-        ) from None
-    try:
-        try:
-            if callable(data):
-                data(fd)
-            else:
-                write_all(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise PgkuraError(f"cannot write {dest}: {exc.strerror or exc}") from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    if not durable:
-        return
-    fsync_dir(parent or ".")
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -82,11 +82,12 @@ def _read_small(path: str) -> str | None:
 
 
 def _write_small(path: str | Path, text: str) -> None:
-    head, name = os.path.split(path)
-    tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """A state file of the spool (a request, a result), replaced atomically. Not fsynced: each
+    is a hint its reader can do without after a crash (archive-push pushes again, identical
+    content is accepted), and an fsync per WAL segment would double archive-get's time."""
+    from pgkura.durable import write_file
+
+    write_file(path, text.encode(), durable=False)
 
 
 def _spawn(cfg: Config, role: str, cwd: str) -> None:
@@ -185,12 +186,10 @@ def get_async(cfg: Config, wal_name: str, dest: str) -> bool:
         archive = recovering_archive(repo, cfg.stanza)
         found = get_wal(repo, archive, wal_name, Path(dest), durable=False)
     except OSError:  # another file system: copy durably
-        from pathlib import Path
-
-        from pgkura.wal.archive import write_file_atomic
+        from pgkura.durable import write_file
 
         with open(cached, "rb") as f:
-            write_file_atomic(Path(dest), f.read())
+            write_file(dest, f.read())
         _unlink(cached)
         found = True
     if found and _is_segment(wal_name):
