@@ -28,7 +28,7 @@ import google_crc32c
 from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
 from pgkura.pg.relfile import BLCKSZ
-from pgkura.physical.units import cancelling, forked_workers, worker_result
+from pgkura.physical.units import cancelling, forked_workers, worker_result, worker_state
 from pgkura.repository.blocks import BlockReader
 
 UNIT_BYTES = 4 * 1024 * 1024
@@ -85,10 +85,15 @@ Ref = tuple[int, int, str]
 # What a unit returns: its pieces, and the CRC-32C and size of each shared block it read.
 UnitResult = tuple[list[PieceResult], dict[str, tuple[int, int]]]
 
-# What forked workers inherit: set by check_files before the pool starts.
-_reader: BlockReader | None = None
-_files: Sequence[FileToCheck] = ()
-_shared: set[str] = set()  # ids of blocks that are also referenced from elsewhere
+
+@dataclass(frozen=True)
+class _CheckWork:
+    """What each unit is checked against; forked workers are handed it
+    (pgkura.physical.units.worker_state) instead of unpickling it."""
+
+    reader: BlockReader
+    files: Sequence[FileToCheck]
+    shared: set[str]  # ids of blocks that are also referenced from elsewhere
 
 
 def check_files(
@@ -99,37 +104,33 @@ def check_files(
 ) -> list[FileResult]:
     """Read back every block of ``files``; one result per file, in order. ``meanwhile`` runs in
     this process while the workers read (it is called once in any case)."""
-    global _reader, _files, _shared
     refs: list[Ref] = []
     shared: set[str] = set()
     units = _units(reader, files, shared, refs)
     pieces: list[list[PieceResult]] = [[] for _ in files]
     block_sums: dict[str, tuple[int, int]] = {}
-    _reader, _files, _shared = reader, files, shared
+    work = _CheckWork(reader, files, shared)
     jobs = reader.repo.storage.workers_for(jobs)
-    try:
-        if jobs <= 1 or len(units) <= 1 or not reader.repo.storage.fork_safe:
-            for unit in units:
-                _collect(pieces, block_sums, _check_unit(unit))
+    if jobs <= 1 or len(units) <= 1 or not reader.repo.storage.fork_safe:
+        for unit in units:
+            _collect(pieces, block_sums, _check_unit(work, unit))
+        if meanwhile is not None:
+            meanwhile()
+    else:
+        # Forked: the workers inherit the index and the file list instead of unpickling
+        # them. Every worker is forked at the first submit, before ``meanwhile`` starts
+        # threads.
+        with cancelling(forked_workers(min(jobs, len(units)), work)) as pool:
+            futures = [pool.submit(_check_unit_in_worker, unit) for unit in units]
             if meanwhile is not None:
                 meanwhile()
-        else:
-            # Forked: the workers inherit the index and the file list instead of unpickling
-            # them. Every worker is forked at the first submit, before ``meanwhile`` starts
-            # threads.
-            with cancelling(forked_workers(min(jobs, len(units)))) as pool:
-                futures = [pool.submit(_check_unit, unit) for unit in units]
-                if meanwhile is not None:
-                    meanwhile()
-                for future in futures:
-                    done = worker_result(
-                        future,
-                        "the check did not finish",
-                        "run it again, with fewer --jobs if memory is short",
-                    )
-                    _collect(pieces, block_sums, done)
-    finally:
-        _reader, _files, _shared = None, (), set()
+            for future in futures:
+                done = worker_result(
+                    future,
+                    "the check did not finish",
+                    "run it again, with fewer --jobs if memory is short",
+                )
+                _collect(pieces, block_sums, done)
     for file_no, index, hex_id in refs:
         crc_size = block_sums.get(hex_id)
         if crc_size is None:  # its read failed, and that file's problem says how
@@ -194,15 +195,18 @@ def _units(
     return units
 
 
-def _check_unit(unit: list[Piece]) -> UnitResult:
-    """Read, unseal and checksum the blocks of one unit; runs in a worker."""
-    assert _reader is not None
+def _check_unit_in_worker(unit: list[Piece]) -> UnitResult:
+    return _check_unit(worker_state(_CheckWork), unit)
+
+
+def _check_unit(work: _CheckWork, unit: list[Piece]) -> UnitResult:
+    """Read, unseal and checksum the blocks of one unit (in this process or a worker)."""
     out: list[PieceResult] = []
     block_sums: dict[str, tuple[int, int]] = {}
     pages: list[bytes] = []  # the unit's relation pages, checked in one call at the end
     page_runs: list[tuple[int, int, int]] = []  # (piece number in out, first blkno, pages)
     for file_no, first, last, offset in unit:
-        f = _files[file_no]
+        f = work.files[file_no]
         ids = [bytes.fromhex(b) for b in f.blocks[first:last]]
         keep = f.first_page is not None
         held: list[bytes] = []
@@ -210,9 +214,9 @@ def _check_unit(unit: list[Piece]) -> UnitResult:
         size = 0
         try:
             for hex_id, block in zip(
-                f.blocks[first:last], _reader.iter_many(ids, f.path), strict=True
+                f.blocks[first:last], work.reader.iter_many(ids, f.path), strict=True
             ):
-                if hex_id in _shared:
+                if hex_id in work.shared:
                     block_sums[hex_id] = (google_crc32c.value(block), len(block))
                 crc = google_crc32c.extend(crc, block)
                 size += len(block)
@@ -226,12 +230,15 @@ def _check_unit(unit: list[Piece]) -> UnitResult:
             pages += held
             page_runs.append((len(out) - 1, f.first_page + offset // BLCKSZ, size // BLCKSZ))
     if page_runs:
-        _check_pages(out, pages, page_runs)
+        _check_pages(work.files, out, pages, page_runs)
     return out, block_sums
 
 
 def _check_pages(
-    out: list[PieceResult], pages: list[bytes], page_runs: list[tuple[int, int, int]]
+    files: Sequence[FileToCheck],
+    out: list[PieceResult],
+    pages: list[bytes],
+    page_runs: list[tuple[int, int, int]],
 ) -> None:
     from pgkura.pg.checksum import verify_pages_at
 
@@ -243,6 +250,6 @@ def _check_pages(
     buf = pages[0] if len(pages) == 1 else b"".join(pages)
     for failure in verify_pages_at(buf, blknos):
         piece_no = page_runs[owner[failure.index]][0]
-        start_lsn = _files[out[piece_no][0]].start_lsn
+        start_lsn = files[out[piece_no][0]].start_lsn
         if start_lsn is None or failure.lsn < start_lsn:
             out[piece_no][5].append(failure.blkno)

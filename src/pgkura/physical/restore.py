@@ -23,7 +23,13 @@ from pathlib import Path
 
 from pgkura.durable import fsync_dir, write_all
 from pgkura.errors import CorruptionError, PgkuraError, UsageError
-from pgkura.physical.units import cancelling, forked_workers, gather, worker_result
+from pgkura.physical.units import (
+    cancelling,
+    forked_workers,
+    gather,
+    worker_result,
+    worker_state,
+)
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
@@ -370,7 +376,6 @@ class PhysicalRestorer:
         it): such a file cannot be cut into ranges by offset."""
         from concurrent.futures import Executor
 
-        global _forked
         units = self._units(files)
         pool: Executor
         if (
@@ -379,38 +384,34 @@ class PhysicalRestorer:
             and hasattr(os, "fork")
             and self.reader.repo.storage.fork_safe
         ):
-            pool = forked_workers(min(self.jobs, max(1, len(units))))
+            pool = forked_workers(min(self.jobs, max(1, len(units))), self)
             work: Callable[[list[Range]], list[tuple[int, int, bool]]] = _restore_unit
         else:
             pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-restore")
             work = self._write_unit
-        _forked = self
-        try:
-            with self._sync_pool, self._io_pool, cancelling(pool):
-                try:
-                    futures = [pool.submit(work, unit) for unit in units]
-                    self.progress.start("restore", sum(f.size for f in files + existing))
-                    for future in futures:
-                        done = worker_result(
-                            future,
-                            "the restore is incomplete",
-                            "run the restore again with --delta, which keeps what was written",
-                        )
-                        for number, written, irregular in done:
-                            self._piece_done(self._targets[number], written, irregular)
-                    redo = existing + [t.entry for t in self._targets if t.irregular]
-                    if isinstance(pool, ThreadPoolExecutor):
-                        for _ in pool.map(self._restore_file, redo):
-                            pass
-                    else:
-                        for entry in redo:  # irregular files only: rare
-                            self._restore_file(entry)
-                finally:
-                    self.progress.finish()
-                for sync in self._syncs:
-                    sync.result()  # an fsync error fails the restore
-        finally:
-            _forked = None
+        with self._sync_pool, self._io_pool, cancelling(pool):
+            try:
+                futures = [pool.submit(work, unit) for unit in units]
+                self.progress.start("restore", sum(f.size for f in files + existing))
+                for future in futures:
+                    done = worker_result(
+                        future,
+                        "the restore is incomplete",
+                        "run the restore again with --delta, which keeps what was written",
+                    )
+                    for number, written, irregular in done:
+                        self._piece_done(self._targets[number], written, irregular)
+                redo = existing + [t.entry for t in self._targets if t.irregular]
+                if isinstance(pool, ThreadPoolExecutor):
+                    for _ in pool.map(self._restore_file, redo):
+                        pass
+                else:
+                    for entry in redo:  # irregular files only: rare
+                        self._restore_file(entry)
+            finally:
+                self.progress.finish()
+            for sync in self._syncs:
+                sync.result()  # an fsync error fails the restore
 
     def _units(self, files: list[FileEntry]) -> list[list[Range]]:
         """Work for the workers: (file number, first block, block past the last),
@@ -679,16 +680,10 @@ def _fsync_path(path: Path) -> None:
     _fsync_and_close(fd)
 
 
-# The restorer forked worker processes work for; set only while they are forked and run.
-_forked: PhysicalRestorer | None = None
-
-
 def _restore_unit(unit: list[Range]) -> list[tuple[int, int, bool]]:
-    """In a worker process: write each (file number, first block, past the last) of ``unit``;
-    returns (file number, bytes, irregular) for each."""
-    restorer = _forked
-    assert restorer is not None, "a restore worker runs only in a forked process"
-    return restorer._write_unit(unit)
+    """In a worker process: write each (file number, first block, past the last) of ``unit``
+    for the restorer its pool was handed; returns (file number, bytes, irregular) for each."""
+    return worker_state(PhysicalRestorer)._write_unit(unit)
 
 
 def _fsync_and_close(fd: int) -> None:

@@ -23,7 +23,13 @@ from pgkura.errors import PgkuraError
 from pgkura.pg.checksum import failing_pages, verify_pages
 from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.source import SourceFile
-from pgkura.physical.units import cancelling, forked_workers, gather, worker_result
+from pgkura.physical.units import (
+    cancelling,
+    forked_workers,
+    gather,
+    worker_result,
+    worker_state,
+)
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter
 from pgkura.repository.manifest import FileEntry
@@ -193,41 +199,36 @@ class FileStorer:
         forked at the first submit, before the progress display starts a thread."""
         import multiprocessing
 
-        global _forked, _forked_units, _forked_barrier
         workers = min(self.jobs, len(units))
         new_bytes = 0
-        _forked, _forked_units = self, units
-        _forked_barrier = multiprocessing.get_context("fork").Barrier(workers)
-        try:
-            with cancelling(forked_workers(workers)) as pool:
-                futures = [pool.submit(_store_unit, number) for number in range(len(units))]
-                last = [pool.submit(_finish_worker) for _ in range(workers)]
-                self.progress.start("backup", total)
-                self.progress.advance(reused)
-                for unit, future in zip(units + [[]] * workers, futures + last, strict=True):
-                    done = worker_result(
-                        future,
-                        "no backup was recorded",
-                        "run the backup again: the blocks already stored are reused, and "
-                        "pgkura gc reclaims the rest",
-                    )
-                    for (src, _start, _length), piece in zip(unit, done.pieces, strict=True):
-                        _add_piece(by_path, src, piece)
-                    for pack_id, blocks in done.published:
-                        self.index.publish(pack_id, blocks)
-                    self._failures += done.failures
-                    new_bytes += done.new_bytes
-                    self.progress.advance(done.read_bytes)
-        finally:
-            _forked, _forked_units, _forked_barrier = None, [], None
+        barrier = multiprocessing.get_context("fork").Barrier(workers)
+        work = _StoreWork(self, units, barrier)
+        with cancelling(forked_workers(workers, work)) as pool:
+            futures = [pool.submit(_store_unit, number) for number in range(len(units))]
+            last = [pool.submit(_finish_worker) for _ in range(workers)]
+            self.progress.start("backup", total)
+            self.progress.advance(reused)
+            for unit, future in zip(units + [[]] * workers, futures + last, strict=True):
+                done = worker_result(
+                    future,
+                    "no backup was recorded",
+                    "run the backup again: the blocks already stored are reused, and "
+                    "pgkura gc reclaims the rest",
+                )
+                for (src, _start, _length), piece in zip(unit, done.pieces, strict=True):
+                    _add_piece(by_path, src, piece)
+                for pack_id, blocks in done.published:
+                    self.index.publish(pack_id, blocks)
+                self._failures += done.failures
+                new_bytes += done.new_bytes
+                self.progress.advance(done.read_bytes)
         return new_bytes
 
-    def _store_unit(self, unit: list[Task]) -> _UnitResult:
-        """In a worker process: store one unit with the process's pack writer."""
-        global _worker_writer
-        if _worker_writer is None:
-            _worker_writer = PackWriter(self.index, keep_published=True, background=True)
-        writer = _worker_writer
+    def _store_unit(self, work: _StoreWork, unit: list[Task]) -> _UnitResult:
+        """In a worker process: store one unit with the worker's pack writer."""
+        if work.writer is None:
+            work.writer = PackWriter(self.index, keep_published=True, background=True)
+        writer = work.writer
         before = writer.bytes_written
         pieces = [self._store_range(writer, *task) for task in unit]
         failures, self._failures = self._failures, []
@@ -239,10 +240,10 @@ class FileStorer:
             sum(p.size for p in pieces),
         )
 
-    def _finish_worker(self, barrier: Any) -> _UnitResult:
+    def _finish_worker(self, work: _StoreWork) -> _UnitResult:
         """In a worker process, after its units: store its last pack, wait for all, and hold
-        at ``barrier`` until every worker has taken this task."""
-        writer = _worker_writer
+        at the work's barrier until every worker has taken this task."""
+        writer, barrier = work.writer, work.barrier
         published = []
         if writer is not None:
             writer.close()
@@ -342,24 +343,28 @@ def _add_piece(by_path: dict[str, FileEntry], src: SourceFile, piece: FileEntry)
     by_path[src.path] = piece if done is None else _join(done, piece)
 
 
-# The storer, its units and the barrier of its workers' last tasks, while forked worker
-# processes work for it; in a worker, the pack writer it keeps for all its units.
-_forked: FileStorer | None = None
-_forked_units: list[list[Task]] = []
-_forked_barrier: Any = None
-_worker_writer: PackWriter | None = None
+@dataclass
+class _StoreWork:
+    """What the forked store workers are handed (pgkura.physical.units.worker_state): the
+    storer, its units and the barrier of their last tasks; in each worker, the pack writer it
+    keeps for all the units it takes (each worker changes its own copy)."""
+
+    storer: FileStorer
+    units: list[list[Task]]
+    barrier: Any
+    writer: PackWriter | None = None
+
+
 # How long a worker that has stored its last pack waits for the others to store theirs.
 FINISH_TIMEOUT = 3600.0
 
 
 def _store_unit(number: int) -> _UnitResult:
-    storer = _forked
-    assert storer is not None, "a store worker runs only in a forked process"
-    storer.progress = NoProgress()  # progress is the parent's to show
-    return storer._store_unit(_forked_units[number])
+    work = worker_state(_StoreWork)
+    work.storer.progress = NoProgress()  # progress is the parent's to show
+    return work.storer._store_unit(work, work.units[number])
 
 
 def _finish_worker() -> _UnitResult:
-    storer = _forked
-    assert storer is not None, "a store worker runs only in a forked process"
-    return storer._finish_worker(_forked_barrier)
+    work = worker_state(_StoreWork)
+    return work.storer._finish_worker(work)

@@ -1,5 +1,12 @@
 """Work for worker processes: cut into units of consecutive pieces, about so many bytes each
-(so that handing a unit over is paid per few MiB, not per file), and its results taken back."""
+(so that handing a unit over is paid per few MiB, not per file), the one pool of forked
+workers, and its results taken back.
+
+State reaches the workers explicitly: the caller hands it to :func:`forked_workers`, the
+pool's initializer receives it in each forked worker (inherited through fork, not pickled:
+an index of millions of entries would cost more to pickle than to use), and the worker's
+functions ask for it with :func:`worker_state`. The caller's process never stores it in a
+module global."""
 
 from __future__ import annotations
 
@@ -48,22 +55,43 @@ def worker_result(future: Future[T], what: str, hint: str) -> T:
         ) from None
 
 
-def forked_workers(count: int) -> ProcessPoolExecutor:
-    """``count`` worker processes, forked at the first submit (they inherit the caller's state
-    instead of unpickling it: submit before starting any thread), that ignore Ctrl-C."""
+def forked_workers(count: int, state: object = None) -> ProcessPoolExecutor:
+    """``count`` worker processes, forked at the first submit (submit before starting any
+    thread), that ignore Ctrl-C and hold ``state`` for :func:`worker_state`. Each worker has
+    its own copy (copy-on-write), so what a worker changes in it stays in that worker."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("fork")
-    return ProcessPoolExecutor(count, mp_context=context, initializer=_ignore_interrupts)
+    return ProcessPoolExecutor(
+        count, mp_context=context, initializer=_start_worker, initargs=(state,)
+    )
 
 
-def _ignore_interrupts() -> None:
+class _Worker:
+    """This process's part in a pool: set by the initializer, in forked workers only."""
+
+    state: object = None
+    started = False
+
+
+def _start_worker(state: object) -> None:
     """Ctrl-C reaches the whole process group: the parent cancels the work and reports it;
     the workers finish the unit they are in instead of each printing a traceback."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _Worker.state, _Worker.started = state, True
+
+
+def worker_state(kind: type[T]) -> T:
+    """In a worker of :func:`forked_workers`: the state its pool was given, of type ``kind``."""
+    state = _Worker.state
+    if not _Worker.started or not isinstance(state, kind):
+        raise RuntimeError(
+            f"no {kind.__name__} for this process: worker_state is for workers of forked_workers"
+        )
+    return state
 
 
 @contextlib.contextmanager
