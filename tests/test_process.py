@@ -16,9 +16,10 @@ from pgkura.pg.process import PIPE, describe_command, mask_secrets, run, spawn
 def test_secrets_are_masked_in_connection_strings_and_uris() -> None:
     line = mask_secrets(
         "pg_dump -d 'host=db password=hunter2 user=me' postgresql://alice:s3cret@db:5432/x"
-        " \"password='quoted pass' port=5\""
+        " \"password='quoted pass' port=5\" PGPASSWORD=pw1 --s3-key-secret=pw2"
     )
     assert "hunter2" not in line and "s3cret" not in line and "quoted pass" not in line
+    assert "pw1" not in line and "pw2" not in line and "PGPASSWORD=********" in line
     assert "password=********" in line and "postgresql://alice:********@db:5432/x" in line
     assert "host=db" in line and "user=me" in line and "port=5" in line
 

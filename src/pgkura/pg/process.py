@@ -34,8 +34,11 @@ DEVNULL = subprocess.DEVNULL
 STDERR_LINES = 10
 MASK = "********"
 
-# password=... in a libpq key/value string (quoted or not), and user:secret@ in a URI.
-_KEYWORD_SECRET = re.compile(r"(?i)\b(password|passwd|sslpassword)(\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+# password=... in a libpq key/value string (quoted or not), or any NAME=value whose name says
+# password, passphrase or secret (PGPASSWORD=, --s3-key-secret=), and user:secret@ in a URI.
+_KEYWORD_SECRET = re.compile(
+    r"(?i)\b([\w-]*(?:password|passwd|passphrase|secret)[\w-]*)(\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)"
+)
 _URI_SECRET = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
 _SECRET_ENV = re.compile(r"(?i)(PASSWORD|SECRET|TOKEN|PASSPHRASE|(^|_)KEY$|CREDENTIAL)")
 
