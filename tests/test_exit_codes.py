@@ -43,9 +43,18 @@ def test_a_bad_jobs_is_a_usage_error_for_every_command(
 
 
 def test_usage_errors_exit_3(repo: str) -> None:
-    for args in (["no-such-verb"], ["backup", "--no-such-flag"], ["restore", "--to-lsn", "x/y"]):
+    for args, words in (
+        (["no-such-verb"], "No such command"),
+        (["backup", "--no-such-flag"], "No such option"),
+        (["restore", "--target-dir", "/nonexistent/t", "--to-lsn", "x/y"], "LSN"),
+        (["--log-level", "loud", "info"], "unknown log level"),
+        (["verify", "--all"], "belong to a drill"),
+        (["verify", "--restore", "--all", "20200101T000000Z"], "not both"),
+        (["--pgdata", "/", "backup", "--type", "offline"], "not a PostgreSQL data directory"),
+    ):
         result = run_pgkura("--repo", repo, *args, check=False)
         assert result.returncode == 3, (args, result.stderr)
+        assert words in result.stderr, (args, result.stderr)
 
 
 def test_restore_refuses_an_archive_without_the_wal_to_consistency(

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from pgkura.config import DEFAULT_CONFIG, SETTINGS, Config, load_config
-from pgkura.errors import ExitCode, PgkuraError
+from pgkura.errors import ExitCode, PgkuraError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("pgkura")
@@ -57,7 +57,7 @@ def _config(ctx: click.Context) -> Config:
         cfg = obj["config"] = load_config(obj["flags"], obj["config_file"])
         level = getattr(logging, cfg.log_level.upper(), None)
         if not isinstance(level, int):
-            raise PgkuraError(
+            raise UsageError(
                 f"unknown log level {cfg.log_level!r}", hint="use debug, info, warning or error"
             )
         logging.basicConfig(level=level, format="pgkura: %(message)s", stream=sys.stderr)
@@ -341,7 +341,6 @@ def restore(
 ) -> None:
     """Restore a physical backup into --target-dir, or a logical dump into --dbname."""
     from pgkura.commands.restore import RestoreRequest, run_restore
-    from pgkura.errors import UsageError
     from pgkura.physical.targets import parse_target
 
     if backup_arg is not None and backup_id not in (None, backup_arg):
@@ -477,7 +476,7 @@ def archive_push(ctx: click.Context, wal_path: str) -> None:
 def archive_get(ctx: click.Context, wal_name: str, dest: str, stop_after: str | None) -> None:
     """Fetch one WAL file (restore_command = 'pgkura ... archive-get %f %p').
 
-    Exits 1 only when the archive does not have the file; any other failure exits 126, so
+    Exits 1 only when the archive does not have the file; any other failure exits 255, so
     that PostgreSQL stops recovery instead of ending it early."""
     from pgkura.commands.archive import run_archive_get
 
@@ -604,7 +603,7 @@ def verify(
                dict(to_time=to_time, to_lsn=to_lsn, to_xid=to_xid, to_name=to_name))  # fmt: skip
         return
     if all_backups or keep or any((to_time, to_lsn, to_xid, to_name)):
-        raise PgkuraError(
+        raise UsageError(
             "--all, --keep and --to-* belong to a drill", hint="add --restore, or drop them"
         )
     report = run_verify(_config(ctx), backup_id, _jobs(jobs), pages)
@@ -644,7 +643,7 @@ def _drill(
     target = _target(targets, to_immediate=not any(targets.values()))
     if all_backups:
         if backup_id:
-            raise PgkuraError("give a backup id or --all, not both")
+            raise UsageError("give a backup id or --all, not both")
         ids: list[str | None] = [m.id for m in physical_backups(open_repository(cfg), cfg.stanza)]
     else:
         ids = [backup_id]

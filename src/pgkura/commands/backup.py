@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import PgkuraError, UsageError
+from pgkura.errors import UsageError
 from pgkura.pg.postmaster import running_postmaster_pid
 from pgkura.progress import Progress
 from pgkura.repository.manifest import Manifest
@@ -31,7 +31,7 @@ def run_backup(
         )
     pgdata = Path(cfg.require_pgdata())
     if not (pgdata / "PG_VERSION").is_file() or not (pgdata / "global" / "pg_control").is_file():
-        raise PgkuraError(
+        raise UsageError(
             f"{pgdata} is not a PostgreSQL data directory (no PG_VERSION or global/pg_control)",
             hint="point --pgdata at the cluster's data directory",
         )
