@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgkura.durable import fsync_dir, write_all
+from pgkura.durable import fsync_dir, write_all, write_file
 from pgkura.errors import CorruptionError, PgkuraError, UsageError
 from pgkura.physical.units import (
     cancelling,
@@ -345,18 +345,15 @@ class PhysicalRestorer:
         target = self.plan.target
         if entry is not None:
             dest = self.destination(entry.path)
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                ids = [bytes.fromhex(b) for b in entry.blocks]
-                _write_pieces(fd, self.reader.read_many(ids, entry.path))
-                if self.durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            ids = [bytes.fromhex(b) for b in entry.blocks]
+            # Whole or not at all: the file that makes the directory start appears complete.
+            write_file(
+                dest,
+                lambda fd: _write_pieces(fd, self.reader.read_many(ids, entry.path)),
+                durable=self.durable,
+            )
             os.chmod(dest, entry.mode)
             os.utime(dest, (entry.mtime, entry.mtime))
-            if self.durable:
-                fsync_dir(dest.parent)
             self.stats.files += 1
             self.stats.bytes_written += entry.size
         (target / IN_PROGRESS).unlink(missing_ok=True)
