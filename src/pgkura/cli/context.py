@@ -8,7 +8,7 @@ import sys
 import click
 
 from pgkura.config import Config, load_config
-from pgkura.errors import PgkuraError
+from pgkura.errors import ConfigError
 from pgkura.progress import Progress
 
 log = logging.getLogger("pgkura")
@@ -23,7 +23,7 @@ def config(ctx: click.Context) -> Config:
         cfg = obj["config"] = load_config(obj["flags"], obj["config_file"])
         level = getattr(logging, cfg.log_level.upper(), None)
         if not isinstance(level, int):
-            raise PgkuraError(
+            raise ConfigError(
                 f"unknown log level {cfg.log_level!r}", hint="use debug, info, warning or error"
             )
         logging.basicConfig(level=level, format="pgkura: %(message)s", stream=sys.stderr)
