@@ -18,7 +18,6 @@ from typing import Any
 
 from pgkura.config import Config
 from pgkura.errors import PostgresError, UsageError
-from pgkura.jobs import check_jobs
 from pgkura.logical.records import FORMATS, GLOBALS_PATH, SINGLE_FILE, DatabaseDump, DumpFacts
 from pgkura.logical.streams import store_stream
 from pgkura.logical.tools import (
@@ -74,7 +73,6 @@ class DumpRequest:
                 f"pg_dump dumps in parallel only in directory format, not {self.format}",
                 hint="add --format directory, or drop --jobs",
             )
-        check_jobs(self.jobs)
 
 
 @dataclass(frozen=True)
