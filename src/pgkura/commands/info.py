@@ -35,17 +35,15 @@ def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
             damaged.append({"id": i, "stanza": stanza, "damaged": exc.message})
     info = repo.stanza(stanza)
     out: dict[str, Any] = {
-        "repository": repo.storage.location,
+        "repository": repo.location,
         "stanza": stanza,
         "system_identifier": info.system_identifier if info else None,
         "pg_version": info.pg_version if info else None,
         "backups": [summary(m) for m in manifests],
         "damaged": damaged,
     }
-    from pgkura.commands.drill import last_drill
-
     for entry, m in zip(out["backups"], manifests, strict=True):
-        entry["last_drill"] = last_drill(repo, stanza, entry["id"])
+        entry["last_drill"] = repo.drills.summary(stanza, entry["id"])
         gen = info.generation_of(m.system_identifier) if info else None
         entry["generation"] = gen.number if gen else None
     if backup_id is None and info is None:

@@ -15,14 +15,20 @@ from pgkura.errors import (
     UsageError,
 )
 from pgkura.repository import layout
+from pgkura.repository import sealed as envelope
 from pgkura.storage.base import Storage
 
 # archive-push opens the repository once per WAL segment: typing, datetime and dataclasses
 # (about 10 ms together) are not imported here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
     from typing import Any
+
+    from pgkura.config import Config
+    from pgkura.repository.drills import DrillStore
+    from pgkura.repository.walstore import WalStore
 
 FORMAT = "pgkura-repository"
 VERSION = 2  # 2: stanza generations (docs/repository-format.md)
@@ -204,16 +210,89 @@ class StanzaInfo:
 
 
 class Repository:
-    """A repository opened on a storage backend: its configuration and catalog entry points."""
+    """A repository opened on a storage backend: its configuration, the envelope every object
+    is sealed in, and the typed stores of its objects (``wal``, ``drills``; blocks, packs and
+    the index in repository/blocks.py; snapshots in repository/manifest.py; locks in
+    repository/locks.py).
+
+    This package is the only code that seals, unseals, names, lists and deletes stored
+    objects (docs/architecture.md): the codec and the hash key are used here and nowhere
+    above, so a new envelope (encryption) changes this class and sealed.py only."""
 
     def __init__(self, storage: Storage, config: RepoConfig) -> None:
         self.storage = storage
         self.config = config
         self.codec: Codec = parse_codec(config.compression)
+        self._wal: WalStore | None = None
+        self._drills: DrillStore | None = None
 
     @property
     def key(self) -> bytes:
         return self.config.hash_key
+
+    # -- the store, as engines see it --------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        """Where the repository is, for messages ("/backups/repo", "s3://bucket/prefix")."""
+        return self.storage.location
+
+    @property
+    def fork_safe(self) -> bool:
+        """Whether forked worker processes may use this repository (storage.base)."""
+        return self.storage.fork_safe
+
+    def workers_for(self, jobs: int) -> int:
+        """How many workers that each use the repository to run for ``jobs`` asked: never
+        more than its store takes at once, never fewer than one."""
+        return self.storage.workers_for(jobs)
+
+    def check_writable(self) -> None:
+        """Raise StorageError when the repository cannot take writes."""
+        self.storage.check_writable()
+
+    # -- the envelope ------------------------------------------------------------------
+
+    def digest(self, raw: bytes | memoryview) -> bytes:
+        """The keyed hash that names and checks ``raw`` (a block id; a WAL file's checksum)."""
+        return envelope.keyed_digest(self.key, raw)
+
+    def seal(self, raw: bytes | memoryview, digest: bytes | None = None) -> envelope.Sealed:
+        """``raw`` in the repository's envelope (compressed, framed, checksummed)."""
+        return envelope.seal(raw, self.codec, self.key, digest)
+
+    def frame(self, raw: bytes | memoryview, digest: bytes) -> bytes:
+        """The sealed bytes of ``raw`` whose digest the caller computed (the backup's hot
+        path: see sealed.frame)."""
+        return envelope.frame(raw, self.codec, digest)
+
+    def unseal(self, data: bytes | memoryview, expect_digest: bytes | None = None) -> bytes:
+        """The verified content of a sealed object; SealError when anything is off."""
+        return envelope.unseal(data, self.key, expect_digest)
+
+    def unseal_to(self, data: bytes | memoryview, write: Callable[[memoryview], None]) -> None:
+        """:meth:`unseal`, handing the content to ``write`` piece by piece (sealed.unseal_to)."""
+        envelope.unseal_to(data, self.key, write)
+
+    # -- typed stores ------------------------------------------------------------------
+
+    @property
+    def wal(self) -> WalStore:
+        """The WAL archive's objects (repository/walstore.py)."""
+        if self._wal is None:
+            from pgkura.repository.walstore import WalStore
+
+            self._wal = WalStore(self)
+        return self._wal
+
+    @property
+    def drills(self) -> DrillStore:
+        """The records of restore drills (repository/drills.py)."""
+        if self._drills is None:
+            from pgkura.repository.drills import DrillStore
+
+            self._drills = DrillStore(self)
+        return self._drills
 
     @classmethod
     def create(
@@ -343,6 +422,13 @@ class Repository:
         info.generations.append(Generation(number, system_identifier, pg_version, iso(utc_now())))
         self.storage.put(layout.stanza_key(name), json.dumps(info.to_json(), indent=2).encode())
         return info, True
+
+
+def open_repository(cfg: Config) -> Repository:
+    """The repository ``cfg`` names (--repo), opened: the one way every layer opens it."""
+    from pgkura.storage import open_storage
+
+    return Repository.open(open_storage(cfg.require_repo(), cfg))
 
 
 def _no_config(storage: Storage) -> NotARepositoryError:
