@@ -10,8 +10,8 @@ dataclasses, no typing at run time.
 from __future__ import annotations
 
 from pgkura.errors import ObjectNotFound
-from pgkura.repository import layout
-from pgkura.repository.sealed import HEADER_SIZE, SealError
+from pgkura.repository import layout, sealed
+from pgkura.repository.sealed import SealError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,9 +20,6 @@ if TYPE_CHECKING:
     from pgkura.repository.repo import Repository
 
 __all__ = ["ArchivedFile", "SealError", "StoredWal", "WalStore"]
-
-# Where a sealed object's header records the digest of its content (sealed.HEADER).
-_DIGEST_AT = HEADER_SIZE - 32
 
 
 class ArchivedFile:
@@ -50,7 +47,7 @@ class StoredWal:
     def claims(self, digest: bytes) -> bool:
         """Whether the object's header says it holds the content whose digest is ``digest``
         (without checking that it does)."""
-        return len(self.data) >= HEADER_SIZE and self.data[_DIGEST_AT:HEADER_SIZE] == digest
+        return sealed.claims(self.data, digest)
 
     def content(self, expect_digest: bytes | None = None) -> bytes:
         """The verified content; SealError when the object is damaged."""
