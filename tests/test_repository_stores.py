@@ -102,3 +102,33 @@ def test_the_envelope_is_the_repositorys(repo: Repository) -> None:
         repo.unseal(sealed.data, repo.digest(b"y"))
     assert repo.location == repo.storage.location
     assert repo.workers_for(4) == 4
+
+
+def _locks(repo: Repository) -> list[str]:
+    return sorted(o.key for o in repo.storage.list("locks/"))
+
+
+def test_a_command_holds_the_lock_it_declares_and_releases_it(tmp_path: Path) -> None:
+    from pgkura.commands import locked_repository
+    from pgkura.config import load_config
+    from pgkura.errors import LockedError
+
+    location = tmp_path / "repo"
+    Repository.create(PosixStorage(str(location)))
+    cfg = load_config({"repo": str(location), "stanza": "main"}, None, {})
+    with locked_repository(cfg, "none") as repo:
+        assert _locks(repo) == []
+    with locked_repository(cfg, "shared") as repo:
+        (held,) = _locks(repo)
+        assert held.startswith("locks/shared-")
+        with pytest.raises(LockedError), locked_repository(cfg, "exclusive"):
+            pass
+    assert _locks(repo) == []
+    with pytest.raises(RuntimeError), locked_repository(cfg, "backup") as repo:
+        assert "locks/backup-main.lock" in _locks(repo)
+        raise RuntimeError("the command failed")
+    assert _locks(repo) == []  # released on the error too
+    with locked_repository(cfg, "exclusive") as repo:
+        assert _locks(repo) == ["locks/exclusive.lock"]
+    with pytest.raises(ValueError, match="unknown lock"):
+        locked_repository(cfg, "bogus")

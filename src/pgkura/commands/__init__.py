@@ -6,11 +6,10 @@ Nothing is imported at package level: archive-push imports this package once per
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 TYPE_CHECKING = False  # typing itself is not imported on archive-push's path
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from contextlib import AbstractContextManager
+    from types import TracebackType
 
     from pgkura.config import Config
     from pgkura.repository.repo import Repository
@@ -28,24 +27,44 @@ def open_repository(cfg: Config) -> Repository:
     return open_repo(cfg)
 
 
-@contextmanager
-def locked_repository(cfg: Config, lock: str) -> Iterator[Repository]:
+def locked_repository(cfg: Config, lock: str) -> _Locked:
     """The repository ``cfg`` names, holding ``lock`` (one of :data:`LOCKS`; "backup" is
-    the stanza's, ``cfg.stanza``) until the block ends: the one way a command declares and
-    takes its lock, so that none forgets to release it."""
-    from pgkura.repository import locks
-
+    the stanza's, ``cfg.stanza``) while the ``with`` block runs: the one way a command
+    declares and takes its lock, so that none forgets to release it."""
     if lock not in LOCKS:
         raise ValueError(f"unknown lock {lock!r}")
-    repo = open_repository(cfg)
-    if lock == "none":
-        yield repo
-    elif lock == "shared":
-        with locks.shared_lock(repo):
-            yield repo
-    elif lock == "backup":
-        with locks.backup_lock(repo, cfg.stanza):
-            yield repo
-    else:
-        with locks.exclusive_lock(repo):
-            yield repo
+    return _Locked(cfg, lock)
+
+
+class _Locked:
+    """What :func:`locked_repository` returns (a class, not contextlib: this package is on
+    archive-push's path, which does not import contextlib)."""
+
+    __slots__ = ("_cfg", "_held", "_lock")
+
+    def __init__(self, cfg: Config, lock: str) -> None:
+        self._cfg, self._lock = cfg, lock
+        self._held: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> Repository:
+        from pgkura.repository import locks
+
+        repo = open_repository(self._cfg)
+        if self._lock == "shared":
+            self._held = locks.shared_lock(repo)
+        elif self._lock == "backup":
+            self._held = locks.backup_lock(repo, self._cfg.stanza)
+        elif self._lock == "exclusive":
+            self._held = locks.exclusive_lock(repo)
+        if self._held is not None:
+            self._held.__enter__()
+        return repo
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        held, self._held = self._held, None
+        return held.__exit__(exc_type, exc, tb) if held is not None else None
