@@ -24,9 +24,3 @@ def drillable_backups(cfg: Config) -> list[str]:
 
     with locked_repository(cfg, "none") as repo:
         return [m.id for m in physical_backups(repo, cfg.stanza)]
-
-
-def last_drill(repo: Any, stanza: str, backup_id: str) -> dict[str, Any] | None:
-    """When the latest drill of ``backup_id`` finished and whether it passed."""
-    summary: dict[str, Any] | None = repo.drills.summary(stanza, backup_id)
-    return summary
