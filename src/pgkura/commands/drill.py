@@ -15,12 +15,3 @@ def drill(cfg: Config, backup_id: str | None, target: RecoveryTarget, keep: bool
     from pgkura.physical.drill import drill_backup
 
     return drill_backup(cfg, backup_id, target, keep, say)
-
-
-def drillable_backups(cfg: Config) -> list[str]:
-    """The ids of the stanza's physical backups, oldest first (``verify --restore --all``)."""
-    from pgkura.commands import locked_repository
-    from pgkura.physical.choose import physical_backups
-
-    with locked_repository(cfg, "none") as repo:
-        return [m.id for m in physical_backups(repo, cfg.stanza)]
