@@ -14,7 +14,8 @@ back when a backup needs it); a pack that cannot be read at all is kept and repo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
@@ -36,6 +37,9 @@ class GcReport:
     indexes_rebuilt: list[str] = field(default_factory=list)
     #: packs kept because what they hold cannot be read (verify names the damage)
     unreadable_kept: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _stanzas(repo: Repository) -> list[str]:
