@@ -110,8 +110,8 @@ def check_files(
     pieces: list[list[PieceResult]] = [[] for _ in files]
     block_sums: dict[str, tuple[int, int]] = {}
     work = _CheckWork(reader, files, shared)
-    jobs = reader.repo.storage.workers_for(jobs)
-    if jobs <= 1 or len(units) <= 1 or not reader.repo.storage.fork_safe:
+    jobs = reader.repo.workers_for(jobs)
+    if jobs <= 1 or len(units) <= 1 or not reader.repo.fork_safe:
         for unit in units:
             _collect(pieces, block_sums, _check_unit(work, unit))
         if meanwhile is not None:

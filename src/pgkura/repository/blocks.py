@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pgkura.errors import CorruptionError, ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError, frame, keyed_digest, seal, unseal
+from pgkura.repository.sealed import SealError, frame, keyed_digest
 
 PACK_TARGET_SIZE = 16 * 1024 * 1024
 PACK_TRAILER_MAGIC = b"PGKPACK1"
@@ -93,7 +93,7 @@ class BlockIndex:
 
     def _add_index(self, pack_id: str, sealed_index: bytes) -> None:
         try:
-            doc = json.loads(unseal(sealed_index, self.repo.key))
+            doc = json.loads(self.repo.unseal(sealed_index))
         except (SealError, ValueError) as exc:
             raise CorruptionError(
                 f"index object {layout.index_key(pack_id)} is damaged: {exc}",
@@ -159,6 +159,35 @@ def read_pack_index(repo: Repository, pack_id: str) -> bytes:
     return repo.storage.get(key, index_offset, size - PACK_TRAILER.size - index_offset)
 
 
+def check_pack(repo: Repository, pack_id: str) -> str | None:
+    """What is wrong with the pack ``pack_id``, or None. A pack ends with a copy of its index
+    and a trailer pointing at it; a pack that was truncated, extended or overwritten at the
+    end no longer does."""
+    key = layout.pack_key(pack_id)
+    if repo.storage.size(key) is None:
+        return f"pack {key} is missing"
+    try:
+        copy = read_pack_index(repo, pack_id)
+    except KeyError:
+        return f"pack {key} does not end with its trailer: it was truncated or extended"
+    try:
+        expected = repo.storage.get(layout.index_key(pack_id))
+    except KeyError:
+        return None  # no index object: BlockIndex.load read this copy, and verify reports it
+    if copy != expected:
+        return f"pack {key}: the index copy at its end differs from {layout.index_key(pack_id)}"
+    return None
+
+
+def unindexed_problem(pack_id: str) -> str:
+    """The finding about a pack whose index object is missing and whose own copy was read."""
+    return (
+        f"pack {layout.pack_key(pack_id)}: its index object {layout.index_key(pack_id)} "
+        "is missing; the pack's own copy of the index was read instead (run pgkura "
+        "repair index to write it back)"
+    )
+
+
 class PackWriter:
     """Collects sealed blocks into one pack at a time; not shared between threads.
 
@@ -196,15 +225,17 @@ class PackWriter:
     def add(self, raw: bytes | memoryview, digest: bytes | None = None) -> tuple[bytes, int]:
         """Store ``raw`` unless the repository has it; return (block id, sealed bytes added)."""
         if digest is None:
-            digest = keyed_digest(self.repo.key, raw)
+            digest = self.repo.digest(raw)
         if not self.index.claim(digest):
             return digest, 0
-        return digest, self._append(digest, frame(raw, self.repo.codec, digest), len(raw))
+        return digest, self._append(digest, self.repo.frame(raw, digest), len(raw))
 
     def add_blocks(self, data: memoryview, block_size: int) -> list[str]:
         """:meth:`add` for each ``block_size`` piece of ``data``: their ids, in hex. The same
         work in one loop, for the backup's hot path (the Python around each 64 KiB block
         costs about as much as hashing it)."""
+        # The envelope's functions themselves, not the repository's methods: one call less
+        # per block.
         key, codec, claim, append = self.repo.key, self.repo.codec, self.index.claim, self._append
         ids = []
         for start in range(0, len(data), block_size):
@@ -285,7 +316,7 @@ class PackWriter:
                 [bid.hex(), loc.offset, loc.length, loc.raw_length] for bid, loc in pack.entries
             ],
         }
-        index_obj = seal(json.dumps(doc).encode(), self.repo.codec, self.repo.key).data
+        index_obj = self.repo.seal(json.dumps(doc).encode()).data
         trailer = PACK_TRAILER.pack(pack.size, PACK_TRAILER_MAGIC)
         storage = self.repo.storage
         data = pack.data  # this pack's own buffer: grown in place
@@ -360,7 +391,7 @@ class BlockReader:
                 start = locs[k].offset - first.offset
                 piece = view[start : start + locs[k].length]
                 try:
-                    raw = unseal(piece, self.repo.key, expect_digest=block_ids[k])
+                    raw = self.repo.unseal(piece, expect_digest=block_ids[k])
                 except SealError as exc:
                     raise CorruptionError(
                         f"block {block_ids[k].hex()[:16]} in pack {key} is damaged: {exc}{where}",
@@ -386,7 +417,7 @@ class BlockReader:
                 f"pack {key} is missing{where}", hint="run pgkura verify; take a new backup"
             ) from None
         try:
-            return unseal(data, self.repo.key, expect_digest=block_id)
+            return self.repo.unseal(data, expect_digest=block_id)
         except SealError as exc:
             raise CorruptionError(
                 f"block {block_id.hex()[:16]} in pack {key} is damaged: {exc}{where}",

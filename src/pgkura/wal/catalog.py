@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from pgkura.errors import CorruptionError, IncompleteArchiveError, ObjectNotFound
+from pgkura.errors import CorruptionError, IncompleteArchiveError
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError, unseal
+from pgkura.repository.walstore import SealError
 from pgkura.wal.history import HistoryFormatError, TimelineHistory, parse_history
 from pgkura.wal.names import (
     DEFAULT_SEG_SIZE,
@@ -118,10 +118,9 @@ def load_catalog(
     """What the WAL ``archive`` (layout.wal_archive) holds."""
     timelines: dict[int, TimelineWal] = {}
     histories: set[int] = set()
-    for obj in repo.storage.list(layout.wal_prefix(archive)):
-        name = obj.key.rsplit("/", 1)[-1]
+    for obj in repo.wal.list(archive):
         try:
-            wal = parse_wal_name(name, seg_size)
+            wal = parse_wal_name(obj.name, seg_size)
         except ValueError:
             continue
         if wal.kind == "history":
@@ -136,16 +135,14 @@ def load_catalog(
 
 def read_archived(repo: Repository, archive: str, name: str) -> bytes | None:
     """The content of a WAL file in ``archive``, verified; None when it is not archived."""
-    key = layout.wal_key(archive, name)
-    try:
-        data = repo.storage.get(key)
-    except ObjectNotFound:
+    stored = repo.wal.find(archive, name)
+    if stored is None:
         return None
     try:
-        return unseal(data, repo.key)
+        return stored.content()
     except SealError as exc:
         raise CorruptionError(
-            f"archived WAL file {name} ({key}) is damaged: {exc}",
+            f"archived WAL file {name} ({stored.key}) is damaged: {exc}",
             hint="run pgkura verify; push it again from pg_wal if the server still has it",
         ) from None
 
