@@ -188,6 +188,58 @@ SETTINGS: tuple[Setting, ...] = (
         "most S3 requests in flight at once; parallel work (--jobs) is capped at it",
         metavar="N",
     ),
+    # Retention (pgkura expire; docs in README "Retention"). Counts and durations are applied
+    # to physical backups and to logical dumps separately.
+    Setting("keep_last", int, None, "expire: keep the N newest backups (and dumps)", metavar="N"),
+    Setting(
+        "keep_daily",
+        int,
+        None,
+        "expire: keep the newest backup of each of the last N days that have one (UTC)",
+        metavar="N",
+    ),
+    Setting(
+        "keep_weekly",
+        int,
+        None,
+        "expire: keep the newest backup of each of the last N ISO weeks that have one",
+        metavar="N",
+    ),
+    Setting(
+        "keep_monthly",
+        int,
+        None,
+        "expire: keep the newest backup of each of the last N months that have one",
+        metavar="N",
+    ),
+    Setting(
+        "keep_within",
+        str,
+        None,
+        "expire: keep every backup taken within DURATION of the newest one (14d, 12h, 2w)",
+        metavar="DURATION",
+    ),
+    Setting(
+        "pitr_window",
+        str,
+        None,
+        "expire: keep every point within DURATION before the newest archived WAL recoverable",
+        metavar="DURATION",
+    ),
+    Setting(
+        "max_unused",
+        float,
+        5.0,
+        "gc: repack partly used packs until unused space is at most this percent of the repository",
+        metavar="PERCENT",
+    ),
+    Setting(
+        "expire_auto",
+        bool,
+        False,
+        "run expire after each successful backup and dump",
+        metavar="on|off",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -243,6 +295,14 @@ class Config:
     s3_credentials_file: str | None
     s3_retry_seconds: float
     s3_max_connections: int
+    keep_last: int | None
+    keep_daily: int | None
+    keep_weekly: int | None
+    keep_monthly: int | None
+    keep_within: str | None
+    pitr_window: str | None
+    max_unused: float
+    expire_auto: bool
     config_file: str | None
 
     def __init__(self, **values: Any) -> None:
