@@ -170,6 +170,7 @@ def backup(
         progress=_progress(),
     )
     _emit(output, {"id": manifest.id}, manifest.id)
+    _expire_auto(cfg, f"backup {manifest.id}")
     if manifest.checksum_failures:
         first = manifest.checksum_failures[0]
         total = sum(int(f["count"]) for f in manifest.checksum_failures)
@@ -241,6 +242,7 @@ def dump(
         progress=_progress(),
     )
     _emit(output, {"id": manifest.id}, manifest.id)
+    _expire_auto(_config(ctx), f"dump {manifest.id}")
 
 
 @cli.command()
@@ -685,36 +687,99 @@ def _drill(
         )
 
 
+# -- retention: gc, expire, pin, unpin, delete (issue 15) ----------------------------------
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="say what would be deleted, delete nothing")
 @OUTPUT
 @click.pass_context
 def gc(ctx: click.Context, dry_run: bool, output: str) -> None:
-    """Delete packs no backup or dump references (left by failed or killed runs)."""
+    """Delete packs no backup or dump references and repack partly used ones (--max-unused);
+    backups, restores and the WAL archive go on meanwhile."""
     from dataclasses import asdict
 
-    from pgkura.cli_render import human_bytes
+    from pgkura.cli_render import gc_text
     from pgkura.commands.gc import run_gc
 
     report = run_gc(_config(ctx), dry_run=dry_run)
-    verb = "would delete" if dry_run else "deleted"
-    text = (
-        f"{verb} {report.packs_deleted} unreferenced pack(s), "
-        f"{human_bytes(report.bytes_deleted)}; kept {report.packs_kept} pack(s) in use "
-        f"({human_bytes(report.unreferenced_bytes_kept)} of them unreferenced, kept until "
-        "repacking exists)"
-    )
-    if report.indexes_rebuilt:
-        text += (
-            f"; wrote back the missing index object of {len(report.indexes_rebuilt)} pack(s) "
-            "from their own copies"
-        )
-    if report.unreadable_kept:
-        text += (
-            f"; kept {len(report.unreadable_kept)} pack(s) whose content cannot be read "
-            "(pgkura verify names them)"
-        )
-    _emit(output, asdict(report), text)
+    _emit(output, asdict(report), gc_text(report))
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="say what would be expired, change nothing")
+@OUTPUT
+@click.pass_context
+def expire(ctx: click.Context, dry_run: bool, output: str) -> None:
+    """Apply the retention policy (--keep-*, --pitr-window): delete the backups and dumps it
+    does not keep, the WAL no kept backup needs, then run gc. Says why each backup stays or
+    goes."""
+    from pgkura.cli_render import expire_lines
+    from pgkura.commands.expire import run_expire
+
+    report = run_expire(_config(ctx), dry_run=dry_run)
+    _emit(output, report.to_json(), "\n".join(expire_lines(report)))
+
+
+@cli.command()
+@click.argument("backup_id", metavar="ID")
+@click.option("--pitr", is_flag=True, help="also keep every WAL segment after the backup")
+@OUTPUT
+@click.pass_context
+def pin(ctx: click.Context, backup_id: str, pitr: bool, output: str) -> None:
+    """Keep backup ID whatever the retention policy says (with the WAL to make it
+    consistent)."""
+    from pgkura.commands.expire import run_pin
+
+    done = run_pin(_config(ctx), backup_id, pitr=pitr)
+    what = " and every WAL segment after it" if pitr else ""
+    _emit(output, {"id": done.backup_id, "pinned": True, "pitr": done.pitr},
+          f"pinned backup {done.backup_id}{what}")  # fmt: skip
+
+
+@cli.command()
+@click.argument("backup_id", metavar="ID")
+@OUTPUT
+@click.pass_context
+def unpin(ctx: click.Context, backup_id: str, output: str) -> None:
+    """Let the retention policy decide about backup ID again."""
+    from pgkura.commands.expire import run_unpin
+
+    backup = run_unpin(_config(ctx), backup_id)
+    _emit(output, {"id": backup, "pinned": False}, f"unpinned backup {backup}")
+
+
+@cli.command()
+@click.argument("backup_id", metavar="ID")
+@click.option(
+    "--force", is_flag=True, help="also delete the newest backup of its kind or a pinned one"
+)
+@click.option("--dry-run", is_flag=True, help="say what would be deleted, change nothing")
+@OUTPUT
+@click.pass_context
+def delete(ctx: click.Context, backup_id: str, force: bool, dry_run: bool, output: str) -> None:
+    """Delete backup (or dump) ID by hand, its WAL no kept backup needs, then run gc."""
+    from pgkura.cli_render import expire_lines
+    from pgkura.commands.expire import run_delete
+
+    report = run_delete(_config(ctx), backup_id, force=force, dry_run=dry_run)
+    _emit(output, report.to_json(), "\n".join(expire_lines(report)))
+
+
+def _expire_auto(cfg: Config, what: str) -> None:
+    """expire-auto: expire after a successful backup or dump; what it did goes to stderr."""
+    if not cfg.expire_auto:
+        return
+    from pgkura.cli_render import expire_lines
+    from pgkura.commands.expire import expire_after
+
+    report = expire_after(cfg, what)
+    if report is not None:
+        for line in expire_lines(report):
+            click.echo(f"expire-auto: {line}", err=True)
+
+
+# -- end of retention ------------------------------------------------------------------------
 
 
 @cli.group()

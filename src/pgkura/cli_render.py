@@ -60,6 +60,9 @@ def render_info(data: dict[str, Any], detail: bool) -> None:
         failures = b.get("checksum_failures") or []
         if failures:
             notes.append(f"{sum(int(f['count']) for f in failures)} checksum failures")
+        pin = b.get("pinned")
+        if pin:
+            notes.append("pinned with PITR" if pin.get("pitr") else "pinned")
         drill = b.get("last_drill")
         if drill:
             verdict = "restore proven" if drill["passed"] else "DRILL FAILED"
@@ -181,3 +184,50 @@ def _render_wal(console: Any, data: dict[str, Any], indent: str) -> None:
         )
     elif data.get("window_problem"):
         console.print(f"{indent}[bold]no recoverable window[/bold]: {data['window_problem']}")
+
+
+def gc_text(report: Any) -> str:
+    """The summary line of a gc run (repository.prune.PruneReport)."""
+    verb = "would delete" if report.dry_run else "deleted"
+    text = f"{verb} {report.packs_deleted} pack(s), {human_bytes(report.bytes_deleted)}"
+    if report.packs_repacked:
+        text += (
+            f" ({report.packs_repacked} repacked: {human_bytes(report.bytes_repacked)} of live "
+            "blocks copied into new packs)"
+        )
+    text += (
+        f"; kept {report.packs_kept} pack(s), {human_bytes(report.repository_bytes)}, of which "
+        f"{human_bytes(report.unreferenced_bytes_kept)} unreferenced"
+    )
+    if report.packs_waiting:
+        text += (
+            f"; {report.packs_waiting} pack(s) wait for {report.commands_waited_for or 'the'} "
+            "running command(s) that may use them, and go at the next gc after those end"
+        )
+    if report.indexes_rebuilt:
+        text += (
+            f"; wrote back the missing index object of {len(report.indexes_rebuilt)} pack(s) "
+            "from their own copies"
+        )
+    if report.unreadable_kept:
+        text += (
+            f"; kept {len(report.unreadable_kept)} pack(s) whose content cannot be read "
+            "(pgkura verify names them)"
+        )
+    return text
+
+
+def expire_lines(report: Any) -> list[str]:
+    """What expire or delete did (commands.expire.ExpireReport): one line per backup."""
+    lines = [f"policy: {report.policy}"] if report.policy else []
+    lines += [f"{d.id} {d.kind:<8} {d.describe()}" for d in report.decisions]
+    lines += [f"note: {n}" for n in report.notes]
+    verb = "would delete" if report.dry_run else "deleted"
+    gone = sum(not d.keep for d in report.decisions)
+    lines.append(
+        f"{verb} {gone} backup(s) and {report.wal_deleted} WAL file(s) "
+        f"({human_bytes(report.wal_bytes_deleted)})"
+    )
+    if report.gc is not None:
+        lines.append("gc: " + gc_text(report.gc))
+    return lines

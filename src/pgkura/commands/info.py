@@ -43,9 +43,13 @@ def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
         "damaged": damaged,
     }
     from pgkura.commands.drill import last_drill
+    from pgkura.repository.pins import pins
 
+    pinned = pins(repo, stanza)
     for entry, m in zip(out["backups"], manifests, strict=True):
         entry["last_drill"] = last_drill(repo, stanza, entry["id"])
+        pin = pinned.get(m.id)
+        entry["pinned"] = None if pin is None else {"pitr": pin.pitr, "since": pin.pinned}
         gen = info.generation_of(m.system_identifier) if info else None
         entry["generation"] = gen.number if gen else None
     if backup_id is None and info is None:
