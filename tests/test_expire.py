@@ -212,3 +212,41 @@ def test_expire_auto_runs_after_each_backup_and_dump(make_server: Any, repo: str
     bad = run_pgkura("--repo", repo, "backup", env=env, check=False)
     assert bad.returncode == 3 and "was stored, but expire-auto could not run" in bad.stderr
     assert len(backup_ids(repo)) == 3
+
+
+def test_a_timeline_branch_keeps_its_history_and_wal_after_expire(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    c = Cluster(make_server("src", extra_conf=archiving_conf(repo)), repo)
+    oldest = c.backup()
+    kept = c.backup()
+    c.insert()
+    time.sleep(0.1)
+    branch_at = str(c.server.sql("SELECT now()::text")[0][0])
+    rows_at = int(c.server.sql("SELECT count(*) FROM t")[0][0])
+    time.sleep(0.1)
+    c.insert()
+    switch_and_wait_archived(c.server)
+    # Recover the kept backup to a time after it: the server promotes onto timeline 2 and
+    # archives its history file and its WAL into the same stanza.
+    dest = work_dir / "branch"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(dest), "--to-time", branch_at)
+    branch = make_server("branch", pgdata=dest, init=False)
+    branch.wait_for_promotion()
+    branch.sql("CREATE TABLE on_branch AS SELECT generate_series(1, 777) AS a")
+    switch_and_wait_archived(branch)
+    branch.stop()
+    tl2 = {s for s in wal_segments(repo) if s.startswith("00000002")}
+    assert tl2 and Path(repo, "wal", "main", "history", "00000002.history").is_file()
+
+    out = run_pgkura("--repo", repo, "--keep-last", "1", "expire").stdout
+    assert f"{oldest} physical expired" in out
+    assert {s for s in wal_segments(repo) if s.startswith("00000002")} == tl2
+    assert Path(repo, "wal", "main", "history", "00000002.history").is_file()
+    dest2 = work_dir / "again"
+    run_pgkura("--repo", repo, "restore", "--backup", kept, "--target-dir", str(dest2),
+               "--target-timeline", "2", "--archive-mode", "off")  # fmt: skip
+    again = make_server("again", pgdata=dest2, init=False)
+    again.wait_for_promotion()
+    assert int(again.sql("SELECT count(*) FROM t")[0][0]) == rows_at
+    assert int(again.sql("SELECT count(*) FROM on_branch")[0][0]) == 777
