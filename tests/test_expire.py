@@ -185,6 +185,7 @@ def test_pins_keep_a_backup_and_delete_refuses_what_it_must(
     assert {s for s in kept_wal if s < backup_ids_start(repo, third)} == {
         s for s in kept_wal if b["start_wal"] <= s <= b["stop_wal"]
     }
+    assert run_pgkura("--repo", repo, "verify").returncode == 0  # that gap is no problem
     assert restore_rows(make_server, work_dir, repo, "pinned", "--backup", first,
                         "--to-immediate") == c.rows[first]  # fmt: skip
     run_pgkura("--repo", repo, "unpin", first)

@@ -138,7 +138,10 @@ def _verify(cfg: Config, repo: Any, backup_id: str | None, jobs: int, pages: boo
     # The archive is checked by this process while worker processes read the backups' files.
     wal = VerifyReport()
     archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
-    meanwhile = None if backup_id else lambda: _verify_archives(repo, archives, wal, jobs)
+    gaps_from = _gaps_matter_from(repo, stanza, info) if backup_id is None else {}
+    meanwhile = (
+        None if backup_id else lambda: _verify_archives(repo, archives, wal, jobs, gaps_from)
+    )
     results = check_files(BlockReader(index), files, jobs, meanwhile)
     for check in backups:
         problems = list(check.head)
@@ -191,14 +194,47 @@ def _check_pack(repo: Any, pack_id: str) -> str | None:
     return None
 
 
-def _verify_archives(repo: Any, archives: list[str], report: VerifyReport, jobs: int) -> None:
+def _gaps_matter_from(repo: Any, stanza: str, info: Any) -> dict[str, int]:
+    """Per archive, the first segment number from which a gap in the WAL is a problem: the
+    start of the oldest online backup that keeps point-in-time recovery after it. Before it,
+    gaps are what expire left on purpose: a backup pinned without --pitr keeps only the WAL
+    that makes it consistent (docs/repository-format.md, "Retention")."""
+    from pgkura.repository.pins import pins
+
+    pinned = pins(repo, stanza)
+    out: dict[str, int] = {}
+    for bid in list_backup_ids(repo, stanza):
+        try:
+            m = read_manifest(repo, stanza, bid)
+        except PgkuraError:
+            continue
+        if m.kind != "physical" or m.method == "offline" or not m.start_lsn:
+            continue
+        if bid in pinned and not pinned[bid].pitr:
+            continue
+        gen = info.generation_of(m.system_identifier) if info is not None else None
+        archive = info.archive(gen) if gen is not None else stanza
+        seg = int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
+        segno = parse_lsn(m.start_lsn) // seg
+        out[archive] = min(out.get(archive, segno), segno)
+    return out
+
+
+def _verify_archives(
+    repo: Any, archives: list[str], report: VerifyReport, jobs: int, gaps_from: dict[str, int]
+) -> None:
     """Every WAL archive of the stanza: one per generation."""
     for archive in archives:
-        _verify_archive(repo, archive, report, jobs, len(archives) > 1)
+        _verify_archive(repo, archive, report, jobs, len(archives) > 1, gaps_from.get(archive))
 
 
 def _verify_archive(
-    repo: Any, archive: str, report: VerifyReport, jobs: int, name_generation: bool
+    repo: Any,
+    archive: str,
+    report: VerifyReport,
+    jobs: int,
+    name_generation: bool,
+    gaps_from: int | None = None,
 ) -> None:
     objects = list(repo.storage.list(layout.wal_prefix(archive)))
     where = f" ({layout.describe_archive(archive)})" if name_generation else ""
@@ -232,6 +268,9 @@ def _verify_archive(
                 f"timeline {tl['timeline']}{where}: its history file is missing from the archive"
             )
         for gap in tl["gaps"]:  # type: ignore[attr-defined]
+            last = parse_wal_name(str(gap["last"])).segno
+            if gaps_from is not None and last is not None and last < gaps_from:
+                continue  # left by expire beside a pinned backup (_gaps_matter_from)
             report.problems.append(
                 f"timeline {tl['timeline']}{where}: WAL segments {gap['first']} to "
                 f"{gap['last']} are missing from the archive"
