@@ -251,3 +251,35 @@ def test_a_timeline_branch_keeps_its_history_and_wal_after_expire(
     again.wait_for_promotion()
     assert int(again.sql("SELECT count(*) FROM t")[0][0]) == rows_at
     assert int(again.sql("SELECT count(*) FROM on_branch")[0][0]) == 777
+
+
+def test_expire_and_gc_on_s3_keep_the_newest_restorable(
+    make_server: Any, work_dir: Path, s3_repo: Any
+) -> None:
+    from test_s3_e2e import s3_archiving_conf
+
+    run_pgkura(*s3_repo.args, "init")
+    server = make_server("src", extra_conf=s3_archiving_conf(s3_repo))
+    env = {**server.libpq_env(), "PGKURA_PGDATA": str(server.pgdata)}
+    server.sql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS a")
+    ids = []
+    for _ in range(3):
+        server.sql("INSERT INTO t SELECT generate_series(1, 20000)")
+        ids.append(run_pgkura(*s3_repo.args, "backup", env=env).stdout.strip())
+    rows = int(server.sql("SELECT count(*) FROM t")[0][0])
+    switch_and_wait_archived(server)
+    out = json.loads(run_pgkura(*s3_repo.args, "--keep-last", "1", "--max-unused", "1",
+                                "expire", "--output", "json").stdout)  # fmt: skip
+    assert out["expired"] == ids[:2] and out["wal_deleted"] > 0
+    assert out["gc"]["packs_deleted"] > 0
+    assert out["gc"]["unreferenced_bytes_kept"] <= 0.01 * out["gc"]["repository_bytes"]
+    info = json.loads(run_pgkura(*s3_repo.args, "info", "--output", "json").stdout)
+    assert [b["id"] for b in info["backups"]] == [ids[2]]
+    first_wal = info["timelines"][0]["ranges"][0]["first"]
+    assert first_wal == info["backups"][0]["start_wal"]
+    assert run_pgkura(*s3_repo.args, "verify").returncode == 0
+    dest = work_dir / "restored"
+    run_pgkura(*s3_repo.args, "restore", "--target-dir", str(dest), "--archive-mode", "off")
+    restored = make_server("restored", pgdata=dest, init=False)
+    restored.wait_for_promotion()
+    assert int(restored.sql("SELECT count(*) FROM t")[0][0]) == rows

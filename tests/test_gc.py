@@ -172,19 +172,22 @@ def test_a_backup_running_while_gc_deletes_what_it_reuses_stays_valid(
     put(blob_a)  # the third backup needs blob A's blocks, which only the first references
     cmd = [PGKURA, "--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline",
            "--jobs", "1"]  # fmt: skip
-    if os_user():
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    # Started as the postgres user directly, not through runuser: runuser stops itself when
+    # its child is stopped, and would not collect it after.
+    user = os_user()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            user=user, group=user, extra_groups=[] if user else None,
+                            cwd="/")  # fmt: skip
     deadline = time.monotonic() + 30
     while not list(Path(repo, "locks").glob("backup-*")) and time.monotonic() < deadline:
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGSTOP)
+    pid = proc.pid
+    os.kill(pid, signal.SIGSTOP)
     try:
         out = json.loads(run_pgkura("--repo", repo, "delete", first, "--force", "--output",
                                     "json").stdout)["gc"]  # fmt: skip
     finally:
-        os.killpg(proc.pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
     assert out["packs_waiting"] > 0 and out["commands_waited_for"] >= 1, out
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr

@@ -56,7 +56,8 @@ class PruneReport:
     packs_waiting: int = 0
     commands_waited_for: int = 0
     packs_kept: int = 0
-    #: bytes of the kept packs no manifest references (at most max_unused percent)
+    #: bytes of blocks in the kept packs that no manifest references (at most max_unused
+    #: percent of repository_bytes)
     unreferenced_bytes_kept: int = 0
     #: bytes of all packs, and of the blocks manifests reference, after this run
     repository_bytes: int = 0
@@ -225,7 +226,9 @@ def _plan(
     doom = sorted(p for p in readable if live[p] == 0)
     kept = sorted(p for p in readable if live[p] > 0)
     total = sum(sizes[p] for p in kept) + sum(sizes[p] for p in sizes if p not in readable)
-    unused = {p: sizes[p] - live[p] for p in kept}
+    # Unused: the bytes of blocks no manifest needs from this pack. A pack's own copy of its
+    # index is not counted: every pack has one, so repacking would never make it smaller.
+    unused = {p: sum(loc.length for _b, loc in entries[p]) - live[p] for p in kept}
     limit = total * max_unused / 100
     excess = sum(unused.values()) - limit
     repack: list[str] = []
@@ -292,8 +295,9 @@ def _totals(
     staying = [p for p in sizes if p not in going]
     owner = _canonical(referenced, entries, {p for p in staying if p in entries})
     live = sum(loc.length for loc in owner.values())
+    blocks = sum(loc.length for p in staying if p in entries for _b, loc in entries[p])
     report.repository_bytes = sum(sizes[p] for p in staying)
     report.referenced_bytes = live
     report.packs_kept = len(staying)
-    report.unreferenced_bytes_kept = report.repository_bytes - live
+    report.unreferenced_bytes_kept = blocks - live
     return report
