@@ -129,6 +129,12 @@ def test_gc_repacks_partly_used_packs_to_within_max_unused_and_sizes_stay_true(
     expected = src.sql("SELECT count(*), sum(abalance) FROM pgbench_accounts")[0]
     src.stop()
     stored = json.loads(run_pgkura("--repo", repo, "info", second, "--output", "json").stdout)
+    before = sorted(p.name for p in Path(repo).rglob("*") if p.is_file())
+    dry = json.loads(run_pgkura("--repo", repo, "--max-unused", "5", "delete", first, "--force",
+                                "--dry-run", "--output", "json").stdout)  # fmt: skip
+    assert dry["gc"]["packs_repacked"] > 0 and dry["expired"] == [first]
+    assert sorted(p.name for p in Path(repo).rglob("*") if p.is_file() and "locks" not in
+                  p.parts) == [n for n in before if not n.endswith(".lock")]  # fmt: skip
     out = json.loads(run_pgkura("--repo", repo, "--max-unused", "5", "delete", first, "--force",
                                 "--output", "json").stdout)["gc"]  # fmt: skip
     assert out["packs_repacked"] > 0 and out["bytes_repacked"] > 0, out

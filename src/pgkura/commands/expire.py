@@ -116,7 +116,7 @@ def _expire(repo: Repository, cfg: Config, policy: Policy, dry_run: bool) -> Exp
         if set(reasons[m.id]) != {"pinned"} or pinned[m.id].pitr  # pinned alone: consistency
     }
     _remove(repo, stanza, sorted(gone), generations, kept, forward, report)
-    report.gc = gc_locked(repo, cfg, dry_run)
+    report.gc = gc_locked(repo, cfg, dry_run, {(stanza, i) for i in gone})
     return report
 
 
@@ -137,6 +137,12 @@ def _remove(
     if not report.dry_run:
         for backup_id in gone:
             delete_manifest(repo, stanza, backup_id)
+    # A backup committed since the decisions were made keeps what it needs too.
+    known = {m.id for m in kept} | set(gone)
+    for backup_id in list_backup_ids(repo, stanza):
+        if backup_id not in known:
+            kept = [*kept, read_manifest(repo, stanza, backup_id)]
+            forward = forward | {backup_id}
     info = repo.stanza(stanza)
     for sysid in sorted(generations):
         gen = info.generation_of(sysid) if info else None
@@ -206,7 +212,7 @@ def run_delete(cfg: Config, backup_id: str, *, force: bool, dry_run: bool) -> Ex
         kept = [m for m in manifests if m.id != backup_id]
         forward = {m.id for m in kept if m.id not in pinned or pinned[m.id].pitr}
         _remove(repo, stanza, [backup_id], {victim.system_identifier}, kept, forward, report)
-        report.gc = gc_locked(repo, cfg, dry_run)
+        report.gc = gc_locked(repo, cfg, dry_run, {(stanza, backup_id)})
         return report
 
 

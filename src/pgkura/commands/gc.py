@@ -33,6 +33,10 @@ def run_gc(cfg: Config, dry_run: bool = False) -> PruneReport:
         return prune(repo, max_unused=max_unused, dry_run=dry_run)
 
 
-def gc_locked(repo: Repository, cfg: Config, dry_run: bool) -> PruneReport:
-    """gc for a caller that holds the maintenance lock already (expire, delete)."""
-    return prune(repo, max_unused=check_max_unused(cfg.max_unused), dry_run=dry_run)
+def gc_locked(
+    repo: Repository, cfg: Config, dry_run: bool, deleting: set[tuple[str, str]]
+) -> PruneReport:
+    """gc for a caller that holds the maintenance lock already (expire, delete); a dry run
+    counts the backups ``deleting`` (stanza, id) as gone, as the real run would find them."""
+    max_unused = check_max_unused(cfg.max_unused)
+    return prune(repo, max_unused=max_unused, dry_run=dry_run, gone=deleting if dry_run else None)

@@ -71,19 +71,20 @@ class PruneReport:
 class _References:
     """The blocks the manifests reference; manifests never change, so each is read once."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, gone: set[tuple[str, str]] | None = None) -> None:
         self.repo = repo
+        self.gone = gone or set()  # (stanza, id) of manifests a dry run counts as deleted
         self._seen: dict[tuple[str, str], frozenset[bytes]] = {}
 
     def read(self) -> set[bytes]:
         """Every referenced block, read now. A manifest that cannot be read stops gc: its
         blocks are unknown, so nothing may be judged unreferenced."""
         out: set[bytes] = set()
-        current = set()
         for stanza in list_stanzas(self.repo):
             for backup_id in list_backup_ids(self.repo, stanza):
                 key = (stanza, backup_id)
-                current.add(key)
+                if key in self.gone:
+                    continue
                 if key not in self._seen:
                     m = read_manifest(self.repo, stanza, backup_id)
                     self._seen[key] = frozenset(bytes.fromhex(b) for f in m.files for b in f.blocks)
@@ -91,8 +92,15 @@ class _References:
         return out
 
 
-def prune(repo: Repository, *, max_unused: float, dry_run: bool = False) -> PruneReport:
-    """One gc run (the module's docstring); the caller holds the maintenance lock."""
+def prune(
+    repo: Repository,
+    *,
+    max_unused: float,
+    dry_run: bool = False,
+    gone: set[tuple[str, str]] | None = None,
+) -> PruneReport:
+    """One gc run (the module's docstring); the caller holds the maintenance lock. A dry run
+    of an expire counts the manifests ``gone`` (stanza, id) as deleted."""
     report = PruneReport(dry_run=dry_run)
     if not dry_run:
         report.bytes_deleted += repo.storage.remove_incomplete()
@@ -100,7 +108,7 @@ def prune(repo: Repository, *, max_unused: float, dry_run: bool = False) -> Prun
     if not dry_run:  # a list whose gc was killed before it listed the locks gets them now
         earlier = [_with_waiting(repo, d) if d.waiting_for is None else d for d in earlier]
     ready = [d for d in earlier if _ready(repo, d)]
-    refs = _References(repo)
+    refs = _References(repo, gone if dry_run else None)
     referenced = refs.read()  # after the readiness checks: see step 1
     index = BlockIndex(repo).load(keep_packs=True)
     sizes = index.pack_sizes()
@@ -229,14 +237,16 @@ def _plan(
     # Unused: the bytes of blocks no manifest needs from this pack. A pack's own copy of its
     # index is not counted: every pack has one, so repacking would never make it smaller.
     unused = {p: sum(loc.length for _b, loc in entries[p]) - live[p] for p in kept}
-    limit = total * max_unused / 100
-    excess = sum(unused.values()) - limit
+    # Repacking a pack takes its unused bytes out of the repository as well: the share is
+    # judged against what the repository will hold.
+    left = sum(unused.values())
     repack: list[str] = []
     for pack_id in sorted(kept, key=lambda p: unused[p] / sizes[p], reverse=True):
-        if excess <= 0 or unused[pack_id] / sizes[pack_id] * 100 <= max_unused:
+        if left <= total * max_unused / 100 or unused[pack_id] / sizes[pack_id] * 100 <= max_unused:
             break
         repack.append(pack_id)
-        excess -= unused[pack_id]
+        left -= unused[pack_id]
+        total -= unused[pack_id]
     # Only the chosen copy of a duplicated block is copied by a repack.
     for pack_id in repack:
         entries[pack_id] = [(b, loc) for b, loc in entries[pack_id] if owner.get(b) == loc]
