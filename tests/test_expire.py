@@ -270,13 +270,13 @@ def test_expire_and_gc_on_s3_keep_the_newest_restorable(
     switch_and_wait_archived(server)
     out = json.loads(run_pgkura(*s3_repo.args, "--keep-last", "1", "--max-unused", "1",
                                 "expire", "--output", "json").stdout)  # fmt: skip
-    assert out["expired"] == ids[:2] and out["wal_deleted"] > 0
-    assert out["gc"]["packs_deleted"] > 0
-    assert out["gc"]["unreferenced_bytes_kept"] <= 0.01 * out["gc"]["repository_bytes"]
+    assert out["expired"] == ids[:2] and out["wal_deleted"] > 0, out
+    assert out["gc"]["packs_deleted"] > 0, out
+    assert out["gc"]["unreferenced_bytes_kept"] <= 0.01 * out["gc"]["repository_bytes"], out
     info = json.loads(run_pgkura(*s3_repo.args, "info", "--output", "json").stdout)
     assert [b["id"] for b in info["backups"]] == [ids[2]]
     first_wal = info["timelines"][0]["ranges"][0]["first"]
-    assert first_wal == info["backups"][0]["start_wal"]
+    assert first_wal == info["backups"][0]["start_wal"], info
     assert run_pgkura(*s3_repo.args, "verify").returncode == 0
     dest = work_dir / "restored"
     run_pgkura(*s3_repo.args, "restore", "--target-dir", str(dest), "--archive-mode", "off")
