@@ -283,3 +283,43 @@ def test_expire_and_gc_on_s3_keep_the_newest_restorable(
     restored = make_server("restored", pgdata=dest, init=False)
     restored.wait_for_promotion()
     assert int(restored.sql("SELECT count(*) FROM t")[0][0]) == rows
+
+
+def test_an_expire_killed_after_deleting_manifests_has_its_wal_cleanup_done_by_the_next(
+    make_server: Any, repo: str
+) -> None:
+    """The state a kill between the two steps leaves: the expiry record written and the
+    manifest deleted, the WAL not yet. The next expire deletes no backup, yet cleans up."""
+    from pathlib import Path as P
+
+    from pgkura.repository.expiry import record_pending
+    from pgkura.repository.manifest import delete_manifest
+    from pgkura.repository.repo import Repository
+    from pgkura.storage import open_storage
+
+    c = Cluster(make_server("src", extra_conf=archiving_conf(repo)), repo)
+    first, second = c.backup(), c.backup()
+    switch_and_wait_archived(c.server)
+    wal = wal_segments(repo)
+    start = backup_ids_start(repo, second)
+    r = Repository.open(open_storage(repo))
+    stanza = r.stanza("main")
+    assert stanza is not None
+    record_pending(r, "main", {stanza.system_identifier})
+    delete_manifest(r, "main", first)
+    if os.geteuid() == 0:
+        for p in P(repo).rglob("*"):
+            os.chown(p, *_postgres_ids())
+    out = json.loads(run_pgkura("--repo", repo, "--keep-last", "5", "expire", "--output",
+                                "json").stdout)  # fmt: skip
+    assert out["expired"] == [] and out["wal_deleted"] > 0
+    assert wal_segments(repo) == {s for s in wal if s >= start}
+    assert not P(repo, "expire", "main.json").exists()
+    assert run_pgkura("--repo", repo, "verify").returncode == 0
+
+
+def _postgres_ids() -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam("postgres")
+    return entry.pw_uid, entry.pw_gid
