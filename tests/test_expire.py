@@ -271,7 +271,7 @@ def test_expire_and_gc_on_s3_keep_the_newest_restorable(
     out = json.loads(run_pgkura(*s3_repo.args, "--keep-last", "1", "--max-unused", "1",
                                 "expire", "--output", "json").stdout)  # fmt: skip
     assert out["expired"] == ids[:2] and out["wal_deleted"] > 0, out
-    assert out["gc"]["packs_deleted"] > 0, out
+    # What the expired backups alone held may be too little to repack: the share is the test.
     assert out["gc"]["unreferenced_bytes_kept"] <= 0.01 * out["gc"]["repository_bytes"], out
     info = json.loads(run_pgkura(*s3_repo.args, "info", "--output", "json").stdout)
     assert [b["id"] for b in info["backups"]] == [ids[2]]
