@@ -664,6 +664,9 @@ def main() -> None:
                         help="pgbench scales of the curve stage")  # fmt: skip
     parser.add_argument("--curve-random-gb", default="1,3",
                         help="sizes (GB) of random bytes for the curve stage")  # fmt: skip
+    parser.add_argument("--expire-backups", type=int, default=30,
+                        help="backups the expire stage takes before expiring")  # fmt: skip
+    parser.add_argument("--expire-keep", type=int, default=7, help="backups expire keeps")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     if shutil.which("pgbackrest") is None:
@@ -673,6 +676,9 @@ def main() -> None:
     from curve import Curve
 
     curve = Curve(bench, args.rounds)
+    from expire import ExpireStage
+
+    expiry = ExpireStage(bench)
 
     def run_curve() -> None:
         for scale in args.curve_scales.split(","):
@@ -693,8 +699,10 @@ def main() -> None:
             "replay": lambda: bench.replay_stage(args.replay_mb),
             "checksums": bench.checksum_stage,
             "curve": run_curve,
+            "expire": lambda: expiry.run(args.expire_backups, args.expire_keep),
         }
-        chosen = args.only.split(",") if args.only else [s for s in stages if s != "curve"]
+        slow = ("curve", "expire")  # minutes each: asked for by --only
+        chosen = args.only.split(",") if args.only else [s for s in stages if s not in slow]
         unknown = set(chosen) - set(stages)
         if unknown:
             raise SystemExit(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(stages)}")
@@ -702,6 +710,7 @@ def main() -> None:
             if name in chosen:
                 stages[name]()
         bench.report()
+        expiry.report()
     finally:
         bench.stop()
         if not args.keep:

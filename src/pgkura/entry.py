@@ -3,7 +3,7 @@
 PostgreSQL starts ``archive-push`` and ``archive-get`` once per WAL segment, so their cold start
 is the archiving latency. They take a fast path here that parses the few arguments they have by
 hand and never imports click, rich, logging or psycopg; every other command (and any
-``--help``) goes through the full CLI in :mod:`pgkura.cli`.
+``--help``) goes through the full CLI in :mod:`pgkura.cli.app`.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main() -> None:
     if fast is not None:
         _run_fast(*fast)
         sys.exit(0)
-    from pgkura.cli import main as full_main
+    from pgkura.cli.app import main as full_main
 
     full_main()
 

@@ -1,6 +1,6 @@
 """One exception hierarchy: each error carries the user's message, a hint and an exit code.
 
-Only ``cli.py`` prints errors and exits; everything below raises these.
+Only the CLI (``pgkura.cli``) prints errors and exits; everything below raises these.
 """
 
 from __future__ import annotations

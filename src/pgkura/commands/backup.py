@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import PgkuraError, UsageError
+from pgkura.errors import ChecksumFailuresError, PgkuraError, UsageError
 from pgkura.pg.postmaster import running_postmaster_pid
 from pgkura.progress import Progress
 from pgkura.repository.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class BackupTaken:
+    """A backup that was stored, with the data page checksum failures it found."""
+
+    id: str
+    checksum_failures: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id}
+
+    def checksum_error(self) -> ChecksumFailuresError | None:
+        """The error to exit with when the cluster has corrupt pages (the backup is kept)."""
+        if not self.checksum_failures:
+            return None
+        first = self.checksum_failures[0]
+        total = sum(int(f["count"]) for f in self.checksum_failures)
+        return ChecksumFailuresError(
+            f"backup {self.id} was stored, but {total} page(s) failed their checksum "
+            f"(first: {first['path']} block {first['blocks'][0]})",
+            hint=f"see pgkura info {self.id}; the cluster has corrupt pages",
+        )
 
 
 def run_backup(
@@ -18,6 +43,18 @@ def run_backup(
     backup_type: str | None,
     force: bool,
     fast_checkpoint: bool = True,
+    jobs: int,
+    progress: Progress | None,
+) -> BackupTaken:
+    manifest = _take(cfg, backup_type, force, fast_checkpoint, jobs, progress)
+    return BackupTaken(manifest.id, manifest.checksum_failures)
+
+
+def _take(
+    cfg: Config,
+    backup_type: str | None,
+    force: bool,
+    fast_checkpoint: bool,
     jobs: int,
     progress: Progress | None,
 ) -> Manifest:

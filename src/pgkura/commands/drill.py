@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pgkura.commands import open_repository
@@ -25,6 +27,54 @@ _TABLES = (
     "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1, 2"
 )
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    """One drill: the record kept in the repository (``to_json``) and shown by the CLI.
+
+    ``row_counts``, ``amcheck`` and ``pages_checked`` are None when the drill did not get as
+    far as checking the server (and the last when the cluster has no data checksums)."""
+
+    backup: str | None
+    target: str
+    started: str
+    finished: str
+    passed: bool
+    problems: tuple[str, ...]
+    timings: Mapping[str, float]
+    row_counts: Mapping[str, Mapping[str, int]] | None = None
+    amcheck: str | None = None
+    pages_checked: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DrillResult:
+        return cls(
+            backup=data["backup"],
+            target=data["target"],
+            started=data["started"],
+            finished=data["finished"],
+            passed=bool(data["passed"]),
+            problems=tuple(data["problems"]),
+            timings=dict(data["timings"]),
+            row_counts=data.get("row_counts"),
+            amcheck=data.get("amcheck"),
+            pages_checked=data.get("pages_checked"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "backup": self.backup,
+            "target": self.target,
+            "started": self.started,
+            "problems": list(self.problems),
+            "timings": dict(self.timings),
+        }
+        checked = {"row_counts": self.row_counts, "amcheck": self.amcheck,
+                   "pages_checked": self.pages_checked}  # fmt: skip
+        out.update({k: v for k, v in checked.items() if v is not None})
+        out.update(passed=self.passed, finished=self.finished)
+        return out
 
 
 def _ident(name: str) -> str:
@@ -74,7 +124,7 @@ def _check(sandbox: Any, result: dict[str, Any]) -> None:
 
 
 def drill(cfg: Config, backup_id: str | None, target: RecoveryTarget, keep: bool = False,
-          say: Any = None) -> dict[str, Any]:  # fmt: skip
+          say: Any = None) -> DrillResult:  # fmt: skip
     from pgkura.physical.sandbox import Sandbox
 
     result: dict[str, Any] = {
@@ -100,13 +150,21 @@ def drill(cfg: Config, backup_id: str | None, target: RecoveryTarget, keep: bool
         result["timings"].update({k: round(v, 2) for k, v in sandbox.timings.items()})
     result["passed"] = not result["problems"]
     result["finished"] = iso(utc_now())
-    if result["backup"] is not None:
+    done = DrillResult.from_json(result)
+    if done.backup is not None:
         repo = open_repository(cfg)
         repo.storage.put(
-            layout.drill_key(cfg.stanza, result["backup"]),
-            json.dumps(result, indent=1).encode(),
+            layout.drill_key(cfg.stanza, done.backup),
+            json.dumps(done.to_json(), indent=1).encode(),
         )
-    return result
+    return done
+
+
+def drill_candidates(cfg: Config) -> list[str]:
+    """The ids of the physical backups of the stanza, oldest first: what ``--all`` drills."""
+    from pgkura.physical.choose import physical_backups
+
+    return [m.id for m in physical_backups(open_repository(cfg), cfg.stanza)]
 
 
 def last_drill(repo: Any, stanza: str, backup_id: str) -> dict[str, Any] | None:

@@ -3,11 +3,23 @@ repository."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.logical.dump import DumpRequest, take_dump
 from pgkura.progress import Progress
-from pgkura.repository.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class DumpTaken:
+    """A logical dump that was stored."""
+
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id}
 
 
 def run_dump(
@@ -21,7 +33,7 @@ def run_dump(
     tables: tuple[str, ...] = (),
     exclude_tables: tuple[str, ...] = (),
     progress: Progress | None = None,
-) -> Manifest:
+) -> DumpTaken:
     request = DumpRequest(
         dbname=dbname,
         all_databases=all_databases,
@@ -33,4 +45,4 @@ def run_dump(
     )
     request.check()  # before touching the repository or the server
     repo = open_repository(cfg)
-    return take_dump(repo, cfg, request, progress)
+    return DumpTaken(take_dump(repo, cfg, request, progress).id)

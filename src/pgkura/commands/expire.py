@@ -25,7 +25,7 @@ from pgkura.repository.manifest import (
     list_backup_ids,
     read_manifest,
 )
-from pgkura.repository.pins import Pin, pin, pins, unpin
+from pgkura.repository.pins import pin, pins, unpin
 from pgkura.repository.prune import PruneReport
 from pgkura.repository.repo import Repository
 from pgkura.repository.retention import Candidate, Decision, Policy, decide, policy_of
@@ -216,7 +216,17 @@ def run_delete(cfg: Config, backup_id: str, *, force: bool, dry_run: bool) -> Ex
         return report
 
 
-def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> Pin:
+@dataclass(frozen=True)
+class PinResult:
+    backup_id: str
+    pinned: bool
+    pitr: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.backup_id, "pinned": self.pinned, "pitr": self.pitr}
+
+
+def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> PinResult:
     repo = open_repository(cfg)
     with maintenance_lock(repo):  # an expire running now decides on the pins it read
         m = _existing(repo, cfg.stanza, backup_id)
@@ -226,10 +236,11 @@ def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> Pin:
                 hint="dumps are kept by --keep-last and the other --keep-* settings; pin a "
                 "physical backup",
             )
-        return pin(repo, cfg.stanza, backup_id, pitr=pitr)
+        done = pin(repo, cfg.stanza, backup_id, pitr=pitr)
+        return PinResult(done.backup_id, True, done.pitr)
 
 
-def run_unpin(cfg: Config, backup_id: str) -> str:
+def run_unpin(cfg: Config, backup_id: str) -> PinResult:
     repo = open_repository(cfg)
     with maintenance_lock(repo):
         _existing(repo, cfg.stanza, backup_id)
@@ -237,7 +248,7 @@ def run_unpin(cfg: Config, backup_id: str) -> str:
             raise UsageError(
                 f"backup {backup_id} is not pinned", hint="list the pins with: pgkura info"
             )
-        return backup_id
+        return PinResult(backup_id, False)
 
 
 def expire_after(cfg: Config, what: str) -> ExpireReport | None:

@@ -7,6 +7,8 @@ backups, its own WAL archive and its own recoverable window; the top-level ``tim
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +21,49 @@ from pgkura.repository.repo import Repository
 from pgkura.wal.names import DEFAULT_SEG_SIZE, format_lsn
 
 
-def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InfoReport:
+    """The catalog of a stanza, as ``info --output json`` shows it.
+
+    ``backups`` are catalog lines (physical/backup.py's ``summary``, with ``last_drill`` and
+    ``generation``). For the whole stanza, ``generations`` lists each generation with its own
+    WAL facts, and ``wal`` holds the current generation's ``timelines``, ``window`` and
+    ``window_problem`` (when there is one); for one backup both are left out."""
+
+    repository: str
+    stanza: str
+    system_identifier: str | None
+    pg_version: int | None
+    backups: tuple[dict[str, Any], ...]
+    damaged: tuple[dict[str, Any], ...]
+    generations: tuple[dict[str, Any], ...] | None = None
+    wal: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "repository": self.repository,
+            "stanza": self.stanza,
+            "system_identifier": self.system_identifier,
+            "pg_version": self.pg_version,
+            "backups": list(self.backups),
+            "damaged": list(self.damaged),
+        }
+        if self.generations is not None:
+            out["generations"] = list(self.generations)
+        out.update(self.wal)
+        return out
+
+
+def backup_kind(cfg: Config, backup_id: str) -> str:
+    """``physical`` or ``logical``: what the backup ``backup_id`` (or ``latest``) is."""
+    repo = open_repository(cfg)
+    return read_manifest(repo, cfg.stanza, resolve_backup_id(repo, cfg.stanza, backup_id)).kind
+
+
+def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
+    """The catalog of the stanza, or of the one backup ``backup_id``."""
+    from pgkura.commands.drill import last_drill
+
     repo = open_repository(cfg)
     stanza = cfg.stanza
     ids = (
@@ -34,44 +78,50 @@ def run_info(cfg: Config, backup_id: str | None = None) -> dict[str, Any]:
         except CorruptionError as exc:
             damaged.append({"id": i, "stanza": stanza, "damaged": exc.message})
     info = repo.stanza(stanza)
-    out: dict[str, Any] = {
-        "repository": repo.storage.location,
-        "stanza": stanza,
-        "system_identifier": info.system_identifier if info else None,
-        "pg_version": info.pg_version if info else None,
-        "backups": [summary(m) for m in manifests],
-        "damaged": damaged,
-    }
-    from pgkura.commands.drill import last_drill
     from pgkura.repository.pins import pins
 
     pinned = pins(repo, stanza)
-    for entry, m in zip(out["backups"], manifests, strict=True):
-        entry["last_drill"] = last_drill(repo, stanza, entry["id"])
-        pin = pinned.get(m.id)
-        entry["pinned"] = None if pin is None else {"pitr": pin.pitr, "since": pin.pinned}
+    backups = []
+    for m in manifests:
         gen = info.generation_of(m.system_identifier) if info else None
-        entry["generation"] = gen.number if gen else None
-    if backup_id is None and info is None:
-        out["generations"] = []
-        out.update(wal_facts(repo, stanza, manifests))
-    elif backup_id is None and info is not None:
-        out["generations"] = [
+        pin = pinned.get(m.id)
+        backups.append(
             {
-                **gen.to_json(),
-                "backups": sum(m.system_identifier == gen.system_identifier for m in manifests),
-                **wal_facts(
-                    repo,
-                    info.archive(gen),
-                    [m for m in manifests if m.system_identifier == gen.system_identifier],
-                ),
+                **summary(m),
+                "last_drill": last_drill(repo, stanza, m.id),
+                "generation": gen.number if gen else None,
+                "pinned": None if pin is None else {"pitr": pin.pitr, "since": pin.pinned},
             }
-            for gen in info.generations
-        ]
-        current = out["generations"][-1]
-        keys = ("timelines", "window", "window_problem")
-        out.update({k: current[k] for k in keys if k in current})
-    return out
+        )
+    report = InfoReport(
+        repository=repo.storage.location,
+        stanza=stanza,
+        system_identifier=info.system_identifier if info else None,
+        pg_version=info.pg_version if info else None,
+        backups=tuple(backups),
+        damaged=tuple(damaged),
+    )
+    if backup_id is not None:
+        return report
+    if info is None:
+        return replace(report, generations=(), wal=wal_facts(repo, stanza, manifests))
+    generations = tuple(
+        {
+            **gen.to_json(),
+            "backups": sum(m.system_identifier == gen.system_identifier for m in manifests),
+            **wal_facts(
+                repo,
+                info.archive(gen),
+                [m for m in manifests if m.system_identifier == gen.system_identifier],
+            ),
+        }
+        for gen in info.generations
+    )
+    current = generations[-1]
+    keys = ("timelines", "window", "window_problem")
+    return replace(
+        report, generations=generations, wal={k: current[k] for k in keys if k in current}
+    )
 
 
 def wal_facts(repo: Repository, archive: str, manifests: list[Any]) -> dict[str, Any]:

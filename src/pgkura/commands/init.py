@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.config import Config
@@ -10,9 +11,25 @@ from pgkura.repository.repo import DEFAULT_BLOCK_SIZE, Repository
 from pgkura.storage import is_url, open_storage
 
 
+@dataclass(frozen=True)
+class Initialised:
+    """A repository that was created."""
+
+    location: str
+    compression: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"location": self.location, "compression": self.compression}
+
+
 def run_init(
     cfg: Config, *, compression: str = "zstd:3", block_size: int = DEFAULT_BLOCK_SIZE
-) -> Repository:
+) -> Initialised:
+    repo = _create(cfg, compression, block_size)
+    return Initialised(repo.storage.location, repo.config.compression)
+
+
+def _create(cfg: Config, compression: str, block_size: int) -> Repository:
     location = cfg.require_repo()
     if is_url(location):  # a bucket has no directory to make
         storage = open_storage(location, cfg)

@@ -179,9 +179,7 @@ def restore_logical(
     list_only: bool = False,
     progress: Progress | None = None,
 ) -> LogicalRestoreResult:
-    """The CLI's entry point: options as flags."""
-    if jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, not {jobs}")
+    """The CLI's entry point: options as flags (``jobs`` checked by the CLI)."""
     options = RestoreOptions(
         create=create,
         clean=clean,
@@ -192,18 +190,3 @@ def restore_logical(
     )
     request = LogicalRestoreRequest(backup_id, dbname, options, list_only)
     return run_logical_restore(cfg, request, progress)
-
-
-def describe(result: LogicalRestoreResult) -> list[str]:
-    """What a logical restore did, for people."""
-    if result.listing is not None:
-        return []
-    lines = []
-    if result.globals_restored:
-        skipped = f" ({len(result.skipped_globals)} already present)"
-        lines.append("restored roles and tablespaces" + (skipped if result.skipped_globals else ""))
-    for dumped, into in result.databases:
-        how = "created and restored" if into in result.created else "restored"
-        source = f"database {dumped}" + ("" if dumped == into else f" into {into}")
-        lines.append(f"{how} {source} from dump {result.manifest.id} ({result.format})")
-    return lines

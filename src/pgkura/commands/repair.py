@@ -8,7 +8,8 @@ backups may run meanwhile, since an index object is never anything but that copy
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
@@ -16,11 +17,14 @@ from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import shared_lock
 
 
-@dataclass
+@dataclass(frozen=True)
 class RepairReport:
     rebuilt: list[str] = field(default_factory=list)
     #: packs whose index object and own copy are both unreadable: nothing to rebuild from
     unrepairable: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def run_repair_index(cfg: Config) -> RepairReport:

@@ -38,23 +38,6 @@ class StanzaUpgrade:
         }
 
 
-def describe(done: StanzaUpgrade) -> str:
-    """What `stanza upgrade` did, for people."""
-    info, cur = done.info, done.info.current
-    if not done.added:
-        return (
-            f"stanza {info.name}: the cluster (system identifier {cur.system_identifier}) "
-            f"already is its current generation {cur.number}; nothing changed"
-        )
-    old = info.generations[-2]
-    return (
-        f"stanza {info.name}: generation {cur.number} (PostgreSQL {cur.pg_version}, system "
-        f"identifier {cur.system_identifier}) takes new WAL and backups from now on; "
-        f"generation {old.number} (PostgreSQL {old.pg_version}) and older keep their backups "
-        "and WAL, restorable with their own major's programs"
-    )
-
-
 def run_stanza_upgrade(cfg: Config) -> StanzaUpgrade:
     pgdata = Path(cfg.require_pgdata())
     what = f"the cluster in {pgdata}"

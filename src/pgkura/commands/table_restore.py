@@ -21,7 +21,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,54 @@ from pgkura.config import Config
 from pgkura.errors import PgkuraError, UsageError
 from pgkura.physical.recovery import RecoveryTarget
 from pgkura.scratch import scratch_dir
+
+
+@dataclass(frozen=True)
+class RestoredTable:
+    """One restored table as the report shows it (in tree order)."""
+
+    table: str
+    was: str
+    rows: int
+    #: table, partitioned table, partition or inheritance child
+    kind: str
+    parent: str | None
+    depth: int
+    #: the parent it was restored without, if any
+    alone_from: str | None
+    attached_again: bool
+    children_left_out: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "children_left_out": list(self.children_left_out)}
+
+
+@dataclass(frozen=True)
+class TableRestoreResult:
+    """What a table restore brought back into the live database."""
+
+    backup: str
+    target: str
+    database: str
+    #: rows counted in each restored table, by its new name
+    restored: dict[str, int]
+    tables: tuple[RestoredTable, ...]
+    #: live tables dropped and replaced (--replace)
+    replaced: tuple[str, ...]
+    foreign_keys_left_out: tuple[str, ...]
+    timings: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backup": self.backup,
+            "target": self.target,
+            "database": self.database,
+            "restored": self.restored,
+            "tables": [t.to_json() for t in self.tables],
+            "replaced": list(self.replaced),
+            "foreign_keys_left_out": list(self.foreign_keys_left_out),
+            "timings": self.timings,
+        }
 
 
 @dataclass
@@ -93,7 +141,7 @@ def _free_schema_name(live: Any) -> str:
 
 def run_table_restore(
     cfg: Config, req: TableRestoreRequest, say: Callable[[str], None]
-) -> dict[str, Any]:
+) -> TableRestoreResult:
     from pgkura.physical.sandbox import DatabaseMissing, Sandbox, SparseFallback
     from pgkura.physical.sparse import SparseRequest
 
@@ -174,7 +222,7 @@ def _restore_from(
     sandbox: Any,
     tables: list[tuple[str, str]],
     new_schema: str,
-) -> dict[str, Any]:
+) -> TableRestoreResult:
     from pgkura.commands import table_trees as trees
 
     db = req.dbname
@@ -219,16 +267,16 @@ def _restore_from(
             f"loading into database {db}",
             lambda err: trees.count_mismatch(err, db, req.target.describe()),
         )  # fmt: skip
-    return {
-        "backup": sandbox.backup.id,
-        "target": req.target.describe(),
-        "database": db,
-        "restored": {placed[oid].text: n for oid, n in tset.counts.items()},
-        "tables": _report(tset, placed, swap.attached),
-        "replaced": swap.dropped,
-        "foreign_keys_left_out": [f"{t}.{c} -> {ref}" for t, c, ref in outside],
-        "timings": {k: round(v, 2) for k, v in sandbox.timings.items()},
-    }
+    return TableRestoreResult(
+        backup=sandbox.backup.id,
+        target=req.target.describe(),
+        database=db,
+        restored={placed[oid].text: n for oid, n in tset.counts.items()},
+        tables=_report(tset, placed, swap.attached),
+        replaced=tuple(swap.dropped),
+        foreign_keys_left_out=tuple(f"{t}.{c} -> {ref}" for t, c, ref in outside),
+        timings={k: round(v, 2) for k, v in sandbox.timings.items()},
+    )
 
 
 def _label(was: str, now: str) -> str:
@@ -331,7 +379,9 @@ def _dump(sandbox: Any, db: str, dump_args: list[str], dump: Path) -> None:
     )  # fmt: skip
 
 
-def _report(tset: Any, placed: dict[int, Any], attached: frozenset[int]) -> list[dict[str, Any]]:
+def _report(
+    tset: Any, placed: dict[int, Any], attached: frozenset[int]
+) -> tuple[RestoredTable, ...]:
     """Each restored table as the report shows it, in tree order."""
     alone = {c.child.oid: c.parent.text for c in tset.cuts if c.restored}
     left_out: dict[int, list[str]] = {}
@@ -347,13 +397,13 @@ def _report(tset: Any, placed: dict[int, Any], attached: frozenset[int]) -> list
         kind = "partitioned table" if rel.relkind == "p" else "table"
         if up is not None:
             kind = "partition" if rel.ispartition else "inheritance child"
-        out.append({
-            "table": placed[oid].text, "was": rel.text, "rows": tset.counts[oid], "kind": kind,
-            "parent": placed[up].text if up is not None else None, "depth": depth,
-            "alone_from": alone.get(oid), "attached_again": oid in attached,
-            "children_left_out": left_out.get(oid, []),
-        })  # fmt: skip
-    return out
+        out.append(RestoredTable(
+            table=placed[oid].text, was=rel.text, rows=tset.counts[oid], kind=kind,
+            parent=placed[up].text if up is not None else None, depth=depth,
+            alone_from=alone.get(oid), attached_again=oid in attached,
+            children_left_out=tuple(left_out.get(oid, [])),
+        ))  # fmt: skip
+    return tuple(out)
 
 
 # Every relation file the requested tables and schemas are dumped from: the tables (and the

@@ -73,8 +73,6 @@ class DumpRequest:
                 f"pg_dump dumps in parallel only in directory format, not {self.format}",
                 hint="add --format directory, or drop --jobs",
             )
-        if self.jobs is not None and self.jobs < 1:
-            raise UsageError(f"--jobs must be at least 1, not {self.jobs}")
 
 
 @dataclass(frozen=True)

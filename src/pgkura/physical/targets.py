@@ -1,8 +1,13 @@
-"""Parsing and checking recovery targets given on the command line."""
+"""Parsing and checking recovery targets given on the command line.
+
+The CLI collects the ``--to-*`` and ``--target-*`` options into one :class:`TargetArgs` (the
+texts as given) and asks it for the :class:`RecoveryTarget`; nothing else parses a target.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from pgkura.errors import UsageError
@@ -93,3 +98,48 @@ def parse_target(
     if to_immediate:
         return RecoveryTarget("immediate", action=action, timeline=timeline)
     return RecoveryTarget(timeline=timeline)
+
+
+@dataclass(frozen=True)
+class TargetArgs:
+    """A recovery target as the command line gave it, not yet checked."""
+
+    to_time: str | None = None
+    to_lsn: str | None = None
+    to_xid: str | None = None
+    to_name: str | None = None
+    to_immediate: bool = False
+    exclusive: bool = False
+    action: str = "promote"
+    timeline: str = "latest"
+
+    @property
+    def point_in_time(self) -> bool:
+        """Whether any ``--to-*`` target was given."""
+        return any((self.to_time, self.to_lsn, self.to_xid, self.to_name, self.to_immediate))
+
+    def parse(self) -> RecoveryTarget:
+        """The checked target of a restore: a :class:`UsageError` for anything malformed."""
+        return parse_target(
+            to_time=self.to_time,
+            to_lsn=self.to_lsn,
+            to_xid=self.to_xid,
+            to_name=self.to_name,
+            to_immediate=self.to_immediate,
+            exclusive=self.exclusive,
+            action=self.action,
+            timeline=self.timeline,
+        )
+
+    def sandbox_target(self, *, default_immediate: bool = False) -> RecoveryTarget:
+        """The target of a sandbox (a table restore, a drill), which always promotes along
+        the latest timeline; with ``default_immediate`` (a drill) no ``--to-*`` target means
+        the consistency point rather than the end of the archived WAL."""
+        return parse_target(
+            to_time=self.to_time,
+            to_lsn=self.to_lsn,
+            to_xid=self.to_xid,
+            to_name=self.to_name,
+            to_immediate=self.to_immediate or (default_immediate and not self.point_in_time),
+            exclusive=self.exclusive,
+        )

@@ -26,7 +26,8 @@ them, a half-deleted list is deleted again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pgkura.errors import CorruptionError, ObjectNotFound
 from pgkura.repository import layout
@@ -66,6 +67,9 @@ class PruneReport:
     indexes_rebuilt: list[str] = field(default_factory=list)
     #: packs kept because what they hold cannot be read (verify names the damage)
     unreadable_kept: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class _References:

@@ -1,0 +1,133 @@
+"""Expiry at the end of a month: a repository with 30 backups of a changing pgbench cluster and
+its WAL, expired to the newest 7, by pgkura (`--keep-last 7 expire`, which ends with gc and its
+repacking) and by pgBackRest (`expire` with `repo1-retention-full=7`) on the same backups.
+
+For each tool: the seconds expire took, the bytes it reclaimed (the repository's size on disk
+before and after) and the bytes it wrote (the kernel's count of the process tree's writes,
+wait4's ru_oublock), so that the cost per byte reclaimed can be compared. Run through bench.py
+(it builds the cluster):
+
+    .venv/bin/python bench/bench.py --only expire --expire-backups 30 --expire-keep 7
+
+Timings are for docs/benchmarks.md; nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench import Bench
+
+
+@dataclass
+class Expiry:
+    seconds: float
+    before: int
+    after: int
+    written: int
+
+    @property
+    def reclaimed(self) -> int:
+        return self.before - self.after
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes the tree takes on disk (allocated blocks, as du counts them)."""
+    total = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def measured(bench: Bench, cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and bytes written by the command's process tree."""
+    from bench import as_user, settle
+
+    settle()
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            as_user(cmd), env={**os.environ, **bench.env}, stdout=subprocess.DEVNULL, stderr=err
+        )
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise SystemExit(f"failed: {' '.join(cmd)}\n{err.read().decode()[-2000:]}")
+    return elapsed, int(usage.ru_oublock) * 512
+
+
+class ExpireStage:
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.results: dict[str, Expiry] = {}
+
+    def run(self, backups: int, keep: int) -> None:
+        from bench import PGKURA, own, run
+
+        b = self.bench
+        print(f"== expire: {backups} backups of a changing cluster, expired to {keep}", flush=True)
+        repo = b.base / "pgkura-expire"
+        b.point_repo(repo)
+        # pgBackRest's archive_command reads its config at every segment: pointing repo1-path at
+        # a new repository keeps the other stages' backups out of this one.
+        saved = b.pgbr_conf.read_text()
+        pgbr_repo = own(b.base / "pgbackrest-expire")
+        b.pgbr_conf.write_text(
+            saved.replace(f"repo1-path={b.pgbr_repo}", f"repo1-path={pgbr_repo}")
+        )
+        try:
+            run(b.pgbackrest("stanza-create"))
+            env = {**b.env, "PGKURA_ARCHIVE_TIMEOUT": "600"}
+            for n in range(1, backups + 1):
+                run([b.tool("pgbench"), "-n", "-c", "2", "-t", "1000"], b.env)
+                run(b.pgkura(repo, "backup", "--type", "online", "--jobs", "2"), env)
+                run(b.pgbackrest("backup", "--type=full"), b.env)
+                print(f"  backup {n} of {backups}", flush=True)
+            run([b.tool("psql"), "-qc", "SELECT pg_switch_wal()"], b.env)
+            time.sleep(2)
+            pgkura_cmd = [PGKURA, "--repo", str(repo), "--stanza", "bench",
+                          "--keep-last", str(keep), "expire"]  # fmt: skip
+            self.results["pgkura expire --keep-last"] = self.measure(pgkura_cmd, repo)
+            pgbr_cmd = b.pgbackrest(f"--repo1-retention-full={keep}", "expire")
+            self.results["pgbackrest expire retention-full"] = self.measure(pgbr_cmd, pgbr_repo)
+        finally:
+            b.pgbr_conf.write_text(saved)
+
+    def measure(self, cmd: list[str], repo: Path) -> Expiry:
+        before = disk_bytes(repo)
+        seconds, written = measured(self.bench, cmd)
+        after = disk_bytes(repo)
+        result = Expiry(seconds, before, after, written)
+        print(
+            f"  {cmd[0].rsplit('/', 1)[-1]:<10} {seconds:7.2f} s, {before / 2**20:8.1f} -> "
+            f"{after / 2**20:8.1f} MiB, wrote {written / 2**20:7.1f} MiB",
+            flush=True,
+        )
+        return result
+
+    def report(self) -> None:
+        if not self.results:
+            return
+        print("\n== expire to the newest backups (seconds; MiB reclaimed; MiB written per GiB)")
+        for label, r in self.results.items():
+            per_gib = r.written / r.reclaimed * 1024 if r.reclaimed > 0 else float("nan")
+            print(
+                f"  {label:<34} {r.seconds:7.2f} s  reclaimed {r.reclaimed / 2**20:8.1f} MiB"
+                f"  wrote {r.written / 2**20:7.1f} MiB ({per_gib:.1f} MiB per GiB reclaimed)"
+            )
+        kura = self.results.get("pgkura expire --keep-last")
+        pgbr = self.results.get("pgbackrest expire retention-full")
+        if kura and pgbr and pgbr.seconds > 0:
+            print(f"  pgkura / pgbackrest expire time: {kura.seconds / pgbr.seconds:.2f}")

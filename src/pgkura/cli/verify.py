@@ -1,0 +1,135 @@
+"""`pgkura verify`: read back what backups need; with --restore, the drill that proves a
+backup restores."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+from pgkura.cli.context import config
+from pgkura.cli.options import jobs_option, output_option, target_options, workers
+from pgkura.cli.output import print_json, say
+from pgkura.errors import CorruptionError, PgkuraError, UsageError
+
+if TYPE_CHECKING:
+    from pgkura.commands.drill import DrillResult
+    from pgkura.commands.verify import VerifyReport
+    from pgkura.physical.targets import TargetArgs
+
+
+@click.command()
+@click.argument("backup_id", required=False)
+@click.option("--restore", "drill", is_flag=True, help="drill: restore into a sandbox and check it")
+@click.option(
+    "--pages/--no-pages",
+    default=True,
+    help="recompute every data page checksum from the stored blocks (default); --no-pages "
+    "reports only the failures the backup found as it read the pages",
+)
+@click.option("--all", "all_backups", is_flag=True, help="with --restore: drill every backup")
+@click.option("--keep", is_flag=True, help="with --restore: leave the sandbox running")
+@target_options(restore=False, help_prefix="with --restore: ")
+@jobs_option()
+@output_option
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    backup_id: str | None,
+    drill: bool,
+    pages: bool,
+    all_backups: bool,
+    keep: bool,
+    target: TargetArgs,
+    jobs: int | None,
+    output: str,
+) -> None:
+    """Read back every block, file, page and WAL file a backup needs (all backups if no ID);
+    with --restore, prove it restores: sandbox, recovery, checks."""
+    from pgkura.commands.verify import run_verify
+
+    if drill:
+        _drills(ctx, backup_id, all_backups, keep, output, target)
+        return
+    if all_backups or keep or target.point_in_time:
+        raise UsageError(
+            "--all, --keep and --to-* belong to a drill", hint="add --restore, or drop them"
+        )
+    report = run_verify(config(ctx), backup_id, workers(jobs), pages)
+    if output == "json":
+        print_json(report)
+    else:
+        _show_verify(report, whole_archive=backup_id is None, pages=pages)
+    if report.problems:
+        raise CorruptionError(
+            f"verify found {len(report.problems)} problem(s)",
+            hint="restore from a backup verify reports ok; take a new backup",
+        )
+
+
+def _show_verify(report: VerifyReport, *, whole_archive: bool, pages: bool) -> None:
+    for b in report.backups:
+        click.echo(f"backup {b['id']}: {'ok' if b['ok'] else 'PROBLEMS'}")
+    if whole_archive:
+        click.echo(f"WAL archive: {report.wal_checked} files checked")
+    if pages:
+        click.echo("data page checksums: recomputed from the stored blocks")
+    else:
+        click.echo("data page checksums: as each backup found them when it read the pages")
+    for problem in report.problems:
+        click.echo(f"problem: {problem}")
+
+
+def _drills(
+    ctx: click.Context,
+    backup_id: str | None,
+    all_backups: bool,
+    keep: bool,
+    output: str,
+    target: TargetArgs,
+) -> None:
+    from pgkura.commands.drill import drill, drill_candidates
+
+    cfg = config(ctx)
+    recovery = target.sandbox_target(default_immediate=True)
+    if all_backups:
+        if backup_id:
+            raise UsageError("give a backup id or --all, not both", hint="drop one of them")
+        ids: list[str | None] = list(drill_candidates(cfg))
+    else:
+        ids = [backup_id]
+    results = []
+    for one in ids:
+        if output != "json":
+            say(f"drill: restoring backup {one or '(chosen for the target)'} into a sandbox")
+        result = drill(cfg, one, recovery, keep=keep, say=say)
+        results.append(result)
+        if output != "json":
+            _show_drill(result)
+    if output == "json":
+        click.echo(json.dumps({"drills": [r.to_json() for r in results]}, indent=2))
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise PgkuraError(
+            f"{len(failed)} of {len(results)} drill(s) failed",
+            hint="the problem lines say why; that backup cannot be relied on",
+        )
+
+
+def _show_drill(result: DrillResult) -> None:
+    times = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    verdict = "PASSED" if result.passed else "FAILED"
+    click.echo(f"backup {result.backup}: {verdict} ({times})")
+    for problem in result.problems:
+        click.echo(f"problem: {problem}")
+    if result.passed:
+        counts = result.row_counts or {}
+        tables = sum(len(v) for v in counts.values())
+        click.echo(
+            f"  {len(counts)} databases, {tables} tables counted, "
+            f"pg_amcheck {result.amcheck}, {result.pages_checked or 0} pages checked"
+        )
+
+
+COMMANDS: list[click.Command] = [verify]
