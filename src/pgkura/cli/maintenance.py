@@ -12,7 +12,7 @@ from pgkura.cli.output import emit, human_bytes
 from pgkura.errors import PgkuraError
 
 if TYPE_CHECKING:
-    from pgkura.repository.prune import PruneReport
+    from pgkura.commands.gc import PruneReport
 
 
 @click.command()

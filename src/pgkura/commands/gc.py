@@ -13,7 +13,8 @@ from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.errors import UsageError
 from pgkura.repository.locks import maintenance_lock
-from pgkura.repository.prune import PruneReport, prune
+from pgkura.repository.prune import PruneReport as PruneReport
+from pgkura.repository.prune import prune
 from pgkura.repository.repo import Repository
 
 
