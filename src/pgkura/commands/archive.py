@@ -11,7 +11,6 @@ from pgkura.errors import NotFoundError
 
 TYPE_CHECKING = False  # typing itself costs archive-push about 5 ms to import
 if TYPE_CHECKING:
-    from pgkura.repository.repo import Repository
     from pgkura.wal.archive import PushResult
 
 # The repository and codec modules are imported only on the paths that need them: with
@@ -47,7 +46,7 @@ def run_archive_get(cfg: Config, wal_name: str, dest: str, stop_after: str | Non
         found = get_async(cfg, wal_name, dest)
     else:
         from pgkura.commands import open_repository
-        from pgkura.wal.archive import get_wal
+        from pgkura.wal.archive import get_wal, recovering_archive
 
         repo = open_repository(cfg)
         found = get_wal(repo, recovering_archive(repo, cfg.stanza), wal_name, dest, durable=False)
@@ -63,7 +62,7 @@ def _refuse_hole(cfg: Config, wal_name: str) -> None:
     stretch of WAL that timeline owns, so answering "not found" would end recovery early."""
     from pgkura.commands import open_repository
     from pgkura.errors import CorruptionError
-    from pgkura.wal.archive import archived_after
+    from pgkura.wal.archive import archived_after, recovering_archive
 
     repo = open_repository(cfg)
     later = archived_after(repo, recovering_archive(repo, cfg.stanza), wal_name)
@@ -74,18 +73,6 @@ def _refuse_hole(cfg: Config, wal_name: str) -> None:
             hint="put the segment back (archive-push it from the server's pg_wal if it is "
             "still there), or restore to a point before it with --to-lsn",
         )
-
-
-def recovering_archive(repo: Repository, stanza: str) -> str:
-    """The WAL archive restore_command reads: that of the stanza's generation whose cluster
-    is being recovered. PostgreSQL runs restore_command in the data directory (the
-    postmaster's working directory), whose pg_control names the cluster; elsewhere (by hand,
-    from a shell) it is the current generation's. Segment names repeat across generations
-    (each pg_upgrade starts a new cluster on timeline 1), so this is what keeps a restore of
-    one generation from ever replaying another's WAL."""
-    from pgkura.pg.controlfile import read_system_identifier
-
-    return repo.wal_archive(stanza, read_system_identifier("."))
 
 
 def run_archive_daemon(cfg: Config, role: str) -> None:

@@ -16,7 +16,6 @@ from pgkura.invocation import command_line, find_invocation, readable_by, resolv
 from pgkura.pg.connection import connect
 from pgkura.pg.serverenv import postmaster_process
 from pgkura.pg.versions import SUPPORTED_TEXT, is_supported, major_of_version_num
-from pgkura.repository import layout
 
 POLL_SECONDS = 0.2
 
@@ -117,13 +116,13 @@ def run_check(cfg: Config) -> CheckReport:
     report = CheckReport()
     repo = open_repository(cfg)
     try:
-        repo.storage.check_writable()
-        report.ok(f"repository {repo.storage.location} is writable")
+        repo.check_writable()
+        report.ok(f"repository {repo.location} is writable")
     except StorageError as exc:
         if exc.errno is None:
             raise  # an object store's failure: its message says what to fix
         report.fail(
-            f"repository {repo.storage.location} is not writable ({exc.strerror}); "
+            f"repository {repo.location} is not writable ({exc.strerror}); "
             "give the server's OS user write access"
         )
     with connect(cfg) as conn:
@@ -176,10 +175,10 @@ def run_check(cfg: Config) -> CheckReport:
         # A restore point guarantees there is WAL to switch away from.
         one("SELECT pg_create_restore_point('pgkura check')")
         segment = one("SELECT pg_walfile_name(pg_switch_wal())")
-    key = layout.wal_key(repo.wal_archive(cfg.stanza), segment)
+    archive = repo.wal_archive(cfg.stanza)
     deadline = time.monotonic() + cfg.archive_timeout
     started = time.monotonic()
-    while not repo.storage.exists(key):
+    while not repo.wal.exists(archive, segment):
         if time.monotonic() > deadline:
             report.fail(
                 f"WAL segment {segment} did not reach the archive within "

@@ -13,12 +13,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pgkura.commands import open_repository
+from pgkura.commands import locked_repository
 from pgkura.commands.gc import gc_locked
 from pgkura.config import Config
 from pgkura.errors import BackupNotFoundError, PgkuraError, UsageError
 from pgkura.repository.expiry import clear_pending, pending_generations, record_pending
-from pgkura.repository.locks import maintenance_lock
 from pgkura.repository.manifest import (
     Manifest,
     delete_manifest,
@@ -69,8 +68,7 @@ def policy_from(cfg: Config) -> Policy:
 
 def run_expire(cfg: Config, dry_run: bool = False) -> ExpireReport:
     policy = policy_from(cfg)  # refused before the repository is touched
-    repo = open_repository(cfg)
-    with maintenance_lock(repo):
+    with locked_repository(cfg, "maintenance") as repo:
         return _expire(repo, cfg, policy, dry_run)
 
 
@@ -181,9 +179,8 @@ def _existing(repo: Repository, stanza: str, backup_id: str) -> Manifest:
 def run_delete(cfg: Config, backup_id: str, *, force: bool, dry_run: bool) -> ExpireReport:
     """Delete one backup or dump by hand; the newest of its kind and a pinned one only with
     ``force``, the only one never."""
-    repo = open_repository(cfg)
     stanza = cfg.stanza
-    with maintenance_lock(repo):
+    with locked_repository(cfg, "maintenance") as repo:
         victim = _existing(repo, stanza, backup_id)
         manifests = _manifests(repo, stanza)
         if len(manifests) == 1:
@@ -227,8 +224,9 @@ class PinResult:
 
 
 def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> PinResult:
-    repo = open_repository(cfg)
-    with maintenance_lock(repo):  # an expire running now decides on the pins it read
+    with locked_repository(
+        cfg, "maintenance"
+    ) as repo:  # an expire running now decides on the pins it read
         m = _existing(repo, cfg.stanza, backup_id)
         if m.kind != "physical":
             raise UsageError(
@@ -241,8 +239,7 @@ def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> PinResult:
 
 
 def run_unpin(cfg: Config, backup_id: str) -> PinResult:
-    repo = open_repository(cfg)
-    with maintenance_lock(repo):
+    with locked_repository(cfg, "maintenance") as repo:
         _existing(repo, cfg.stanza, backup_id)
         if not unpin(repo, cfg.stanza, backup_id):
             raise UsageError(

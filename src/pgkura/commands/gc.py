@@ -9,10 +9,9 @@ pack that a running command may use is deleted by a later gc, once that command 
 
 from __future__ import annotations
 
-from pgkura.commands import open_repository
+from pgkura.commands import locked_repository
 from pgkura.config import Config
 from pgkura.errors import UsageError
-from pgkura.repository.locks import maintenance_lock
 from pgkura.repository.prune import PruneReport as PruneReport
 from pgkura.repository.prune import prune
 from pgkura.repository.repo import Repository
@@ -29,8 +28,7 @@ def check_max_unused(value: float) -> float:
 
 def run_gc(cfg: Config, dry_run: bool = False) -> PruneReport:
     max_unused = check_max_unused(cfg.max_unused)
-    repo = open_repository(cfg)
-    with maintenance_lock(repo):
+    with locked_repository(cfg, "maintenance") as repo:
         return prune(repo, max_unused=max_unused, dry_run=dry_run)
 
 

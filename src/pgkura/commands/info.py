@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import CorruptionError, PgkuraError
+from pgkura.errors import CorruptionError
 from pgkura.physical.backup import summary
+from pgkura.physical.window import wal_facts
 from pgkura.repository.manifest import list_backup_ids, read_manifest, resolve_backup_id
-from pgkura.repository.repo import Repository
-from pgkura.wal.names import DEFAULT_SEG_SIZE, format_lsn
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,6 @@ def backup_kind(cfg: Config, backup_id: str) -> str:
 
 def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
     """The catalog of the stanza, or of the one backup ``backup_id``."""
-    from pgkura.commands.drill import last_drill
-
     repo = open_repository(cfg)
     stanza = cfg.stanza
     ids = (
@@ -88,13 +84,13 @@ def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
         backups.append(
             {
                 **summary(m),
-                "last_drill": last_drill(repo, stanza, m.id),
+                "last_drill": repo.drills.summary(stanza, m.id),
                 "generation": gen.number if gen else None,
                 "pinned": None if pin is None else {"pitr": pin.pitr, "since": pin.pinned},
             }
         )
     report = InfoReport(
-        repository=repo.storage.location,
+        repository=repo.location,
         stanza=stanza,
         system_identifier=info.system_identifier if info else None,
         pg_version=info.pg_version if info else None,
@@ -122,46 +118,3 @@ def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
     return replace(
         report, generations=generations, wal={k: current[k] for k in keys if k in current}
     )
-
-
-def wal_facts(repo: Repository, archive: str, manifests: list[Any]) -> dict[str, Any]:
-    """The WAL in ``archive`` (one generation's) per timeline, ranges and gaps, and the
-    recoverable window from the generation's backups ``manifests``."""
-    from pgkura.physical.choose import consistency_lsn, consistency_time
-    from pgkura.wal.catalog import describe_runs, load_catalog, timeline_history
-    from pgkura.wal.names import parse_lsn
-
-    online = [m for m in manifests if m.kind == "physical" and m.method != "offline"]
-    seg_size = (
-        int(online[-1].extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
-        if online
-        else (DEFAULT_SEG_SIZE)
-    )
-    catalog = load_catalog(repo, archive, seg_size)
-    facts: dict[str, Any] = {"timelines": describe_runs(catalog), "window": None}
-    if not online:
-        return facts
-    first = online[0]
-    latest = max(catalog.latest_timeline(), first.timeline or 1)
-    try:
-        history = timeline_history(repo, archive, latest)
-    except PgkuraError as exc:
-        facts["window_problem"] = exc.message
-        return facts
-    start = parse_lsn(first.start_lsn) if first.start_lsn else consistency_lsn(first)
-    end_lsn, end_time = catalog.replay_end(history, start)
-    if end_lsn < consistency_lsn(first):
-        facts["window_problem"] = (
-            f"the oldest online backup {first.id} cannot become consistent: archived WAL ends "
-            f"at {format_lsn(end_lsn)}"
-        )
-        return facts
-    facts["window"] = {
-        "timeline": latest,
-        "from_backup": first.id,
-        "from_lsn": first.stop_lsn,
-        "from_time": consistency_time(first).isoformat(),
-        "to_lsn": format_lsn(end_lsn),
-        "to_time": datetime.fromtimestamp(end_time, UTC).isoformat() if end_time else None,
-    }
-    return facts

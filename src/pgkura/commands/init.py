@@ -26,7 +26,7 @@ def run_init(
     cfg: Config, *, compression: str = "zstd:3", block_size: int = DEFAULT_BLOCK_SIZE
 ) -> Initialised:
     repo = _create(cfg, compression, block_size)
-    return Initialised(repo.storage.location, repo.config.compression)
+    return Initialised(repo.location, repo.config.compression)
 
 
 def _create(cfg: Config, compression: str, block_size: int) -> Repository:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgkura.commands import open_repository
+from pgkura.commands import locked_repository
 from pgkura.config import Config
 from pgkura.repository.blocks import BlockIndex
-from pgkura.repository.locks import shared_lock
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,6 @@ class RepairReport:
 
 
 def run_repair_index(cfg: Config) -> RepairReport:
-    repo = open_repository(cfg)
-    with shared_lock(repo):
+    with locked_repository(cfg, "shared") as repo:
         index = BlockIndex(repo).load(write_back=True)
     return RepairReport(rebuilt=list(index.unindexed), unrepairable=list(index.damaged))

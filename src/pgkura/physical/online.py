@@ -123,13 +123,12 @@ def push_finished_segments(
     of the same file later finds identical content and succeeds. Anything that goes wrong here
     (a segment recycled meanwhile fails the header check, say) is left to the archiver, and
     wait_for_archive judges."""
-    from pgkura.repository import layout
     from pgkura.wal.archive import push_wal
 
     status = pg_wal / "archive_status"
     archive = repo.wal_archive(stanza)  # the current generation's: push refuses any other
     for name in segments:
-        if repo.storage.exists(layout.wal_key(archive, name)):
+        if repo.wal.exists(archive, name):
             continue
         if not ((status / f"{name}.ready").exists() or (status / f"{name}.done").exists()):
             continue  # still being written: only the archiver may take it
@@ -142,14 +141,12 @@ def push_finished_segments(
 def wait_for_archive(repo: Repository, stanza: str, segments: list[str], timeout: float) -> None:
     """Wait until every segment is in the archive of the stanza's current generation (the
     backup's); a missing one after ``timeout`` is an error."""
-    from pgkura.repository import layout
-
     archive = repo.wal_archive(stanza)
     deadline = time.monotonic() + timeout
     pending = list(segments)
     pause = 0.02  # the last segment is usually archived within a few tens of milliseconds
     while pending:
-        pending = [s for s in pending if not repo.storage.exists(layout.wal_key(archive, s))]
+        pending = [s for s in pending if not repo.wal.exists(archive, s)]
         if not pending:
             return
         if time.monotonic() > deadline:

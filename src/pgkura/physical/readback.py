@@ -106,9 +106,9 @@ def check_files(
     pieces: list[list[PieceResult]] = [[] for _ in files]
     block_sums: dict[str, tuple[int, int]] = {}
     _reader, _files, _shared = reader, files, shared
-    jobs = reader.repo.storage.workers_for(jobs)
+    jobs = reader.repo.workers_for(jobs)
     try:
-        if jobs <= 1 or len(units) <= 1 or not reader.repo.storage.fork_safe:
+        if jobs <= 1 or len(units) <= 1 or not reader.repo.fork_safe:
             for unit in units:
                 _collect(pieces, block_sums, _check_unit(unit))
             if meanwhile is not None:

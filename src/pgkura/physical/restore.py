@@ -8,33 +8,33 @@ with the name of the file that needed it.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import mmap
 import os
-import re
 import shutil
-import stat
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgkura.errors import CorruptionError, PgkuraError, UsageError
+from pgkura.durable import fsync_dir
+from pgkura.physical.restore_io import (
+    RangedFile,
+    fsync_and_close,
+    fsync_path,
+    preallocate,
+    pwrite_all,
+    rewrite_changed,
+    write_pieces,
+)
+from pgkura.physical.restore_io import pwrite_direct as _pwrite_direct
+from pgkura.physical.restore_io import set_direct as _set_direct
+from pgkura.physical.restore_plan import IN_PROGRESS, Destinations
+from pgkura.physical.restore_plan import RestorePlan as RestorePlan
 from pgkura.physical.units import cancelling, forked_workers, gather, worker_result
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
-from pgkura.repository.sealed import keyed_digest
-from pgkura.storage.posix import fsync_dir, write_all
-
-
-@dataclass(frozen=True)
-class RestorePlan:
-    target: Path
-    #: tablespace oid → location it is restored to
-    tablespaces: dict[int, Path]
 
 
 @dataclass
@@ -65,122 +65,8 @@ REWRITTEN = frozenset({"backup_manifest"})
 # Written last, once everything else is durable: a directory without it does not start, so a
 # restore killed half-way can never be mistaken for a cluster (pgBackRest does the same).
 CONTROL_FILE = "global/pg_control"
-# Present while a restore writes the directory (before any file, removed after pg_control):
-# --delta may then finish a directory that has no PG_VERSION yet.
-IN_PROGRESS = "pgkura_restore_in_progress"
-_TABLESPACE_DIR = re.compile(r"PG_[0-9]+_[0-9]+")
 # fsync waits on the disk, not the CPU: several in flight keep the device queue full.
 SYNC_THREADS = 8
-
-
-def parse_tablespace_map(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise UsageError(
-                f"--tablespace-map {item!r} is not OID_OR_NAME=DIR",
-                hint="for example --tablespace-map ts1=/srv/restore/ts1",
-            )
-        if not os.path.isabs(value):
-            raise UsageError(f"--tablespace-map {item!r}: the directory must be absolute")
-        out[key] = value
-    return out
-
-
-def plan_restore(manifest: Manifest, target: Path, mapping: Mapping[str, str]) -> RestorePlan:
-    """Decide where each tablespace goes, refusing mappings that name no tablespace."""
-    oids = {ts.oid for ts in manifest.tablespaces}
-    for f in manifest.files:
-        parts = _safe_relpath(f.path)  # every path, before anything is written
-        if len(parts) >= 2 and parts[0] == "pg_tblspc" and parts[1].isdigit():
-            oid = int(parts[1])
-        elif f.type == "tablespace":
-            oid = -1
-        else:
-            continue
-        if oid not in oids:
-            raise CorruptionError(
-                f"the manifest of backup {manifest.id} links {f.path} to no tablespace it "
-                "lists; nothing was written",
-                hint="the manifest is damaged or was tampered with: restore another backup",
-            )
-    used: set[str] = set()
-    locations: dict[int, Path] = {}
-    for ts in manifest.tablespaces:
-        chosen = ts.location
-        for key in (str(ts.oid), ts.name):
-            if key is not None and key in mapping:
-                chosen = mapping[key]
-                used.add(key)
-        locations[ts.oid] = Path(chosen)
-    unknown = set(mapping) - used
-    if unknown:
-        known = ", ".join(f"{t.oid} ({t.name or 'name unknown'})" for t in manifest.tablespaces)
-        raise UsageError(
-            f"--tablespace-map names no tablespace of backup {manifest.id}: "
-            f"{', '.join(sorted(unknown))}",
-            hint=f"the backup's tablespaces are: {known or 'none'}",
-        )
-    all_paths = [target.resolve(), *(p.resolve() for p in locations.values())]
-    for i, a in enumerate(all_paths):
-        for b in all_paths[i + 1 :]:
-            if a == b or a in b.parents or b in a.parents:
-                raise UsageError(
-                    f"restore locations overlap: {a} and {b}",
-                    hint="map each tablespace to its own directory outside the data directory",
-                )
-    return RestorePlan(target, locations)
-
-
-def _is_empty_dir(path: Path) -> bool:
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
-
-
-def check_targets(plan: RestorePlan, delta: bool) -> None:
-    """Refuse locations that are not directories, non-empty ones without --delta, and, with
-    --delta, non-empty ones that are not the cluster's: --delta deletes what the backup does
-    not list, so it only works in a data directory (PG_VERSION, or a restore of pgkura's
-    that was interrupted) and in tablespace locations that hold PG_<major>_<catversion>."""
-    for what, path, is_data in [
-        ("target directory", plan.target, True),
-        *((f"tablespace {oid} location", p, False) for oid, p in plan.tablespaces.items()),
-    ]:
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"the {what} {path} exists and is not a directory")
-        if _is_empty_dir(path):
-            continue
-        if not delta:
-            raise UsageError(
-                f"the {what} {path} is not empty",
-                hint="restore into an empty directory, or pass --delta to rewrite only the "
-                "files that differ",
-            )
-        if is_data and not ((path / "PG_VERSION").is_file() or (path / IN_PROGRESS).exists()):
-            raise UsageError(
-                f"the {what} {path} is not empty and is not a PostgreSQL data directory (no "
-                "PG_VERSION): --delta would delete what it holds; nothing was changed",
-                hint="restore into an empty directory, or point --target-dir at the data "
-                "directory to rewrite",
-            )
-        if not is_data and not any(_TABLESPACE_DIR.fullmatch(e.name) for e in path.iterdir()):
-            raise UsageError(
-                f"the {what} {path} is not empty and holds no PostgreSQL tablespace "
-                "(PG_<major>_<catversion>): --delta would delete what it holds; nothing was "
-                "changed",
-                hint="map the tablespace to an empty directory with --tablespace-map, or to "
-                "its own location",
-            )
-
-
-def _safe_relpath(path: str) -> list[str]:
-    parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise PgkuraError(
-            f"the backup's manifest holds an unsafe path {path!r}; nothing was written there",
-            hint="the manifest is damaged or was tampered with: restore another backup",
-        )
-    return parts
 
 
 class PhysicalRestorer:
@@ -198,12 +84,12 @@ class PhysicalRestorer:
         durable: bool = True,
     ) -> None:
         self.reader = BlockReader(index)
-        self.key = index.repo.key
+        self.digest = index.repo.digest
         self.block_size = index.repo.config.block_size
         self.manifest = manifest
         self.plan = plan
         # Each worker reads from the store: never more of them than it takes at once.
-        self.jobs = index.repo.storage.workers_for(jobs)
+        self.jobs = index.repo.workers_for(jobs)
         self.delta = delta
         self.progress = progress or NoProgress()
         self.only = only  # a sparse restore: write only these files (directories all)
@@ -212,8 +98,8 @@ class PhysicalRestorer:
         self.durable = durable
         self._buffers = threading.local()
         self._stats_lock = threading.Lock()
-        self._realpaths: dict[str, str] | None = None
-        self._targets: list[_Target] = []
+        self._destinations = Destinations(plan)
+        self._targets: list[RangedFile] = []
         self._control: FileEntry | None = None
         self.stats = RestoreStats()
         self._syncs: list[Future[None]] = []
@@ -226,35 +112,7 @@ class PhysicalRestorer:
 
     def destination(self, path: str) -> Path:
         """Map a manifest path to the file system, never outside the allowed roots."""
-        parts = _safe_relpath(path)
-        if len(parts) >= 3 and parts[0] == "pg_tblspc" and parts[1].isdigit():
-            root = self.plan.tablespaces.get(int(parts[1]))
-            if root is None:
-                raise PgkuraError(f"the manifest lists {path} for an unknown tablespace")
-            dest = root.joinpath(*parts[2:])
-        else:
-            root = self.plan.target
-            dest = root.joinpath(*parts)
-        real_parent = self._realpath(dest.parent)
-        real_root = self._realpath(root)
-        if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
-            raise PgkuraError(
-                f"restoring {path} would write outside {root} (through a symbolic link); "
-                "nothing was written there",
-                hint="remove links from the restore target, or restore into an empty directory",
-            )
-        return dest
-
-    def _realpath(self, path: Path) -> str:
-        """os.path.realpath; once per directory when the directories are all made and will not
-        change any more (the files' phase): a restore's files share a few hundred."""
-        if self._realpaths is None:
-            return os.path.realpath(path)
-        key = str(path)
-        real = self._realpaths.get(key)
-        if real is None:
-            real = self._realpaths[key] = os.path.realpath(path)
-        return real
+        return self._destinations.of(path)
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -293,7 +151,7 @@ class PhysicalRestorer:
             and f.path != CONTROL_FILE
         ]
         self._control = next((f for f in self.manifest.files if f.path == CONTROL_FILE), None)
-        self._realpaths = {}  # directories and links are in place from here on
+        self._destinations.settle()  # directories and links are in place from here on
         # --delta compares the files that are there block by block; the rest are written anew.
         existing: list[FileEntry] = []
         if self.delta:
@@ -342,7 +200,7 @@ class PhysicalRestorer:
             fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 ids = [bytes.fromhex(b) for b in entry.blocks]
-                _write_pieces(fd, self.reader.read_many(ids, entry.path))
+                write_pieces(fd, self.reader.read_many(ids, entry.path))
                 if self.durable:
                     os.fsync(fd)
             finally:
@@ -373,12 +231,7 @@ class PhysicalRestorer:
         global _forked
         units = self._units(files)
         pool: Executor
-        if (
-            self.jobs > 1
-            and not self.delta
-            and hasattr(os, "fork")
-            and self.reader.repo.storage.fork_safe
-        ):
+        if self.jobs > 1 and not self.delta and hasattr(os, "fork") and self.reader.repo.fork_safe:
             pool = forked_workers(min(self.jobs, max(1, len(units))))
             work: Callable[[list[Range]], list[tuple[int, int, bool]]] = _restore_unit
         else:
@@ -421,7 +274,7 @@ class PhysicalRestorer:
         ranges: list[Range] = []
         for entry in sorted(files, key=lambda f: -f.size):
             starts = range(0, len(entry.blocks), per) or range(1)
-            self._targets.append(_Target(entry, self.destination(entry.path), len(starts)))
+            self._targets.append(RangedFile(entry, self.destination(entry.path), len(starts)))
             for start in starts:
                 ranges.append((len(self._targets) - 1, start, min(len(entry.blocks), start + per)))
         return gather(ranges, lambda r: (r[2] - r[1]) * self.block_size, UNIT_BYTES)
@@ -434,7 +287,7 @@ class PhysicalRestorer:
             for number, start, end in unit
         ]
 
-    def _write_piece(self, target: _Target, start: int, end: int) -> tuple[int, bool]:
+    def _write_piece(self, target: RangedFile, start: int, end: int) -> tuple[int, bool]:
         """Write blocks [start, end) of a file, creating it if need be; (bytes, irregular)."""
         entry = target.entry
         fd = os.open(target.dest, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -442,27 +295,27 @@ class PhysicalRestorer:
             target.direct = self.direct and entry.size >= DIRECT_MIN and _set_direct(fd, True)
             if target.direct:
                 offset = start * self.block_size
-                _preallocate(fd, offset, min(entry.size, end * self.block_size) - offset)
+                preallocate(fd, offset, min(entry.size, end * self.block_size) - offset)
             self._write_blocks(target, fd, start, end)
         finally:
             os.close(fd)
         written = min(entry.size, end * self.block_size) - start * self.block_size
         return max(0, written), target.irregular
 
-    def _piece_done(self, target: _Target, written: int, irregular: bool) -> None:
+    def _piece_done(self, target: RangedFile, written: int, irregular: bool) -> None:
         self.progress.advance(written)
         target.irregular = target.irregular or irregular
         target.done += 1
         if target.done < target.parts or target.irregular:
             return  # an irregular file is written again, in order, by _restore_file
         if self.durable:
-            self._syncs.append(self._sync_pool.submit(_fsync_path, target.dest))
+            self._syncs.append(self._sync_pool.submit(fsync_path, target.dest))
         os.chmod(target.dest, target.entry.mode)
         os.utime(target.dest, (target.entry.mtime, target.entry.mtime))
         self.stats.bytes_written += target.entry.size
         self.stats.files += 1
 
-    def _write_blocks(self, target: _Target, fd: int, start: int, end: int) -> None:
+    def _write_blocks(self, target: RangedFile, fd: int, start: int, end: int) -> None:
         entry, size = target.entry, self.block_size
         step = max(1, (DIRECT_BYTES if target.direct else WRITE_BYTES) // size)
         # An O_DIRECT write returns when the device has the data: it is handed to the I/O
@@ -494,7 +347,7 @@ class PhysicalRestorer:
                         # page cache, on a descriptor of its own.
                         tail = os.open(target.dest, os.O_WRONLY)
                         try:
-                            _pwrite_all(tail, view, i * size)
+                            pwrite_all(tail, view, i * size)
                         finally:
                             os.close(tail)
                 else:
@@ -503,7 +356,7 @@ class PhysicalRestorer:
                         target.irregular = True
                         return
                     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                    _pwrite_all(fd, data, i * size)
+                    pwrite_all(fd, data, i * size)
         finally:
             for future in pending:
                 if future is not None:
@@ -527,27 +380,8 @@ class PhysicalRestorer:
 
     def _remove_unlisted(self, wanted: set[str]) -> None:
         """--delta: whatever the target holds that the backup does not list goes away."""
-        roots = [(self.plan.target, "")] + [
-            (loc, f"pg_tblspc/{oid}") for oid, loc in self.plan.tablespaces.items()
-        ]
-        for root, prefix in roots:
-            # os.walk does not descend into links, so pg_tblspc/<oid> is judged as one entry.
-            for dirpath, dirnames, filenames in os.walk(root):
-                rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-                base = prefix if rel_dir == "." else "/".join(p for p in (prefix, rel_dir) if p)
-                for name in [*dirnames, *filenames]:
-                    rel = f"{base}/{name}" if base else name
-                    if prefix and rel_dir == ".":
-                        # A tablespace location may hold other clusters' or versions'
-                        # PG_<major>_<catversion> directories: only the backup's own are
-                        # this restore's to rewrite.
-                        if rel not in wanted and name in dirnames:
-                            dirnames.remove(name)
-                        continue
-                    if rel not in wanted and rel not in REWRITTEN:
-                        self._remove(Path(dirpath) / name)
-                        if name in dirnames:
-                            dirnames.remove(name)
+        for path in self._destinations.unlisted(wanted, REWRITTEN):
+            self._remove(path)
 
     def _restore_file(self, entry: FileEntry) -> None:
         dest = self.destination(entry.path)
@@ -564,7 +398,7 @@ class PhysicalRestorer:
                 raise
             # The sync runs in its own pool: writers go on while the disk catches up.
             if self.durable:
-                self._syncs.append(self._sync_pool.submit(_fsync_and_close, fd))
+                self._syncs.append(self._sync_pool.submit(fsync_and_close, fd))
             else:
                 os.close(fd)
             with self._stats_lock:
@@ -580,103 +414,23 @@ class PhysicalRestorer:
         for i in range(0, len(entry.blocks), step):
             ids = [bytes.fromhex(b) for b in entry.blocks[i : i + step]]
             pieces = self.reader.read_many(ids, entry.path)
-            _write_pieces(fd, pieces)
+            write_pieces(fd, pieces)
             self.progress.advance(sum(len(p) for p in pieces))
 
     def _rewrite_changed(self, entry: FileEntry, dest: Path) -> None:
         """--delta on an existing file: rewrite only blocks whose content differs."""
-        changed = False
-        fd = os.open(dest, os.O_RDWR)
-        try:
-            offset = 0
-            for block_id in entry.blocks:
-                wanted = bytes.fromhex(block_id)
-                current = os.pread(fd, self.block_size, offset)
-                if keyed_digest(self.key, current) != wanted:
-                    data = self.reader.read(wanted, entry.path)
-                    os.pwrite(fd, data, offset)
-                    self.stats.bytes_written += len(data)
-                    changed = True
-                    offset += len(data)
-                else:
-                    offset += len(current)
-                self.progress.advance(len(current))
-            if os.fstat(fd).st_size != entry.size:
-                os.ftruncate(fd, entry.size)
-                changed = True
-            if changed:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        written, changed = rewrite_changed(
+            dest,
+            entry.blocks,
+            entry.size,
+            self.block_size,
+            self.digest,
+            lambda block_id: self.reader.read(block_id, entry.path),
+            self.progress.advance,
+        )
+        self.stats.bytes_written += written
         if not changed:
             self.stats.files_unchanged += 1
-
-
-@dataclass
-class _Target:
-    """A file being written in ranges by several workers; ``done`` counts the ranges written."""
-
-    entry: FileEntry
-    dest: Path
-    parts: int
-    direct: bool = False
-    irregular: bool = False
-    done: int = 0
-
-
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
-
-
-def _pwrite_direct(fd: int, data: memoryview, offset: int) -> None:
-    """An O_DIRECT write; a file system that took the flag but refuses the write (an alignment
-    larger than DIRECT_ALIGN) gets the same write through the page cache instead."""
-    try:
-        _pwrite_all(fd, data, offset)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        _set_direct(fd, False)
-        _pwrite_all(fd, data, offset)
-
-
-def _write_pieces(fd: int, pieces: list[bytes]) -> None:
-    """Write ``pieces`` in order with as few syscalls as the kernel allows (no joined copy)."""
-    written = os.writev(fd, pieces)
-    total = sum(len(p) for p in pieces)
-    if written < total:  # a short write: finish the rest piece by piece
-        rest = b"".join(pieces)[written:]
-        write_all(fd, rest)
-
-
-def _set_direct(fd: int, on: bool) -> bool:
-    """Turn O_DIRECT on or off for ``fd``; False when the file system does not take it."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    wanted = flags | os.O_DIRECT if on else flags & ~os.O_DIRECT
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, wanted)
-    except OSError:
-        return False
-    return True
-
-
-def _preallocate(fd: int, offset: int, length: int) -> None:
-    if length <= 0:
-        return
-    try:
-        os.posix_fallocate(fd, offset, length)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-            raise  # a full disk, say: better now than half-way through
-        # not supported here: the writes allocate as they go
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    _fsync_and_close(fd)
 
 
 # The restorer forked worker processes work for; set only while they are forked and run.
@@ -689,14 +443,3 @@ def _restore_unit(unit: list[Range]) -> list[tuple[int, int, bool]]:
     restorer = _forked
     assert restorer is not None, "a restore worker runs only in a forked process"
     return restorer._write_unit(unit)
-
-
-def _fsync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def is_mode_group_readable(mode: int) -> bool:
-    return bool(mode & stat.S_IRGRP)

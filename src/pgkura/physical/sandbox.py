@@ -87,10 +87,10 @@ class Sandbox:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _start(self) -> None:
-        from pgkura.commands import open_repository
-        from pgkura.commands.restore import RestoreRequest, run_restore, wal_reader
         from pgkura.pg.server import LocalServer, free_port, make_owned_dir
         from pgkura.physical.choose import choose_backup
+        from pgkura.physical.restore_job import RestoreRequest, restore_backup, wal_reader
+        from pgkura.repository.repo import open_repository
 
         repo = open_repository(self.cfg)
         choice = choose_backup(
@@ -135,7 +135,7 @@ class Sandbox:
             only=self.selection.paths if self.selection is not None else None,
             durable=False,
         )
-        run_restore(self.cfg, request, None, self._index)
+        restore_backup(repo, self.cfg, request, None, self._index)
         self.timings["restore"] = time.monotonic() - started
         self._isolate(pgdata)
         if user is not None:

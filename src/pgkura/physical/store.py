@@ -100,7 +100,7 @@ class FileStorer:
         self.block_size = index.repo.config.block_size
         self.range_size = self.block_size * max(1, RANGE_BYTES // self.block_size)
         # Each worker keeps its own requests to the store in flight: never more than it takes.
-        self.jobs = index.repo.storage.workers_for(jobs)
+        self.jobs = index.repo.workers_for(jobs)
         self.page_check = page_check
         self.progress = progress or NoProgress()
         self.previous = previous or {}
@@ -143,7 +143,7 @@ class FileStorer:
             import pgkura.pg.checksum  # noqa: F401 - loaded once, before workers are forked
         new_bytes = 0
         # An S3 client cannot be used in a forked child (its I/O threads are not copied).
-        forkable = hasattr(os, "fork") and self.index.repo.storage.fork_safe
+        forkable = hasattr(os, "fork") and self.index.repo.fork_safe
         try:
             if self.jobs > 1 and len(units) > 1 and forkable:
                 new_bytes = self._store_in_processes(units, by_path, total, reused_bytes)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pgkura.errors import CorruptionError, ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError, frame, keyed_digest, seal, unseal
+from pgkura.repository.sealed import SealError, frame, keyed_digest
 
 PACK_TARGET_SIZE = 16 * 1024 * 1024
 PACK_TRAILER_MAGIC = b"PGKPACK1"
@@ -60,10 +60,9 @@ class BlockIndex:
         its blocks may be ones a backup references. ``write_back`` writes such an index
         object again (the same bytes as the pack's copy), for callers that may write.
 
-        Packs gc is about to delete (repository.doomed) are known last: a block they hold is
-        found in another pack when one holds it too. ``write_back`` (a writer) does not know
-        their blocks at all, and stores such a block again rather than reference a pack that
-        may go. ``keep_packs`` keeps every pack's entries in ``pack_entries`` (for gc)."""
+        A block of a pack gc is about to delete (repository.doomed) is found in another
+        pack if one has it; a writer (``write_back``) does not know it at all, and stores it
+        again. ``keep_packs`` keeps each pack's entries in ``pack_entries`` (for gc)."""
         from pgkura.repository.doomed import doomed_packs
 
         self.damaged = []
@@ -96,14 +95,11 @@ class BlockIndex:
             if write_back and pack_id not in self.doomed:
                 self.repo.storage.put_if_absent(layout.index_key(pack_id), copy)
         with self._lock:
-            for pack_id, entries in loaded.items():
-                self._packs.add(pack_id)
-                if pack_id not in self.doomed:
-                    self._blocks.update(entries)
-            for pack_id, entries in loaded.items():
-                if pack_id in self.doomed and not write_back:
-                    for block_id, loc in entries:
-                        self._blocks.setdefault(block_id, loc)
+            self._packs.update(loaded)
+            for entries in (e for p, e in loaded.items() if p not in self.doomed):
+                self._blocks.update(entries)
+            for entries in (e for p, e in loaded.items() if p in self.doomed and not write_back):
+                self._blocks.update((b, loc) for b, loc in entries if b not in self._blocks)
         if keep_packs:
             self.pack_entries = loaded
         return self
@@ -118,7 +114,7 @@ class BlockIndex:
 
     def _parse_index(self, pack_id: str, sealed_index: bytes) -> list[tuple[bytes, BlockLocation]]:
         try:
-            doc = json.loads(unseal(sealed_index, self.repo.key))
+            doc = json.loads(self.repo.unseal(sealed_index))
         except (SealError, ValueError) as exc:
             raise CorruptionError(
                 f"index object {layout.index_key(pack_id)} is damaged: {exc}",
@@ -182,6 +178,35 @@ def read_pack_index(repo: Repository, pack_id: str) -> bytes:
     return repo.storage.get(key, index_offset, size - PACK_TRAILER.size - index_offset)
 
 
+def check_pack(repo: Repository, pack_id: str) -> str | None:
+    """What is wrong with the pack ``pack_id``, or None. A pack ends with a copy of its index
+    and a trailer pointing at it; a pack that was truncated, extended or overwritten at the
+    end no longer does."""
+    key = layout.pack_key(pack_id)
+    if repo.storage.size(key) is None:
+        return f"pack {key} is missing"
+    try:
+        copy = read_pack_index(repo, pack_id)
+    except KeyError:
+        return f"pack {key} does not end with its trailer: it was truncated or extended"
+    try:
+        expected = repo.storage.get(layout.index_key(pack_id))
+    except KeyError:
+        return None  # no index object: BlockIndex.load read this copy, and verify reports it
+    if copy != expected:
+        return f"pack {key}: the index copy at its end differs from {layout.index_key(pack_id)}"
+    return None
+
+
+def unindexed_problem(pack_id: str) -> str:
+    """The finding about a pack whose index object is missing and whose own copy was read."""
+    return (
+        f"pack {layout.pack_key(pack_id)}: its index object {layout.index_key(pack_id)} "
+        "is missing; the pack's own copy of the index was read instead (run pgkura "
+        "repair index to write it back)"
+    )
+
+
 class PackWriter:
     """Collects sealed blocks into one pack at a time; not shared between threads.
 
@@ -219,15 +244,17 @@ class PackWriter:
     def add(self, raw: bytes | memoryview, digest: bytes | None = None) -> tuple[bytes, int]:
         """Store ``raw`` unless the repository has it; return (block id, sealed bytes added)."""
         if digest is None:
-            digest = keyed_digest(self.repo.key, raw)
+            digest = self.repo.digest(raw)
         if not self.index.claim(digest):
             return digest, 0
-        return digest, self._append(digest, frame(raw, self.repo.codec, digest), len(raw))
+        return digest, self._append(digest, self.repo.frame(raw, digest), len(raw))
 
     def add_blocks(self, data: memoryview, block_size: int) -> list[str]:
         """:meth:`add` for each ``block_size`` piece of ``data``: their ids, in hex. The same
         work in one loop, for the backup's hot path (the Python around each 64 KiB block
         costs about as much as hashing it)."""
+        # The envelope's functions themselves, not the repository's methods: one call less
+        # per block.
         key, codec, claim, append = self.repo.key, self.repo.codec, self.index.claim, self._append
         ids = []
         for start in range(0, len(data), block_size):
@@ -239,8 +266,7 @@ class PackWriter:
         return ids
 
     def add_sealed(self, digest: bytes, sealed: bytes | memoryview, raw_length: int) -> int:
-        """Store a block already sealed (gc's repack copies blocks as they are, so their
-        stored sizes do not change); the sealed bytes added."""
+        """Store a sealed block as it is (gc's repack: sizes stay); the bytes added."""
         if not self.index.claim(digest):
             return 0
         return self._append(digest, bytes(sealed), raw_length)
@@ -315,7 +341,7 @@ class PackWriter:
                 [bid.hex(), loc.offset, loc.length, loc.raw_length] for bid, loc in pack.entries
             ],
         }
-        index_obj = seal(json.dumps(doc).encode(), self.repo.codec, self.repo.key).data
+        index_obj = self.repo.seal(json.dumps(doc).encode()).data
         trailer = PACK_TRAILER.pack(pack.size, PACK_TRAILER_MAGIC)
         storage = self.repo.storage
         data = pack.data  # this pack's own buffer: grown in place
@@ -390,7 +416,7 @@ class BlockReader:
                 start = locs[k].offset - first.offset
                 piece = view[start : start + locs[k].length]
                 try:
-                    raw = unseal(piece, self.repo.key, expect_digest=block_ids[k])
+                    raw = self.repo.unseal(piece, expect_digest=block_ids[k])
                 except SealError as exc:
                     raise CorruptionError(
                         f"block {block_ids[k].hex()[:16]} in pack {key} is damaged: {exc}{where}",
@@ -416,7 +442,7 @@ class BlockReader:
                 f"pack {key} is missing{where}", hint="run pgkura verify; take a new backup"
             ) from None
         try:
-            return unseal(data, self.repo.key, expect_digest=block_id)
+            return self.repo.unseal(data, expect_digest=block_id)
         except SealError as exc:
             raise CorruptionError(
                 f"block {block_id.hex()[:16]} in pack {key} is damaged: {exc}{where}",

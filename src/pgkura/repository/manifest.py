@@ -11,7 +11,7 @@ from typing import Any
 from pgkura.errors import BackupNotFoundError, CorruptionError, ObjectNotFound, RepositoryError
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError, seal, unseal
+from pgkura.repository.sealed import SealError
 
 MANIFEST_FORMAT = 1
 _FILE_TYPES = frozenset({"file", "dir", "tablespace"})
@@ -184,7 +184,7 @@ def write_manifest(repo: Repository, manifest: Manifest) -> None:
 
     confirm_locks_held(repo, f"backup {manifest.id}")
     body = json.dumps(manifest.to_json(), separators=(",", ":")).encode()
-    sealed = seal(body, repo.codec, repo.key)
+    sealed = repo.seal(body)
     key = layout.snapshot_key(manifest.stanza, manifest.id)
     if not repo.storage.put_if_absent(key, sealed.data):
         raise RepositoryError(f"a backup with id {manifest.id} already exists")
@@ -200,7 +200,7 @@ def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:
             hint="list the backups with: pgkura info",
         ) from None
     try:
-        return Manifest.from_json(json.loads(unseal(data, repo.key)))
+        return Manifest.from_json(json.loads(repo.unseal(data)))
     except (SealError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptionError(
             f"the manifest of backup {backup_id} ({key}) is damaged: {exc}",

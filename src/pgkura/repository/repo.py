@@ -15,14 +15,22 @@ from pgkura.errors import (
     UsageError,
 )
 from pgkura.repository import layout
+from pgkura.repository import sealed as envelope
+from pgkura.repository.stanzas import Generation as Generation
+from pgkura.repository.stanzas import StanzaInfo as StanzaInfo
 from pgkura.storage.base import Storage
 
 # archive-push opens the repository once per WAL segment: typing, datetime and dataclasses
 # (about 10 ms together) are not imported here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
     from typing import Any
+
+    from pgkura.config import Config
+    from pgkura.repository.drills import DrillStore
+    from pgkura.repository.walstore import WalStore
 
 FORMAT = "pgkura-repository"
 VERSION = 2  # 2: stanza generations (docs/repository-format.md)
@@ -80,140 +88,90 @@ class RepoConfig:
         )
 
 
-class Generation:
-    """One cluster a stanza has backed up: the first, and one more per ``stanza upgrade``
-    (pg_upgrade makes a new cluster, with a new system identifier, of a newer major)."""
-
-    __slots__ = ("created", "number", "pg_version", "system_identifier")
-
-    def __init__(self, number: int, system_identifier: str, pg_version: int, created: str) -> None:
-        self.number, self.system_identifier = number, system_identifier
-        self.pg_version, self.created = pg_version, created
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "generation": self.number,
-            "system_identifier": self.system_identifier,
-            "pg_version": self.pg_version,
-            "created": self.created,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Generation:
-        return cls(
-            int(data["generation"]),
-            str(data["system_identifier"]),
-            int(data["pg_version"]),
-            data["created"],
-        )
-
-
-class StanzaInfo:
-    """The stanza record: its generations, oldest first; the last one takes new WAL and
-    backups. ``system_identifier`` and ``pg_version`` are the current generation's."""
-
-    __slots__ = ("created", "generations", "name")
-
-    def __init__(self, name: str, generations: list[Generation], created: str) -> None:
-        self.name, self.generations, self.created = name, generations, created
-
-    @property
-    def current(self) -> Generation:
-        return self.generations[-1]
-
-    @property
-    def system_identifier(self) -> str:
-        return self.current.system_identifier
-
-    @property
-    def pg_version(self) -> int:
-        return self.current.pg_version
-
-    def generation_of(self, system_identifier: str) -> Generation | None:
-        for gen in self.generations:
-            if gen.system_identifier == system_identifier:
-                return gen
-        return None
-
-    def archive(self, generation: Generation) -> str:
-        """The WAL archive of ``generation`` (layout.wal_archive)."""
-        return layout.wal_archive(self.name, generation.number)
-
-    def archive_for(self, system_identifier: str | None) -> str:
-        """The WAL archive of the generation whose cluster is ``system_identifier`` (None: the
-        current one); a RepositoryError when the stanza never had that cluster."""
-        if system_identifier is None:
-            return self.archive(self.current)
-        gen = self.generation_of(system_identifier)
-        if gen is None:
-            raise RepositoryError(
-                f"the cluster with system identifier {system_identifier} is not one of stanza "
-                f"{self.name!r}'s ({self.describe()})",
-                hint="point this cluster at its own --stanza",
-            )
-        return self.archive(gen)
-
-    def describe(self) -> str:
-        return "; ".join(
-            f"generation {g.number}: PostgreSQL {g.pg_version}, system identifier "
-            f"{g.system_identifier}"
-            for g in self.generations
-        )
-
-    def refuse(self, system_identifier: str, pg_version: int | None) -> RepositoryError:
-        """The error for a cluster that is not the current generation's."""
-        old = self.generation_of(system_identifier)
-        if old is not None:
-            return RepositoryError(
-                f"the cluster with system identifier {system_identifier} is generation "
-                f"{old.number} of stanza {self.name!r} (PostgreSQL {old.pg_version}), which was "
-                f"upgraded to generation {self.current.number} (PostgreSQL "
-                f"{self.current.pg_version}, system identifier {self.system_identifier}): it "
-                "takes no new WAL or backups",
-                hint="back up the upgraded cluster; the old generation's backups stay "
-                "restorable as they are",
-            )
-        theirs = f" (PostgreSQL {pg_version})" if pg_version else ""
-        return RepositoryError(
-            f"stanza {self.name!r} belongs to the cluster with system identifier "
-            f"{self.system_identifier} (PostgreSQL {self.pg_version}), not {system_identifier}"
-            f"{theirs}",
-            hint="use another --stanza for this cluster; if it is the stanza's cluster after "
-            "pg_upgrade, run pgkura --pgdata DIR stanza upgrade first",
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "system_identifier": self.system_identifier,
-            "pg_version": self.pg_version,
-            "created": self.created,
-            "generations": [g.to_json() for g in self.generations],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StanzaInfo:
-        if "generations" in data:
-            generations = [Generation.from_json(g) for g in data["generations"]]
-        else:  # written before generations existed (format version 1): one generation
-            generations = [
-                Generation(1, str(data["system_identifier"]), int(data["pg_version"]),
-                           data["created"])
-            ]  # fmt: skip
-        return cls(data["name"], generations, data["created"])
-
-
 class Repository:
-    """A repository opened on a storage backend: its configuration and catalog entry points."""
+    """A repository opened on a storage backend: its configuration, the envelope every object
+    is sealed in, and the typed stores of its objects (``wal``, ``drills``; blocks, packs and
+    the index in repository/blocks.py; snapshots in repository/manifest.py; locks in
+    repository/locks.py).
+
+    This package is the only code that seals, unseals, names, lists and deletes stored
+    objects (docs/architecture.md): the codec and the hash key are used here and nowhere
+    above, so a new envelope (encryption) changes this class and sealed.py only."""
 
     def __init__(self, storage: Storage, config: RepoConfig) -> None:
         self.storage = storage
         self.config = config
         self.codec: Codec = parse_codec(config.compression)
+        self._wal: WalStore | None = None
+        self._drills: DrillStore | None = None
 
     @property
     def key(self) -> bytes:
         return self.config.hash_key
+
+    # -- the store, as engines see it --------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        """Where the repository is, for messages ("/backups/repo", "s3://bucket/prefix")."""
+        return self.storage.location
+
+    @property
+    def fork_safe(self) -> bool:
+        """Whether forked worker processes may use this repository (storage.base)."""
+        return self.storage.fork_safe
+
+    def workers_for(self, jobs: int) -> int:
+        """How many workers that each use the repository to run for ``jobs`` asked: never
+        more than its store takes at once, never fewer than one."""
+        return self.storage.workers_for(jobs)
+
+    def check_writable(self) -> None:
+        """Raise StorageError when the repository cannot take writes."""
+        self.storage.check_writable()
+
+    # -- the envelope ------------------------------------------------------------------
+
+    def digest(self, raw: bytes | memoryview) -> bytes:
+        """The keyed hash that names and checks ``raw`` (a block id; a WAL file's checksum)."""
+        return envelope.keyed_digest(self.key, raw)
+
+    def seal(self, raw: bytes | memoryview, digest: bytes | None = None) -> envelope.Sealed:
+        """``raw`` in the repository's envelope (compressed, framed, checksummed)."""
+        return envelope.seal(raw, self.codec, self.key, digest)
+
+    def frame(self, raw: bytes | memoryview, digest: bytes) -> bytes:
+        """The sealed bytes of ``raw`` whose digest the caller computed (the backup's hot
+        path: see sealed.frame)."""
+        return envelope.frame(raw, self.codec, digest)
+
+    def unseal(self, data: bytes | memoryview, expect_digest: bytes | None = None) -> bytes:
+        """The verified content of a sealed object; SealError when anything is off."""
+        return envelope.unseal(data, self.key, expect_digest)
+
+    def unseal_to(self, data: bytes | memoryview, write: Callable[[memoryview], None]) -> None:
+        """:meth:`unseal`, handing the content to ``write`` piece by piece (sealed.unseal_to)."""
+        envelope.unseal_to(data, self.key, write)
+
+    # -- typed stores ------------------------------------------------------------------
+
+    @property
+    def wal(self) -> WalStore:
+        """The WAL archive's objects (repository/walstore.py)."""
+        if self._wal is None:
+            from pgkura.repository.walstore import WalStore
+
+            self._wal = WalStore(self)
+        return self._wal
+
+    @property
+    def drills(self) -> DrillStore:
+        """The records of restore drills (repository/drills.py)."""
+        if self._drills is None:
+            from pgkura.repository.drills import DrillStore
+
+            self._drills = DrillStore(self)
+        return self._drills
 
     @classmethod
     def create(
@@ -343,6 +301,13 @@ class Repository:
         info.generations.append(Generation(number, system_identifier, pg_version, iso(utc_now())))
         self.storage.put(layout.stanza_key(name), json.dumps(info.to_json(), indent=2).encode())
         return info, True
+
+
+def open_repository(cfg: Config) -> Repository:
+    """The repository ``cfg`` names (--repo), opened: the one way every layer opens it."""
+    from pgkura.storage import open_storage
+
+    return Repository.open(open_storage(cfg.require_repo(), cfg))
 
 
 def _no_config(storage: Storage) -> NotARepositoryError:

@@ -141,6 +141,12 @@ def unseal(data: bytes | memoryview, key: bytes, expect_digest: bytes | None = N
     return raw
 
 
+def claims(data: bytes | memoryview, digest: bytes) -> bool:
+    """Whether the header of ``data`` records ``digest`` as its content's (nothing else is
+    checked: a damaged object may still claim the right content)."""
+    return len(data) >= HEADER_SIZE and data[HEADER_SIZE - 32 : HEADER_SIZE] == digest
+
+
 def sealed_digest(data: bytes) -> bytes:
     """The digest recorded in a sealed object's header (no verification)."""
     if len(data) < HEADER_SIZE or data[:4] != MAGIC:

@@ -1,8 +1,8 @@
 """The WAL archive of a stanza: push (archive_command) and get (restore_command).
 
-Each archived file is one sealed object at ``layout.wal_key(archive, name)``, in the archive
-of the stanza's generation the file's cluster is (docs/repository-format.md, "WAL archive",
-"Stanza generations"); ``get_wal`` is given that archive.
+Each archived file is one sealed object of ``repo.wal`` (repository/walstore.py), in the
+archive of the stanza's generation the file's cluster is (docs/repository-format.md, "WAL
+archive", "Stanza generations"); ``get_wal`` is given that archive.
 
 PostgreSQL retries a failed archive_command for ever and deletes the segment once the command
 succeeds, so push must never report success before the object is durable, never overwrite an
@@ -17,6 +17,7 @@ import errno
 import mmap
 import os
 
+from pgkura.durable import fsync_dir, write_all
 from pgkura.errors import (
     CorruptionError,
     ObjectNotFound,
@@ -28,15 +29,7 @@ from pgkura.errors import (
 )
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import (
-    HEADER_SIZE,
-    SealError,
-    keyed_digest,
-    seal,
-    unseal,
-    unseal_to,
-)
-from pgkura.storage.posix import fsync_dir, write_all
+from pgkura.repository.walstore import SealError
 from pgkura.wal.header import WalHeaderError, read_long_header
 from pgkura.wal.names import WalName, is_wal_name, parse_wal_name
 
@@ -89,7 +82,7 @@ def _storage_error(exc: OSError | StorageError, action: str, repo: Repository) -
         return exc
     reason = _UNWRITABLE.get(exc.errno or 0, exc.strerror or str(exc))
     return RepositoryError(
-        f"cannot {action} in the repository at {repo.storage.location}: {reason}",
+        f"cannot {action} in the repository at {repo.location}: {reason}",
         hint="free space, or fix the mount and the permissions of the repository for the "
         "user running pgkura (PostgreSQL keeps the WAL and retries)",
     )
@@ -230,58 +223,55 @@ def push_wal(
             archive = _check_segment(repo, stanza, wal, raw, pg_version)
         else:
             archive = _archive_of_file(repo, stanza, path)
-        return _store(repo, layout.wal_key(archive, name), wal, raw)
+        return _store(repo, archive, wal, raw)
     except (OSError, StorageError) as exc:
         raise _storage_error(exc, f"archive {name}", repo) from None
 
 
-def _store(repo: Repository, key: str, wal: WalName, raw: bytes | memoryview) -> PushResult:
-    digest = keyed_digest(repo.key, raw)
+def _store(repo: Repository, archive: str, wal: WalName, raw: bytes | memoryview) -> PushResult:
+    digest = repo.digest(raw)
+    key = repo.wal.key(archive, wal.name)
     try:
-        existing = _compare_existing(repo, key, wal.name, digest)
+        existing = _compare_existing(repo, archive, wal.name, digest)
         if existing is not None:
             return PushResult(wal.name, key, wal.kind, len(raw), existing, written=False)
-        sealed = seal(raw, repo.codec, repo.key, digest)
-        if repo.storage.put_if_absent(key, sealed.data):
-            return PushResult(wal.name, key, wal.kind, len(raw), len(sealed.data), written=True)
+        stored = repo.wal.put_if_absent(archive, wal.name, raw, digest)
+        if stored is not None:
+            return PushResult(wal.name, key, wal.kind, len(raw), stored, written=True)
         # Another push of the same file won the race: judge its object like any other.
-        existing = _compare_existing(repo, key, wal.name, digest)
+        existing = _compare_existing(repo, archive, wal.name, digest)
         if existing is None:  # pragma: no cover - only when someone deletes it meanwhile
             raise RepositoryError(f"archived {wal.name} vanished while it was being pushed")
         return PushResult(wal.name, key, wal.kind, len(raw), existing, written=False)
     except _Damaged:
         # The archived copy is damaged, but its header says it held exactly these bytes:
         # replacing it atomically loses nothing and heals the archive.
-        sealed = seal(raw, repo.codec, repo.key, digest)
-        repo.storage.put(key, sealed.data)
-        return PushResult(
-            wal.name, key, wal.kind, len(raw), len(sealed.data), written=True, repaired=True
-        )
+        stored = repo.wal.replace(archive, wal.name, raw, digest)
+        return PushResult(wal.name, key, wal.kind, len(raw), stored, written=True, repaired=True)
 
 
 class _Damaged(Exception):
     """The archived object claims the same content but does not unseal."""
 
 
-def _compare_existing(repo: Repository, key: str, name: str, digest: bytes) -> int | None:
-    """None when ``key`` is absent; its size when it holds the same content; raise otherwise."""
-    try:
-        stored = repo.storage.get(key)
-    except ObjectNotFound:
+def _compare_existing(repo: Repository, archive: str, name: str, digest: bytes) -> int | None:
+    """None when ``name`` is not archived; its size when it holds the same content; raise
+    otherwise."""
+    stored = repo.wal.find(archive, name)
+    if stored is None:
         return None
-    same_claim = len(stored) >= HEADER_SIZE and stored[24:HEADER_SIZE] == digest
-    if not same_claim:
+    if not stored.claims(digest):
         raise RepositoryError(
             f"{name} is already archived with different content in stanza "
-            f"{key.split('/')[1]!r}; the archived copy is kept and this push is refused",
+            f"{archive!r}; the archived copy is kept and this push is refused",
             hint="two clusters may be archiving into one stanza, or the archived copy is "
             "damaged: check with pgkura check and give each cluster its own --stanza",
         )
     try:
-        unseal(stored, repo.key, digest)
+        stored.content(digest)
     except SealError:
         raise _Damaged() from None
-    return len(stored)
+    return stored.size
 
 
 def get_wal(
@@ -298,30 +288,29 @@ def get_wal(
             f"{wal_name!r} is not a WAL file name",
             hint="restore_command must pass %f (the file name) and %p (the destination)",
         )
-    key = layout.wal_key(stanza, wal_name)
     try:
-        stored = repo.storage.get(key)
+        stored = repo.wal.get(stanza, wal_name)
     except ObjectNotFound:
         return False
     except StorageError as exc:
         if exc.errno is None:
             raise  # an object store's message names what to fix
         raise RepositoryError(
-            f"cannot read {key} from the repository at {repo.storage.location}: "
-            f"{exc.strerror or exc}",
+            f"cannot read {repo.wal.key(stanza, wal_name)} from the repository at "
+            f"{repo.location}: {exc.strerror or exc}",
             hint="check that the repository is mounted and readable by the server's OS user",
         ) from None
 
     def fill(fd: int) -> None:
         # Decompressed, checked and written piece by piece; nothing is renamed into place
         # unless all of it matches its checksum.
-        unseal_to(stored, repo.key, lambda piece: write_all(fd, piece))
+        stored.write_to(lambda piece: write_all(fd, piece))
 
     try:
         write_file_atomic(dest, fill, durable=durable)
     except SealError as exc:
         raise CorruptionError(
-            f"archived WAL file {wal_name} ({key}) is damaged: {exc}",
+            f"archived WAL file {wal_name} ({stored.key}) is damaged: {exc}",
             hint="recovery cannot use it; restore from an older backup or another copy of the "
             "archive, and run pgkura verify",
         ) from None
@@ -330,14 +319,25 @@ def get_wal(
 
 def archived_after(repo: Repository, stanza: str, segment: str) -> str | None:
     """The first archived segment of ``segment``'s timeline that comes after it, or None."""
-    prefix = layout.wal_key(stanza, segment)[: -len(segment)].rsplit("/", 2)[0] + "/"
     timeline = segment[:8]
     later = [
-        name
-        for name in (info.key.rsplit("/", 1)[-1] for info in repo.storage.list(prefix + timeline))
-        if len(name) == 24 and name[:8] == timeline and name > segment
+        f.name
+        for f in repo.wal.list(stanza, timeline)
+        if len(f.name) == 24 and f.name[:8] == timeline and f.name > segment
     ]
     return min(later, default=None)
+
+
+def recovering_archive(repo: Repository, stanza: str) -> str:
+    """The WAL archive restore_command reads: that of the stanza's generation whose cluster
+    is being recovered. PostgreSQL runs restore_command in the data directory (the
+    postmaster's working directory), whose pg_control names the cluster; elsewhere (by hand,
+    from a shell) it is the current generation's. Segment names repeat across generations
+    (each pg_upgrade starts a new cluster on timeline 1), so this is what keeps a restore of
+    one generation from ever replaying another's WAL."""
+    from pgkura.pg.controlfile import read_system_identifier
+
+    return repo.wal_archive(stanza, read_system_identifier("."))
 
 
 def write_file_atomic(

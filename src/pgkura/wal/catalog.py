@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from pgkura.errors import CorruptionError, NotFoundError, ObjectNotFound
+from pgkura.errors import CorruptionError, NotFoundError
 from pgkura.repository import layout
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError, unseal
+from pgkura.repository.walstore import SealError
 from pgkura.wal.history import HistoryFormatError, TimelineHistory, parse_history
 from pgkura.wal.names import (
     DEFAULT_SEG_SIZE,
@@ -119,10 +119,9 @@ def load_catalog(
     """What the WAL ``archive`` (layout.wal_archive) holds."""
     timelines: dict[int, TimelineWal] = {}
     histories: set[int] = set()
-    for obj in repo.storage.list(layout.wal_prefix(archive)):
-        name = obj.key.rsplit("/", 1)[-1]
+    for obj in repo.wal.list(archive):
         try:
-            wal = parse_wal_name(name, seg_size)
+            wal = parse_wal_name(obj.name, seg_size)
         except ValueError:
             continue
         if wal.kind == "history":
@@ -140,9 +139,9 @@ def archived_files(
 ) -> list[tuple[WalName, int]]:
     """Every file of the WAL ``archive``, parsed, with its stored size."""
     out = []
-    for obj in repo.storage.list(layout.wal_prefix(archive)):
+    for obj in repo.wal.list(archive):
         try:
-            out.append((parse_wal_name(obj.key.rsplit("/", 1)[-1], seg_size), obj.size))
+            out.append((parse_wal_name(obj.name, seg_size), obj.size))
         except ValueError:
             continue
     return out
@@ -156,21 +155,19 @@ def newest_archived_time(catalog: ArchiveCatalog) -> float | None:
 
 def delete_archived(repo: Repository, archive: str, names: list[str]) -> None:
     """Delete these WAL files of ``archive`` (retention: wal.retention says which)."""
-    repo.storage.delete_many([layout.wal_key(archive, name) for name in names])
+    repo.wal.delete(archive, names)
 
 
 def read_archived(repo: Repository, archive: str, name: str) -> bytes | None:
     """The content of a WAL file in ``archive``, verified; None when it is not archived."""
-    key = layout.wal_key(archive, name)
-    try:
-        data = repo.storage.get(key)
-    except ObjectNotFound:
+    stored = repo.wal.find(archive, name)
+    if stored is None:
         return None
     try:
-        return unseal(data, repo.key)
+        return stored.content()
     except SealError as exc:
         raise CorruptionError(
-            f"archived WAL file {name} ({key}) is damaged: {exc}",
+            f"archived WAL file {name} ({stored.key}) is damaged: {exc}",
             hint="run pgkura verify; push it again from pg_wal if the server still has it",
         ) from None
 

@@ -18,9 +18,8 @@ from datetime import datetime
 from pathlib import Path
 
 from pgkura.errors import ObjectNotFound, StorageError
-from pgkura.repository import layout
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError, unseal_to
+from pgkura.repository.walstore import SealError
 from pgkura.scratch import make_scratch
 from pgkura.wal.catalog import read_archived
 from pgkura.wal.names import parse_lsn
@@ -33,9 +32,8 @@ _RECORD = re.compile(
 def damage_of(repo: Repository, stanza: str, name: str) -> str | None:
     """Why the archived ``name`` cannot be read back intact, or None when it can (absent
     counts as damage here: the caller lists only names the archive holds)."""
-    key = layout.wal_key(stanza, name)
     try:
-        stored = repo.storage.get(key)
+        stored = repo.wal.get(stanza, name)
     except ObjectNotFound:
         return "it vanished from the archive"
     except StorageError as exc:
@@ -43,7 +41,7 @@ def damage_of(repo: Repository, stanza: str, name: str) -> str | None:
             raise  # an object store that fails is no damage of this file
         return f"it cannot be read: {exc.strerror}"
     try:
-        unseal_to(stored, repo.key, lambda _piece: None)
+        stored.check()
     except SealError as exc:
         return str(exc)
     return None
@@ -56,7 +54,7 @@ def first_damaged(
     Read in threads: zstd and BLAKE3 release the GIL."""
     if not names:
         return None
-    workers = repo.storage.workers_for(jobs)
+    workers = repo.workers_for(jobs)
     with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-walcheck") as pool:
         for i, reason in enumerate(pool.map(lambda n: damage_of(repo, stanza, n), names)):
             if reason is not None:

@@ -59,7 +59,7 @@ def spool_dir(cfg: Config) -> str:
 def _inbox(spool: str) -> str:
     """The prefetched segments of the cluster being recovered here (the working directory is
     its data directory): one inbox per cluster, since restores of two generations of a stanza
-    ask for segments of the same names (pgkura.commands.archive.recovering_archive)."""
+    ask for segments of the same names (pgkura.wal.archive.recovering_archive)."""
     from pgkura.pg.controlfile import read_system_identifier
 
     sysid = read_system_identifier(".")
@@ -176,9 +176,8 @@ def get_async(cfg: Config, wal_name: str, dest: str) -> bool:
     except FileNotFoundError:
         from pathlib import Path
 
-        from pgkura.commands import open_repository
-        from pgkura.commands.archive import recovering_archive
-        from pgkura.wal.archive import get_wal
+        from pgkura.repository.repo import open_repository
+        from pgkura.wal.archive import get_wal, recovering_archive
 
         repo = open_repository(cfg)
         archive = recovering_archive(repo, cfg.stanza)
@@ -225,12 +224,12 @@ def _push_loop(cfg: Config, spool: Path) -> None:
     from pathlib import Path
 
     from pgkura.codec import compression
-    from pgkura.commands import open_repository
+    from pgkura.repository.repo import open_repository
     from pgkura.wal.archive import push_wal
 
     compression.PARALLEL_LARGE = False  # PUSH_JOBS segments at once already fill the cores
     repo = open_repository(cfg)
-    jobs = repo.storage.workers_for(PUSH_JOBS)
+    jobs = repo.workers_for(PUSH_JOBS)
     status = Path("pg_wal") / "archive_status"
     idle_since = time.monotonic()
 
@@ -266,9 +265,8 @@ def _push_loop(cfg: Config, spool: Path) -> None:
 def _get_loop(cfg: Config, spool: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from pgkura.commands import open_repository
-    from pgkura.commands.archive import recovering_archive
-    from pgkura.wal.archive import get_wal
+    from pgkura.repository.repo import open_repository
+    from pgkura.wal.archive import get_wal, recovering_archive
     from pgkura.wal.names import is_segment_name, next_segment_name
 
     repo = open_repository(cfg)
@@ -301,6 +299,6 @@ def _get_loop(cfg: Config, spool: Path) -> None:
                 get_wal(repo, archive, seg, inbox / seg)
 
         with ThreadPoolExecutor(
-            repo.storage.workers_for(PREFETCH_JOBS), thread_name_prefix="pgkura-prefetch"
+            repo.workers_for(PREFETCH_JOBS), thread_name_prefix="pgkura-prefetch"
         ) as pool:
             list(pool.map(fetch, upcoming))

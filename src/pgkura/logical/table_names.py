@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pgkura.commands.table_trees import Relation, TableSet, describe, ident
 from pgkura.errors import PgkuraError
+from pgkura.logical.table_trees import Relation, TableSet, describe, ident
 
 NAMEDATALEN = 64
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgkura.commands.table_trees import Relation, TableSet, exists, ident, live_tree
 from pgkura.errors import UsageError
+from pgkura.logical.table_trees import Relation, TableSet, exists, ident, live_tree
 
 
 @dataclass(frozen=True)

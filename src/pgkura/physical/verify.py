@@ -1,0 +1,199 @@
+"""Verifying backups: read back everything a backup needs and say what is wrong, where
+(`pgkura verify`).
+
+For each backup: the manifest unseals and belongs to the stanza's cluster; every block of every
+file is present, its hash matches and it decompresses; each file's CRC-32C matches the
+manifest; the WAL from the backup's start to its consistency point is archived and intact. Then
+the packs and the archive as a whole (wal/verify.py): every archived segment and history file
+unseals, and gaps are named per timeline.
+
+Data page checksums: the backup checked every page as it read it and recorded the failures in
+the manifest; those are reported, and every page checksum is computed again from the stored
+blocks (``pages``, the default; ``--no-pages`` leaves that out: each block's keyed BLAKE3
+already proves that its content is what the backup read, so the second computation finds the
+same pages unless the backup's own check was wrong, at about the cost of decompressing and
+hashing together). Either way, for an online backup a page whose LSN is at or past the
+backup's start may be torn, and WAL replay rewrites it, so only older pages count.
+(pgBackRest's verify checks no page checksums; its backup does, as pgkura's does.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgkura.errors import PgkuraError
+from pgkura.pg.relfile import RELSEG_BLOCKS, is_relation_file
+from pgkura.physical.readback import FileToCheck, check_files, page_failures
+from pgkura.repository.blocks import BlockIndex, BlockReader, check_pack, unindexed_problem
+from pgkura.repository.manifest import (
+    FileEntry,
+    Manifest,
+    list_backup_ids,
+    read_manifest,
+    resolve_backup_id,
+)
+from pgkura.repository.repo import Repository
+from pgkura.repository.stanzas import StanzaInfo
+from pgkura.wal.names import DEFAULT_SEG_SIZE, parse_lsn, segments_between
+from pgkura.wal.verify import ArchiveCheck, verify_archives
+
+
+@dataclass
+class VerifyReport:
+    backups: list[dict[str, Any]] = field(default_factory=list)
+    wal_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    pages_recomputed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backups": self.backups,
+            "wal_files_checked": self.wal_checked,
+            "pages_recomputed": self.pages_recomputed,
+            "problems": self.problems,
+            "ok": not self.problems,
+        }
+
+
+def verify_backups(
+    repo: Repository, stanza: str, backup_id: str | None, jobs: int, pages: bool = True
+) -> VerifyReport:
+    """Check one backup of ``stanza`` (or all, and then every pack and the whole WAL
+    archive); ``pages`` recomputes every data page checksum instead of reporting the failures
+    each backup recorded. The caller holds the repository's shared lock (gc cannot delete
+    what is being verified)."""
+    report = VerifyReport(pages_recomputed=pages)
+    index = BlockIndex(repo).load()
+    report.problems += index.damaged
+    if backup_id is None:
+        for pack_id in sorted(index.pack_ids):
+            problem = check_pack(repo, pack_id)
+            if problem:
+                report.problems.append(problem)
+    info = repo.stanza(stanza)
+    # An id that names no backup is a usage error (exit 3), not damage to report.
+    ids = (
+        [resolve_backup_id(repo, stanza, backup_id)] if backup_id else list_backup_ids(repo, stanza)
+    )
+    # Every backup's files are read back in one pool; a file stored identically in several
+    # backups is read once and its result counts for each of them.
+    backups: list[_BackupCheck] = []
+    files: list[FileToCheck] = []
+    first_seen: dict[tuple[str | None, ...], int] = {}
+    for bid in ids:
+        try:
+            m = read_manifest(repo, stanza, bid)
+        except PgkuraError as exc:
+            backups.append(_BackupCheck(bid, 0, [exc.message]))
+            continue
+        backups.append(_plan_backup(repo, info, stanza, m, files, first_seen, pages))
+    referenced = {b for f in files for b in f.blocks}
+    for pack_id in index.unindexed:
+        if any(b.hex() in referenced for b in index.blocks_of(pack_id)):
+            report.problems.append(unindexed_problem(pack_id))
+    # The archive is checked by this process while worker processes read the backups' files.
+    wal = ArchiveCheck()
+    archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
+    gaps_from = gaps_matter_from(repo, stanza, info) if backup_id is None else {}
+    meanwhile = None if backup_id else lambda: verify_archives(repo, archives, wal, jobs, gaps_from)
+    results = check_files(BlockReader(index), files, jobs, meanwhile)
+    for check in backups:
+        problems = list(check.head)
+        for n in check.files:
+            problems += (f"backup {check.id}: {p}" for p in results[n].problems(files[n]))
+        problems += check.recorded
+        problems += check.tail
+        report.problems += problems
+        report.backups.append({"id": check.id, "files": check.count, "ok": not problems})
+    report.wal_checked = wal.checked
+    report.problems += wal.problems
+    return report
+
+
+def _plan_backup(
+    repo: Repository,
+    info: StanzaInfo | None,
+    stanza: str,
+    m: Manifest,
+    files: list[FileToCheck],
+    first_seen: dict[tuple[str | None, ...], int],
+    pages: bool,
+) -> _BackupCheck:
+    """What to check of backup ``m``: its files, added to ``files`` (once each: a file
+    stored identically by several backups is read once), and the WAL it needs."""
+    check = _BackupCheck(m.id, len(m.files))
+    generation = info.generation_of(m.system_identifier) if info is not None else None
+    if info is not None and generation is None:
+        check.head.append(
+            f"backup {m.id}: its manifest belongs to system identifier "
+            f"{m.system_identifier}, which is none of the stanza's ({info.describe()})"
+        )
+    archive = info.archive(generation) if info is not None and generation else stanza
+    start_lsn = parse_lsn(m.start_lsn) if m.start_lsn and m.method != "offline" else None
+    for f in m.files:
+        if f.type != "file":
+            continue
+        key = (f.path, f.crc32c, *f.blocks)
+        if key not in first_seen:
+            first_seen[key] = len(files)
+            files.append(_to_check(m, f, start_lsn, pages))
+        check.files.append(first_seen[key])
+    if not pages:
+        check.recorded += (
+            f"backup {m.id}: {page_failures(f['path'], f['blocks'][:5], int(f['count']))}, "
+            "found when the backup read them"
+            for f in m.checksum_failures
+        )
+    if m.kind == "physical" and m.method != "offline" and m.start_lsn and m.stop_lsn:
+        seg = int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
+        start, stop = parse_lsn(m.start_lsn), parse_lsn(m.stop_lsn)
+        for name in segments_between(m.timeline or 1, start, max(stop - 1, start), seg):
+            if not repo.wal.exists(archive, name):
+                check.tail.append(
+                    f"backup {m.id}: WAL segment {name}, needed to make it consistent, "
+                    "is missing from the archive"
+                )
+    return check
+
+
+@dataclass
+class _BackupCheck:
+    id: str
+    count: int  # entries in its manifest
+    head: list[str] = field(default_factory=list)  # problems found before its files are read
+    files: list[int] = field(default_factory=list)  # its files, as numbers in the check list
+    recorded: list[str] = field(default_factory=list)  # page failures its backup found
+    tail: list[str] = field(default_factory=list)  # problems with the WAL it needs
+
+
+def _to_check(m: Manifest, f: FileEntry, start_lsn: int | None, pages: bool) -> FileToCheck:
+    relation = is_relation_file(f.path) if pages and m.data_checksums else None
+    first_page = relation[1] * RELSEG_BLOCKS if relation is not None else None
+    return FileToCheck(f.path, f.size, f.crc32c, f.blocks, first_page, start_lsn)
+
+
+def gaps_matter_from(repo: Repository, stanza: str, info: Any) -> dict[str, int]:
+    """Per archive, the first segment number from which a gap in the WAL is a problem: the
+    start of the oldest online backup that keeps point-in-time recovery after it. Before it,
+    gaps are what expire left on purpose: a backup pinned without --pitr keeps only the WAL
+    that makes it consistent (docs/repository-format.md, "Retention")."""
+    from pgkura.repository.pins import pins
+
+    pinned = pins(repo, stanza)
+    out: dict[str, int] = {}
+    for bid in list_backup_ids(repo, stanza):
+        try:
+            m = read_manifest(repo, stanza, bid)
+        except PgkuraError:
+            continue
+        if m.kind != "physical" or m.method == "offline" or not m.start_lsn:
+            continue
+        if bid in pinned and not pinned[bid].pitr:
+            continue
+        gen = info.generation_of(m.system_identifier) if info is not None else None
+        archive = info.archive(gen) if gen is not None else stanza
+        seg = int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
+        segno = parse_lsn(m.start_lsn) // seg
+        out[archive] = min(out.get(archive, segno), segno)
+    return out
