@@ -36,9 +36,7 @@ PENDING_PG_LEAF: dict[str, set[str]] = {}
 
 # Rewritten by another change (retention), which routes gc through repository APIs. Remove
 # an entry when it is gone.
-PENDING_DOOR: dict[str, set[str]] = {
-    "commands/gc.py": {".storage", "layout.index_key"},
-}
+PENDING_DOOR: dict[str, set[str]] = {}
 
 
 @dataclass(frozen=True)

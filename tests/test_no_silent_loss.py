@@ -607,7 +607,10 @@ def test_bad_inputs_each_get_one_line_and_change_nothing(
     exclusive = Path(repo, "locks", "exclusive.lock")
     exclusive.write_text(json.dumps({**me, "command": "gc"}))
     chown_tree(Path(repo))
-    refused(5, "restore", good_id, "--dbname", "postgres", words="cleaned up by 'pgkura gc'")
+    # The maintenance lock refuses a second gc (or expire), never a restore or a backup.
+    refused(5, "gc", words="'pgkura gc' (pid")
+    refused(5, "--keep-last", "1", "expire", words="'pgkura gc' (pid")
+    refused(3, "restore", good_id, "--dbname", "postgres", words="is a physical backup")
     exclusive.unlink()
 
     # A repository that lost its pgkura.json says so instead of "run init".

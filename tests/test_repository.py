@@ -20,7 +20,7 @@ from pgkura.errors import (
     RepositoryError,
 )
 from pgkura.repository.blocks import BlockIndex, BlockReader, PackWriter
-from pgkura.repository.locks import backup_lock, exclusive_lock
+from pgkura.repository.locks import backup_lock, maintenance_lock
 from pgkura.repository.manifest import (
     FileEntry,
     Manifest,
@@ -196,14 +196,15 @@ def test_a_version_1_repository_is_read_and_becomes_version_2_at_its_first_upgra
     assert Repository.open(storage).stanza("main").pg_version == 18  # type: ignore[union-attr]
 
 
-def test_backup_lock_excludes_a_second_writer_and_cleanup(repo: Repository) -> None:
+def test_backup_lock_excludes_a_second_writer_but_not_maintenance(repo: Repository) -> None:
     with backup_lock(repo, "main"):
         with pytest.raises(LockedError), backup_lock(repo, "main"):
             pass
-        with pytest.raises(LockedError), exclusive_lock(repo):
-            pass
-    with exclusive_lock(repo):
-        pass
+        with maintenance_lock(repo):  # gc runs beside a backup (two-phase delete)
+            with pytest.raises(LockedError), maintenance_lock(repo):
+                pass
+            with backup_lock(repo, "other"):  # and a backup beside gc
+                pass
     assert list(repo.storage.list("locks/")) == []
 
 

@@ -121,14 +121,19 @@ def test_a_command_holds_the_lock_it_declares_and_releases_it(tmp_path: Path) ->
     with locked_repository(cfg, "shared") as repo:
         (held,) = _locks(repo)
         assert held.startswith("locks/shared-")
-        with pytest.raises(LockedError), locked_repository(cfg, "exclusive"):
+        # gc waits for no reader (two-phase deletion), but one maintenance at a time.
+        with (
+            locked_repository(cfg, "maintenance"),
+            pytest.raises(LockedError),
+            locked_repository(cfg, "maintenance"),
+        ):
             pass
     assert _locks(repo) == []
     with pytest.raises(RuntimeError), locked_repository(cfg, "backup") as repo:
         assert "locks/backup-main.lock" in _locks(repo)
         raise RuntimeError("the command failed")
     assert _locks(repo) == []  # released on the error too
-    with locked_repository(cfg, "exclusive") as repo:
-        assert _locks(repo) == ["locks/exclusive.lock"]
+    with locked_repository(cfg, "maintenance") as repo:
+        assert _locks(repo) == ["locks/exclusive.lock"]  # the old exclusive lock's key
     with pytest.raises(ValueError, match="unknown lock"):
         locked_repository(cfg, "bogus")

@@ -70,6 +70,22 @@ class Setting:
         return f"{self.help}{shown} [env {self.env}; config key {self.key}]"
 
 
+# Retention (pgkura expire; README "Retention"): counts and durations apply to physical
+# backups and to logical dumps separately. (name, type, default, metavar, help)
+_RETENTION: tuple[tuple[str, type, Any, str, str], ...] = (
+    ("keep_last", int, None, "N", "expire: keep the N newest backups (and dumps)"),
+    ("keep_daily", int, None, "N", "expire: keep the newest backup of each of N days (UTC)"),
+    ("keep_weekly", int, None, "N", "expire: the same per ISO week"),
+    ("keep_monthly", int, None, "N", "expire: the same per month"),
+    ("keep_within", str, None, "DURATION", "expire: keep every backup taken within "
+     "DURATION of the newest one (30m, 12h, 14d, 2w)"),
+    ("pitr_window", str, None, "DURATION", "expire: keep every point within "
+     "DURATION before the newest archived WAL recoverable"),
+    ("max_unused", float, 5.0, "PERCENT", "gc: repack partly used packs until unused "
+     "space is at most this percent of the repository"),
+    ("expire_auto", bool, False, "on|off", "run expire after each backup and dump"),
+)  # fmt: skip
+
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "repo",
@@ -188,6 +204,7 @@ SETTINGS: tuple[Setting, ...] = (
         "most S3 requests in flight at once; parallel work (--jobs) is capped at it",
         metavar="N",
     ),
+    *(Setting(n, t, d, h, metavar=m) for n, t, d, m, h in _RETENTION),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -243,6 +260,14 @@ class Config:
     s3_credentials_file: str | None
     s3_retry_seconds: float
     s3_max_connections: int
+    keep_last: int | None
+    keep_daily: int | None
+    keep_weekly: int | None
+    keep_monthly: int | None
+    keep_within: str | None
+    pitr_window: str | None
+    max_unused: float
+    expire_auto: bool
     config_file: str | None
 
     def __init__(self, **values: Any) -> None:
@@ -405,6 +430,8 @@ def resolve_settings(
             values[s.name] = s.default
             sources[s.name] = "default"
     if values["dbconn"]:
+        from pgkura.pg.conninfo import check_conninfo
+
         check_conninfo(values["dbconn"])
     check_stanza_name(values["stanza"])
     return Config(config_file=path_text, **values), sources
@@ -419,27 +446,4 @@ def check_stanza_name(name: str) -> None:
         raise ConfigError(
             f"invalid stanza name {name!r}",
             hint="use 1-64 letters, digits, '_', '.' or '-' (not '.' or '..')",
-        )
-
-
-def check_conninfo(text: str) -> None:
-    """Refuse a connection string that is not one, or that carries a password in any of
-    libpq's forms: ``password=`` keyword, URI user-info (``postgresql://u:pw@h``) or URI
-    query parameter (``?password=``). Parsed by libpq's own rules (psycopg), imported only
-    when a connection string is given."""
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        params = conninfo_to_dict(text)
-    except ProgrammingError as exc:
-        raise ConfigError(
-            f"the connection string is not valid: {str(exc).strip()}",
-            hint="use the form 'host=/run/postgresql port=5432 user=postgres' or a "
-            "postgresql:// URI",
-        ) from None
-    if params.get("password") is not None:
-        raise ConfigError(
-            "the connection string contains a password",
-            hint="remove it and put the password in ~/.pgpass (mode 0600) or PGPASSFILE",
         )

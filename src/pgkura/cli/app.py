@@ -45,6 +45,7 @@ VERB_MODULES = (
     "archive",
     "verify",
     "maintenance",
+    "retention",
     "check",
     "stanza",
     "demo",

@@ -40,8 +40,9 @@ def backup(
     """Take a physical backup of the cluster at --pgdata."""
     from pgkura.commands.backup import run_backup
 
+    cfg = config(ctx)
     taken = run_backup(
-        config(ctx),
+        cfg,
         backup_type=backup_type,
         force=force,
         fast_checkpoint=checkpoint == "fast",
@@ -49,6 +50,9 @@ def backup(
         progress=progress(),
     )
     emit(output, taken, lambda: taken.id)
+    from pgkura.cli.retention import expire_auto
+
+    expire_auto(cfg, f"backup {taken.id}")
     error = taken.checksum_error()
     if error is not None:
         raise error

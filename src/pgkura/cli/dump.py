@@ -61,6 +61,9 @@ def dump(
         progress=progress(),
     )
     emit(output, taken, lambda: taken.id)
+    from pgkura.cli.retention import expire_auto
+
+    expire_auto(config(ctx), f"dump {taken.id}")
 
 
 COMMANDS: list[click.Command] = [dump]

@@ -114,6 +114,9 @@ def _notes(b: dict[str, Any]) -> list[str]:
     failures = b.get("checksum_failures") or []
     if failures:
         notes.append(f"{sum(int(f['count']) for f in failures)} checksum failures")
+    pinned = b.get("pinned")
+    if pinned:
+        notes.append("pinned with PITR" if pinned.get("pitr") else "pinned")
     drill = b.get("last_drill")
     if drill:
         verdict = "restore proven" if drill["passed"] else "DRILL FAILED"

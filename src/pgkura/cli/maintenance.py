@@ -12,7 +12,7 @@ from pgkura.cli.output import emit, human_bytes
 from pgkura.errors import PgkuraError
 
 if TYPE_CHECKING:
-    from pgkura.commands.gc import GcReport
+    from pgkura.commands.gc import PruneReport
 
 
 @click.command()
@@ -20,21 +20,32 @@ if TYPE_CHECKING:
 @output_option
 @click.pass_context
 def gc(ctx: click.Context, dry_run: bool, output: str) -> None:
-    """Delete packs no backup or dump references (left by failed or killed runs)."""
+    """Delete packs no backup or dump references and repack partly used ones (--max-unused);
+    backups, restores and the WAL archive go on meanwhile."""
     from pgkura.commands.gc import run_gc
 
     report = run_gc(config(ctx), dry_run=dry_run)
-    emit(output, report, lambda: _gc_text(report))
+    emit(output, report, lambda: gc_text(report))
 
 
-def _gc_text(report: GcReport) -> str:
+def gc_text(report: PruneReport) -> str:
+    """The summary line of a gc run."""
     verb = "would delete" if report.dry_run else "deleted"
-    text = (
-        f"{verb} {report.packs_deleted} unreferenced pack(s), "
-        f"{human_bytes(report.bytes_deleted)}; kept {report.packs_kept} pack(s) in use "
-        f"({human_bytes(report.unreferenced_bytes_kept)} of them unreferenced, kept until "
-        "repacking exists)"
+    text = f"{verb} {report.packs_deleted} pack(s), {human_bytes(report.bytes_deleted)}"
+    if report.packs_repacked:
+        text += (
+            f" ({report.packs_repacked} repacked: {human_bytes(report.bytes_repacked)} of live "
+            "blocks copied into new packs)"
+        )
+    text += (
+        f"; kept {report.packs_kept} pack(s), {human_bytes(report.repository_bytes)}, of which "
+        f"{human_bytes(report.unreferenced_bytes_kept)} unreferenced"
     )
+    if report.packs_waiting:
+        text += (
+            f"; {report.packs_waiting} pack(s) wait for {report.commands_waited_for or 'the'} "
+            "running command(s) that may use them, and go at the next gc after those end"
+        )
     if report.indexes_rebuilt:
         text += (
             f"; wrote back the missing index object of {len(report.indexes_rebuilt)} pack(s) "

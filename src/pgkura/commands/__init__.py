@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 #: What a command may hold while it runs (repository/locks.py): "none" (reads that need no
 #: protection from gc), "shared" (reads gc must not delete from under), "backup" (writes to
-#: the stanza: one at a time, and gc waits), "exclusive" (deletes: nothing else runs).
-LOCKS = ("none", "shared", "backup", "exclusive")
+#: the stanza: one at a time), "maintenance" (gc, expire, delete, pin: one at a time; it
+#: stops nobody else, gc's deletions wait for the shared locks instead).
+LOCKS = ("none", "shared", "backup", "maintenance")
 
 
 def open_repository(cfg: Config) -> Repository:
@@ -54,8 +55,8 @@ class _Locked:
             self._held = locks.shared_lock(repo)
         elif self._lock == "backup":
             self._held = locks.backup_lock(repo, self._cfg.stanza)
-        elif self._lock == "exclusive":
-            self._held = locks.exclusive_lock(repo)
+        elif self._lock == "maintenance":
+            self._held = locks.maintenance_lock(repo)
         if self._held is not None:
             self._held.__enter__()
         return repo

@@ -74,14 +74,19 @@ def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
         except CorruptionError as exc:
             damaged.append({"id": i, "stanza": stanza, "damaged": exc.message})
     info = repo.stanza(stanza)
+    from pgkura.repository.pins import pins
+
+    pinned = pins(repo, stanza)
     backups = []
     for m in manifests:
         gen = info.generation_of(m.system_identifier) if info else None
+        pin = pinned.get(m.id)
         backups.append(
             {
                 **summary(m),
                 "last_drill": repo.drills.summary(stanza, m.id),
                 "generation": gen.number if gen else None,
+                "pinned": None if pin is None else {"pitr": pin.pitr, "since": pin.pinned},
             }
         )
     report = InfoReport(

@@ -95,7 +95,8 @@ def verify_backups(
     # The archive is checked by this process while worker processes read the backups' files.
     wal = ArchiveCheck()
     archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
-    meanwhile = None if backup_id else lambda: verify_archives(repo, archives, wal, jobs)
+    gaps_from = gaps_matter_from(repo, stanza, info) if backup_id is None else {}
+    meanwhile = None if backup_id else lambda: verify_archives(repo, archives, wal, jobs, gaps_from)
     results = check_files(BlockReader(index), files, jobs, meanwhile)
     for check in backups:
         problems = list(check.head)
@@ -170,3 +171,29 @@ def _to_check(m: Manifest, f: FileEntry, start_lsn: int | None, pages: bool) -> 
     relation = is_relation_file(f.path) if pages and m.data_checksums else None
     first_page = relation[1] * RELSEG_BLOCKS if relation is not None else None
     return FileToCheck(f.path, f.size, f.crc32c, f.blocks, first_page, start_lsn)
+
+
+def gaps_matter_from(repo: Repository, stanza: str, info: Any) -> dict[str, int]:
+    """Per archive, the first segment number from which a gap in the WAL is a problem: the
+    start of the oldest online backup that keeps point-in-time recovery after it. Before it,
+    gaps are what expire left on purpose: a backup pinned without --pitr keeps only the WAL
+    that makes it consistent (docs/repository-format.md, "Retention")."""
+    from pgkura.repository.pins import pins
+
+    pinned = pins(repo, stanza)
+    out: dict[str, int] = {}
+    for bid in list_backup_ids(repo, stanza):
+        try:
+            m = read_manifest(repo, stanza, bid)
+        except PgkuraError:
+            continue
+        if m.kind != "physical" or m.method == "offline" or not m.start_lsn:
+            continue
+        if bid in pinned and not pinned[bid].pitr:
+            continue
+        gen = info.generation_of(m.system_identifier) if info is not None else None
+        archive = info.archive(gen) if gen is not None else stanza
+        seg = int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
+        segno = parse_lsn(m.start_lsn) // seg
+        out[archive] = min(out.get(archive, segno), segno)
+    return out

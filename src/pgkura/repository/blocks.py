@@ -46,8 +46,11 @@ class BlockIndex:
         self._packs: set[str] = set()
         self.damaged: list[str] = []  # messages about packs whose index cannot be read
         self.unindexed: list[str] = []  # packs read from their trailer: no index object
+        self.doomed: set[str] = set()  # packs gc is about to delete (repository.doomed)
+        #: with load(keep_packs=True): every pack's blocks, whichever copy the index uses
+        self.pack_entries: dict[str, list[tuple[bytes, BlockLocation]]] = {}
 
-    def load(self, *, write_back: bool = False) -> BlockIndex:
+    def load(self, *, write_back: bool = False, keep_packs: bool = False) -> BlockIndex:
         """Read every index object. A damaged one is replaced by the copy of the index inside
         its pack; when both are unreadable the pack is listed in ``damaged`` and its blocks
         count as missing (restores that need them stop and say so; verify reports them).
@@ -55,23 +58,33 @@ class BlockIndex:
         A pack that has no index object at all (lost, or its writer was killed between the
         pack and the index) is read from its own trailer too, and listed in ``unindexed``:
         its blocks may be ones a backup references. ``write_back`` writes such an index
-        object again (the same bytes as the pack's copy), for callers that may write."""
+        object again (the same bytes as the pack's copy), for callers that may write.
+
+        A block of a pack gc is about to delete (repository.doomed) is found in another
+        pack if one has it; a writer (``write_back``) does not know it at all, and stores it
+        again. ``keep_packs`` keeps each pack's entries in ``pack_entries`` (for gc)."""
+        from pgkura.repository.doomed import doomed_packs
+
         self.damaged = []
         self.unindexed = []
+        self.doomed = doomed_packs(self.repo)
+        loaded: dict[str, list[tuple[bytes, BlockLocation]]] = {}
         for info in self.repo.storage.list("index/"):
             pack_id = info.key.rsplit("/", 1)[1]
             try:
-                self._add_index(pack_id, self.repo.storage.get(info.key))
+                loaded[pack_id] = self._parse_index(pack_id, self.repo.storage.get(info.key))
             except CorruptionError as first:
                 try:
-                    self._add_index(pack_id, read_pack_index(self.repo, pack_id))
+                    loaded[pack_id] = self._parse_index(
+                        pack_id, read_pack_index(self.repo, pack_id)
+                    )
                 except (CorruptionError, KeyError, struct.error):
                     self.damaged.append(f"{first.message}, and so is the copy in its pack")
                     self._packs.add(pack_id)
-        for pack_id in sorted(self.present_packs() - self._packs):
+        for pack_id in sorted(self.present_packs() - set(loaded) - self._packs):
             try:
                 copy = read_pack_index(self.repo, pack_id)
-                self._add_index(pack_id, copy)
+                loaded[pack_id] = self._parse_index(pack_id, copy)
             except (CorruptionError, KeyError, struct.error):
                 self.damaged.append(
                     f"pack {layout.pack_key(pack_id)} has no index object and its own copy of "
@@ -79,8 +92,16 @@ class BlockIndex:
                 )
                 continue
             self.unindexed.append(pack_id)
-            if write_back:
+            if write_back and pack_id not in self.doomed:
                 self.repo.storage.put_if_absent(layout.index_key(pack_id), copy)
+        with self._lock:
+            self._packs.update(loaded)
+            for entries in (e for p, e in loaded.items() if p not in self.doomed):
+                self._blocks.update(entries)
+            for entries in (e for p, e in loaded.items() if p in self.doomed and not write_back):
+                self._blocks.update((b, loc) for b, loc in entries if b not in self._blocks)
+        if keep_packs:
+            self.pack_entries = loaded
         return self
 
     def present_packs(self) -> set[str]:
@@ -91,7 +112,7 @@ class BlockIndex:
         """The packs the store holds, with their sizes."""
         return {o.key.rsplit("/", 1)[-1]: o.size for o in self.repo.storage.list("packs/")}
 
-    def _add_index(self, pack_id: str, sealed_index: bytes) -> None:
+    def _parse_index(self, pack_id: str, sealed_index: bytes) -> list[tuple[bytes, BlockLocation]]:
         try:
             doc = json.loads(self.repo.unseal(sealed_index))
         except (SealError, ValueError) as exc:
@@ -99,12 +120,10 @@ class BlockIndex:
                 f"index object {layout.index_key(pack_id)} is damaged: {exc}",
                 hint="run pgkura verify to see which backups are affected",
             ) from None
-        with self._lock:
-            self._packs.add(pack_id)
-            for hex_id, offset, length, raw_length in doc["blocks"]:
-                self._blocks[bytes.fromhex(hex_id)] = BlockLocation(
-                    pack_id, offset, length, raw_length
-                )
+        return [
+            (bytes.fromhex(hex_id), BlockLocation(pack_id, offset, length, raw_length))
+            for hex_id, offset, length, raw_length in doc["blocks"]
+        ]
 
     def __contains__(self, block_id: bytes) -> bool:
         return block_id in self._blocks
@@ -245,6 +264,12 @@ class PackWriter:
             if claim(digest):
                 append(digest, frame(raw, codec, digest), len(raw))
         return ids
+
+    def add_sealed(self, digest: bytes, sealed: bytes | memoryview, raw_length: int) -> int:
+        """Store a sealed block as it is (gc's repack: sizes stay); the bytes added."""
+        if not self.index.claim(digest):
+            return 0
+        return self._append(digest, bytes(sealed), raw_length)
 
     def _append(self, digest: bytes, sealed: bytes, raw_length: int) -> int:
         self._entries.append(

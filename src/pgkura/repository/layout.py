@@ -60,3 +60,25 @@ def lock_key(name: str) -> str:
 def drill_key(stanza: str, backup_id: str) -> str:
     """The result of the latest restore drill of a backup (replaced by each new drill)."""
     return f"drills/{stanza}/{backup_id}.json"
+
+
+def pin_prefix(stanza: str) -> str:
+    return f"pins/{stanza}/"
+
+
+def pin_key(stanza: str, backup_id: str) -> str:
+    """A pin: the backup is kept whatever the retention policy says."""
+    return f"pins/{stanza}/{backup_id}.json"
+
+
+def expire_key(stanza: str) -> str:
+    """What an expire of the stanza deleted and has not finished cleaning up after (its WAL)."""
+    return f"expire/{stanza}.json"
+
+
+DOOMED_PREFIX = "gc/"
+
+
+def doomed_key(marker_id: str) -> str:
+    """A list of packs gc will delete once no command that may use them still runs."""
+    return f"gc/{marker_id}.json"

@@ -1,4 +1,5 @@
-"""Repository locks: one backup per stanza at a time, and no garbage collection under a writer.
+"""Repository locks: one backup per stanza at a time, one maintenance (gc, expire) at a time,
+and the shared locks that tell gc which commands may still use what it wants to delete.
 
 A lock is an object created with put-if-absent, holding who took it and until when its lease
 runs (docs/repository-format.md, "Locks"). While a command holds locks, a background thread
@@ -152,20 +153,6 @@ def _release(held: HeldLock) -> None:
     held.release()
 
 
-def _live_shared(repo: Repository, own: str | None = None) -> list[LockRecord]:
-    live = []
-    for info in repo.storage.list("locks/shared-"):
-        if info.key == own:
-            continue
-        raw = _read(repo, info.key)
-        holder = _live(raw)
-        if holder is not None:
-            live.append(holder)
-        elif raw is not None:
-            _remove_dead(repo, info.key, raw)
-    return live
-
-
 def confirm_locks_held(repo: Repository, what: str) -> None:
     """Before ``what`` is committed: refuse when a lock this process holds on ``repo`` was
     taken over meanwhile (its lease ran out while the process was stopped). A cleanup may
@@ -186,7 +173,7 @@ def confirm_locks_held(repo: Repository, what: str) -> None:
 
 @contextmanager
 def backup_lock(repo: Repository, stanza: str) -> Iterator[None]:
-    """Held while a backup or dump writes: one per stanza, and it blocks garbage collection."""
+    """Held while a backup or dump writes: one per stanza."""
     with shared_lock(repo):
         held = _take_or_refuse(repo, layout.lock_key(f"backup-{stanza}"), f"stanza {stanza!r}")
         try:
@@ -197,6 +184,9 @@ def backup_lock(repo: Repository, stanza: str) -> Iterator[None]:
 
 @contextmanager
 def shared_lock(repo: Repository) -> Iterator[None]:
+    """Held by every command that reads or writes blocks (backup, dump, restore, verify): gc
+    deletes no pack such a command may use until it has finished (repository.prune). It is
+    never refused: maintenance does not stop the world."""
     key = layout.lock_key(f"shared-{os.urandom(16).hex()}")
     record = _record()
     try:
@@ -210,30 +200,47 @@ def shared_lock(repo: Repository) -> Iterator[None]:
         return
     held = _hold(repo, key, record)
     try:
-        exclusive = _live(_read(repo, layout.lock_key("exclusive")))
-        if exclusive is not None:
-            raise LockedError(
-                f"the repository is being cleaned up by {_describe(exclusive)}",
-                hint=_wait_hint(exclusive, layout.lock_key("exclusive")),
-            )
         yield
     finally:
         _release(held)
+
+
+#: The maintenance lock keeps the name of the exclusive lock of versions before two-phase
+#: deletion, whose backups and restores refuse to start while it is live: they load the index
+#: without knowing which packs gc is about to delete.
+MAINTENANCE_LOCK = "exclusive"
 
 
 @contextmanager
-def exclusive_lock(repo: Repository) -> Iterator[None]:
-    """Held while unreferenced data is deleted: no writer may run at the same time."""
-    key = layout.lock_key("exclusive")
-    held = _take_or_refuse(repo, key, "the repository")
+def maintenance_lock(repo: Repository) -> Iterator[None]:
+    """Held by expire, delete, pin, unpin and gc: one of them at a time. Backups, dumps,
+    restores and the WAL archive go on meanwhile."""
+    held = _take_or_refuse(
+        repo, layout.lock_key(MAINTENANCE_LOCK), "the repository's maintenance (gc, expire)"
+    )
     try:
-        live = _live_shared(repo)
-        if live:
-            raise LockedError(
-                f"the repository is in use by {_describe(live[0])}, which must not lose what "
-                "it reads or writes to a cleanup",
-                hint=_wait_hint(live[0], "its lock"),
-            )
         yield
     finally:
         _release(held)
+
+
+def live_shared_locks(repo: Repository) -> list[tuple[str, str]]:
+    """(key, token) of each shared lock that is live now: the commands that may still use
+    what they found in the repository. Dead ones are removed."""
+    out = []
+    for info in repo.storage.list("locks/shared-"):
+        raw = _read(repo, info.key)
+        holder = _live(raw)
+        if holder is not None:
+            out.append((info.key, holder.token or holder.created))
+        elif raw is not None:
+            _remove_dead(repo, info.key, raw)
+    return out
+
+
+def lock_ended(repo: Repository, key: str, token: str) -> bool:
+    """Whether the taking ``token`` of the lock at ``key`` is over: released, taken over, or
+    dead."""
+    raw = _read(repo, key)
+    holder = _live(raw)
+    return holder is None or (holder.token or holder.created) != token

@@ -214,6 +214,25 @@ def list_backup_ids(repo: Repository, stanza: str) -> list[str]:
     return sorted(i for i in ids if "/" not in i)
 
 
+def list_stanzas(repo: Repository) -> list[str]:
+    """The stanzas that have at least one backup or dump."""
+    names = set()
+    for obj in repo.storage.list("snapshots/"):
+        parts = obj.key.split("/")
+        if len(parts) == 3:
+            names.add(parts[1])
+    return sorted(names)
+
+
+def delete_manifest(repo: Repository, stanza: str, backup_id: str) -> None:
+    """Delete a backup: its manifest (after which it does not exist), then its pin and the
+    record of its last drill. Its blocks go at the next gc, its WAL at the next expire."""
+    repo.storage.delete(layout.snapshot_key(stanza, backup_id))
+    repo.storage.delete_many(
+        [layout.pin_key(stanza, backup_id), layout.drill_key(stanza, backup_id)]
+    )
+
+
 def resolve_backup_id(repo: Repository, stanza: str, wanted: str | None) -> str:
     """Turn ``None``/``"latest"``/an id into an existing backup id, or fail with a hint."""
     ids = list_backup_ids(repo, stanza)

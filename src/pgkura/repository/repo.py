@@ -330,7 +330,9 @@ def _no_config(storage: Storage) -> NotARepositoryError:
     )
 
 
-_REPOSITORY_DIRS = frozenset({"packs", "index", "snapshots", "wal", "stanzas", "drills"})
+_REPOSITORY_DIRS = frozenset(
+    {"packs", "index", "snapshots", "wal", "stanzas", "drills", "pins", "expire", "gc"}
+)
 
 
 def check_stanza_name(name: str) -> None:

@@ -15,7 +15,7 @@ from pgkura.repository.sealed import SealError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from pgkura.repository.repo import Repository
 
@@ -115,3 +115,7 @@ class WalStore:
         prefix = layout.wal_prefix(archive) + timeline
         for obj in self._repo.storage.list(prefix):
             yield ArchivedFile(obj.key.rsplit("/", 1)[-1], obj.size, obj.mtime)
+
+    def delete(self, archive: str, names: Iterable[str]) -> None:
+        """Delete these files of ``archive`` (retention: wal/retention.py says which)."""
+        self._repo.storage.delete_many([layout.wal_key(archive, name) for name in names])

@@ -18,6 +18,7 @@ from pgkura.repository.walstore import SealError
 from pgkura.wal.history import HistoryFormatError, TimelineHistory, parse_history
 from pgkura.wal.names import (
     DEFAULT_SEG_SIZE,
+    WalName,
     format_lsn,
     history_file_name,
     parse_wal_name,
@@ -131,6 +132,30 @@ def load_catalog(
             if obj.mtime is not None:
                 tl.mtimes[wal.segno] = obj.mtime
     return ArchiveCatalog(archive, seg_size, timelines, histories)
+
+
+def archived_files(
+    repo: Repository, archive: str, seg_size: int = DEFAULT_SEG_SIZE
+) -> list[tuple[WalName, int]]:
+    """Every file of the WAL ``archive``, parsed, with its stored size."""
+    out = []
+    for obj in repo.wal.list(archive):
+        try:
+            out.append((parse_wal_name(obj.name, seg_size), obj.size))
+        except ValueError:
+            continue
+    return out
+
+
+def newest_archived_time(catalog: ArchiveCatalog) -> float | None:
+    """When the newest archived segment was archived (None: none is)."""
+    times = [t for tl in catalog.timelines.values() for t in tl.mtimes.values()]
+    return max(times) if times else None
+
+
+def delete_archived(repo: Repository, archive: str, names: list[str]) -> None:
+    """Delete these WAL files of ``archive`` (retention: wal.retention says which)."""
+    repo.wal.delete(archive, names)
 
 
 def read_archived(repo: Repository, archive: str, name: str) -> bytes | None:

@@ -22,14 +22,28 @@ class ArchiveCheck:
         self.problems: list[str] = []
 
 
-def verify_archives(repo: Repository, archives: list[str], report: ArchiveCheck, jobs: int) -> None:
-    """Every WAL archive of a stanza: one per generation (layout.wal_archive)."""
+def verify_archives(
+    repo: Repository,
+    archives: list[str],
+    report: ArchiveCheck,
+    jobs: int,
+    gaps_from: dict[str, int] | None = None,
+) -> None:
+    """Every WAL archive of a stanza: one per generation (layout.wal_archive). A gap below
+    ``gaps_from[archive]`` (a segment number) is no problem (physical/verify.py says why)."""
     for archive in archives:
-        verify_archive(repo, archive, report, jobs, len(archives) > 1)
+        verify_archive(
+            repo, archive, report, jobs, len(archives) > 1, (gaps_from or {}).get(archive)
+        )
 
 
 def verify_archive(
-    repo: Repository, archive: str, report: ArchiveCheck, jobs: int, name_generation: bool
+    repo: Repository,
+    archive: str,
+    report: ArchiveCheck,
+    jobs: int,
+    name_generation: bool,
+    gaps_from: int | None = None,
 ) -> None:
     """Read back every file of ``archive``, and name each timeline's gaps and missing
     history file; ``name_generation`` says which generation in each problem."""
@@ -64,6 +78,9 @@ def verify_archive(
                 f"timeline {tl['timeline']}{where}: its history file is missing from the archive"
             )
         for gap in tl["gaps"]:  # type: ignore[attr-defined]
+            last = parse_wal_name(str(gap["last"])).segno
+            if gaps_from is not None and last is not None and last < gaps_from:
+                continue  # left by expire beside a pinned backup
             report.problems.append(
                 f"timeline {tl['timeline']}{where}: WAL segments {gap['first']} to "
                 f"{gap['last']} are missing from the archive"

@@ -1,0 +1,317 @@
+"""Space comes back: delete packs no backup references, repack partly used ones, and never
+delete a pack a running command may still use (docs/repository-format.md, "Two-phase
+deletion").
+
+One run of :func:`prune`, under the maintenance lock:
+
+1. Earlier doomed lists (repository.doomed) whose waited-for commands have all ended are
+   *ready*. Only then are the manifests read: a writer that committed before its lock ended is
+   counted.
+2. Each ready list's packs are deleted (index object first, then the pack), except a pack
+   holding a block that some manifest references and no pack outside the doomed lists holds:
+   that one is rescued (struck from the list). Then the list goes.
+3. Among the other packs, those holding no referenced block are doomed; when unused bytes
+   still exceed ``max_unused`` percent of the repository, the packs with the largest unused
+   share are repacked: their live blocks are copied, sealed as they are (so every stored size
+   stays true), into new packs with their index objects, and the old packs are doomed.
+4. The new doomed list is written, then the shared locks live at that moment are added to it.
+   When there are none, it is ready at once and step 2 runs for it (reading the manifests
+   again); otherwise a later gc deletes its packs.
+
+Killed at any point, the repository holds every block a manifest references (a copy is
+deleted only when another is stored, or the block is unreferenced), and the next run finishes
+the work: leftover new packs are unreferenced duplicates, a doomed list without its locks gets
+them, a half-deleted list is deleted again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pgkura.errors import CorruptionError, ObjectNotFound
+from pgkura.repository import layout
+from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter, read_pack_index
+from pgkura.repository.doomed import (
+    DoomedList,
+    doomed_lists,
+    new_doomed_list,
+    remove_doomed,
+    write_doomed,
+)
+from pgkura.repository.locks import live_shared_locks, lock_ended
+from pgkura.repository.manifest import list_backup_ids, list_stanzas, read_manifest
+from pgkura.repository.repo import Repository
+from pgkura.repository.sealed import SealError, unseal
+
+
+@dataclass
+class PruneReport:
+    dry_run: bool = False
+    packs_deleted: int = 0
+    bytes_deleted: int = 0
+    packs_repacked: int = 0
+    #: sealed bytes of live blocks copied into new packs
+    bytes_repacked: int = 0
+    #: packs listed for deletion that wait for commands still running (deleted by a later gc)
+    packs_waiting: int = 0
+    commands_waited_for: int = 0
+    packs_kept: int = 0
+    #: bytes of blocks in the kept packs that no manifest references (at most max_unused
+    #: percent of repository_bytes)
+    unreferenced_bytes_kept: int = 0
+    #: bytes of all packs, and of the blocks manifests reference, after this run
+    repository_bytes: int = 0
+    referenced_bytes: int = 0
+    #: packs whose index object was missing and was written again from the pack's own copy
+    indexes_rebuilt: list[str] = field(default_factory=list)
+    #: packs kept because what they hold cannot be read (verify names the damage)
+    unreadable_kept: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _References:
+    """The blocks the manifests reference; manifests never change, so each is read once."""
+
+    def __init__(self, repo: Repository, gone: set[tuple[str, str]] | None = None) -> None:
+        self.repo = repo
+        self.gone = gone or set()  # (stanza, id) of manifests a dry run counts as deleted
+        self._seen: dict[tuple[str, str], frozenset[bytes]] = {}
+
+    def read(self) -> set[bytes]:
+        """Every referenced block, read now. A manifest that cannot be read stops gc: its
+        blocks are unknown, so nothing may be judged unreferenced."""
+        out: set[bytes] = set()
+        for stanza in list_stanzas(self.repo):
+            for backup_id in list_backup_ids(self.repo, stanza):
+                key = (stanza, backup_id)
+                if key in self.gone:
+                    continue
+                if key not in self._seen:
+                    m = read_manifest(self.repo, stanza, backup_id)
+                    self._seen[key] = frozenset(bytes.fromhex(b) for f in m.files for b in f.blocks)
+                out |= self._seen[key]
+        return out
+
+
+def prune(
+    repo: Repository,
+    *,
+    max_unused: float,
+    dry_run: bool = False,
+    gone: set[tuple[str, str]] | None = None,
+) -> PruneReport:
+    """One gc run (the module's docstring); the caller holds the maintenance lock. A dry run
+    of an expire counts the manifests ``gone`` (stanza, id) as deleted."""
+    report = PruneReport(dry_run=dry_run)
+    if not dry_run:
+        report.bytes_deleted += repo.storage.remove_incomplete()
+    earlier = doomed_lists(repo)
+    if not dry_run:  # a list whose gc was killed before it listed the locks gets them now
+        earlier = [_with_waiting(repo, d) if d.waiting_for is None else d for d in earlier]
+    ready = [d for d in earlier if _ready(repo, d)]
+    refs = _References(repo, gone if dry_run else None)
+    referenced = refs.read()  # after the readiness checks: see step 1
+    index = BlockIndex(repo).load(keep_packs=True)
+    sizes = index.pack_sizes()
+    entries = index.pack_entries
+    if not dry_run:
+        for d in ready:
+            _delete_ready(repo, d, referenced, entries, sizes, index.doomed, report)
+        sizes = index.pack_sizes()
+    waiting = {p for d in earlier if d not in ready for p in d.packs}
+    report.packs_waiting = len(waiting & set(sizes))
+    doom, repack = _plan(referenced, entries, sizes, waiting, max_unused, report)
+    rebuild = [p for p in index.unindexed if p in sizes and p not in set(doom + repack) | waiting]
+    if dry_run:
+        report.packs_deleted += len(doom) + len(repack)
+        report.bytes_deleted += sum(sizes[p] for p in doom + repack)
+        report.packs_repacked = len(repack)
+        report.bytes_repacked = sum(_live_bytes(entries[p], referenced) for p in repack)
+        return _totals(report, sizes, referenced, entries, set(doom + repack) | waiting)
+    for pack_id in set(entries) - set(sizes) - index.doomed:
+        # An index whose pack is gone: if a backup needs its blocks that is damage for verify
+        # to report, not garbage.
+        if not any(b in referenced for b, _loc in entries[pack_id]):
+            repo.storage.delete(layout.index_key(pack_id))
+    for pack_id in rebuild:  # a referenced pack whose index object is lost gets it back
+        repo.storage.put_if_absent(layout.index_key(pack_id), read_pack_index(repo, pack_id))
+        report.indexes_rebuilt.append(pack_id)
+    copied = _repack(repo, repack, entries, referenced, report)
+    doomed = doom + copied
+    if doomed:
+        d = new_doomed_list(doomed)
+        write_doomed(repo, d)
+        d = _with_waiting(repo, d)
+        if d.waiting_for:
+            report.packs_waiting += len(d.packs)
+            report.commands_waited_for = len(d.waiting_for)
+        else:
+            referenced = refs.read()  # writers that committed since the first reading count
+            later = BlockIndex(repo).load(keep_packs=True)
+            _delete_ready(
+                repo, d, referenced, later.pack_entries, later.pack_sizes(), later.doomed, report
+            )
+    final = BlockIndex(repo).load(keep_packs=True)
+    return _totals(report, final.pack_sizes(), referenced, final.pack_entries, final.doomed)
+
+
+def _ready(repo: Repository, d: DoomedList) -> bool:
+    return d.waiting_for is not None and all(lock_ended(repo, k, t) for k, t in d.waiting_for)
+
+
+def _with_waiting(repo: Repository, d: DoomedList) -> DoomedList:
+    """The list with the shared locks live now, written back. Any command that loads the
+    index from now on sees the list."""
+    d = DoomedList(d.marker_id, d.created, d.packs, tuple(live_shared_locks(repo)))
+    write_doomed(repo, d)
+    return d
+
+
+def _delete_ready(
+    repo: Repository,
+    d: DoomedList,
+    referenced: set[bytes],
+    entries: dict[str, list[tuple[bytes, BlockLocation]]],
+    sizes: dict[str, int],
+    doomed: set[str],
+    report: PruneReport,
+) -> None:
+    """Delete the packs of a ready list that no referenced block needs, rescue the others."""
+    elsewhere: set[bytes] = set()
+    for pack_id, held in entries.items():
+        if pack_id not in doomed and pack_id in sizes:
+            elsewhere.update(b for b, _loc in held)
+    rescued = []
+    for pack_id in d.packs:
+        blocks = entries.get(pack_id)
+        if pack_id in sizes and blocks is None:
+            rescued.append(pack_id)  # its content cannot be read now: keep it
+            continue
+        if any(b in referenced and b not in elsewhere for b, _loc in blocks or ()):
+            rescued.append(pack_id)
+            continue
+        # The index first: a pack without an index is still in the list, deleted next time.
+        repo.storage.delete(layout.index_key(pack_id))
+        if pack_id in sizes:
+            repo.storage.delete(layout.pack_key(pack_id))
+            report.packs_deleted += 1
+            report.bytes_deleted += sizes[pack_id]
+    remove_doomed(repo, d)
+    report.packs_kept += len(rescued)
+
+
+def _canonical(
+    referenced: set[bytes],
+    entries: dict[str, list[tuple[bytes, BlockLocation]]],
+    candidates: set[str],
+) -> dict[bytes, BlockLocation]:
+    """For each referenced block, the one copy among the packs ``candidates`` that counts as
+    the live one: in the pack with the most referenced blocks (so duplicates empty the
+    others)."""
+    score = {p: sum(b in referenced for b, _ in entries[p]) for p in candidates}
+    owner: dict[bytes, BlockLocation] = {}
+    for pack_id in sorted(candidates, key=lambda p: -score[p]):
+        for block_id, loc in entries[pack_id]:
+            if block_id in referenced:
+                owner.setdefault(block_id, loc)
+    return owner
+
+
+def _plan(
+    referenced: set[bytes],
+    entries: dict[str, list[tuple[bytes, BlockLocation]]],
+    sizes: dict[str, int],
+    waiting: set[str],
+    max_unused: float,
+    report: PruneReport,
+) -> tuple[list[str], list[str]]:
+    """(packs to doom as they are, packs to repack) among the packs not already waiting."""
+    readable = {p for p in sizes if p in entries and p not in waiting}
+    report.unreadable_kept = sorted(p for p in sizes if p not in entries)
+    owner = _canonical(referenced, entries, readable)
+    live = dict.fromkeys(readable, 0)
+    for loc in owner.values():
+        live[loc.pack_id] += loc.length
+    doom = sorted(p for p in readable if live[p] == 0)
+    kept = sorted(p for p in readable if live[p] > 0)
+    total = sum(sizes[p] for p in kept) + sum(sizes[p] for p in sizes if p not in readable)
+    # Unused: the bytes of blocks no manifest needs from this pack. A pack's own copy of its
+    # index is not counted: every pack has one, so repacking would never make it smaller.
+    unused = {p: sum(loc.length for _b, loc in entries[p]) - live[p] for p in kept}
+    # Repacking a pack takes its unused bytes out of the repository as well: the share is
+    # judged against what the repository will hold.
+    left = sum(unused.values())
+    repack: list[str] = []
+    for pack_id in sorted(kept, key=lambda p: unused[p] / sizes[p], reverse=True):
+        if left <= total * max_unused / 100 or unused[pack_id] / sizes[pack_id] * 100 <= max_unused:
+            break
+        repack.append(pack_id)
+        left -= unused[pack_id]
+        total -= unused[pack_id]
+    # Only the chosen copy of a duplicated block is copied by a repack.
+    for pack_id in repack:
+        entries[pack_id] = [(b, loc) for b, loc in entries[pack_id] if owner.get(b) == loc]
+    return doom, repack
+
+
+def _live_bytes(blocks: list[tuple[bytes, BlockLocation]], referenced: set[bytes]) -> int:
+    return sum(loc.length for b, loc in blocks if b in referenced)
+
+
+def _repack(
+    repo: Repository,
+    packs: list[str],
+    entries: dict[str, list[tuple[bytes, BlockLocation]]],
+    referenced: set[bytes],
+    report: PruneReport,
+) -> list[str]:
+    """Copy the live blocks of ``packs`` into new packs (index objects included); the packs
+    whose copy is complete, now to be doomed. A pack with a damaged live block is kept whole:
+    verify reports it, and a copy must not spread the damage."""
+    writer = PackWriter(BlockIndex(repo))  # its own empty index: every block is written
+    done = []
+    for pack_id in packs:
+        live = sorted(
+            ((b, loc) for b, loc in entries[pack_id] if b in referenced), key=lambda e: e[1].offset
+        )
+        try:
+            data = memoryview(repo.storage.get(layout.pack_key(pack_id)))
+        except ObjectNotFound:
+            continue
+        pieces = []
+        try:
+            for block_id, loc in live:
+                piece = data[loc.offset : loc.offset + loc.length]
+                unseal(piece, repo.key, expect_digest=block_id)
+                pieces.append((block_id, piece, loc.raw_length))
+        except (SealError, CorruptionError):
+            report.unreadable_kept.append(pack_id)
+            continue
+        for block_id, piece, raw_length in pieces:
+            report.bytes_repacked += writer.add_sealed(block_id, piece, raw_length)
+        done.append(pack_id)
+        del data, pieces
+    writer.close()
+    report.packs_repacked = len(done)
+    return done
+
+
+def _totals(
+    report: PruneReport,
+    sizes: dict[str, int],
+    referenced: set[bytes],
+    entries: dict[str, list[tuple[bytes, BlockLocation]]],
+    going: set[str],
+) -> PruneReport:
+    staying = [p for p in sizes if p not in going]
+    owner = _canonical(referenced, entries, {p for p in staying if p in entries})
+    live = sum(loc.length for loc in owner.values())
+    blocks = sum(loc.length for p in staying if p in entries for _b, loc in entries[p])
+    report.repository_bytes = sum(sizes[p] for p in staying)
+    report.referenced_bytes = live
+    report.packs_kept = len(staying)
+    report.unreferenced_bytes_kept = blocks - live
+    return report
