@@ -160,6 +160,9 @@ def test_pins_keep_a_backup_and_delete_refuses_what_it_must(
         (("--keep-last", "x", "expire"), "keep-last"),
         (("--keep-within", "14", "expire"), "is not a duration"),
         (("expire",), "no retention policy"),
+        # refused before anything is deleted, not by the gc at the end
+        (("--keep-last", "1", "--max-unused", "100", "expire"), "--max-unused 100"),
+        (("--max-unused", "250", "delete", second), "--max-unused 250"),
     ):
         before = sorted(p.relative_to(repo) for p in Path(repo).rglob("*") if p.is_file())
         r = run_pgkura("--repo", repo, *args, check=False)

@@ -1,58 +1,19 @@
-"""`pgkura expire`, `delete`, `pin` and `unpin`: retention, by policy or by hand.
-
-expire decides with the policy engine (repository.retention) which backups and dumps stay,
-deletes the manifests of the others (the backup no longer exists), then the archived WAL no
-kept backup needs (wal.retention, per generation and timeline), then runs gc, which gives the
-space back. All of it under the maintenance lock only: backups, dumps, restores and the WAL
-archive go on. A backup still being written has no manifest yet, so it is never a candidate.
-"""
+"""`pgkura expire`, `delete`, `pin` and `unpin`: retention, by policy or by hand (the work
+is physical/expire.py's; every setting is checked before the repository is touched)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 from pgkura.commands import locked_repository
-from pgkura.commands.gc import gc_locked
 from pgkura.config import Config
-from pgkura.errors import BackupNotFoundError, PgkuraError, UsageError
-from pgkura.repository.expiry import clear_pending, pending_generations, record_pending
-from pgkura.repository.manifest import (
-    Manifest,
-    delete_manifest,
-    list_backup_ids,
-    read_manifest,
-)
-from pgkura.repository.pins import pin, pins, unpin
-from pgkura.repository.prune import PruneReport
-from pgkura.repository.repo import Repository
-from pgkura.repository.retention import Candidate, Decision, Policy, decide, policy_of
-from pgkura.wal.catalog import delete_archived, load_catalog, newest_archived_time
-from pgkura.wal.retention import anchor_of, pitr_backup, seg_size_of, unneeded_wal
-
-
-@dataclass
-class ExpireReport:
-    dry_run: bool
-    policy: str
-    decisions: list[Decision] = field(default_factory=list)
-    wal_deleted: int = 0
-    wal_bytes_deleted: int = 0
-    notes: list[str] = field(default_factory=list)
-    gc: PruneReport | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "policy": self.policy,
-            "backups": [d.to_json() for d in self.decisions],
-            "expired": [d.id for d in self.decisions if not d.keep],
-            "wal_deleted": self.wal_deleted,
-            "wal_bytes_deleted": self.wal_bytes_deleted,
-            "notes": self.notes,
-            "gc": None if self.gc is None else asdict(self.gc),
-        }
+from pgkura.errors import PgkuraError, UsageError
+from pgkura.physical.expire import ExpireReport as ExpireReport
+from pgkura.physical.expire import delete_backup, existing_backup, expire
+from pgkura.repository.pins import pin, unpin
+from pgkura.repository.prune import checked_max_unused
+from pgkura.repository.retention import Policy, policy_of
 
 
 def policy_from(cfg: Config) -> Policy:
@@ -68,149 +29,17 @@ def policy_from(cfg: Config) -> Policy:
 
 def run_expire(cfg: Config, dry_run: bool = False) -> ExpireReport:
     policy = policy_from(cfg)  # refused before the repository is touched
+    max_unused = checked_max_unused(cfg.max_unused)
     with locked_repository(cfg, "maintenance") as repo:
-        return _expire(repo, cfg, policy, dry_run)
-
-
-def _time_of(m: Manifest) -> datetime:
-    when = datetime.fromisoformat(m.started.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _manifests(repo: Repository, stanza: str) -> list[Manifest]:
-    """The stanza's backups, oldest first. A damaged manifest stops expire with its error:
-    its WAL needs are unknown."""
-    return [read_manifest(repo, stanza, i) for i in list_backup_ids(repo, stanza)]
-
-
-def _expire(repo: Repository, cfg: Config, policy: Policy, dry_run: bool) -> ExpireReport:
-    stanza = cfg.stanza
-    report = ExpireReport(dry_run, policy.describe())
-    manifests = _manifests(repo, stanza)
-    pinned = pins(repo, stanza)
-    info = repo.stanza(stanza)
-    current = info.system_identifier if info else None
-    window_backup = None
-    if policy.pitr_window is not None and info is not None:
-        in_current = [m for m in manifests if m.system_identifier == current]
-        catalog = load_catalog(repo, info.archive(info.current), seg_size_of(in_current))
-        chosen, note = pitr_backup(in_current, newest_archived_time(catalog), policy.pitr_window)
-        window_backup = chosen.id if chosen else None
-        report.notes.append(f"pitr window {policy.describe_window()}: {note}")
-    report.decisions = decide(
-        [Candidate(m.id, m.kind, _time_of(m), m.id in pinned) for m in manifests],
-        policy,
-        window_backup,
-    )
-    gone = {d.id for d in report.decisions if not d.keep}
-    generations = {m.system_identifier for m in manifests if m.id in gone}
-    if policy.pitr_window is not None and current is not None:
-        generations.add(current)  # the window decides what WAL goes, a backup gone or not
-    kept = [m for m in manifests if m.id not in gone]
-    reasons = {d.id: d.reasons for d in report.decisions}
-    forward = {
-        m.id
-        for m in kept
-        if set(reasons[m.id]) != {"pinned"} or pinned[m.id].pitr  # pinned alone: consistency
-    }
-    _remove(repo, stanza, sorted(gone), generations, kept, forward, report)
-    report.gc = gc_locked(repo, cfg, dry_run, {(stanza, i) for i in gone})
-    return report
-
-
-def _remove(
-    repo: Repository,
-    stanza: str,
-    gone: list[str],
-    generations: set[str],
-    kept: list[Manifest],
-    forward: set[str],
-    report: ExpireReport,
-) -> None:
-    """Delete the manifests ``gone``, then the WAL of ``generations`` (system identifiers)
-    that no kept backup needs."""
-    generations = generations | pending_generations(repo, stanza)
-    if not report.dry_run and generations:
-        record_pending(repo, stanza, generations)
-    if not report.dry_run:
-        for backup_id in gone:
-            delete_manifest(repo, stanza, backup_id)
-    # A backup committed since the decisions were made keeps what it needs too.
-    known = {m.id for m in kept} | set(gone)
-    for backup_id in list_backup_ids(repo, stanza):
-        if backup_id not in known:
-            kept = [*kept, read_manifest(repo, stanza, backup_id)]
-            forward = forward | {backup_id}
-    info = repo.stanza(stanza)
-    for sysid in sorted(generations):
-        gen = info.generation_of(sysid) if info else None
-        if info is None or gen is None:
-            continue
-        of_gen = [m for m in kept if m.system_identifier == sysid]
-        anchors = [a for m in of_gen if (a := anchor_of(m, m.id in forward)) is not None]
-        if of_gen and not anchors:
-            report.notes.append(
-                f"generation {gen.number}: kept only offline backups, which need no WAL; its "
-                "WAL is kept (nothing says which of it is unneeded)"
-            )
-            continue
-        archive = info.archive(gen)
-        unneeded = unneeded_wal(repo, archive, anchors, seg_size_of(of_gen))
-        report.wal_deleted += len(unneeded)
-        report.wal_bytes_deleted += sum(size for _name, size in unneeded)
-        if not report.dry_run and unneeded:
-            delete_archived(repo, archive, [name for name, _size in unneeded])
-    if not report.dry_run and generations:
-        clear_pending(repo, stanza)
-
-
-# -- delete, pin, unpin -----------------------------------------------------------------
-
-
-def _existing(repo: Repository, stanza: str, backup_id: str) -> Manifest:
-    if backup_id not in list_backup_ids(repo, stanza):
-        raise BackupNotFoundError(
-            f"no backup {backup_id!r} in stanza {stanza!r}",
-            hint="list the backups with: pgkura info",
-        )
-    return read_manifest(repo, stanza, backup_id)
+        return expire(repo, cfg.stanza, policy, max_unused, dry_run)
 
 
 def run_delete(cfg: Config, backup_id: str, *, force: bool, dry_run: bool) -> ExpireReport:
-    """Delete one backup or dump by hand; the newest of its kind and a pinned one only with
-    ``force``, the only one never."""
-    stanza = cfg.stanza
+    max_unused = checked_max_unused(cfg.max_unused)
     with locked_repository(cfg, "maintenance") as repo:
-        victim = _existing(repo, stanza, backup_id)
-        manifests = _manifests(repo, stanza)
-        if len(manifests) == 1:
-            raise UsageError(
-                f"backup {backup_id} is the only backup of stanza {stanza!r}: deleting it "
-                "would leave nothing to restore",
-                hint="take another backup first, then delete this one",
-            )
-        newest = [m for m in manifests if m.kind == victim.kind][-1]
-        pinned = pins(repo, stanza)
-        if not force and newest.id == backup_id:
-            kind = "backup" if victim.kind == "physical" else "dump"
-            raise UsageError(
-                f"backup {backup_id} is the newest {kind} of stanza {stanza!r}",
-                hint=f"add --force to delete it anyway: pgkura delete {backup_id} --force",
-            )
-        if not force and backup_id in pinned:
-            raise UsageError(
-                f"backup {backup_id} is pinned",
-                hint=f"unpin it first (pgkura unpin {backup_id}), or add --force",
-            )
-        report = ExpireReport(dry_run, f"delete {backup_id}")
-        report.decisions = [
-            Decision(m.id, m.kind, () if m.id == backup_id else ("not deleted",)) for m in manifests
-        ]
-        kept = [m for m in manifests if m.id != backup_id]
-        forward = {m.id for m in kept if m.id not in pinned or pinned[m.id].pitr}
-        _remove(repo, stanza, [backup_id], {victim.system_identifier}, kept, forward, report)
-        report.gc = gc_locked(repo, cfg, dry_run, {(stanza, backup_id)})
-        return report
+        return delete_backup(
+            repo, cfg.stanza, backup_id, force=force, max_unused=max_unused, dry_run=dry_run
+        )
 
 
 @dataclass(frozen=True)
@@ -227,7 +56,7 @@ def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> PinResult:
     with locked_repository(
         cfg, "maintenance"
     ) as repo:  # an expire running now decides on the pins it read
-        m = _existing(repo, cfg.stanza, backup_id)
+        m = existing_backup(repo, cfg.stanza, backup_id)
         if m.kind != "physical":
             raise UsageError(
                 f"backup {backup_id} is a logical dump: pins keep physical backups and their WAL",
@@ -240,7 +69,7 @@ def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> PinResult:
 
 def run_unpin(cfg: Config, backup_id: str) -> PinResult:
     with locked_repository(cfg, "maintenance") as repo:
-        _existing(repo, cfg.stanza, backup_id)
+        existing_backup(repo, cfg.stanza, backup_id)
         if not unpin(repo, cfg.stanza, backup_id):
             raise UsageError(
                 f"backup {backup_id} is not pinned", hint="list the pins with: pgkura info"

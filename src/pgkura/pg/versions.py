@@ -14,7 +14,7 @@ checks would have to read before 19 can be supported.
 
 Differences pgkura avoids rather than branches on: from 17, pg_walfile_name() names an LSN on
 a segment boundary as the segment after it (up to 16, the one before), so a WAL switch is
-always made after writing a record (commands/check.py); 18 lists NOT NULL constraints in
+always made after writing a record (wal/setup_check.py); 18 lists NOT NULL constraints in
 pg_constraint, which pgkura never reads.
 
 archive-push looks the WAL page magic up here once per segment: this module imports nothing

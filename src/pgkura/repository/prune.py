@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgkura.errors import CorruptionError, ObjectNotFound
+from pgkura.errors import CorruptionError, ObjectNotFound, UsageError
 from pgkura.repository import layout
 from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter, read_pack_index
 from pgkura.repository.doomed import (
@@ -94,6 +94,16 @@ class _References:
                     self._seen[key] = frozenset(bytes.fromhex(b) for f in m.files for b in f.blocks)
                 out |= self._seen[key]
         return out
+
+
+def checked_max_unused(value: float) -> float:
+    """``value`` as --max-unused takes it: a percentage strictly between 0 and 100."""
+    if not 0 < value < 100:
+        raise UsageError(
+            f"--max-unused {value:g} is not a percentage between 0 and 100",
+            hint="give the share of the repository that may stay unused, such as --max-unused 5",
+        )
+    return value
 
 
 def prune(
