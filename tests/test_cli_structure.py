@@ -23,13 +23,8 @@ MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80
 
 #: Modules ("physical/restore.py") and functions ("commands/demo.py:Demo.run") over the
-#: budget when it was introduced, each to be split and then deleted from here.
-OVER_BUDGET = frozenset(
-    {
-        "commands/demo.py:Demo.run",
-        "physical/basebackup.py:backup_basebackup",
-    }
-)
+#: budget, each to be split and then deleted from here. Nothing is over it any more.
+OVER_BUDGET: frozenset[str] = frozenset()
 
 
 def _functions(tree: ast.AST, prefix: str = "") -> list[tuple[str, int]]:

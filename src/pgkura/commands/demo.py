@@ -98,46 +98,11 @@ class Demo:
             self.pgkura("restore", "--target-dir", str(src.pgdata), "--delta", env=env)
             src.start()
             self._compare(src, before)
-            self.say("== restore the online backup and replay the archived WAL to its end")
-            pitr = LocalServer(
-                self.workdir / "restored-online", free_port(), sockets, self.bin_dir, self.user
-            )
-            servers.append(pitr)
-            first = self.pgkura("info", "--output", "json", env=env, quiet=True)
-            import json
-
-            online_id = next(
-                b["id"] for b in json.loads(first)["backups"] if b["method"] == "online"
-            )
-            self.pgkura(
-                "restore",
-                "--backup",
-                online_id,
-                "--target-dir",
-                str(pitr.pgdata),
-                "--archive-mode",
-                "off",
-                env=env,
-            )
-            pitr.start(timeout=300)
-            pitr.wait_for_promotion()
-            self._compare(pitr, before)
-            pitr.stop()
+            online_id = self._restore_online(src, sockets, servers, env, before)
             self.say("== a drill proves the online backup restores: a private sandbox server,")
             self.say("   WAL replayed to consistency, pg_amcheck, page checksums, row counts")
             self.pgkura("verify", "--restore", online_id, env=env)
-            self.say("== another accident, on the live server: a DELETE without its WHERE clause")
-            (when,) = src.sql("SELECT now()::text")[0]
-            time.sleep(0.2)
-            src.sql("DELETE FROM pgbench_accounts")
-            self._wait_archived(src)
-            (left,) = src.sql("SELECT count(*) FROM pgbench_accounts")[0]
-            self.say(f"   pgbench_accounts now has {left} rows")
-            self.say("== one command brings the table back as it was before the DELETE, beside")
-            self.say("   the live one, without touching anything else")
-            table = ["--table", "public.pgbench_accounts", "--as", "pgbench_accounts_before"]
-            self.pgkura("restore", *table, "--to-time", str(when), "--dbname", "postgres", env=env)
-            self._compare(src, before, table="pgbench_accounts_before")
+            self._undo_delete(src, env, before)
             self.say("== the catalog")
             self.pgkura("info", env=env)
             self.say("demo finished: every restore returned every committed row")
@@ -148,6 +113,55 @@ class Demo:
                 shutil.rmtree(self.workdir, ignore_errors=True)
             else:
                 self.say(f"kept {self.workdir}")
+
+    def _restore_online(
+        self, src: Any, sockets: Path, servers: list[Any], env: dict[str, str], before: Any
+    ) -> str:
+        """Restore the online backup beside the source, replay the archived WAL to its end and
+        compare; the backup's id."""
+        from pgkura.pg.server import LocalServer, free_port
+
+        self.say("== restore the online backup and replay the archived WAL to its end")
+        pitr = LocalServer(
+            self.workdir / "restored-online", free_port(), sockets, self.bin_dir, self.user
+        )
+        servers.append(pitr)
+        first = self.pgkura("info", "--output", "json", env=env, quiet=True)
+        import json
+
+        online_id = str(
+            next(b["id"] for b in json.loads(first)["backups"] if b["method"] == "online")
+        )
+        self.pgkura(
+            "restore",
+            "--backup",
+            online_id,
+            "--target-dir",
+            str(pitr.pgdata),
+            "--archive-mode",
+            "off",
+            env=env,
+        )
+        pitr.start(timeout=300)
+        pitr.wait_for_promotion()
+        self._compare(pitr, before)
+        pitr.stop()
+        return online_id
+
+    def _undo_delete(self, src: Any, env: dict[str, str], before: Any) -> None:
+        """A DELETE without WHERE on the live server, undone by a table restore beside it."""
+        self.say("== another accident, on the live server: a DELETE without its WHERE clause")
+        (when,) = src.sql("SELECT now()::text")[0]
+        time.sleep(0.2)
+        src.sql("DELETE FROM pgbench_accounts")
+        self._wait_archived(src)
+        (left,) = src.sql("SELECT count(*) FROM pgbench_accounts")[0]
+        self.say(f"   pgbench_accounts now has {left} rows")
+        self.say("== one command brings the table back as it was before the DELETE, beside")
+        self.say("   the live one, without touching anything else")
+        table = ["--table", "public.pgbench_accounts", "--as", "pgbench_accounts_before"]
+        self.pgkura("restore", *table, "--to-time", str(when), "--dbname", "postgres", env=env)
+        self._compare(src, before, table="pgbench_accounts_before")
 
     @staticmethod
     def _wait_archived(server: Any) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,13 +26,13 @@ from pgkura.pg.process import run
 from pgkura.pg.versions import major_of_version_num
 from pgkura.physical.backup import new_backup_id, previous_files, store_files
 from pgkura.physical.exclusions import OnlineExclusions
-from pgkura.physical.online import OnlineCopy, finish_online_backup, server_facts
+from pgkura.physical.online import OnlineCopy, ServerFacts, finish_online_backup, server_facts
 from pgkura.physical.source import walk_data_directory
 from pgkura.physical.store import PageCheck
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import backup_lock
-from pgkura.repository.manifest import Manifest
+from pgkura.repository.manifest import FileEntry, Manifest
 from pgkura.repository.repo import Repository, iso, utc_now
 from pgkura.scratch import make_scratch
 from pgkura.wal.names import parse_lsn
@@ -57,6 +58,43 @@ def _label_start_lsn(label: str) -> int:
         raise PgkuraError("pg_basebackup wrote a backup_label pgkura cannot read") from None
 
 
+def _command(
+    bin_dir: Path,
+    pgdata: Path,
+    scratch: Path,
+    facts: ServerFacts,
+    dbconn: str | None,
+    fast_checkpoint: bool,
+) -> list[str]:
+    """pg_basebackup copying the cluster into ``pgdata`` (tablespaces beside it, no WAL:
+    the archive has it)."""
+    cmd = [
+        pg_tool(bin_dir, "pg_basebackup"), "-D", str(pgdata), "-Fp", "-X", "none",
+        "--no-sync", "--manifest-checksums=NONE",
+        "--checkpoint", "fast" if fast_checkpoint else "spread",
+        "--label", "pgkura basebackup",
+    ]  # fmt: skip
+    for ts in facts.tablespaces:
+        cmd += ["-T", f"{ts.location}={scratch / f'ts-{ts.oid}'}"]
+    if dbconn:
+        cmd += ["-d", dbconn]
+    return cmd
+
+
+def _real_tablespace_targets(
+    files: Sequence[FileEntry], facts: ServerFacts
+) -> tuple[FileEntry, ...]:
+    """The copy's tablespace links point into the scratch directory; record where the
+    tablespaces really are."""
+    locations = {str(ts.oid): ts.location for ts in facts.tablespaces}
+    return tuple(
+        replace(f, target=locations.get(f.path.rsplit("/", 1)[-1], f.target))
+        if f.type == "tablespace"
+        else f
+        for f in files
+    )
+
+
 def backup_basebackup(
     repo: Repository,
     cfg: Config,
@@ -79,16 +117,7 @@ def backup_basebackup(
     scratch = make_scratch("basebackup")
     try:
         pgdata = scratch / "pgdata"
-        cmd = [
-            pg_tool(bin_dir, "pg_basebackup"), "-D", str(pgdata), "-Fp", "-X", "none",
-            "--no-sync", "--manifest-checksums=NONE",
-            "--checkpoint", "fast" if fast_checkpoint else "spread",
-            "--label", "pgkura basebackup",
-        ]  # fmt: skip
-        for ts in facts.tablespaces:
-            cmd += ["-T", f"{ts.location}={scratch / f'ts-{ts.oid}'}"]
-        if cfg.dbconn:
-            cmd += ["-d", cfg.dbconn]
+        cmd = _command(bin_dir, pgdata, scratch, facts, cfg.dbconn, fast_checkpoint)
         with backup_lock(repo, stanza):
             started = utc_now()
             backup_id = new_backup_id(started)
@@ -108,15 +137,7 @@ def backup_basebackup(
                 progress=progress,
                 previous=previous_files(repo, stanza, facts.system_identifier),
             )
-            # The copy's tablespace links point into the scratch directory; record where the
-            # tablespaces really are.
-            locations = {str(ts.oid): ts.location for ts in facts.tablespaces}
-            files = tuple(
-                replace(f, target=locations.get(f.path.rsplit("/", 1)[-1], f.target))
-                if f.type == "tablespace"
-                else f
-                for f in result.files
-            )
+            files = _real_tablespace_targets(result.files, facts)
             return finish_online_backup(
                 repo,
                 stanza,
