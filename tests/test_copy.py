@@ -1,0 +1,252 @@
+"""`pgkura copy`: backups, dumps and their WAL copied from a posix repository into S3 (a real
+SeaweedFS) and from there into a second posix repository; each copy restores on its own,
+with the source gone: a whole restore, point-in-time recovery, a table restore and a logical
+restore, each server started and its rows compared. A second copy writes nothing; a copy
+killed before its manifest leaves no backup, and the next one completes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgutil import archiving_conf, chown, switch_and_wait_archived
+from runner import run_pgkura
+
+
+def copy(*args: str, check: bool = True) -> Any:
+    out = run_pgkura(*args, "--output", "json", check=check)
+    return json.loads(out.stdout) if check else out
+
+
+def objects(path: Path) -> dict[str, int]:
+    """Every object of a posix repository but its locks and temporary files, with sizes."""
+    return {
+        str(p.relative_to(path)): p.stat().st_size
+        for p in path.rglob("*")
+        if p.is_file() and not str(p.relative_to(path)).startswith(("locks/", "tmp/"))
+    }
+
+
+def s3_objects(s3_repo: Any) -> dict[str, int]:
+    return {o.key: o.size for o in s3_repo.store().list("") if not o.key.startswith("locks/")}
+
+
+def rows(server: Any, query: str, dbname: str = "shop") -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in server.sql(query, dbname=dbname)]
+
+
+ORDERS = "SELECT id, amount FROM orders ORDER BY id"
+
+
+def test_copies_to_s3_and_back_restore_on_their_own(
+    make_server: Any, work_dir: Path, repo: str, s3_repo: Any
+) -> None:
+    live = make_server("live", extra_conf=archiving_conf(repo))
+    env = {**live.libpq_env(), "PGKURA_PGDATA": str(live.pgdata)}
+    live.sql("CREATE DATABASE shop")
+    live.sql("CREATE TABLE orders AS SELECT g AS id, g * 10 AS amount, repeat('x', 300) AS pad "
+             "FROM generate_series(1, 20000) g", dbname="shop")  # fmt: skip
+    live.stop()
+    offline_id = run_pgkura("--repo", repo, "backup", "--type", "offline", env=env).stdout.strip()
+    live.start()
+    online_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    live.sql("INSERT INTO orders SELECT g, g, 'after' FROM generate_series(20001, 20500) g",
+             dbname="shop")  # fmt: skip
+    before_accident = rows(live, ORDERS)
+    time.sleep(0.2)
+    when = str(live.sql("SELECT now()::text")[0][0])
+    time.sleep(0.2)
+    live.sql("DELETE FROM orders WHERE id % 2 = 0", dbname="shop")  # the accident
+    switch_and_wait_archived(live)
+    dump_id = json.loads(run_pgkura("--repo", repo, "dump", "--dbname", "shop", "--output",
+                                    "json", env=env).stdout)["id"]  # fmt: skip
+
+    # posix -> S3: the bucket's prefix is empty, so copy makes it a repository of its own.
+    to_s3 = copy("--repo", repo, *s3_repo.args[:2], "copy", "--to", s3_repo.url, "--all", "--wal")
+    assert to_s3["created"] is True and to_s3["ok"] is True, to_s3
+    assert {b["id"]: b["status"] for b in to_s3["backups"]} == dict.fromkeys(
+        (offline_id, online_id, dump_id), "copied"
+    )
+    assert sorted(to_s3["verified"]) == sorted((offline_id, online_id, dump_id))
+    assert to_s3["wal_files"] > 0
+    s3_config = json.loads(s3_repo.store().get("pgkura.json"))
+    assert s3_config["hash_key"] != json.loads(Path(repo, "pgkura.json").read_text())["hash_key"]
+
+    # Again: nothing is sent, nothing is written.
+    in_bucket = s3_objects(s3_repo)
+    again = copy("--repo", repo, *s3_repo.args[:2], "copy", "--to", s3_repo.url, "--all", "--wal")
+    assert {b["status"] for b in again["backups"]} == {"present"}
+    assert (again["bytes_written"], again["wal_files"], again["created"]) == (0, 0, False)
+    assert s3_objects(s3_repo) == in_bucket
+
+    # S3 -> a second posix repository, which copy creates.
+    second = work_dir / "second"
+    back = copy(*s3_repo.args, "copy", "--to", str(second), "--all", "--wal")
+    assert back["created"] is True and back["ok"] is True, back
+    assert len(back["backups"]) == 3 and back["wal_files"] == to_s3["wal_files"]
+
+    # The source is gone: every restore below reads its copy alone.
+    os.rename(repo, repo + ".gone")
+
+    # Point in time, from S3.
+    pitr_dir = work_dir / "pitr"
+    out = run_pgkura(*s3_repo.args, "restore", "--target-dir", str(pitr_dir), "--to-time", when,
+                     "--archive-mode", "off")  # fmt: skip
+    assert f"picked backup {online_id}" in out.stderr
+    pitr = make_server("pitr", pgdata=pitr_dir, init=False)
+    pitr.wait_for_promotion()
+    assert rows(pitr, ORDERS) == before_accident
+    pitr.stop()
+
+    # The offline backup, from the second posix copy: it starts as it was stopped.
+    offline_dir = work_dir / "offline"
+    run_pgkura("--repo", str(second), "restore", "--backup", offline_id, "--target-dir",
+               str(offline_dir), "--archive-mode", "off")  # fmt: skip
+    offline = make_server("offline", pgdata=offline_dir, init=False)
+    assert rows(offline, "SELECT count(*), sum(amount) FROM orders") == [(20000, 2000100000)]
+    offline.stop()
+
+    # One table as it was before the accident, into the live server, from the posix copy.
+    table_env = {**live.libpq_env(), "TMPDIR": str(work_dir)}
+    run_pgkura("--repo", str(second), "restore", "--dbname", "shop", "--to-time", when,
+               "--table", "public.orders", "--as", "orders_before", env=table_env)  # fmt: skip
+    assert rows(live, "SELECT id, amount FROM orders_before ORDER BY id") == before_accident
+
+    # The logical dump, from the posix copy, into a new database.
+    live.sql("CREATE DATABASE shop_copy")
+    run_pgkura("--repo", str(second), "restore", dump_id, "--dbname", "shop_copy", env=env)
+    assert rows(live, ORDERS, "shop_copy") == rows(live, ORDERS)
+    # The copy verifies on its own, the WAL archive included.
+    verified = json.loads(run_pgkura("--repo", str(second), "verify", "--no-pages", "--output",
+                                     "json").stdout)  # fmt: skip
+    assert verified["ok"] is True, verified
+
+
+def test_a_new_backup_sends_only_the_blocks_the_copy_lacks(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    live = make_server("live", extra_conf=archiving_conf(repo))
+    env = {**live.libpq_env(), "PGKURA_PGDATA": str(live.pgdata)}
+    live.sql("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS pad "
+             "FROM generate_series(1, 200000) g")  # fmt: skip
+    first = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    offsite = work_dir / "offsite"
+    run_pgkura("--repo", str(offsite), "init")  # a repository made by init is taken as it is
+    one = copy("--repo", repo, "copy", "--to", str(offsite), first)
+    assert one["created"] is False and one["ok"] is True
+    full = one["backups"][0]["bytes_stored"]
+    live.sql("INSERT INTO big VALUES (0, 'changed')")
+    second = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    before = objects(offsite)
+    two = copy("--repo", repo, "copy", "--to", str(offsite), "latest")
+    (copied,) = two["backups"]
+    assert copied["id"] == second and copied["status"] == "copied"
+    # Only what changed: the other blocks were known from the first backup's two manifests.
+    assert 0 < copied["bytes_stored"] < full / 10
+    added = sum(s for k, s in objects(offsite).items() if k not in before and k.startswith("packs"))
+    assert copied["bytes_stored"] <= added < full / 10  # the blocks, their packs' indexes
+    # The copy restores the second backup, with the change.
+    dest = work_dir / "restored"
+    run_pgkura("--repo", str(offsite), "restore", "--backup", second, "--target-dir", str(dest),
+               "--archive-mode", "off")  # fmt: skip
+    restored = make_server("restored", pgdata=dest, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql("SELECT count(*), max(pad) FILTER (WHERE id = 0) FROM big")[0] == (
+        200001, "changed")  # fmt: skip
+
+
+def test_a_copy_killed_before_its_manifest_leaves_no_backup_and_the_next_completes_it(
+    make_server: Any, work_dir: Path, repo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgkura.commands.copy import run_copy
+    from pgkura.config import load_config
+    from pgkura.physical import copy as engine
+
+    live = make_server("live")
+    live.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 5000) g")
+    live.stop()
+    env = {**live.libpq_env(), "PGKURA_PGDATA": str(live.pgdata)}
+    backup_id = run_pgkura("--repo", repo, "backup", "--type", "offline", env=env).stdout.strip()
+    offsite = work_dir / "offsite"
+
+    def killed(*_args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "write_manifest", killed)
+    cfg = load_config({"repo": repo}, None, environ={})
+    with pytest.raises(KeyboardInterrupt):
+        run_copy(cfg, str(offsite), None, wal=False, jobs=2)
+    monkeypatch.undo()
+    for tree in (Path(repo), offsite):  # this process may be root; pgkura runs as postgres
+        for path in (tree, *tree.rglob("*")):
+            chown(path)
+    left = objects(offsite)
+    assert any(k.startswith("packs/") for k in left)  # its blocks were stored...
+    assert not any(k.startswith("snapshots/") for k in left)  # ...but no backup exists
+    assert json.loads(run_pgkura("--repo", str(offsite), "info", "--output", "json").stdout)[
+        "backups"] == []  # fmt: skip
+
+    done = copy("--repo", repo, "copy", "--to", str(offsite), "--all")
+    assert done["ok"] is True and done["backups"][0]["status"] == "copied"
+    # The blocks of the killed run were there: none was stored twice.
+    assert done["backups"][0]["blocks_stored"] == 0
+    dest = work_dir / "restored"
+    run_pgkura("--repo", str(offsite), "restore", "--backup", backup_id, "--target-dir", str(dest),
+               "--archive-mode", "off")  # fmt: skip
+    restored = make_server("restored", pgdata=dest, init=False)
+    assert restored.sql("SELECT count(*) FROM t")[0][0] == 5000
+
+
+def refused(result: Any, code: int, *words: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("pgkura: error: ") and lines[1].startswith("hint: "), lines
+    for word in words:
+        assert word in lines[0], lines
+
+
+def test_bad_inputs_are_refused_and_write_nothing(
+    make_server: Any, work_dir: Path, repo: str, s3_repo: Any
+) -> None:
+    live = make_server("live")
+    live.stop()
+    env = {"PGKURA_PGDATA": str(live.pgdata)}
+    backup_id = run_pgkura("--repo", repo, "backup", "--type", "offline", env=env).stdout.strip()
+    target = work_dir / "offsite"
+
+    def attempt(*args: str) -> Any:
+        return run_pgkura("--repo", repo, "copy", *args, check=False)
+
+    refused(attempt("--to", str(target), "20200101T000000000Z"), 3, "20200101T000000000Z")
+    refused(attempt("--to", str(target)), 3, "--all")
+    refused(attempt("--to", str(target), backup_id, "--all"), 3, "--all")
+    refused(attempt("--to", repo, "--all"), 3, "--repo")
+    refused(attempt("--to", f"{repo}/inner", "--all"), 3, "--repo")
+    assert not target.exists() and not Path(repo, "inner").exists()
+
+    stranger = work_dir / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("not a repository")
+    refused(attempt("--to", str(stranger), "--all"), 4, "not a pgkura repository", "notes.txt")
+    assert [p.name for p in stranger.iterdir()] == ["notes.txt"]
+
+    # A bucket that does not exist: the S3 settings are --repo's, from the config file.
+    missing = run_pgkura("--config", str(s3_repo.config), "--repo", repo, "copy", "--to",
+                         "s3://no-such-bucket/x", "--all", check=False)  # fmt: skip
+    assert missing.returncode != 0 and "no-such-bucket" in missing.stderr.splitlines()[0]
+
+    # A repository whose stanza is another cluster's.
+    other_repo = str(work_dir / "other-repo")
+    run_pgkura("--repo", other_repo, "init")
+    other = make_server("other")
+    other.stop()
+    run_pgkura("--repo", other_repo, "backup", "--type", "offline",
+               env={"PGKURA_PGDATA": str(other.pgdata)})  # fmt: skip
+    held = objects(Path(other_repo))
+    refused(attempt("--to", other_repo, "--all"), 2, "belongs to another cluster")
+    assert objects(Path(other_repo)) == held
