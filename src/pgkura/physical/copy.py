@@ -132,10 +132,11 @@ def copy_backups(
             wal_copier.copy(info.archive(gen), _dest_archive(dest_info, gen), names)
     report.wal_files, report.wal_bytes = wal_copier.copied.files, wal_copier.copied.bytes
     report.backups.sort(key=lambda b: b.id)
-    for m in todo:
-        checked = verify_backups(dest, stanza, m.id, jobs, pages=False)
+    if todo:  # read back from the destination: every block, file CRC and consistency WAL
+        verified = [m.id for m in todo]
+        checked = verify_backups(dest, stanza, None, jobs, pages=False, backup_ids=verified)
         report.problems += checked.problems
-        report.verified.append(m.id)
+        report.verified = verified
     return report
 
 
