@@ -150,6 +150,9 @@ def test_a_new_backup_sends_only_the_blocks_the_copy_lacks(
     assert 0 < copied["bytes_stored"] < full / 10
     added = sum(s for k, s in objects(offsite).items() if k not in before and k.startswith("packs"))
     assert copied["bytes_stored"] <= added < full / 10  # the blocks, their packs' indexes
+    text = run_pgkura("--repo", repo, "copy", "--to", str(offsite), "--all").stdout
+    assert f"physical {first} (online): already in {offsite}" in text
+    assert f"0 B written to {offsite}; 0 copied backup(s) verified there: ok" in text
     # The copy restores the second backup, with the change.
     dest = work_dir / "restored"
     run_pgkura("--repo", str(offsite), "restore", "--backup", second, "--target-dir", str(dest),
@@ -163,6 +166,8 @@ def test_a_new_backup_sends_only_the_blocks_the_copy_lacks(
 def test_a_copy_killed_before_its_manifest_leaves_no_backup_and_the_next_completes_it(
     make_server: Any, work_dir: Path, repo: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Killed before its manifest: no backup, and the next copy uses the blocks it stored.
+    gc in the destination beside a running copy keeps what the copy stored."""
     from pgkura.commands.copy import run_copy
     from pgkura.config import load_config
     from pgkura.physical import copy as engine
@@ -173,28 +178,42 @@ def test_a_copy_killed_before_its_manifest_leaves_no_backup_and_the_next_complet
     env = {**live.libpq_env(), "PGKURA_PGDATA": str(live.pgdata)}
     backup_id = run_pgkura("--repo", repo, "backup", "--type", "offline", env=env).stdout.strip()
     offsite = work_dir / "offsite"
+    cfg = load_config({"repo": repo}, None, environ={})
 
     def killed(*_args: Any) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(engine, "write_manifest", killed)
-    cfg = load_config({"repo": repo}, None, environ={})
     with pytest.raises(KeyboardInterrupt):
         run_copy(cfg, str(offsite), None, wal=False, jobs=2)
-    monkeypatch.undo()
-    for tree in (Path(repo), offsite):  # this process may be root; pgkura runs as postgres
-        for path in (tree, *tree.rglob("*")):
-            chown(path)
     left = objects(offsite)
     assert any(k.startswith("packs/") for k in left)  # its blocks were stored...
     assert not any(k.startswith("snapshots/") for k in left)  # ...but no backup exists
-    assert json.loads(run_pgkura("--repo", str(offsite), "info", "--output", "json").stdout)[
-        "backups"] == []  # fmt: skip
 
-    done = copy("--repo", repo, "copy", "--to", str(offsite), "--all")
-    assert done["ok"] is True and done["backups"][0]["status"] == "copied"
-    # The blocks of the killed run were there: none was stored twice.
-    assert done["backups"][0]["blocks_stored"] == 0
+    # The next copy, with gc run in the destination just before it commits: the packs no
+    # manifest references yet wait for the copy's lock instead of going.
+    from pgkura.repository.manifest import write_manifest
+
+    gcs: list[dict[str, Any]] = []
+
+    def gc_then_write(dest: Any, manifest: Any) -> None:
+        gc = run_pgkura("--repo", str(offsite), "gc", "--output", "json", user=None)
+        gcs.append(json.loads(gc.stdout))
+        write_manifest(dest, manifest)
+
+    monkeypatch.setattr(engine, "write_manifest", gc_then_write)
+    done = run_copy(cfg, str(offsite), None, wal=False, jobs=2)
+    monkeypatch.undo()
+    assert gcs[0]["packs_deleted"] == 0 and gcs[0]["packs_waiting"] > 0, gcs
+    assert not done.problems and done.backups[0].status == "copied"
+    assert done.backups[0].blocks_stored == 0  # every block was there from the killed run
+    after = json.loads(run_pgkura("--repo", str(offsite), "gc", "--output", "json", user=None)
+                       .stdout)  # fmt: skip
+    assert after["packs_deleted"] == 0, after  # the manifest references them now
+
+    for tree in (Path(repo), offsite):  # this process may be root; pgkura runs as postgres
+        for path in (tree, *tree.rglob("*")):
+            chown(path)
     dest = work_dir / "restored"
     run_pgkura("--repo", str(offsite), "restore", "--backup", backup_id, "--target-dir", str(dest),
                "--archive-mode", "off")  # fmt: skip

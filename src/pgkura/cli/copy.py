@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pgkura.cli.context import config
+from pgkura.cli.context import config, progress
 from pgkura.cli.options import jobs_option, output_option, workers
 from pgkura.cli.output import emit, human_bytes
 from pgkura.errors import CorruptionError, UsageError
@@ -52,7 +52,7 @@ def copy(
         raise UsageError(
             "give a backup id (or latest) or --all", hint="for example: pgkura copy --to DIR --all"
         )
-    report = run_copy(config(ctx), to, backup_id, wal=wal, jobs=workers(jobs))
+    report = run_copy(config(ctx), to, backup_id, wal=wal, jobs=workers(jobs), progress=progress())
     emit(output, report, lambda: copy_text(report))
     if report.problems:
         raise CorruptionError(

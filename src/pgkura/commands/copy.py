@@ -3,25 +3,31 @@ another repository (the work is physical/copy.py's)."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 from pgkura.commands import locked_repository
 from pgkura.config import Config
 from pgkura.errors import UsageError
 from pgkura.physical.copy import CopyReport as CopyReport
 from pgkura.physical.copy import chosen_backups, copy_backups
+from pgkura.progress import Progress
 from pgkura.repository.copy import open_destination
 from pgkura.repository.locks import backup_lock
 from pgkura.storage import is_url, open_storage
 
 
-def run_copy(cfg: Config, to: str, backup_id: str | None, *, wal: bool, jobs: int) -> CopyReport:
+def run_copy(
+    cfg: Config,
+    to: str,
+    backup_id: str | None,
+    *,
+    wal: bool,
+    jobs: int,
+    progress: Progress | None = None,
+) -> CopyReport:
     """Copy one backup (``backup_id``, or ``latest``) or all (None) of ``cfg.stanza`` and
     the WAL they need into the repository at ``to``, created there when the location is
     empty. The destination uses the same storage settings (S3 endpoint, credentials) as
     ``--repo``."""
-    with ExitStack() as stack:
-        source = stack.enter_context(locked_repository(cfg, "shared"))
+    with locked_repository(cfg, "shared") as source:
         ids = chosen_backups(source, cfg.stanza, backup_id)  # before the destination is touched
         storage = open_storage(to, cfg)
         if _same_location(storage.location, source.location):
@@ -29,9 +35,12 @@ def run_copy(cfg: Config, to: str, backup_id: str | None, *, wal: bool, jobs: in
         dest, created = open_destination(storage, source)
         if dest.config.repo_id == source.config.repo_id:
             raise _same(to)
-        stack.enter_context(backup_lock(dest, cfg.stanza))
-        return copy_backups(source, dest, cfg.stanza, ids, wal=wal, jobs=jobs, created=created)
-    raise AssertionError("unreachable")  # mypy: ExitStack may swallow exceptions
+        # gc in the destination keeps what this copy stores until its manifests are written.
+        with backup_lock(dest, cfg.stanza):
+            return copy_backups(
+                source, dest, cfg.stanza, ids, wal=wal, jobs=jobs, created=created,
+                progress=progress,
+            )  # fmt: skip
 
 
 def _same_location(a: str, b: str) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pgkura.errors import BackupNotFoundError
 from pgkura.physical.verify import verify_backups
+from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.copy import BlockCopier, adopt_stanza, copied_manifest
 from pgkura.repository.manifest import Manifest, list_backup_ids, read_manifest, write_manifest
@@ -107,6 +108,7 @@ def copy_backups(
     wal: bool,
     jobs: int,
     created: bool,
+    progress: Progress | None = None,
 ) -> CopyReport:
     """Copy backups ``ids`` of ``stanza`` (and their WAL) from ``source`` into ``dest``. The
     caller holds a shared lock on the source and the stanza's backup lock on the
@@ -124,7 +126,9 @@ def copy_backups(
         for bid in sorted(present & set(list_backup_ids(source, stanza))):
             copier.learn(read_manifest(source, stanza, bid), read_manifest(dest, stanza, bid))
         for m in todo:
-            report.backups.append(_copy_one(copier, wal_copier, info, dest_info, m))
+            report.backups.append(
+                _copy_one(copier, wal_copier, info, dest_info, m, progress or NoProgress())
+            )
     if wal:
         for gen in info.generations:
             of_gen = [m for m in manifests if m.system_identifier == gen.system_identifier]
@@ -146,11 +150,14 @@ def _copy_one(
     info: StanzaInfo,
     dest_info: StanzaInfo,
     m: Manifest,
+    progress: Progress,
 ) -> CopiedBackup:
     """Blocks, then the WAL that makes it consistent, then the manifest."""
     before_blocks, before_bytes = copier.blocks_stored, copier.writer.bytes_written
-    translated = copier.translate(m)
+    progress.start(f"copying {m.kind} {m.id}", m.size_bytes)
+    translated = copier.translate(m, progress.advance)
     written = copier.finish() - before_bytes
+    progress.finish()
     gen = info.generation_of(m.system_identifier)
     assert gen is not None  # _stanza_of made sure
     archive = info.archive(gen)

@@ -16,6 +16,7 @@ destination, binds its stanza and moves blocks.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 from pgkura.errors import NotARepositoryError, RepositoryError
@@ -129,11 +130,18 @@ class BlockCopier:
         for a, b in zip(source.files, dest.files, strict=True):
             self._known.update(zip(a.blocks, b.blocks, strict=True))
 
-    def translate(self, manifest: Manifest) -> Manifest:
+    def translate(
+        self, manifest: Manifest, advance: Callable[[int], None] | None = None
+    ) -> Manifest:
         """``manifest`` with the destination's block ids, each block stored in the
-        destination unless it has it; call :meth:`finish` before committing it."""
-        files = tuple(self._file(f, manifest.id) for f in manifest.files)
-        return manifest.with_changes(files=files)
+        destination unless it has it; call :meth:`finish` before committing it. ``advance``
+        is told the size of each file done."""
+        files = []
+        for entry in manifest.files:
+            files.append(self._file(entry, manifest.id))
+            if advance is not None and entry.size:
+                advance(entry.size)
+        return manifest.with_changes(files=tuple(files))
 
     def _dest_id(self, source_id: str) -> str | None:
         known = self._this_run.get(source_id)
