@@ -90,6 +90,12 @@ def test_copies_to_s3_and_back_restore_on_their_own(
     assert back["created"] is True and back["ok"] is True, back
     assert len(back["backups"]) == 3 and back["wal_files"] == to_s3["wal_files"]
 
+    # S3 -> another prefix of the bucket.
+    other_prefix = s3_repo.url + "-again"
+    s3_to_s3 = copy(*s3_repo.args, "copy", "--to", other_prefix, dump_id)
+    assert s3_to_s3["created"] is True and s3_to_s3["ok"] is True, s3_to_s3
+    assert [b["status"] for b in s3_to_s3["backups"]] == ["copied"]
+
     # The source is gone: every restore below reads its copy alone.
     os.rename(repo, repo + ".gone")
 
@@ -117,10 +123,14 @@ def test_copies_to_s3_and_back_restore_on_their_own(
                "--table", "public.orders", "--as", "orders_before", env=table_env)  # fmt: skip
     assert rows(live, "SELECT id, amount FROM orders_before ORDER BY id") == before_accident
 
-    # The logical dump, from the posix copy, into a new database.
+    # The logical dump, from the posix copy and from the second S3 copy, into new databases.
     live.sql("CREATE DATABASE shop_copy")
     run_pgkura("--repo", str(second), "restore", dump_id, "--dbname", "shop_copy", env=env)
     assert rows(live, ORDERS, "shop_copy") == rows(live, ORDERS)
+    live.sql("CREATE DATABASE shop_s3")
+    run_pgkura("--config", str(s3_repo.config), "--repo", other_prefix, "restore", dump_id,
+               "--dbname", "shop_s3", env=env)  # fmt: skip
+    assert rows(live, ORDERS, "shop_s3") == rows(live, ORDERS)
     # The copy verifies on its own, the WAL archive included.
     verified = json.loads(run_pgkura("--repo", str(second), "verify", "--no-pages", "--output",
                                      "json").stdout)  # fmt: skip
@@ -257,7 +267,8 @@ def test_bad_inputs_are_refused_and_write_nothing(
     # A bucket that does not exist: the S3 settings are --repo's, from the config file.
     missing = run_pgkura("--config", str(s3_repo.config), "--repo", repo, "copy", "--to",
                          "s3://no-such-bucket/x", "--all", check=False)  # fmt: skip
-    assert missing.returncode != 0 and "no-such-bucket" in missing.stderr.splitlines()[0]
+    refused(missing, 2, "the destination", "no-such-bucket")
+    assert "--to s3://no-such-bucket" in missing.stderr.splitlines()[1]
 
     # A repository whose stanza is another cluster's.
     other_repo = str(work_dir / "other-repo")

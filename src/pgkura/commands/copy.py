@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pgkura.commands import locked_repository
 from pgkura.config import Config
-from pgkura.errors import UsageError
+from pgkura.errors import StorageError, UsageError
 from pgkura.physical.copy import CopyReport as CopyReport
 from pgkura.physical.copy import chosen_backups, copy_backups
 from pgkura.progress import Progress
@@ -32,7 +32,15 @@ def run_copy(
         storage = open_storage(to, cfg)
         if _same_location(storage.location, source.location):
             raise _same(to)
-        dest, created = open_destination(storage, source)
+        try:
+            dest, created = open_destination(storage, source)
+        except StorageError as exc:  # its hint names --repo: here the location is --to's
+            raise StorageError(
+                f"the destination: {exc.message}",
+                (exc.hint or "").replace("--repo", "--to"),
+                exc.errno,
+                exc.strerror,
+            ) from None
         if dest.config.repo_id == source.config.repo_id:
             raise _same(to)
         # gc in the destination keeps what this copy stores until its manifests are written.

@@ -122,7 +122,9 @@ def copy_backups(
     wal_copier = WalCopier(source, dest, jobs)
     report.backups += [_present(m) for m in manifests if m.id in present]
     if todo:
-        copier = BlockCopier(BlockIndex(source).load(), BlockIndex(dest).load(write_back=True))
+        workers = min(source.workers_for(jobs), dest.workers_for(jobs))
+        dest_index = BlockIndex(dest).load(write_back=True)
+        copier = BlockCopier(BlockIndex(source).load(), dest_index, workers)
         for bid in sorted(present & set(list_backup_ids(source, stanza))):
             copier.learn(read_manifest(source, stanza, bid), read_manifest(dest, stanza, bid))
         for m in todo:
@@ -153,10 +155,11 @@ def _copy_one(
     progress: Progress,
 ) -> CopiedBackup:
     """Blocks, then the WAL that makes it consistent, then the manifest."""
-    before_blocks, before_bytes = copier.blocks_stored, copier.writer.bytes_written
+    before_blocks, before_bytes = copier.blocks_stored, copier.bytes_written
     progress.start(f"copying {m.kind} {m.id}", m.size_bytes)
     translated = copier.translate(m, progress.advance)
-    written = copier.finish() - before_bytes
+    copier.finish()
+    written = copier.bytes_written - before_bytes
     progress.finish()
     gen = info.generation_of(m.system_identifier)
     assert gen is not None  # _stanza_of made sure

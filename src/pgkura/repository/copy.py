@@ -16,7 +16,9 @@ destination, binds its stanza and moves blocks.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from pgkura.errors import NotARepositoryError, RepositoryError
@@ -110,14 +112,19 @@ def same_backup(source: Manifest, dest: Manifest, source_id: str, dest_id: str) 
 
 class BlockCopier:
     """Translates the blocks of source manifests into destination blocks, storing those the
-    destination lacks through one PackWriter. Not shared between threads."""
+    destination lacks. The files of a manifest are copied by ``workers`` threads, each with
+    a PackWriter of its own (at most two packs in memory each); the destination's index
+    lets one of them store a block that several meet."""
 
-    def __init__(self, source_index: BlockIndex, dest_index: BlockIndex) -> None:
+    def __init__(self, source_index: BlockIndex, dest_index: BlockIndex, workers: int = 1) -> None:
         self.source = source_index.repo
         self.dest = dest_index.repo
         self.reader = BlockReader(source_index)
         self.dest_index = dest_index
-        self.writer = PackWriter(dest_index, background=True)
+        self.workers = max(1, workers)
+        self._local = threading.local()
+        self._writers: list[PackWriter] = []
+        self._lock = threading.Lock()
         self._known: dict[str, str] = {}  # source id -> destination id, from copied manifests
         self._this_run: dict[str, str] = {}  # the same, for blocks this copy stored or found
         self.blocks_read = 0  # blocks read from the source
@@ -136,12 +143,27 @@ class BlockCopier:
         """``manifest`` with the destination's block ids, each block stored in the
         destination unless it has it; call :meth:`finish` before committing it. ``advance``
         is told the size of each file done."""
-        files = []
-        for entry in manifest.files:
-            files.append(self._file(entry, manifest.id))
+
+        def one(entry: FileEntry) -> FileEntry:
+            copied = self._file(entry, manifest.id)
             if advance is not None and entry.size:
-                advance(entry.size)
-        return manifest.with_changes(files=tuple(files))
+                with self._lock:
+                    advance(entry.size)
+            return copied
+
+        if self.workers == 1:
+            return manifest.with_changes(files=tuple(map(one, manifest.files)))
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="pgkura-copy") as pool:
+            return manifest.with_changes(files=tuple(pool.map(one, manifest.files)))
+
+    def _writer(self) -> PackWriter:
+        """This thread's PackWriter."""
+        writer: PackWriter | None = getattr(self._local, "writer", None)
+        if writer is None:
+            writer = self._local.writer = PackWriter(self.dest_index, background=True)
+            with self._lock:
+                self._writers.append(writer)
+        return writer
 
     def _dest_id(self, source_id: str) -> str | None:
         known = self._this_run.get(source_id)
@@ -159,19 +181,28 @@ class BlockCopier:
         if missing:
             context = f"{entry.path} of backup {backup_id}"
             raws = self.reader.iter_many([bytes.fromhex(b) for b in missing], context)
+            writer, stored = self._writer(), 0
             for source_id, raw in zip(missing, raws, strict=True):
-                digest, added = self.writer.add(raw, self.dest.digest(raw))
+                digest, added = writer.add(raw, self.dest.digest(raw))
                 self._this_run[source_id] = digest.hex()
-                self.blocks_read += 1
-                self.blocks_stored += 1 if added else 0
+                stored += 1 if added else 0
+            with self._lock:
+                self.blocks_read += len(missing)
+                self.blocks_stored += stored
         blocks = tuple(self._this_run.get(b) or self._known[b] for b in entry.blocks)
         return replace(entry, blocks=blocks)
 
-    def finish(self) -> int:
-        """Store the pending pack and wait until every pack and its index is stored: the
-        blocks are known to the destination after. The sealed bytes stored so far."""
-        self.writer.close()
-        return self.writer.bytes_written
+    def finish(self) -> None:
+        """Store the pending packs and wait until every pack and its index is stored: the
+        blocks are known to the destination after. Called between translations, by the
+        thread that calls :meth:`translate`."""
+        for writer in self._writers:
+            writer.close()
+
+    @property
+    def bytes_written(self) -> int:
+        """The sealed bytes of the blocks stored so far."""
+        return sum(w.bytes_written for w in self._writers)
 
     def stored_bytes(self, manifest: Manifest) -> int:
         """The sealed size of the distinct destination blocks ``manifest`` references."""
