@@ -280,3 +280,36 @@ def test_bad_inputs_are_refused_and_write_nothing(
     held = objects(Path(other_repo))
     refused(attempt("--to", other_repo, "--all"), 2, "belongs to another cluster")
     assert objects(Path(other_repo)) == held
+
+
+def test_the_destination_stanza_follows_the_sources_upgrades_and_refuses_another_cluster(
+    tmp_path: Path,
+) -> None:
+    """The stanza record a copy writes: the source's generations, extended after a stanza
+    upgrade of the source; a destination stanza of another cluster stays as it is."""
+    from pgkura.errors import RepositoryError
+    from pgkura.repository.copy import adopt_stanza
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    source = Repository.create(PosixStorage(tmp_path / "source"))
+    dest = Repository.create(PosixStorage(tmp_path / "dest"))
+    first = source.ensure_stanza("main", "7000000000000000001", 16)
+    adopted = adopt_stanza(dest, first, {"7000000000000000001"})
+    assert [g.system_identifier for g in adopted.generations] == ["7000000000000000001"]
+
+    source.upgrade_stanza("main", "7000000000000000002", 18)  # pg_upgrade, then stanza upgrade
+    info = source.stanza("main")
+    assert info is not None
+    adopted = adopt_stanza(dest, info, {"7000000000000000002"})
+    assert [(g.number, g.system_identifier) for g in adopted.generations] == [
+        (1, "7000000000000000001"), (2, "7000000000000000002")]  # fmt: skip
+    mine = dest.stanza("main")
+    assert mine is not None and mine.archive_for("7000000000000000002") == "main@2"
+
+    stranger = Repository.create(PosixStorage(tmp_path / "stranger"))
+    stranger.ensure_stanza("main", "7999999999999999999", 16)
+    before = (tmp_path / "stranger" / "stanzas" / "main.json").read_bytes()
+    with pytest.raises(RepositoryError, match="belongs to another cluster"):
+        adopt_stanza(stranger, info, {"7000000000000000002"})
+    assert (tmp_path / "stranger" / "stanzas" / "main.json").read_bytes() == before
