@@ -135,7 +135,8 @@ def copy_backups(
         for gen in info.generations:
             of_gen = [m for m in manifests if m.system_identifier == gen.system_identifier]
             names = pitr_wal(source, info.archive(gen), of_gen)
-            wal_copier.copy(info.archive(gen), _dest_archive(dest_info, gen), names)
+            if names:  # a generation none of the copied backups is of: none of its WAL
+                wal_copier.copy(info.archive(gen), _dest_archive(dest_info, gen), names)
     report.wal_files, report.wal_bytes = wal_copier.copied.files, wal_copier.copied.bytes
     report.backups.sort(key=lambda b: b.id)
     if todo:  # read back from the destination: every block, file CRC and consistency WAL
