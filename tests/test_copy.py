@@ -245,6 +245,7 @@ def test_bad_inputs_are_refused_and_write_nothing(
     live = make_server("live")
     live.stop()
     env = {"PGKURA_PGDATA": str(live.pgdata)}
+    s3_env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
     backup_id = run_pgkura("--repo", repo, "backup", "--type", "offline", env=env).stdout.strip()
     target = work_dir / "offsite"
 
@@ -280,6 +281,29 @@ def test_bad_inputs_are_refused_and_write_nothing(
     held = objects(Path(other_repo))
     refused(attempt("--to", other_repo, "--all"), 2, "belongs to another cluster")
     assert objects(Path(other_repo)) == held
+
+    # An endpoint that does not answer (a port nobody listens on), after a short retry.
+    dead = work_dir / "dead.toml"
+    dead.write_text('s3-endpoint = "http://127.0.0.1:9"\ns3-retry-seconds = 1\n')
+    unreachable = run_pgkura("--config", str(dead), "--repo", repo, "copy", "--to",
+                             "s3://bucket/x", "--all", check=False, env=s3_env)  # fmt: skip
+    refused(unreachable, 2, "the destination")
+    assert "--s3-endpoint" in unreachable.stderr.splitlines()[1]
+
+    # A destination whose stanza is being written to (a backup or copy holds its lock).
+    from pgkura.repository.locks import backup_lock
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    first = copy("--repo", repo, "copy", "--to", str(target), "--all")
+    assert first["ok"] is True
+    with backup_lock(Repository.open(PosixStorage(target)), "main"):
+        held = objects(target)
+        # As this process's user: the lock record it wrote is its own to read.
+        busy = run_pgkura("--repo", repo, "copy", "--to", str(target), "--all", check=False,
+                          user=None)  # fmt: skip
+        refused(busy, 5, "locked")
+        assert objects(target) == held
 
 
 def test_the_destination_stanza_follows_the_sources_upgrades_and_refuses_another_cluster(
