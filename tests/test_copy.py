@@ -83,12 +83,22 @@ def test_copies_to_s3_and_back_restore_on_their_own(
     assert {b["status"] for b in again["backups"]} == {"present"}
     assert (again["bytes_written"], again["wal_files"], again["created"]) == (0, 0, False)
     assert s3_objects(s3_repo) == in_bucket
+    # WAL archived since: the next copy sends that WAL alone.
+    live.sql("CREATE TABLE later AS SELECT 1 AS a", dbname="shop")
+    switch_and_wait_archived(live)
+    later = copy("--repo", repo, *s3_repo.args[:2], "copy", "--to", s3_repo.url, "--all", "--wal")
+    assert later["wal_files"] >= 1 and later["bytes_written"] == later["wal_bytes"] > 0
+    assert {b["status"] for b in later["backups"]} == {"present"}
 
     # S3 -> a second posix repository, which copy creates.
     second = work_dir / "second"
     back = copy(*s3_repo.args, "copy", "--to", str(second), "--all", "--wal")
     assert back["created"] is True and back["ok"] is True, back
-    assert len(back["backups"]) == 3 and back["wal_files"] == to_s3["wal_files"]
+    assert len(back["backups"]) == 3
+    assert back["wal_files"] == to_s3["wal_files"] + later["wal_files"]
+    in_second = objects(second)
+    assert copy(*s3_repo.args, "copy", "--to", str(second), "--all", "--wal")["bytes_written"] == 0
+    assert objects(second) == in_second
 
     # S3 -> another prefix of the bucket.
     other_prefix = s3_repo.url + "-again"
