@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     help="also copy all WAL after the copied online backups (point-in-time recovery from the "
     "copy); without, only the WAL that makes each backup consistent",
 )
-@jobs_option(help="parallel block, WAL and read-back workers (default: cores)")
+@jobs_option(help="parallel block and WAL workers, at most 4 (default: cores)")
 @output_option
 @click.pass_context
 def copy(
