@@ -46,9 +46,15 @@ def run_copy(
         # gc in the destination keeps what this copy stores until its manifests are written.
         with backup_lock(dest, cfg.stanza):
             return copy_backups(
-                source, dest, cfg.stanza, ids, wal=wal, jobs=jobs, created=created,
+                source,
+                dest,
+                cfg.stanza,
+                ids,
+                wal=wal,
+                jobs=jobs,
+                created=created,
                 progress=progress,
-            )  # fmt: skip
+            )
 
 
 def _same_location(a: str, b: str) -> bool:

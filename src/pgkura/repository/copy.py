@@ -99,9 +99,8 @@ def same_backup(source: Manifest, dest: Manifest, source_id: str, dest_id: str) 
     from the other's repository, and they list the same files with as many blocks each."""
     if _copied_from(dest) != source_id and _copied_from(source) != dest_id:
         return False
-    if (source.id, source.started, source.system_identifier) != (
-        dest.id, dest.started, dest.system_identifier,
-    ) or len(source.files) != len(dest.files):  # fmt: skip
+    ours = (source.id, source.started, source.system_identifier, len(source.files))
+    if ours != (dest.id, dest.started, dest.system_identifier, len(dest.files)):
         return False
     return all(
         (a.path, a.type, a.size, a.crc32c, len(a.blocks))
