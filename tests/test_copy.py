@@ -275,6 +275,9 @@ def test_bad_inputs_are_refused_and_write_nothing(
     refused(attempt("--to", str(stranger), "--all"), 4, "not a pgkura repository", "notes.txt")
     assert [p.name for p in stranger.iterdir()] == ["notes.txt"]
 
+    # A directory pgkura's user may not enter (/root is its owner's alone).
+    refused(attempt("--to", "/root/pgkura-copy/x", "--all"), 2, "the destination", "denied")
+
     # A bucket that does not exist: the S3 settings are --repo's, from the config file.
     missing = run_pgkura("--config", str(s3_repo.config), "--repo", repo, "copy", "--to",
                          "s3://no-such-bucket/x", "--all", check=False)  # fmt: skip
