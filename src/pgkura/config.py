@@ -205,6 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="N",
     ),
     *(Setting(n, t, d, h, metavar=m) for n, t, d, m, h in _RETENTION),
+    Setting("cache_dir", str, None, "index cache (default: ~/.cache/pgkura)", metavar="DIR|off"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -268,6 +269,7 @@ class Config:
     pitr_window: str | None
     max_unused: float
     expire_auto: bool
+    cache_dir: str | None
     config_file: str | None
 
     def __init__(self, **values: Any) -> None:
@@ -311,7 +313,7 @@ class Config:
 
 _WHAT = {
     str: "a text value",
-    float: "a number",
+    float: "a number greater than 0",
     int: "a whole number of at least 1",
     bool: "on or off",
 }
@@ -351,8 +353,6 @@ def _convert(setting: Setting, value: Any, source: str) -> Any:
         return value
     except (TypeError, ValueError):
         what = _WHAT.get(setting.type, setting.type.__name__)
-        if setting.type is float:
-            what = "a number greater than 0"
         if setting.choices:
             what = " or ".join(setting.choices)
         raise ConfigError(

@@ -39,6 +39,7 @@ from pgkura.repository.doomed import (
     remove_doomed,
     write_doomed,
 )
+from pgkura.repository.index_files import consolidate, forget_packs
 from pgkura.repository.locks import live_shared_locks, lock_ended
 from pgkura.repository.manifest import list_backup_ids, list_stanzas, read_manifest
 from pgkura.repository.repo import Repository
@@ -141,11 +142,16 @@ def prune(
         report.packs_repacked = len(repack)
         report.bytes_repacked = sum(_live_bytes(entries[p], referenced) for p in repack)
         return _totals(report, sizes, referenced, entries, set(doom + repack) | waiting)
-    for pack_id in set(entries) - set(sizes) - index.doomed:
-        # An index whose pack is gone: if a backup needs its blocks that is damage for verify
-        # to report, not garbage.
-        if not any(b in referenced for b, _loc in entries[pack_id]):
-            repo.storage.delete(layout.index_key(pack_id))
+    # An index whose pack is gone: if a backup needs its blocks that is damage for verify to
+    # report, not garbage.
+    forget_packs(
+        repo,
+        {
+            p
+            for p in set(entries) - set(sizes) - index.doomed
+            if not any(b in referenced for b, _loc in entries[p])
+        },
+    )
     for pack_id in rebuild:  # a referenced pack whose index object is lost gets it back
         repo.storage.put_if_absent(layout.index_key(pack_id), read_pack_index(repo, pack_id))
         report.indexes_rebuilt.append(pack_id)
@@ -164,6 +170,7 @@ def prune(
             _delete_ready(
                 repo, d, referenced, later.pack_entries, later.pack_sizes(), later.doomed, report
             )
+    consolidate(repo, at_least=2, redundant=True)  # the next command reads a few index objects
     final = BlockIndex(repo).load(keep_packs=True)
     return _totals(report, final.pack_sizes(), referenced, final.pack_entries, final.doomed)
 
@@ -195,6 +202,7 @@ def _delete_ready(
         if pack_id not in doomed and pack_id in sizes:
             elsewhere.update(b for b, _loc in held)
     rescued = []
+    going = []
     for pack_id in d.packs:
         blocks = entries.get(pack_id)
         if pack_id in sizes and blocks is None:
@@ -203,8 +211,11 @@ def _delete_ready(
         if any(b in referenced and b not in elsewhere for b, _loc in blocks or ()):
             rescued.append(pack_id)
             continue
-        # The index first: a pack without an index is still in the list, deleted next time.
-        repo.storage.delete(layout.index_key(pack_id))
+        going.append(pack_id)
+    # The index first (every index object that names them): a pack without an index is still
+    # in the list, deleted next time.
+    forget_packs(repo, set(going))
+    for pack_id in going:
         if pack_id in sizes:
             repo.storage.delete(layout.pack_key(pack_id))
             report.packs_deleted += 1
