@@ -110,9 +110,11 @@ class IndexCache:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    def keep_only(self, prefix: str, keys: set[str]) -> None:
+    def keep_only(self, prefix: str, keys: set[str], listed_at: float) -> None:
         """Drop the copies under ``prefix`` whose key is not in ``keys`` (deleted objects),
-        and temporary files that writers killed mid-write left."""
+        and temporary files that writers killed mid-write left. A copy written since
+        ``listed_at`` (time.time() when the listing began) is kept: another process may
+        have stored and cached an object this listing did not see yet."""
         top = self._path(prefix.rstrip("/"))
         if top is None or self.directory is None:
             return
@@ -120,7 +122,7 @@ class IndexCache:
             for name in files:
                 full = os.path.join(dirpath, name)
                 key = os.path.relpath(full, self.directory).replace(os.sep, "/")
-                if key in keys:
+                if key in keys or _written_since(full, listed_at):
                     continue
                 if name.endswith(".tmp") and not _left_by_dead_writer(name):
                     continue
@@ -137,6 +139,13 @@ class IndexCache:
                 directory,
                 exc.strerror or exc,
             )
+
+
+def _written_since(path: str, when: float) -> bool:
+    try:
+        return os.stat(path).st_mtime >= when
+    except OSError:
+        return True  # gone already
 
 
 def _left_by_dead_writer(name: str) -> bool:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ def read_index_objects(repo: Repository, *, jobs: int = 16, again: bool = True) 
     gone by the time it is fetched (a consolidation deleted it after writing its merged
     object, which the listing may have missed), the index is listed and read once more."""
     cache = IndexCache.of(repo)
+    listed_at = time.time()
     listed = {o.key: o.size for o in repo.storage.list(layout.INDEX_PREFIX)}
     out = IndexObjects()
     fetch = []
@@ -87,7 +89,7 @@ def read_index_objects(repo: Repository, *, jobs: int = 16, again: bool = True) 
                 continue
             if _take(repo, key, data, out, final=True):
                 cache.put(key, data)
-    cache.keep_only(layout.INDEX_PREFIX, set(listed))
+    cache.keep_only(layout.INDEX_PREFIX, set(listed), listed_at)
     return out
 
 
