@@ -77,7 +77,7 @@ def verify_backups(
     each backup recorded. The caller holds the repository's shared lock (gc cannot delete
     what is being verified)."""
     report = VerifyReport(pages_recomputed=pages)
-    index = BlockIndex(repo).load(keep_packs=True)
+    index = BlockIndex(repo).load(keep_packs=True, fresh=True)  # what is stored, not a copy
     report.problems += index.damaged + index.replaced
     if backup_id is None:
         trailer_read = set(index.unindexed)

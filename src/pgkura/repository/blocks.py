@@ -53,7 +53,9 @@ class BlockIndex:
         #: with load(keep_packs=True): every pack's blocks, whichever copy the index uses
         self.pack_entries: dict[str, list[tuple[bytes, BlockLocation]]] = {}
 
-    def load(self, *, write_back: bool = False, keep_packs: bool = False) -> BlockIndex:
+    def load(
+        self, *, write_back: bool = False, keep_packs: bool = False, fresh: bool = False
+    ) -> BlockIndex:
         """Read every index object. A damaged one is replaced by the copy of the index inside
         its pack; when both are unreadable the pack is listed in ``damaged`` and its blocks
         count as missing (restores that need them stop and say so; verify reports them).
@@ -68,9 +70,11 @@ class BlockIndex:
         again. ``keep_packs`` keeps each pack's entries in ``pack_entries`` (for gc).
 
         Index objects come from the local cache where it has them (repository/index_cache.py),
-        checked like fresh ones; a merged object that cannot be read is reported in
-        ``damaged``, its packs read from their trailers (and, with ``write_back``, given
-        their own index objects, after which the damaged one is deleted)."""
+        checked like fresh ones (``fresh``: every object is read from the store, for verify
+        and repair, which check what is stored, not a copy of it); a merged object that
+        cannot be read is reported in ``damaged``, its packs read from their trailers (and,
+        with ``write_back``, given their own index objects, after which the damaged one is
+        deleted)."""
         from pgkura.repository.doomed import doomed_packs
         from pgkura.repository.index_files import read_index_objects
 
@@ -78,7 +82,7 @@ class BlockIndex:
         self.replaced = []
         self.unindexed = []
         self.doomed = doomed_packs(self.repo)
-        found = read_index_objects(self.repo)
+        found = read_index_objects(self.repo, use_cache=not fresh)
         loaded = found.packs
         for pack_id, message in found.damaged_packs:
             if pack_id in loaded:

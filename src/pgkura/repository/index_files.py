@@ -64,18 +64,21 @@ def is_merged(key: str) -> bool:
     return key.startswith(layout.MERGED_INDEX_PREFIX)
 
 
-def read_index_objects(repo: Repository, *, jobs: int = 16, again: bool = True) -> IndexObjects:
+def read_index_objects(
+    repo: Repository, *, jobs: int = 16, again: bool = True, use_cache: bool = True
+) -> IndexObjects:
     """Every index object, each from the local cache when its copy there is good, else from
     the store (several at once), and the cache brought up to date. When a listed object is
     gone by the time it is fetched (a consolidation deleted it after writing its merged
-    object, which the listing may have missed), the index is listed and read once more."""
+    object, which the listing may have missed), the index is listed and read once more.
+    Without ``use_cache`` every object is read from the store (and the cache refreshed)."""
     cache = IndexCache.of(repo)
     listed_at = time.time()
     listed = {o.key: o.size for o in repo.storage.list(layout.INDEX_PREFIX)}
     out = IndexObjects()
     fetch = []
     for key, size in sorted(listed.items()):
-        data = cache.get(key, size)
+        data = cache.get(key, size) if use_cache else None
         if data is not None and _take(repo, key, data, out, final=False):
             continue
         cache.discard(key)
@@ -85,7 +88,7 @@ def read_index_objects(repo: Repository, *, jobs: int = 16, again: bool = True) 
         for key, data in zip(fetch, pool.map(_fetch(repo), fetch), strict=True):
             if data is None:  # deleted since the listing (consolidated, or gc)
                 if again:
-                    return read_index_objects(repo, jobs=jobs, again=False)
+                    return read_index_objects(repo, jobs=jobs, again=False, use_cache=use_cache)
                 continue
             if _take(repo, key, data, out, final=True):
                 cache.put(key, data)
