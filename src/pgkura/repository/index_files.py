@@ -40,7 +40,7 @@ MERGE_THRESHOLD = 32
 #: The most packs one merged object covers (about 16 GiB of data; its JSON about 25 MiB).
 MERGED_PACKS = 1024
 #: A merged object that covers fewer packs counts as small: it is merged again.
-SMALL_MERGED = MERGED_PACKS // 4
+SMALL_MERGED = MERGED_PACKS // 2
 
 _PACK_ID = re.compile(r"^[0-9a-f]{32}$")
 
