@@ -131,6 +131,19 @@ def test_a_reader_between_the_merged_write_and_the_deletes_sees_each_block_once(
     assert set(after.packs) == set(objects.packs) and len(after.covers) == 1
 
 
+def test_a_backup_consolidates_once_32_small_objects_are_there(tmp_path: Path) -> None:
+    store = PosixStorage(tmp_path / "repo")
+    repo = new_repo(store, "off")
+    write_packs(repo, index_files.MERGE_THRESHOLD - 1, "t")
+    requests.reset()
+    assert consolidate(repo).written == []  # what write_manifest runs after each commit
+    assert index_requests("get") == 0 and index_requests("list") == 1  # nothing read
+    write_packs(repo, 1, "one more")
+    done = consolidate(repo)
+    assert len(done.written) == 1 and len(done.deleted) == index_files.MERGE_THRESHOLD
+    assert index_keys(store) == done.written
+
+
 def test_a_corrupt_cache_entry_is_fetched_again_never_trusted(
     store: Storage, tmp_path: Path
 ) -> None:

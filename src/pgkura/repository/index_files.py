@@ -206,9 +206,11 @@ def consolidate(
     (two commands that consolidated at once leave such twins)."""
     from pgkura.repository.doomed import doomed_packs
 
+    done = Consolidation()
+    if not redundant and sum(1 for _ in repo.storage.list(layout.INDEX_PREFIX)) < at_least:
+        return done  # the usual end of a backup: one LIST, nothing read
     doomed = doomed_packs(repo)  # before the listing: see the module's docstring
     objects = read_index_objects(repo)
-    done = Consolidation()
     small = [
         k for k, packs in objects.covers.items() if not is_merged(k) or len(packs) < SMALL_MERGED
     ]
