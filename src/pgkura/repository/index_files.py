@@ -35,7 +35,7 @@ from pgkura.repository.sealed import SealError
 
 log = logging.getLogger("pgkura")
 
-#: Small index objects that make a backup or dump consolidate them when it ends.
+#: Per-pack index objects that make a backup or dump consolidate the small ones when it ends.
 MERGE_THRESHOLD = 32
 #: The most packs one merged object covers (about 16 GiB of data; its JSON about 25 MiB).
 MERGED_PACKS = 1024
@@ -207,7 +207,8 @@ def consolidate(
     from pgkura.repository.doomed import doomed_packs
 
     done = Consolidation()
-    if not redundant and sum(1 for _ in repo.storage.list(layout.INDEX_PREFIX)) < at_least:
+    listed = [o.key for o in repo.storage.list(layout.INDEX_PREFIX)]
+    if not redundant and sum(not is_merged(k) for k in listed) < at_least:
         return done  # the usual end of a backup: one LIST, nothing read
     doomed = doomed_packs(repo)  # before the listing: see the module's docstring
     objects = read_index_objects(repo)
