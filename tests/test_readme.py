@@ -21,6 +21,8 @@ from runner import PGKURA, Result, run_pgkura
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 COVERED_ELSEWHERE = {
+    "Encryption": "tests/test_encryption.py (init --encrypt, key add/list/remove, restore, "
+    "dump restore, tampering, bad keys)",
     "Object storage (S3)": "tests/test_s3_e2e.py (a SeaweedFS repository through a config file)",
     "Major upgrades": "tests/test_upgrade.py (pg_upgrade from 16 to 18, then stanza upgrade)",
     "Retention": "tests/test_expire.py (each policy kind, pins, delete, expire-auto, the PITR "

@@ -1,0 +1,235 @@
+"""Encrypted repositories (issue 17): every stored object sealed with AES-256-GCM bound to its
+name, the master key in key slots opened by passphrases, against real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgkura.pg.server import LocalServer, free_port, make_owned_dir
+from pgutil import chown, switch_and_wait_archived
+from pgversions import DEFAULT_MAJOR, bin_of
+from runner import PGKURA, os_user, run_pgkura
+
+MARKER = "pgkura-secret-marker-5d1f"
+PASSPHRASE_A = "correct horse battery staple A"
+PASSPHRASE_B = "a second passphrase for slot B"
+
+
+def key_file(where: Path, secret: str, mode: int = 0o600) -> str:
+    where.write_text(secret + "\n")
+    chown(where)
+    where.chmod(mode)
+    return str(where)
+
+
+def only_line(stderr: str) -> tuple[str, str]:
+    """(the error line, the hint line) of a refused command."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and lines[1].startswith("hint:"), stderr
+    return lines[0], lines[1]
+
+
+def repo_files(repo: str) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in Path(repo).rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def pristine() -> Iterator[dict[str, Any]]:
+    """An encrypted repository with an online backup whose WAL is archived (rows inserted
+    after the backup too) and a logical dump; and a plain repository with the same dump."""
+    base = Path(tempfile.mkdtemp(prefix="pgkura-crypt-"))
+    make_owned_dir(base, os_user(), 0o755)
+    repo, plain = str(base / "repo"), str(base / "plain")
+    key_a = key_file(base / "a.key", PASSPHRASE_A)
+    run_pgkura("--repo", repo, "--key-file", key_a, "init", "--encrypt")
+    run_pgkura("--repo", plain, "init", "--compress", "none")
+    push = shlex.join([PGKURA, "--repo", repo, "--key-file", key_a, "archive-push"]) + " %p"
+    conf = {"wal_level": "replica", "archive_mode": "on", "archive_command": push}
+    server = LocalServer(base / "src", free_port(), base, bin_of(DEFAULT_MAJOR), os_user())
+    server.initdb(extra_conf=conf)
+    server.start()
+    try:
+        server.sql(
+            f"CREATE TABLE secrets AS SELECT g AS id, '{MARKER}' || md5(g::text) AS note "
+            "FROM generate_series(1, 20000) g"
+        )
+        env = {**server.libpq_env(), "PGKURA_PGDATA": str(server.pgdata)}
+        out = run_pgkura("--repo", repo, "--key-file", key_a, "backup", "--output", "json", env=env)
+        backup_id = json.loads(out.stdout)["id"]
+        server.sql(f"INSERT INTO secrets VALUES (0, '{MARKER} after the backup')")
+        dump_cmd = ("dump", "--dbname", "postgres", "--output", "json")
+        out = run_pgkura("--repo", repo, "--key-file", key_a, *dump_cmd, env=env)
+        dump_id = json.loads(out.stdout)["id"]
+        run_pgkura("--repo", plain, *dump_cmd, "--format", "plain", env=env)
+        switch_and_wait_archived(server)
+        rows = server.sql("SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM secrets")
+    finally:
+        server.stop()
+    yield {"base": base, "repo": repo, "plain": plain, "key_a": key_a, "backup": backup_id,
+           "dump": dump_id, "rows": rows}  # fmt: skip
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def crypt(pristine: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+    """A copy of the pristine encrypted repository for one test to change."""
+    copy = work_dir / "crypt"
+    shutil.copytree(pristine["repo"], copy)
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", f"{os_user()}:{os_user()}", str(copy)], check=True)
+    return {**pristine, "repo": str(copy)}
+
+
+def pgk(c: dict[str, Any], *args: str, key: str | None = None, **kw: Any) -> Any:
+    return run_pgkura("--repo", c["repo"], "--key-file", key or c["key_a"], *args, **kw)
+
+
+def test_no_stored_byte_reveals_the_data_or_the_hash_key(pristine: dict[str, Any]) -> None:
+    marker = MARKER.encode()
+    files = repo_files(pristine["repo"])
+    kinds = {Path(p).relative_to(pristine["repo"]).parts[0] for p in files}
+    assert {"packs", "index", "snapshots", "wal", "stanzas"} <= kinds
+    assert [p for p, data in files.items() if marker in data] == []
+    config = json.loads(Path(pristine["repo"], "pgkura.json").read_text())
+    assert "hash_key" not in config and config["encryption"] == "aes-256-gcm"
+    assert config["version"] == 3 and len(config["key_slots"]) == 1
+    # The same dump in an uncompressed plain repository holds the marker: the grep above
+    # would see it.
+    assert any(marker in data for data in repo_files(pristine["plain"]).values())
+    assert "hash_key" in json.loads(Path(pristine["plain"], "pgkura.json").read_text())
+
+
+def test_added_key_restores_and_removed_key_is_refused(
+    crypt: dict[str, Any], make_server: Any, work_dir: Path
+) -> None:
+    key_b = key_file(work_dir / "b.key", PASSPHRASE_B)
+    added = json.loads(pgk(crypt, "key", "add", "--new-key-file", key_b, "--output", "json").stdout)
+    slots = json.loads(pgk(crypt, "key", "list", "--output", "json", key=key_b).stdout)["slots"]
+    assert len(slots) == 2 and added["changed"] in [s["id"] for s in slots]
+    first = next(s["id"] for s in slots if s["id"] != added["changed"])
+    pgk(crypt, "key", "remove", first, key=key_b)
+    refused = pgk(crypt, "info", check=False)
+    error, _ = only_line(refused.stderr)
+    assert refused.returncode != 0 and "does not open the repository" in error
+    assert PASSPHRASE_A not in refused.stderr + refused.stdout
+
+    # Restored with the new key: the restore_command it writes passes --key-file on.
+    target = work_dir / "restored"
+    pgk(crypt, "restore", "--target-dir", str(target), key=key_b)
+    assert "--key-file" in (target / "postgresql.auto.conf").read_text()
+    restored = make_server("restored", pgdata=target, init=False)
+    restored.wait_for_promotion()
+    query = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM secrets"
+    assert restored.sql(query) == crypt["rows"]
+    assert restored.sql("SELECT note FROM secrets WHERE id = 0")[0][0].startswith(MARKER)
+    assert pgk(crypt, "verify", key=key_b).returncode == 0
+
+
+def test_a_dump_restores_from_the_encrypted_repository(
+    crypt: dict[str, Any], make_server: Any
+) -> None:
+    dst = make_server("dst")
+    pgk(crypt, "restore", crypt["dump"], "--dbname", "copy", "--create", env=dst.libpq_env())
+    query = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM secrets"
+    got = dst.sql(query, dbname="copy")
+    assert got[0][0] == crypt["rows"][0][0]  # the dump was taken after the extra row too
+    assert got == crypt["rows"]
+
+
+def test_bad_keys_are_refused_in_one_line_and_change_nothing(
+    crypt: dict[str, Any], work_dir: Path
+) -> None:
+    before = repo_files(crypt["repo"])
+    wrong = key_file(work_dir / "wrong.key", "not the passphrase at all")
+    result = pgk(crypt, "info", key=wrong, check=False)
+    error, _ = only_line(result.stderr)
+    assert result.returncode != 0 and "does not open the repository" in error
+    assert "not the passphrase" not in result.stderr
+
+    result = run_pgkura("--repo", crypt["repo"], "info", check=False)
+    error, hint = only_line(result.stderr)
+    assert result.returncode != 0 and "is encrypted" in error and "--key-file" in hint
+
+    loose = key_file(work_dir / "loose.key", PASSPHRASE_A, mode=0o644)
+    result = pgk(crypt, "info", key=loose, check=False)
+    error, hint = only_line(result.stderr)
+    assert result.returncode != 0 and "can be read by others" in error and "chmod 600" in hint
+
+    only = json.loads(pgk(crypt, "key", "list", "--output", "json").stdout)["slots"][0]["id"]
+    result = pgk(crypt, "key", "remove", only, check=False)
+    error, _ = only_line(result.stderr)
+    assert result.returncode != 0 and "only one" in error
+    assert repo_files(crypt["repo"]) == before
+
+
+def test_a_flipped_byte_in_a_pack_is_named(crypt: dict[str, Any], work_dir: Path) -> None:
+    pack = max(Path(crypt["repo"], "packs").rglob("*"), key=lambda p: p.stat().st_size)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    pack.write_bytes(bytes(data))
+    result = pgk(crypt, "verify", check=False)
+    assert result.returncode == 7 and f"packs/{pack.parent.name}/{pack.name}" in result.stdout
+    assert "authentication failed" in result.stdout
+    restore = pgk(crypt, "restore", "--target-dir", str(work_dir / "t"), check=False)
+    assert restore.returncode == 7 and f"{pack.name} is damaged" in restore.stderr
+
+
+def test_objects_swapped_by_name_are_named(crypt: dict[str, Any], work_dir: Path) -> None:
+    segments = sorted(p for p in Path(crypt["repo"], "wal").rglob("0*") if len(p.name) == 24)
+    first, second = segments[-2], segments[-1]
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+    snapshots = Path(crypt["repo"], "snapshots", "main")
+    backup, dump = snapshots / crypt["backup"], snapshots / crypt["dump"]
+    a, b = backup.read_bytes(), dump.read_bytes()
+    backup.write_bytes(b)
+    dump.write_bytes(a)
+    result = pgk(crypt, "verify", check=False)
+    assert result.returncode == 7, result.stdout
+    assert f"archived WAL file {first.name} is damaged" in result.stdout
+    assert f"archived WAL file {second.name} is damaged" in result.stdout
+    assert f"the manifest of backup {crypt['backup']}" in result.stdout
+    restore = pgk(crypt, "restore", "--target-dir", str(work_dir / "t"), check=False)
+    assert restore.returncode == 7 and f"snapshots/main/{crypt['backup']}" in restore.stderr
+
+
+def test_archive_push_shows_no_secret_and_imports_cryptography_only_when_encrypted(
+    crypt: dict[str, Any], make_server: Any, work_dir: Path, repo: str
+) -> None:
+    from test_archive import modules_after, one_segment
+
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    run_pgkura("--repo", repo, "archive-push", str(one_segment(src)))
+    plain = modules_after(work_dir, "--repo", repo, "archive-push", str(one_segment(src)))
+    assert "pgkura.wal.archive" in plain and not any(m.startswith("cryptography") for m in plain)
+    args = ("--repo", crypt["repo"], "--key-file", crypt["key_a"], "--stanza", "other")
+    encrypted = modules_after(work_dir, *args, "archive-push", str(one_segment(src)))
+    assert "cryptography.hazmat.primitives.ciphers.aead" in encrypted
+
+    # While archive-push runs, no process's command line carries the passphrase.
+    segment = one_segment(src)
+    cmd = [PGKURA, *args, "archive-push", str(segment)]
+    if os_user() is not None:
+        cmd = ["runuser", "-u", os_user() or "", "--", *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    ps = ["ps", "-ww", "-eo", "args"]  # -ww: whole command lines, not cut at 80 columns
+    while proc.poll() is None:
+        seen.append(subprocess.run(ps, capture_output=True, text=True).stdout)
+        time.sleep(0.01)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert any("archive-push" in s for s in seen)
+    assert not any(PASSPHRASE_A in s for s in seen) and PASSPHRASE_A not in out + err
