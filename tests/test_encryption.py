@@ -166,6 +166,13 @@ def test_bad_keys_are_refused_in_one_line_and_change_nothing(
     error, hint = only_line(result.stderr)
     assert result.returncode != 0 and "can be read by others" in error and "chmod 600" in hint
 
+    # The key file may come from the environment or the config file instead of the flag.
+    run_pgkura("--repo", crypt["repo"], "info", env={"PGKURA_KEY_FILE": crypt["key_a"]})
+    config = work_dir / "pgkura.toml"
+    config.write_text(f'repo = "{crypt["repo"]}"\nkey-file = "{crypt["key_a"]}"\n')
+    chown(config)
+    run_pgkura("--config", str(config), "info")
+
     only = json.loads(pgk(crypt, "key", "list", "--output", "json").stdout)["slots"][0]["id"]
     result = pgk(crypt, "key", "remove", only, check=False)
     error, _ = only_line(result.stderr)
@@ -262,3 +269,74 @@ def test_a_raw_key_slot_opens_without_argon2_and_archives(
         assert dest.read_bytes() == segment.read_bytes()
     # Argon2id (64 MiB, 3 passes) costs about 0.25 s; a raw key's slot opens in microseconds.
     assert timings["raw"] < timings["passphrase"] - 0.1, timings
+
+
+def test_the_async_pusher_and_prefetcher_read_the_key_file(
+    make_server: Any, work_dir: Path
+) -> None:
+    raw = key_file(work_dir / "raw.key", "5a" * 24)
+    repo = str(work_dir / "async-repo")
+    run_pgkura("--repo", repo, "--key-file", raw, "init", "--encrypt", "--raw-key")
+    flags = ["--repo", repo, "--key-file", raw, "--archive-async", "on",
+             "--spool-path", str(work_dir / "spool")]  # fmt: skip
+    push = shlex.join([PGKURA, *flags, "archive-push"]) + " %p"
+    src = make_server("src", extra_conf={"wal_level": "replica", "archive_mode": "on",
+                                          "archive_command": push})  # fmt: skip
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    src.sql(f"CREATE TABLE secrets AS SELECT g AS id, '{MARKER}' AS note "
+            "FROM generate_series(1, 5000) g")  # fmt: skip
+    backup_id = run_pgkura(*flags, "backup", env=env).stdout.strip()
+    src.sql("UPDATE secrets SET id = -id WHERE id % 2 = 0")
+    expected = src.sql("SELECT sum(id) FROM secrets")[0][0]
+    switch_and_wait_archived(src)
+    src.stop()
+    assert not [p for p, data in repo_files(repo).items() if MARKER.encode() in data]
+
+    target = work_dir / "restored"
+    run_pgkura(*flags, "restore", "--backup", backup_id, "--target-dir", str(target),
+               "--archive-mode", "off")  # fmt: skip
+    auto = (target / "postgresql.auto.conf").read_text()
+    assert "--archive-async on" in auto and f"--key-file {raw}" in auto
+    restored = make_server("restored", pgdata=target, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql("SELECT sum(id) FROM secrets")[0][0] == expected
+
+
+def test_every_small_record_is_sealed_and_bound_to_its_name(tmp_path: Path) -> None:
+    """Pins, drill and expire records, doomed lists and stanza records: plain JSON in an
+    unencrypted repository, sealed objects here; one moved to another name does not read."""
+    from pgkura.repository import doomed, expiry, pins
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    key = key_file(tmp_path / "k.key", PASSPHRASE_A)
+    Repository.create(PosixStorage(str(tmp_path / "r")), secret=PASSPHRASE_A.encode())
+    repo = Repository.open(PosixStorage(str(tmp_path / "r")), key)
+    repo.ensure_stanza("main", "7000000000000000001", 17)
+    pins.pin(repo, "main", "B1", pitr=False)
+    repo.drills.record("main", "B1", {"backup": "B1", "passed": True, "finished": MARKER})
+    expiry.record_pending(repo, "main", {"7000000000000000001"})
+    doomed.write_doomed(repo, doomed.new_doomed_list(["ab" * 16]))
+    stored = {o.key: repo.storage.get(o.key) for o in repo.storage.list("")}
+    records = [
+        k for k in stored if k.split("/")[0] in ("stanzas", "pins", "drills", "expire", "gc")
+    ]
+    assert len(records) == 5
+    assert all(stored[k].startswith(b"PGK1") and b"B1" not in stored[k] for k in records)
+    assert MARKER.encode() not in b"".join(stored.values())
+    stanza = repo.stanza("main")
+    assert stanza is not None and stanza.system_identifier == "7000000000000000001"
+    assert pins.pins(repo, "main")["B1"].pitr is False
+    assert (repo.drills.latest("main", "B1") or {}).get("finished") == MARKER
+    assert expiry.pending_generations(repo, "main") == {"7000000000000000001"}
+    assert doomed.doomed_packs(repo) == {"ab" * 16}
+
+    # A pin copied to another backup's name does not unseal: it still pins, as a damaged one.
+    repo.storage.put("pins/main/B2.json", stored["pins/main/B1.json"])
+    assert pins.pins(repo, "main")["B2"].pinned == "?"
+    # A drill record moved under another backup is not that backup's.
+    repo.storage.put("drills/main/B2.json", stored["drills/main/B1.json"])
+    assert repo.drills.latest("main", "B2") is None
+    # A plain JSON record put in place of a sealed one is not read either.
+    repo.storage.put("expire/main.json", b'{"system_identifiers": ["1"]}')
+    assert expiry.pending_generations(repo, "main") == set()

@@ -8,6 +8,7 @@ damaged content. In an encrypted repository the payload is also encrypted and au
 
 from __future__ import annotations
 
+import os
 import struct
 
 import blake3
@@ -47,8 +48,6 @@ class Cipher:
         return blake3.blake3(_SUBKEY_CONTEXT + bytes(salt), key=self._data_key).digest()
 
     def encrypt(self, payload: bytes | memoryview, associated: bytes) -> bytes:
-        import os
-
         salt = os.urandom(SALT_SIZE)
         aead = self._aead(self._object_key(salt))
         return salt + aead.encrypt(salt[:12], payload, associated)
@@ -71,7 +70,8 @@ class Cipher:
 
 def _associated(header: bytes | memoryview, identity: bytes) -> bytes:
     """What an encrypted object's tag covers besides its ciphertext: its header (codec,
-    lengths, digest) and its identity (a block's id, any other object's key)."""
+    lengths, digest) and its identity ("block" for a block, whose id is the header's digest;
+    "object <key>" for any other object)."""
     return bytes(header) + identity
 
 
