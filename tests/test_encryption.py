@@ -192,9 +192,12 @@ def test_a_flipped_byte_in_a_pack_is_named(crypt: dict[str, Any], work_dir: Path
     assert restore.returncode == 7 and f"{pack.name} is damaged" in restore.stderr
 
 
-def test_objects_swapped_by_name_are_named(crypt: dict[str, Any], work_dir: Path) -> None:
+def test_objects_swapped_by_name_or_truncated_are_named(
+    crypt: dict[str, Any], work_dir: Path
+) -> None:
     segments = sorted(p for p in Path(crypt["repo"], "wal").rglob("0*") if len(p.name) == 24)
-    first, second = segments[-2], segments[-1]
+    first, second, cut = segments[-2], segments[-1], segments[-3]
+    cut.write_bytes(cut.read_bytes()[:-100])
     a, b = first.read_bytes(), second.read_bytes()
     first.write_bytes(b)
     second.write_bytes(a)
@@ -207,9 +210,14 @@ def test_objects_swapped_by_name_are_named(crypt: dict[str, Any], work_dir: Path
     assert result.returncode == 7, result.stdout
     assert f"archived WAL file {first.name} is damaged" in result.stdout
     assert f"archived WAL file {second.name} is damaged" in result.stdout
+    assert f"archived WAL file {cut.name} is damaged" in result.stdout
     assert f"the manifest of backup {crypt['backup']}" in result.stdout
     restore = pgk(crypt, "restore", "--target-dir", str(work_dir / "t"), check=False)
     assert restore.returncode == 7 and f"snapshots/main/{crypt['backup']}" in restore.stderr
+    # archive-get refuses to hand PostgreSQL a segment stored under another's name.
+    dest = work_dir / "got"
+    got = pgk(crypt, "archive-get", first.name, str(dest), check=False)
+    assert got.returncode == 255 and first.name in got.stderr and not dest.exists()
 
 
 def test_archive_push_shows_no_secret_and_imports_cryptography_only_when_encrypted(
@@ -340,3 +348,19 @@ def test_every_small_record_is_sealed_and_bound_to_its_name(tmp_path: Path) -> N
     # A plain JSON record put in place of a sealed one is not read either.
     repo.storage.put("expire/main.json", b'{"system_identifiers": ["1"]}')
     assert expiry.pending_generations(repo, "main") == set()
+
+
+def test_pin_delete_and_gc_keep_an_encrypted_repository_sound(crypt: dict[str, Any]) -> None:
+    def packs() -> int:
+        return sum(1 for p in Path(crypt["repo"], "packs").rglob("*") if p.is_file())
+
+    before = packs()
+    pgk(crypt, "pin", crypt["backup"])
+    pgk(crypt, "delete", crypt["dump"], "--force")  # and gc, through sealed doomed lists
+    pgk(crypt, "gc")
+    assert packs() < before
+    info = json.loads(pgk(crypt, "info", "--output", "json").stdout)
+    assert [b["id"] for b in info["backups"]] == [crypt["backup"]]
+    assert list(Path(crypt["repo"], "pins", "main").iterdir())
+    result = pgk(crypt, "verify", "--output", "json")
+    assert json.loads(result.stdout)["ok"] is True
