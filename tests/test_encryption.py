@@ -364,3 +364,23 @@ def test_pin_delete_and_gc_keep_an_encrypted_repository_sound(crypt: dict[str, A
     assert list(Path(crypt["repo"], "pins", "main").iterdir())
     result = pgk(crypt, "verify", "--output", "json")
     assert json.loads(result.stdout)["ok"] is True
+
+
+def test_an_encrypted_repository_copies_only_into_an_encrypted_one(
+    crypt: dict[str, Any], work_dir: Path
+) -> None:
+    clear = str(work_dir / "clear-copy")
+    result = pgk(crypt, "copy", "--to", clear, "--all", check=False)
+    error, hint = only_line(result.stderr)
+    assert result.returncode != 0 and "in the clear" in error and "init --encrypt" in hint
+    assert not Path(clear).exists() or not any(Path(clear).iterdir())
+
+    sealed = str(work_dir / "sealed-copy")
+    run_pgkura("--repo", sealed, "--key-file", crypt["key_a"], "init", "--encrypt")
+    pgk(crypt, "copy", "--to", sealed, "--all", "--wal")
+    copied = json.loads(run_pgkura("--repo", sealed, "--key-file", crypt["key_a"], "info",
+                                   "--output", "json").stdout)  # fmt: skip
+    assert {b["id"] for b in copied["backups"]} == {crypt["backup"], crypt["dump"]}
+    assert not [p for p, data in repo_files(sealed).items() if MARKER.encode() in data]
+    verify = run_pgkura("--repo", sealed, "--key-file", crypt["key_a"], "verify")
+    assert verify.returncode == 0

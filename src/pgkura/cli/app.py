@@ -49,6 +49,7 @@ VERB_MODULES = (
     "check",
     "stanza",
     "key",
+    "copy",
     "demo",
 )
 
