@@ -297,6 +297,8 @@ def test_the_async_pusher_and_prefetcher_read_the_key_file(
     src.sql("UPDATE secrets SET id = -id WHERE id % 2 = 0")
     expected = src.sql("SELECT sum(id) FROM secrets")[0][0]
     switch_and_wait_archived(src)
+    # check reads the archive_command's settings, --key-file included, and pushes through it.
+    assert "reached the archive" in run_pgkura(*flags, "check", env=env).stdout
     src.stop()
     assert not [p for p, data in repo_files(repo).items() if MARKER.encode() in data]
 
