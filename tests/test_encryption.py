@@ -386,3 +386,18 @@ def test_an_encrypted_repository_copies_only_into_an_encrypted_one(
     assert not [p for p, data in repo_files(sealed).items() if MARKER.encode() in data]
     verify = run_pgkura("--repo", sealed, "--key-file", crypt["key_a"], "verify")
     assert verify.returncode == 0
+
+
+def test_a_drill_of_an_encrypted_backup_passes_and_its_record_is_sealed(
+    crypt: dict[str, Any], work_dir: Path
+) -> None:
+    out = pgk(crypt, "verify", "--restore", crypt["backup"], "--output", "json",
+              env={"TMPDIR": str(work_dir)})  # fmt: skip
+    (result,) = json.loads(out.stdout)["drills"]
+    assert result["passed"], result["problems"]
+    # The drill recovers to the backup's end: the row inserted after it is not there.
+    assert result["row_counts"]["postgres"]["public.secrets"] == crypt["rows"][0][0] - 1
+    info = json.loads(pgk(crypt, "info", "--output", "json").stdout)
+    assert info["backups"][0]["last_drill"]["passed"] is True
+    record = Path(crypt["repo"], "drills", "main", f"{crypt['backup']}.json").read_bytes()
+    assert record.startswith(b"PGK1") and b"secrets" not in record
