@@ -147,6 +147,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("s3_max_connections", int, 16,
         "most S3 requests in flight at once; parallel work (--jobs) is capped at it",
         metavar="N"),
+    Setting("key_file", str, None,
+        "file (mode 0600) holding the passphrase of an encrypted repository; the file's "
+        "path, never the passphrase, is what any command line carries",
+        metavar="FILE"),
     *(Setting(n, t, d, h, metavar=m) for n, t, d, m, h in _RETENTION),
     Setting("cache_dir", str, None, "index cache (default: ~/.cache/pgkura)", metavar="DIR|off"),
 )
@@ -206,6 +210,7 @@ class Config:
     s3_credentials_file: str | None
     s3_retry_seconds: float
     s3_max_connections: int
+    key_file: str | None
     keep_last: int | None
     keep_daily: int | None
     keep_weekly: int | None
@@ -256,12 +261,8 @@ class Config:
         return self.pgdata
 
 
-_WHAT = {
-    str: "a text value",
-    float: "a number greater than 0",
-    int: "a whole number of at least 1",
-    bool: "on or off",
-}
+_WHAT = {str: "a text value", float: "a number greater than 0",
+         int: "a whole number of at least 1", bool: "on or off"}  # fmt: skip
 
 
 def _convert(setting: Setting, value: Any, source: str) -> Any:
@@ -336,18 +337,14 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 def load_config(
-    flags: Mapping[str, Any],
-    config_file: str | None,
-    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any], config_file: str | None, environ: Mapping[str, str] | None = None
 ) -> Config:
     """Merge flags over ``PGKURA_*`` variables over the config file over the defaults."""
     return resolve_settings(flags, config_file, environ)[0]
 
 
 def resolve_settings(
-    flags: Mapping[str, Any],
-    config_file: str | None,
-    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any], config_file: str | None, environ: Mapping[str, str] | None = None
 ) -> tuple[Config, dict[str, str]]:
     """The merged settings and, for each, where its value came from: the flag, the
     variable's name, the config file's path, or "default"."""

@@ -135,6 +135,8 @@ def child_args(cfg: Config, *, spool_path: str | None = None) -> list[str]:
     repo = cfg.require_repo()
     out += ["--repo", repo if "://" in repo else os.path.abspath(repo), *cfg.storage_flags()]
     out += ["--stanza", cfg.stanza]
+    if cfg.key_file:  # the file's path: the passphrase stays in it
+        out += ["--key-file", os.path.abspath(cfg.key_file)]
     if cfg.pg_bin:
         out += ["--pg-bin", cfg.pg_bin]
     if cfg.archive_async:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pgkura.cli.context import config
+from pgkura.cli.key import raw_key_option
 from pgkura.cli.output import say
 
 
@@ -24,13 +25,22 @@ from pgkura.cli.output import say
     metavar="BYTES",
     help="bytes per block",
 )
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="encrypt and authenticate every object; the passphrase comes from --key-file",
+)
+@raw_key_option
 @click.pass_context
-def init(ctx: click.Context, compress: str, block_size: int) -> None:
+def init(ctx: click.Context, compress: str, block_size: int, encrypt: bool, raw_key: bool) -> None:
     """Create an empty repository at --repo."""
     from pgkura.commands.init import run_init
 
-    done = run_init(config(ctx), compression=compress, block_size=block_size)
-    say(f"initialised repository {done.location} ({done.compression})")
+    done = run_init(
+        config(ctx), compression=compress, block_size=block_size, encrypt=encrypt, raw=raw_key
+    )
+    what = ", encrypted" if done.encrypted else ""
+    say(f"initialised repository {done.location} ({done.compression}{what})")
 
 
 COMMANDS: list[click.Command] = [init]

@@ -42,7 +42,7 @@ def run_copy(
         if _same_location(storage.location, source.location):
             raise _same(to)
         try:
-            dest, created = open_destination(storage, source)
+            dest, created = open_destination(storage, source, cfg.key_file)
         except StorageError as exc:  # its hint names --repo: here the location is --to's
             raise StorageError(
                 f"the destination: {exc.message}",

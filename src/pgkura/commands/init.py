@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.config import Config
-from pgkura.errors import RepositoryError
+from pgkura.errors import RepositoryError, UsageError
+from pgkura.repository.keys import read_key_file
 from pgkura.repository.repo import DEFAULT_BLOCK_SIZE, Repository
 from pgkura.storage import is_url, open_storage
 
@@ -17,23 +18,46 @@ class Initialised:
 
     location: str
     compression: str
+    encrypted: bool = False
 
-    def to_json(self) -> dict[str, str]:
-        return {"location": self.location, "compression": self.compression}
+    def to_json(self) -> dict[str, str | bool]:
+        return {
+            "location": self.location,
+            "compression": self.compression,
+            "encrypted": self.encrypted,
+        }
 
 
 def run_init(
-    cfg: Config, *, compression: str = "zstd:3", block_size: int = DEFAULT_BLOCK_SIZE
+    cfg: Config,
+    *,
+    compression: str = "zstd:3",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    encrypt: bool = False,
+    raw: bool = False,
 ) -> Initialised:
-    repo = _create(cfg, compression, block_size)
-    return Initialised(repo.location, repo.config.compression)
+    secret = None
+    if encrypt:
+        if not cfg.key_file:
+            raise UsageError(
+                "init --encrypt needs the passphrase of the repository's first key slot",
+                hint="give --key-file FILE (mode 0600; or PGKURA_KEY_FILE, or key-file in "
+                "the config file)",
+            )
+        secret = read_key_file(cfg.key_file)
+    repo = _create(cfg, compression, block_size, secret, raw)
+    return Initialised(repo.location, repo.config.compression, repo.config.encrypted)
 
 
-def _create(cfg: Config, compression: str, block_size: int) -> Repository:
+def _create(
+    cfg: Config, compression: str, block_size: int, secret: bytes | None, raw: bool
+) -> Repository:
     location = cfg.require_repo()
     if is_url(location):  # a bucket has no directory to make
         storage = open_storage(location, cfg)
-        return Repository.create(storage, compression=compression, block_size=block_size)
+        return Repository.create(
+            storage, compression=compression, block_size=block_size, secret=secret, raw=raw
+        )
     path = Path(location)
     if path.exists() and not path.is_dir():
         raise RepositoryError(f"{location} exists and is not a directory")
@@ -44,4 +68,10 @@ def _create(cfg: Config, compression: str, block_size: int) -> Repository:
             f"cannot create {location}: permission denied",
             hint="create the directory as root and give it to the user running pgkura",
         ) from None
-    return Repository.create(open_storage(location), compression=compression, block_size=block_size)
+    return Repository.create(
+        open_storage(location),
+        compression=compression,
+        block_size=block_size,
+        secret=secret,
+        raw=raw,
+    )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pgkura.errors import CorruptionError, ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.index_cache import IndexCache
-from pgkura.repository.repo import Repository
+from pgkura.repository.repo import BLOCK_IDENTITY, Repository
 from pgkura.repository.sealed import SealError, frame, keyed_digest
 
 PACK_TARGET_SIZE = 16 * 1024 * 1024
@@ -244,16 +244,16 @@ class PackWriter:
         """:meth:`add` for each ``block_size`` piece of ``data``: their ids, in hex. The same
         work in one loop, for the backup's hot path (the Python around each 64 KiB block
         costs about as much as hashing it)."""
-        # The envelope's functions themselves, not the repository's methods: one call less
-        # per block.
-        key, codec, claim, append = self.repo.key, self.repo.codec, self.index.claim, self._append
+        # sealed's own functions, not the repository's methods: one call less per block.
+        key, codec, cipher = self.repo.key, self.repo.codec, self.repo.cipher
+        claim, append = self.index.claim, self._append
         ids = []
         for start in range(0, len(data), block_size):
             raw = data[start : start + block_size]
             digest = keyed_digest(key, raw)
             ids.append(digest.hex())
             if claim(digest):
-                append(digest, frame(raw, codec, digest), len(raw))
+                append(digest, frame(raw, codec, digest, cipher, BLOCK_IDENTITY), len(raw))
         return ids
 
     def add_sealed(self, digest: bytes, sealed: bytes | memoryview, raw_length: int) -> int:
@@ -332,17 +332,17 @@ class PackWriter:
                 [bid.hex(), loc.offset, loc.length, loc.raw_length] for bid, loc in pack.entries
             ],
         }
-        index_obj = self.repo.seal(json.dumps(doc).encode()).data
+        index_key = layout.index_key(pack.pack_id)
+        index_obj = self.repo.seal(json.dumps(doc).encode(), name=index_key).data
         trailer = PACK_TRAILER.pack(pack.size, PACK_TRAILER_MAGIC)
-        storage = self.repo.storage
         data = pack.data  # this pack's own buffer: grown in place
         data += index_obj
         data += trailer
         # bytes(): the storage interface takes bytes; the copy lives only while it is written.
-        storage.put_if_absent(layout.pack_key(pack.pack_id), bytes(data))
-        storage.put_if_absent(layout.index_key(pack.pack_id), index_obj)
+        self.repo.storage.put_if_absent(layout.pack_key(pack.pack_id), bytes(data))
+        self.repo.storage.put_if_absent(index_key, index_obj)
         # The next command need not fetch it (in a worker process too: the cache is files).
-        IndexCache.of(self.repo).put(layout.index_key(pack.pack_id), index_obj)
+        IndexCache.of(self.repo).put(index_key, index_obj)
         self.index.publish(pack.pack_id, pack.entries)
         if self.keep_published:
             with self._published_lock:

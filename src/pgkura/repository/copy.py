@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from pgkura.errors import NotARepositoryError, RepositoryError
+from pgkura.errors import NotARepositoryError, RepositoryError, UsageError
 from pgkura.repository import layout
 from pgkura.repository.blocks import BlockIndex, BlockReader, PackWriter
 from pgkura.repository.manifest import FileEntry, Manifest
@@ -33,12 +33,19 @@ from pgkura.storage.base import Storage
 COPIED_FROM = "copied_from"
 
 
-def open_destination(storage: Storage, source: Repository) -> tuple[Repository, bool]:
+def open_destination(
+    storage: Storage, source: Repository, key_file: str | None = None
+) -> tuple[Repository, bool]:
     """The repository at ``storage``, and whether this call created it: an empty location
     becomes a repository of its own (a new hash key; the source's compression and block
-    size); a location that holds anything else is refused, and nothing is written."""
+    size); a location that holds anything else is refused, and nothing is written. An
+    encrypted destination is opened with ``key_file`` too; an encrypted source is never
+    copied into an unencrypted repository."""
     try:
-        return Repository.open(storage), False
+        dest = Repository.open(storage, key_file)
+        if source.cipher is not None and dest.cipher is None:
+            raise _unencrypted_copy(storage)
+        return dest, False
     except NotARepositoryError:
         held = next(iter(storage.list("")), None)
         if held is not None:
@@ -48,10 +55,21 @@ def open_destination(storage: Storage, source: Repository) -> tuple[Repository, 
                 hint="give --to an empty location (copy creates the repository) or one made "
                 "by pgkura init",
             ) from None
+    if source.cipher is not None:
+        raise _unencrypted_copy(storage)
     created = Repository.create(
         storage, compression=source.config.compression, block_size=source.config.block_size
     )
     return created, True
+
+
+def _unencrypted_copy(storage: Storage) -> UsageError:
+    return UsageError(
+        f"the source repository is encrypted and --to {storage.location} is not: the copy "
+        "would hold its data in the clear",
+        hint=f"make the destination first: pgkura --repo {storage.location} --key-file FILE "
+        "init --encrypt (the same key file opens both), then copy",
+    )
 
 
 def adopt_stanza(dest: Repository, info: StanzaInfo, clusters: set[str]) -> StanzaInfo:
@@ -63,13 +81,13 @@ def adopt_stanza(dest: Repository, info: StanzaInfo, clusters: set[str]) -> Stan
     body = json.dumps(info.to_json(), indent=2).encode()
     mine = dest.stanza(info.name)
     if mine is None:
-        dest.storage.put_if_absent(key, body)
+        dest.put_record_if_absent(key, body)
         mine = dest.stanza(info.name)
         assert mine is not None
     theirs = [g.system_identifier for g in info.generations]
     ours = [g.system_identifier for g in mine.generations]
     if len(theirs) > len(ours) and theirs[: len(ours)] == ours:
-        dest.storage.put(key, body)  # the source's stanza was upgraded since the last copy
+        dest.put_record(key, body)  # the source's stanza was upgraded since the last copy
         mine = info
     for cluster in sorted(clusters):
         if mine.generation_of(cluster) is None:

@@ -58,7 +58,7 @@ def doomed_lists(repo: Repository) -> list[DoomedList]:
         if "/" in name or not name.endswith(".json"):
             continue
         try:
-            out.append(DoomedList.from_json(name[: -len(".json")], repo.storage.get(obj.key)))
+            out.append(DoomedList.from_json(name[: -len(".json")], repo.get_record(obj.key)))
         except ObjectNotFound:
             continue
         except (ValueError, TypeError, AttributeError):
@@ -71,7 +71,7 @@ def doomed_packs(repo: Repository) -> set[str]:
 
 
 def write_doomed(repo: Repository, doomed: DoomedList) -> None:
-    repo.storage.put(layout.doomed_key(doomed.marker_id), doomed.to_json())
+    repo.put_record(layout.doomed_key(doomed.marker_id), doomed.to_json())
 
 
 def remove_doomed(repo: Repository, doomed: DoomedList) -> None:

@@ -24,7 +24,7 @@ class DrillStore:
 
     def record(self, stanza: str, backup_id: str, result: dict[str, Any]) -> None:
         """Keep ``result`` as the latest drill of ``backup_id``."""
-        self._repo.storage.put(
+        self._repo.put_record(
             layout.drill_key(stanza, backup_id), json.dumps(result, indent=1).encode()
         )
 
@@ -32,7 +32,7 @@ class DrillStore:
         """The latest drill's record, or None when the backup was never drilled (or its
         record cannot be read as JSON)."""
         try:
-            data = json.loads(self._repo.storage.get(layout.drill_key(stanza, backup_id)))
+            data = json.loads(self._repo.get_record(layout.drill_key(stanza, backup_id)))
         except (ObjectNotFound, ValueError):
             return None
         return data if isinstance(data, dict) else None

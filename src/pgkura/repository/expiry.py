@@ -20,7 +20,7 @@ from pgkura.repository.repo import Repository, iso, utc_now
 def pending_generations(repo: Repository, stanza: str) -> set[str]:
     """The system identifiers of the generations whose WAL cleanup an earlier run left."""
     try:
-        data = json.loads(repo.storage.get(layout.expire_key(stanza)))
+        data = json.loads(repo.get_record(layout.expire_key(stanza)))
         return {str(s) for s in data.get("system_identifiers", ())}
     except ObjectNotFound:
         return set()
@@ -30,7 +30,7 @@ def pending_generations(repo: Repository, stanza: str) -> set[str]:
 
 def record_pending(repo: Repository, stanza: str, system_identifiers: set[str]) -> None:
     body = {"system_identifiers": sorted(system_identifiers), "written": iso(utc_now())}
-    repo.storage.put(layout.expire_key(stanza), json.dumps(body).encode())
+    repo.put_record(layout.expire_key(stanza), json.dumps(body).encode())
 
 
 def clear_pending(repo: Repository, stanza: str) -> None:

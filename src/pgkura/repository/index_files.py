@@ -128,7 +128,7 @@ def parse_index_object(repo: Repository, key: str, data: bytes) -> dict[str, Ent
     """The packs an index object covers, with their blocks; CorruptionError when it is
     damaged. A per-pack object names its own pack by its key."""
     try:
-        doc = json.loads(repo.unseal(data))
+        doc = json.loads(repo.unseal(data, name=key))
         name = key.rsplit("/", 1)[1]
         # Each object names itself, so that the bytes of one are never taken for another's
         # (a cached copy under the wrong name is sealed as soundly as the right one).
@@ -167,7 +167,8 @@ def _seal_merged(repo: Repository, merged_id: str, packs: dict[str, Entries]) ->
             for pack_id, entries in sorted(packs.items())
         ],
     }
-    return repo.seal(json.dumps(doc, separators=(",", ":")).encode()).data
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    return repo.seal(body, name=layout.merged_index_key(merged_id)).data
 
 
 def _write_merged(repo: Repository, packs: dict[str, Entries]) -> list[str]:

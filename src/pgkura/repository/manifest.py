@@ -184,8 +184,8 @@ def write_manifest(repo: Repository, manifest: Manifest) -> None:
 
     confirm_locks_held(repo, f"backup {manifest.id}")
     body = json.dumps(manifest.to_json(), separators=(",", ":")).encode()
-    sealed = repo.seal(body)
     key = layout.snapshot_key(manifest.stanza, manifest.id)
+    sealed = repo.seal(body, name=key)
     if not repo.storage.put_if_absent(key, sealed.data):
         raise RepositoryError(f"a backup with id {manifest.id} already exists")
     # Still under the command's locks, which gc's deletions wait for (index_files.py).
@@ -204,7 +204,7 @@ def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:
             hint="list the backups with: pgkura info",
         ) from None
     try:
-        return Manifest.from_json(json.loads(repo.unseal(data)))
+        return Manifest.from_json(json.loads(repo.unseal(data, name=key)))
     except (SealError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptionError(
             f"the manifest of backup {backup_id} ({key}) is damaged: {exc}",

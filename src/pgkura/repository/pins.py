@@ -45,15 +45,18 @@ def pins(repo: Repository, stanza: str) -> dict[str, Pin]:
             continue
         backup_id = name[: -len(".json")]
         try:
-            out[backup_id] = Pin.from_json(backup_id, repo.storage.get(obj.key))
+            raw = repo.get_record(obj.key)
         except ObjectNotFound:
             continue  # unpinned meanwhile
+        except ValueError:  # does not unseal: damaged, and still pins
+            raw = b""
+        out[backup_id] = Pin.from_json(backup_id, raw)
     return out
 
 
 def pin(repo: Repository, stanza: str, backup_id: str, *, pitr: bool) -> Pin:
     record = Pin(backup_id, pitr, iso(utc_now()))
-    repo.storage.put(layout.pin_key(stanza, backup_id), record.to_json())
+    repo.put_record(layout.pin_key(stanza, backup_id), record.to_json())
     return record
 
 

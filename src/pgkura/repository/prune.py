@@ -43,7 +43,7 @@ from pgkura.repository.index_files import consolidate, forget_packs
 from pgkura.repository.locks import live_shared_locks, lock_ended
 from pgkura.repository.manifest import list_backup_ids, list_stanzas, read_manifest
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError, unseal
+from pgkura.repository.sealed import SealError
 
 
 @dataclass
@@ -321,7 +321,7 @@ def _repack(
         try:
             for block_id, loc in live:
                 piece = data[loc.offset : loc.offset + loc.length]
-                unseal(piece, repo.key, expect_digest=block_id)
+                repo.unseal(piece, expect_digest=block_id)
                 pieces.append((block_id, piece, loc.raw_length))
         except (SealError, CorruptionError):
             report.unreadable_kept.append(pack_id)

@@ -16,6 +16,10 @@ from pgkura.errors import (
 )
 from pgkura.repository import layout
 from pgkura.repository import sealed as envelope
+from pgkura.repository.repoconfig import ENCRYPTED_VERSION as ENCRYPTED_VERSION
+from pgkura.repository.repoconfig import FORMAT as FORMAT
+from pgkura.repository.repoconfig import VERSION as VERSION
+from pgkura.repository.repoconfig import RepoConfig as RepoConfig
 from pgkura.repository.stanzas import Generation as Generation
 from pgkura.repository.stanzas import StanzaInfo as StanzaInfo
 from pgkura.storage.base import Storage
@@ -26,14 +30,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
-    from typing import Any
 
     from pgkura.config import Config
     from pgkura.repository.drills import DrillStore
     from pgkura.repository.walstore import WalStore
 
-FORMAT = "pgkura-repository"
-VERSION = 3  # 2: stanza generations; 3: merged index objects (docs/repository-format.md)
 DEFAULT_BLOCK_SIZE = 64 * 1024
 
 
@@ -49,45 +50,6 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class RepoConfig:
-    __slots__ = ("block_size", "compression", "created", "hash_key", "repo_id", "version")
-
-    def __init__(
-        self,
-        repo_id: str,
-        created: str,
-        block_size: int,
-        compression: str,
-        hash_key: bytes,
-        version: int = VERSION,
-    ) -> None:
-        self.repo_id, self.created, self.block_size = repo_id, created, block_size
-        self.compression, self.hash_key, self.version = compression, hash_key, version
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "version": self.version,
-            "id": self.repo_id,
-            "created": self.created,
-            "block_size": self.block_size,
-            "compression": self.compression,
-            "hash": "blake3-keyed",
-            "hash_key": self.hash_key.hex(),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RepoConfig:
-        return cls(
-            repo_id=data["id"],
-            created=data["created"],
-            block_size=int(data["block_size"]),
-            compression=data["compression"],
-            hash_key=bytes.fromhex(data["hash_key"]),
-            version=int(data["version"]),
-        )
-
-
 class Repository:
     """A repository opened on a storage backend: its configuration, the envelope every object
     is sealed in, and the typed stores of its objects (``wal``, ``drills``; blocks, packs and
@@ -98,10 +60,15 @@ class Repository:
     objects (docs/architecture.md): the codec and the hash key are used here and nowhere
     above, so a new envelope (encryption) changes this class and sealed.py only."""
 
-    def __init__(self, storage: Storage, config: RepoConfig) -> None:
+    def __init__(
+        self, storage: Storage, config: RepoConfig, cipher: envelope.Cipher | None = None
+    ) -> None:
         self.storage = storage
         self.config = config
         self.codec: Codec = parse_codec(config.compression)
+        # Not None exactly when the repository is encrypted (Repository.open checks).
+        self.cipher = cipher
+        self.master_key: bytes | None = None  # an encrypted repository's, for key add
         self._wal: WalStore | None = None
         self._drills: DrillStore | None = None
         #: the cache-dir setting (repository/index_cache.py): "off" unless opened by a Config
@@ -139,22 +106,62 @@ class Repository:
         """The keyed hash that names and checks ``raw`` (a block id; a WAL file's checksum)."""
         return envelope.keyed_digest(self.key, raw)
 
-    def seal(self, raw: bytes | memoryview, digest: bytes | None = None) -> envelope.Sealed:
-        """``raw`` in the repository's envelope (compressed, framed, checksummed)."""
-        return envelope.seal(raw, self.codec, self.key, digest)
+    # Each object is sealed bound to its identity, which an encrypted repository's tag
+    # covers: ``name`` is the object's key; a block (no name) is bound to its id. An object
+    # moved to another name or block id no longer unseals.
+
+    def seal(
+        self, raw: bytes | memoryview, digest: bytes | None = None, *, name: str | None = None
+    ) -> envelope.Sealed:
+        """``raw`` in the repository's envelope (compressed, framed, checksummed; encrypted
+        in an encrypted repository), to be stored as ``name`` (None: a block)."""
+        identity = BLOCK_IDENTITY if name is None else _named(name)
+        return envelope.seal(raw, self.codec, self.key, digest, self.cipher, identity)
 
     def frame(self, raw: bytes | memoryview, digest: bytes) -> bytes:
-        """The sealed bytes of ``raw`` whose digest the caller computed (the backup's hot
-        path: see sealed.frame)."""
-        return envelope.frame(raw, self.codec, digest)
+        """The sealed bytes of the block ``raw`` whose id (digest) the caller computed (the
+        backup's hot path: see sealed.frame)."""
+        return envelope.frame(raw, self.codec, digest, self.cipher, BLOCK_IDENTITY)
 
-    def unseal(self, data: bytes | memoryview, expect_digest: bytes | None = None) -> bytes:
-        """The verified content of a sealed object; SealError when anything is off."""
-        return envelope.unseal(data, self.key, expect_digest)
+    def unseal(
+        self,
+        data: bytes | memoryview,
+        expect_digest: bytes | None = None,
+        *,
+        name: str | None = None,
+    ) -> bytes:
+        """The verified content of the object stored as ``name``, or (no name) of the block
+        ``expect_digest``; SealError when anything is off."""
+        identity = BLOCK_IDENTITY if name is None else _named(name)
+        if name is None and expect_digest is None:
+            raise ValueError("unseal needs the object's name or its block id")
+        return envelope.unseal(data, self.key, expect_digest, self.cipher, identity)
 
-    def unseal_to(self, data: bytes | memoryview, write: Callable[[memoryview], None]) -> None:
+    def unseal_to(
+        self, data: bytes | memoryview, write: Callable[[memoryview], None], *, name: str
+    ) -> None:
         """:meth:`unseal`, handing the content to ``write`` piece by piece (sealed.unseal_to)."""
-        envelope.unseal_to(data, self.key, write)
+        envelope.unseal_to(data, self.key, write, self.cipher, _named(name))
+
+    # -- small records (stanza records, pins, drills, expire records, doomed lists) ----
+    # Plain JSON in an unencrypted repository, as they always were; sealed in an encrypted one.
+
+    def _record_bytes(self, key: str, body: bytes) -> bytes:
+        return body if self.cipher is None else self.seal(body, name=key).data
+
+    def put_record(self, key: str, body: bytes) -> None:
+        """Store (replace atomically) the record ``key``."""
+        self.storage.put(key, self._record_bytes(key, body))
+
+    def put_record_if_absent(self, key: str, body: bytes) -> bool:
+        """Store the record ``key`` unless it exists; whether it was written."""
+        return self.storage.put_if_absent(key, self._record_bytes(key, body))
+
+    def get_record(self, key: str) -> bytes:
+        """The content of the record ``key``: ObjectNotFound when absent, SealError (a
+        ValueError, like bad JSON) when it does not unseal."""
+        data = self.storage.get(key)
+        return data if self.cipher is None else self.unseal(data, name=key)
 
     # -- typed stores ------------------------------------------------------------------
 
@@ -178,8 +185,16 @@ class Repository:
 
     @classmethod
     def create(
-        cls, storage: Storage, *, compression: str = "zstd:3", block_size: int = DEFAULT_BLOCK_SIZE
+        cls,
+        storage: Storage,
+        *,
+        compression: str = "zstd:3",
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        secret: bytes | None = None,
+        raw: bool = False,
     ) -> Repository:
+        """A new repository; encrypted when ``secret`` (its first key slot's passphrase, or
+        with ``raw`` its random key)."""
         parse_codec(compression)
         if block_size % 8192 or not 8192 <= block_size <= 16 * 1024 * 1024:
             raise UsageError(
@@ -193,6 +208,16 @@ class Repository:
             compression=compression,
             hash_key=os.urandom(32),  # what secrets.token_bytes uses
         )
+        master = None
+        if secret is not None:
+            from pgkura.repository import keys
+
+            master = keys.new_master_key()
+            config.hash_key = keys.split_master_key(master)[1]
+            config.version = ENCRYPTED_VERSION
+            config.key_slots = [
+                keys.new_slot(master, secret, config.repo_id, config.created, raw=raw)
+            ]
         if storage.exists(layout.CONFIG_KEY):
             raise RepositoryError(
                 f"{storage.location} is already a pgkura repository",
@@ -207,10 +232,23 @@ class Repository:
         body = json.dumps(config.to_json(), indent=2).encode()
         if not storage.put_if_absent(layout.CONFIG_KEY, body):
             raise RepositoryError(f"{storage.location} was initialised concurrently")
-        return cls(storage, config)
+        return cls._opened(storage, config, master)
 
     @classmethod
-    def open(cls, storage: Storage) -> Repository:
+    def _opened(cls, storage: Storage, config: RepoConfig, master: bytes | None) -> Repository:
+        if master is None:
+            return cls(storage, config)
+        from pgkura.repository.keys import split_master_key
+
+        data_key, config.hash_key = split_master_key(master)
+        repo = cls(storage, config, envelope.Cipher(data_key))
+        repo.master_key = master
+        return repo
+
+    @classmethod
+    def open(cls, storage: Storage, key_file: str | None = None) -> Repository:
+        """The repository on ``storage``; an encrypted one is opened with the passphrase in
+        ``key_file`` (the file's path: the secret itself is never passed around)."""
         try:
             raw = storage.get(layout.CONFIG_KEY)
         except ObjectNotFound:
@@ -228,22 +266,46 @@ class Repository:
             raise RepositoryError(f"{layout.CONFIG_KEY} in {storage.location} is damaged") from None
         if data.get("format") != FORMAT:
             raise NotARepositoryError(f"{storage.location} is not a pgkura repository")
-        if int(data.get("version", 0)) > VERSION:
+        known = ENCRYPTED_VERSION if "key_slots" in data else VERSION
+        if int(data.get("version", 0)) > known:
             raise RepositoryError(
                 f"repository format version {data['version']} is newer than this pgkura knows",
                 hint="upgrade pgkura",
             )
+        config = RepoConfig.from_json(data)
+        master = None
+        if (
+            config.key_slots is not None
+        ):  # opened before anything is swept: a wrong key writes nothing
+            from pgkura.repository import keys
+
+            if not key_file:
+                raise keys.need_key_error(storage.location)
+            secret = keys.read_key_file(key_file)
+            master, _ = keys.open_master_key(
+                config.key_slots, secret, config.repo_id, storage.location, key_file
+            )
         # What writers killed mid-write left is removed by whoever comes next.
         storage.sweep()
-        return cls(storage, RepoConfig.from_json(data))
+        return cls._opened(storage, config, master)
+
+    def write_config(self) -> None:
+        """Replace pgkura.json (atomically: storage put) with ``config``."""
+        self.storage.put(layout.CONFIG_KEY, json.dumps(self.config.to_json(), indent=2).encode())
 
     # -- stanzas -------------------------------------------------------------------------
 
     def stanza(self, name: str) -> StanzaInfo | None:
+        key = layout.stanza_key(name)
         try:
-            raw = self.storage.get(layout.stanza_key(name))
+            raw = self.get_record(key)
         except ObjectNotFound:
             return None
+        except envelope.SealError as exc:
+            raise RepositoryError(
+                f"the stanza record {key} is damaged: {exc}",
+                hint="run pgkura verify; restore the record from a copy of the repository",
+            ) from None
         return StanzaInfo.from_json(json.loads(raw))
 
     def ensure_stanza(self, name: str, system_identifier: str, pg_version: int) -> StanzaInfo:
@@ -257,7 +319,7 @@ class Repository:
                 name, [Generation(1, system_identifier, pg_version, created)], created
             )
             body = json.dumps(info.to_json(), indent=2).encode()
-            if not self.storage.put_if_absent(layout.stanza_key(name), body):
+            if not self.put_record_if_absent(layout.stanza_key(name), body):
                 info = self.stanza(name)
                 assert info is not None
         if info.system_identifier != system_identifier:
@@ -298,15 +360,22 @@ class Repository:
         raise_version(self, 2)
         number = info.current.number + 1
         info.generations.append(Generation(number, system_identifier, pg_version, iso(utc_now())))
-        self.storage.put(layout.stanza_key(name), json.dumps(info.to_json(), indent=2).encode())
+        self.put_record(layout.stanza_key(name), json.dumps(info.to_json(), indent=2).encode())
         return info, True
+
+
+BLOCK_IDENTITY = b"block"
+
+
+def _named(name: str) -> bytes:
+    return b"object " + name.encode()
 
 
 def open_repository(cfg: Config) -> Repository:
     """The repository ``cfg`` names (--repo), opened: the one way every layer opens it."""
     from pgkura.storage import open_storage
 
-    repo = Repository.open(open_storage(cfg.require_repo(), cfg))
+    repo = Repository.open(open_storage(cfg.require_repo(), cfg), cfg.key_file)
     repo.cache_setting = cfg.cache_dir
     return repo
 
@@ -317,7 +386,7 @@ def raise_version(repo: Repository, version: int) -> None:
     if repo.config.version >= version:
         return
     repo.config.version = version
-    repo.storage.put(layout.CONFIG_KEY, json.dumps(repo.config.to_json(), indent=2).encode())
+    repo.write_config()
 
 
 def _no_config(storage: Storage) -> NotARepositoryError:

@@ -1,11 +1,14 @@
 """Sealed objects: the envelope every block, index, manifest and WAL file is stored in.
 
-See docs/repository-format.md, "Sealed objects". The header makes each object self-checking:
-a reader needs only the repository's hash key to tell intact content from damaged content.
+See docs/repository-format.md, "Sealed objects" and "Encryption". The header makes each object
+self-checking: a reader needs only the repository's hash key to tell intact content from
+damaged content. In an encrypted repository the payload is also encrypted and authenticated
+(AES-256-GCM), with the header and the object's identity as associated data.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 
 import blake3
@@ -20,6 +23,56 @@ if TYPE_CHECKING:
 MAGIC = b"PGK1"
 HEADER = struct.Struct("<4sBBHQQ32s")
 HEADER_SIZE = HEADER.size  # 56
+ENCRYPTED = 1  # header flag: the payload is salt + AES-256-GCM ciphertext + tag
+SALT_SIZE = 24  # random per object; the object's own key is derived from it
+TAG_SIZE = 16
+_SUBKEY_CONTEXT = b"pgkura object key\x00"
+
+
+class Cipher:
+    """The data key of an encrypted repository. Each object is encrypted under a key of its
+    own, keyed BLAKE3 (a PRF) of the data key over a random 192-bit salt stored in front of
+    the ciphertext: a key encrypts one object, so no nonce is ever used twice under one key
+    (docs/repository-format.md, "Encryption"). ``cryptography`` is imported only here, only
+    for an encrypted repository."""
+
+    __slots__ = ("_aead", "_data_key", "_invalid")
+
+    def __init__(self, data_key: bytes) -> None:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._data_key, self._aead, self._invalid = data_key, AESGCM, InvalidTag
+
+    def _object_key(self, salt: bytes | memoryview) -> bytes:
+        return blake3.blake3(_SUBKEY_CONTEXT + bytes(salt), key=self._data_key).digest()
+
+    def encrypt(self, payload: bytes | memoryview, associated: bytes) -> bytes:
+        salt = os.urandom(SALT_SIZE)
+        aead = self._aead(self._object_key(salt))
+        return salt + aead.encrypt(salt[:12], payload, associated)
+
+    def decrypt(self, sealed_payload: bytes | memoryview, associated: bytes) -> bytes:
+        view = memoryview(sealed_payload)
+        if len(view) < SALT_SIZE + TAG_SIZE:
+            raise SealError(f"truncated ciphertext ({len(view)} bytes)")
+        salt = bytes(view[:SALT_SIZE])
+        try:
+            return self._aead(self._object_key(salt)).decrypt(
+                salt[:12], view[SALT_SIZE:], associated
+            )
+        except self._invalid:
+            raise SealError(
+                "authentication failed: the object was altered, truncated, or stored under "
+                "another name"
+            ) from None
+
+
+def _associated(header: bytes | memoryview, identity: bytes) -> bytes:
+    """What an encrypted object's tag covers besides its ciphertext: its header (codec,
+    lengths, digest) and its identity ("block" for a block, whose id is the header's digest;
+    "object <key>" for any other object)."""
+    return bytes(header) + identity
 
 
 class SealError(ValueError):
@@ -47,32 +100,67 @@ def keyed_digest(key: bytes, raw: bytes | memoryview) -> bytes:
     return blake3.blake3(raw, key=key).digest()
 
 
-def seal(raw: bytes | memoryview, codec: Codec, key: bytes, digest: bytes | None = None) -> Sealed:
+def seal(
+    raw: bytes | memoryview,
+    codec: Codec,
+    key: bytes,
+    digest: bytes | None = None,
+    cipher: Cipher | None = None,
+    identity: bytes = b"",
+) -> Sealed:
     """Compress and frame ``raw``; falls back to no compression when it does not pay."""
     if digest is None:
         digest = keyed_digest(key, raw)
-    return Sealed(digest, frame(raw, codec, digest))
+    return Sealed(digest, frame(raw, codec, digest, cipher, identity))
 
 
-def frame(raw: bytes | memoryview, codec: Codec, digest: bytes) -> bytes:
-    """The sealed object (header + payload) of ``raw`` whose keyed digest is ``digest``.
-    ``raw`` may be a view of a buffer that is reused afterwards: the result is a copy."""
+def frame(
+    raw: bytes | memoryview,
+    codec: Codec,
+    digest: bytes,
+    cipher: Cipher | None = None,
+    identity: bytes = b"",
+) -> bytes:
+    """The sealed object (header + payload) of ``raw`` whose keyed digest is ``digest``;
+    encrypted with ``cipher``, bound to ``identity``. ``raw`` may be a view of a buffer that
+    is reused afterwards: the result is a copy."""
     payload: bytes | memoryview = codec.compress(raw)
     codec_id = codec.codec_id
     if len(payload) >= len(raw):
         payload, codec_id = raw, 0
-    return HEADER.pack(MAGIC, codec_id, 0, 0, len(raw), len(payload), digest) + payload
+    if cipher is None:
+        return HEADER.pack(MAGIC, codec_id, 0, 0, len(raw), len(payload), digest) + payload
+    stored_len = SALT_SIZE + len(payload) + TAG_SIZE
+    header = HEADER.pack(MAGIC, codec_id, ENCRYPTED, 0, len(raw), stored_len, digest)
+    return header + cipher.encrypt(payload, _associated(header, identity))
 
 
-def _header(data: bytes | memoryview, expect_digest: bytes | None) -> tuple[int, int, bytes]:
+def _payload(
+    data: bytes | memoryview, cipher: Cipher | None, identity: bytes
+) -> bytes | memoryview:
+    """The (compressed) payload of a sealed object whose header is sound: decrypted and
+    authenticated when ``cipher`` is given."""
+    view = memoryview(data)
+    if cipher is None:
+        return view[HEADER_SIZE:]
+    return cipher.decrypt(view[HEADER_SIZE:], _associated(view[:HEADER_SIZE], identity))
+
+
+def _header(
+    data: bytes | memoryview, expect_digest: bytes | None, cipher: Cipher | None = None
+) -> tuple[int, int, bytes]:
     """(codec id, raw length, digest) of a sealed object whose header is sound."""
     if len(data) < HEADER_SIZE:
         raise SealError(f"truncated header ({len(data)} bytes)")
     magic, codec_id, flags, _, raw_len, payload_len, digest = HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         raise SealError("bad magic")
-    if flags != 0:
-        raise SealError(f"unsupported flags {flags}")
+    # An encrypted repository takes nothing unencrypted: a plain object put in its place
+    # would otherwise be read without any key.
+    if flags != (ENCRYPTED if cipher is not None else 0):
+        if flags == ENCRYPTED:
+            raise SealError("the object is encrypted, the repository is not")
+        raise SealError("the object is not encrypted" if cipher else f"unsupported flags {flags}")
     if len(data) - HEADER_SIZE != payload_len:
         raise SealError(f"payload is {len(data) - HEADER_SIZE} bytes, header says {payload_len}")
     if expect_digest is not None and digest != expect_digest:
@@ -84,14 +172,20 @@ def _header(data: bytes | memoryview, expect_digest: bytes | None) -> tuple[int,
 PIECE_BYTES = 1024 * 1024
 
 
-def unseal_to(data: bytes | memoryview, key: bytes, write: Callable[[memoryview], None]) -> None:
+def unseal_to(
+    data: bytes | memoryview,
+    key: bytes,
+    write: Callable[[memoryview], None],
+    cipher: Cipher | None = None,
+    identity: bytes = b"",
+) -> None:
     """:func:`unseal`, handing the content to ``write`` piece by piece instead of returning it.
 
     For a WAL segment going to a file: no 16 MiB buffer is filled only to be copied out (fresh
     memory costs about 10 ms per segment on a small VM). ``write`` may have had content when a
     SealError is raised at the end: the caller must then discard all it wrote."""
-    codec_id, raw_len, digest = _header(data, None)
-    payload = memoryview(data)[HEADER_SIZE:]
+    codec_id, raw_len, digest = _header(data, None, cipher)
+    payload = _payload(data, cipher, identity)
     hasher = blake3.blake3(key=key)
     total = 0
     if codec_id == compression.ZSTD:
@@ -127,11 +221,18 @@ def unseal_to(data: bytes | memoryview, key: bytes, write: Callable[[memoryview]
         raise SealError("content does not match its checksum")
 
 
-def unseal(data: bytes | memoryview, key: bytes, expect_digest: bytes | None = None) -> bytes:
+def unseal(
+    data: bytes | memoryview,
+    key: bytes,
+    expect_digest: bytes | None = None,
+    cipher: Cipher | None = None,
+    identity: bytes = b"",
+) -> bytes:
     """Return the raw content of a sealed object, raising SealError if anything is off."""
-    codec_id, raw_len, digest = _header(data, expect_digest)
+    codec_id, raw_len, digest = _header(data, expect_digest, cipher)
+    payload = _payload(data, cipher, identity)
     try:
-        raw = decompress(codec_id, memoryview(data)[HEADER_SIZE:], raw_len)
+        raw = decompress(codec_id, payload, raw_len)
     except ValueError as exc:
         raise SealError(f"cannot decompress: {exc}") from None
     if len(raw) != raw_len:

@@ -51,16 +51,16 @@ class StoredWal:
 
     def content(self, expect_digest: bytes | None = None) -> bytes:
         """The verified content; SealError when the object is damaged."""
-        return self._repo.unseal(self.data, expect_digest)
+        return self._repo.unseal(self.data, expect_digest, name=self.key)
 
     def write_to(self, write: Callable[[memoryview], None]) -> None:
         """Hand the content to ``write`` piece by piece, verifying it; SealError at the end
         when it is damaged (``write`` may have had pieces: the caller discards them)."""
-        self._repo.unseal_to(self.data, write)
+        self._repo.unseal_to(self.data, write, name=self.key)
 
     def check(self) -> None:
         """Raise SealError when the object is damaged."""
-        self._repo.unseal_to(self.data, lambda _piece: None)
+        self._repo.unseal_to(self.data, lambda _piece: None, name=self.key)
 
 
 class WalStore:
@@ -97,16 +97,18 @@ class WalStore:
     ) -> int | None:
         """Seal and store ``raw`` (whose digest is ``digest``) as ``name`` unless it is
         archived; the stored size when this call wrote it, None when it was there."""
-        data = self._repo.seal(raw, digest).data
-        if self._repo.storage.put_if_absent(layout.wal_key(archive, name), data):
+        key = layout.wal_key(archive, name)
+        data = self._repo.seal(raw, digest, name=key).data
+        if self._repo.storage.put_if_absent(key, data):
             return len(data)
         return None
 
     def replace(self, archive: str, name: str, raw: bytes | memoryview, digest: bytes) -> int:
         """Seal and store ``raw`` as ``name``, replacing the archived object atomically (a
         damaged copy of the same content); the stored size."""
-        data = self._repo.seal(raw, digest).data
-        self._repo.storage.put(layout.wal_key(archive, name), data)
+        key = layout.wal_key(archive, name)
+        data = self._repo.seal(raw, digest, name=key).data
+        self._repo.storage.put(key, data)
         return len(data)
 
     def list(self, archive: str, timeline: str = "") -> Iterator[ArchivedFile]:

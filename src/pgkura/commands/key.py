@@ -1,0 +1,98 @@
+"""`pgkura key add|list|remove`: who can open an encrypted repository.
+
+Each key slot in pgkura.json wraps the repository's master key under one passphrase
+(repository/keys.py). Adding or removing a slot rewrites pgkura.json (atomically) and nothing
+else: no object is encrypted under a slot's key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pgkura.commands import locked_repository, open_repository
+from pgkura.config import Config
+from pgkura.errors import UsageError
+from pgkura.repository import keys
+from pgkura.repository.repo import Repository, iso, utc_now
+
+
+@dataclass(frozen=True)
+class KeySlotInfo:
+    """A key slot as `key list` shows it (nothing secret)."""
+
+    slot_id: str
+    added: str
+    kdf: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.slot_id, "added": self.added, "kdf": self.kdf}
+
+
+@dataclass(frozen=True)
+class KeySlots:
+    """The key slots of a repository after a `key` command; ``changed`` is the slot added or
+    removed (None for list)."""
+
+    slots: list[KeySlotInfo]
+    changed: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"slots": [s.to_json() for s in self.slots], "changed": self.changed}
+
+
+def _slots(repo: Repository, changed: str | None = None) -> KeySlots:
+    assert repo.config.key_slots is not None
+    infos = [KeySlotInfo(s.slot_id, s.added, s.describe()) for s in repo.config.key_slots]
+    return KeySlots(infos, changed)
+
+
+def _require_encrypted(repo: Repository) -> list[keys.KeySlot]:
+    if repo.config.key_slots is None or repo.master_key is None:
+        raise UsageError(
+            f"the repository at {repo.location} is not encrypted: it has no keys",
+            hint="create an encrypted repository with: pgkura init --encrypt --key-file FILE",
+        )
+    return repo.config.key_slots
+
+
+def run_key_list(cfg: Config) -> KeySlots:
+    repo = open_repository(cfg)
+    _require_encrypted(repo)
+    return _slots(repo)
+
+
+def run_key_add(cfg: Config, new_key_file: str, raw: bool = False) -> KeySlots:
+    """A new key slot opened by the passphrase in ``new_key_file`` (with ``raw``: by the
+    random key it holds)."""
+    secret = keys.read_key_file(new_key_file, "--new-key-file")
+    # The maintenance lock: two key commands at once would each rewrite pgkura.json from
+    # what they read, and one's slot would be lost.
+    with locked_repository(cfg, "maintenance") as repo:
+        slots = _require_encrypted(repo)
+        assert repo.master_key is not None
+        slot = keys.new_slot(repo.master_key, secret, repo.config.repo_id, iso(utc_now()), raw=raw)
+        slots.append(slot)
+        repo.write_config()
+        return _slots(repo, slot.slot_id)
+
+
+def run_key_remove(cfg: Config, slot_id: str) -> KeySlots:
+    """Remove the key slot ``slot_id``; never the last one."""
+    with locked_repository(cfg, "maintenance") as repo:
+        slots = _require_encrypted(repo)
+        ids = [s.slot_id for s in slots]
+        if slot_id not in ids:
+            raise UsageError(
+                f"the repository has no key slot {slot_id!r} (it has {', '.join(ids)})",
+                hint="list them with: pgkura key list",
+            )
+        if len(slots) == 1:
+            raise UsageError(
+                f"key slot {slot_id} is the repository's only one: removing it would leave "
+                "nothing that opens the repository",
+                hint="add another first: pgkura key add --new-key-file FILE",
+            )
+        slots[:] = [s for s in slots if s.slot_id != slot_id]
+        repo.write_config()
+        return _slots(repo, slot_id)

@@ -1,0 +1,206 @@
+"""The keys of an encrypted repository: the master key and the key slots that wrap it.
+
+docs/repository-format.md, "Encryption". The master key is 64 random bytes, the data key
+(objects are encrypted under keys derived from it) and the hash key (block ids and checksums).
+It is stored only wrapped, in the ``key_slots`` of pgkura.json: each slot holds it encrypted
+(AES-256-GCM) under a key derived from one passphrase with Argon2id. Adding or removing a slot
+changes who can open the repository and rewrites nothing else. ``cryptography`` is imported
+only by the functions here, which only encrypted repositories call.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from pgkura.errors import ConfigError, RepositoryError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+MASTER_KEY_SIZE = 64  # data key (32) + hash key (32)
+CIPHER = "aes-256-gcm"
+# RFC 9106's second recommended option (64 MiB, 3 passes, 4 lanes): about 0.25 s here.
+ARGON2_MEMORY_KIB = 64 * 1024
+ARGON2_ITERATIONS = 3
+ARGON2_LANES = 4
+ARGON2ID, RAW = "argon2id", "raw"  # how a slot's key is derived from its key file
+RAW_KEY_MIN = 32  # bytes a raw key file holds at least
+_RAW_CONTEXT = "pgkura raw key slot v1"
+
+
+class WrongKeyError(RepositoryError):
+    """The key file given does not open the repository."""
+
+
+class KeySlot:
+    """One way to open the repository: the master key wrapped under the key derived from one
+    key file's content. ``kdf`` "argon2id": the file holds a passphrase, stretched with
+    Argon2id; "raw": it holds a random key of 32 bytes or more (keyed BLAKE3 derives the slot
+    key, in microseconds: for archive-push, which opens the repository once per segment)."""
+
+    __slots__ = ("added", "kdf", "nonce", "params", "salt", "slot_id", "wrapped")
+
+    def __init__(
+        self,
+        slot_id: str,
+        kdf: str,
+        salt: bytes,
+        nonce: bytes,
+        wrapped: bytes,
+        added: str,
+        params: tuple[int, int, int] = (ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_LANES),
+    ) -> None:
+        self.slot_id, self.kdf, self.salt, self.nonce = slot_id, kdf, salt, nonce
+        self.wrapped, self.added = wrapped, added
+        self.params = params  # Argon2id's memory (KiB), iterations and lanes
+
+    def describe(self) -> str:
+        if self.kdf == RAW:
+            return "raw key"
+        memory, iterations, lanes = self.params
+        return f"argon2id m={memory}KiB t={iterations} p={lanes}"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.slot_id, "kdf": self.kdf}
+        if self.kdf == ARGON2ID:
+            out["memory_kib"], out["iterations"], out["lanes"] = self.params
+        out.update(salt=self.salt.hex(), nonce=self.nonce.hex(), wrapped=self.wrapped.hex())
+        out["added"] = self.added
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeySlot:
+        kdf = data.get("kdf")
+        if kdf not in (ARGON2ID, RAW):
+            raise RepositoryError(
+                f"key slot {data.get('id')} uses an unknown kdf {kdf!r}", hint="upgrade pgkura"
+            )
+        params = (0, 0, 0)
+        if kdf == ARGON2ID:
+            params = (int(data["memory_kib"]), int(data["iterations"]), int(data["lanes"]))
+        return cls(
+            slot_id=str(data["id"]),
+            kdf=kdf,
+            salt=bytes.fromhex(data["salt"]),
+            nonce=bytes.fromhex(data["nonce"]),
+            wrapped=bytes.fromhex(data["wrapped"]),
+            added=str(data["added"]),
+            params=params,
+        )
+
+    def _slot_key(self, secret: bytes) -> bytes:
+        if self.kdf == RAW:
+            import blake3
+
+            return blake3.blake3(self.salt + secret, derive_key_context=_RAW_CONTEXT).digest()
+        from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+
+        memory, iterations, lanes = self.params
+        return Argon2id(
+            salt=self.salt, length=32, iterations=iterations, lanes=lanes, memory_cost=memory
+        ).derive(secret)
+
+    def open(self, secret: bytes, repo_id: str) -> bytes | None:
+        """The master key, or None when ``secret`` is not this slot's."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if self.kdf == RAW and len(secret) < RAW_KEY_MIN:
+            return None
+        try:
+            return AESGCM(self._slot_key(secret)).decrypt(
+                self.nonce, self.wrapped, _slot_associated(repo_id, self.slot_id)
+            )
+        except InvalidTag:
+            return None
+
+
+def _slot_associated(repo_id: str, slot_id: str) -> bytes:
+    # A slot is bound to its repository and its id: it cannot be moved to another.
+    return f"pgkura key slot {repo_id} {slot_id}".encode()
+
+
+def new_master_key() -> bytes:
+    return os.urandom(MASTER_KEY_SIZE)
+
+
+def split_master_key(master: bytes) -> tuple[bytes, bytes]:
+    """(data key, hash key) of a master key."""
+    if len(master) != MASTER_KEY_SIZE:
+        raise RepositoryError("the repository's master key has the wrong length")
+    return master[:32], master[32:]
+
+
+def new_slot(
+    master: bytes, secret: bytes, repo_id: str, added: str, *, raw: bool = False
+) -> KeySlot:
+    """A key slot that opens with ``secret`` (a passphrase; with ``raw``, a random key)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if raw and len(secret) < RAW_KEY_MIN:
+        raise UsageError(
+            f"a raw key file holds {len(secret)} bytes: fewer than {RAW_KEY_MIN}",
+            hint="make one with: head -c 32 /dev/urandom | base64 > FILE",
+        )
+    kdf = RAW if raw else ARGON2ID
+    slot = KeySlot(os.urandom(4).hex(), kdf, os.urandom(16), os.urandom(12), b"", added)
+    slot.wrapped = AESGCM(slot._slot_key(secret)).encrypt(
+        slot.nonce, master, _slot_associated(repo_id, slot.slot_id)
+    )
+    return slot
+
+
+def open_master_key(
+    slots: list[KeySlot], secret: bytes, repo_id: str, where: str, key_file: str
+) -> tuple[bytes, str]:
+    """(master key, id of the slot that opened it); WrongKeyError when none does. Raw slots
+    are tried first: trying one costs microseconds, an Argon2id slot a quarter second."""
+    for slot in sorted(slots, key=lambda s: s.kdf != RAW):
+        master = slot.open(secret, repo_id)
+        if master is not None:
+            return master, slot.slot_id
+    raise WrongKeyError(
+        f"the key in {key_file} does not open the repository at {where}",
+        hint="give the key file of one of its key slots (pgkura key list shows them)",
+    )
+
+
+def read_key_file(path: str, what: str = "--key-file") -> bytes:
+    """The passphrase a key file holds (one trailing newline dropped). The file must be
+    readable by its owner only: a passphrase others can read protects nothing."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"the key file {path} ({what}) is not a regular file")
+        if st.st_mode & 0o077:
+            raise ConfigError(
+                f"the key file {path} ({what}) can be read by others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o})",
+                hint=f"chmod 600 {path}",
+            )
+        with open(path, "rb") as f:
+            secret = f.read()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the key file {path} ({what}): {exc.strerror}",
+            hint="give a key file that exists and that this user may read",
+        ) from None
+    if secret.endswith(b"\n"):
+        secret = secret[:-1]
+        if secret.endswith(b"\r"):
+            secret = secret[:-1]
+    if len(secret) < 8:
+        raise UsageError(
+            f"the key file {path} ({what}) holds {len(secret)} bytes: too short for a passphrase",
+            hint="put a passphrase of at least 8 characters (better: 32 random ones) in it",
+        )
+    return secret
+
+
+def need_key_error(where: str) -> UsageError:
+    return UsageError(
+        f"the repository at {where} is encrypted, and no key file was given",
+        hint="give --key-file FILE (or PGKURA_KEY_FILE, or key-file in the config file)",
+    )

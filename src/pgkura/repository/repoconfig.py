@@ -1,0 +1,95 @@
+"""pgkura.json, the repository's configuration record (docs/repository-format.md)."""
+
+from __future__ import annotations
+
+from pgkura.errors import RepositoryError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pgkura.repository.keys import KeySlot
+
+FORMAT = "pgkura-repository"
+# 2: stanza generations; 3: merged index objects (docs/repository-format.md). A version 2
+# repository is raised to 3 before its first merged index object is written.
+VERSION = 3
+# An encrypted repository (docs/repository-format.md, "Encryption") has this version, which
+# also implies every unencrypted version's layout; an unencrypted one keeps VERSION, so older
+# pgkura still read it.
+ENCRYPTED_VERSION = 4
+
+
+class RepoConfig:
+    """pgkura.json. With ``key_slots`` the repository is encrypted: its hash key is not
+    stored (it is half of the master key the slots wrap) and is set once a slot opened."""
+
+    __slots__ = (
+        "block_size",
+        "compression",
+        "created",
+        "hash_key",
+        "key_slots",
+        "repo_id",
+        "version",
+    )
+
+    def __init__(
+        self,
+        repo_id: str,
+        created: str,
+        block_size: int,
+        compression: str,
+        hash_key: bytes,
+        version: int = VERSION,
+        key_slots: list[KeySlot] | None = None,
+    ) -> None:
+        self.repo_id, self.created, self.block_size = repo_id, created, block_size
+        self.compression, self.hash_key, self.version = compression, hash_key, version
+        self.key_slots = key_slots
+
+    @property
+    def encrypted(self) -> bool:
+        return self.key_slots is not None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "version": self.version,
+            "id": self.repo_id,
+            "created": self.created,
+            "block_size": self.block_size,
+            "compression": self.compression,
+            "hash": "blake3-keyed",
+        }
+        if self.key_slots is None:
+            out["hash_key"] = self.hash_key.hex()
+        else:
+            from pgkura.repository.keys import CIPHER
+
+            out["encryption"] = CIPHER
+            out["key_slots"] = [slot.to_json() for slot in self.key_slots]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RepoConfig:
+        slots = None
+        if "key_slots" in data:
+            from pgkura.repository.keys import CIPHER, KeySlot
+
+            if data.get("encryption") != CIPHER:
+                raise RepositoryError(
+                    f"the repository is encrypted with {data.get('encryption')!r}, which this "
+                    "pgkura does not know",
+                    hint="upgrade pgkura",
+                )
+            slots = [KeySlot.from_json(s) for s in data["key_slots"]]
+        return cls(
+            repo_id=data["id"],
+            created=data["created"],
+            block_size=int(data["block_size"]),
+            compression=data["compression"],
+            hash_key=bytes.fromhex(data["hash_key"]) if slots is None else b"",
+            version=int(data["version"]),
+            key_slots=slots,
+        )
