@@ -109,6 +109,12 @@ class WalStore:
         self._repo.storage.put(layout.wal_key(archive, name), data)
         return len(data)
 
+    @property
+    def time_resolution(self) -> float:
+        """How coarse an :class:`ArchivedFile`'s time is: it was archived no later than its
+        ``mtime`` plus this many seconds."""
+        return self._repo.storage.mtime_resolution
+
     def list(self, archive: str, timeline: str = "") -> Iterator[ArchivedFile]:
         """Every object of ``archive`` (history files included), or only the segments whose
         name starts with ``timeline`` (eight hex digits), in no particular order."""
