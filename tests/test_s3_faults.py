@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from pgkura.errors import PgkuraError
 from pgkura.storage.s3 import S3Storage
+from pgutil import switch_and_wait_archived
 from runner import PGKURA, os_user, run_pgkura
 from seaweed import S3Repo
 from test_s3_e2e import s3_archiving_conf
@@ -28,6 +33,35 @@ def start_pgkura(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     full.update(env)
     return subprocess.Popen(cmd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd="/")  # fmt: skip
+
+
+def pause_and_stop_server(proc: subprocess.Popen[str], server: Any) -> None:
+    """Stop the S3 server while ``proc`` is paused where it is (SIGSTOP), then let it go on:
+    its next request finds no server, wherever in its work it was."""
+    # pgkura itself, under runuser when there is one (runuser stops itself when its child
+    # stops, so it is continued too).
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    pgkura = int(children[0]) if children else proc.pid
+    os.kill(pgkura, signal.SIGSTOP)
+    try:
+        server.stop()
+    finally:
+        os.kill(pgkura, signal.SIGCONT)
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+def one_error(err: str, *words: str) -> str:
+    """The one ``pgkura: error:`` line of ``err``, which holds each of ``words`` and is
+    followed by a hint."""
+    errors = [line for line in err.splitlines() if line.startswith("pgkura: error: ")]
+    assert len(errors) == 1, err
+    assert all(w in errors[0] for w in words), err
+    assert "\nhint: " in err, err
+    return errors[0]
+
+
+def bytes_under(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def wait_for_key(store: S3Storage, prefix: str, proc: subprocess.Popen[str]) -> None:
@@ -123,3 +157,113 @@ def test_archiving_while_the_server_is_stopped_fails_clearly_and_catches_up(
     os.chmod(fetched, 0o777)
     run_pgkura(*repo.args, "archive-get", segment, str(fetched / segment))
     assert (fetched / segment).read_bytes() == (src.pgdata / "pg_wal" / segment).read_bytes()
+
+
+def test_a_restore_and_a_gc_cut_off_by_the_server_stopping_lose_nothing_and_their_reruns_complete(
+    make_server: Any, work_dir: Path, private_seaweedfs: Any
+) -> None:
+    """A restore cut off leaves a target that says it is incomplete and that a rerun with
+    --delta completes; a gc cut off in the middle of its deletions leaves a repository that
+    verifies, whose every backup restores, and the next gc finishes the work."""
+    from pgkura.repository.manifest import delete_manifest
+    from pgkura.repository.repo import Repository
+
+    repo = S3Repo(private_seaweedfs, work_dir / "s3", "t/restore-gc-fault", owner=os_user())
+    repo.write_config(retry_seconds=3)
+    run_pgkura(*repo.args, "init")
+    src = make_server("src", extra_conf=s3_archiving_conf(repo))
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    src.sql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v "
+            "FROM generate_series(1, 400000) g")  # fmt: skip
+    digest = "SELECT count(*), md5(string_agg(v, ',' ORDER BY g)) FROM big"
+    first = run_pgkura(*repo.args, "backup", "--jobs", "2", env=env).stdout.strip()
+    # The second backup shares the table's second half with the first.
+    src.sql("UPDATE big SET v = md5(v) WHERE g <= 200000")
+    src.sql("VACUUM big")
+    second = run_pgkura(*repo.args, "backup", "--jobs", "2", env=env).stdout.strip()
+    expected = src.sql(digest)[0]
+    switch_and_wait_archived(src)
+    store = repo.store(retry_seconds=3)
+
+    # -- a restore cut off ------------------------------------------------------------------
+    dest = work_dir / "restored"
+    restore_args = (*repo.args, "restore", "--backup", second, "--target-dir", str(dest),
+                    "--to-immediate", "--archive-mode", "off")  # fmt: skip
+    restore = start_pgkura(*restore_args, env={})
+    deadline = time.monotonic() + 120
+    while restore.poll() is None and (not dest.exists() or bytes_under(dest) < 4 << 20):
+        assert time.monotonic() < deadline, "the restore wrote nothing"
+        time.sleep(0.01)
+    pause_and_stop_server(restore, private_seaweedfs)
+    _out, err = restore.communicate(timeout=300)
+    assert restore.returncode != 0, "the restore ended before the server was stopped"
+    one_error(err, repo.url, "did not answer", f"{dest} is incomplete")
+    assert "hint: check --s3-endpoint" in err and "then run the restore again with --delta" in err
+    assert not (dest / "global" / "pg_control").exists()  # it cannot be started by mistake
+
+    private_seaweedfs.start()
+    again = run_pgkura(*restore_args, check=False)
+    one_error(again.stderr, "is not empty")  # nothing touched without --delta
+    assert again.returncode != 0 and "--delta" in again.stderr
+    run_pgkura(*restore_args, "--delta")
+    restored = make_server("restored", pgdata=dest, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql(digest)[0] == expected
+    restored.stop()
+
+    # -- a gc cut off -----------------------------------------------------------------------
+    # What an expire leaves for gc: the first backup deleted, its blocks still stored.
+    delete_manifest(Repository.open(store), "main", first)
+    packs = {o.key for o in store.list("packs/")}
+    packed_bytes = sum(o.size for o in store.list("packs/"))
+    gc = start_pgkura(*repo.args, "--max-unused", "1", "gc", "--output", "json", env={})
+    while gc.poll() is None and {o.key for o in store.list("packs/")} >= packs:
+        assert time.monotonic() < deadline + 120, "gc deleted nothing"
+        time.sleep(0.005)
+    pause_and_stop_server(gc, private_seaweedfs)
+    out, err = gc.communicate(timeout=300)
+    assert gc.returncode != 0, f"gc ended before the server was stopped: {out}"
+    one_error(err, repo.url, "did not answer")
+
+    private_seaweedfs.start()
+    verified = json.loads(run_pgkura(*repo.args, "verify", "--output", "json").stdout)
+    assert verified["ok"] is True, verified
+    info = json.loads(run_pgkura(*repo.args, "info", "--output", "json").stdout)
+    assert [b["id"] for b in info["backups"]] == [second]
+    finished = json.loads(run_pgkura(*repo.args, "--max-unused", "1", "gc", "--output",
+                                     "json").stdout)  # fmt: skip
+    # The two runs together gave back what only the deleted backup held.
+    assert finished["packs_waiting"] == 0 and not finished["unreadable_kept"], finished
+    assert finished["unreferenced_bytes_kept"] <= 0.01 * finished["repository_bytes"], finished
+    assert sum(o.size for o in store.list("packs/")) < packed_bytes
+    again_gc = json.loads(run_pgkura(*repo.args, "gc", "--output", "json").stdout)
+    assert again_gc["packs_deleted"] == 0 and again_gc["packs_waiting"] == 0, again_gc
+    assert json.loads(run_pgkura(*repo.args, "verify", "--output", "json").stdout)["ok"]
+    dest2 = work_dir / "after-gc"
+    run_pgkura(*repo.args, "restore", "--backup", second, "--target-dir", str(dest2),
+               "--to-immediate", "--archive-mode", "off")  # fmt: skip
+    after_gc = make_server("after-gc", pgdata=dest2, init=False)
+    after_gc.wait_for_promotion()
+    assert after_gc.sql(digest)[0] == expected
+
+
+def test_a_lock_that_cannot_be_released_leaves_the_commands_own_error(
+    work_dir: Path, private_seaweedfs: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server gone at the end of a command: the error the user sees is what the command
+    met, not the failed removal of its lock (which is left for the next command to take
+    over)."""
+    from pgkura.repository import locks
+    from pgkura.repository.repo import Repository
+
+    repo = S3Repo(private_seaweedfs, work_dir / "s3", "t/lock-release", owner=None)
+    opened = Repository.create(repo.store(retry_seconds=1))
+    failure = pytest.raises(PgkuraError, match="the command's own failure")
+    with failure, locks.maintenance_lock(opened), locks.shared_lock(opened):
+        private_seaweedfs.stop()
+        raise PgkuraError("the command's own failure")
+    removals = [r.getMessage() for r in caplog.records if "could not remove the lock" in
+                r.getMessage()]  # fmt: skip
+    assert len(removals) == 2 and all(repo.url in m for m in removals), removals
+    private_seaweedfs.start()
+    assert opened.storage.exists("locks/exclusive.lock")  # left, as a crash leaves it
