@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 from pgkura.errors import PgkuraError
 from pgkura.storage.s3 import S3Storage
-from pgutil import switch_and_wait_archived
+from pgutil import switch_and_wait_archived, switch_wal
 from runner import PGKURA, os_user, run_pgkura
 from seaweed import S3Repo
 from test_s3_e2e import s3_archiving_conf
@@ -267,3 +268,61 @@ def test_a_lock_that_cannot_be_released_leaves_the_commands_own_error(
     assert len(removals) == 2 and all(repo.url in m for m in removals), removals
     private_seaweedfs.start()
     assert opened.storage.exists("locks/exclusive.lock")  # left, as a crash leaves it
+
+
+def test_async_archiving_cut_off_in_the_middle_of_its_pushes_fails_clearly_and_catches_up(
+    make_server: Any, work_dir: Path, private_seaweedfs: Any
+) -> None:
+    """--archive-async on: the S3 server stops once the background pusher has archived the
+    first segments of a burst, with more under way and to come. The archiver is told why
+    (the pusher's error, naming the bucket), keeps the segments, and once the server is back
+    everything is archived: verify passes and a restore replays all of it."""
+    repo = S3Repo(private_seaweedfs, work_dir / "s3", "t/async-fault", owner=os_user())
+    repo.write_config(retry_seconds=2)
+    run_pgkura(*repo.args, "init")
+    spool = work_dir / "spool"
+    flags = [*repo.args, "--archive-async", "on", "--spool-path", str(spool)]
+    conf = {**s3_archiving_conf(repo),
+            "archive_command": shlex.join([PGKURA, *flags, "archive-push"]) + " %p"}  # fmt: skip
+    src = make_server("src", extra_conf=conf)
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    src.sql("CREATE TABLE t (g int, v text)")
+    backup_id = run_pgkura(*flags, "backup", env=env).stdout.strip()
+    store = repo.store(retry_seconds=2)
+    archived = {o.key for o in store.list("wal/")}
+
+    # A burst of segments; the server stops once the pusher has begun on them.
+    burst = subprocess.Popen(
+        [str(src.bin_dir / "psql"), "-X", "-q", "-d", "postgres", "-c",
+         "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 600000) g"],
+        env={**os.environ, **src.libpq_env()}, cwd="/",
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while {o.key for o in store.list("wal/")} <= archived:
+        assert time.monotonic() < deadline, "the pusher archived nothing"
+        time.sleep(0.01)
+    private_seaweedfs.stop()
+    assert burst.wait(timeout=120) == 0
+    rows = src.sql("SELECT count(*), md5(string_agg(v, ',' ORDER BY g)) FROM t")[0]
+    last = switch_wal(src)
+    while src.sql("SELECT failed_count FROM pg_stat_archiver")[0][0] == 0:
+        assert time.monotonic() < deadline, "the archiver never failed"
+        time.sleep(0.1)
+    assert (src.pgdata / "pg_wal" / "archive_status" / f"{last}.ready").exists()
+    logged = [line for line in src.log_file.read_text().splitlines() if "pgkura: error:" in line]
+    assert logged and repo.url in logged[0] and "did not answer" in logged[0], logged
+
+    private_seaweedfs.start()
+    last = switch_wal(src)  # which wakes the archiver from its wait after failures, too
+    while (last_archived(src) or "") < last:
+        assert time.monotonic() < deadline + 120, "the archiver did not catch up"
+        time.sleep(0.2)
+    verified = json.loads(run_pgkura(*repo.args, "verify", "--output", "json").stdout)
+    assert verified["ok"] is True, verified
+    dest = work_dir / "restored"
+    run_pgkura(*repo.args, "restore", "--backup", backup_id, "--target-dir", str(dest),
+               "--archive-mode", "off")  # fmt: skip
+    src.stop()
+    restored = make_server("restored", pgdata=dest, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql("SELECT count(*), md5(string_agg(v, ',' ORDER BY g)) FROM t")[0] == rows
