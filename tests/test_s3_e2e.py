@@ -117,6 +117,7 @@ def test_dumps_on_s3_restore_and_expire_keeps_the_newest_restorable(
     out = json.loads(run_pgkura(*s3_repo.args, "--keep-last", "2", "--max-unused", "1",
                                 "expire", "--output", "json").stdout)  # fmt: skip
     assert out["expired"] == [oldest], out
+    assert all("offline backups and dumps" in n for n in out["notes"]), out  # no WAL deleted
     assert out["gc"]["bytes_deleted"] > 0, out  # the blocks only the oldest dump held
     info = json.loads(run_pgkura(*s3_repo.args, "info", "--output", "json").stdout)
     assert [b["id"] for b in info["backups"]] == [middle, newest]
