@@ -39,16 +39,28 @@ from pgkura.wal.names import DEFAULT_SEG_SIZE, parse_lsn, segments_between
 from pgkura.wal.verify import ArchiveCheck, verify_archives
 
 
+@dataclass(frozen=True)
+class BackupVerdict:
+    """What verify found of one backup: its id, how many files it checked, whether all held."""
+
+    id: str
+    files: int
+    ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "files": self.files, "ok": self.ok}
+
+
 @dataclass
 class VerifyReport:
-    backups: list[dict[str, Any]] = field(default_factory=list)
+    backups: list[BackupVerdict] = field(default_factory=list)
     wal_checked: int = 0
     problems: list[str] = field(default_factory=list)
     pages_recomputed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "backups": self.backups,
+            "backups": [b.to_json() for b in self.backups],
             "wal_files_checked": self.wal_checked,
             "pages_recomputed": self.pages_recomputed,
             "problems": self.problems,
@@ -105,7 +117,7 @@ def verify_backups(
         problems += check.recorded
         problems += check.tail
         report.problems += problems
-        report.backups.append({"id": check.id, "files": check.count, "ok": not problems})
+        report.backups.append(BackupVerdict(check.id, check.count, not problems))
     report.wal_checked = wal.checked
     report.problems += wal.problems
     return report

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pgkura.config import Config
 from pgkura.errors import PgkuraError, StorageError
@@ -30,6 +31,13 @@ class CheckReport:
 
     def fail(self, what: str) -> None:
         self.problems.append(what)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": list(self.passed),
+            "problems": list(self.problems),
+            "ok": not self.problems,
+        }
 
 
 def judge_archive_command(
