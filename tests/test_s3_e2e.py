@@ -1,6 +1,7 @@
 """End to end on an S3 repository (a real SeaweedFS): init, offline and online backups with
-archive_command pushing into the same bucket, point-in-time restore, verify, gc, info; the
-restored servers are started and their data compared with what was committed."""
+archive_command pushing into the same bucket (sync and --archive-async), point-in-time
+restore, table restore, drill, logical dumps and their restores, verify, gc, expire, info;
+the restored servers are started and their data compared with what was committed."""
 
 from __future__ import annotations
 

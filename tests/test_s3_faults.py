@@ -1,6 +1,7 @@
-"""The S3 server stops in the middle of a backup and of WAL archiving (a real SeaweedFS, stopped
-and started again): a clear error, nothing committed, and once it is back the next run
-completes and restores."""
+"""The S3 server stops in the middle of a backup, of WAL archiving (sync and async), of a
+restore and of gc (a real SeaweedFS, stopped and started again): a clear error, nothing
+committed half-way, and once it is back the repository verifies, the next run completes and
+what was backed up restores."""
 
 from __future__ import annotations
 
