@@ -196,6 +196,17 @@ def test_archiving_while_the_server_is_stopped_fails_clearly_and_catches_up(
     lines = pushed.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("pgkura: error: cannot "), pushed.stderr
     assert repo.url in lines[0] and "did not answer" in lines[0]
+    # Recovery asking for WAL meanwhile is stopped, not told "not in the archive" (exit 1),
+    # which would end it and promote the server early (restore_command's contract).
+    fetched = work_dir / "fetched"
+    fetched.mkdir()
+    os.chmod(fetched, 0o777)
+    for flags in ((), ("--archive-async", "on", "--spool-path", str(work_dir / "spool"))):
+        got = run_pgkura(*repo.args, *flags, "archive-get", segment, str(fetched / segment),
+                         check=False)  # fmt: skip
+        assert got.returncode == 255, got
+        assert repo.url in got.stderr and "did not answer" in got.stderr, got.stderr
+        assert not (fetched / segment).exists()
     deadline = time.monotonic() + 60
     while src.sql("SELECT failed_count FROM pg_stat_archiver")[0][0] == 0:
         assert time.monotonic() < deadline, "the archiver never tried"
@@ -209,11 +220,11 @@ def test_archiving_while_the_server_is_stopped_fails_clearly_and_catches_up(
         time.sleep(0.2)
     key = f"wal/main/{segment[:16]}/{segment}"
     assert store.exists(key), sorted(o.key for o in store.list("wal/"))
-    fetched = work_dir / "fetched"
-    fetched.mkdir()
-    os.chmod(fetched, 0o777)
     run_pgkura(*repo.args, "archive-get", segment, str(fetched / segment))
     assert (fetched / segment).read_bytes() == (src.pgdata / "pg_wal" / segment).read_bytes()
+    absent = run_pgkura(*repo.args, "archive-get", "00000001FFFFFFFF000000FE",
+                        str(fetched / "absent"), check=False)  # fmt: skip
+    assert absent.returncode == 1  # what "not in the archive" is
 
 
 def test_a_restore_and_a_gc_cut_off_by_the_server_stopping_lose_nothing_and_their_reruns_complete(
