@@ -166,6 +166,7 @@ def test_async_archiving_into_s3_then_a_table_restore_a_drill_and_a_prefetching_
     after = src.sql(orders, dbname="shop")
     last = switch_and_wait_archived(src)
     assert not list((spool / "out").glob("*.error"))
+    assert "reached the archive" in run_pgkura(*flags, "check", env=env).stdout
     run_pgkura(*s3_repo.args, "archive-get", last, str(work_dir / last))  # pushed in full
     assert (work_dir / last).read_bytes() == (src.pgdata / "pg_wal" / last).read_bytes()
 
