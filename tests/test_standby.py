@@ -4,12 +4,14 @@ repository instead of from the primary (issue: standby backups and restores)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from pgutil import archiving_conf, switch_and_wait_archived
-from runner import run_pgkura
+from pgutil import archiving_conf, assert_balanced, switch_and_wait_archived
+from runner import os_user, run_pgkura
 
 
 def _primary_with_backup(make_server: Any, repo: str) -> tuple[Any, str]:
@@ -21,7 +23,7 @@ def _primary_with_backup(make_server: Any, repo: str) -> tuple[Any, str]:
     return primary, json.loads(out.stdout)["id"]
 
 
-def _wait_for_rows(server: Any, query: str, expected: int, timeout: float = 90) -> None:
+def _wait_for_rows(server: Any, query: str, expected: object, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     seen = None
     while time.monotonic() < deadline:
@@ -95,3 +97,81 @@ def test_a_standby_restore_refuses_what_does_not_fit_it(
         assert message in bad.stderr and "hint:" in bad.stderr
         assert "secret9" not in bad.stderr
         assert not target.exists(), f"{extra} wrote into the target"
+
+
+def _wait_for_replay(standby: Any, primary: Any, timeout: float = 60) -> None:
+    lsn = primary.sql("SELECT pg_current_wal_lsn()")[0][0]
+    query = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
+    _wait_for_rows(standby, query, True, timeout)
+
+
+def _standby_of(make_server: Any, primary: Any, repo: str, work_dir: Path) -> Any:
+    target = work_dir / "standby"
+    conninfo = f"host={primary.socket_dir} port={primary.port} user=postgres"
+    run_pgkura(
+        "--repo", repo, "restore", "--target-dir", str(target), "--type", "standby",
+        "--primary-conninfo", conninfo,
+    )  # fmt: skip
+    return make_server("standby", pgdata=target, init=False)
+
+
+def _pgbench(server: Any, seconds: int) -> subprocess.Popen[bytes]:
+    cmd = [str(server.bin_dir / "pgbench"), "-n", "-c", "2", "-T", str(seconds), "postgres"]
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    env = {**os.environ, **server.libpq_env()}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_a_backup_from_a_standby_under_load_restores_like_the_primarys(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    primary = make_server("primary", extra_conf=archiving_conf(repo))
+    primary.pgbench_init(3)
+    env = {**primary.libpq_env(), "PGKURA_PGDATA": str(primary.pgdata)}
+    run_pgkura("--repo", repo, "backup", env=env)
+    standby = _standby_of(make_server, primary, repo, work_dir)
+    _wait_for_rows(standby, "SELECT count(*) FROM pgbench_branches", 3)
+    primary_conn = f"host={primary.socket_dir} port={primary.port} user=postgres"
+    on_standby = {**standby.libpq_env(), "PGKURA_PGDATA": str(standby.pgdata)}
+
+    # check on a standby that archives nothing itself: it says how backups get their WAL.
+    bad = run_pgkura("--repo", repo, "check", env=on_standby, check=False)
+    assert bad.returncode != 0 and "archives nothing itself" in bad.stdout
+    assert "--primary-dbconn" in bad.stdout
+    ok = run_pgkura("--repo", repo, "--primary-dbconn", primary_conn, "check", env=on_standby)
+    assert "WAL switched on the primary" in ok.stdout and "reached the archive" in ok.stdout
+
+    # Without the primary, the backup's last segment is not finished in time: refused, and
+    # the message names both ways out. (A checkpoint in the middle of a segment, replayed by
+    # the standby: its restartpoint puts the backup's end there.)
+    primary.sql("CREATE TABLE mid_segment AS SELECT g FROM generate_series(1, 1000) g")
+    primary.sql("CHECKPOINT")
+    _wait_for_replay(standby, primary)
+    late = run_pgkura(
+        "--repo", repo, "--archive-timeout", "3", "backup", env=on_standby, check=False
+    )
+    assert late.returncode != 0
+    assert "--primary-dbconn" in late.stderr and "--archive-timeout" in late.stderr
+
+    load = _pgbench(primary, 8)
+    out = run_pgkura(
+        "--repo", repo, "--primary-dbconn", primary_conn, "backup", "--output", "json",
+        env=on_standby,
+    )  # fmt: skip
+    backup_id = json.loads(out.stdout)["id"]
+    load.wait(timeout=120)
+    assert load.returncode == 0, load.stderr.read() if load.stderr else ""
+    primary.sql("CREATE TABLE after_backup AS SELECT 7 AS x")
+    final = assert_balanced(primary)
+    switch_and_wait_archived(primary)
+    primary.stop()
+
+    target = work_dir / "from-standby"
+    run_pgkura("--repo", repo, "restore", backup_id, "--target-dir", str(target))
+    assert "BACKUP FROM: standby" in (target / "backup_label").read_text()
+    standby.stop()
+    restored = make_server("restored", pgdata=target, init=False)
+    restored.wait_for_promotion()
+    assert assert_balanced(restored) == final
+    assert restored.sql("SELECT x FROM after_backup")[0][0] == 7

@@ -25,7 +25,8 @@ from typing import Any
 from pgkura.errors import PgkuraError
 from pgkura.pg.relfile import RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.readback import FileToCheck, check_files, page_failures
-from pgkura.repository.blocks import BlockIndex, BlockReader, check_pack, unindexed_problem
+from pgkura.repository.blocks import BlockIndex, BlockReader
+from pgkura.repository.index_files import check_pack, unindexed_problem
 from pgkura.repository.manifest import (
     FileEntry,
     Manifest,
@@ -69,25 +70,37 @@ class VerifyReport:
 
 
 def verify_backups(
-    repo: Repository, stanza: str, backup_id: str | None, jobs: int, pages: bool = True
+    repo: Repository,
+    stanza: str,
+    backup_id: str | None,
+    jobs: int,
+    pages: bool = True,
+    *,
+    backup_ids: list[str] | None = None,
 ) -> VerifyReport:
     """Check one backup of ``stanza`` (or all, and then every pack and the whole WAL
-    archive); ``pages`` recomputes every data page checksum instead of reporting the failures
-    each backup recorded. The caller holds the repository's shared lock (gc cannot delete
-    what is being verified)."""
+    archive; or, with ``backup_ids``, those, as one backup is checked); ``pages`` recomputes
+    every data page checksum instead of reporting the failures each backup recorded. The
+    caller holds the repository's shared lock (gc cannot delete what is being verified)."""
     report = VerifyReport(pages_recomputed=pages)
-    index = BlockIndex(repo).load()
-    report.problems += index.damaged
-    if backup_id is None:
+    index = BlockIndex(repo).load(keep_packs=True, fresh=True)  # what is stored, not a copy
+    report.problems += index.damaged + index.replaced
+    whole = backup_id is None and backup_ids is None
+    if whole:
+        trailer_read = set(index.unindexed)
         for pack_id in sorted(index.pack_ids):
-            problem = check_pack(repo, pack_id)
+            indexed = None if pack_id in trailer_read else index.pack_entries.get(pack_id)
+            problem = check_pack(repo, pack_id, indexed)
             if problem:
                 report.problems.append(problem)
     info = repo.stanza(stanza)
     # An id that names no backup is a usage error (exit 3), not damage to report.
-    ids = (
-        [resolve_backup_id(repo, stanza, backup_id)] if backup_id else list_backup_ids(repo, stanza)
-    )
+    if backup_ids is not None:
+        ids = [resolve_backup_id(repo, stanza, i) for i in backup_ids]
+    elif backup_id:
+        ids = [resolve_backup_id(repo, stanza, backup_id)]
+    else:
+        ids = list_backup_ids(repo, stanza)
     # Every backup's files are read back in one pool; a file stored identically in several
     # backups is read once and its result counts for each of them.
     backups: list[_BackupCheck] = []
@@ -107,8 +120,8 @@ def verify_backups(
     # The archive is checked by this process while worker processes read the backups' files.
     wal = ArchiveCheck()
     archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
-    gaps_from = gaps_matter_from(repo, stanza, info) if backup_id is None else {}
-    meanwhile = None if backup_id else lambda: verify_archives(repo, archives, wal, jobs, gaps_from)
+    gaps_from = gaps_matter_from(repo, stanza, info) if whole else {}
+    meanwhile = (lambda: verify_archives(repo, archives, wal, jobs, gaps_from)) if whole else None
     results = check_files(BlockReader(index), files, jobs, meanwhile)
     for check in backups:
         problems = list(check.head)
