@@ -214,6 +214,8 @@ def test_archiving_while_the_server_is_stopped_fails_clearly_and_catches_up(
     assert (src.pgdata / "pg_wal" / "archive_status" / f"{segment}.ready").exists()
 
     private_seaweedfs.start()
+    # After three failures in a row the archiver waits up to a minute, or for a new segment.
+    switch_wal(src)
     deadline = time.monotonic() + 120
     while (last_archived(src) or "") < segment:
         assert time.monotonic() < deadline, "the archiver did not catch up"
