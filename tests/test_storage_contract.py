@@ -288,3 +288,18 @@ def test_a_posix_location_that_is_a_file_is_not_a_repository(tmp_path: Path) -> 
     with pytest.raises(NotARepositoryError, match="cannot read the repository") as caught:
         Repository.open(PosixStorage(location))
     assert caught.value.exit_code == 4
+
+
+def test_a_listed_time_plus_the_stores_resolution_is_never_before_the_write(
+    storage: Storage,
+) -> None:
+    """S3 keeps Last-Modified to the second: a restore's check that a --to-time is not past
+    the end of the archived WAL must not take the truncated time for the time of the write."""
+    while time.time() % 1 < 0.3 or time.time() % 1 > 0.7:  # mid-second: truncation shows
+        time.sleep(0.05)
+    before = time.time()
+    storage.put("timed", b"x")
+    (listed,) = storage.list("timed")
+    assert listed.mtime is not None
+    assert listed.mtime + storage.mtime_resolution >= before, (listed.mtime, before)
+    assert listed.mtime <= time.time() + 1  # the same clock, not a day off

@@ -133,8 +133,8 @@ def _remove(
         anchors = [a for m in of_gen if (a := anchor_of(m, m.id in forward)) is not None]
         if of_gen and not anchors:
             report.notes.append(
-                f"generation {gen.number}: kept only offline backups, which need no WAL; its "
-                "WAL is kept (nothing says which of it is unneeded)"
+                f"generation {gen.number}: kept only offline backups and dumps, which need no "
+                "WAL; its WAL is kept (nothing says which of it is unneeded)"
             )
             continue
         archive = info.archive(gen)

@@ -229,12 +229,16 @@ def _restore(
 def _incomplete(exc: PgkuraError, target: Path) -> PgkuraError:
     """The error of a restore that stopped after it began writing: it says so."""
     cls = CorruptionError if isinstance(exc, CorruptionError) else PgkuraError
+    again = (
+        "run the restore again with --delta (it keeps what was written), or restore another "
+        "backup into it with --delta"
+    )
     out = cls(
         f"{exc.message}; {target} is incomplete: global/pg_control was not written, so it "
         "will not start",
-        hint=exc.hint
-        or "fix the cause, then run the restore again with --delta (it keeps "
-        "what was written), or restore another backup into it with --delta",
+        # The cause's own hint says what to fix (an S3 endpoint, a full disk); how to finish
+        # the restore then is said in any case.
+        hint=f"{exc.hint}; then {again}" if exc.hint else f"fix the cause, then {again}",
     )
     out.exit_code = exc.exit_code
     return out

@@ -148,9 +148,19 @@ def _hold(repo: Repository, key: str, record: LockRecord) -> HeldLock:
 
 
 def _release(held: HeldLock) -> None:
-    """Stop renewing, and delete the lock if it is still this process's."""
+    """Stop renewing, and delete the lock if it is still this process's. A store that fails
+    now (an S3 server gone) must not turn the command's own outcome, or the error that ended
+    it, into a lock's: the lock left is a dead holder's, taken over as such."""
     RENEWER.release(held)
-    held.release()
+    try:
+        held.release()
+    except StorageError as exc:
+        log.warning(
+            "could not remove the lock %s: %s; the next command takes it over once this "
+            "process has ended",
+            held.key,
+            exc.message,
+        )
 
 
 def confirm_locks_held(repo: Repository, what: str) -> None:

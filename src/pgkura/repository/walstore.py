@@ -111,6 +111,12 @@ class WalStore:
         self._repo.storage.put(key, data)
         return len(data)
 
+    @property
+    def time_resolution(self) -> float:
+        """How coarse an :class:`ArchivedFile`'s time is: it was archived no later than its
+        ``mtime`` plus this many seconds."""
+        return self._repo.storage.mtime_resolution
+
     def list(self, archive: str, timeline: str = "") -> Iterator[ArchivedFile]:
         """Every object of ``archive`` (history files included), or only the segments whose
         name starts with ``timeline`` (eight hex digits), in no particular order."""

@@ -59,6 +59,10 @@ class Storage(abc.ABC):
     #: that fork(2) does not copy: engines must use threads, not forked workers, when False.
     fork_safe: bool = True
 
+    #: How coarse the times :meth:`list` gives are, in seconds: an object was written no later
+    #: than its listed time plus this (S3's Last-Modified is kept to the second, truncated).
+    mtime_resolution: float = 0.0
+
     def workers_for(self, jobs: int) -> int:
         """How many workers that each use this store to run for ``jobs`` asked: never more
         than the store takes at once, never fewer than one."""

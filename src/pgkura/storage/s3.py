@@ -49,6 +49,7 @@ class _Transient(Exception):
 
 class S3Storage(Storage):
     fork_safe = False
+    mtime_resolution = 1.0  # Last-Modified: whole seconds
 
     def __init__(self, location: str, options: S3Options | None = None) -> None:
         self.options = options or S3Options()

@@ -49,6 +49,9 @@ class ArchiveCatalog:
     seg_size: int
     timelines: dict[int, TimelineWal]
     histories: set[int]
+    #: the archive's times are this coarse (seconds): a segment was archived no later than its
+    #: time plus this
+    time_resolution: float = 0.0
 
     def latest_timeline(self) -> int:
         known = set(self.timelines) | self.histories
@@ -131,7 +134,7 @@ def load_catalog(
             tl.segnos.add(wal.segno)
             if obj.mtime is not None:
                 tl.mtimes[wal.segno] = obj.mtime
-    return ArchiveCatalog(archive, seg_size, timelines, histories)
+    return ArchiveCatalog(archive, seg_size, timelines, histories, repo.wal.time_resolution)
 
 
 def archived_files(
