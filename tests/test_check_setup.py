@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -56,6 +57,22 @@ def test_a_config_file_setup_passes_check_and_another_stanza_fails_it_by_name(
     assert f"repository {repo}, stanza 'other' (repository from config file {other}" in bad.stdout
     assert "not repository" in bad.stdout and "stanza 'prod'" in bad.stdout
     assert "reached the archive" not in bad.stdout
+
+
+def test_check_reports_in_json_what_passed_and_what_failed(archiving: Any, repo: str) -> None:
+    _set_archive_command(archiving, f"{shlex.quote(PGKURA)} --repo {repo} archive-push %p")
+    ok = run_pgkura("--repo", repo, "check", "--output", "json", env=archiving.libpq_env())
+    doc = json.loads(ok.stdout)
+    assert doc["ok"] is True and doc["problems"] == []
+    assert any("reached the archive" in line for line in doc["passed"])
+    _set_archive_command(archiving, "/bin/true")
+    bad = run_pgkura(
+        "--repo", repo, "check", "--output", "json", env=archiving.libpq_env(), check=False
+    )
+    assert bad.returncode != 0
+    doc = json.loads(bad.stdout)
+    assert doc["ok"] is False
+    assert any("does not call pgkura archive-push" in line for line in doc["problems"])
 
 
 def test_pgkura_variables_in_the_servers_environment_are_counted(archiving: Any, repo: str) -> None:

@@ -22,6 +22,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 COVERED_ELSEWHERE = {
     "Object storage (S3)": "tests/test_s3_e2e.py (a SeaweedFS repository through a config file)",
+    "Copying to another repository": "tests/test_copy.py (posix to S3 and back, then "
+    "restores, PITR and a table restore from each copy)",
     "Major upgrades": "tests/test_upgrade.py (pg_upgrade from 16 to 18, then stanza upgrade)",
     "Retention": "tests/test_expire.py (each policy kind, pins, delete, expire-auto, the PITR "
     "window) and tests/test_gc.py (repack to --max-unused, gc beside a backup, kill -9)",

@@ -86,126 +86,70 @@ _RETENTION: tuple[tuple[str, type, Any, str, str], ...] = (
     ("expire_auto", bool, False, "on|off", "run expire after each backup and dump"),
 )  # fmt: skip
 
+# fmt: off
 SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "repo",
-        str,
-        None,
+    Setting("repo", str, None,
         "repository location: a directory, or s3://BUCKET/PREFIX",
-        metavar="DIR|URL",
-    ),
+        metavar="DIR|URL"),
     Setting("stanza", str, "main", "name of the cluster within the repository", metavar="NAME"),
     Setting("pgdata", str, None, "the cluster's data directory", metavar="DIR"),
     Setting(
         "pg_bin", str, None, "directory of PostgreSQL's programs (default: found)", metavar="DIR"
     ),
-    Setting(
-        "pg_search_path",
-        str,
-        None,
+    Setting("pg_search_path", str, None,
         "where to find PostgreSQL's programs of each major version: bin directories or glob "
-        "patterns, ':'-separated (default: /usr/lib/postgresql/*/bin:/usr/pgsql-*/bin:"
-        "/opt/pgkura/pg/*/bin, then PATH)",
-        metavar="PATHS",
-    ),
-    Setting(
-        "dbconn",
-        str,
-        None,
+        "patterns, ':'-separated (default: "
+        "/usr/lib/postgresql/*/bin:/usr/pgsql-*/bin:/opt/pgkura/pg/*/bin, then PATH)",
+        metavar="PATHS"),
+    Setting("dbconn", str, None,
         "libpq connection string (passwords: use .pgpass, never this)",
-        metavar="CONNINFO",
-    ),
-    Setting(
-        "log_level",
-        str,
-        "warning",
+        metavar="CONNINFO"),
+    Setting("primary_dbconn", str, None,
+        "backup from a standby: the primary's connection string, used only to switch WAL so the"
+        " backup's last segment is archived at once (passwords: use .pgpass)",
+        metavar="CONNINFO"),
+    Setting("log_level", str, "warning",
         "log level on stderr: debug, info, warning, error",
-        metavar="LEVEL",
-    ),
-    Setting(
-        "archive_timeout",
-        float,
-        60.0,
+        metavar="LEVEL"),
+    Setting("archive_timeout", float, 60.0,
         "seconds to wait for WAL to reach the archive",
-        metavar="SECONDS",
-    ),
-    Setting(
-        "archive_async",
-        bool,
-        False,
-        "archive-push/-get through a background process: several segments pushed at once, "
-        "the next ones prefetched during recovery",
-        metavar="on|off",
-    ),
-    Setting(
-        "spool_path",
-        str,
-        None,
+        metavar="SECONDS"),
+    Setting("archive_async", bool, False,
+        "archive-push/-get through a background process: several segments pushed at once, the "
+        "next ones prefetched during recovery",
+        metavar="on|off"),
+    Setting("spool_path", str, None,
         "spool directory for --archive-async (default: in TMPDIR)",
-        metavar="DIR",
-    ),
-    Setting(
-        "direct_io",
-        bool,
-        True,
+        metavar="DIR"),
+    Setting("direct_io", bool, True,
         "restore writes large files with O_DIRECT, past the page cache (off: through it)",
-        metavar="on|off",
-    ),
-    Setting(
-        "s3_endpoint",
-        str,
-        None,
+        metavar="on|off"),
+    Setting("s3_endpoint", str, None,
         "S3 endpoint URL, such as http://127.0.0.1:8333 (default: AWS)",
-        metavar="URL",
-    ),
+        metavar="URL"),
     Setting("s3_region", str, None, "S3 region (default: us-east-1)", metavar="REGION"),
-    Setting(
-        "s3_uri_style",
-        str,
-        None,
-        "S3 addressing: path (endpoint/bucket/key) or host (bucket.endpoint/key); default "
-        "path with --s3-endpoint, else host",
-        choices=("path", "host"),
-        metavar="path|host",
-    ),
-    Setting(
-        "s3_ca_file",
-        str,
-        None,
+    Setting("s3_uri_style", str, None,
+        "S3 addressing: path (endpoint/bucket/key) or host (bucket.endpoint/key); default path "
+        "with --s3-endpoint, else host",
+        choices=("path", "host"), metavar="path|host"),
+    Setting("s3_ca_file", str, None,
         "PEM file of the CA that signed the S3 server's certificate",
-        metavar="FILE",
-    ),
-    Setting(
-        "s3_verify_tls",
-        bool,
-        True,
+        metavar="FILE"),
+    Setting("s3_verify_tls", bool, True,
         "verify the S3 server's TLS certificate (off: for tests)",
-        metavar="on|off",
-    ),
-    Setting(
-        "s3_credentials_file",
-        str,
-        None,
+        metavar="on|off"),
+    Setting("s3_credentials_file", str, None,
         "AWS-style credentials file (mode 0600) for S3; environment or config file only",
-        on_command_line=False,
-        metavar="FILE",
-    ),
-    Setting(
-        "s3_retry_seconds",
-        float,
-        60.0,
+        on_command_line=False, metavar="FILE"),
+    Setting("s3_retry_seconds", float, 60.0,
         "seconds to retry a failing S3 request (5xx, SlowDown, dropped connections)",
-        metavar="SECONDS",
-    ),
-    Setting(
-        "s3_max_connections",
-        int,
-        16,
+        metavar="SECONDS"),
+    Setting("s3_max_connections", int, 16,
         "most S3 requests in flight at once; parallel work (--jobs) is capped at it",
-        metavar="N",
-    ),
+        metavar="N"),
     *(Setting(n, t, d, h, metavar=m) for n, t, d, m, h in _RETENTION),
 )
+# fmt: on
 BY_NAME = {s.name: s for s in SETTINGS}
 
 
@@ -247,6 +191,7 @@ class Config:
     pg_bin: str | None
     pg_search_path: str | None
     dbconn: str | None
+    primary_dbconn: str | None
     log_level: str
     archive_timeout: float
     archive_async: bool
@@ -429,10 +374,11 @@ def resolve_settings(
         else:
             values[s.name] = s.default
             sources[s.name] = "default"
-    if values["dbconn"]:
-        from pgkura.pg.conninfo import check_conninfo
+    for conninfo in (values["dbconn"], values["primary_dbconn"]):
+        if conninfo:
+            from pgkura.pg.conninfo import check_conninfo
 
-        check_conninfo(values["dbconn"])
+            check_conninfo(conninfo)
     check_stanza_name(values["stanza"])
     return Config(config_file=path_text, **values), sources
 

@@ -48,6 +48,7 @@ VERB_MODULES = (
     "retention",
     "check",
     "stanza",
+    "copy",
     "demo",
 )
 

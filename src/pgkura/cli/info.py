@@ -12,7 +12,7 @@ from pgkura.cli.options import output_option
 from pgkura.cli.output import human_bytes, print_json
 
 if TYPE_CHECKING:
-    from pgkura.commands.info import InfoReport
+    from pgkura.commands.info import CatalogLine, InfoReport
 
 COLUMNS = ("id", "method", "started (UTC)", "took", "size", "stored", "new", "LSN", "notes")
 
@@ -82,7 +82,7 @@ def render_info(report: InfoReport, detail: bool) -> None:
             _render_detail(console, b)
 
 
-def _backups_table(backups: tuple[dict[str, Any], ...], upgraded: bool) -> Any:
+def _backups_table(backups: tuple[CatalogLine, ...], upgraded: bool) -> Any:
     from rich.table import Table
 
     table = Table(show_edge=False, pad_edge=False)
@@ -91,48 +91,46 @@ def _backups_table(backups: tuple[dict[str, Any], ...], upgraded: bool) -> Any:
         right = col in ("took", "size", "stored", "new")
         table.add_column(col, justify="right" if right else "left", no_wrap=True)
     for b in backups:
-        lsn = f"{b['start_lsn']}-{b['stop_lsn']}" if b.get("start_lsn") else ""
+        lsn = f"{b.start_lsn}-{b.stop_lsn}" if b.start_lsn else ""
         table.add_row(
-            *([str(b.get("generation") or "?")] if upgraded else []),
-            b["id"],
-            b["method"] if b["kind"] == "physical" else b["kind"],
-            b["started"].replace("T", " ")[:19],
-            _duration(b["started"], b["finished"]),
-            human_bytes(b["size_bytes"]),
-            human_bytes(b["stored_bytes"]),
-            human_bytes(b["new_bytes"]),
+            *([str(b.generation or "?")] if upgraded else []),
+            b.id,
+            b.method if b.kind == "physical" else b.kind,
+            b.started.replace("T", " ")[:19],
+            _duration(b.started, b.finished),
+            human_bytes(b.size_bytes),
+            human_bytes(b.stored_bytes),
+            human_bytes(b.new_bytes),
             lsn,
             ", ".join(_notes(b)),
         )
     return table
 
 
-def _notes(b: dict[str, Any]) -> list[str]:
+def _notes(b: CatalogLine) -> list[str]:
     notes = []
-    if b.get("forced"):
+    if b.forced:
         notes.append("forced")
-    failures = b.get("checksum_failures") or []
-    if failures:
-        notes.append(f"{sum(int(f['count']) for f in failures)} checksum failures")
-    pinned = b.get("pinned")
-    if pinned:
-        notes.append("pinned with PITR" if pinned.get("pitr") else "pinned")
-    drill = b.get("last_drill")
+    if b.checksum_failures:
+        notes.append(f"{sum(int(f['count']) for f in b.checksum_failures)} checksum failures")
+    if b.pinned:
+        notes.append("pinned with PITR" if b.pinned.get("pitr") else "pinned")
+    drill = b.last_drill
     if drill:
         verdict = "restore proven" if drill["passed"] else "DRILL FAILED"
         notes.append(f"{verdict} {str(drill['when'])[:16].replace('T', ' ')}")
     return notes
 
 
-def _render_detail(console: Any, b: dict[str, Any]) -> None:
+def _render_detail(console: Any, b: CatalogLine) -> None:
     """One backup's checksum failures and WAL positions (``info ID``)."""
-    for f in b.get("checksum_failures") or []:
+    for f in b.checksum_failures:
         blocks = ", ".join(str(x) for x in f["blocks"])
         more = f" and {f['count'] - len(f['blocks'])} more" if f["count"] > len(f["blocks"]) else ""
         console.print(f"checksum failure: {f['path']} block(s) {blocks}{more}")
     for key in ("timeline", "start_lsn", "stop_lsn"):
-        if b.get(key) is not None:
-            console.print(f"{key}: {b[key]}")
+        if getattr(b, key) is not None:
+            console.print(f"{key}: {getattr(b, key)}")
 
 
 def _render_wal(console: Any, data: Any, indent: str) -> None:

@@ -3,7 +3,9 @@ tables of a physical backup into a live database (a table restore)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,8 +17,43 @@ from pgkura.errors import UsageError
 
 if TYPE_CHECKING:
     from pgkura.commands.logical_restore import LogicalRestoreResult
-    from pgkura.commands.restore import RestoreResult
+    from pgkura.commands.restore import RestoreResult, Standby
     from pgkura.physical.targets import TargetArgs
+
+
+def standby_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--type recovery|standby`` and ``--primary-conninfo``, passed to the command as
+    ``standby``: None for a recovery, else what the standby streams from."""
+
+    @functools.wraps(func)
+    def command(*args: Any, restore_type: str, primary_conninfo: str | None, **kw: Any) -> Any:
+        from pgkura.commands.restore import standby_of
+
+        if restore_type != "standby":
+            if primary_conninfo is not None:
+                raise UsageError(
+                    "--primary-conninfo is for a restore that becomes a standby",
+                    hint="add --type standby, or leave --primary-conninfo out",
+                )
+            return func(*args, standby=None, **kw)
+        return func(*args, standby=standby_of(primary_conninfo), **kw)
+
+    type_option = click.option(
+        "--type",
+        "restore_type",
+        type=click.Choice(["recovery", "standby"]),
+        default="recovery",
+        show_default=True,
+        help="physical: recover and promote, or become a standby (standby.signal)",
+    )
+    conninfo_option = click.option(
+        "--primary-conninfo",
+        default=None,
+        metavar="CONNINFO",
+        help="--type standby: stream from this primary (no password: use ~/.pgpass); "
+        "without it, the standby fetches WAL from the repository",
+    )
+    return type_option(conninfo_option(command))
 
 
 @click.command()
@@ -70,6 +107,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="off: the restored cluster does not archive WAL",
 )
+@standby_options
 @jobs_option()
 @click.pass_context
 def restore(
@@ -93,6 +131,7 @@ def restore(
     target: TargetArgs,
     archive_mode: str,
     jobs: int | None,
+    standby: Standby | None,
 ) -> None:
     """Restore a physical backup into --target-dir, or a logical dump into --dbname."""
     if backup_arg is not None and backup_id not in (None, backup_arg):
@@ -106,6 +145,11 @@ def restore(
         raise UsageError(
             "--as, --replace, --yes and --only belong to a table restore from a physical backup",
             hint="give --table SCHEMA.TABLE, --dbname DB and a --to-* target",
+        )
+    if standby is not None and target_dir is None:
+        raise UsageError(
+            "--type standby restores a physical backup into --target-dir",
+            hint="give --target-dir DIR",
         )
     if dbname is not None or list_toc:
         if target_dir is not None:
@@ -142,6 +186,7 @@ def restore(
         jobs=workers(jobs),
         target=target.parse(),
         archive_mode_off=archive_mode == "off",
+        standby=standby,
     )
     _show_physical(run_restore(config(ctx), physical, progress()))
 

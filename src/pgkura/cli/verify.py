@@ -70,7 +70,7 @@ def verify(
 
 def _show_verify(report: VerifyReport, *, whole_archive: bool, pages: bool) -> None:
     for b in report.backups:
-        click.echo(f"backup {b['id']}: {'ok' if b['ok'] else 'PROBLEMS'}")
+        click.echo(f"backup {b.id}: {'ok' if b.ok else 'PROBLEMS'}")
     if whole_archive:
         click.echo(f"WAL archive: {report.wal_checked} files checked")
     if pages:

@@ -14,7 +14,7 @@ from typing import Any
 from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.errors import CorruptionError
-from pgkura.physical.backup import summary
+from pgkura.physical.backup import CatalogLine as CatalogLine
 from pgkura.physical.window import wal_facts
 from pgkura.repository.manifest import list_backup_ids, read_manifest, resolve_backup_id
 
@@ -23,16 +23,16 @@ from pgkura.repository.manifest import list_backup_ids, read_manifest, resolve_b
 class InfoReport:
     """The catalog of a stanza, as ``info --output json`` shows it.
 
-    ``backups`` are catalog lines (physical/backup.py's ``summary``, with ``last_drill`` and
-    ``generation``). For the whole stanza, ``generations`` lists each generation with its own
-    WAL facts, and ``wal`` holds the current generation's ``timelines``, ``window`` and
-    ``window_problem`` (when there is one); for one backup both are left out."""
+    ``backups`` are catalog lines (physical/backup.py's ``CatalogLine``). For the whole
+    stanza, ``generations`` lists each generation with its own WAL facts, and ``wal`` holds
+    the current generation's ``timelines``, ``window`` and ``window_problem`` (when there is
+    one); for one backup both are left out."""
 
     repository: str
     stanza: str
     system_identifier: str | None
     pg_version: int | None
-    backups: tuple[dict[str, Any], ...]
+    backups: tuple[CatalogLine, ...]
     damaged: tuple[dict[str, Any], ...]
     generations: tuple[dict[str, Any], ...] | None = None
     wal: Mapping[str, Any] = field(default_factory=dict)
@@ -43,7 +43,7 @@ class InfoReport:
             "stanza": self.stanza,
             "system_identifier": self.system_identifier,
             "pg_version": self.pg_version,
-            "backups": list(self.backups),
+            "backups": [b.to_json() for b in self.backups],
             "damaged": list(self.damaged),
         }
         if self.generations is not None:
@@ -82,12 +82,12 @@ def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
         gen = info.generation_of(m.system_identifier) if info else None
         pin = pinned.get(m.id)
         backups.append(
-            {
-                **summary(m),
-                "last_drill": repo.drills.summary(stanza, m.id),
-                "generation": gen.number if gen else None,
-                "pinned": None if pin is None else {"pitr": pin.pitr, "since": pin.pinned},
-            }
+            CatalogLine.of(
+                m,
+                last_drill=repo.drills.summary(stanza, m.id),
+                generation=gen.number if gen else None,
+                pinned=None if pin is None else {"pitr": pin.pitr, "since": pin.pinned},
+            )
         )
     report = InfoReport(
         repository=repo.location,

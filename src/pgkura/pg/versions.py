@@ -63,6 +63,7 @@ class Capabilities:
         "pg_class",
         "pg_database_locale_sql",
         "recovery_signal",
+        "standby_signal",
         "wal_page_magic",
     )
 
@@ -104,6 +105,8 @@ class Capabilities:
         #: archive recovery is asked for by recovery.signal (standby.signal), with the settings
         #: in the normal configuration (12 and newer: there is no recovery.conf any more)
         self.recovery_signal = "recovery.signal"
+        #: ... and a standby's recovery, which never ends, by standby.signal
+        self.standby_signal = "standby.signal"
 
     def initdb_checksum_args(self, enabled: bool) -> list[str]:
         """initdb's arguments for data checksums on or off."""

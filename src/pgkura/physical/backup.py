@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -74,24 +74,44 @@ def stored_bytes(index: BlockIndex, files: Iterable[FileEntry]) -> int:
     return total
 
 
-def summary(manifest: Manifest) -> dict[str, Any]:
-    """The catalog line of a backup, as `info` and `--output json` show it."""
-    return {
-        "id": manifest.id,
-        "stanza": manifest.stanza,
-        "kind": manifest.kind,
-        "method": manifest.method,
-        "started": manifest.started,
-        "finished": manifest.finished,
-        "size_bytes": manifest.size_bytes,
-        "stored_bytes": manifest.stored_bytes,
-        "new_bytes": manifest.new_bytes,
-        "pg_version": manifest.pg_version,
-        "timeline": manifest.timeline,
-        "start_lsn": manifest.start_lsn,
-        "stop_lsn": manifest.stop_lsn,
-        "start_wal": manifest.start_wal,
-        "stop_wal": manifest.stop_wal,
-        "forced": manifest.forced,
-        "checksum_failures": list(manifest.checksum_failures),
-    }
+@dataclass(frozen=True)
+class CatalogLine:
+    """One backup's line in the catalog, as `info` and its ``--output json`` show it: what its
+    manifest says, with its latest drill, its stanza generation and its pin."""
+
+    id: str
+    stanza: str
+    kind: str
+    method: str
+    started: str
+    finished: str
+    size_bytes: int
+    stored_bytes: int
+    new_bytes: int
+    pg_version: int
+    timeline: int | None
+    start_lsn: str | None
+    stop_lsn: str | None
+    start_wal: str | None
+    stop_wal: str | None
+    forced: bool
+    checksum_failures: tuple[dict[str, Any], ...]
+    #: ``{"when": ..., "passed": ...}`` of the latest drill, if any
+    last_drill: dict[str, Any] | None = None
+    generation: int | None = None
+    #: ``{"pitr": ..., "since": ...}`` when the backup is pinned
+    pinned: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, manifest: Manifest, **extra: Any) -> CatalogLine:
+        m = manifest
+        return cls(
+            m.id, m.stanza, m.kind, m.method, m.started, m.finished, m.size_bytes,
+            m.stored_bytes, m.new_bytes, m.pg_version, m.timeline, m.start_lsn, m.stop_lsn,
+            m.start_wal, m.stop_wal, m.forced, tuple(m.checksum_failures), **extra,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["checksum_failures"] = list(self.checksum_failures)
+        return out

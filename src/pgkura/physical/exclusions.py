@@ -35,6 +35,10 @@ EXCLUDED_TOP_FILES = frozenset(
         "backup_manifest",
         "postgresql.auto.conf.tmp",
         "current_logfiles.tmp",
+        # A standby's own: restore writes the signal the restore asks for (a backup taken
+        # from a standby must not restore as one by accident).
+        "standby.signal",
+        "recovery.signal",
     }
 )
 _TEMP_RELATION = re.compile(r"^t\d+_\d+(_(fsm|vm|init))?(\.\d+)?$")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,15 @@ from pgkura.errors import PgkuraError, PostgresError
 from pgkura.pg.versions import capabilities, major_of_version_num
 from pgkura.physical.backup import new_backup_id, previous_files, store_files, stored_bytes
 from pgkura.physical.exclusions import OnlineExclusions
-from pgkura.physical.source import walk_data_directory
+from pgkura.physical.source import Exclude, walk_data_directory
+from pgkura.physical.standby import (
+    archive_hint,
+    check_still_standby,
+    joined,
+    pg_control_source,
+    switch_primary_wal,
+    without_pg_control,
+)
 from pgkura.physical.store import PageCheck
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
@@ -38,6 +47,8 @@ class ServerFacts:
     data_checksums: bool
     wal_segment_size: int
     tablespaces: tuple[Tablespace, ...]
+    #: a standby (physical/standby.py): pg_control is copied last, the primary switches WAL
+    in_recovery: bool = False
 
 
 def server_facts(conn: Any) -> ServerFacts:
@@ -75,6 +86,7 @@ def server_facts(conn: Any) -> ServerFacts:
         data_checksums=one("SHOW data_checksums") == "on",
         wal_segment_size=seg_size,
         tablespaces=tuple(Tablespace(int(o), loc, name) for o, name, loc in rows),
+        in_recovery=bool(one("SELECT pg_is_in_recovery()")),
     )
 
 
@@ -138,9 +150,19 @@ def push_finished_segments(
             continue
 
 
-def wait_for_archive(repo: Repository, stanza: str, segments: list[str], timeout: float) -> None:
+def wait_for_archive(
+    repo: Repository,
+    stanza: str,
+    segments: list[str],
+    timeout: float,
+    *,
+    meanwhile: Callable[[list[str]], None] | None = None,
+    hint: str | None = None,
+) -> None:
     """Wait until every segment is in the archive of the stanza's current generation (the
-    backup's); a missing one after ``timeout`` is an error."""
+    backup's); a missing one after ``timeout`` is an error. ``meanwhile`` is called with the
+    segments still missing on each round (a standby's backup pushes those its server has
+    finished since)."""
     archive = repo.wal_archive(stanza)
     deadline = time.monotonic() + timeout
     pending = list(segments)
@@ -153,11 +175,14 @@ def wait_for_archive(repo: Repository, stanza: str, segments: list[str], timeout
             raise PgkuraError(
                 f"WAL segment {pending[0]} needed by the backup did not reach the archive "
                 f"within {timeout:.0f} s; the backup was not recorded",
-                hint="check archive_command (pgkura check) and the server log, "
+                hint=hint
+                or "check archive_command (pgkura check) and the server log, "
                 "or raise --archive-timeout",
             )
         time.sleep(pause)
         pause = min(pause * 1.5, 0.5)
+        if meanwhile is not None:
+            meanwhile(pending)
 
 
 def backup_online(
@@ -191,16 +216,11 @@ def backup_online(
             start_lsn = _start_backup(
                 conn, facts.version_num, f"pgkura {backup_id}", fast_checkpoint
             )
-            result = store_files(
-                repo,
-                index,
-                walk_data_directory(pgdata, OnlineExclusions(pgdata)),
-                jobs=jobs,
-                page_check=PageCheck(enabled=facts.data_checksums, start_lsn=start_lsn),
-                progress=progress,
-                previous=previous,
-            )
+            result = _copy(repo, index, pgdata, facts, start_lsn, jobs, progress, previous)
             stop_lsn, label, spcmap, stop_time = _stop_backup(conn, facts.version_num)
+            if facts.in_recovery:
+                check_still_standby(conn, _label_timeline(label))
+                switch_primary_wal(cfg)
             manifest = finish_online_backup(
                 repo,
                 stanza,
@@ -228,6 +248,34 @@ def backup_online(
             return manifest
     finally:
         conn.close()
+
+
+def _copy(
+    repo: Repository,
+    index: BlockIndex,
+    pgdata: Path,
+    facts: ServerFacts,
+    start_lsn: int,
+    jobs: int,
+    progress: Progress | None,
+    previous: Any,
+) -> Any:
+    """Store the cluster's files; on a standby pg_control on its own, after all the others."""
+    exclude: Exclude = OnlineExclusions(pgdata)
+    check = PageCheck(enabled=facts.data_checksums, start_lsn=start_lsn)
+    walk = walk_data_directory(
+        pgdata, without_pg_control(exclude) if facts.in_recovery else exclude
+    )
+    result = store_files(
+        repo, index, walk, jobs=jobs, page_check=check, progress=progress, previous=previous
+    )
+    if not facts.in_recovery:
+        return result
+    last = store_files(
+        repo, index, [pg_control_source(pgdata)], jobs=1, page_check=check, progress=progress,
+        previous=previous,
+    )  # fmt: skip
+    return joined(result, last)
 
 
 @dataclass(frozen=True)
@@ -267,9 +315,20 @@ def finish_online_backup(
     # the last segment needed holds the byte before it (XLByteToPrevSeg).
     last_byte = max(copy.stop_lsn - 1, copy.start_lsn)
     segments = segments_between(timeline, copy.start_lsn, last_byte, seg)
+    standby = copy.facts.in_recovery
     if pg_wal is not None:
         push_finished_segments(repo, stanza, pg_wal, segments, copy.pg_version)
-    wait_for_archive(repo, stanza, segments, archive_timeout)
+
+    def push_more(pending: list[str]) -> None:
+        # A standby finishes its last segment when the primary's switch reaches it; only
+        # then may the backup push it (it is .done there when the standby does not archive).
+        if pg_wal is not None and standby:
+            push_finished_segments(repo, stanza, pg_wal, pending, copy.pg_version)
+
+    wait_for_archive(
+        repo, stanza, segments, archive_timeout, meanwhile=push_more,
+        hint=archive_hint() if standby else None,
+    )  # fmt: skip
     manifest = Manifest(
         id=copy.backup_id,
         stanza=stanza,
@@ -303,6 +362,7 @@ def finish_online_backup(
             "server_version_num": copy.facts.version_num,
             "wal_segment_size": seg,
             "stop_time": copy.stop_time,
+            **({"backup_from": "standby"} if copy.facts.in_recovery else {}),
         },
     )
     write_manifest(repo, manifest)

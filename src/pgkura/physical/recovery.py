@@ -69,6 +69,27 @@ class RecoveryTarget:
         return out
 
 
+@dataclass(frozen=True)
+class Standby:
+    """A restore that becomes a standby (``restore --type standby``): standby.signal instead of
+    recovery.signal, no recovery target (a standby follows its WAL source for good), and
+    ``primary_conninfo`` to stream from a primary, if given; without it the standby goes on
+    fetching WAL from the repository with archive-get."""
+
+    primary_conninfo: str | None = None
+
+    def settings(self) -> dict[str, str]:
+        out = {"recovery_target_timeline": "latest"}
+        if self.primary_conninfo is not None:
+            out["primary_conninfo"] = self.primary_conninfo
+        return out
+
+
+# Settings of the backup's own replication, replaced by what a standby restore is told: a
+# backup taken from a standby (or by pg_basebackup -R) may hold the old primary's.
+STANDBY_SETTINGS = frozenset({"primary_conninfo", "primary_slot_name"})
+
+
 def restore_command(cfg: Config, stop_after: str | None = None) -> str:
     """The restore_command that fetches WAL from this repository and stanza; with
     ``stop_after``, segments past that one are answered "not in the archive" unread (the
@@ -89,29 +110,34 @@ def write_recovery_settings(
     *,
     archive_mode_off: bool = False,
     stop_after: str | None = None,
+    standby: Standby | None = None,
 ) -> list[str]:
-    """Write the files that make the restored cluster recover from the archive.
+    """Write the files that make the restored cluster recover from the archive, or, with
+    ``standby``, run as a standby of the archive or of a primary.
 
     Returns the names of the files written, for the restore's report.
     """
     caps = capabilities(pg_version)
-    settings = {"restore_command": restore_command(cfg, stop_after), **target.settings()}
+    recovery = standby.settings() if standby is not None else target.settings()
+    settings = {"restore_command": restore_command(cfg, stop_after), **recovery}
     lines = [MARKER] + [f"{k} = {_conf_value(v)}" for k, v in settings.items()]
     if archive_mode_off:
         lines.append("archive_mode = 'off'")
     auto = target_dir / "postgresql.auto.conf"
-    existing = _without_recovery_settings(auto.read_text() if auto.exists() else "")
+    replaced = RECOVERY_SETTINGS | (STANDBY_SETTINGS if standby is not None else frozenset())
+    existing = _without_settings(auto.read_text() if auto.exists() else "", replaced)
     _write(auto, existing + "\n".join(lines) + "\n")
-    _write(target_dir / caps.recovery_signal, "")
-    return ["postgresql.auto.conf", caps.recovery_signal]
+    signal = caps.standby_signal if standby is not None else caps.recovery_signal
+    _write(target_dir / signal, "")
+    return ["postgresql.auto.conf", signal]
 
 
-def _without_recovery_settings(text: str) -> str:
-    """``text`` of postgresql.auto.conf with earlier recovery settings commented out."""
+def _without_settings(text: str, replaced: frozenset[str]) -> str:
+    """``text`` of postgresql.auto.conf with earlier values of ``replaced`` commented out."""
     lines = []
     for line in text.splitlines():
         key = line.split("=", 1)[0].strip().lower()
-        if "=" in line and key in RECOVERY_SETTINGS:
+        if "=" in line and key in replaced:
             line = f"# {line}  # replaced by pgkura restore"
         lines.append(line)
     return "".join(line + "\n" for line in lines)

@@ -14,7 +14,7 @@ from pgkura.durable import write_file
 from pgkura.errors import CorruptionError, IncompleteArchiveError, PgkuraError, UsageError
 from pgkura.physical.choose import Choice
 from pgkura.physical.pgmanifest import write_pg_manifest
-from pgkura.physical.recovery import RecoveryTarget, write_recovery_settings
+from pgkura.physical.recovery import RecoveryTarget, Standby, write_recovery_settings
 from pgkura.physical.restore import PhysicalRestorer, RestoreStats
 from pgkura.physical.restore_plan import (
     RestorePlan,
@@ -39,6 +39,8 @@ class RestoreRequest:
     jobs: int = 1
     target: RecoveryTarget = field(default_factory=RecoveryTarget)
     archive_mode_off: bool = False
+    #: restore --type standby: the restored cluster becomes a standby
+    standby: Standby | None = None
     #: a sparse restore for a sandbox: only these files of the backup (see physical/sparse.py)
     only: frozenset[str] | None = None
     #: False for a sandbox, which is thrown away: nothing is fsynced
@@ -91,12 +93,31 @@ def prepare_restore(repo: Repository, cfg: Config, req: RestoreRequest) -> Resto
             "target",
             hint="choose an online backup for point-in-time recovery",
         )
+    if req.standby is not None:
+        _check_standby(manifest, req.target)
     target = Path(req.target_dir).absolute()
     refuse_live_server([target])
     plan = plan_restore(manifest, target, parse_tablespace_map(req.tablespace_map))
     refuse_live_server(list(plan.tablespaces.values()))
     check_targets(plan, req.delta)
     return RestoreJob(repo, cfg, req, choice, plan)
+
+
+def _check_standby(manifest: Manifest, target: RecoveryTarget) -> None:
+    """A standby follows its WAL source for good: it takes no recovery target, and it needs
+    the WAL an online backup starts from."""
+    if target.kind != "none":
+        raise UsageError(
+            f"a standby takes no recovery target ({target.describe()} was given): it replays "
+            "all the WAL its primary or the archive has, for good",
+            hint="leave out the --to-* options with --type standby, or restore without it",
+        )
+    if manifest.method == "offline":
+        raise UsageError(
+            f"backup {manifest.id} is an offline backup, which holds no WAL position to "
+            "follow from as a standby",
+            hint="choose an online backup for --type standby",
+        )
 
 
 def restore_backup(
@@ -188,6 +209,7 @@ def _restore(
             req.target,
             archive_mode_off=req.archive_mode_off,
             stop_after=wal.stop_after,
+            standby=req.standby,
         )
     else:
         written = {}

@@ -39,16 +39,28 @@ from pgkura.wal.names import DEFAULT_SEG_SIZE, parse_lsn, segments_between
 from pgkura.wal.verify import ArchiveCheck, verify_archives
 
 
+@dataclass(frozen=True)
+class BackupVerdict:
+    """What verify found of one backup: its id, how many files it checked, whether all held."""
+
+    id: str
+    files: int
+    ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "files": self.files, "ok": self.ok}
+
+
 @dataclass
 class VerifyReport:
-    backups: list[dict[str, Any]] = field(default_factory=list)
+    backups: list[BackupVerdict] = field(default_factory=list)
     wal_checked: int = 0
     problems: list[str] = field(default_factory=list)
     pages_recomputed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "backups": self.backups,
+            "backups": [b.to_json() for b in self.backups],
             "wal_files_checked": self.wal_checked,
             "pages_recomputed": self.pages_recomputed,
             "problems": self.problems,
@@ -57,25 +69,35 @@ class VerifyReport:
 
 
 def verify_backups(
-    repo: Repository, stanza: str, backup_id: str | None, jobs: int, pages: bool = True
+    repo: Repository,
+    stanza: str,
+    backup_id: str | None,
+    jobs: int,
+    pages: bool = True,
+    *,
+    backup_ids: list[str] | None = None,
 ) -> VerifyReport:
     """Check one backup of ``stanza`` (or all, and then every pack and the whole WAL
-    archive); ``pages`` recomputes every data page checksum instead of reporting the failures
-    each backup recorded. The caller holds the repository's shared lock (gc cannot delete
-    what is being verified)."""
+    archive; or, with ``backup_ids``, those, as one backup is checked); ``pages`` recomputes
+    every data page checksum instead of reporting the failures each backup recorded. The
+    caller holds the repository's shared lock (gc cannot delete what is being verified)."""
     report = VerifyReport(pages_recomputed=pages)
     index = BlockIndex(repo).load()
     report.problems += index.damaged
-    if backup_id is None:
+    whole = backup_id is None and backup_ids is None
+    if whole:
         for pack_id in sorted(index.pack_ids):
             problem = check_pack(repo, pack_id)
             if problem:
                 report.problems.append(problem)
     info = repo.stanza(stanza)
     # An id that names no backup is a usage error (exit 3), not damage to report.
-    ids = (
-        [resolve_backup_id(repo, stanza, backup_id)] if backup_id else list_backup_ids(repo, stanza)
-    )
+    if backup_ids is not None:
+        ids = [resolve_backup_id(repo, stanza, i) for i in backup_ids]
+    elif backup_id:
+        ids = [resolve_backup_id(repo, stanza, backup_id)]
+    else:
+        ids = list_backup_ids(repo, stanza)
     # Every backup's files are read back in one pool; a file stored identically in several
     # backups is read once and its result counts for each of them.
     backups: list[_BackupCheck] = []
@@ -95,8 +117,8 @@ def verify_backups(
     # The archive is checked by this process while worker processes read the backups' files.
     wal = ArchiveCheck()
     archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
-    gaps_from = gaps_matter_from(repo, stanza, info) if backup_id is None else {}
-    meanwhile = None if backup_id else lambda: verify_archives(repo, archives, wal, jobs, gaps_from)
+    gaps_from = gaps_matter_from(repo, stanza, info) if whole else {}
+    meanwhile = (lambda: verify_archives(repo, archives, wal, jobs, gaps_from)) if whole else None
     results = check_files(BlockReader(index), files, jobs, meanwhile)
     for check in backups:
         problems = list(check.head)
@@ -105,7 +127,7 @@ def verify_backups(
         problems += check.recorded
         problems += check.tail
         report.problems += problems
-        report.backups.append({"id": check.id, "files": check.count, "ok": not problems})
+        report.backups.append(BackupVerdict(check.id, check.count, not problems))
     report.wal_checked = wal.checked
     report.problems += wal.problems
     return report

@@ -124,22 +124,26 @@ def prune(
     ready = [d for d in earlier if _ready(repo, d)]
     refs = _References(repo, gone if dry_run else None)
     referenced = refs.read()  # after the readiness checks: see step 1
+    # The index is read once: what this run deletes and writes is known to it, and every
+    # later step works from that, so its reads grow with the repository's packs only once.
     index = BlockIndex(repo).load(keep_packs=True)
     sizes = index.pack_sizes()
     entries = index.pack_entries
+    doomed_now = set(index.doomed)
     if not dry_run:
         for d in ready:
-            _delete_ready(repo, d, referenced, entries, sizes, index.doomed, report)
-        sizes = index.pack_sizes()
+            gone_packs = _delete_ready(repo, d, referenced, entries, sizes, doomed_now, report)
+            sizes = {p: n for p, n in sizes.items() if p not in gone_packs}
     waiting = {p for d in earlier if d not in ready for p in d.packs}
     report.packs_waiting = len(waiting & set(sizes))
-    doom, repack = _plan(referenced, entries, sizes, waiting, max_unused, report)
+    planned = dict(entries)  # _plan narrows a repacked pack's entries to the copies it keeps
+    doom, repack = _plan(referenced, planned, sizes, waiting, max_unused, report)
     rebuild = [p for p in index.unindexed if p in sizes and p not in set(doom + repack) | waiting]
     if dry_run:
         report.packs_deleted += len(doom) + len(repack)
         report.bytes_deleted += sum(sizes[p] for p in doom + repack)
         report.packs_repacked = len(repack)
-        report.bytes_repacked = sum(_live_bytes(entries[p], referenced) for p in repack)
+        report.bytes_repacked = sum(_live_bytes(planned[p], referenced) for p in repack)
         return _totals(report, sizes, referenced, entries, set(doom + repack) | waiting)
     for pack_id in set(entries) - set(sizes) - index.doomed:
         # An index whose pack is gone: if a backup needs its blocks that is damage for verify
@@ -149,7 +153,11 @@ def prune(
     for pack_id in rebuild:  # a referenced pack whose index object is lost gets it back
         repo.storage.put_if_absent(layout.index_key(pack_id), read_pack_index(repo, pack_id))
         report.indexes_rebuilt.append(pack_id)
-    copied = _repack(repo, repack, entries, referenced, report)
+    copied, fresh = _repack(repo, repack, planned, referenced, report)
+    for pack_id, held in fresh.items():  # the new packs: one size request each
+        entries[pack_id] = held
+        sizes[pack_id] = repo.storage.size(layout.pack_key(pack_id)) or 0
+    going = set(waiting)
     doomed = doom + copied
     if doomed:
         d = new_doomed_list(doomed)
@@ -158,14 +166,15 @@ def prune(
         if d.waiting_for:
             report.packs_waiting += len(d.packs)
             report.commands_waited_for = len(d.waiting_for)
+            going |= set(d.packs)
         else:
             referenced = refs.read()  # writers that committed since the first reading count
-            later = BlockIndex(repo).load(keep_packs=True)
-            _delete_ready(
-                repo, d, referenced, later.pack_entries, later.pack_sizes(), later.doomed, report
-            )
-    final = BlockIndex(repo).load(keep_packs=True)
-    return _totals(report, final.pack_sizes(), referenced, final.pack_entries, final.doomed)
+            # Packs a writer stored since the index was read are not in ``entries``: their
+            # copies do not count as "elsewhere", so at worst a pack is rescued, never lost.
+            doomed_now |= set(d.packs) | waiting
+            gone_packs = _delete_ready(repo, d, referenced, entries, sizes, doomed_now, report)
+            sizes = {p: n for p, n in sizes.items() if p not in gone_packs}
+    return _totals(report, sizes, referenced, entries, going)
 
 
 def _ready(repo: Repository, d: DoomedList) -> bool:
@@ -188,13 +197,15 @@ def _delete_ready(
     sizes: dict[str, int],
     doomed: set[str],
     report: PruneReport,
-) -> None:
-    """Delete the packs of a ready list that no referenced block needs, rescue the others."""
+) -> set[str]:
+    """Delete the packs of a ready list that no referenced block needs, rescue the others;
+    return the ids of the packs deleted."""
     elsewhere: set[bytes] = set()
     for pack_id, held in entries.items():
         if pack_id not in doomed and pack_id in sizes:
             elsewhere.update(b for b, _loc in held)
     rescued = []
+    deleted: set[str] = set()
     for pack_id in d.packs:
         blocks = entries.get(pack_id)
         if pack_id in sizes and blocks is None:
@@ -209,8 +220,10 @@ def _delete_ready(
             repo.storage.delete(layout.pack_key(pack_id))
             report.packs_deleted += 1
             report.bytes_deleted += sizes[pack_id]
+            deleted.add(pack_id)
     remove_doomed(repo, d)
     report.packs_kept += len(rescued)
+    return deleted
 
 
 def _canonical(
@@ -277,11 +290,13 @@ def _repack(
     entries: dict[str, list[tuple[bytes, BlockLocation]]],
     referenced: set[bytes],
     report: PruneReport,
-) -> list[str]:
-    """Copy the live blocks of ``packs`` into new packs (index objects included); the packs
-    whose copy is complete, now to be doomed. A pack with a damaged live block is kept whole:
-    verify reports it, and a copy must not spread the damage."""
-    writer = PackWriter(BlockIndex(repo))  # its own empty index: every block is written
+) -> tuple[list[str], dict[str, list[tuple[bytes, BlockLocation]]]]:
+    """Copy the live blocks of ``packs`` into new packs (index objects included); return the
+    packs whose copy is complete, now to be doomed, and the new packs' entries. A pack with a
+    damaged live block is kept whole: verify reports it, and a copy must not spread the
+    damage."""
+    # Its own empty index: every block is written.
+    writer = PackWriter(BlockIndex(repo), keep_published=True)
     done = []
     for pack_id in packs:
         live = sorted(
@@ -306,7 +321,7 @@ def _repack(
         del data, pieces
     writer.close()
     report.packs_repacked = len(done)
-    return done
+    return done, dict(writer.take_published())
 
 
 def _totals(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pgkura.config import Config
 from pgkura.errors import PgkuraError, StorageError
@@ -30,6 +31,13 @@ class CheckReport:
 
     def fail(self, what: str) -> None:
         self.problems.append(what)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": list(self.passed),
+            "problems": list(self.problems),
+            "ok": not self.problems,
+        }
 
 
 def judge_archive_command(
@@ -170,11 +178,12 @@ def check_setup(repo: Repository, cfg: Config) -> CheckReport:
         if not settings_ok:
             return report
         if one("SELECT pg_is_in_recovery()") == "True":
-            report.ok("server is a standby: WAL switch test skipped (run check on the primary)")
-            return report
-        # A restore point guarantees there is WAL to switch away from.
-        one("SELECT pg_create_restore_point('pgkura check')")
-        segment = one("SELECT pg_walfile_name(pg_switch_wal())")
+            switched = _switch_through_primary(report, cfg, archive_mode)
+            if switched is None:
+                return report
+            segment = switched
+        else:
+            segment = _switch(conn)
     archive = repo.wal_archive(cfg.stanza)
     deadline = time.monotonic() + cfg.archive_timeout
     started = time.monotonic()
@@ -189,3 +198,41 @@ def check_setup(repo: Repository, cfg: Config) -> CheckReport:
         time.sleep(POLL_SECONDS)
     report.ok(f"WAL segment {segment} reached the archive in {time.monotonic() - started:.1f} s")
     return report
+
+
+def _switch(conn: Any) -> str:
+    """Finish the server's WAL segment; its name. A restore point guarantees there is WAL
+    to switch away from."""
+    conn.execute("SELECT pg_create_restore_point('pgkura check')")
+    row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+    return str(row[0])
+
+
+def _switch_through_primary(report: CheckReport, cfg: Config, archive_mode: str) -> str | None:
+    """On a standby: switch WAL on the primary (--primary-dbconn), whose segment then reaches
+    the archive through the primary's archiving or the standby's (archive_mode = always);
+    None when there is no primary to ask, with what that means for backups said."""
+    if not cfg.primary_dbconn:
+        if archive_mode == "always":
+            report.ok(
+                "server is a standby that archives itself (archive_mode = always); give "
+                "--primary-dbconn to test a WAL switch through the primary"
+            )
+        else:
+            report.fail(
+                "server is a standby with archive_mode = on, which archives nothing itself: "
+                "its backups need the primary to archive into this stanza; give "
+                "--primary-dbconn so check can prove it does, or set archive_mode = always "
+                "on the standby"
+            )
+        return None
+    with connect(cfg.primary_dbconn) as primary:
+        row = primary.execute("SELECT pg_is_in_recovery()").fetchone()
+        if row and row[0]:
+            report.fail(
+                "--primary-dbconn reaches a standby, not the primary; point it at the primary"
+            )
+            return None
+        segment = _switch(primary)
+    report.ok(f"server is a standby (archive_mode = {archive_mode}); WAL switched on the primary")
+    return segment
