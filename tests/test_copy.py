@@ -350,3 +350,32 @@ def test_the_destination_stanza_follows_the_sources_upgrades_and_refuses_another
     with pytest.raises(RepositoryError, match="belongs to another cluster"):
         adopt_stanza(stranger, info, {"7000000000000000002"})
     assert (tmp_path / "stranger" / "stanzas" / "main.json").read_bytes() == before
+
+
+def test_a_destination_with_settings_of_its_own_comes_from_to_config(
+    make_server: Any, work_dir: Path, repo: str, s3_repo: Any
+) -> None:
+    """The off-site copy lives on another endpoint with other credentials: --to-config names
+    a config file for it alone; the source's settings (here none: a posix --repo) do not
+    reach it, and without that file the S3 destination cannot be reached at all."""
+    live = make_server("live", extra_conf=archiving_conf(repo))
+    env = {**live.libpq_env(), "PGKURA_PGDATA": str(live.pgdata)}
+    live.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 5000) g")
+    backup_id = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
+    live.stop()
+
+    assert "AWS_ACCESS_KEY_ID" not in os.environ  # credentials: files only
+    no_settings = run_pgkura("--repo", repo, "copy", "--to", s3_repo.url, backup_id, check=False)
+    assert no_settings.returncode != 0 and "credentials" in no_settings.stderr
+    missing = run_pgkura("--repo", repo, "copy", backup_id, "--to-config",
+                         str(work_dir / "nowhere.toml"), check=False)  # fmt: skip
+    assert missing.returncode != 0 and "nowhere.toml" in missing.stderr
+
+    s3_repo.write_config(repo=s3_repo.url)
+    done = copy("--repo", repo, "copy", backup_id, "--to-config", str(s3_repo.config))
+    assert done["ok"] is True and done["destination"] == s3_repo.url
+    target = work_dir / "restored"
+    run_pgkura(*s3_repo.args, "restore", backup_id, "--target-dir", str(target))
+    restored = make_server("restored", pgdata=target, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql("SELECT count(*), sum(id) FROM t")[0] == (5000, 12502500)

@@ -148,6 +148,7 @@ SETTINGS: tuple[Setting, ...] = (
         "most S3 requests in flight at once; parallel work (--jobs) is capped at it",
         metavar="N"),
     *(Setting(n, t, d, h, metavar=m) for n, t, d, m, h in _RETENTION),
+    Setting("cache_dir", str, None, "index cache (default: ~/.cache/pgkura)", metavar="DIR|off"),
 )
 # fmt: on
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -213,6 +214,7 @@ class Config:
     pitr_window: str | None
     max_unused: float
     expire_auto: bool
+    cache_dir: str | None
     config_file: str | None
 
     def __init__(self, **values: Any) -> None:
@@ -256,7 +258,7 @@ class Config:
 
 _WHAT = {
     str: "a text value",
-    float: "a number",
+    float: "a number greater than 0",
     int: "a whole number of at least 1",
     bool: "on or off",
 }
@@ -296,8 +298,6 @@ def _convert(setting: Setting, value: Any, source: str) -> Any:
         return value
     except (TypeError, ValueError):
         what = _WHAT.get(setting.type, setting.type.__name__)
-        if setting.type is float:
-            what = "a number greater than 0"
         if setting.choices:
             what = " or ".join(setting.choices)
         raise ConfigError(

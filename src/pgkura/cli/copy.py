@@ -20,10 +20,17 @@ if TYPE_CHECKING:
 @click.option(
     "--to",
     "to",
-    required=True,
+    default=None,
     metavar="DIR|URL",
     help="the repository to copy into: a directory or s3://BUCKET/PREFIX (created when empty; "
-    "the same S3 settings as --repo)",
+    "default: the repo of --to-config)",
+)
+@click.option(
+    "--to-config",
+    default=None,
+    metavar="FILE",
+    help="a pgkura config file for the destination: its repo and s3-* settings (another "
+    "endpoint, region or credentials file); without it, --repo's settings",
 )
 @click.option("--all", "all_backups", is_flag=True, help="copy every backup and dump of the stanza")
 @click.option(
@@ -38,7 +45,8 @@ if TYPE_CHECKING:
 def copy(
     ctx: click.Context,
     backup_id: str | None,
-    to: str,
+    to: str | None,
+    to_config: str | None,
     all_backups: bool,
     wal: bool,
     jobs: int | None,
@@ -52,7 +60,10 @@ def copy(
         raise UsageError(
             "give a backup id (or latest) or --all", hint="for example: pgkura copy --to DIR --all"
         )
-    report = run_copy(config(ctx), to, backup_id, wal=wal, jobs=workers(jobs), progress=progress())
+    report = run_copy(
+        config(ctx), to, backup_id, wal=wal, jobs=workers(jobs), progress=progress(),
+        to_config=to_config,
+    )  # fmt: skip
     emit(output, report, lambda: copy_text(report))
     if report.problems:
         raise CorruptionError(

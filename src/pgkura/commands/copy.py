@@ -4,7 +4,7 @@ another repository (the work is physical/copy.py's)."""
 from __future__ import annotations
 
 from pgkura.commands import locked_repository
-from pgkura.config import Config
+from pgkura.config import Config, load_config
 from pgkura.errors import StorageError, UsageError
 from pgkura.physical.copy import CopyReport as CopyReport
 from pgkura.physical.copy import chosen_backups, copy_backups
@@ -16,20 +16,29 @@ from pgkura.storage import is_url, open_storage
 
 def run_copy(
     cfg: Config,
-    to: str,
+    to: str | None,
     backup_id: str | None,
     *,
     wal: bool,
     jobs: int,
     progress: Progress | None = None,
+    to_config: str | None = None,
 ) -> CopyReport:
     """Copy one backup (``backup_id``, or ``latest``) or all (None) of ``cfg.stanza`` and
     the WAL they need into the repository at ``to``, created there when the location is
-    empty. The destination uses the same storage settings (S3 endpoint, credentials) as
-    ``--repo``."""
+    empty. The destination's storage settings (S3 endpoint, credentials) are those of the
+    config file ``to_config`` alone when given (no flags or ``PGKURA_*`` variables: those
+    are the source's), else the same as ``--repo``'s."""
+    dest_cfg = cfg if to_config is None else load_config({}, to_config, environ={})
+    to = to or (dest_cfg.repo if to_config is not None else None)
+    if to is None:
+        raise UsageError(
+            "no destination: give --to DIR|URL, or --to-config FILE with a repo setting",
+            hint="for example: pgkura copy --to s3://bucket/offsite --all",
+        )
     with locked_repository(cfg, "shared") as source:
         ids = chosen_backups(source, cfg.stanza, backup_id)  # before the destination is touched
-        storage = open_storage(to, cfg)
+        storage = open_storage(to, dest_cfg)
         if _same_location(storage.location, source.location):
             raise _same(to)
         try:

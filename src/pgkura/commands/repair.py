@@ -28,5 +28,5 @@ class RepairReport:
 
 def run_repair_index(cfg: Config) -> RepairReport:
     with locked_repository(cfg, "shared") as repo:
-        index = BlockIndex(repo).load(write_back=True)
+        index = BlockIndex(repo).load(write_back=True, fresh=True)
     return RepairReport(rebuilt=list(index.unindexed), unrepairable=list(index.damaged))

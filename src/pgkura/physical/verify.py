@@ -25,7 +25,8 @@ from typing import Any
 from pgkura.errors import PgkuraError
 from pgkura.pg.relfile import RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.readback import FileToCheck, check_files, page_failures
-from pgkura.repository.blocks import BlockIndex, BlockReader, check_pack, unindexed_problem
+from pgkura.repository.blocks import BlockIndex, BlockReader
+from pgkura.repository.index_files import check_pack, unindexed_problem
 from pgkura.repository.manifest import (
     FileEntry,
     Manifest,
@@ -82,12 +83,14 @@ def verify_backups(
     every data page checksum instead of reporting the failures each backup recorded. The
     caller holds the repository's shared lock (gc cannot delete what is being verified)."""
     report = VerifyReport(pages_recomputed=pages)
-    index = BlockIndex(repo).load()
-    report.problems += index.damaged
+    index = BlockIndex(repo).load(keep_packs=True, fresh=True)  # what is stored, not a copy
+    report.problems += index.damaged + index.replaced
     whole = backup_id is None and backup_ids is None
     if whole:
+        trailer_read = set(index.unindexed)
         for pack_id in sorted(index.pack_ids):
-            problem = check_pack(repo, pack_id)
+            indexed = None if pack_id in trailer_read else index.pack_entries.get(pack_id)
+            problem = check_pack(repo, pack_id, indexed)
             if problem:
                 report.problems.append(problem)
     info = repo.stanza(stanza)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from pgkura.errors import CorruptionError, ObjectNotFound
 from pgkura.repository import layout
+from pgkura.repository.index_cache import IndexCache
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError, frame, keyed_digest
 
@@ -46,11 +47,15 @@ class BlockIndex:
         self._packs: set[str] = set()
         self.damaged: list[str] = []  # messages about packs whose index cannot be read
         self.unindexed: list[str] = []  # packs read from their trailer: no index object
+        #: damaged index objects of packs that were read from their trailer instead
+        self.replaced: list[str] = []
         self.doomed: set[str] = set()  # packs gc is about to delete (repository.doomed)
         #: with load(keep_packs=True): every pack's blocks, whichever copy the index uses
         self.pack_entries: dict[str, list[tuple[bytes, BlockLocation]]] = {}
 
-    def load(self, *, write_back: bool = False, keep_packs: bool = False) -> BlockIndex:
+    def load(
+        self, *, write_back: bool = False, keep_packs: bool = False, fresh: bool = False
+    ) -> BlockIndex:
         """Read every index object. A damaged one is replaced by the copy of the index inside
         its pack; when both are unreadable the pack is listed in ``damaged`` and its blocks
         count as missing (restores that need them stop and say so; verify reports them).
@@ -62,25 +67,32 @@ class BlockIndex:
 
         A block of a pack gc is about to delete (repository.doomed) is found in another
         pack if one has it; a writer (``write_back``) does not know it at all, and stores it
-        again. ``keep_packs`` keeps each pack's entries in ``pack_entries`` (for gc)."""
+        again. ``keep_packs`` keeps each pack's entries in ``pack_entries`` (for gc).
+
+        Index objects come from the local cache where it has them (repository/index_cache.py),
+        checked like fresh ones (``fresh``: every object is read from the store, for verify
+        and repair, which check what is stored, not a copy of it); a merged object that
+        cannot be read is reported in ``damaged``, its packs read from their trailers (and,
+        with ``write_back``, given their own index objects, after which the damaged one is
+        deleted)."""
         from pgkura.repository.doomed import doomed_packs
+        from pgkura.repository.index_files import read_index_objects
 
         self.damaged = []
+        self.replaced = []
         self.unindexed = []
         self.doomed = doomed_packs(self.repo)
-        loaded: dict[str, list[tuple[bytes, BlockLocation]]] = {}
-        for info in self.repo.storage.list("index/"):
-            pack_id = info.key.rsplit("/", 1)[1]
+        found = read_index_objects(self.repo, use_cache=not fresh)
+        loaded = found.packs
+        for pack_id, message in found.damaged_packs:
+            if pack_id in loaded:
+                continue  # a merged object covers it too
             try:
-                loaded[pack_id] = self._parse_index(pack_id, self.repo.storage.get(info.key))
-            except CorruptionError as first:
-                try:
-                    loaded[pack_id] = self._parse_index(
-                        pack_id, read_pack_index(self.repo, pack_id)
-                    )
-                except (CorruptionError, KeyError, struct.error):
-                    self.damaged.append(f"{first.message}, and so is the copy in its pack")
-                    self._packs.add(pack_id)
+                loaded[pack_id] = self._parse_index(pack_id, read_pack_index(self.repo, pack_id))
+                self.replaced.append(f"{message}; the copy of the index in its pack was read")
+            except (CorruptionError, KeyError, struct.error):
+                self.damaged.append(f"{message}, and so is the copy in its pack")
+                self._packs.add(pack_id)
         for pack_id in sorted(self.present_packs() - set(loaded) - self._packs):
             try:
                 copy = read_pack_index(self.repo, pack_id)
@@ -94,6 +106,7 @@ class BlockIndex:
             self.unindexed.append(pack_id)
             if write_back and pack_id not in self.doomed:
                 self.repo.storage.put_if_absent(layout.index_key(pack_id), copy)
+        self._merged_damage(found.damaged_merged, write_back)
         with self._lock:
             self._packs.update(loaded)
             for entries in (e for p, e in loaded.items() if p not in self.doomed):
@@ -104,6 +117,20 @@ class BlockIndex:
             self.pack_entries = loaded
         return self
 
+    def _merged_damage(self, damaged: list[tuple[str, str]], write_back: bool) -> None:
+        """Report merged index objects that cannot be read; with ``write_back``, once every
+        pack has an index object again (none is damaged), delete them."""
+        if not damaged:
+            return
+        if write_back and not self.damaged:
+            self.repo.storage.delete_many([key for key, _message in damaged])
+            return
+        for _key, message in damaged:
+            self.damaged.append(
+                f"{message}; the packs it covered were read from their own copies of the "
+                "index (run pgkura repair index)"
+            )
+
     def present_packs(self) -> set[str]:
         """The ids of the packs the store holds."""
         return set(self.pack_sizes())
@@ -113,17 +140,10 @@ class BlockIndex:
         return {o.key.rsplit("/", 1)[-1]: o.size for o in self.repo.storage.list("packs/")}
 
     def _parse_index(self, pack_id: str, sealed_index: bytes) -> list[tuple[bytes, BlockLocation]]:
-        try:
-            doc = json.loads(self.repo.unseal(sealed_index))
-        except (SealError, ValueError) as exc:
-            raise CorruptionError(
-                f"index object {layout.index_key(pack_id)} is damaged: {exc}",
-                hint="run pgkura verify to see which backups are affected",
-            ) from None
-        return [
-            (bytes.fromhex(hex_id), BlockLocation(pack_id, offset, length, raw_length))
-            for hex_id, offset, length, raw_length in doc["blocks"]
-        ]
+        from pgkura.repository.index_files import parse_index_object
+
+        key = layout.index_key(pack_id)
+        return parse_index_object(self.repo, key, sealed_index)[pack_id]
 
     def __contains__(self, block_id: bytes) -> bool:
         return block_id in self._blocks
@@ -176,35 +196,6 @@ def read_pack_index(repo: Repository, pack_id: str) -> bytes:
     if magic != PACK_TRAILER_MAGIC or not 0 <= index_offset <= size - PACK_TRAILER.size:
         raise KeyError(key)
     return repo.storage.get(key, index_offset, size - PACK_TRAILER.size - index_offset)
-
-
-def check_pack(repo: Repository, pack_id: str) -> str | None:
-    """What is wrong with the pack ``pack_id``, or None. A pack ends with a copy of its index
-    and a trailer pointing at it; a pack that was truncated, extended or overwritten at the
-    end no longer does."""
-    key = layout.pack_key(pack_id)
-    if repo.storage.size(key) is None:
-        return f"pack {key} is missing"
-    try:
-        copy = read_pack_index(repo, pack_id)
-    except KeyError:
-        return f"pack {key} does not end with its trailer: it was truncated or extended"
-    try:
-        expected = repo.storage.get(layout.index_key(pack_id))
-    except KeyError:
-        return None  # no index object: BlockIndex.load read this copy, and verify reports it
-    if copy != expected:
-        return f"pack {key}: the index copy at its end differs from {layout.index_key(pack_id)}"
-    return None
-
-
-def unindexed_problem(pack_id: str) -> str:
-    """The finding about a pack whose index object is missing and whose own copy was read."""
-    return (
-        f"pack {layout.pack_key(pack_id)}: its index object {layout.index_key(pack_id)} "
-        "is missing; the pack's own copy of the index was read instead (run pgkura "
-        "repair index to write it back)"
-    )
 
 
 class PackWriter:
@@ -350,6 +341,8 @@ class PackWriter:
         # bytes(): the storage interface takes bytes; the copy lives only while it is written.
         storage.put_if_absent(layout.pack_key(pack.pack_id), bytes(data))
         storage.put_if_absent(layout.index_key(pack.pack_id), index_obj)
+        # The next command need not fetch it (in a worker process too: the cache is files).
+        IndexCache.of(self.repo).put(layout.index_key(pack.pack_id), index_obj)
         self.index.publish(pack.pack_id, pack.entries)
         if self.keep_published:
             with self._published_lock:

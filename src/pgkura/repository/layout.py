@@ -15,8 +15,18 @@ def pack_key(pack_id: str) -> str:
     return f"packs/{pack_id[:2]}/{pack_id}"
 
 
+INDEX_PREFIX = "index/"
+MERGED_INDEX_PREFIX = "index/merged/"
+
+
 def index_key(pack_id: str) -> str:
+    """The index object of one pack, as its writer stores it."""
     return f"index/{pack_id}"
+
+
+def merged_index_key(merged_id: str) -> str:
+    """An index object that covers many packs (repository/index_files.py)."""
+    return f"index/merged/{merged_id}"
 
 
 def snapshot_prefix(stanza: str) -> str:

@@ -188,6 +188,10 @@ def write_manifest(repo: Repository, manifest: Manifest) -> None:
     key = layout.snapshot_key(manifest.stanza, manifest.id)
     if not repo.storage.put_if_absent(key, sealed.data):
         raise RepositoryError(f"a backup with id {manifest.id} already exists")
+    # Still under the command's locks, which gc's deletions wait for (index_files.py).
+    from pgkura.repository.index_files import consolidate_quietly
+
+    consolidate_quietly(repo)
 
 
 def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:

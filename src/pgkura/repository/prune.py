@@ -39,6 +39,7 @@ from pgkura.repository.doomed import (
     remove_doomed,
     write_doomed,
 )
+from pgkura.repository.index_files import consolidate, forget_packs
 from pgkura.repository.locks import live_shared_locks, lock_ended
 from pgkura.repository.manifest import list_backup_ids, list_stanzas, read_manifest
 from pgkura.repository.repo import Repository
@@ -145,11 +146,16 @@ def prune(
         report.packs_repacked = len(repack)
         report.bytes_repacked = sum(_live_bytes(planned[p], referenced) for p in repack)
         return _totals(report, sizes, referenced, entries, set(doom + repack) | waiting)
-    for pack_id in set(entries) - set(sizes) - index.doomed:
-        # An index whose pack is gone: if a backup needs its blocks that is damage for verify
-        # to report, not garbage.
-        if not any(b in referenced for b, _loc in entries[pack_id]):
-            repo.storage.delete(layout.index_key(pack_id))
+    # An index whose pack is gone: if a backup needs its blocks that is damage for verify to
+    # report, not garbage.
+    forget_packs(
+        repo,
+        {
+            p
+            for p in set(entries) - set(sizes) - index.doomed
+            if not any(b in referenced for b, _loc in entries[p])
+        },
+    )
     for pack_id in rebuild:  # a referenced pack whose index object is lost gets it back
         repo.storage.put_if_absent(layout.index_key(pack_id), read_pack_index(repo, pack_id))
         report.indexes_rebuilt.append(pack_id)
@@ -174,6 +180,7 @@ def prune(
             doomed_now |= set(d.packs) | waiting
             gone_packs = _delete_ready(repo, d, referenced, entries, sizes, doomed_now, report)
             sizes = {p: n for p, n in sizes.items() if p not in gone_packs}
+    consolidate(repo, at_least=2, redundant=True)  # the next command reads a few index objects
     return _totals(report, sizes, referenced, entries, going)
 
 
@@ -205,6 +212,7 @@ def _delete_ready(
         if pack_id not in doomed and pack_id in sizes:
             elsewhere.update(b for b, _loc in held)
     rescued = []
+    going = []
     deleted: set[str] = set()
     for pack_id in d.packs:
         blocks = entries.get(pack_id)
@@ -214,8 +222,11 @@ def _delete_ready(
         if any(b in referenced and b not in elsewhere for b, _loc in blocks or ()):
             rescued.append(pack_id)
             continue
-        # The index first: a pack without an index is still in the list, deleted next time.
-        repo.storage.delete(layout.index_key(pack_id))
+        going.append(pack_id)
+    # The index first (every index object that names them): a pack without an index is still
+    # in the list, deleted next time.
+    forget_packs(repo, set(going))
+    for pack_id in going:
         if pack_id in sizes:
             repo.storage.delete(layout.pack_key(pack_id))
             report.packs_deleted += 1

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from pgkura.repository.walstore import WalStore
 
 FORMAT = "pgkura-repository"
-VERSION = 2  # 2: stanza generations (docs/repository-format.md)
+VERSION = 3  # 2: stanza generations; 3: merged index objects (docs/repository-format.md)
 DEFAULT_BLOCK_SIZE = 64 * 1024
 
 
@@ -104,6 +104,9 @@ class Repository:
         self.codec: Codec = parse_codec(config.compression)
         self._wal: WalStore | None = None
         self._drills: DrillStore | None = None
+        #: the cache-dir setting (repository/index_cache.py): "off" unless opened by a Config
+        self.cache_setting: str | None = "off"
+        self._index_cache: Any = None
 
     @property
     def key(self) -> bytes:
@@ -291,12 +294,8 @@ class Repository:
                 f"{old.number} of stanza {name!r}, not a new one: a stanza never goes back",
                 hint="point --pgdata at the upgraded cluster",
             )
-        if self.config.version < VERSION:
-            # Old readers would look for every generation's WAL where the first one's is.
-            self.config.version = VERSION
-            self.storage.put(
-                layout.CONFIG_KEY, json.dumps(self.config.to_json(), indent=2).encode()
-            )
+        # Old readers would look for every generation's WAL where the first one's is.
+        raise_version(self, 2)
         number = info.current.number + 1
         info.generations.append(Generation(number, system_identifier, pg_version, iso(utc_now())))
         self.storage.put(layout.stanza_key(name), json.dumps(info.to_json(), indent=2).encode())
@@ -307,7 +306,18 @@ def open_repository(cfg: Config) -> Repository:
     """The repository ``cfg`` names (--repo), opened: the one way every layer opens it."""
     from pgkura.storage import open_storage
 
-    return Repository.open(open_storage(cfg.require_repo(), cfg))
+    repo = Repository.open(open_storage(cfg.require_repo(), cfg))
+    repo.cache_setting = cfg.cache_dir
+    return repo
+
+
+def raise_version(repo: Repository, version: int) -> None:
+    """Mark the repository as of format ``version`` before writing what older readers would
+    misread: from then on they refuse it instead."""
+    if repo.config.version >= version:
+        return
+    repo.config.version = version
+    repo.storage.put(layout.CONFIG_KEY, json.dumps(repo.config.to_json(), indent=2).encode())
 
 
 def _no_config(storage: Storage) -> NotARepositoryError:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pgkura.durable import fsync_dir, write_all
 from pgkura.errors import ObjectNotFound, StorageError
 from pgkura.storage.base import ObjectInfo, Storage
+from pgkura.storage.requests import count
 
 # Paths are strings joined with os.path, not pathlib: archive-push opens this storage once per
 # WAL segment, and pathlib (with fnmatch, re, urllib.parse) costs it about 5 ms to import.
@@ -147,12 +148,14 @@ class PosixStorage(Storage):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
+        count("put", key)
         with self._failing("write", key):
             self._make_dirs(os.path.dirname(path))
             return write_atomic(path, data, replace=False, tmp_dir=self._tmp_dir())
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
+        count("put", key)
         with self._failing("write", key):
             self._make_dirs(os.path.dirname(path))
             write_atomic(path, data, replace=True, tmp_dir=self._tmp_dir())
@@ -182,6 +185,7 @@ class PosixStorage(Storage):
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)
+        count("get", key)
         try:
             with self._failing("read", key), open(path, "rb") as f:
                 if start:
@@ -196,6 +200,7 @@ class PosixStorage(Storage):
 
     def size(self, key: str) -> int | None:
         path = self._path(key)
+        count("head", key)
         try:
             with self._failing("stat", key):
                 return os.stat(path).st_size
@@ -207,6 +212,7 @@ class PosixStorage(Storage):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the directory part of the prefix, then filter by the rest.
         base_dir, _, _ = prefix.rpartition("/")
+        count("list", prefix)
         start = os.path.join(self.root, base_dir) if base_dir else self.root
         if not os.path.isdir(start):
             if os.path.lexists(self.root) and not os.path.isdir(self.root):
@@ -268,6 +274,7 @@ class PosixStorage(Storage):
 
     def delete(self, key: str) -> None:
         path = self._path(key)
+        count("delete", key)
         with self._failing("delete", key):
             try:
                 os.unlink(path)
@@ -280,6 +287,7 @@ class PosixStorage(Storage):
         touched = set()
         for key in keys:
             path = self._path(key)
+            count("delete", key)
             with self._failing("delete", key):
                 try:
                     os.unlink(path)

@@ -29,6 +29,7 @@ from obstore.store import S3Store
 
 from pgkura.errors import ObjectNotFound, StorageError
 from pgkura.storage.base import ObjectInfo, Storage
+from pgkura.storage.requests import count
 from pgkura.storage.s3_config import CREDENTIALS_HINT, S3Options, store_arguments
 
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class S3Storage(Storage):
 
         def once() -> bool:
             try:
+                count("put", key)
                 obstore.put(self._store, key, data, mode="create", use_multipart=False)
                 return True
             except (AlreadyExistsError, PreconditionError):
@@ -75,6 +77,7 @@ class S3Storage(Storage):
             # the same bytes count as written by this call (a lock record names its pid, other
             # objects are named by their content).
             try:
+                count("get", key)
                 stored = bytes(obstore.get(self._store, key).bytes())
             except FileNotFoundError:
                 raise _Transient("409 ConditionalRequestConflict") from None
@@ -84,15 +87,22 @@ class S3Storage(Storage):
 
     def put(self, key: str, data: bytes) -> None:
         self._check_key(key)
-        self._call("write", key, lambda: obstore.put(self._store, key, data, use_multipart=False))
+
+        def once() -> None:
+            count("put", key)
+            obstore.put(self._store, key, data, use_multipart=False)
+
+        self._call("write", key, once)
 
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         self._check_key(key)
 
         def once() -> bytes:
             if length == 0:
+                count("head", key)
                 obstore.head(self._store, key)  # ObjectNotFound when absent, as a read would
                 return b""
+            count("get", key)
             if length is not None:
                 return bytes(obstore.get_range(self._store, key, start=start, length=length))
             options: Any = {"range": {"offset": start}} if start else None
@@ -106,7 +116,7 @@ class S3Storage(Storage):
     def size(self, key: str) -> int | None:
         self._check_key(key)
         try:
-            return int(self._call("stat", key, lambda: obstore.head(self._store, key))["size"])
+            return int(self._call("stat", key, lambda: self._head(key))["size"])
         except ObjectNotFound:
             return None
         except StorageError as exc:
@@ -120,6 +130,10 @@ class S3Storage(Storage):
                 return None
             raise exc from None
 
+    def _head(self, key: str) -> Any:
+        count("head", key)
+        return obstore.head(self._store, key)
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # S3 lists by any prefix, object_store by whole path segments: list the directory
         # part, keep the keys that start with the whole prefix. A listing broken off by a
@@ -131,7 +145,10 @@ class S3Storage(Storage):
         while True:
             try:
                 stream = obstore.list(self._store, directory or None, offset=last, chunk_size=1000)
-                for chunk in stream:
+                count("list", prefix)  # the first page; each further page below
+                for pages, chunk in enumerate(stream):
+                    if pages:
+                        count("list", prefix)
                     for meta in chunk:
                         path = meta["path"]
                         last = path
@@ -149,7 +166,12 @@ class S3Storage(Storage):
 
     def delete(self, key: str) -> None:
         self._check_key(key)
-        self._call("delete", key, lambda: obstore.delete(self._store, key))
+
+        def once() -> None:
+            count("delete", key)
+            obstore.delete(self._store, key)
+
+        self._call("delete", key, once)
 
     def delete_many(self, keys: Iterable[str]) -> None:
         batch: list[str] = []
@@ -164,7 +186,12 @@ class S3Storage(Storage):
 
     def _delete_batch(self, keys: Sequence[str]) -> None:
         what = keys[0] if len(keys) == 1 else f"{keys[0]} and {len(keys) - 1} more"
-        self._call("delete", what, lambda: obstore.delete(self._store, keys))
+
+        def once() -> None:
+            count("delete", keys[0])
+            obstore.delete(self._store, keys)
+
+        self._call("delete", what, once)
 
     # -- retries and errors --------------------------------------------------------------
 

@@ -1,0 +1,302 @@
+"""The index objects under ``index/``, and their consolidation (docs/repository-format.md,
+"Index objects").
+
+A writer stores each pack's index as its own small object, ``index/<pack-id>``. Left so, a
+command would start with one GET per pack (65,000 for a terabyte). So the small objects are
+merged: one *merged* object ``index/merged/<id>`` covers up to MERGED_PACKS packs, written
+first; only then are the small objects it covers deleted. A reader that lists in between
+finds a pack in two objects, which say the same (a pack's index is derived from the pack,
+which never changes): harmless. A pack is never left without an index object.
+
+Consolidation never takes a pack a doomed list names (repository.doomed), and reads the lists
+before it lists the index: gc may delete a doomed pack while a command runs, and a merged
+object written after that would name a pack that is gone. gc, before it deletes packs, drops
+them from every index object (:func:`forget_packs`), writing each merged object that named
+them again without them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pgkura.errors import CorruptionError, ObjectNotFound, PgkuraError
+from pgkura.repository import layout
+from pgkura.repository.blocks import BlockLocation, read_pack_index
+from pgkura.repository.index_cache import IndexCache
+from pgkura.repository.repo import Repository
+from pgkura.repository.sealed import SealError
+
+log = logging.getLogger("pgkura")
+
+#: Per-pack index objects that make a backup or dump consolidate the small ones when it ends.
+MERGE_THRESHOLD = 32
+#: The most packs one merged object covers (about 16 GiB of data; its JSON about 25 MiB).
+MERGED_PACKS = 1024
+#: A merged object that covers fewer packs counts as small: it is merged again.
+SMALL_MERGED = MERGED_PACKS // 2
+
+_PACK_ID = re.compile(r"^[0-9a-f]{32}$")
+
+Entries = list[tuple[bytes, BlockLocation]]
+
+
+@dataclass
+class IndexObjects:
+    """What the index objects say: each pack's blocks, which object covers which packs, and
+    the objects that could not be read."""
+
+    packs: dict[str, Entries] = field(default_factory=dict)
+    covers: dict[str, set[str]] = field(default_factory=dict)
+    #: (pack id, message) of per-pack objects that cannot be read
+    damaged_packs: list[tuple[str, str]] = field(default_factory=list)
+    #: (key, message) of merged objects that cannot be read
+    damaged_merged: list[tuple[str, str]] = field(default_factory=list)
+
+
+def is_merged(key: str) -> bool:
+    return key.startswith(layout.MERGED_INDEX_PREFIX)
+
+
+def read_index_objects(
+    repo: Repository, *, jobs: int = 16, again: bool = True, use_cache: bool = True
+) -> IndexObjects:
+    """Every index object, each from the local cache when its copy there is good, else from
+    the store (several at once), and the cache brought up to date. When a listed object is
+    gone by the time it is fetched (a consolidation deleted it after writing its merged
+    object, which the listing may have missed), the index is listed and read once more.
+    Without ``use_cache`` every object is read from the store (and the cache refreshed)."""
+    cache = IndexCache.of(repo)
+    listed_at = time.time()
+    listed = {o.key: o.size for o in repo.storage.list(layout.INDEX_PREFIX)}
+    out = IndexObjects()
+    fetch = []
+    for key, size in sorted(listed.items()):
+        data = cache.get(key, size) if use_cache else None
+        if data is not None and _take(repo, key, data, out, final=False):
+            continue
+        cache.discard(key)
+        fetch.append(key)
+    workers = repo.workers_for(jobs) if len(fetch) > 1 else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for key, data in zip(fetch, pool.map(_fetch(repo), fetch), strict=True):
+            if data is None:  # deleted since the listing (consolidated, or gc)
+                if again:
+                    return read_index_objects(repo, jobs=jobs, again=False, use_cache=use_cache)
+                continue
+            if _take(repo, key, data, out, final=True):
+                cache.put(key, data)
+    cache.keep_only(layout.INDEX_PREFIX, set(listed), listed_at)
+    return out
+
+
+def _fetch(repo: Repository) -> Callable[[str], bytes | None]:
+
+    def get(key: str) -> bytes | None:
+        try:
+            return repo.storage.get(key)
+        except ObjectNotFound:
+            return None
+
+    return get
+
+
+def _take(repo: Repository, key: str, data: bytes, out: IndexObjects, *, final: bool) -> bool:
+    """Add what the object ``key`` says to ``out``; False when it cannot be read (recorded as
+    damaged when ``final``: the bytes came from the store)."""
+    try:
+        docs = parse_index_object(repo, key, data)
+    except CorruptionError as exc:
+        if final and is_merged(key):
+            out.damaged_merged.append((key, exc.message))
+        elif final:
+            out.damaged_packs.append((key.rsplit("/", 1)[1], exc.message))
+        return False
+    out.covers[key] = set(docs)
+    for pack_id, entries in docs.items():
+        out.packs.setdefault(pack_id, entries)
+    return True
+
+
+def parse_index_object(repo: Repository, key: str, data: bytes) -> dict[str, Entries]:
+    """The packs an index object covers, with their blocks; CorruptionError when it is
+    damaged. A per-pack object names its own pack by its key."""
+    try:
+        doc = json.loads(repo.unseal(data))
+        name = key.rsplit("/", 1)[1]
+        # Each object names itself, so that the bytes of one are never taken for another's
+        # (a cached copy under the wrong name is sealed as soundly as the right one).
+        if is_merged(key):
+            if doc["id"] != name:
+                raise ValueError(f"it is the merged index object {doc['id']}")
+            docs = {str(d["pack"]): d["blocks"] for d in doc["packs"]}
+            if not all(_PACK_ID.match(p) for p in docs):
+                raise ValueError("it names a pack by something that is no pack id")
+        else:
+            if doc.get("pack", name) != name:
+                raise ValueError(f"it is the index of pack {doc['pack']}")
+            docs = {name: doc["blocks"]}
+        return {
+            pack_id: [
+                (bytes.fromhex(hex_id), BlockLocation(pack_id, offset, length, raw_length))
+                for hex_id, offset, length, raw_length in blocks
+            ]
+            for pack_id, blocks in docs.items()
+        }
+    except (SealError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptionError(
+            f"index object {key} is damaged: {exc}",
+            hint="run pgkura verify to see which backups are affected",
+        ) from None
+
+
+def _seal_merged(repo: Repository, merged_id: str, packs: dict[str, Entries]) -> bytes:
+    doc = {
+        "id": merged_id,
+        "packs": [
+            {
+                "pack": pack_id,
+                "blocks": [[b.hex(), loc.offset, loc.length, loc.raw_length] for b, loc in entries],
+            }
+            for pack_id, entries in sorted(packs.items())
+        ],
+    }
+    return repo.seal(json.dumps(doc, separators=(",", ":")).encode()).data
+
+
+def _write_merged(repo: Repository, packs: dict[str, Entries]) -> list[str]:
+    """Store ``packs`` as merged objects of at most MERGED_PACKS packs each; their keys."""
+    if repo.config.version < 3:
+        from pgkura.repository.repo import raise_version
+
+        raise_version(repo, 3)  # readers of version 2 would take a merged key for a pack's
+    cache = IndexCache.of(repo)
+    ids = sorted(packs)
+    keys = []
+    for start in range(0, len(ids), MERGED_PACKS):
+        chunk = {p: packs[p] for p in ids[start : start + MERGED_PACKS]}
+        merged_id = os.urandom(16).hex()
+        key = layout.merged_index_key(merged_id)
+        data = _seal_merged(repo, merged_id, chunk)
+        repo.storage.put_if_absent(key, data)
+        cache.put(key, data)
+        keys.append(key)
+    return keys
+
+
+@dataclass
+class Consolidation:
+    written: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+
+def consolidate(
+    repo: Repository, *, at_least: int = MERGE_THRESHOLD, redundant: bool = False
+) -> Consolidation:
+    """Merge the small index objects into merged ones when there are ``at_least`` of them,
+    then delete those they covered. The caller holds a lock that gc's deletions wait for (a
+    shared, backup or the maintenance lock). ``redundant`` (gc only, under the maintenance
+    lock) also deletes merged objects whose every pack another kept merged object covers
+    (two commands that consolidated at once leave such twins)."""
+    from pgkura.repository.doomed import doomed_packs
+
+    done = Consolidation()
+    listed = [o.key for o in repo.storage.list(layout.INDEX_PREFIX)]
+    if not redundant and sum(not is_merged(k) for k in listed) < at_least:
+        return done  # the usual end of a backup: one LIST, nothing read
+    doomed = doomed_packs(repo)  # before the listing: see the module's docstring
+    objects = read_index_objects(repo)
+    small = [
+        k for k, packs in objects.covers.items() if not is_merged(k) or len(packs) < SMALL_MERGED
+    ]
+    if len(small) >= max(at_least, 2):
+        take = {p for k in small for p in objects.covers[k]} - doomed
+        done.written = _write_merged(repo, {p: objects.packs[p] for p in take})
+        done.deleted = [k for k in small if objects.covers[k] <= take]
+    if redundant:
+        covered: set[str] = set()
+        for key in sorted(set(objects.covers) - set(small)):
+            if objects.covers[key] <= covered:
+                done.deleted.append(key)
+            else:
+                covered |= objects.covers[key]
+    _delete(repo, done.deleted)
+    return done
+
+
+def consolidate_quietly(repo: Repository) -> None:
+    """:func:`consolidate` after a backup committed: a failure is logged, not raised (the
+    backup is stored; the next one consolidates)."""
+    try:
+        consolidate(repo)
+    except PgkuraError as exc:
+        log.warning("could not consolidate the index: %s", exc.message)
+
+
+def forget_packs(repo: Repository, pack_ids: set[str]) -> None:
+    """Drop ``pack_ids`` from every index object, before gc deletes them: each merged object
+    that names one is written again without them (the new one first), and their per-pack
+    objects are deleted."""
+    if not pack_ids:
+        return
+    objects = read_index_objects(repo)
+    gone = [layout.index_key(p) for p in sorted(pack_ids)]
+    for key, packs in objects.covers.items():
+        if not is_merged(key) or not packs & pack_ids:
+            continue
+        rest = packs - pack_ids
+        if rest:
+            _write_merged(repo, {p: objects.packs[p] for p in rest})
+        gone.append(key)
+    for key, _message in objects.damaged_merged:
+        log.debug("index object %s cannot be read; gc leaves it", key)
+    _delete(repo, gone)
+
+
+def _delete(repo: Repository, keys: list[str]) -> None:
+    if not keys:
+        return
+    repo.storage.delete_many(keys)
+    cache = IndexCache.of(repo)
+    for key in keys:
+        cache.discard(key)
+
+
+def check_pack(
+    repo: Repository, pack_id: str, indexed: list[tuple[bytes, BlockLocation]] | None = None
+) -> str | None:
+    """What is wrong with the pack ``pack_id``, or None. A pack ends with a copy of its index
+    and a trailer pointing at it; a pack that was truncated, extended or overwritten at the
+    end no longer does. ``indexed``: the pack's entries as the index objects give them
+    (BlockIndex.pack_entries), which the copy must repeat."""
+    key = layout.pack_key(pack_id)
+    if repo.storage.size(key) is None:
+        return f"pack {key} is missing"
+    try:
+        copy = read_pack_index(repo, pack_id)
+    except KeyError:
+        return f"pack {key} does not end with its trailer: it was truncated or extended"
+    if indexed is None:
+        return None  # no index object: BlockIndex.load read this copy, and verify reports it
+    try:
+        own = parse_index_object(repo, layout.index_key(pack_id), copy)[pack_id]
+    except CorruptionError:
+        own = None
+    if own != indexed:
+        return f"pack {key}: the index copy at its end differs from its index object"
+    return None
+
+
+def unindexed_problem(pack_id: str) -> str:
+    """The finding about a pack whose index object is missing and whose own copy was read."""
+    return (
+        f"pack {layout.pack_key(pack_id)}: its index object {layout.index_key(pack_id)} "
+        "is missing; the pack's own copy of the index was read instead (run pgkura "
+        "repair index to write it back)"
+    )
