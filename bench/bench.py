@@ -679,6 +679,9 @@ def main() -> None:
     from expire import ExpireStage
 
     expiry = ExpireStage(bench)
+    from s3 import S3Stage
+
+    s3 = S3Stage(bench)
 
     def run_curve() -> None:
         for scale in args.curve_scales.split(","):
@@ -700,8 +703,9 @@ def main() -> None:
             "checksums": bench.checksum_stage,
             "curve": run_curve,
             "expire": lambda: expiry.run(args.expire_backups, args.expire_keep),
+            "s3": lambda: s3.run(args.rounds, args.segments, args.throughput_segments),
         }
-        slow = ("curve", "expire")  # minutes each: asked for by --only
+        slow = ("curve", "expire", "s3")  # minutes each (s3 needs weed): asked for by --only
         chosen = args.only.split(",") if args.only else [s for s in stages if s not in slow]
         unknown = set(chosen) - set(stages)
         if unknown:
@@ -711,6 +715,7 @@ def main() -> None:
                 stages[name]()
         bench.report()
         expiry.report()
+        s3.report()
     finally:
         bench.stop()
         if not args.keep:
