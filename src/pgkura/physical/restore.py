@@ -23,6 +23,7 @@ from pgkura.physical.restore_io import (
     fsync_and_close,
     fsync_path,
     preallocate,
+    prefetch_small_files,
     pwrite_all,
     rewrite_changed,
     write_pieces,
@@ -62,6 +63,8 @@ DIRECT_ALIGN = 4096
 DIRECT_DEPTH = 2
 # Big files are written in ranges of this size by all workers at once.
 RANGE_BYTES = 64 * 1024 * 1024
+#: blocks a unit of small files read at once (restore_io.prefetch_small_files), by id
+Got = dict[bytes, bytes] | None
 # Workers get small files in units of about this much content.
 UNIT_BYTES = 16 * 1024 * 1024
 # (file number, first block, block past the last): one range of one file; a unit is a list.
@@ -280,12 +283,18 @@ class PhysicalRestorer:
     def _write_unit(self, unit: list[Range]) -> list[tuple[int, int, bool]]:
         """Write each (file number, first block, past the last) of ``unit``; (file number,
         bytes, irregular) for each."""
+        small = [
+            entry.blocks[start:end]
+            for number, start, end in unit
+            if (entry := self._targets[number].entry).size < DIRECT_MIN
+        ]
+        got = prefetch_small_files(self.reader, small)
         return [
-            (number, *self._write_piece(self._targets[number], start, end))
+            (number, *self._write_piece(self._targets[number], start, end, got))
             for number, start, end in unit
         ]
 
-    def _write_piece(self, target: RangedFile, start: int, end: int) -> tuple[int, bool]:
+    def _write_piece(self, target: RangedFile, start: int, end: int, got: Got) -> tuple[int, bool]:
         """Write blocks [start, end) of a file, creating it if need be; (bytes, irregular)."""
         entry = target.entry
         fd = os.open(target.dest, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -294,7 +303,7 @@ class PhysicalRestorer:
             if target.direct:
                 offset = start * self.block_size
                 preallocate(fd, offset, min(entry.size, end * self.block_size) - offset)
-            self._write_blocks(target, fd, start, end)
+            self._write_blocks(target, fd, start, end, got)
         finally:
             os.close(fd)
         written = min(entry.size, end * self.block_size) - start * self.block_size
@@ -313,7 +322,7 @@ class PhysicalRestorer:
         self.stats.bytes_written += target.entry.size
         self.stats.files += 1
 
-    def _write_blocks(self, target: RangedFile, fd: int, start: int, end: int) -> None:
+    def _write_blocks(self, target: RangedFile, fd: int, start: int, end: int, got: Got) -> None:
         entry, size = target.entry, self.block_size
         step = max(1, (DIRECT_BYTES if target.direct else WRITE_BYTES) // size)
         # An O_DIRECT write returns when the device has the data: it is handed to the I/O
@@ -349,7 +358,10 @@ class PhysicalRestorer:
                         finally:
                             os.close(tail)
                 else:
-                    pieces = self.reader.read_many(ids, entry.path)
+                    if got is not None and all(b in got for b in ids):
+                        pieces = [got[b] for b in ids]
+                    else:
+                        pieces = self.reader.read_many(ids, entry.path)
                     if any(len(p) != size for k, p in enumerate(pieces) if i + k != last):
                         target.irregular = True
                         return

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.durable import write_all
+from pgkura.errors import CorruptionError
 from pgkura.repository.manifest import FileEntry
+from pgkura.repository.reader import BlockReader
 
 
 def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
@@ -129,3 +131,18 @@ class RangedFile:
     direct: bool = False
     irregular: bool = False
     done: int = 0
+
+
+def prefetch_small_files(
+    reader: BlockReader, files: Sequence[Sequence[str]]
+) -> dict[bytes, bytes] | None:
+    """The blocks (hex ids, per file) of a unit of many small files, read at once in as few
+    requests as the packs allow (BlockReader.read_scattered): one request per file would make
+    a cluster's thousand small files a thousand S3 requests. None for fewer than two files, or
+    when a block cannot be read: then each file reads its own, and the error names the file."""
+    if len(files) < 2:
+        return None
+    try:
+        return reader.read_scattered((bytes.fromhex(b) for f in files for b in f), "the restore")
+    except CorruptionError:
+        return None

@@ -14,14 +14,14 @@ import os
 import queue
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pgkura.errors import CorruptionError, ObjectNotFound
+from pgkura.errors import CorruptionError
 from pgkura.repository import layout
 from pgkura.repository.index_cache import IndexCache
 from pgkura.repository.repo import BLOCK_IDENTITY, Repository
-from pgkura.repository.sealed import SealError, frame, keyed_digest
+from pgkura.repository.sealed import frame, keyed_digest
 
 PACK_TARGET_SIZE = 16 * 1024 * 1024
 PACK_TRAILER_MAGIC = b"PGKPACK1"
@@ -359,85 +359,5 @@ class _Pack:
     size: int
 
 
-class BlockReader:
-    """Fetches and verifies blocks by id."""
-
-    def __init__(self, index: BlockIndex) -> None:
-        self.index = index
-        self.repo = index.repo
-
-    def read_many(self, block_ids: list[bytes], context: str = "") -> list[bytes]:
-        """Read several blocks, fetching blocks that lie next to each other in one pack with
-        one ranged get (a file's blocks usually do: one writer stored them in order)."""
-        return list(self.iter_many(block_ids, context))
-
-    def iter_many(self, block_ids: list[bytes], context: str = "") -> Iterator[bytes]:
-        """:meth:`read_many`, one block at a time: a caller that drops each block before the
-        next keeps memory flat, and the allocator hands the same memory back each time
-        instead of faulting in fresh pages for every block."""
-        where = f" (needed by {context})" if context else ""
-        locs = []
-        for block_id in block_ids:
-            loc = self.index.get(block_id)
-            if loc is None:
-                raise CorruptionError(
-                    f"block {block_id.hex()[:16]} is missing from the repository{where}",
-                    hint="run pgkura verify; take a new backup",
-                )
-            locs.append(loc)
-        i = 0
-        while i < len(locs):
-            j = i + 1
-            while (
-                j < len(locs)
-                and locs[j].pack_id == locs[i].pack_id
-                and locs[j].offset == locs[j - 1].offset + locs[j - 1].length
-            ):
-                j += 1
-            first, last = locs[i], locs[j - 1]
-            key = layout.pack_key(first.pack_id)
-            try:
-                data = self.repo.storage.get(
-                    key, first.offset, last.offset + last.length - first.offset
-                )
-            except ObjectNotFound:
-                raise CorruptionError(
-                    f"pack {key} is missing{where}", hint="run pgkura verify; take a new backup"
-                ) from None
-            view = memoryview(data)
-            for k in range(i, j):
-                start = locs[k].offset - first.offset
-                piece = view[start : start + locs[k].length]
-                try:
-                    raw = self.repo.unseal(piece, expect_digest=block_ids[k])
-                except SealError as exc:
-                    raise CorruptionError(
-                        f"block {block_ids[k].hex()[:16]} in pack {key} is damaged: {exc}{where}",
-                        hint="run pgkura verify; take a new backup",
-                    ) from None
-                yield raw
-                del raw
-            i = j
-
-    def read(self, block_id: bytes, context: str = "") -> bytes:
-        where = f" (needed by {context})" if context else ""
-        loc = self.index.get(block_id)
-        if loc is None:
-            raise CorruptionError(
-                f"block {block_id.hex()[:16]} is missing from the repository{where}",
-                hint="run pgkura verify; take a new backup",
-            )
-        key = layout.pack_key(loc.pack_id)
-        try:
-            data = self.repo.storage.get(key, loc.offset, loc.length)
-        except ObjectNotFound:
-            raise CorruptionError(
-                f"pack {key} is missing{where}", hint="run pgkura verify; take a new backup"
-            ) from None
-        try:
-            return self.repo.unseal(data, expect_digest=block_id)
-        except SealError as exc:
-            raise CorruptionError(
-                f"block {block_id.hex()[:16]} in pack {key} is damaged: {exc}{where}",
-                hint="run pgkura verify; take a new backup",
-            ) from None
+# Readers live in repository/reader.py; imported from here by older callers.
+from pgkura.repository.reader import BlockReader as BlockReader  # noqa: E402
