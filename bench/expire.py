@@ -50,7 +50,9 @@ def disk_bytes(path: Path) -> int:
     return total
 
 
-def measured(bench: Bench, cmd: list[str]) -> tuple[float, int]:
+def measured(
+    bench: Bench, cmd: list[str], extra_env: dict[str, str] | None = None
+) -> tuple[float, int]:
     """Wall seconds and bytes written by the command's process tree."""
     from bench import as_user, settle
 
@@ -58,7 +60,10 @@ def measured(bench: Bench, cmd: list[str]) -> tuple[float, int]:
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            as_user(cmd), env={**os.environ, **bench.env}, stdout=subprocess.DEVNULL, stderr=err
+            as_user(cmd),
+            env={**os.environ, **bench.env, **(extra_env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
         _pid, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
@@ -107,8 +112,19 @@ class ExpireStage:
 
     def measure(self, cmd: list[str], repo: Path) -> Expiry:
         before = disk_bytes(repo)
-        seconds, written = measured(self.bench, cmd)
+        # pgkura counts its requests to the repository (storage/requests.py): what expire and
+        # its gc read grows with the repository only where these counts do.
+        from bench import PGKURA, own
+
+        stats = own(self.bench.base / "expire-requests") / "stats.json"
+        stats.unlink(missing_ok=True)
+        extra = {"PGKURA_REQUEST_STATS": str(stats)} if cmd[0] == PGKURA else None
+        seconds, written = measured(self.bench, cmd, extra)
         after = disk_bytes(repo)
+        if stats.exists():
+            import json
+
+            print(f"  pgkura requests by area: {json.loads(stats.read_text())['by_area']}")
         result = Expiry(seconds, before, after, written)
         print(
             f"  {cmd[0].rsplit('/', 1)[-1]:<10} {seconds:7.2f} s, {before / 2**20:8.1f} -> "
