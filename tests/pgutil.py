@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from runner import PGKURA
+from runner import PGKURA, os_user
 
 BALANCES = (
     "SELECT (SELECT sum(abalance) FROM pgbench_accounts),"
@@ -75,3 +76,13 @@ def switch_and_wait_archived(server: Any, timeout: float = 60) -> str:
             return segment
         time.sleep(0.05)
     raise AssertionError(f"{segment} was not archived within {timeout} s: {row}")
+
+
+def pgbench(server: Any, seconds: int, clients: int = 4) -> subprocess.Popen[bytes]:
+    """A pgbench write load on ``server`` for ``seconds``, started and left running."""
+    cmd = [str(server.bin_dir / "pgbench"), "-n", "-c", str(clients), "-T", str(seconds),
+           "postgres"]  # fmt: skip
+    if os_user():
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    env = {**os.environ, **server.libpq_env()}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

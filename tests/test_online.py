@@ -16,18 +16,11 @@ from pgutil import (
     archiving_conf,
     assert_balanced,
     pg_verifybackup,
+    pgbench,
     switch_and_wait_archived,
     switch_wal,
 )
 from runner import PGKURA, os_user, run_pgkura
-
-
-def pgbench(server: Any, seconds: int) -> subprocess.Popen[bytes]:
-    cmd = [str(server.bin_dir / "pgbench"), "-n", "-c", "4", "-T", str(seconds), "postgres"]
-    if os_user():
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    env = {**os.environ, **server.libpq_env()}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 @pytest.mark.matrix

@@ -4,14 +4,12 @@ repository instead of from the primary (issue: standby backups and restores)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from pgutil import archiving_conf, assert_balanced, switch_and_wait_archived
-from runner import os_user, run_pgkura
+from pgutil import archiving_conf, assert_balanced, pgbench, switch_and_wait_archived
+from runner import run_pgkura
 
 
 def _primary_with_backup(make_server: Any, repo: str) -> tuple[Any, str]:
@@ -115,14 +113,6 @@ def _standby_of(make_server: Any, primary: Any, repo: str, work_dir: Path) -> An
     return make_server("standby", pgdata=target, init=False)
 
 
-def _pgbench(server: Any, seconds: int) -> subprocess.Popen[bytes]:
-    cmd = [str(server.bin_dir / "pgbench"), "-n", "-c", "2", "-T", str(seconds), "postgres"]
-    if os_user():
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    env = {**os.environ, **server.libpq_env()}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def test_a_backup_from_a_standby_under_load_restores_like_the_primarys(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:
@@ -154,7 +144,7 @@ def test_a_backup_from_a_standby_under_load_restores_like_the_primarys(
     assert late.returncode != 0
     assert "--primary-dbconn" in late.stderr and "--archive-timeout" in late.stderr
 
-    load = _pgbench(primary, 8)
+    load = pgbench(primary, 8, clients=2)
     out = run_pgkura(
         "--repo", repo, "--primary-dbconn", primary_conn, "backup", "--output", "json",
         env=on_standby,

@@ -89,15 +89,7 @@ class BlockReader:
         next keeps memory flat, and the allocator hands the same memory back each time
         instead of faulting in fresh pages for every block."""
         where = f" (needed by {context})" if context else ""
-        locs = []
-        for block_id in block_ids:
-            loc = self.index.get(block_id)
-            if loc is None:
-                raise CorruptionError(
-                    f"block {block_id.hex()[:16]} is missing from the repository{where}",
-                    hint="run pgkura verify; take a new backup",
-                )
-            locs.append(loc)
+        locs = [self._locate(block_id, where) for block_id in block_ids]
         i = 0
         while i < len(locs):
             j = i + 1
@@ -109,48 +101,17 @@ class BlockReader:
                 j += 1
             first, last = locs[i], locs[j - 1]
             key = layout.pack_key(first.pack_id)
-            try:
-                data = self.repo.storage.get(
-                    key, first.offset, last.offset + last.length - first.offset
-                )
-            except ObjectNotFound:
-                raise CorruptionError(
-                    f"pack {key} is missing{where}", hint="run pgkura verify; take a new backup"
-                ) from None
-            view = memoryview(data)
+            length = last.offset + last.length - first.offset
+            view = memoryview(self._fetch(key, first.offset, length, where))
             for k in range(i, j):
                 start = locs[k].offset - first.offset
-                piece = view[start : start + locs[k].length]
-                try:
-                    raw = self.repo.unseal(piece, expect_digest=block_ids[k])
-                except SealError as exc:
-                    raise CorruptionError(
-                        f"block {block_ids[k].hex()[:16]} in pack {key} is damaged: {exc}{where}",
-                        hint="run pgkura verify; take a new backup",
-                    ) from None
+                raw = self._open(view[start : start + locs[k].length], block_ids[k], key, where)
                 yield raw
                 del raw
             i = j
 
     def read(self, block_id: bytes, context: str = "") -> bytes:
         where = f" (needed by {context})" if context else ""
-        loc = self.index.get(block_id)
-        if loc is None:
-            raise CorruptionError(
-                f"block {block_id.hex()[:16]} is missing from the repository{where}",
-                hint="run pgkura verify; take a new backup",
-            )
+        loc = self._locate(block_id, where)
         key = layout.pack_key(loc.pack_id)
-        try:
-            data = self.repo.storage.get(key, loc.offset, loc.length)
-        except ObjectNotFound:
-            raise CorruptionError(
-                f"pack {key} is missing{where}", hint="run pgkura verify; take a new backup"
-            ) from None
-        try:
-            return self.repo.unseal(data, expect_digest=block_id)
-        except SealError as exc:
-            raise CorruptionError(
-                f"block {block_id.hex()[:16]} in pack {key} is damaged: {exc}{where}",
-                hint="run pgkura verify; take a new backup",
-            ) from None
+        return self._open(self._fetch(key, loc.offset, loc.length, where), block_id, key, where)
