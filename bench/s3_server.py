@@ -4,17 +4,14 @@ own, from which the S3 requests of each command are counted."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from seaweed import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS, free_ports, weed_binary
+from seaweed import BUCKET, SeaweedFS, free_ports
 
 PGBR_BUCKET = "pgbackrest-bench"
 _METRICS = ("SeaweedFS_s3_request_total", "SeaweedFS_s3_request_seconds_sum")
@@ -27,34 +24,10 @@ class MeteredSeaweedFS(SeaweedFS):  # type: ignore[misc]  # tests/ is not on myp
         super().__init__(directory)
         self.metrics_port = free_ports(1)[0]
 
-    def start(self, timeout: float = 60) -> None:
-        args = [weed_binary(), "mini", f"-dir={self.data}", "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1", "-master.telemetry=false",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
-                f"-bucket={BUCKET},{PGBR_BUCKET}", f"-metricsPort={self.metrics_port}",
-                f"-s3.cert.file={self.cert}", f"-s3.key.file={self.key}",
-                f"-filer.localSocket={self.directory}/filer.sock",
-                f"-s3.localSocket={self.directory}/s3.sock"]  # fmt: skip
-        args += [f"{flag}={port}" for flag, port in self.ports.items()]
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.directory),
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        }
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                args, env=env, stdout=log, stderr=log, cwd=self.directory, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"weed mini exited at start; see {self.log}")
-            if self._bucket_ready():
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"weed mini did not serve S3 within {timeout:g} s; see {self.log}")
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        args, env = super().command()
+        env.pop("S3_BUCKET")  # both buckets come from -bucket
+        return [*args, f"-bucket={BUCKET},{PGBR_BUCKET}", f"-metricsPort={self.metrics_port}"], env
 
     def requests(self) -> tuple[Counter[tuple[str, str]], dict[str, float]]:
         """S3 requests served so far, by (bucket, request type), and the seconds the server

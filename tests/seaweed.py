@@ -107,8 +107,8 @@ class SeaweedFS:
     def tls_endpoint(self) -> str:
         return f"https://127.0.0.1:{self.ports['-s3.port.https']}"
 
-    def start(self, timeout: float = 60) -> None:
-        assert self.proc is None, "already running"
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The ``weed mini`` command line and environment (bench/s3_server.py adds to them)."""
         args = [weed_binary(), "mini", f"-dir={self.data}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", "-master.telemetry=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0",
@@ -125,6 +125,11 @@ class SeaweedFS:
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "S3_BUCKET": BUCKET,
         }
+        return args, env
+
+    def start(self, timeout: float = 60) -> None:
+        assert self.proc is None, "already running"
+        args, env = self.command()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 args, env=env, stdout=log, stderr=log, cwd=self.directory, start_new_session=True
