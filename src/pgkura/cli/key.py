@@ -1,4 +1,4 @@
-"""`pgkura key add|list|remove`."""
+"""`pgkura key add|list|remove|rotate`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ raw_key_option = click.option(
 
 @click.group()
 def key() -> None:
-    """Manage who can open an encrypted repository (its key slots); no data is rewritten."""
+    """Manage who can open an encrypted repository (its key slots; no data is rewritten) and
+    the data key new objects are sealed under (rotate)."""
 
 
 @key.command("list")
@@ -70,9 +71,25 @@ def key_remove(ctx: click.Context, slot_id: str, output: str) -> None:
     emit(output, done, lambda: describe(done, f"removed key slot {done.changed}"))
 
 
+@key.command("rotate")
+@output_option
+@click.pass_context
+def key_rotate(ctx: click.Context, output: str) -> None:
+    """Start a new data key for new objects. Objects sealed under the older ones stay
+    readable; pgkura gc --rewrite-keys reseals them and then drops the retired keys."""
+    from pgkura.commands.key import run_key_rotate
+
+    done = run_key_rotate(config(ctx))
+    head = f"new objects are sealed under data key {done.changed}"
+    emit(output, done, lambda: describe(done, head))
+
+
 def describe(done: KeySlots, head: str) -> str:
     lines = [head] if head else []
     lines += [f"{s.slot_id}  added {s.added}  {s.kdf}" for s in done.slots]
+    for k in done.data_keys or ():
+        state = "current" if k.current else "retired (gc --rewrite-keys drops it)"
+        lines.append(f"data key {k.generation}  added {k.added or 'with the repository'}  {state}")
     return "\n".join(lines)
 
 

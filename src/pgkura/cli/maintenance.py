@@ -12,19 +12,25 @@ from pgkura.cli.output import emit, human_bytes
 from pgkura.errors import PgkuraError
 
 if TYPE_CHECKING:
-    from pgkura.commands.gc import PruneReport
+    from pgkura.commands.gc import PruneReport, RekeyReport
 
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="say what would be deleted, delete nothing")
+@click.option(
+    "--rewrite-keys",
+    is_flag=True,
+    help="reseal what retired data keys (key rotate) sealed under the current one; a run "
+    "that finds nothing left under a retired key drops it",
+)
 @output_option
 @click.pass_context
-def gc(ctx: click.Context, dry_run: bool, output: str) -> None:
+def gc(ctx: click.Context, dry_run: bool, rewrite_keys: bool, output: str) -> None:
     """Delete packs no backup or dump references and repack partly used ones (--max-unused);
     backups, restores and the WAL archive go on meanwhile."""
     from pgkura.commands.gc import run_gc
 
-    report = run_gc(config(ctx), dry_run=dry_run)
+    report = run_gc(config(ctx), dry_run=dry_run, rewrite=rewrite_keys)
     emit(output, report, lambda: gc_text(report))
 
 
@@ -56,7 +62,23 @@ def gc_text(report: PruneReport) -> str:
             f"; kept {len(report.unreadable_kept)} pack(s) whose content cannot be read "
             "(pgkura verify names them)"
         )
-    return text
+    return text + rekey_text(getattr(report, "rekey", None))
+
+
+def rekey_text(rk: RekeyReport | None) -> str:
+    """What --rewrite-keys did, as lines after gc's summary."""
+    if rk is None:
+        return ""
+    if not rk.retired:
+        return f"\nno retired data key: every object is sealed under data key {rk.current}"
+    lines = [
+        f"resealed {rk.objects_rewritten} object(s) and {rk.packs_rewritten} pack(s) "
+        f"({human_bytes(rk.bytes_rewritten)} of blocks) under data key {rk.current}"
+    ]
+    lines += [f"dropped data key {g}" for g in rk.dropped]
+    lines += [f"kept {why}" for why in rk.kept]
+    lines += [f"could not reseal {what}" for what in rk.unreadable]
+    return "\n" + "\n".join(lines)
 
 
 @click.group()

@@ -4,18 +4,39 @@ It deletes packs no manifest references (left by failed or killed runs, or by ba
 expire deleted) and repacks the partly used ones while unused space exceeds --max-unused.
 It holds the maintenance lock only: backups, dumps, restores and the WAL archive go on, and a
 pack that a running command may use is deleted by a later gc, once that command has ended
-(two-phase deletion).
+(two-phase deletion). With --rewrite-keys it first reseals what retired data keys sealed
+(repository.rekey), and after its own work drops the keys nothing uses any more.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pgkura.commands import locked_repository
 from pgkura.config import Config
+from pgkura.errors import UsageError
 from pgkura.repository.prune import PruneReport as PruneReport
 from pgkura.repository.prune import checked_max_unused, prune
+from pgkura.repository.rekey import RekeyReport as RekeyReport
+from pgkura.repository.rekey import drop_retired, rewrite_keys
 
 
-def run_gc(cfg: Config, dry_run: bool = False) -> PruneReport:
+@dataclass
+class GcReport(PruneReport):
+    #: with --rewrite-keys: what was resealed and which retired data keys were dropped
+    rekey: RekeyReport | None = None
+
+
+def run_gc(cfg: Config, dry_run: bool = False, rewrite: bool = False) -> GcReport:
     max_unused = checked_max_unused(cfg.max_unused)
+    if rewrite and dry_run:
+        raise UsageError(
+            "gc --rewrite-keys does not take --dry-run",
+            hint="run pgkura gc --rewrite-keys (a run that rewrites keeps the old key)",
+        )
     with locked_repository(cfg, "maintenance") as repo:
-        return prune(repo, max_unused=max_unused, dry_run=dry_run)
+        rekey = rewrite_keys(repo) if rewrite else None
+        pruned = prune(repo, max_unused=max_unused, dry_run=dry_run)
+        if rekey is not None:
+            rekey = drop_retired(repo, rekey)
+        return GcReport(**vars(pruned), rekey=rekey)

@@ -1,8 +1,11 @@
-"""`pgkura key add|list|remove`: who can open an encrypted repository.
+"""`pgkura key add|list|remove|rotate`: who can open an encrypted repository, and which data
+key seals new objects.
 
 Each key slot in pgkura.json wraps the repository's master key under one passphrase
 (repository/keys.py). Adding or removing a slot rewrites pgkura.json (atomically) and nothing
-else: no object is encrypted under a slot's key.
+else: no object is encrypted under a slot's key. Rotating adds a data key (wrapped under the
+master key) that new objects are sealed under; `gc --rewrite-keys` reseals the old ones and
+then drops the retired key (repository/rekey.py).
 """
 
 from __future__ import annotations
@@ -30,21 +33,40 @@ class KeySlotInfo:
 
 
 @dataclass(frozen=True)
+class DataKeyInfo:
+    """A data key as `key list` shows it: its generation, when it was added (None: with the
+    repository) and whether new objects are sealed under it (else it is retired)."""
+
+    generation: int
+    added: str | None
+    current: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"generation": self.generation, "added": self.added, "current": self.current}
+
+
+@dataclass(frozen=True)
 class KeySlots:
-    """The key slots of a repository after a `key` command; ``changed`` is the slot added or
-    removed (None for list)."""
+    """The key slots and data keys of a repository after a `key` command; ``changed`` is the
+    slot added or removed, or the generation rotated in (None for list)."""
 
     slots: list[KeySlotInfo]
     changed: str | None = None
+    data_keys: list[DataKeyInfo] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"slots": [s.to_json() for s in self.slots], "changed": self.changed}
+        keys = [k.to_json() for k in self.data_keys or ()]
+        return {"slots": [s.to_json() for s in self.slots], "changed": self.changed,
+                "data_keys": keys}  # fmt: skip
 
 
 def _slots(repo: Repository, changed: str | None = None) -> KeySlots:
-    assert repo.config.key_slots is not None
+    assert repo.config.key_slots is not None and repo.cipher is not None
     infos = [KeySlotInfo(s.slot_id, s.added, s.describe()) for s in repo.config.key_slots]
-    return KeySlots(infos, changed)
+    added = {k.generation: k.added for k in repo.config.data_keys}
+    current = repo.cipher.current
+    data = [DataKeyInfo(g, added.get(g), g == current) for g in repo.cipher.generations]
+    return KeySlots(infos, changed, data)
 
 
 def _require_encrypted(repo: Repository) -> list[keys.KeySlot]:
@@ -96,3 +118,22 @@ def run_key_remove(cfg: Config, slot_id: str) -> KeySlots:
         slots[:] = [s for s in slots if s.slot_id != slot_id]
         repo.write_config()
         return _slots(repo, slot_id)
+
+
+def run_key_rotate(cfg: Config) -> KeySlots:
+    """A new data key for new objects: the others become retired (still read, until
+    `gc --rewrite-keys` reseals what they sealed and drops them)."""
+    from pgkura.repository.repo import ROTATED_VERSION
+
+    with locked_repository(cfg, "maintenance") as repo:
+        _require_encrypted(repo)
+        assert repo.master_key is not None and repo.cipher is not None
+        used = [*repo.cipher.generations, *repo.config.dropped_data_keys]
+        generation = max(used) + 1
+        entry = keys.new_data_key(repo.master_key, repo.config.repo_id, generation, iso(utc_now()))
+        repo.config.data_keys.append(entry)
+        # Readers of version 4 would open every object with the first data key.
+        repo.config.version = max(repo.config.version, ROTATED_VERSION)
+        repo.write_config()
+        repo.reload_keys()
+        return _slots(repo, str(generation))

@@ -204,3 +204,76 @@ def need_key_error(where: str) -> UsageError:
         f"the repository at {where} is encrypted, and no key file was given",
         hint="give --key-file FILE (or PGKURA_KEY_FILE, or key-file in the config file)",
     )
+
+
+# -- data keys: key rotation (docs/repository-format.md, "Key rotation") ------------------
+# Generation 1 is the first half of the master key. Each `key rotate` draws a new random
+# data key, stored in pgkura.json wrapped (AES-256-GCM) under a key derived from the master
+# key: every slot opens every generation, and key add/remove still rewrite nothing.
+_WRAP_CONTEXT = "pgkura data key wrap v1"
+
+
+class DataKey:
+    """One rotated data key (generation 2 and later), as pgkura.json holds it: wrapped."""
+
+    __slots__ = ("added", "generation", "nonce", "wrapped")
+
+    def __init__(self, generation: int, nonce: bytes, wrapped: bytes, added: str) -> None:
+        self.generation, self.nonce, self.wrapped, self.added = generation, nonce, wrapped, added
+
+    def to_json(self) -> dict[str, Any]:
+        return {"generation": self.generation, "nonce": self.nonce.hex(),
+                "wrapped": self.wrapped.hex(), "added": self.added}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DataKey:
+        generation = int(data["generation"])
+        if not 2 <= generation <= 0xFFFF:
+            raise RepositoryError(f"pgkura.json names a data key of generation {generation}")
+        return cls(generation, bytes.fromhex(data["nonce"]), bytes.fromhex(data["wrapped"]),
+                   str(data["added"]))  # fmt: skip
+
+
+def _wrap_key(master: bytes) -> bytes:
+    import blake3
+
+    return blake3.blake3(master, derive_key_context=_WRAP_CONTEXT).digest()
+
+
+def _data_key_associated(repo_id: str, generation: int) -> bytes:
+    # Bound to its repository and generation: an entry cannot be renumbered or moved.
+    return f"pgkura data key {repo_id} {generation}".encode()
+
+
+def new_data_key(master: bytes, repo_id: str, generation: int, added: str) -> DataKey:
+    """A fresh random data key of ``generation``, wrapped under the master key."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if generation > 0xFFFF:
+        raise UsageError("the repository has had 65535 data keys: no more can be rotated in")
+    nonce = os.urandom(12)
+    wrapped = AESGCM(_wrap_key(master)).encrypt(
+        nonce, os.urandom(32), _data_key_associated(repo_id, generation)
+    )
+    return DataKey(generation, nonce, wrapped, added)
+
+
+def open_data_keys(master: bytes, repo_id: str, entries: list[DataKey]) -> dict[int, bytes]:
+    """generation -> data key of the rotated data keys; RepositoryError when one does not
+    open (pgkura.json was altered)."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(_wrap_key(master))
+    out = {}
+    for entry in entries:
+        try:
+            out[entry.generation] = aead.decrypt(
+                entry.nonce, entry.wrapped, _data_key_associated(repo_id, entry.generation)
+            )
+        except InvalidTag:
+            raise RepositoryError(
+                f"data key {entry.generation} in pgkura.json does not open: the file was altered",
+                hint="put pgkura.json back from a copy of the repository",
+            ) from None
+    return out

@@ -186,6 +186,10 @@ def write_manifest(repo: Repository, manifest: Manifest) -> None:
     body = json.dumps(manifest.to_json(), separators=(",", ":")).encode()
     key = layout.snapshot_key(manifest.stanza, manifest.id)
     sealed = repo.seal(body, name=key)
+    # The catalog lists it first (encrypted repositories): see repository/catalog.py.
+    from pgkura.repository.catalog import record_commit
+
+    record_commit(repo, manifest.stanza, manifest.id, sealed.digest)
     if not repo.storage.put_if_absent(key, sealed.data):
         raise RepositoryError(f"a backup with id {manifest.id} already exists")
     # Still under the command's locks, which gc's deletions wait for (index_files.py).
@@ -204,12 +208,16 @@ def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:
             hint="list the backups with: pgkura info",
         ) from None
     try:
-        return Manifest.from_json(json.loads(repo.unseal(data, name=key)))
+        manifest = Manifest.from_json(json.loads(repo.unseal(data, name=key)))
     except (SealError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptionError(
             f"the manifest of backup {backup_id} ({key}) is damaged: {exc}",
             hint="restore from another backup; run pgkura verify",
         ) from None
+    from pgkura.repository.catalog import check_manifest
+
+    check_manifest(repo, stanza, backup_id, key, data)  # not replayed (encrypted only)
+    return manifest
 
 
 def list_backup_ids(repo: Repository, stanza: str) -> list[str]:
@@ -232,6 +240,9 @@ def delete_manifest(repo: Repository, stanza: str, backup_id: str) -> None:
     """Delete a backup: its manifest (after which it does not exist), then its pin and the
     record of its last drill. Its blocks go at the next gc, its WAL at the next expire."""
     repo.storage.delete(layout.snapshot_key(stanza, backup_id))
+    from pgkura.repository.catalog import record_deletion
+
+    record_deletion(repo, stanza, backup_id)
     repo.storage.delete_many(
         [layout.pin_key(stanza, backup_id), layout.drill_key(stanza, backup_id)]
     )

@@ -18,6 +18,7 @@ from pgkura.repository import layout
 from pgkura.repository import sealed as envelope
 from pgkura.repository.repoconfig import ENCRYPTED_VERSION as ENCRYPTED_VERSION
 from pgkura.repository.repoconfig import FORMAT as FORMAT
+from pgkura.repository.repoconfig import ROTATED_VERSION as ROTATED_VERSION
 from pgkura.repository.repoconfig import VERSION as VERSION
 from pgkura.repository.repoconfig import RepoConfig as RepoConfig
 from pgkura.repository.stanzas import Generation as Generation
@@ -239,12 +240,20 @@ class Repository:
     def _opened(cls, storage: Storage, config: RepoConfig, master: bytes | None) -> Repository:
         if master is None:
             return cls(storage, config)
-        from pgkura.repository.keys import split_master_key
+        from pgkura.repository.keys import open_data_keys, split_master_key
 
         data_key, config.hash_key = split_master_key(master)
-        repo = cls(storage, config, envelope.Cipher(data_key))
+        more = open_data_keys(master, config.repo_id, config.data_keys)
+        dropped = frozenset(config.dropped_data_keys)
+        repo = cls(storage, config, envelope.Cipher(data_key, more, dropped))
         repo.master_key = master
         return repo
+
+    def reload_keys(self) -> None:
+        """Take up the data keys ``config`` now lists (after key rotate or a key drop)."""
+        assert self.master_key is not None
+        opened = self._opened(self.storage, self.config, self.master_key)
+        self.cipher = opened.cipher
 
     @classmethod
     def open(cls, storage: Storage, key_file: str | None = None) -> Repository:
@@ -267,7 +276,7 @@ class Repository:
             raise RepositoryError(f"{layout.CONFIG_KEY} in {storage.location} is damaged") from None
         if data.get("format") != FORMAT:
             raise NotARepositoryError(f"{storage.location} is not a pgkura repository")
-        known = ENCRYPTED_VERSION if "key_slots" in data else VERSION
+        known = ROTATED_VERSION if "key_slots" in data else VERSION
         if int(data.get("version", 0)) > known:
             raise RepositoryError(
                 f"repository format version {data['version']} is newer than this pgkura knows",
@@ -411,7 +420,7 @@ def _no_config(storage: Storage) -> NotARepositoryError:
 
 
 _REPOSITORY_DIRS = frozenset(
-    {"packs", "index", "snapshots", "wal", "stanzas", "drills", "pins", "expire", "gc"}
+    {"packs", "index", "snapshots", "catalogs", "wal", "stanzas", "drills", "pins", "expire", "gc"}
 )
 
 

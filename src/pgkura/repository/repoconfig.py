@@ -8,7 +8,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from pgkura.repository.keys import KeySlot
+    from pgkura.repository.keys import DataKey, KeySlot
 
 FORMAT = "pgkura-repository"
 # 2: stanza generations; 3: merged index objects (docs/repository-format.md). A version 2
@@ -18,6 +18,10 @@ VERSION = 3
 # also implies every unencrypted version's layout; an unencrypted one keeps VERSION, so older
 # pgkura still read it.
 ENCRYPTED_VERSION = 4
+# An encrypted repository whose data key was rotated: its objects name the generation of the
+# data key that sealed them (docs/repository-format.md, "Key rotation"), which version 4
+# readers would not know to look up.
+ROTATED_VERSION = 5
 
 
 class RepoConfig:
@@ -28,6 +32,8 @@ class RepoConfig:
         "block_size",
         "compression",
         "created",
+        "data_keys",
+        "dropped_data_keys",
         "hash_key",
         "key_slots",
         "repo_id",
@@ -43,10 +49,17 @@ class RepoConfig:
         hash_key: bytes,
         version: int = VERSION,
         key_slots: list[KeySlot] | None = None,
+        data_keys: list[DataKey] | None = None,
+        dropped_data_keys: list[int] | None = None,
     ) -> None:
         self.repo_id, self.created, self.block_size = repo_id, created, block_size
         self.compression, self.hash_key, self.version = compression, hash_key, version
         self.key_slots = key_slots
+        #: the rotated data keys (generation 2 and later), wrapped; generation 1 is the
+        #: master key's first half
+        self.data_keys: list[DataKey] = data_keys or []
+        #: generations gc --rewrite-keys dropped: no object is sealed under them any more
+        self.dropped_data_keys: list[int] = dropped_data_keys or []
 
     @property
     def encrypted(self) -> bool:
@@ -69,13 +82,17 @@ class RepoConfig:
 
             out["encryption"] = CIPHER
             out["key_slots"] = [slot.to_json() for slot in self.key_slots]
+            if self.data_keys or self.dropped_data_keys:
+                out["data_keys"] = [k.to_json() for k in self.data_keys]
+                out["dropped_data_keys"] = sorted(self.dropped_data_keys)
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RepoConfig:
         slots = None
+        data_keys = None
         if "key_slots" in data:
-            from pgkura.repository.keys import CIPHER, KeySlot
+            from pgkura.repository.keys import CIPHER, DataKey, KeySlot
 
             if data.get("encryption") != CIPHER:
                 raise RepositoryError(
@@ -84,6 +101,7 @@ class RepoConfig:
                     hint="upgrade pgkura",
                 )
             slots = [KeySlot.from_json(s) for s in data["key_slots"]]
+            data_keys = [DataKey.from_json(k) for k in data.get("data_keys", ())]
         return cls(
             repo_id=data["id"],
             created=data["created"],
@@ -92,4 +110,6 @@ class RepoConfig:
             hash_key=bytes.fromhex(data["hash_key"]) if slots is None else b"",
             version=int(data["version"]),
             key_slots=slots,
+            data_keys=data_keys,
+            dropped_data_keys=[int(g) for g in data.get("dropped_data_keys", ())],
         )

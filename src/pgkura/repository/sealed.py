@@ -30,35 +30,69 @@ _SUBKEY_CONTEXT = b"pgkura object key\x00"
 
 
 class Cipher:
-    """The data key of an encrypted repository. Each object is encrypted under a key of its
-    own, keyed BLAKE3 (a PRF) of the data key over a random 192-bit salt stored in front of
-    the ciphertext: a key encrypts one object, so no nonce is ever used twice under one key
-    (docs/repository-format.md, "Encryption"). ``cryptography`` is imported only here, only
-    for an encrypted repository."""
+    """The data keys of an encrypted repository. Each object is encrypted under a key of its
+    own, keyed BLAKE3 (a PRF) of a data key over a random 192-bit salt stored in front of the
+    ciphertext: a key encrypts one object, so no nonce is ever used twice under one key
+    (docs/repository-format.md, "Encryption"). New objects are sealed under the current
+    (newest) data key, whose generation the header records; older objects are opened with the
+    generation their header names, as long as the repository still holds it (``key rotate``
+    adds one, ``gc --rewrite-keys`` drops the retired ones). ``cryptography`` is imported
+    only here, only for an encrypted repository."""
 
-    __slots__ = ("_aead", "_data_key", "_invalid")
+    __slots__ = ("_aead", "_data_keys", "_invalid", "current", "dropped")
 
-    def __init__(self, data_key: bytes) -> None:
+    def __init__(
+        self,
+        data_key: bytes,
+        more: dict[int, bytes] | None = None,
+        dropped: frozenset[int] = frozenset(),
+    ) -> None:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        self._data_key, self._aead, self._invalid = data_key, AESGCM, InvalidTag
+        keys = {} if 1 in dropped else {1: data_key}
+        keys.update(more or {})
+        self._data_keys, self._aead, self._invalid = keys, AESGCM, InvalidTag
+        self.current = max(keys)  # the generation new objects are sealed under
+        self.dropped = dropped
 
-    def _object_key(self, salt: bytes | memoryview) -> bytes:
-        return blake3.blake3(_SUBKEY_CONTEXT + bytes(salt), key=self._data_key).digest()
+    @property
+    def generations(self) -> list[int]:
+        """The generations of the data keys held, oldest first."""
+        return sorted(self._data_keys)
+
+    def header_field(self) -> int:
+        """The header's key generation field for new objects: 0 for generation 1, so that
+        objects of a repository never rotated are the ones format version 4 wrote."""
+        return 0 if self.current == 1 else self.current
+
+    def _object_key(self, salt: bytes | memoryview, generation: int) -> bytes:
+        key = self._data_keys.get(generation)
+        if key is None:
+            held = ", ".join(map(str, self.generations))
+            if generation in self.dropped:
+                raise SealError(
+                    f"it is sealed under data key {generation}, which gc --rewrite-keys "
+                    f"retired and dropped (the repository holds data key {held})"
+                )
+            raise SealError(f"it is sealed under data key {generation}, which this repository "
+                            f"does not hold (it holds data key {held})")  # fmt: skip
+        return blake3.blake3(_SUBKEY_CONTEXT + bytes(salt), key=key).digest()
 
     def encrypt(self, payload: bytes | memoryview, associated: bytes) -> bytes:
         salt = os.urandom(SALT_SIZE)
-        aead = self._aead(self._object_key(salt))
+        aead = self._aead(self._object_key(salt, self.current))
         return salt + aead.encrypt(salt[:12], payload, associated)
 
-    def decrypt(self, sealed_payload: bytes | memoryview, associated: bytes) -> bytes:
+    def decrypt(
+        self, sealed_payload: bytes | memoryview, associated: bytes, generation: int = 1
+    ) -> bytes:
         view = memoryview(sealed_payload)
         if len(view) < SALT_SIZE + TAG_SIZE:
             raise SealError(f"truncated ciphertext ({len(view)} bytes)")
         salt = bytes(view[:SALT_SIZE])
         try:
-            return self._aead(self._object_key(salt)).decrypt(
+            return self._aead(self._object_key(salt, generation)).decrypt(
                 salt[:12], view[SALT_SIZE:], associated
             )
         except self._invalid:
@@ -66,6 +100,17 @@ class Cipher:
                 "authentication failed: the object was altered, truncated, or stored under "
                 "another name"
             ) from None
+
+
+def key_generation(data: bytes | memoryview) -> int | None:
+    """The data key generation an encrypted sealed object's header names (None: the object
+    is not an encrypted sealed object). Nothing is verified: the tag covers the field."""
+    if len(data) < HEADER_SIZE or bytes(data[:4]) != MAGIC:
+        return None
+    _, _, flags, field, *_ = HEADER.unpack_from(data, 0)
+    if flags != ENCRYPTED:
+        return None
+    return field or 1
 
 
 def _associated(header: bytes | memoryview, identity: bytes) -> bytes:
@@ -131,7 +176,8 @@ def frame(
     if cipher is None:
         return HEADER.pack(MAGIC, codec_id, 0, 0, len(raw), len(payload), digest) + payload
     stored_len = SALT_SIZE + len(payload) + TAG_SIZE
-    header = HEADER.pack(MAGIC, codec_id, ENCRYPTED, 0, len(raw), stored_len, digest)
+    generation = cipher.header_field()
+    header = HEADER.pack(MAGIC, codec_id, ENCRYPTED, generation, len(raw), stored_len, digest)
     return header + cipher.encrypt(payload, _associated(header, identity))
 
 
@@ -143,7 +189,8 @@ def _payload(
     view = memoryview(data)
     if cipher is None:
         return view[HEADER_SIZE:]
-    return cipher.decrypt(view[HEADER_SIZE:], _associated(view[:HEADER_SIZE], identity))
+    generation = HEADER.unpack_from(view, 0)[3] or 1
+    return cipher.decrypt(view[HEADER_SIZE:], _associated(view[:HEADER_SIZE], identity), generation)
 
 
 def _header(

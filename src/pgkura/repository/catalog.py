@@ -1,0 +1,196 @@
+"""Stanza catalogs: what tells a current manifest from one replayed from an older copy of the
+repository (docs/repository-format.md, "Catalogs").
+
+Whoever holds the bucket of an encrypted repository cannot forge an object, but can put back
+one it saw earlier: a manifest that expire deleted, or an older state of a stanza. A catalog
+is the sealed list of a stanza's committed backups, each with its manifest's keyed digest,
+numbered by an epoch that grows by one at each commit or deletion. Each epoch is its own
+object, ``catalogs/<stanza>/<epoch>``, written with put-if-absent (two writers racing for an
+epoch: one wins, the other reads it and takes the next one), so no update is lost and none is
+ever replaced. The newest epoch is the catalog.
+
+A backup's catalog epoch is written *before* its manifest, a deletion's *after* the manifest
+is deleted: so a manifest the newest catalog does not list, or lists with another digest, is
+never one pgkura wrote last; reading it is refused, naming it. An epoch that lists a backup
+whose manifest is absent (a backup killed before its commit, a deletion killed before its
+epoch) is harmless, and the next commit leaves such entries out.
+
+Only encrypted repositories have catalogs: in an unencrypted one whoever holds the bucket can
+write any object, so a replay is no threat worth a check there.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+
+from pgkura.errors import CorruptionError, ObjectNotFound
+from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.repository.sealed import HEADER_SIZE, SealError, sealed_digest
+
+#: Older epochs kept besides the newest (readers racing a writer still find theirs).
+KEEP_EPOCHS = 3
+_PREFIX = "catalogs/"
+
+
+def catalog_prefix(stanza: str) -> str:
+    return f"{_PREFIX}{stanza}/"
+
+
+def epoch_key(stanza: str, epoch: int) -> str:
+    return f"{_PREFIX}{stanza}/{epoch:016x}"
+
+
+class Catalog:
+    """One epoch of a stanza's catalog: backup id -> the keyed digest of its manifest."""
+
+    __slots__ = ("backups", "epoch", "stanza")
+
+    def __init__(self, stanza: str, epoch: int, backups: dict[str, str]) -> None:
+        self.stanza, self.epoch, self.backups = stanza, epoch, backups
+
+    @property
+    def key(self) -> str:
+        return epoch_key(self.stanza, self.epoch)
+
+    def to_json(self) -> bytes:
+        doc = {"stanza": self.stanza, "epoch": self.epoch, "written": iso(utc_now()),
+               "backups": dict(sorted(self.backups.items()))}  # fmt: skip
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, key: str, raw: bytes) -> Catalog:
+        doc = json.loads(raw)
+        catalog = cls(str(doc["stanza"]), int(doc["epoch"]), dict(doc["backups"]))
+        if catalog.key != key:  # the tag binds the key already; this is the content's word
+            raise ValueError(f"it holds epoch {catalog.epoch} of stanza {catalog.stanza!r}")
+        return catalog
+
+
+# The newest catalog a repository object read, per stanza: manifests are read many at a time.
+_SEEN: weakref.WeakKeyDictionary[Repository, dict[str, Catalog | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _epochs(repo: Repository, stanza: str) -> list[int]:
+    prefix = catalog_prefix(stanza)
+    out = []
+    for obj in repo.storage.list(prefix):
+        name = obj.key[len(prefix) :]
+        if len(name) == 16 and all(c in "0123456789abcdef" for c in name):
+            out.append(int(name, 16))
+    return sorted(out)
+
+
+def latest(repo: Repository, stanza: str) -> Catalog | None:
+    """The stanza's newest catalog (None: it has none: a stanza of an unencrypted repository,
+    or one whose manifests an earlier pgkura wrote); CorruptionError when it does not open."""
+    for _attempt in range(3):
+        epochs = _epochs(repo, stanza)
+        if not epochs:
+            found = None
+            break
+        key = epoch_key(stanza, epochs[-1])
+        try:
+            found = Catalog.from_json(key, repo.get_record(key))
+            break
+        except ObjectNotFound:
+            continue  # an older epoch a writer deleted just now: list again
+        except (SealError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptionError(
+                f"the catalog {key} of stanza {stanza!r} is damaged: {exc}",
+                hint="run pgkura verify; restore the object from a copy of the repository",
+            ) from None
+    else:
+        found = None
+    _SEEN.setdefault(repo, {})[stanza] = found
+    return found
+
+
+def _write_next(repo: Repository, stanza: str, change: dict[str, str | None]) -> None:
+    """Write the next epoch: the newest one with ``change`` (id -> digest; None removes)."""
+    while True:
+        current = latest(repo, stanza)
+        backups = dict(current.backups) if current else _adopt(repo, stanza)
+        for backup_id, digest in change.items():
+            if digest is None:
+                backups.pop(backup_id, None)
+            else:
+                backups[backup_id] = digest
+        epoch = (current.epoch if current else 0) + 1
+        new = Catalog(stanza, epoch, backups)
+        if repo.put_record_if_absent(new.key, new.to_json()):
+            break  # else another writer took this epoch: build on top of its
+    _SEEN.setdefault(repo, {})[stanza] = new
+    old = [epoch_key(stanza, e) for e in _epochs(repo, stanza) if e < epoch - KEEP_EPOCHS]
+    if old:
+        repo.storage.delete_many(old)
+
+
+def _manifests(repo: Repository, stanza: str) -> dict[str, str]:
+    """id -> key of the manifests stored now."""
+    from pgkura.repository import layout
+
+    prefix = layout.snapshot_prefix(stanza)
+    keys = (o.key for o in repo.storage.list(prefix))
+    return {k[len(prefix) :]: k for k in keys if "/" not in k[len(prefix) :]}
+
+
+def _adopt(repo: Repository, stanza: str) -> dict[str, str]:
+    """The first catalog of a stanza whose manifests an earlier pgkura wrote: it lists them
+    as they are (their headers' digests)."""
+    out = {}
+    for backup_id, key in _manifests(repo, stanza).items():
+        try:
+            out[backup_id] = sealed_digest(repo.storage.get(key, 0, HEADER_SIZE)).hex()
+        except (ObjectNotFound, SealError):
+            continue
+    return out
+
+
+def record_commit(repo: Repository, stanza: str, backup_id: str, digest: bytes) -> None:
+    """Before a backup's manifest is written (under the stanza's backup lock): the catalog
+    lists it. Entries whose manifest is gone are left out (see the module's docstring)."""
+    if repo.cipher is None:
+        return
+    present = _manifests(repo, stanza)
+    if backup_id in present:
+        return  # the manifest's put-if-absent refuses it: the catalog keeps the stored one
+    current = latest(repo, stanza)
+    listed = current.backups if current else {}
+    gone: dict[str, str | None] = {b: None for b in listed if b not in present}
+    _write_next(repo, stanza, {**gone, backup_id: digest.hex()})
+
+
+def record_deletion(repo: Repository, stanza: str, backup_id: str) -> None:
+    """After a backup's manifest was deleted: the catalog no longer lists it."""
+    if repo.cipher is None:
+        return
+    _write_next(repo, stanza, {backup_id: None})
+
+
+def check_manifest(repo: Repository, stanza: str, backup_id: str, key: str, data: bytes) -> None:
+    """Raise CorruptionError, naming the manifest, when the stanza's newest catalog does not
+    list it as this version (it was replayed from an older copy of the repository)."""
+    if repo.cipher is None:
+        return
+    seen = _SEEN.get(repo, {})
+    digest = sealed_digest(data).hex()
+    catalog = seen[stanza] if stanza in seen else latest(repo, stanza)
+    if catalog is not None and catalog.backups.get(backup_id) == digest:
+        return
+    catalog = latest(repo, stanza)  # a commit since it was read
+    if catalog is None or catalog.backups.get(backup_id) == digest:
+        return
+    why = (
+        "is not the version its catalog lists"
+        if backup_id in catalog.backups
+        else "is not in its catalog (the backup was deleted, or the catalog is older than it)"
+    )
+    raise CorruptionError(
+        f"the manifest of backup {backup_id} ({key}) {why}, {catalog.key}: a snapshot "
+        "replayed from an older copy of the repository",
+        hint="do not trust this repository's store; restore from another backup, and compare "
+        "the store with a copy you trust",
+    )

@@ -1,0 +1,247 @@
+"""Key rotation, rewriting what retired data keys sealed, and replayed snapshots (issue 17),
+against real servers: every restore is started and its rows compared."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pgkura.pg.server import LocalServer
+from pgutil import switch_and_wait_archived
+from runner import PGKURA, os_user, run_pgkura
+from test_encryption import MARKER, PASSPHRASE_A, key_file, only_line, repo_files
+
+HEADER = struct.Struct("<4sBBHQQ32s")  # docs/repository-format.md, "Sealed objects"
+TRAILER = struct.Struct("<Q8s")
+QUERY = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM secrets"
+
+
+def sealed_generations(repo: str) -> dict[str, set[int]]:
+    """For each sealed object in the repository's files, the data key generations its headers
+    name (a pack: each block's and its index copy's), read from the raw bytes."""
+    out: dict[str, set[int]] = {}
+    for path, data in repo_files(repo).items():
+        rel = str(Path(path).relative_to(repo))
+        if not data.startswith(b"PGK1"):
+            continue
+        if rel.startswith("packs/"):
+            end, magic = TRAILER.unpack(data[-TRAILER.size :])
+            assert magic == b"PGKPACK1", rel
+            offsets, at = [end], 0
+            while at < end:  # the blocks are sealed objects one after another
+                offsets.append(at)
+                at += HEADER.size + HEADER.unpack_from(data, at)[5]
+        else:
+            offsets = [0]
+        gens = set()
+        for at in offsets:
+            _magic, _codec, flags, field, *_ = HEADER.unpack_from(data, at)
+            assert flags == 1, rel
+            gens.add(field or 1)
+        out[rel] = gens
+    return out
+
+
+def opens_with(repo: str, key: str, generation_key: int) -> list[str]:
+    """The stored objects whose tag verifies under data key ``generation_key`` alone, tried
+    whatever generation their header names (the raw files, through the envelope's cipher)."""
+    from pgkura.repository import sealed
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    repo_obj = Repository.open(PosixStorage(repo), key)
+    assert repo_obj.master_key is not None
+    from pgkura.repository.keys import open_data_keys
+
+    keys = {1: repo_obj.master_key[:32]}
+    keys.update(open_data_keys(repo_obj.master_key, repo_obj.config.repo_id,
+                               repo_obj.config.data_keys))  # fmt: skip
+    if generation_key not in keys:
+        return []
+    only = keys[generation_key]
+    cipher = sealed.Cipher(only, dict.fromkeys(range(2, 64), only))  # every generation: one key
+    opened = []
+    for obj in repo_obj.storage.list(""):
+        data = repo_obj.storage.get(obj.key)
+        if not data.startswith(b"PGK1") or obj.key.startswith("packs/"):
+            continue
+        identity = b"object " + obj.key.encode()
+        try:
+            sealed.unseal(data, repo_obj.key, None, cipher, identity)
+            opened.append(obj.key)
+        except sealed.SealError:
+            pass
+    return opened
+
+
+def owned(path: str | Path) -> None:
+    """Files a test put into the repository belong to the user pgkura runs as."""
+    if os.geteuid() == 0 and os_user():
+        subprocess.run(["chown", "-R", f"{os_user()}:{os_user()}", str(path)], check=True)
+
+
+def start_restored(make_server: Any, name: str, target: Path) -> LocalServer:
+    server: LocalServer = make_server(name, pgdata=target, init=False)
+    server.wait_for_promotion()
+    return server
+
+
+def test_backups_before_and_after_rotate_restore_and_rewrite_keys_retires_the_old_key(
+    make_server: Any, work_dir: Path
+) -> None:
+    repo = str(work_dir / "repo")
+    key = key_file(work_dir / "a.key", PASSPHRASE_A)
+    pgk = ("--repo", repo, "--key-file", key)
+    run_pgkura(*pgk, "init", "--encrypt")
+    push = shlex.join([PGKURA, *pgk, "archive-push"]) + " %p"
+    src = make_server("src", extra_conf={"wal_level": "replica", "archive_mode": "on",
+                                          "archive_command": push})  # fmt: skip
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    src.sql(f"CREATE TABLE secrets AS SELECT g AS id, '{MARKER}' || md5(g::text) AS note "
+            "FROM generate_series(1, 20000) g")  # fmt: skip
+    before = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
+    rows_before = src.sql(QUERY)
+    segment_before = switch_and_wait_archived(src)
+    wal_bytes = {segment_before: (src.pgdata / "pg_wal" / segment_before).read_bytes()}
+
+    rotated = json.loads(run_pgkura(*pgk, "key", "rotate", "--output", "json").stdout)
+    assert rotated["changed"] == "2"
+    states = [(k["generation"], k["current"]) for k in rotated["data_keys"]]
+    assert states == [(1, False), (2, True)]
+    assert json.loads(Path(repo, "pgkura.json").read_text())["version"] == 5
+    src.sql(f"INSERT INTO secrets SELECT g, 'after rotate {MARKER}' || g "
+            "FROM generate_series(20001, 30000) g")  # fmt: skip
+    after = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
+    src.sql("INSERT INTO secrets VALUES (0, 'before the restore point')")
+    src.sql("SELECT pg_create_restore_point('after_rotate')")
+    rows_point = src.sql(QUERY)
+    src.sql("INSERT INTO secrets VALUES (-1, 'after the restore point')")
+    segment_after = switch_and_wait_archived(src)
+    wal_bytes[segment_after] = (src.pgdata / "pg_wal" / segment_after).read_bytes()
+    src.stop()
+
+    gens = sealed_generations(repo)
+    assert gens[f"snapshots/main/{before}"] == {1} and gens[f"snapshots/main/{after}"] == {2}
+    wal = {Path(k).name: g for k, g in gens.items() if k.startswith("wal/")}
+    assert wal[segment_before] == {1} and wal[segment_after] == {2}
+    # archive-get after the rotation hands back segments sealed under either key.
+    for name, content in wal_bytes.items():
+        run_pgkura(*pgk, "archive-get", name, str(work_dir / name))
+        assert (work_dir / name).read_bytes() == content
+    # The backup taken before the rotation restores (data key 1) while data key 2 is current.
+    run_pgkura(*pgk, "restore", before, "--target-dir", str(work_dir / "r1"), "--to-immediate",
+               "--archive-mode", "off")  # fmt: skip
+    assert start_restored(make_server, "r1", work_dir / "r1").sql(QUERY) == rows_before
+
+    # The first gc --rewrite-keys reseals everything and keeps data key 1 (it found some).
+    out = json.loads(run_pgkura(*pgk, "gc", "--rewrite-keys", "--output", "json").stdout)
+    rekey = out["rekey"]
+    assert rekey["retired"] == [1] and rekey["objects_rewritten"] > 0
+    assert rekey["packs_rewritten"] > 0 and rekey["dropped"] == [] and rekey["unreadable"] == []
+    assert all(g == {2} for g in sealed_generations(repo).values()), sealed_generations(repo)
+    assert opens_with(repo, key, 1) == []
+    assert f"snapshots/main/{after}" in opens_with(repo, key, 2)
+    # The second finds nothing under data key 1 and drops it from pgkura.json.
+    out = json.loads(run_pgkura(*pgk, "gc", "--rewrite-keys", "--output", "json").stdout)
+    assert out["rekey"]["dropped"] == [1] and out["rekey"]["objects_rewritten"] == 0
+    config = json.loads(Path(repo, "pgkura.json").read_text())
+    assert [k["generation"] for k in config["data_keys"]] == [2]
+    assert config["dropped_data_keys"] == [1]
+    listed = json.loads(run_pgkura(*pgk, "key", "list", "--output", "json").stdout)
+    assert [k["generation"] for k in listed["data_keys"]] == [2]
+    assert not [p for p, data in repo_files(repo).items() if MARKER.encode() in data]
+    assert run_pgkura(*pgk, "verify").returncode == 0
+
+    # Both backups restore after the rewrite, and so does a point in time after the rotation.
+    run_pgkura(*pgk, "restore", before, "--target-dir", str(work_dir / "r2"), "--to-immediate",
+               "--archive-mode", "off")  # fmt: skip
+    assert start_restored(make_server, "r2", work_dir / "r2").sql(QUERY) == rows_before
+    run_pgkura(*pgk, "restore", after, "--target-dir", str(work_dir / "r3"), "--to-name",
+               "after_rotate", "--archive-mode", "off")  # fmt: skip
+    assert start_restored(make_server, "r3", work_dir / "r3").sql(QUERY) == rows_point
+    for name, content in wal_bytes.items():  # resealed WAL: archive-get hands back the same
+        (work_dir / name).unlink()
+        run_pgkura(*pgk, "archive-get", name, str(work_dir / name))
+        assert (work_dir / name).read_bytes() == content
+
+
+def test_a_wrong_key_after_rotate_is_refused_in_one_line_and_writes_nothing(
+    work_dir: Path,
+) -> None:
+    repo = str(work_dir / "repo")
+    key = key_file(work_dir / "a.key", PASSPHRASE_A)
+    run_pgkura("--repo", repo, "--key-file", key, "init", "--encrypt")
+    run_pgkura("--repo", repo, "--key-file", key, "key", "rotate")
+    before = repo_files(repo)
+    wrong = key_file(work_dir / "wrong.key", "not the passphrase at all")
+    for command in (("info",), ("key", "rotate"), ("gc", "--rewrite-keys"), ("verify",)):
+        result = run_pgkura("--repo", repo, "--key-file", wrong, *command, check=False)
+        error, hint = only_line(result.stderr)
+        assert result.returncode != 0 and "does not open the repository" in error, command
+        assert "not the passphrase" not in result.stderr + result.stdout
+        assert "key list" in hint
+    assert repo_files(repo) == before
+
+
+def test_a_snapshot_replayed_from_an_older_copy_is_named_by_verify_and_restore(
+    make_server: Any, work_dir: Path
+) -> None:
+    repo = str(work_dir / "repo")
+    key = key_file(work_dir / "a.key", PASSPHRASE_A)
+    pgk = ("--repo", repo, "--key-file", key)
+    run_pgkura(*pgk, "init", "--encrypt")
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    src.stop()
+    env = {"PGKURA_PGDATA": str(src.pgdata)}
+    first = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
+    old = work_dir / "old-copy"
+    shutil.copytree(repo, old)
+    src.start()
+    src.sql("CREATE TABLE secrets AS SELECT g AS id, md5(g::text) AS note "
+            "FROM generate_series(1, 1000) g")  # fmt: skip
+    rows = src.sql(QUERY)
+    src.stop()
+    second = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
+    run_pgkura(*pgk, "delete", first, "--force")
+    catalogs = sorted(p.name for p in Path(repo, "catalogs", "main").iterdir())
+    assert len(catalogs) == 3  # one epoch per commit or deletion
+
+    # The deleted backup's manifest, put back from the older copy: sealed soundly, but the
+    # catalog no longer lists it.
+    manifest = Path("snapshots", "main", first)
+    shutil.copy(old / manifest, Path(repo, manifest))
+    owned(Path(repo, manifest))
+    result = run_pgkura(*pgk, "verify", check=False)
+    assert result.returncode == 7 and f"snapshots/main/{first}" in result.stdout
+    assert "replayed from an older copy" in result.stdout
+    restore = run_pgkura(*pgk, "restore", first, "--target-dir", str(work_dir / "t1"),
+                         check=False)  # fmt: skip
+    assert restore.returncode == 7 and f"snapshots/main/{first}" in restore.stderr
+    assert "replayed from an older copy" in restore.stderr
+    assert not (work_dir / "t1").exists() or not any((work_dir / "t1").iterdir())
+    Path(repo, manifest).unlink()
+
+    # The whole older catalog put back (the newer epochs gone): the newer backup is not in it.
+    shutil.copytree(Path(repo, "catalogs"), work_dir / "newer-catalogs")
+    shutil.rmtree(Path(repo, "catalogs"))
+    shutil.copytree(old / "catalogs", Path(repo, "catalogs"))
+    owned(Path(repo, "catalogs"))
+    result = run_pgkura(*pgk, "verify", check=False)
+    assert result.returncode == 7 and f"snapshots/main/{second}" in result.stdout
+    assert "replayed from an older copy" in result.stdout
+    restore = run_pgkura(*pgk, "restore", "--target-dir", str(work_dir / "t2"), check=False)
+    assert restore.returncode == 7 and f"snapshots/main/{second}" in restore.stderr
+
+    # With the newest catalog back, the repository verifies and the backup restores.
+    shutil.rmtree(Path(repo, "catalogs"))
+    shutil.copytree(work_dir / "newer-catalogs", Path(repo, "catalogs"))
+    owned(Path(repo, "catalogs"))
+    assert run_pgkura(*pgk, "verify").returncode == 0
+    run_pgkura(*pgk, "restore", "--target-dir", str(work_dir / "t3"), "--archive-mode", "off")
+    assert start_restored(make_server, "t3", work_dir / "t3").sql(QUERY) == rows
