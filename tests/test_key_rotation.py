@@ -69,14 +69,24 @@ def opens_with(repo: str, key: str, generation_key: int) -> list[str]:
     opened = []
     for obj in repo_obj.storage.list(""):
         data = repo_obj.storage.get(obj.key)
-        if not data.startswith(b"PGK1") or obj.key.startswith("packs/"):
+        if not data.startswith(b"PGK1"):
             continue
-        identity = b"object " + obj.key.encode()
-        try:
-            sealed.unseal(data, repo_obj.key, None, cipher, identity)
-            opened.append(obj.key)
-        except sealed.SealError:
-            pass
+        pieces = [(data, b"object " + obj.key.encode())]
+        if obj.key.startswith("packs/"):  # each block, and the index copy at the end
+            end = TRAILER.unpack(data[-TRAILER.size :])[0]
+            index_name = "index/" + obj.key.rsplit("/")[-1]
+            pieces = [(data[end : -TRAILER.size], b"object " + index_name.encode())]
+            at = 0
+            while at < end:
+                size = HEADER.size + HEADER.unpack_from(data, at)[5]
+                pieces.append((data[at : at + size], b"block"))
+                at += size
+        for piece, identity in pieces:
+            try:
+                sealed.unseal(piece, repo_obj.key, None, cipher, identity)
+                opened.append(obj.key)
+            except sealed.SealError:
+                pass
     return opened
 
 
@@ -146,7 +156,8 @@ def test_backups_before_and_after_rotate_restore_and_rewrite_keys_retires_the_ol
     assert rekey["packs_rewritten"] > 0 and rekey["dropped"] == [] and rekey["unreadable"] == []
     assert all(g == {2} for g in sealed_generations(repo).values()), sealed_generations(repo)
     assert opens_with(repo, key, 1) == []
-    assert f"snapshots/main/{after}" in opens_with(repo, key, 2)
+    opened = opens_with(repo, key, 2)
+    assert f"snapshots/main/{after}" in opened and any(k.startswith("packs/") for k in opened)
     # The second finds nothing under data key 1 and drops it from pgkura.json.
     out = json.loads(run_pgkura(*pgk, "gc", "--rewrite-keys", "--output", "json").stdout)
     assert out["rekey"]["dropped"] == [1] and out["rekey"]["objects_rewritten"] == 0
@@ -177,7 +188,9 @@ def test_a_wrong_key_after_rotate_is_refused_in_one_line_and_writes_nothing(
     repo = str(work_dir / "repo")
     key = key_file(work_dir / "a.key", PASSPHRASE_A)
     run_pgkura("--repo", repo, "--key-file", key, "init", "--encrypt")
+    assert json.loads(Path(repo, "pgkura.json").read_text())["version"] == 4
     run_pgkura("--repo", repo, "--key-file", key, "key", "rotate")
+    assert json.loads(Path(repo, "pgkura.json").read_text())["version"] == 5
     before = repo_files(repo)
     wrong = key_file(work_dir / "wrong.key", "not the passphrase at all")
     for command in (("info",), ("key", "rotate"), ("gc", "--rewrite-keys"), ("verify",)):
@@ -245,3 +258,91 @@ def test_a_snapshot_replayed_from_an_older_copy_is_named_by_verify_and_restore(
     assert run_pgkura(*pgk, "verify").returncode == 0
     run_pgkura(*pgk, "restore", "--target-dir", str(work_dir / "t3"), "--archive-mode", "off")
     assert start_restored(make_server, "t3", work_dir / "t3").sql(QUERY) == rows
+
+
+class Stopped(Exception):
+    """Raised in place of the n-th write of a gc --rewrite-keys: it stops there."""
+
+
+def rewrite_stopped_at(repo: str, key: str, writes: int | None) -> int:
+    """Run gc --rewrite-keys's steps in this process on ``repo``, stopped in place of its
+    ``writes``-th change to the store (None: to the end); the changes it made."""
+    from pgkura.repository.locks import maintenance_lock
+    from pgkura.repository.prune import prune
+    from pgkura.repository.rekey import drop_retired, rewrite_keys
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    storage = PosixStorage(repo)
+    done = [0]
+
+    def counted(method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not isinstance(args[0], str):
+                args = (list(args[0]), *args[1:])
+            first = args[0] if isinstance(args[0], str) else next(iter(args[0]), "")
+            if first.startswith("locks/"):  # its own lock: a killed process's would be dead
+                return method(*args, **kwargs)
+            if writes is not None and done[0] >= writes:
+                raise Stopped
+            done[0] += 1
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in ("put", "put_if_absent", "delete", "delete_many"):
+        setattr(storage, name, counted(getattr(storage, name)))
+    target = Repository.open(storage, key)
+    try:
+        with maintenance_lock(target):
+            report = rewrite_keys(target)
+            prune(target, max_unused=5.0)
+            drop_retired(target, report)
+    except Stopped:
+        pass
+    owned(repo)
+    return done[0]
+
+
+def test_a_rewrite_stopped_at_any_write_leaves_every_backup_restorable(
+    make_server: Any, work_dir: Path
+) -> None:
+    repo = str(work_dir / "repo")
+    key = key_file(work_dir / "a.key", PASSPHRASE_A)
+    pgk = ("--repo", repo, "--key-file", key)
+    run_pgkura(*pgk, "init", "--encrypt")
+    src = make_server("src")
+    src.sql("CREATE TABLE secrets AS SELECT g AS id, md5(g::text) AS note "
+            "FROM generate_series(1, 5000) g")  # fmt: skip
+    src.stop()
+    env = {"PGKURA_PGDATA": str(src.pgdata)}
+    run_pgkura(*pgk, "backup", env=env)
+    run_pgkura(*pgk, "key", "rotate")
+    src.start()
+    src.sql("UPDATE secrets SET note = note || 'x' WHERE id % 3 = 0")
+    rows = src.sql(QUERY)
+    src.stop()
+    run_pgkura(*pgk, "backup", env=env)
+
+    trial = work_dir / "trial"
+    shutil.copytree(repo, trial)
+    total = rewrite_stopped_at(str(trial), key, None)
+    assert total > 8
+    for writes in sorted({1, 2, total // 4, total // 2, total - 3, total - 1}):
+        copy = work_dir / f"stopped-{writes}"
+        shutil.copytree(repo, copy)
+        owned(copy)
+        rewrite_stopped_at(str(copy), key, writes)
+        check = ("--repo", str(copy), "--key-file", key)
+        result = run_pgkura(*check, "verify", check=False)
+        assert result.returncode == 0, (writes, result.stdout)
+        # The next runs finish the work: the old key goes, and both backups still verify.
+        run_pgkura(*check, "gc", "--rewrite-keys")
+        run_pgkura(*check, "gc", "--rewrite-keys")
+        config = json.loads(Path(copy, "pgkura.json").read_text())
+        assert config["dropped_data_keys"] == [1], writes
+        assert run_pgkura(*check, "verify").returncode == 0
+        assert all(g == {2} for g in sealed_generations(str(copy)).values())
+    run_pgkura("--repo", str(copy), "--key-file", key, "restore", "--target-dir",
+               str(work_dir / "restored"))  # fmt: skip
+    assert start_restored(make_server, "restored", work_dir / "restored").sql(QUERY) == rows

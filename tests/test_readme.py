@@ -22,7 +22,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 COVERED_ELSEWHERE = {
     "Encryption": "tests/test_encryption.py (init --encrypt, key add/list/remove, restore, "
-    "dump restore, tampering, bad keys)",
+    "dump restore, tampering, bad keys) and tests/test_key_rotation.py (key rotate, "
+    "gc --rewrite-keys, replayed snapshots)",
     "Object storage (S3)": "tests/test_s3_e2e.py (a SeaweedFS repository through a config file)",
     "Copying to another repository": "tests/test_copy.py (posix to S3 and back, then "
     "restores, PITR and a table restore from each copy)",

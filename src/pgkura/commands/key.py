@@ -123,7 +123,7 @@ def run_key_remove(cfg: Config, slot_id: str) -> KeySlots:
 def run_key_rotate(cfg: Config) -> KeySlots:
     """A new data key for new objects: the others become retired (still read, until
     `gc --rewrite-keys` reseals what they sealed and drops them)."""
-    from pgkura.repository.repo import ROTATED_VERSION
+    from pgkura.repository.repo import ENCRYPTED_V5
 
     with locked_repository(cfg, "maintenance") as repo:
         _require_encrypted(repo)
@@ -133,7 +133,7 @@ def run_key_rotate(cfg: Config) -> KeySlots:
         entry = keys.new_data_key(repo.master_key, repo.config.repo_id, generation, iso(utc_now()))
         repo.config.data_keys.append(entry)
         # Readers of version 4 would open every object with the first data key.
-        repo.config.version = max(repo.config.version, ROTATED_VERSION)
+        repo.config.version = max(repo.config.version, ENCRYPTED_V5)
         repo.write_config()
         repo.reload_keys()
         return _slots(repo, str(generation))

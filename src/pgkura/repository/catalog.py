@@ -108,8 +108,25 @@ def latest(repo: Repository, stanza: str) -> Catalog | None:
     return found
 
 
+def _raise_version(repo: Repository) -> None:
+    """Version 5 before the first epoch: a version 4 pgkura would write manifests no catalog
+    lists (refused afterwards as replayed). pgkura.json is read again first, so that only its
+    version changes (a key command may have rewritten it since this command opened it)."""
+    from pgkura.repository import layout
+    from pgkura.repository.repoconfig import ENCRYPTED_V5
+
+    if repo.config.version >= ENCRYPTED_V5:
+        return
+    doc = json.loads(repo.storage.get(layout.CONFIG_KEY))
+    repo.config.version = ENCRYPTED_V5
+    if int(doc.get("version", 0)) < ENCRYPTED_V5:
+        doc["version"] = ENCRYPTED_V5
+        repo.storage.put(layout.CONFIG_KEY, json.dumps(doc, indent=2).encode())
+
+
 def _write_next(repo: Repository, stanza: str, change: dict[str, str | None]) -> None:
     """Write the next epoch: the newest one with ``change`` (id -> digest; None removes)."""
+    _raise_version(repo)
     while True:
         current = latest(repo, stanza)
         backups = dict(current.backups) if current else _adopt(repo, stanza)

@@ -16,9 +16,9 @@ from pgkura.errors import (
 )
 from pgkura.repository import layout
 from pgkura.repository import sealed as envelope
+from pgkura.repository.repoconfig import ENCRYPTED_V5 as ENCRYPTED_V5
 from pgkura.repository.repoconfig import ENCRYPTED_VERSION as ENCRYPTED_VERSION
 from pgkura.repository.repoconfig import FORMAT as FORMAT
-from pgkura.repository.repoconfig import ROTATED_VERSION as ROTATED_VERSION
 from pgkura.repository.repoconfig import VERSION as VERSION
 from pgkura.repository.repoconfig import RepoConfig as RepoConfig
 from pgkura.repository.stanzas import Generation as Generation
@@ -276,7 +276,7 @@ class Repository:
             raise RepositoryError(f"{layout.CONFIG_KEY} in {storage.location} is damaged") from None
         if data.get("format") != FORMAT:
             raise NotARepositoryError(f"{storage.location} is not a pgkura repository")
-        known = ROTATED_VERSION if "key_slots" in data else VERSION
+        known = ENCRYPTED_V5 if "key_slots" in data else VERSION
         if int(data.get("version", 0)) > known:
             raise RepositoryError(
                 f"repository format version {data['version']} is newer than this pgkura knows",

@@ -18,10 +18,10 @@ VERSION = 3
 # also implies every unencrypted version's layout; an unencrypted one keeps VERSION, so older
 # pgkura still read it.
 ENCRYPTED_VERSION = 4
-# An encrypted repository whose data key was rotated: its objects name the generation of the
-# data key that sealed them (docs/repository-format.md, "Key rotation"), which version 4
-# readers would not know to look up.
-ROTATED_VERSION = 5
+# An encrypted repository with stanza catalogs or a rotated data key (docs/repository-format.md,
+# "Catalogs", "Key rotation"): version 4 readers would write manifests no catalog lists, and
+# open every object with the first data key.
+ENCRYPTED_V5 = 5
 
 
 class RepoConfig:
