@@ -346,3 +346,34 @@ def test_a_rewrite_stopped_at_any_write_leaves_every_backup_restorable(
     run_pgkura("--repo", str(copy), "--key-file", key, "restore", "--target-dir",
                str(work_dir / "restored"))  # fmt: skip
     assert start_restored(make_server, "restored", work_dir / "restored").sql(QUERY) == rows
+
+
+def test_a_retired_key_is_kept_while_a_command_older_than_the_rotation_runs(
+    work_dir: Path,
+) -> None:
+    import socket
+
+    repo = str(work_dir / "repo")
+    key = key_file(work_dir / "a.key", PASSPHRASE_A)
+    pgk = ("--repo", repo, "--key-file", key)
+    run_pgkura(*pgk, "init", "--encrypt")
+    # A backup of this host that took its shared lock before the rotation and still runs
+    # (this test's own process stands in for it: its pid is alive).
+    lock = Path(repo, "locks", "shared-0123456789abcdef.lock")
+    lock.parent.mkdir(exist_ok=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                "command": "backup", "created": "2026-01-01T00:00:00.000Z",
+                                "token": "feedfacefeedface"}))  # fmt: skip
+    owned(Path(repo, "locks"))
+    run_pgkura(*pgk, "key", "rotate")
+    for _ in range(2):
+        out = json.loads(run_pgkura(*pgk, "gc", "--rewrite-keys", "--output", "json").stdout)
+        assert out["rekey"]["dropped"] == [] and "backup (pid" in out["rekey"]["kept"][0]
+        text = run_pgkura(*pgk, "gc", "--rewrite-keys").stdout
+        assert "kept data key 1" in text and "since before the rotation" in text
+    assert [k["generation"] for k in json.loads(Path(repo, "pgkura.json").read_text())
+            ["data_keys"]] == [2]  # fmt: skip
+    lock.unlink()  # it ended: the next run drops the key
+    out = json.loads(run_pgkura(*pgk, "gc", "--rewrite-keys", "--output", "json").stdout)
+    assert out["rekey"]["dropped"] == [1]
+    assert json.loads(Path(repo, "pgkura.json").read_text())["dropped_data_keys"] == [1]

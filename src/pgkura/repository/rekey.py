@@ -5,7 +5,8 @@ One run, under the maintenance lock, before gc's own work:
 
 1. Every object but the packs (index objects, manifests, catalogs, WAL and history files, the
    small records) whose header names a retired data key is unsealed, checked, sealed again
-   under the current key and stored under its own name with an atomic replace (``put``):
+   under the current key (its compressed payload encrypted anew: sealed.reseal) and stored
+   under its own name with an atomic replace (``put``):
    readers see the old object or the new one, and both open while the old key is held.
 2. Every pack holding a block (or an index copy) sealed under a retired key is copied, each
    block unsealed, checked and sealed again under the same id, into new packs with their
@@ -98,13 +99,12 @@ def _reseal_object(repo: Repository, key: str, retired: set[int], report: RekeyR
         assert generation is not None
         _count(report, generation)
         data = repo.storage.get(key)
-        raw = repo.unseal(data, name=key)
+        sealed = repo.reseal(data, name=key)
     except ObjectNotFound:
         return  # deleted since the listing (a WAL cleanup, a consolidation)
     except SealError as exc:
         report.unreadable.append(f"{key}: {exc}")
         return
-    sealed = repo.seal(raw, name=key).data
     # Replaced only if it is still the version read: a record a command rewrote meanwhile
     # (a drill, a stanza upgrade) is newer, and already sealed under the current key.
     if repo.storage.get(key, 0, HEADER_SIZE) != data[:HEADER_SIZE]:
@@ -147,19 +147,18 @@ def _rewrite_packs(repo: Repository, retired: set[int], report: RekeyReport) -> 
             report.unreadable.append(f"{layout.pack_key(pack_id)}: its index cannot be read")
             continue
         try:
-            raws = [
-                (block_id, repo.unseal(data[loc.offset : loc.offset + loc.length], block_id))
+            blocks = [
+                (block_id, repo.reseal(data[loc.offset : loc.offset + loc.length], block_id),
+                 loc.raw_length)
                 for block_id, loc in entries
-            ]
+            ]  # fmt: skip
         except (SealError, CorruptionError, struct.error) as exc:
             report.unreadable.append(f"{layout.pack_key(pack_id)}: {exc}")
             continue  # kept whole: a copy must not spread damage
-        before = writer.bytes_written
-        for block_id, raw in raws:
-            writer.add(raw, block_id)
-        report.bytes_rewritten += writer.bytes_written - before
+        for block_id, sealed, raw_length in blocks:
+            report.bytes_rewritten += writer.add_sealed(block_id, sealed, raw_length)
         done.append(pack_id)
-        del data, raws
+        del data, blocks
     writer.close()
     report.packs_rewritten = len(done)
     if done:

@@ -289,6 +289,29 @@ def unseal(
     return raw
 
 
+def reseal(
+    data: bytes | memoryview,
+    key: bytes,
+    cipher: Cipher,
+    identity: bytes,
+    expect_digest: bytes | None = None,
+) -> bytes:
+    """The encrypted sealed object ``data`` sealed again under the current data key: checked
+    in full first (tag, decompression, keyed digest), then its compressed payload encrypted
+    anew. Only the header's key generation, the salt, the ciphertext and the tag change: the
+    object keeps its size, and is not compressed again (gc --rewrite-keys)."""
+    codec_id, raw_len, digest = _header(data, expect_digest, cipher)
+    payload = _payload(data, cipher, identity)
+    raw = decompress(codec_id, payload, raw_len) if codec_id else bytes(payload)
+    if len(raw) != raw_len or keyed_digest(key, raw) != digest:
+        raise SealError("content does not match its checksum")
+    header = HEADER.pack(
+        MAGIC, codec_id, ENCRYPTED, cipher.header_field(), raw_len,
+        SALT_SIZE + len(payload) + TAG_SIZE, digest,
+    )  # fmt: skip
+    return header + cipher.encrypt(payload, _associated(header, identity))
+
+
 def claims(data: bytes | memoryview, digest: bytes) -> bool:
     """Whether the header of ``data`` records ``digest`` as its content's (nothing else is
     checked: a damaged object may still claim the right content)."""
