@@ -25,9 +25,14 @@ QUERY = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM secrets"
 def sealed_generations(repo: str) -> dict[str, set[int]]:
     """For each sealed object in the repository's files, the data key generations its headers
     name (a pack: each block's and its index copy's), read from the raw bytes."""
+    files = {str(Path(p).relative_to(repo)): data for p, data in repo_files(repo).items()}
+    return generations_of(files)
+
+
+def generations_of(objects: dict[str, bytes]) -> dict[str, set[int]]:
+    """:func:`sealed_generations` of objects given as key -> stored bytes."""
     out: dict[str, set[int]] = {}
-    for path, data in repo_files(repo).items():
-        rel = str(Path(path).relative_to(repo))
+    for rel, data in objects.items():
         if not data.startswith(b"PGK1"):
             continue
         if rel.startswith("packs/"):
@@ -377,3 +382,38 @@ def test_a_retired_key_is_kept_while_a_command_older_than_the_rotation_runs(
     out = json.loads(run_pgkura(*pgk, "gc", "--rewrite-keys", "--output", "json").stdout)
     assert out["rekey"]["dropped"] == [1]
     assert json.loads(Path(repo, "pgkura.json").read_text())["dropped_data_keys"] == [1]
+
+
+def test_rotate_and_rewrite_keys_on_s3_keep_both_backups_restorable(
+    make_server: Any, work_dir: Path, s3_repo: Any
+) -> None:
+    key = key_file(work_dir / "a.key", PASSPHRASE_A)
+    pgk = (*s3_repo.args, "--key-file", key)
+    run_pgkura(*pgk, "init", "--encrypt")
+    src = make_server("src")
+    src.sql("CREATE TABLE secrets AS SELECT g AS id, md5(g::text) AS note "
+            "FROM generate_series(1, 20000) g")  # fmt: skip
+    rows_first = src.sql(QUERY)
+    src.stop()
+    env = {"PGKURA_PGDATA": str(src.pgdata)}
+    first = run_pgkura(*pgk, "backup", env=env).stdout.strip()
+    run_pgkura(*pgk, "key", "rotate")
+    src.start()
+    src.sql("DELETE FROM secrets WHERE id % 5 = 0")
+    rows_second = src.sql(QUERY)
+    src.stop()
+    second = run_pgkura(*pgk, "backup", env=env).stdout.strip()
+    run_pgkura(*pgk, "gc", "--rewrite-keys")
+    out = json.loads(run_pgkura(*pgk, "gc", "--rewrite-keys", "--output", "json").stdout)
+    assert out["rekey"]["dropped"] == [1]
+    store = s3_repo.store()
+    stored = {o.key: store.get(o.key) for o in store.list("")}
+    gens = generations_of(stored)
+    assert any(k.startswith("packs/") for k in gens) and f"snapshots/main/{first}" in gens
+    assert all(g == {2} for g in gens.values()), gens
+    assert json.loads(stored["pgkura.json"])["dropped_data_keys"] == [1]
+    assert run_pgkura(*pgk, "verify").returncode == 0
+    for backup_id, rows in ((first, rows_first), (second, rows_second)):
+        target = work_dir / f"r-{backup_id}"
+        run_pgkura(*pgk, "restore", backup_id, "--target-dir", str(target))
+        assert start_restored(make_server, f"r-{backup_id}", target).sql(QUERY) == rows
