@@ -18,11 +18,10 @@ from typing import Any
 from pgkura.errors import BackupNotFoundError
 from pgkura.physical.verify import verify_backups
 from pgkura.progress import NoProgress, Progress
-from pgkura.repository import layout
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.copy import BlockCopier, adopt_stanza, copied_manifest
 from pgkura.repository.manifest import Manifest, list_backup_ids, read_manifest, write_manifest
-from pgkura.repository.pins import pins
+from pgkura.repository.pins import copy_pin
 from pgkura.repository.repo import Repository
 from pgkura.repository.stanzas import Generation, StanzaInfo
 from pgkura.wal.copy import WalCopier, consistency_wal, pitr_wal
@@ -184,16 +183,14 @@ def _copy_one(
     committed = copied_manifest(translated, copier.source).with_changes(
         stored_bytes=copier.stored_bytes(translated), new_bytes=written
     )
-    pin = pins(copier.source, m.stanza).get(m.id)
-    if pin is not None:
-        copier.dest.put_record(layout.pin_key(m.stanza, m.id), pin.to_json())
+    pinned = copy_pin(copier.source, copier.dest, m.stanza, m.id)
     write_manifest(copier.dest, committed)
     drill = copier.source.drills.latest(m.stanza, m.id)
     if drill is not None:  # the same blocks, read back by this copy: the drill holds for them
         copier.dest.drills.record(m.stanza, m.id, {**drill, "copied_from": copier.source.location})
     stored = copier.blocks_stored - before_blocks
     return CopiedBackup(
-        m.id, m.kind, m.method, "copied", stored, written, pin is not None, drill is not None
+        m.id, m.kind, m.method, "copied", stored, written, pinned, drill is not None
     )
 
 
