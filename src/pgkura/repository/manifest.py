@@ -215,7 +215,7 @@ def read_manifest(
     cache = IndexCache.of(repo) if listed_size is not None else None
     if cache is not None and (copy := cache.get(key, listed_size or 0)) is not None:
         try:
-            return _parsed(repo, key, backup_id, copy)
+            return _parsed(repo, stanza, backup_id, copy)
         except CorruptionError:
             cache.discard(key)  # never trusted: fetched again below
     try:
@@ -225,13 +225,14 @@ def read_manifest(
             f"no backup {backup_id!r} in stanza {stanza!r}",
             hint="list the backups with: pgkura info",
         ) from None
-    manifest = _parsed(repo, key, backup_id, data)
+    manifest = _parsed(repo, stanza, backup_id, data)
     if cache is not None:
         cache.put(key, data)
     return manifest
 
 
-def _parsed(repo: Repository, key: str, backup_id: str, data: bytes) -> Manifest:
+def _parsed(repo: Repository, stanza: str, backup_id: str, data: bytes) -> Manifest:
+    key = layout.snapshot_key(stanza, backup_id)
     try:
         manifest = Manifest.from_json(json.loads(repo.unseal(data, name=key)))
     except (SealError, ValueError, KeyError, TypeError, AttributeError) as exc:
