@@ -25,20 +25,14 @@ import json
 import weakref
 
 from pgkura.errors import CorruptionError, ObjectNotFound
+from pgkura.repository import layout
+from pgkura.repository.layout import catalog_key as epoch_key
+from pgkura.repository.layout import catalog_prefix
 from pgkura.repository.repo import Repository, iso, utc_now
 from pgkura.repository.sealed import HEADER_SIZE, SealError, sealed_digest
 
 #: Older epochs kept besides the newest (readers racing a writer still find theirs).
 KEEP_EPOCHS = 3
-_PREFIX = "catalogs/"
-
-
-def catalog_prefix(stanza: str) -> str:
-    return f"{_PREFIX}{stanza}/"
-
-
-def epoch_key(stanza: str, epoch: int) -> str:
-    return f"{_PREFIX}{stanza}/{epoch:016x}"
 
 
 class Catalog:
@@ -112,7 +106,6 @@ def _raise_version(repo: Repository) -> None:
     """Version 5 before the first epoch: a version 4 pgkura would write manifests no catalog
     lists (refused afterwards as replayed). pgkura.json is read again first, so that only its
     version changes (a key command may have rewritten it since this command opened it)."""
-    from pgkura.repository import layout
     from pgkura.repository.repoconfig import ENCRYPTED_V5
 
     if repo.config.version >= ENCRYPTED_V5:
@@ -147,8 +140,6 @@ def _write_next(repo: Repository, stanza: str, change: dict[str, str | None]) ->
 
 def _manifests(repo: Repository, stanza: str) -> dict[str, str]:
     """id -> key of the manifests stored now."""
-    from pgkura.repository import layout
-
     prefix = layout.snapshot_prefix(stanza)
     keys = (o.key for o in repo.storage.list(prefix))
     return {k[len(prefix) :]: k for k in keys if "/" not in k[len(prefix) :]}

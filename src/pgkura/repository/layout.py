@@ -29,6 +29,9 @@ def merged_index_key(merged_id: str) -> str:
     return f"index/merged/{merged_id}"
 
 
+SNAPSHOTS_PREFIX = "snapshots/"
+
+
 def snapshot_prefix(stanza: str) -> str:
     return f"snapshots/{stanza}/"
 
@@ -92,3 +95,13 @@ DOOMED_PREFIX = "gc/"
 def doomed_key(marker_id: str) -> str:
     """A list of packs gc will delete once no command that may use them still runs."""
     return f"gc/{marker_id}.json"
+
+
+def catalog_prefix(stanza: str) -> str:
+    """Where the epochs of a stanza's catalog live (encrypted repositories only)."""
+    return f"catalogs/{stanza}/"
+
+
+def catalog_key(stanza: str, epoch: int) -> str:
+    """One epoch of a stanza's catalog, written once."""
+    return f"catalogs/{stanza}/{epoch:016x}"

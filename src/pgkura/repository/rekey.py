@@ -110,7 +110,7 @@ def _reseal_object(repo: Repository, key: str, retired: set[int], report: RekeyR
     if repo.storage.get(key, 0, HEADER_SIZE) != data[:HEADER_SIZE]:
         return
     repo.storage.put(key, sealed)
-    if key.startswith((layout.INDEX_PREFIX, "snapshots/")):  # the local cache's copy too
+    if key.startswith((layout.INDEX_PREFIX, layout.SNAPSHOTS_PREFIX)):  # the cache's copy too
         IndexCache.of(repo).put(key, sealed)
     report.objects_rewritten += 1
 
