@@ -96,8 +96,11 @@ def latest(repo: Repository, stanza: str) -> Catalog | None:
                 f"the catalog {key} of stanza {stanza!r} is damaged: {exc}",
                 hint="run pgkura verify; restore the object from a copy of the repository",
             ) from None
-    else:
-        found = None
+    else:  # the newest epoch listed vanished three times: never take that for "none"
+        raise CorruptionError(
+            f"the newest catalog of stanza {stanza!r} cannot be read: it is listed, then gone",
+            hint="run the command again; run pgkura verify",
+        )
     _SEEN.setdefault(repo, {})[stanza] = found
     return found
 
