@@ -206,6 +206,16 @@ def test_a_wrong_key_after_rotate_is_refused_in_one_line_and_writes_nothing(
         assert "key list" in hint
     assert repo_files(repo) == before
 
+    # An unencrypted repository has no data key to rotate or rewrite.
+    plain = str(work_dir / "plain")
+    run_pgkura("--repo", plain, "init")
+    before = repo_files(plain)
+    for command in (("key", "rotate"), ("gc", "--rewrite-keys")):
+        result = run_pgkura("--repo", plain, *command, check=False)
+        error, hint = only_line(result.stderr)
+        assert result.returncode != 0 and "is not encrypted" in error, command
+    assert repo_files(plain) == before
+
 
 def test_a_snapshot_replayed_from_an_older_copy_is_named_by_verify_and_restore(
     make_server: Any, work_dir: Path
