@@ -72,6 +72,8 @@ def test_every_family_holds_what_the_catalog_drill_verify_expire_and_gc_said(
         run_pgkura("--repo", repo, "verify", "--no-pages", "--output", "json").stdout
     )
     assert verify["ok"]
+    before = samples(run_pgkura("--repo", repo, "metrics").stdout)  # caches the manifests' heads
+    assert value(before, "pgkura_backups", stanza="main", kind="physical", method="offline") == 1
     expire = json.loads(
         run_pgkura("--repo", repo, "--keep-last", "2", "expire", "--output", "json").stdout
     )
@@ -84,6 +86,11 @@ def test_every_family_holds_what_the_catalog_drill_verify_expire_and_gc_said(
     for b in catalog["backups"]:
         by_method.setdefault((b["kind"], b["method"]), []).append(b)
     assert set(by_method) == {("physical", "online"), ("logical", "pg_dump")}
+    # The expired backup's cached head is not counted.
+    assert (
+        "pgkura_backups",
+        (("kind", "physical"), ("method", "offline"), ("stanza", "main")),
+    ) not in got
     for (kind, method), backups in by_method.items():
         last = backups[-1]
         labels = {"stanza": "main", "kind": kind, "method": method}

@@ -11,17 +11,16 @@ seconds since the epoch (UTC), as Prometheus takes them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
-from pgkura.errors import CorruptionError
 from pgkura.monitor.server import ServerFacts
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.doomed import doomed_packs
-from pgkura.repository.manifest import Manifest, list_backup_ids, list_stanzas, read_manifest
+from pgkura.repository.manifest import Manifest, list_stanzas
+from pgkura.repository.manifest_heads import manifest_heads
 from pgkura.repository.repo import Repository
 from pgkura.repository.runs import RunRecord, last_run
 from pgkura.wal.catalog import ArchiveCatalog, load_catalog, newest_archived_time
@@ -194,20 +193,10 @@ def repository_facts(
 
 
 def _manifests(repo: Repository, stanza: str) -> tuple[list[Manifest], int]:
-    """The stanza's manifests, oldest first (read several at once: on S3 each is a request),
-    and how many could not be read."""
-    ids = list_backup_ids(repo, stanza)
-
-    def read(backup_id: str) -> Manifest | None:
-        try:
-            return read_manifest(repo, stanza, backup_id)
-        except CorruptionError:
-            return None
-
-    with ThreadPoolExecutor(max_workers=repo.workers_for(8)) as pool:
-        read_all = list(pool.map(read, ids))
-    manifests = [m for m in read_all if m is not None]
-    return manifests, len(ids) - len(manifests)
+    """The stanza's manifests without their files (cached: repository/manifest_heads.py),
+    oldest first, and how many could not be read."""
+    heads, damaged = manifest_heads(repo, stanza)
+    return heads, len(damaged)
 
 
 def _method_facts(manifests: list[Manifest]) -> tuple[MethodFacts, ...]:
