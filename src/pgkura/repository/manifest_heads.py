@@ -4,7 +4,8 @@ scrape: a manifest of a thousand-file cluster is 200 KB of JSON, and 100 of them
 second to parse, where the catalog's facts need a few hundred bytes of each.
 
 Manifests never change once written, so a cached head stays good for as long as the listing
-of ``snapshots/<stanza>/`` shows its manifest with the same size and time. Each head is
+of ``snapshots/<stanza>/`` shows its manifest with the same size (as for the cached whole
+manifests, repository/manifest.py, which a head that is not cached is read from). Each head is
 sealed like a stored object (``repo.seal``, named ``cache <key>``): a damaged copy is
 discarded and read again, and in an encrypted repository the cache holds nothing readable
 without the key. The copies live beside the index cache (``<cache-dir>/<repository
@@ -20,7 +21,7 @@ import os
 from pgkura.errors import CorruptionError
 from pgkura.repository import layout
 from pgkura.repository.index_cache import cache_root
-from pgkura.repository.manifest import Manifest, read_manifest
+from pgkura.repository.manifest import Manifest, listed_backups, read_manifest
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError
 
@@ -36,21 +37,17 @@ def _directory(repo: Repository, stanza: str) -> str | None:
 def manifest_heads(repo: Repository, stanza: str) -> tuple[list[Manifest], list[str]]:
     """The stanza's manifests without their files, oldest first, and the ids of those that
     cannot be read (damaged)."""
-    prefix = layout.snapshot_prefix(stanza)
-    listed = {
-        o.key[len(prefix) :]: (o.size, o.mtime)
-        for o in repo.storage.list(prefix)
-        if "/" not in o.key[len(prefix) :]
-    }
+    listed = listed_backups(repo, stanza, prune_cache=False)
     directory = _directory(repo, stanza)
     heads: list[Manifest] = []
     damaged: list[str] = []
     for backup_id in sorted(listed):
-        stamp: list[object] = list(listed[backup_id])
+        stamp = listed[backup_id]
         head = _cached(repo, directory, stanza, backup_id, stamp)
         if head is None:
             try:
-                head = read_manifest(repo, stanza, backup_id).with_changes(files=())
+                whole = read_manifest(repo, stanza, backup_id, listed_size=stamp)
+                head = whole.with_changes(files=())
             except CorruptionError:
                 damaged.append(backup_id)
                 continue
@@ -66,7 +63,7 @@ def _name(stanza: str, backup_id: str) -> str:
 
 
 def _cached(
-    repo: Repository, directory: str | None, stanza: str, backup_id: str, stamp: list[object]
+    repo: Repository, directory: str | None, stanza: str, backup_id: str, stamp: int
 ) -> Manifest | None:
     if directory is None:
         return None
@@ -82,7 +79,7 @@ def _cached(
 
 
 def _keep(
-    repo: Repository, directory: str | None, stanza: str, head: Manifest, stamp: list[object]
+    repo: Repository, directory: str | None, stanza: str, head: Manifest, stamp: int
 ) -> str | None:
     """Cache ``head``; the directory, or None when the cache cannot be written (then it is
     not tried again by this call)."""
