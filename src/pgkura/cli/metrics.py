@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pgkura.cli.context import config
-from pgkura.cli.output import print_json, say
+from pgkura.cli.output import say
 from pgkura.errors import UsageError
 
 if TYPE_CHECKING:
@@ -62,13 +62,11 @@ def metrics(ctx: click.Context, output: str, output_file: str | None, listen: st
         _serve(read, *address)
         return
     facts = read()
-    if output == "json" and not output_file:
-        print_json(facts)
-        return
     if output == "json":
         import json
 
-        data = (json.dumps(facts.to_json(), indent=2) + "\n").encode()
+        # The version docs/json/metrics.schema.json names, as every command's JSON carries it.
+        data = (json.dumps({"schema_version": 1, **facts.to_json()}, indent=2) + "\n").encode()
     else:
         data = exposition_of(facts)
     if output_file:
