@@ -165,6 +165,21 @@ def test_every_family_holds_what_the_catalog_drill_verify_expire_and_gc_said(
     assert [p.name for p in out.parent.iterdir()] == ["pgkura.prom"]
     assert out.stat().st_mode & 0o044 == 0o044  # node_exporter may read it
 
+    # The drill counts for check's limit too.
+    drilled_ok = run_pgkura("--repo", repo, "check", "--freshness-only", "--require-drill-age",
+                            "1h", "--max-age", "1h")  # fmt: skip
+    assert "ok: a drill passed " in drilled_ok.stdout and "problem" not in drilled_ok.stdout
+
+    # A hole in the archive: one segment lost from the middle of timeline 1.
+    names = sorted(segments, key=lambda p: p.name)
+    names[-2].unlink()
+    holed = samples(run_pgkura("--repo", repo, "metrics").stdout)
+    (timeline,) = info_of(repo)["timelines"]
+    assert timeline["gaps"] == [{"first": names[-2].name, "last": names[-2].name}]
+    assert value(holed, "pgkura_wal_gaps", stanza="main", timeline="1") == 1
+    assert value(holed, "pgkura_wal_missing_segments", stanza="main", timeline="1") == 1
+    assert value(holed, "pgkura_wal_segments", stanza="main", timeline="1") == len(segments) - 1
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -231,17 +246,19 @@ def test_check_max_age_passes_after_a_backup_and_fails_once_it_is_older(
 
     time.sleep(2)
     old = run_pgkura("--repo", repo, "check", "--freshness-only", "--max-age", "1s",
-                     "--require-drill-age", "8d", check=False)  # fmt: skip
+                     "--require-drill-age", "8d", "--max-wal-age", "1s", check=False)  # fmt: skip
     assert old.returncode == 2  # ExitCode.ERROR (CRITICAL to a Nagios-style runner)
     problems = [line for line in old.stdout.splitlines() if line.startswith("problem: ")]
-    assert len(problems) == 2
+    assert len(problems) == 3
     assert problems[0].startswith("problem: the newest backup is ")
     assert problems[0].endswith(f" s old ({backup}, physical online; limit 1 s)")
     assert int(problems[0].split()[5]) >= 2
-    assert problems[1] == (
+    assert problems[1].startswith("problem: no WAL archived for ")
+    assert problems[1].endswith(" s (limit 1 s)") and int(problems[1].split()[5]) >= 2
+    assert problems[2] == (
         "problem: no drill has passed yet (limit 8 days; run pgkura verify --restore)"
     )
-    assert old.stderr.startswith("pgkura: error: check found 2 problem(s): the newest backup is")
+    assert old.stderr.startswith("pgkura: error: check found 3 problem(s): the newest backup is")
     report = json.loads(run_pgkura("--repo", repo, "check", "--freshness-only", "--max-age", "1s",
                                    "--output", "json", check=False).stdout)  # fmt: skip
     assert report["ok"] is False and report["problems"][0].startswith("the newest backup is")

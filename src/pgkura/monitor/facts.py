@@ -217,13 +217,37 @@ def _method_facts(manifests: list[Manifest]) -> tuple[MethodFacts, ...]:
     return tuple(out)
 
 
-def _timeline_facts(catalog: ArchiveCatalog) -> tuple[TimelineFacts, ...]:
+def _timeline_facts(catalog: ArchiveCatalog, gaps_from: int | None) -> tuple[TimelineFacts, ...]:
+    """Per timeline: its segments and the holes between them, except holes that end before
+    segment ``gaps_from``, which expire left on purpose beside a backup pinned without
+    --pitr (the rule verify judges gaps by: physical/verify.py, gaps_matter_from)."""
     out = []
     for tli in sorted(catalog.timelines):
         runs = catalog.timelines[tli].runs()
-        missing = sum(b[0] - a[1] - 1 for a, b in pairwise(runs))
-        out.append(TimelineFacts(tli, len(catalog.timelines[tli].segnos), len(runs) - 1, missing))
+        holes = [
+            (a[1] + 1, b[0] - 1)
+            for a, b in pairwise(runs)
+            if gaps_from is None or b[0] - 1 >= gaps_from
+        ]
+        missing = sum(last - first + 1 for first, last in holes)
+        out.append(TimelineFacts(tli, len(catalog.timelines[tli].segnos), len(holes), missing))
     return tuple(out)
+
+
+def _gaps_from(repo: Repository, stanza: str, manifests: list[Manifest], seg: int) -> int | None:
+    """The first segment from which a hole in the archive matters: the start of the oldest
+    online backup that keeps point-in-time recovery after it (None: every hole does)."""
+    from pgkura.repository.pins import pins
+    from pgkura.wal.names import parse_lsn
+
+    pinned = pins(repo, stanza)
+    starts = [
+        parse_lsn(m.start_lsn) // int(m.extra.get("wal_segment_size", seg))
+        for m in manifests
+        if m.kind == "physical" and m.method != "offline" and m.start_lsn
+        and not (m.id in pinned and not pinned[m.id].pitr)
+    ]  # fmt: skip
+    return min(starts, default=None)
 
 
 def _drill_facts(repo: Repository, stanza: str, manifests: list[Manifest]) -> DrillFacts:
@@ -273,7 +297,7 @@ def stanza_facts(repo: Repository, stanza: str, server: Any = None) -> StanzaFac
         stanza=stanza,
         backups=_method_facts(manifests),
         damaged_manifests=damaged,
-        timelines=_timeline_facts(catalog),
+        timelines=_timeline_facts(catalog, _gaps_from(repo, stanza, current, catalog.seg_size)),
         wal_last_archived=newest_archived_time(catalog),
         window_start=timestamp(window.get("from_time")),
         window_end=timestamp(window.get("to_time")),
