@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import shutil
 import socket
@@ -110,17 +111,22 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def timed(runs: int, *args: str, cold: Path | None = None) -> tuple[float, float]:
-    """(best, median) wall seconds of ``pgkura ARGS`` over ``runs`` runs, after one warm-up;
-    ``cold``: each run with a new, empty cache directory under it instead."""
+def timed(runs: int, *args: str, cold: Path | None = None) -> tuple[float, float, float]:
+    """(best, median) wall seconds and the median CPU seconds (user + system, the command's
+    own) of ``pgkura ARGS`` over ``runs`` runs, after one warm-up; ``cold``: each run with a
+    new, empty cache directory under it instead. On a loaded machine the CPU time is the
+    steadier figure."""
     subprocess.run([PGKURA, *args], check=True, capture_output=True)
-    seconds = []
+    seconds, cpu = [], []
     for n in range(runs):
         cache = ["--cache-dir", str(cold / str(n))] if cold else []
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run([PGKURA, *cache, *args], check=True, capture_output=True)
         seconds.append(time.perf_counter() - start)
-    return min(seconds), statistics.median(seconds)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return min(seconds), statistics.median(seconds), statistics.median(cpu)
 
 
 def main() -> None:
@@ -150,11 +156,11 @@ def main() -> None:
             ("info --output json (for comparison)", ("--repo", repo, "info", "--output", "json")),
             ("--version (Python's start alone)", ("--version",)),
         ):  # fmt: skip
-            best, median = timed(args.runs, *cmd)
-            print(f"pgkura {label}: best {best:.3f} s, median {median:.3f} s")
-        best, median = timed(args.runs, "--repo", repo, "metrics", cold=base / "cold")
+            best, median, cpu = timed(args.runs, *cmd)
+            print(f"pgkura {label}: best {best:.3f} s, median {median:.3f} s, CPU {cpu:.3f} s")
+        best, median, cpu = timed(args.runs, "--repo", repo, "metrics", cold=base / "cold")
         print(f"pgkura metrics, each run with an empty cache: best {best:.3f} s, "
-              f"median {median:.3f} s")  # fmt: skip
+              f"median {median:.3f} s, CPU {cpu:.3f} s")  # fmt: skip
         print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         if args.keep:
