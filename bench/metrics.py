@@ -7,9 +7,10 @@ about a thousand files, so each manifest is a real one's size), its manifest wri
 under 99 older ids (what metrics reads of a backup is its manifest; the blocks are shared),
 the real WAL archive extended with small sealed segments to 20,000 on timeline 1 (metrics
 lists the archive and never reads a segment), a drill record on a tenth of the backups, and a
-run record for verify, expire and gc. Run as root:
+run record for verify, expire and gc. With ``--s3`` the repository is on a local SeaweedFS
+(bench/s3_server.py's, which counts the requests of each command). Run as root:
 
-    .venv/bin/python bench/metrics.py [--backups 100] [--segments 20000] [--runs 7]
+    .venv/bin/python bench/metrics.py [--s3] [--backups 100] [--segments 20000] [--runs 7]
 
 Timings are for docs/benchmarks.md; nothing here is a pass/fail test.
 """
@@ -58,11 +59,12 @@ def pgkura(*args: str, user: str | None = None) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
-def build(base: Path, backups: int, segments: int) -> str:
-    """The repository (the module's docstring); its path."""
-    repo = str(base / "repo")
-    pgkura("--repo", repo, "init", user="postgres")
-    command = shlex.join([PGKURA, "--repo", repo, "archive-push"]) + " %p"
+def build(base: Path, backups: int, segments: int, where: list[str]) -> None:
+    """The repository (the module's docstring) that the global options ``where`` name."""
+    pgkura(*where, "init", user="postgres")
+    repo = where[where.index("--repo") + 1]
+    config = where[where.index("--config") + 1] if "--config" in where else None
+    command = shlex.join([PGKURA, *where, "archive-push"]) + " %p"
     server = LocalServer(base / "pgdata", _free_port(), base, PG_BIN, "postgres")
     server.initdb(extra_conf={"wal_level": "replica", "archive_mode": "on",
                               "archive_command": command})  # fmt: skip
@@ -70,12 +72,12 @@ def build(base: Path, backups: int, segments: int) -> str:
     try:
         server.pgbench_init(1)
         env = ["--pgdata", str(server.pgdata), "--dbconn", server.conninfo()]
-        pgkura("--repo", repo, *env, "backup", user="postgres")
+        pgkura(*where, *env, "backup", user="postgres")
         server.sql("SELECT pg_switch_wal()")
         time.sleep(2)
     finally:
         server.stop()
-    cfg = load_config({"repo": repo, "stanza": "main"}, None, {})
+    cfg = load_config({"repo": repo, "stanza": "main"}, config, {})
     r = open_repository(cfg)
     (real_id,) = list_backup_ids(r, "main")
     real = read_manifest(r, "main", real_id)
@@ -104,7 +106,6 @@ def build(base: Path, backups: int, segments: int) -> str:
     now = iso(datetime.now(UTC))
     for verb in ("verify", "expire", "gc"):
         record_run(r, RunRecord(verb, "main", now, now, True, None, {"problems": 0}))
-    return repo
 
 
 def _time(text: str) -> datetime:
@@ -134,37 +135,56 @@ def main() -> None:
     parser.add_argument("--backups", type=int, default=100)
     parser.add_argument("--segments", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--s3", action="store_true", help="the repository on a local SeaweedFS")
     parser.add_argument("--keep", action="store_true", help="leave the repository (say where)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pgkura-metrics-", dir="/var/tmp"))
     shutil.chown(base, "postgres")
+    server = None
     try:
+        where = ["--repo", str(base / "repo")]
+        if args.s3:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from s3_server import MeteredSeaweedFS
+
+            from seaweed import S3Repo
+
+            server = MeteredSeaweedFS(base / "weed")
+            server.start()
+            where = list(S3Repo(server, base / "s3", "metrics", owner="postgres").args)
         started = time.perf_counter()
-        repo = build(base, args.backups, args.segments)
+        build(base, args.backups, args.segments, where)
         built = time.perf_counter() - started
-        facts = json.loads(pgkura("--repo", repo, "metrics", "--output", "json"))
+        facts = json.loads(pgkura(*where, "metrics", "--output", "json"))
         (stanza,) = facts["stanzas"]
         count = sum(b["count"] for b in stanza["backups"])
         wal = sum(t["segments"] for t in stanza["timelines"])
         print(f"built in {built:.0f} s: {count} backups, {wal} archived segments, "
               f"{facts['packs']} packs; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
         for label, cmd in (
-            ("metrics", ("--repo", repo, "metrics")),
-            ("metrics --output json", ("--repo", repo, "metrics", "--output", "json")),
-            ("check --freshness-only --max-age 1d", ("--repo", repo, "check",
-                                                     "--freshness-only", "--max-age", "1d")),
-            ("info --output json (for comparison)", ("--repo", repo, "info", "--output", "json")),
+            ("metrics", (*where, "metrics")),
+            ("metrics --output json", (*where, "metrics", "--output", "json")),
+            ("check --freshness-only --max-age 1d", (*where, "check", "--freshness-only",
+                                                     "--max-age", "1d")),
+            ("info --output json (for comparison)", (*where, "info", "--output", "json")),
             ("--version (Python's start alone)", ("--version",)),
         ):  # fmt: skip
             best, median, cpu = timed(args.runs, *cmd)
             print(f"pgkura {label}: best {best:.3f} s, median {median:.3f} s, CPU {cpu:.3f} s")
-        best, median, cpu = timed(args.runs, "--repo", repo, "metrics", cold=base / "cold")
+        best, median, cpu = timed(args.runs, *where, "metrics", cold=base / "cold")
         print(f"pgkura metrics, each run with an empty cache: best {best:.3f} s, "
               f"median {median:.3f} s, CPU {cpu:.3f} s")  # fmt: skip
+        if server is not None:
+            before = server.requests()[0]
+            pgkura(*where, "metrics")
+            after = server.requests()[0]
+            print(f"S3 requests of one warm metrics: {dict(after - before)}")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
+        if server is not None:
+            server.stop()
         if args.keep:
-            print(f"kept: {base}/repo")
+            print(f"kept: {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
 
