@@ -317,3 +317,14 @@ def test_the_archive_lag_grows_while_archiving_fails_and_returns_to_zero(
         "SELECT last_archived_wal FROM pg_stat_archiver")[0][0] or "") >= last)  # fmt: skip
     lag, lag_seconds, _ = _lag(repo, server)
     assert (lag, lag_seconds) == (0, 0)
+    assert value(samples(run_pgkura("--repo", repo, "--dbconn", server.conninfo(), "metrics")
+                         .stdout), "pgkura_server_up", stanza="main") == 1  # fmt: skip
+
+    # A server that is down hides nothing the repository says.
+    server.stop()
+    down = run_pgkura("--repo", repo, "--dbconn", server.conninfo(), "metrics")
+    got = samples(down.stdout)
+    assert value(got, "pgkura_server_up", stanza="main") == 0
+    assert ("pgkura_archive_lag_bytes", (("stanza", "main"),)) not in got
+    assert value(got, "pgkura_wal_segments", stanza="main", timeline="1") >= 3
+    assert down.stderr.startswith("pgkura: warning: stanza main: cannot connect to PostgreSQL")

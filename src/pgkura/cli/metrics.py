@@ -62,6 +62,9 @@ def metrics(ctx: click.Context, output: str, output_file: str | None, listen: st
         _serve(read, *address)
         return
     facts = read()
+    for stanza in facts.stanzas:
+        if stanza.server_error:
+            say(f"pgkura: warning: stanza {stanza.stanza}: {stanza.server_error}")
     if output == "json":
         import json
 

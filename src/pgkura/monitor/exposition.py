@@ -142,6 +142,10 @@ def _stanza(out: _Families, s: StanzaFacts, now: float) -> None:
     _drills(out, s, by, now)
     _runs(out, s.verify, "verify", by)
     _runs(out, s.expire, "expire", by)
+    if s.server is not None or s.server_error is not None:
+        out.add(
+            "server_up", "1 when the server (--dbconn) answered, else 0", s.server is not None, by
+        )
     if s.server is not None:
         _server(out, s, by)
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
+from pgkura.errors import PgkuraError
 from pgkura.monitor.server import ServerFacts
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.doomed import doomed_packs
@@ -139,6 +140,8 @@ class StanzaFacts:
     verify: RunFacts | None
     expire: RunFacts | None
     server: ServerFacts | None = None
+    #: why the server (--dbconn) could not be asked, when it could not
+    server_error: str | None = None
 
     def newest_backup(self) -> MethodFacts | None:
         """The backup (of any kind) that finished last."""
@@ -293,6 +296,12 @@ def stanza_facts(repo: Repository, stanza: str, server: Any = None) -> StanzaFac
     wal = wal_facts(repo, archive, current, catalog)
     window = wal.get("window") or {}
     verify, expire = last_run(repo, "verify", stanza), last_run(repo, "expire", stanza)
+    asked, server_error = None, None
+    if server is not None:
+        try:  # a server that is down must not hide what the repository says
+            asked = server(stanza, catalog)
+        except PgkuraError as exc:
+            server_error = exc.message
     return StanzaFacts(
         stanza=stanza,
         backups=_method_facts(manifests),
@@ -305,5 +314,6 @@ def stanza_facts(repo: Repository, stanza: str, server: Any = None) -> StanzaFac
         drills=_drill_facts(repo, stanza, manifests),
         verify=RunFacts.of(verify) if verify is not None else None,
         expire=RunFacts.of(expire) if expire is not None else None,
-        server=server(stanza, catalog) if server is not None else None,
+        server=asked,
+        server_error=server_error,
     )
