@@ -140,6 +140,7 @@ def _restores(story: Story) -> None:
     facts["restore_logical"] = story.json(
         "restore", "restore", facts["dump"]["id"], "--dbname", "shop_copy", "--create"
     )
+    facts["restore_list"] = story.json("restore", "restore", facts["dump"]["id"], "--list")
     facts["restore_table"] = story.json(
         "restore", "restore", "--dbname", "shop", "--table", "public.orders",
         "--to-time", facts["when"], env={**story.env, "TMPDIR": str(story.work)},
@@ -360,6 +361,8 @@ def test_restores_say_where_they_restored_what(story: Story) -> None:
         {"dumped": "shop", "restored_into": "shop_copy", "created": True}
     ]
     assert rows(story.server, dbname="shop_copy") == rows(story.server)
+    listed = facts["restore_list"]
+    assert listed["databases"] == [] and "TABLE DATA public orders" in listed["listing"]
 
     table = facts["restore_table"]
     assert table["kind"] == "table" and table["database"] == "shop"
