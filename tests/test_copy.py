@@ -379,3 +379,37 @@ def test_a_destination_with_settings_of_its_own_comes_from_to_config(
     restored = make_server("restored", pgdata=target, init=False)
     restored.wait_for_promotion()
     assert restored.sql("SELECT count(*), sum(id) FROM t")[0] == (5000, 12502500)
+
+
+def test_a_copied_backup_keeps_its_pin_and_its_drill_and_an_expire_there_keeps_it(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A pin is a DBA's decision to keep a backup whatever the policy: the copy keeps it, so
+    an expire of the destination does not delete what the source keeps. The drill's record
+    comes too (the copy read back the same blocks), marked as copied."""
+    src = make_server("cold")
+    src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 3000) g")
+    src.stop()
+    ids = [run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type",
+                      "offline").stdout.strip() for _ in range(3)]  # fmt: skip
+    run_pgkura("--repo", repo, "pin", ids[0])
+    drilled = run_pgkura("--repo", repo, "verify", "--restore", ids[0], "--output", "json",
+                         env={"TMPDIR": str(work_dir)})  # fmt: skip
+    assert json.loads(drilled.stdout)["drills"][0]["passed"] is True
+
+    offsite = str(work_dir / "offsite")
+    out = copy("--repo", repo, "copy", "--to", offsite, "--all")
+    flags = {b["id"]: (b["pinned"], b["drill_copied"]) for b in out["backups"]}
+    assert flags == {ids[0]: (True, True), ids[1]: (False, False), ids[2]: (False, False)}
+    info = json.loads(run_pgkura("--repo", offsite, "info", "--output", "json").stdout)
+    lines = {b["id"]: b for b in info["backups"]}
+    assert lines[ids[0]]["pinned"] is not None and lines[ids[1]]["pinned"] is None
+    assert lines[ids[0]]["last_drill"]["passed"] is True and lines[ids[1]]["last_drill"] is None
+
+    expired = json.loads(run_pgkura("--repo", offsite, "--keep-last", "1", "expire", "--output",
+                                    "json").stdout)  # fmt: skip
+    assert expired["expired"] == [ids[1]]  # the pinned oldest stays, as in the source
+    target = work_dir / "restored"
+    run_pgkura("--repo", offsite, "restore", "--backup", ids[0], "--target-dir", str(target))
+    restored = make_server("restored", pgdata=target, init=False)
+    assert restored.sql("SELECT count(*), sum(g) FROM t")[0] == (3000, 4501500)
