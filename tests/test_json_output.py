@@ -385,6 +385,11 @@ def test_copy_counts_what_it_wrote(story: Story) -> None:
     assert first["created"] is True and first["ok"] is True
     assert {b["id"]: b["status"] for b in first["backups"]} == dict.fromkeys(ids, "copied")
     assert set(first["verified"]) == ids
+    # The backup's drill went with it (and nothing was pinned yet).
+    assert {b["id"]: (b["drill_copied"], b["pinned"]) for b in first["backups"]} == {
+        story.facts["backup"]["id"]: (True, False),
+        story.facts["dump"]["id"]: (False, False),
+    }
     assert first["wal_files"] == len(story.facts["offsite_wal"]) > 0
     assert first["bytes_written"] == first["wal_bytes"] + sum(
         b["bytes_stored"] for b in first["backups"]
