@@ -68,8 +68,11 @@ def metrics(ctx: click.Context, output: str, output_file: str | None, listen: st
     if output == "json":
         import json
 
-        # The version docs/json/metrics.schema.json names, as every command's JSON carries it.
-        data = (json.dumps({"schema_version": 1, **facts.to_json()}, indent=2) + "\n").encode()
+        from pgkura.cli.output import JSON_SCHEMA_VERSION
+
+        # The same object print_json prints, for stdout or the file.
+        body = {"schema_version": JSON_SCHEMA_VERSION, **facts.to_json()}
+        data = (json.dumps(body, indent=2) + "\n").encode()
     else:
         data = exposition_of(facts)
     if output_file:
