@@ -39,11 +39,24 @@ def timestamp(text: str | None) -> float | None:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
-def _plain(obj: Any) -> dict[str, Any]:
+def rfc3339(ts: float | None) -> str | None:
+    """A time of the facts as the JSON output writes times (docs/json-output.md): RFC 3339 in
+    UTC, to the millisecond."""
+    if ts is None:
+        return None
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def _plain(obj: Any, times: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``obj``'s fields as JSON; those named in ``times`` (seconds since the epoch, as the
+    exposition has them) as RFC 3339 text, as every command's JSON writes times."""
     out = {}
     for f in fields(obj):
         value = getattr(obj, f.name)
-        if hasattr(value, "to_json"):
+        if f.name in times:
+            value = rfc3339(value)
+        elif hasattr(value, "to_json"):
             value = value.to_json()
         elif isinstance(value, tuple):
             value = [v.to_json() if hasattr(v, "to_json") else v for v in value]
@@ -70,7 +83,7 @@ class MethodFacts:
     last_checksum_failures: int
 
     def to_json(self) -> dict[str, Any]:
-        return _plain(self)
+        return _plain(self, ("last_started", "last_finished"))
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,7 @@ class DrillFacts:
     last_passed_finished: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return _plain(self)
+        return _plain(self, ("last_finished", "proven_backup_started", "last_passed_finished"))
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,7 @@ class RunFacts:
         return cls(record.verb, timestamp(record.finished), record.ok, record.error, record.facts)
 
     def to_json(self) -> dict[str, Any]:
-        return _plain(self)
+        return _plain(self, ("finished",))
 
 
 @dataclass(frozen=True)
@@ -148,7 +161,7 @@ class StanzaFacts:
         return max(self.backups, key=lambda b: b.last_finished, default=None)
 
     def to_json(self) -> dict[str, Any]:
-        return _plain(self)
+        return _plain(self, ("wal_last_archived", "window_start", "window_end"))
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,7 @@ class RepositoryFacts:
     stanzas: tuple[StanzaFacts, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return _plain(self)
+        return _plain(self, ("collected",))
 
 
 def repository_facts(

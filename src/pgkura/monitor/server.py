@@ -39,7 +39,12 @@ class ServerFacts:
     last_failed_time: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        from pgkura.monitor.facts import rfc3339
+
+        out = asdict(self)
+        for name in ("last_archived_time", "last_failed_time"):
+            out[name] = rfc3339(out[name])
+        return out
 
 
 _ARCHIVER = (
