@@ -180,6 +180,13 @@ def test_every_family_holds_what_the_catalog_drill_verify_expire_and_gc_said(
     assert value(holed, "pgkura_wal_gaps", stanza="main", timeline="1") == 1
     assert value(holed, "pgkura_wal_missing_segments", stanza="main", timeline="1") == 1
     assert value(holed, "pgkura_wal_segments", stanza="main", timeline="1") == len(segments) - 1
+    # verify finds the hole: its run record says it failed, and how many problems it found.
+    failed = run_pgkura("--repo", repo, "verify", "--no-pages", "--output", "json", check=False)
+    assert failed.returncode == 7
+    found = json.loads(failed.stdout)["problems"]
+    after = samples(run_pgkura("--repo", repo, "metrics").stdout)
+    assert value(after, "pgkura_verify_last_success", stanza="main") == 0
+    assert value(after, "pgkura_verify_last_problems", stanza="main") == len(found) >= 1
 
 
 def _free_port() -> int:
