@@ -303,6 +303,11 @@ def test_the_archive_lag_grows_while_archiving_fails_and_returns_to_zero(
     conf = archiving_conf(repo)
     server = make_server("src", extra_conf=conf)
     switch_and_wait_archived(server)
+    # No backup yet: the stanza is there from its archived WAL, and has no backup series.
+    plain = samples(run_pgkura("--repo", repo, "metrics").stdout)
+    assert value(plain, "pgkura_wal_segments", stanza="main", timeline="1") >= 1
+    assert value(plain, "pgkura_pitr_window_available", stanza="main") == 0
+    assert not [k for k in plain if k[0] == "pgkura_backups"]
     assert _lag(repo, server) == (0, 0, 0)
 
     server.sql("ALTER SYSTEM SET archive_command = 'false'")

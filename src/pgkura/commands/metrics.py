@@ -13,6 +13,7 @@ from pgkura.errors import PgkuraError
 from pgkura.monitor.facts import RepositoryFacts as RepositoryFacts
 from pgkura.monitor.facts import repository_facts
 from pgkura.repository.manifest import list_stanzas
+from pgkura.repository.stanzas import recorded_stanzas
 
 
 def metrics_reader(cfg: Config) -> Callable[[], RepositoryFacts]:
@@ -31,9 +32,10 @@ def metrics_reader(cfg: Config) -> Callable[[], RepositoryFacts]:
 
     def read() -> RepositoryFacts:
         with lock:
-            stanzas = set(list_stanzas(repo))
-            if cfg.dbconn or repo.stanza(cfg.stanza) is not None:
-                stanzas.add(cfg.stanza)  # archiving, maybe with no backup yet
+            # Archiving, maybe with no backup yet: the stanza record says so.
+            stanzas = set(list_stanzas(repo)) | set(recorded_stanzas(repo))
+            if cfg.dbconn:
+                stanzas.add(cfg.stanza)
             return repository_facts(repo, stanzas, server)
 
     return read

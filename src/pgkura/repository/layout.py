@@ -7,6 +7,9 @@ from pgkura.config import STANZA_RE as STANZA_RE
 CONFIG_KEY = "pgkura.json"
 
 
+STANZA_PREFIX = "stanzas/"
+
+
 def stanza_key(stanza: str) -> str:
     return f"stanzas/{stanza}.json"
 
