@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgutil import archiving_conf, switch_and_wait_archived, switch_wal
-from runner import PGKURA, run_pgkura
+from runner import PGKURA, os_user, run_pgkura
 
 SEG = 16 * 1024 * 1024
 
@@ -202,8 +202,12 @@ def test_listen_answers_an_http_scrape_and_a_bad_address_is_refused(
     server.sql("CREATE TABLE t AS SELECT 1 AS a")
     run_pgkura("--repo", repo, "dump", "--dbname", "postgres", env=server.libpq_env())
     port = _free_port()
+    owner = os_user() if os.geteuid() == 0 else None  # as the repository's owner
     proc = subprocess.Popen(
         [PGKURA, "--repo", repo, "metrics", "--listen", f"127.0.0.1:{port}"],
+        user=owner,
+        group=owner,
+        cwd="/",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -228,10 +232,22 @@ def test_listen_answers_an_http_scrape_and_a_bad_address_is_refused(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             again = samples(r.read().decode())
         assert value(again, "pgkura_backups", stanza="main", kind="logical", method="pg_dump") == 2
+        # A repository that cannot be read: the scrape answers, and says so.
+        snapshots = Path(repo, "snapshots")
+        snapshots.chmod(0)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                broken = samples(r.read().decode())
+        finally:
+            snapshots.chmod(0o755)
+        assert broken == {("pgkura_up", ()): 0}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            assert value(samples(r.read().decode()), "pgkura_up") == 1
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
+    assert "pgkura: error: a scrape could not read the repository: " in err
 
     bad = run_pgkura("--repo", repo, "metrics", "--listen", "localhost", check=False)
     assert bad.returncode != 0
