@@ -22,7 +22,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pgkura"
 
-ENGINES = ("physical", "logical", "wal", "repository", "codec", "storage", "pg")
+ENGINES = ("physical", "logical", "wal", "monitor", "repository", "codec", "storage", "pg")
 # The CLI: what parses arguments, prints and exits.
 CLI = ("pgkura.cli", "pgkura.entry")
 # Where stored objects may be named, sealed and touched.
