@@ -1,7 +1,7 @@
 """The import rules of docs/architecture.md, read from the source with ``ast``: a lazy import
 inside a function counts as much as one at the top of a module.
 
-- an engine (physical, logical, wal, repository, codec, storage, pg) never imports
+- an engine (physical, logical, wal, monitor, repository, codec, storage, pg) never imports
   ``commands`` or the CLI; nothing but the CLI itself imports the CLI;
 - ``pg/`` imports nothing of pgkura but ``errors`` (and itself);
 - outside ``repository/`` and ``storage/`` nothing touches a store (``.storage``), seals or
