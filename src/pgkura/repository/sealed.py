@@ -168,6 +168,20 @@ def _header(
     return codec_id, raw_len, digest
 
 
+def authenticate(
+    data: bytes | memoryview,
+    expect_digest: bytes | None = None,
+    cipher: Cipher | None = None,
+    identity: bytes = b"",
+) -> None:
+    """Check what can be checked of a sealed object without decompressing it (verify
+    --quick): its header and, encrypted, its tag; SealError when anything is off. The
+    content of an unencrypted object is not checked (its stored digest is the caller's)."""
+    _header(data, expect_digest, cipher)
+    if cipher is not None:
+        _payload(data, cipher, identity)
+
+
 # unseal_to hands content over in pieces of this size.
 PIECE_BYTES = 1024 * 1024
 
