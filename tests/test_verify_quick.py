@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -209,3 +210,92 @@ def test_quick_is_refused_with_pages_or_a_drill(repo: dict[str, Any]) -> None:
         assert result.returncode == 3 and len(lines) == 2, result.stderr
         assert f"not with {other}" in lines[0] and lines[1].startswith("hint:")
     assert sorted(str(p) for p in repo["path"].rglob("*")) == before
+
+
+def strip_stored_digests(path: Path) -> int:
+    """Rewrite every pack of the unencrypted repository at ``path``, and its index object, as
+    pgkura wrote them before packs recorded the digests of their stored bytes (the blocks
+    are the same bytes); the number of blocks."""
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    repo = Repository.open(PosixStorage(str(path)))
+    blocks = 0
+    for pack in (p for p in (path / "packs").rglob("*") if p.is_file()):
+        data = pack.read_bytes()
+        (index_offset,) = struct.unpack_from("<Q", data, len(data) - 16)
+        key = f"index/{pack.name}"
+        doc = json.loads(repo.unseal(data[index_offset:-16], name=key))
+        del doc["digests"], doc["blocks_digest"]
+        blocks += len(doc["blocks"])
+        copy = repo.seal(json.dumps(doc).encode(), name=key).data
+        pack.write_bytes(data[:index_offset] + copy + data[-16:])
+        (path / "index" / pack.name).write_bytes(copy)  # few packs: no merged index objects
+    return blocks
+
+
+def test_packs_written_before_stored_digests_are_checked_in_full(
+    pristine: dict[str, Any], work_dir: Path
+) -> None:
+    path = work_dir / "old"
+    shutil.copytree(pristine["base"] / "plain", path)
+    blocks = strip_stored_digests(path)
+    chown_tree(path)
+    old = {"kind": "plain", "path": path, "args": ["--repo", str(path)],
+           "backup": pristine["backups"]["plain"]}  # fmt: skip
+    code, report = quick(old)
+    assert code == 0 and report["blocks_checked"] == report["blocks_checked_in_full"] == blocks
+    text = run_pgkura("--repo", str(path), "verify", "--quick").stdout
+    assert f"of which {blocks} unsealed in full" in text
+    pack = biggest_pack(old)
+    flip(pack, pack.stat().st_size // 3)
+    code, report = quick(old)
+    assert code == 7 and [b["ok"] for b in report["backups"]] == [False]
+    assert any(f"in pack {pack_key(pack)} is damaged" in p for p in report["problems"]), report
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_quick_on_s3_finds_a_flipped_byte_and_a_missing_segment(
+    kind: str, make_server: Any, work_dir: Path, s3_repo: Any
+) -> None:
+    args = [*s3_repo.args]
+    if kind == "encrypted":
+        key = work_dir / "raw.key"
+        key.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+        chown(key)
+        key.chmod(0o600)
+        args += ["--key-file", str(key)]
+        run_pgkura(*args, "init", "--encrypt", "--raw-key")
+    else:
+        run_pgkura(*args, "init")
+    conf = {"wal_level": "replica", "archive_mode": "on",
+            "archive_command": shlex.join([PGKURA, *args, "archive-push"]) + " %p"}  # fmt: skip
+    src = make_server("src", extra_conf=conf)
+    src.sql("CREATE TABLE notes AS SELECT g AS id, md5(g::text) AS note "
+            "FROM generate_series(1, 50000) g")  # fmt: skip
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    backup = json.loads(run_pgkura(*args, "backup", "--output", "json", env=env).stdout)["id"]
+    switch_and_wait_archived(src)
+    repo = {"args": args, "backup": backup}
+
+    code, report = quick(repo)
+    store = s3_repo.store()
+    packs = {o.key: o.size for o in store.list("packs/")}
+    assert code == 0 and report["ok"] and report["stored_bytes_read"] == sum(packs.values())
+    assert report["blocks_checked"] > 0 and report["blocks_checked_in_full"] == 0
+
+    pack = max(packs, key=lambda k: packs[k])
+    data = bytearray(store.get(pack))
+    data[len(data) // 3] ^= 0x40
+    store.put(pack, bytes(data))
+    info = json.loads(run_pgkura(*args, "info", backup, "--output", "json").stdout)
+    segment = info["backups"][0]["start_wal"]
+    store.delete(f"wal/main/{segment[:16]}/{segment}")
+    code, report = quick(repo)
+    assert code == 7 and [b["ok"] for b in report["backups"]] == [False]
+    assert any(p.startswith("block ") and f"in pack {pack} is damaged" in p
+               for p in report["problems"]), report  # fmt: skip
+    assert (
+        f"backup {backup}: WAL segment {segment}, needed to make it consistent, is missing "
+        "from the archive"
+    ) in report["problems"]

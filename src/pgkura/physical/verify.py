@@ -8,11 +8,11 @@ the packs and the archive as a whole (wal/verify.py): every archived segment and
 unseals, and gaps are named per timeline.
 
 Data page checksums: the backup checked every page as it read it and recorded the failures in
-the manifest; those are reported, and every page checksum is computed again from the stored
-blocks (``pages``, the default; ``--no-pages`` leaves that out: each block's keyed BLAKE3
-already proves that its content is what the backup read, so the second computation finds the
-same pages unless the backup's own check was wrong, at about the cost of decompressing and
-hashing together). Either way, for an online backup a page whose LSN is at or past the
+the manifest; those are reported, and with ``pages`` (``--pages``) every page checksum is
+computed again from the stored blocks. Not by default: each block's keyed BLAKE3 already
+proves that its content is what the backup read and checked, so the second computation finds
+the same pages unless the backup's own check was wrong, at about the cost of decompressing
+and hashing together. Either way, for an online backup a page whose LSN is at or past the
 backup's start may be torn, and WAL replay rewrites it, so only older pages count.
 (pgBackRest's verify checks no page checksums; its backup does, as pgkura's does.)
 """
