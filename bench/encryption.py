@@ -50,6 +50,17 @@ class CryptStages:
         self.ratios: list[tuple[str, str]] = []
         self.throughput: dict[str, tuple[float, float]] = {}  # label: (stored MB/s, content)
         self.key: Path | None = None
+        self.cpu: dict[str, list[float]] = {}  # label: CPU seconds of each run
+
+    def measure(
+        self, label: str, cmd: list[str], env: dict[str, str] | None = None, cwd: str = "/"
+    ) -> None:
+        """Run ``cmd``; record its wall seconds and peak RSS (bench.record) and its CPU."""
+        from bench import timed_cpu
+
+        seconds, rss, cpu = timed_cpu(cmd, env, cwd)
+        self.bench.record(label, seconds, rss)
+        self.cpu.setdefault(label, []).append(cpu)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -114,18 +125,22 @@ class CryptStages:
         os.replace(tmp, path)
         return path
 
-    def backup(self, args: list[str]) -> tuple[float, int]:
-        from bench import PGKURA, timed
+    def backup(self, args: list[str], label: str | None = None) -> None:
+        from bench import PGKURA, run
 
         b = self.bench
         cmd = [PGKURA, *args, "--stanza", "bench", "--pgdata", str(b.pgdata), "backup",
                "--type", "online", "--jobs", "2"]  # fmt: skip
-        return timed(cmd, {**b.env, "PGKURA_ARCHIVE_TIMEOUT": "600"})
+        env = {**b.env, "PGKURA_ARCHIVE_TIMEOUT": "600"}
+        if label is None:
+            run(cmd, env)
+        else:
+            self.measure(label, cmd, env)
 
     # -- verify-modes ------------------------------------------------------------------
 
     def verify_modes(self, rounds: int) -> None:
-        from bench import PGKURA, own, run, timed
+        from bench import PGKURA, own, run
 
         b = self.bench
         print("== verify modes: one full backup in fresh repositories", flush=True)
@@ -155,9 +170,9 @@ class CryptStages:
                 for mode, extra in modes.items():
                     label = f"verify {mode}: pgkura{' encrypted' if kind == 'crypt' else ''}"
                     cmd = [PGKURA, *args, "--stanza", "bench", "verify", "--jobs", "2", *extra]
-                    b.record(label, *timed(cmd))
+                    self.measure(label, cmd)
                     self.throughput[label] = (stored[kind] / 1e6, content_mb)
-            b.record("verify: pgbackrest", *timed(b.pgbackrest("verify")))
+            self.measure("verify: pgbackrest", b.pgbackrest("verify"))
         self.throughput["verify: pgbackrest"] = (stored["br"] / 1e6, content_mb)
         for label in self.throughput:
             if label.startswith("verify ") and label != "verify: pgbackrest":
@@ -169,7 +184,7 @@ class CryptStages:
     # -- crypt -------------------------------------------------------------------------
 
     def crypt(self, rounds: int, segments: int) -> None:
-        from bench import PGKURA, timed
+        from bench import PGKURA
 
         b = self.bench
         print("== encryption: backup, restore, archive-push, encrypted against not", flush=True)
@@ -183,12 +198,12 @@ class CryptStages:
                 order.reverse()
             with self.archiving_into({f"--key-file {self.raw_key()}": enc_link}):
                 for kind, args in order:
-                    b.record(f"crypt backup: {kind}", *self.backup(args))
+                    self.backup(args, f"crypt backup: {kind}")
             for kind, args in order:
                 target = b.base / f"cr-restore-{kind}-{n}"
                 cmd = [PGKURA, *args, "--stanza", "bench", "restore", "--target-dir",
                        str(target), "--jobs", "2"]  # fmt: skip
-                b.record(f"crypt restore: {kind}", *timed(cmd))
+                self.measure(f"crypt restore: {kind}", cmd)
                 shutil.rmtree(target, ignore_errors=True)
         self.ratios += [
             ("crypt backup: crypt", "crypt backup: plain"),
@@ -197,7 +212,7 @@ class CryptStages:
         self.archive_push(segments)
 
     def archive_push(self, count: int) -> None:
-        from bench import PGKURA, own, run, timed
+        from bench import PGKURA, own, run
 
         b = self.bench
         print(f"== encrypted archive-push: {count} segments, one process each", flush=True)
@@ -238,10 +253,10 @@ class CryptStages:
                 ("crypt archive-push: plain", [PGKURA, *plain, "--stanza", "bench"]),
                 ("crypt archive-push: crypt", [PGKURA, *crypt, "--stanza", "bench"]),
             ):
-                b.record(label, *timed([*cmd, "archive-push", segment]))
+                self.measure(label, [*cmd, "archive-push", segment])
             for kind, cmd in confs.items():
-                b.record(f"crypt archive-push: pgbackrest {kind}",
-                         *timed([*cmd, "archive-push", segment], cwd=str(b.pgdata)))  # fmt: skip
+                self.measure(f"crypt archive-push: pgbackrest {kind}",
+                             [*cmd, "archive-push", segment], cwd=str(b.pgdata))  # fmt: skip
         self.ratios += [
             ("crypt archive-push: crypt", "crypt archive-push: plain"),
             ("crypt archive-push: pgbackrest cbc", "crypt archive-push: pgbackrest plain"),
@@ -255,15 +270,20 @@ class CryptStages:
         results = self.bench.results
         if not self.ratios:
             return
-        print("\n== issue 17: ratios of medians (below 1.0: the first is faster)")
+        print("\n== issue 17: ratios of medians, wall and CPU (below 1.0: the first is faster)")
+        cpu = {k: statistics.median(v) for k, v in self.cpu.items()}
         for a, b in self.ratios:
             if a in results and b in results:
-                print(f"  {a} / {b}: {results[a].median() / results[b].median():.2f}")
+                wall = results[a].median() / results[b].median()
+                print(f"  {a} / {b}: {wall:.2f} wall, {cpu[a] / cpu[b]:.2f} CPU")
         if self.throughput:
             print("\n== verify throughput (median; stored MB/s, content MB/s)")
             for label, (stored, content) in self.throughput.items():
                 seconds = results[label].median()
                 print(f"  {label:<40} {seconds:6.2f} s  {stored / seconds:8.1f} stored MB/s  "
                       f"{content / seconds:8.1f} content MB/s")  # fmt: skip
+        print("\n== CPU seconds (median)")
+        for label, value in cpu.items():
+            print(f"  {label:<40} {value:6.2f} s")
         print(json.dumps({k: statistics.median(v.seconds) for k, v in results.items()
-                          if k.startswith(("verify", "crypt"))}))  # fmt: skip
+                          if k in self.cpu}))  # fmt: skip

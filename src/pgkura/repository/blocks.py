@@ -16,6 +16,7 @@ import struct
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 
@@ -33,8 +34,11 @@ PACK_TRAILER = struct.Struct("<Q8s")
 STORED_DIGEST_SIZE = 16
 
 
-@dataclass(frozen=True)
-class BlockLocation:
+class BlockLocation(NamedTuple):
+    """Where a block is stored: its pack, and the offset and length of its sealed bytes.
+    A named tuple, not a dataclass: every command builds one per block of the repository
+    when it loads the index, and a frozen dataclass takes twice as long to make."""
+
     pack_id: str
     offset: int
     length: int
