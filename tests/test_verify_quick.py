@@ -25,6 +25,7 @@ from pgkura.pg.server import LocalServer, free_port, make_owned_dir
 from pgutil import chown, switch_and_wait_archived
 from pgversions import DEFAULT_MAJOR, bin_of
 from runner import PGKURA, os_user, run_pgkura
+from test_json_output import validator
 
 KINDS = ("plain", "encrypted")
 ROWS = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM notes"
@@ -119,6 +120,8 @@ def test_a_clean_repository_passes_without_decompressing_and_its_backup_restores
     code, report = quick(repo)
     assert code == 0 and report["ok"] and report["problems"] == [], report
     assert report["mode"] == "quick" and [b["ok"] for b in report["backups"]] == [True]
+    errors = [e.message for e in validator("verify.schema.json").iter_errors(report)]
+    assert errors == []  # docs/json/verify.schema.json, closed as tests/test_json_output.py does
     packs = [p for p in (repo["path"] / "packs").rglob("*") if p.is_file()]
     assert report["stored_bytes_read"] == sum(p.stat().st_size for p in packs)  # whole packs
     assert report["blocks_checked"] > 100 and report["blocks_checked_in_full"] == 0
