@@ -471,9 +471,8 @@ class Bench:
         run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
         time.sleep(2)
         for _ in range(3):
-            self.record(
-                "verify: pgkura", *timed(self.pgkura(self.pgkura_repo, "verify", "--jobs", "2"))
-            )
+            self.record("verify: pgkura", *timed(
+                self.pgkura(self.pgkura_repo, "verify", "--jobs", "2", "--pages")))  # fmt: skip
             self.record("verify: pgkura --no-pages", *timed(
                 self.pgkura(self.pgkura_repo, "verify", "--jobs", "2", "--no-pages")))  # fmt: skip
             self.record("verify: pgbackrest", *timed(self.pgbackrest("verify")))
@@ -682,6 +681,9 @@ def main() -> None:
     from s3 import S3Stage
 
     s3 = S3Stage(bench)
+    from encryption import CryptStages
+
+    crypt = CryptStages(bench)
 
     def run_curve() -> None:
         for scale in args.curve_scales.split(","):
@@ -704,6 +706,8 @@ def main() -> None:
             "curve": run_curve,
             "expire": lambda: expiry.run(args.expire_backups, args.expire_keep),
             "s3": lambda: s3.run(args.rounds, args.segments, args.throughput_segments),
+            "verify-modes": lambda: crypt.verify_modes(args.rounds),
+            "crypt": lambda: crypt.crypt(args.rounds, args.segments),
         }
         slow = ("curve", "expire", "s3")  # minutes each (s3 needs weed): asked for by --only
         chosen = args.only.split(",") if args.only else [s for s in stages if s not in slow]
@@ -716,6 +720,7 @@ def main() -> None:
         bench.report()
         expiry.report()
         s3.report()
+        crypt.report()
     finally:
         bench.stop()
         if not args.keep:

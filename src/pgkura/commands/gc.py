@@ -19,6 +19,7 @@ from pgkura.repository.prune import PruneReport as PruneReport
 from pgkura.repository.prune import checked_max_unused, prune
 from pgkura.repository.rekey import RekeyReport as RekeyReport
 from pgkura.repository.rekey import drop_retired, rewrite_keys
+from pgkura.repository.runs import recorded
 
 
 @dataclass
@@ -34,9 +35,12 @@ def run_gc(cfg: Config, dry_run: bool = False, rewrite: bool = False) -> GcRepor
             "gc --rewrite-keys does not take --dry-run",
             hint="run pgkura gc --rewrite-keys (a run that rewrites keeps the old key)",
         )
-    with locked_repository(cfg, "maintenance") as repo:
+    with (
+        locked_repository(cfg, "maintenance") as repo,
+        recorded(repo, "gc", None, dry_run=dry_run) as run,  # for pgkura metrics
+    ):
         rekey = rewrite_keys(repo) if rewrite else None
         pruned = prune(repo, max_unused=max_unused, dry_run=dry_run)
         if rekey is not None:
             rekey = drop_retired(repo, rekey)
-        return GcReport(**vars(pruned), rekey=rekey)
+        return run.done(GcReport(**vars(pruned), rekey=rekey))

@@ -7,6 +7,9 @@ from pgkura.config import STANZA_RE as STANZA_RE
 CONFIG_KEY = "pgkura.json"
 
 
+STANZA_PREFIX = "stanzas/"
+
+
 def stanza_key(stanza: str) -> str:
     return f"stanzas/{stanza}.json"
 
@@ -75,6 +78,10 @@ def drill_key(stanza: str, backup_id: str) -> str:
     return f"drills/{stanza}/{backup_id}.json"
 
 
+def drill_prefix(stanza: str) -> str:
+    return f"drills/{stanza}/"
+
+
 def pin_prefix(stanza: str) -> str:
     return f"pins/{stanza}/"
 
@@ -105,3 +112,9 @@ def catalog_prefix(stanza: str) -> str:
 def catalog_key(stanza: str, epoch: int) -> str:
     """One epoch of a stanza's catalog, written once."""
     return f"catalogs/{stanza}/{epoch:016x}"
+
+
+def run_key(stanza: str | None, verb: str) -> str:
+    """How the last ``verb`` (verify, expire, gc) ended: per stanza, or the repository's for
+    gc (``stanza`` None)."""
+    return f"runs/{verb}.json" if stanza is None else f"runs/{stanza}/{verb}.json"

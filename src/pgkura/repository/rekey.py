@@ -41,7 +41,7 @@ from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import HEADER_SIZE, SealError, key_generation
 
 #: Where the sealed objects other than packs live; pgkura.json and the locks are plain JSON.
-RESEALED_PREFIXES = ("index/", "snapshots/", "catalogs/", "wal/", "stanzas/", "pins/",
+RESEALED_PREFIXES = ("index/", "snapshots/", "catalogs/", "wal/", "stanzas/", "pins/", "runs/",
                      "drills/", "expire/", "gc/")  # fmt: skip
 
 
