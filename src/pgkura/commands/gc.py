@@ -18,7 +18,8 @@ from pgkura.errors import UsageError
 from pgkura.repository.prune import PruneReport as PruneReport
 from pgkura.repository.prune import checked_max_unused, prune
 from pgkura.repository.rekey import RekeyReport as RekeyReport
-from pgkura.repository.rekey import drop_retired, rewrite_keys
+from pgkura.repository.rekey import check_encrypted, drop_retired, rewrite_keys
+from pgkura.repository.repo import Repository
 from pgkura.repository.runs import recorded
 
 
@@ -35,12 +36,16 @@ def run_gc(cfg: Config, dry_run: bool = False, rewrite: bool = False) -> GcRepor
             "gc --rewrite-keys does not take --dry-run",
             hint="run pgkura gc --rewrite-keys (a run that rewrites keeps the old key)",
         )
-    with (
-        locked_repository(cfg, "maintenance") as repo,
-        recorded(repo, "gc", None, dry_run=dry_run) as run,  # for pgkura metrics
-    ):
-        rekey = rewrite_keys(repo) if rewrite else None
-        pruned = prune(repo, max_unused=max_unused, dry_run=dry_run)
-        if rekey is not None:
-            rekey = drop_retired(repo, rekey)
-        return run.done(GcReport(**vars(pruned), rekey=rekey))
+    with locked_repository(cfg, "maintenance") as repo:
+        if rewrite:
+            check_encrypted(repo)  # refused before anything, a run record included, is written
+        with recorded(repo, "gc", None, dry_run=dry_run) as run:  # for pgkura metrics
+            return run.done(_gc(repo, max_unused, dry_run, rewrite))
+
+
+def _gc(repo: Repository, max_unused: float, dry_run: bool, rewrite: bool) -> GcReport:
+    rekey = rewrite_keys(repo) if rewrite else None
+    pruned = prune(repo, max_unused=max_unused, dry_run=dry_run)
+    if rekey is not None:
+        rekey = drop_retired(repo, rekey)
+    return GcReport(**vars(pruned), rekey=rekey)

@@ -37,8 +37,8 @@ from pgkura.repository.blocks import PACK_TRAILER, PACK_TRAILER_MAGIC, BlockInde
 from pgkura.repository.doomed import DoomedList, doomed_packs, new_doomed_list, write_doomed
 from pgkura.repository.index_cache import IndexCache
 from pgkura.repository.locks import live_shared_locks, lock_ended
-from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import HEADER_SIZE, SealError, key_generation
+from pgkura.repository.repo import BLOCK_IDENTITY, Repository, _named
+from pgkura.repository.sealed import HEADER_SIZE, SealError, key_generation, reseal
 
 #: Where the sealed objects other than packs live; pgkura.json and the locks are plain JSON.
 RESEALED_PREFIXES = ("index/", "snapshots/", "catalogs/", "wal/", "stanzas/", "pins/", "runs/",
@@ -67,14 +67,20 @@ class RekeyReport:
         return asdict(self)
 
 
-def rewrite_keys(repo: Repository) -> RekeyReport:
-    """Steps 1 and 2 (the module's docstring); the caller holds the maintenance lock."""
-    cipher = repo.cipher
-    if cipher is None:
+def check_encrypted(repo: Repository) -> None:
+    """UsageError unless the repository is encrypted (has data keys to rewrite)."""
+    if repo.cipher is None:
         raise UsageError(
             f"the repository at {repo.location} is not encrypted: it has no data keys to rewrite",
             hint="run pgkura gc without --rewrite-keys",
         )
+
+
+def rewrite_keys(repo: Repository) -> RekeyReport:
+    """Steps 1 and 2 (the module's docstring); the caller holds the maintenance lock."""
+    check_encrypted(repo)
+    cipher = repo.cipher
+    assert cipher is not None
     report = RekeyReport(current=cipher.current)
     report.retired = [g for g in cipher.generations if g != cipher.current]
     if not report.retired:
@@ -85,6 +91,20 @@ def rewrite_keys(repo: Repository) -> RekeyReport:
             _reseal_object(repo, obj.key, retired, report)
     _rewrite_packs(repo, retired, report)
     return report
+
+
+def _resealed(
+    repo: Repository,
+    data: bytes | memoryview,
+    expect_digest: bytes | None = None,
+    *,
+    name: str | None = None,
+) -> bytes:
+    """The sealed object stored as ``name`` (no name: the block ``expect_digest``), checked
+    and sealed again under the current data key (sealed.reseal)."""
+    assert repo.cipher is not None
+    identity = BLOCK_IDENTITY if name is None else _named(name)
+    return reseal(data, repo.key, repo.cipher, identity, expect_digest)
 
 
 def _count(report: RekeyReport, generation: int) -> None:
@@ -99,7 +119,7 @@ def _reseal_object(repo: Repository, key: str, retired: set[int], report: RekeyR
         assert generation is not None
         _count(report, generation)
         data = repo.storage.get(key)
-        sealed = repo.reseal(data, name=key)
+        sealed = _resealed(repo, data, name=key)
     except ObjectNotFound:
         return  # deleted since the listing (a WAL cleanup, a consolidation)
     except SealError as exc:
@@ -148,7 +168,7 @@ def _rewrite_packs(repo: Repository, retired: set[int], report: RekeyReport) -> 
             continue
         try:
             blocks = [
-                (block_id, repo.reseal(data[loc.offset : loc.offset + loc.length], block_id),
+                (block_id, _resealed(repo, data[loc.offset : loc.offset + loc.length], block_id),
                  loc.raw_length)
                 for block_id, loc in entries
             ]  # fmt: skip

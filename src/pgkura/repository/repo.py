@@ -139,19 +139,6 @@ class Repository:
             raise ValueError("unseal needs the object's name or its block id")
         return envelope.unseal(data, self.key, expect_digest, self.cipher, identity)
 
-    def reseal(
-        self,
-        data: bytes | memoryview,
-        expect_digest: bytes | None = None,
-        *,
-        name: str | None = None,
-    ) -> bytes:
-        """The sealed object stored as ``name`` (no name: the block ``expect_digest``),
-        checked and sealed again under the current data key (sealed.reseal)."""
-        assert self.cipher is not None
-        identity = BLOCK_IDENTITY if name is None else _named(name)
-        return envelope.reseal(data, self.key, self.cipher, identity, expect_digest)
-
     def authenticate(
         self,
         data: bytes | memoryview,
