@@ -154,6 +154,8 @@ def test_backups_before_and_after_rotate_restore_and_rewrite_keys_retires_the_ol
                "--archive-mode", "off")  # fmt: skip
     assert start_restored(make_server, "r1", work_dir / "r1").sql(QUERY) == rows_before
 
+    # verify --quick checks each object's tag under the key its header names.
+    assert run_pgkura(*pgk, "verify", "--quick").returncode == 0
     # The first gc --rewrite-keys reseals everything and keeps data key 1 (it found some).
     out = json.loads(run_pgkura(*pgk, "gc", "--rewrite-keys", "--output", "json").stdout)
     rekey = out["rekey"]
@@ -173,6 +175,7 @@ def test_backups_before_and_after_rotate_restore_and_rewrite_keys_retires_the_ol
     assert [k["generation"] for k in listed["data_keys"]] == [2]
     assert not [p for p, data in repo_files(repo).items() if MARKER.encode() in data]
     assert run_pgkura(*pgk, "verify").returncode == 0
+    assert run_pgkura(*pgk, "verify", "--quick").returncode == 0
 
     # Both backups restore after the rewrite, and so does a point in time after the rotation.
     run_pgkura(*pgk, "restore", before, "--target-dir", str(work_dir / "r2"), "--to-immediate",
@@ -205,6 +208,16 @@ def test_a_wrong_key_after_rotate_is_refused_in_one_line_and_writes_nothing(
         assert "not the passphrase" not in result.stderr + result.stdout
         assert "key list" in hint
     assert repo_files(repo) == before
+
+    # A rotated data key altered in pgkura.json (or moved to another generation) is refused.
+    config_path = Path(repo, "pgkura.json")
+    config = json.loads(config_path.read_text())
+    config["data_keys"][0]["generation"] = 3
+    config_path.write_text(json.dumps(config))
+    result = run_pgkura("--repo", repo, "--key-file", key, "info", check=False)
+    error, hint = only_line(result.stderr)
+    assert result.returncode != 0 and "data key 3 in pgkura.json does not open" in error
+    assert "from a copy" in hint
 
     # An unencrypted repository has no data key to rotate or rewrite.
     plain = str(work_dir / "plain")
