@@ -218,6 +218,12 @@ def test_a_wrong_key_after_rotate_is_refused_in_one_line_and_writes_nothing(
     error, hint = only_line(result.stderr)
     assert result.returncode != 0 and "data key 3 in pgkura.json does not open" in error
     assert "from a copy" in hint
+    # Its version lowered to 4 (which would turn the catalogs' checks off): refused too.
+    config["data_keys"][0]["generation"], config["version"] = 2, 4
+    config_path.write_text(json.dumps(config))
+    result = run_pgkura("--repo", repo, "--key-file", key, "info", check=False)
+    error, hint = only_line(result.stderr)
+    assert result.returncode != 0 and "format version 4" in error and "from a copy" in hint
 
     # An unencrypted repository has no data key to rotate or rewrite.
     plain = str(work_dir / "plain")
@@ -279,10 +285,27 @@ def test_a_snapshot_replayed_from_an_older_copy_is_named_by_verify_and_restore(
     restore = run_pgkura(*pgk, "restore", "--target-dir", str(work_dir / "t2"), check=False)
     assert restore.returncode == 7 and f"snapshots/main/{second}" in restore.stderr
 
-    # With the newest catalog back, the repository verifies and the backup restores.
+    # No catalog at all: in a repository of version 5 every stanza with backups has one.
     shutil.rmtree(Path(repo, "catalogs"))
+    result = run_pgkura(*pgk, "verify", check=False)
+    assert result.returncode == 7 and f"snapshots/main/{second}" in result.stdout
+    assert "has no catalog" in result.stdout
+
+    # With the newest catalog back, the repository verifies and the backup restores.
     shutil.copytree(work_dir / "newer-catalogs", Path(repo, "catalogs"))
     owned(Path(repo, "catalogs"))
+    assert run_pgkura(*pgk, "verify").returncode == 0
+
+    # A repository as a pgkura before catalogs left it (version 4, none): read unchecked,
+    # and the next key rotate (or backup) gives the stanza its first epoch, listing its
+    # manifests, before the version goes to 5.
+    shutil.rmtree(Path(repo, "catalogs"))
+    config = json.loads(Path(repo, "pgkura.json").read_text())
+    Path(repo, "pgkura.json").write_text(json.dumps({**config, "version": 4}))
+    assert run_pgkura(*pgk, "verify").returncode == 0
+    run_pgkura(*pgk, "key", "rotate")
+    assert json.loads(Path(repo, "pgkura.json").read_text())["version"] == 5
+    assert [p.name for p in Path(repo, "catalogs", "main").iterdir()] == ["0" * 15 + "1"]
     assert run_pgkura(*pgk, "verify").returncode == 0
     run_pgkura(*pgk, "restore", "--target-dir", str(work_dir / "t3"), "--archive-mode", "off")
     assert start_restored(make_server, "t3", work_dir / "t3").sql(QUERY) == rows

@@ -123,6 +123,7 @@ def run_key_remove(cfg: Config, slot_id: str) -> KeySlots:
 def run_key_rotate(cfg: Config) -> KeySlots:
     """A new data key for new objects: the others become retired (still read, until
     `gc --rewrite-keys` reseals what they sealed and drops them)."""
+    from pgkura.repository.catalog import adopt_all
     from pgkura.repository.repo import ENCRYPTED_V5
 
     with locked_repository(cfg, "maintenance") as repo:
@@ -132,7 +133,10 @@ def run_key_rotate(cfg: Config) -> KeySlots:
         generation = max(used) + 1
         entry = keys.new_data_key(repo.master_key, repo.config.repo_id, generation, iso(utc_now()))
         repo.config.data_keys.append(entry)
-        # Readers of version 4 would open every object with the first data key.
+        # Readers of version 4 would open every object with the first data key; version 5
+        # means every stanza with manifests has a catalog (repository/catalog.py).
+        if repo.config.version < ENCRYPTED_V5:
+            adopt_all(repo)
         repo.config.version = max(repo.config.version, ENCRYPTED_V5)
         repo.write_config()
         repo.reload_keys()

@@ -113,11 +113,25 @@ def _raise_version(repo: Repository) -> None:
 
     if repo.config.version >= ENCRYPTED_V5:
         return
+    adopt_all(repo)
     doc = json.loads(repo.storage.get(layout.CONFIG_KEY))
     repo.config.version = ENCRYPTED_V5
     if int(doc.get("version", 0)) < ENCRYPTED_V5:
         doc["version"] = ENCRYPTED_V5
         repo.storage.put(layout.CONFIG_KEY, json.dumps(doc, indent=2).encode())
+
+
+def adopt_all(repo: Repository) -> None:
+    """Before an encrypted repository goes to version 5: every stanza with manifests gets its
+    first epoch (listing them), so that from then on a stanza with manifests and no catalog
+    is one whose catalog was removed."""
+    from pgkura.repository.manifest import list_stanzas
+
+    for stanza in list_stanzas(repo):
+        while not _epochs(repo, stanza):
+            first = Catalog(stanza, 1, _adopt(repo, stanza))
+            if repo.put_record_if_absent(first.key, first.to_json()):
+                break
 
 
 def _write_next(repo: Repository, stanza: str, change: dict[str, str | None]) -> None:
@@ -181,6 +195,22 @@ def record_deletion(repo: Repository, stanza: str, backup_id: str) -> None:
     _write_next(repo, stanza, {backup_id: None})
 
 
+def _check_no_catalog(repo: Repository, stanza: str, backup_id: str, key: str) -> None:
+    """A stanza without catalog is one of a version 4 repository; in version 5 every stanza
+    with manifests has one (adopt_all), so its catalog was removed."""
+    from pgkura.repository.repoconfig import ENCRYPTED_V5
+
+    if repo.config.version < ENCRYPTED_V5:
+        return
+    raise CorruptionError(
+        f"the manifest of backup {backup_id} ({key}) has no catalog to be checked against: "
+        f"{layout.catalog_prefix(stanza)} is empty in a repository of format version "
+        f"{repo.config.version}; its catalog was removed, or the manifest was put back from an "
+        "older copy of the repository",
+        hint="do not trust this repository's store; restore the catalog from a copy you trust",
+    )
+
+
 def check_manifest(repo: Repository, stanza: str, backup_id: str, key: str, data: bytes) -> None:
     """Raise CorruptionError, naming the manifest, when the stanza's newest catalog does not
     list it as this version (it was replayed from an older copy of the repository)."""
@@ -192,7 +222,10 @@ def check_manifest(repo: Repository, stanza: str, backup_id: str, key: str, data
     if catalog is not None and catalog.backups.get(backup_id) == digest:
         return
     catalog = latest(repo, stanza)  # a commit since it was read
-    if catalog is None or catalog.backups.get(backup_id) == digest:
+    if catalog is None:
+        _check_no_catalog(repo, stanza, backup_id, key)
+        return
+    if catalog.backups.get(backup_id) == digest:
         return
     why = (
         "is not the version its catalog lists"

@@ -102,6 +102,11 @@ class RepoConfig:
                 )
             slots = [KeySlot.from_json(s) for s in data["key_slots"]]
             data_keys = [DataKey.from_json(k) for k in data.get("data_keys", ())]
+            if (data_keys or data.get("dropped_data_keys")) and int(data["version"]) < 5:
+                raise RepositoryError(  # rotated keys came with version 5: it was lowered
+                    f"pgkura.json names rotated data keys but format version {data['version']}",
+                    hint="put pgkura.json back from a copy of the repository",
+                )
         return cls(
             repo_id=data["id"],
             created=data["created"],
