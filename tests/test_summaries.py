@@ -128,6 +128,9 @@ def test_guided_backup_takes_a_new_gigabyte_segment(
         "CREATE TABLE big (id int, pad text) WITH (fillfactor = 10);"
         "INSERT INTO big SELECT g, repeat('x', 500) FROM generate_series(1, 131000) g"
     )
+    # Frozen before the next checkpoint, while no page needs a full-page image for it: the
+    # scans after the backups change no page of the first segment.
+    src.sql("VACUUM (FREEZE) big")
     built = time.monotonic() - began
     first = _backup(src, repo)
     src.sql("INSERT INTO big SELECT g, repeat('y', 500) FROM generate_series(131001, 133000) g")
@@ -140,7 +143,38 @@ def test_guided_backup_takes_a_new_gigabyte_segment(
     assert guided.extra["read_bytes"] < 0.1 * first.extra["read_bytes"], guided.extra
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, guided, expected)
+    # A page of the first segment changed behind the summaries' back: both segments of the
+    # relation are read whole, not only the one where it showed.
+    src.sql("UPDATE big SET pad = 'z' WHERE id IN (1, 133000)")
+    path = src.pgdata / node
+    src.stop()
+    _copy_page_lsn(path, 0, 3)
+    src.start()
+    suspect = _backup(src, repo)
+    assert _note(suspect)["read_whole"] == [node, f"{node}.1"], _note(suspect)
+    assert suspect.extra["read_bytes"] > 2**30
+    expected = src.sql(DIGESTS)
+    switch_and_wait_archived(src)
+    _restore_and_compare(make_server, work_dir, repo, suspect, expected)
     print(f"big table built in {built:.1f} s, test took {time.monotonic() - began:.1f} s")
+
+
+def _copy_page_lsn(path: Path, source: int, target: int) -> None:
+    """Give page ``target`` of the (stopped) server's file the LSN of page ``source``, with a
+    valid checksum, and no WAL naming it: what a summarizer's bug looks like."""
+    from pgkura.pg.checksum import page_checksums
+    from pgkura.pg.relfile import BLCKSZ
+
+    with open(path, "r+b") as f:
+        f.seek(source * BLCKSZ)
+        lsn = f.read(8)
+        f.seek(target * BLCKSZ)
+        page = bytearray(f.read(BLCKSZ))
+        page[0:8] = lsn
+        page[8:10] = b"\0\0"
+        page[8:10] = page_checksums(bytes(page), target)[0].to_bytes(2, "little")
+        f.seek(target * BLCKSZ)
+        f.write(page)
 
 
 @pytest.mark.matrix
@@ -195,9 +229,6 @@ def test_backup_falls_back_when_summaries_are_gone_or_turned_off(
 def test_a_page_changed_behind_the_summaries_back_makes_its_file_read_whole(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:
-    from pgkura.pg.checksum import page_checksums
-    from pgkura.pg.relfile import BLCKSZ
-
     src = _server(make_server, repo)
     src.sql("CREATE TABLE t AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g")
     src.sql("VACUUM (FREEZE) t")
@@ -205,15 +236,8 @@ def test_a_page_changed_behind_the_summaries_back_makes_its_file_read_whole(
     src.sql("UPDATE t SET v = -1 WHERE id = 1")  # page 0: listed by the summaries
     path = src.pgdata / src.sql("SELECT pg_relation_filepath('t')")[0][0]
     src.stop()
-    # Page 3 (read with page 0: one 64 KiB block) gets page 0's new LSN, which lies between
-    # the two backups' starts, without any WAL naming it: what a summarizer bug looks like.
-    data = bytearray(path.read_bytes())
-    page0, page3 = data[:BLCKSZ], 3 * BLCKSZ
-    data[page3 : page3 + 8] = page0[:8]
-    data[page3 + 8 : page3 + 10] = b"\0\0"
-    checksum = page_checksums(bytes(data[page3 : page3 + BLCKSZ]), 3)[0]
-    data[page3 + 8 : page3 + 10] = checksum.to_bytes(2, "little")
-    path.write_bytes(bytes(data))
+    # Page 3 is read with page 0 (one 64 KiB block) and gets page 0's new LSN.
+    _copy_page_lsn(path, 0, 3)
     src.start()
     guided = _backup(src, repo)
     note = _note(guided)
@@ -221,7 +245,7 @@ def test_a_page_changed_behind_the_summaries_back_makes_its_file_read_whole(
     assert note["guided"] is True and note["read_whole"] == [rel], note
     assert "did not list" in guided.extra["stderr"] and rel in guided.extra["stderr"]
     entry = next(f for f in guided.files if f.path == rel)
-    assert entry.size == len(data)
+    assert entry.size == path.stat().st_size
     expected = src.sql(DIGESTS)
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, guided, expected)

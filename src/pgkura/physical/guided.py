@@ -24,11 +24,11 @@ import google_crc32c
 from pgkura.codec.crc import crc32c_combine
 from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS
 from pgkura.physical.source import SourceFile
-from pgkura.physical.summaries import Summaries, relation_key
+from pgkura.physical.summaries import RelationKey, Summaries, relation_key
 from pgkura.repository.manifest import FileEntry
 
 if TYPE_CHECKING:
-    from pgkura.physical.store import FileStorer
+    from pgkura.physical.store import FileStorer, Task
     from pgkura.repository.blocks import BlockIndex, PackWriter
 
 
@@ -114,6 +114,37 @@ def store_planned(
     storer._count_read(read)
     storer.progress.advance(entry.size)
     return entry
+
+
+def read_relations_whole(
+    storer: FileStorer, guided: list[Task], by_path: dict[str, FileEntry]
+) -> int:
+    """Read whole the other segments of the relations whose pages contradicted the summaries
+    (one wrong segment makes the relation's summary suspect); the bytes this stored."""
+    from pgkura.physical.store import FileStorer
+
+    suspect = {_key_of(path) for path in storer._mismatches}
+    again = [
+        src
+        for src, *_rest in guided
+        if _key_of(src.path) in suspect and src.path not in storer._mismatches
+    ]
+    if not again:
+        return 0
+    whole = FileStorer(
+        storer.index, storer.jobs, storer.page_check, guide=Guide(None, storer.block_size)
+    ).store(again)
+    for entry in whole.files:
+        by_path[entry.path] = entry
+    storer._count_read(whole.read_bytes)
+    storer._mismatches += [src.path for src in again]
+    storer._failures += whole.checksum_failures
+    return whole.new_bytes
+
+
+def _key_of(path: str) -> RelationKey | None:
+    found = relation_key(path)
+    return None if found is None else found[0]
 
 
 def _reusable(at: int, bs: int, size: int, prev_size: int, trusted: int) -> bool:

@@ -180,6 +180,10 @@ class FileStorer:
                 new_bytes = sum(w.bytes_written for w in self._writers)
         finally:
             self.progress.finish()
+        if self._mismatches:
+            from pgkura.physical.guided import read_relations_whole
+
+            new_bytes += read_relations_whole(self, [t for t in tasks if t[3]], by_path)
         with self._failures_lock:
             self._failures = _merge_failures(self._failures)
         out: list[FileEntry] = []
