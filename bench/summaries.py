@@ -2,7 +2,7 @@
 by four tools from the same base state, in one run:
 
   pgkura guided      pgkura backup --type online --jobs 2, summary-guided (summarize_wal on)
-  pgkura unguided    the same with --wal-summaries off: every changed file read whole
+  pgkura unguided    the same with PGKURA_WAL_SUMMARIES=off: every changed file read whole
   pg_basebackup      pg_basebackup --incremental=<full's backup_manifest> -Fp (PostgreSQL's own)
   pgBackRest         pgbackrest backup --type=incr (process-max 2, zst 3)
 
@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +73,7 @@ class SummaryStage:
         b.point_repo(guided_repo)
         full = run(b.pgkura(b.pgkura_repo, "backup", "--type", "online", "--jobs", "2"), env)
         self.cluster_bytes = self._manifest(guided_repo, full.strip())["size_bytes"]
-        shutil.copytree(guided_repo, plain_repo, symlinks=True)
+        subprocess.run(["cp", "-a", str(guided_repo), str(plain_repo)], check=True)  # owners kept
         base_dir, incr_dir = b.base / f"pgbb-full-{n}", b.base / f"pgbb-incr-{n}"
         for d in (base_dir, incr_dir):
             shutil.rmtree(d, ignore_errors=True)
@@ -92,9 +93,9 @@ class SummaryStage:
         self._record("pgkura guided", seconds, guided["extra"]["read_bytes"])
         b.point_repo(plain_repo, init=False)
         seconds, _rss = timed(
-            b.pgkura(b.pgkura_repo, "backup", "--type", "online", "--jobs", "2",
-                     "--wal-summaries", "off"), env,
-        )  # fmt: skip
+            b.pgkura(b.pgkura_repo, "backup", "--type", "online", "--jobs", "2"),
+            {**env, "PGKURA_WAL_SUMMARIES": "off"},
+        )
         plain = self._latest(plain_repo)
         self._record("pgkura unguided", seconds, plain["extra"]["read_bytes"])
         incremental = f"--incremental={base_dir / 'backup_manifest'}"

@@ -306,3 +306,66 @@ def test_a_database_recreated_by_file_copy_with_the_same_oid_is_read_whole(
     restored.wait_for_promotion()
     assert restored.sql(DIGESTS, dbname="d") == expected
     assert restored.sql("SELECT count(*), min(src) FROM t", dbname="d") == [(3000, "tmpl_b")]
+
+
+def test_coverage_follows_the_timeline_history_and_refuses_gaps() -> None:
+    """Which stretches of WAL the summaries must cover between two backups' starts: each
+    timeline's part of the history, up to its switch point; a base on a timeline this one
+    left before the base's start is not on its history."""
+    from pgkura.physical.summaries import _covering, _needed_ranges, summaries_apply
+    from pgkura.wal.history import parse_history
+
+    history = parse_history("1\t0/5000000\tno recovery target specified\n", 2)
+    assert _needed_ranges(history, 1, 0x3000028, 0x7000028) == [
+        (1, 0x3000028, 0x5000000),
+        (2, 0x5000000, 0x7000028),
+    ]
+    assert _needed_ranges(history, 2, 0x6000000, 0x7000028) == [(2, 0x6000000, 0x7000028)]
+    # The base was taken on timeline 1 after this timeline branched off from it.
+    assert _needed_ranges(history, 1, 0x5000028, 0x7000028) is None
+    available = [(1, 0x1000000, 0x4000000), (1, 0x4000000, 0x5000100), (2, 0x5000000, 0x8000000)]
+    seg = 16 * 2**20
+    assert _covering(available, 1, 0x3000028, 0x5000000, seg) == available[:2]
+    assert _covering(available, 2, 0x5000000, 0x7000028, seg) == available[2:]
+    gap = [(1, 0x1000000, 0x4000000), (1, 0x4000100, 0x6000000)]
+    assert _covering(gap, 1, 0x3000028, 0x5000000, seg) is None
+    assert _covering(available, 3, 0x5000000, 0x7000028, seg) is None
+    # A new timeline's first summary starts after its first segment's page header.
+    after_header = [(2, 0x5000028, 0x8000000)]
+    assert _covering(after_header, 2, 0x5000000, 0x7000028, seg) == after_header
+    assert _covering([(2, 0x5000029, 0x8000000)], 2, 0x5000000, 0x7000028, seg) is None
+    assert _covering([(2, 0x5002018, 0x8000000)], 2, 0x5002000, 0x7000028, seg) is not None
+    assert _covering([(2, 0x5002028, 0x8000000)], 2, 0x5002000, 0x7000028, seg) is None
+    # The path is off below 17 and when turned off.
+    assert not summaries_apply(160004, True) and not summaries_apply(170000, False)
+    assert summaries_apply(170000, True) and summaries_apply(180001, True)
+
+
+@pytest.mark.min_pg(17, reason="WAL summaries")
+def test_guided_backup_follows_the_history_to_a_new_timeline(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A restored and promoted cluster (timeline 2) summarizes the WAL it replayed on
+    timeline 1 and its own since: its backup is guided by the backup it was restored from,
+    across the switch point its history file names."""
+    src = _server(make_server, repo)
+    src.sql("CREATE TABLE t AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g")
+    src.sql("VACUUM (FREEZE) t")
+    base = _backup(src, repo)
+    src.sql("UPDATE t SET v = -v WHERE id <= 100")  # replayed on timeline 1 by the restore
+    switch_and_wait_archived(src)
+    src.stop()
+    target = work_dir / "promoted"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--backup", base.id)
+    promoted = make_server("promoted", pgdata=target, init=False)
+    promoted.wait_for_promotion()
+    assert promoted.sql("SELECT timeline_id FROM pg_control_checkpoint()")[0][0] == 2
+    promoted.sql("UPDATE t SET v = 0 WHERE id BETWEEN 40000 AND 40100")
+    guided = _backup(promoted, repo)
+    note = _note(guided)
+    assert guided.timeline == 2 and note["guided"] is True and note["base"] == base.id, note
+    assert any(u.startswith("1/") for u in note["used"]), note
+    assert any(u.startswith("2/") for u in note["used"]), note
+    expected = promoted.sql(DIGESTS)
+    switch_and_wait_archived(promoted)
+    _restore_and_compare(make_server, work_dir, repo, guided, expected)

@@ -220,7 +220,10 @@ def backup_online(
             )
             decision = None
             if summaries_apply(facts.version_num, cfg.wal_summaries):
-                decision = decide(conn, pgdata, previous.base, start_lsn, cfg.summary_timeout)
+                decision = decide(
+                    conn, pgdata, previous.base, start_lsn, cfg.summary_timeout,
+                    facts.wal_segment_size,
+                )  # fmt: skip
             guide = _guide(repo, decision)
             result = _copy(repo, index, pgdata, facts, start_lsn, jobs, progress, previous, guide)
             stop_lsn, label, spcmap, stop_time = _stop_backup(conn, facts.version_num)

@@ -87,11 +87,16 @@ def summaries_apply(version_num: int, enabled: bool) -> bool:
 
 
 def decide(
-    conn: Any, pgdata: Path, base: Manifest | None, start_lsn: int, timeout: float
+    conn: Any,
+    pgdata: Path,
+    base: Manifest | None,
+    start_lsn: int,
+    timeout: float,
+    seg_size: int,
 ) -> SummaryDecision:
     """Load the changes since ``base`` from the summaries, or say why they cannot be used
     (in one line on stderr: a warning when summaries were expected, else at info level)."""
-    decision = _decide(conn, pgdata, base, start_lsn, timeout)
+    decision = _decide(conn, pgdata, base, start_lsn, timeout, seg_size)
     if decision.summaries is not None:
         log.info(
             "summary-guided backup: reading the blocks changed since backup %s (%s)",
@@ -122,7 +127,12 @@ def summary_note(decision: SummaryDecision, result: Any) -> dict[str, Any]:
 
 
 def _decide(
-    conn: Any, pgdata: Path, base: Manifest | None, start_lsn: int, timeout: float
+    conn: Any,
+    pgdata: Path,
+    base: Manifest | None,
+    start_lsn: int,
+    timeout: float,
+    seg_size: int,
 ) -> SummaryDecision:
     (summarize,) = conn.execute("SHOW summarize_wal").fetchone()
     if summarize != "on":
@@ -153,7 +163,7 @@ def _decide(
     ]
     used: list[tuple[int, int, int]] = []
     for t, lo, hi in needed:
-        files = _covering(available, t, lo, hi)
+        files = _covering(available, t, lo, hi, seg_size)
         if files is None:
             return _fallback(
                 f"the WAL summaries do not cover {format_lsn(lo)} to {format_lsn(hi)} on "
@@ -228,17 +238,33 @@ def _needed_ranges(
 
 
 def _covering(
-    available: list[tuple[int, int, int]], tli: int, lo: int, hi: int
+    available: list[tuple[int, int, int]], tli: int, lo: int, hi: int, seg_size: int
 ) -> list[tuple[int, int, int]] | None:
     """Summary files of ``tli`` that together cover [lo, hi) without a gap (more than needed
     is fine: more blocks are read, never fewer); None when there is a gap."""
     files = sorted(f for f in available if f[0] == tli and f[2] > lo and f[1] < hi)
     reached = lo
     for _t, s, e in files:
-        if s > reached:
+        if s > reached and not _only_a_page_header(reached, s, seg_size):
             return None
         reached = max(reached, e)
     return files if reached >= hi else None
+
+
+# The headers at the start of each WAL page (SizeOfXLogShortPHD) and of each segment's first
+# page (SizeOfXLogLongPHD), where no record lies (src/include/access/xlog_internal.h).
+_WAL_PAGE = 8192
+_SHORT_HEADER, _LONG_HEADER = 24, 40
+
+
+def _only_a_page_header(begin: int, end: int, seg_size: int) -> bool:
+    """Whether [begin, end) is within the header of a WAL page: a new timeline that starts at
+    a segment boundary has its first summary start after the header, where its first record
+    does."""
+    if begin % _WAL_PAGE:
+        return False
+    header = _LONG_HEADER if begin % seg_size == 0 else _SHORT_HEADER
+    return end - begin <= header
 
 
 def _contents(conn: Any, used: list[tuple[int, int, int]]) -> dict[RelationKey, RelationChanges]:
