@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,9 +39,10 @@ class GuidedPlan:
     """How one relation file is stored: which of its blocks are read."""
 
     prev: FileEntry
-    read: frozenset[int]  # indexes of the repository blocks to read
-    #: pages (numbered within the file) the summaries list as changed
-    changed_pages: frozenset[int]
+    #: one byte per repository block of the file: 1 when it is read
+    read: bytes
+    #: pages (numbered within the file, sorted) the summaries list as changed
+    changed_pages: array[int]
     #: bytes [0, trusted) are expected unchanged outside changed_pages
     trusted: int
     size: int  # the file's size when the walk saw it
@@ -68,18 +71,21 @@ class Guide:
         first = segno * RELSEG_BLOCKS
         limit = RELSEG_BLOCKS if changes.limit is None else changes.limit - first
         trusted = max(0, min(prev.size, src.size, limit * BLCKSZ))
-        pages = frozenset(b - first for b in changes.blocks if first <= b < first + RELSEG_BLOCKS)
-        touched = {p * BLCKSZ // bs for p in pages}
+        blocks = changes.blocks
+        lo = bisect_left(blocks, first)
+        hi = bisect_left(blocks, first + RELSEG_BLOCKS, lo)
+        pages = array("I", (b - first for b in blocks[lo:hi]))
         count = -(-src.size // bs)
-        read = frozenset(
-            i
-            for i in range(count)
-            if i in touched or not _reusable(i * bs, bs, src.size, prev.size, trusted)
+        read = bytearray(
+            0 if _reusable(i * bs, bs, src.size, prev.size, trusted) else 1 for i in range(count)
         )
-        if not all(bytes.fromhex(prev.blocks[i]) in index for i in range(count) if i not in read):
+        for page in pages:
+            if page * BLCKSZ < src.size:
+                read[page * BLCKSZ // bs] = 1
+        if not all(bytes.fromhex(prev.blocks[i]) in index for i in range(count) if not read[i]):
             return None
-        to_read = sum(min(bs, src.size - i * bs) for i in read)
-        return GuidedPlan(prev, read, pages, trusted, src.size, to_read)
+        to_read = sum(min(bs, src.size - i * bs) for i in range(count) if read[i])
+        return GuidedPlan(prev, bytes(read), pages, trusted, src.size, to_read)
 
 
 def keeps_block_crcs(path: str) -> bool:
@@ -169,9 +175,10 @@ def store_guided(
     crc = size = read = 0
     bad: list[int] = []
     count = -(-plan.size // bs)
+    changed = set(plan.changed_pages) if any(plan.read) else set()
     with open(src.abspath, "rb", buffering=0) as f:
         for i in range(count):
-            if i not in plan.read:
+            if not plan.read[i]:
                 blocks.append(plan.prev.blocks[i])
                 crcs.append(plan.prev.block_crcs[i])
                 length = min(bs, plan.size - i * bs)
@@ -182,7 +189,7 @@ def store_guided(
             read += len(chunk)
             if not chunk:
                 break  # truncated meanwhile: WAL replay truncates it too
-            if _missed_change(chunk, i * bs, plan, base_start, start):
+            if _missed_change(chunk, i * bs, changed, plan.trusted, base_start, start):
                 return None
             if storer.page_check.enabled and len(chunk) % BLCKSZ == 0:
                 bad += storer._failing_pages(f, chunk, i * bs, first_page + i * bs // BLCKSZ)
@@ -206,14 +213,14 @@ _LSN = struct.Struct("<II")  # pd_lsn: xlogid, xrecoff (PageXLogRecPtr), in host
 
 
 def _missed_change(
-    chunk: bytes, offset: int, plan: GuidedPlan, base_start: int, start: int
+    chunk: bytes, offset: int, changed: set[int], trusted: int, base_start: int, start: int
 ) -> bool:
     """Whether a page of ``chunk`` the summaries call unchanged was written by WAL between
     the two backups' starts. Pages changed after this backup's start are not evidence: replay
     rewrites them from a full-page image."""
     for at in range(0, len(chunk) - BLCKSZ + 1, BLCKSZ):
         page = (offset + at) // BLCKSZ
-        if page in plan.changed_pages or (page + 1) * BLCKSZ > plan.trusted:
+        if page in changed or (page + 1) * BLCKSZ > trusted:
             continue
         hi, lo = _LSN.unpack_from(chunk, at)
         if base_start <= (hi << 32 | lo) < start:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,13 @@ log = logging.getLogger("pgkura")
 RelationKey = tuple[int, int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RelationChanges:
-    """A main fork's blocks touched in the range, relation-wide numbers, and its smallest
-    limit block (None: never truncated in the range)."""
+    """A main fork's blocks touched in the range (relation-wide numbers, sorted; 4 bytes each,
+    so that a large change costs little memory), and its smallest limit block (None: never
+    truncated in the range)."""
 
-    blocks: frozenset[int]
+    blocks: array[int]
     limit: int | None
 
 
@@ -67,7 +69,10 @@ class Summaries:
         return RelationChanges(changes.blocks, limit)
 
 
-_UNCHANGED = RelationChanges(frozenset(), None)
+_UNCHANGED = RelationChanges(array("I"), None)
+# A relation with more changed blocks than this (32 GiB of them) is read whole instead of
+# listed: the list would cost more memory than it saves reading.
+MAX_LISTED = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -267,26 +272,39 @@ def _only_a_page_header(begin: int, end: int, seg_size: int) -> bool:
     return end - begin <= header
 
 
+_CONTENTS = """
+SELECT c.reltablespace, c.reldatabase, c.relfilenode,
+       CASE WHEN count(*) FILTER (WHERE NOT c.is_limit_block) <= %s
+            THEN array_agg(DISTINCT c.relblocknumber) FILTER (WHERE NOT c.is_limit_block) END,
+       count(*) FILTER (WHERE NOT c.is_limit_block),
+       min(c.relblocknumber) FILTER (WHERE c.is_limit_block)
+FROM unnest(%s::bigint[], %s::pg_lsn[], %s::pg_lsn[]) AS s (tli, start_lsn, end_lsn),
+     LATERAL pg_wal_summary_contents(s.tli, s.start_lsn, s.end_lsn) AS c
+WHERE c.relforknumber = 0 OR c.relfilenode = 0
+GROUP BY 1, 2, 3
+"""
+
+
 def _contents(conn: Any, used: list[tuple[int, int, int]]) -> dict[RelationKey, RelationChanges]:
-    blocks: dict[RelationKey, set[int]] = {}
-    limits: dict[RelationKey, int] = {}
-    for t, s, e in used:
-        rows = conn.execute(
-            "SELECT reltablespace, reldatabase, relfilenode, relblocknumber, is_limit_block "
-            "FROM pg_wal_summary_contents(%s, %s::pg_lsn, %s::pg_lsn) "
-            "WHERE relforknumber = 0 OR relfilenode = 0",
-            (t, format_lsn(s), format_lsn(e)),
-        ).fetchall()
-        for spc, db, node, blkno, is_limit in rows:
-            key = (int(spc), int(db), int(node))
-            if is_limit:
-                limits[key] = min(int(blkno), limits.get(key, int(blkno)))
-            else:
-                blocks.setdefault(key, set()).add(int(blkno))
-    return {
-        key: RelationChanges(frozenset(blocks.get(key, ())), limits.get(key))
-        for key in blocks.keys() | limits.keys()
-    }
+    """Each main fork's changes in the summaries ``used``, merged (sorted, once each)."""
+    rows = conn.execute(
+        _CONTENTS,
+        (
+            MAX_LISTED,
+            [t for t, _s, _e in used],
+            [format_lsn(s) for _t, s, _e in used],
+            [format_lsn(e) for _t, _s, e in used],
+        ),
+    )
+    out: dict[RelationKey, RelationChanges] = {}
+    for spc, db, node, blocks, changed, limit in rows:
+        if changed and blocks is None:
+            limit = 0  # too many to list: the relation is read whole
+        listed = array("I", sorted(blocks) if blocks else ())
+        out[(int(spc), int(db), int(node))] = RelationChanges(
+            listed, None if limit is None else int(limit)
+        )
+    return out
 
 
 def relation_key(path: str) -> tuple[RelationKey, int] | None:
