@@ -12,6 +12,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,11 +214,18 @@ def backup_online(
         with backup_lock(repo, stanza):
             started = utc_now()
             backup_id = new_backup_id(started)
-            index = BlockIndex(repo).load(write_back=True)
-            previous = previous_files(repo, stanza, facts.system_identifier)
-            start_lsn = _start_backup(
-                conn, facts.version_num, f"pgkura {backup_id}", fast_checkpoint
-            )
+            # The index and the previous manifest load while the server checkpoints.
+            with ThreadPoolExecutor(1, thread_name_prefix="pgkura-load") as pool:
+                loading = pool.submit(
+                    lambda: (
+                        BlockIndex(repo).load(write_back=True),
+                        previous_files(repo, stanza, facts.system_identifier),
+                    )
+                )
+                start_lsn = _start_backup(
+                    conn, facts.version_num, f"pgkura {backup_id}", fast_checkpoint
+                )
+                index, previous = loading.result()
             decision = None
             if summaries_apply(facts.version_num, cfg.wal_summaries):
                 decision = decide(
