@@ -5,6 +5,7 @@ and restores exactly like any other."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -369,3 +370,53 @@ def test_guided_backup_follows_the_history_to_a_new_timeline(
     expected = promoted.sql(DIGESTS)
     switch_and_wait_archived(promoted)
     _restore_and_compare(make_server, work_dir, repo, guided, expected)
+
+
+@pytest.mark.min_pg(17, reason="WAL summaries")
+def test_summaries_removed_while_the_backup_runs_leave_it_exact(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """The summaries are removed as soon as the backup's session is seen on the server:
+    before they are read the backup falls back, after it they are no longer needed; either
+    way it is exact and its manifest says which."""
+    import subprocess
+
+    from runner import PGKURA, os_user
+
+    src = _server(make_server, repo)
+    src.sql(
+        "CREATE TABLE t AS SELECT g AS id, repeat('x', 200) AS pad "
+        "FROM generate_series(1, 200000) g"
+    )
+    src.sql("VACUUM (FREEZE) t")
+    _backup(src, repo)
+    src.sql("UPDATE t SET pad = 'y' WHERE id <= 1000")
+    _summarized_past_checkpoint(src)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGKURA_", "PG"))}
+    env.update(src.libpq_env(), PGKURA_PGDATA=str(src.pgdata))
+    cmd = [PGKURA, "--repo", repo, "backup", "--type", "online", "--output", "json"]
+    if os_user() is not None:
+        cmd = ["runuser", "-u", str(os_user()), "--", *cmd]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    seen = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkura'"
+    deadline = time.monotonic() + 60
+    while src.sql(seen)[0][0] == 0 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the backup's session never showed"
+    for f in (src.pgdata / "pg_wal" / "summaries").iterdir():
+        f.unlink()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    backup_id = json.loads(out)["id"]
+    m = read_manifest(Repository.open(open_storage(repo)), "main", backup_id)
+    note = _note(m)
+    assert (
+        note["guided"] is True
+        or "do not cover" in note["fallback"]
+        or ("could not be read" in note["fallback"])
+    ), note
+    expected = src.sql(DIGESTS)
+    switch_and_wait_archived(src)
+    _restore_and_compare(make_server, work_dir, repo, m, expected)
+    print(f"summaries removed mid-backup: {note}")
