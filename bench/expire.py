@@ -104,11 +104,30 @@ class ExpireStage:
             time.sleep(2)
             pgkura_cmd = [PGKURA, "--repo", str(repo), "--stanza", "bench",
                           "--keep-last", str(keep), "expire"]  # fmt: skip
+            if os.environ.get("BENCH_EXPIRE_PROFILE"):  # where a copy's expire spends its time
+                self.profile(pgkura_cmd, repo)
             self.results["pgkura expire --keep-last"] = self.measure(pgkura_cmd, repo)
             pgbr_cmd = b.pgbackrest(f"--repo1-retention-full={keep}", "expire")
             self.results["pgbackrest expire retention-full"] = self.measure(pgbr_cmd, pgbr_repo)
         finally:
             b.pgbr_conf.write_text(saved)
+
+    def profile(self, cmd: list[str], repo: Path) -> None:
+        """``BENCH_EXPIRE_PROFILE=1``: the same expire on a copy of the repository under
+        cProfile, its 25 most expensive functions (cumulative) printed; not timed."""
+        import pstats
+        import shutil
+        import sys
+
+        from bench import own
+
+        copy = self.bench.base / "pgkura-expire-profiled"
+        shutil.rmtree(copy, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(repo), str(copy)], check=True)  # owners kept
+        out = own(self.bench.base / "expire-profile") / "expire.prof"
+        argv = [c if c != str(repo) else str(copy) for c in cmd]
+        measured(self.bench, [sys.executable, "-m", "cProfile", "-o", str(out), *argv])
+        pstats.Stats(str(out)).sort_stats("cumulative").print_stats(25)
 
     def measure(self, cmd: list[str], repo: Path) -> Expiry:
         before = disk_bytes(repo)

@@ -379,3 +379,103 @@ def test_a_destination_with_settings_of_its_own_comes_from_to_config(
     restored = make_server("restored", pgdata=target, init=False)
     restored.wait_for_promotion()
     assert restored.sql("SELECT count(*), sum(id) FROM t")[0] == (5000, 12502500)
+
+
+def test_a_copied_backup_keeps_its_pin_and_its_drill_and_an_expire_there_keeps_it(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A pin is a DBA's decision to keep a backup whatever the policy: the copy keeps it, so
+    an expire of the destination does not delete what the source keeps. The drill's record
+    comes too (the copy read back the same blocks), marked as copied."""
+    src = make_server("cold")
+    src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 3000) g")
+    src.stop()
+    ids = [run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type",
+                      "offline").stdout.strip() for _ in range(3)]  # fmt: skip
+    run_pgkura("--repo", repo, "pin", ids[0])
+    drilled = run_pgkura("--repo", repo, "verify", "--restore", ids[0], "--output", "json",
+                         env={"TMPDIR": str(work_dir)})  # fmt: skip
+    assert json.loads(drilled.stdout)["drills"][0]["passed"] is True
+
+    offsite = str(work_dir / "offsite")
+    out = copy("--repo", repo, "copy", "--to", offsite, "--all")
+    flags = {b["id"]: (b["pinned"], b["drill_copied"]) for b in out["backups"]}
+    assert flags == {ids[0]: (True, True), ids[1]: (False, False), ids[2]: (False, False)}
+    info = json.loads(run_pgkura("--repo", offsite, "info", "--output", "json").stdout)
+    lines = {b["id"]: b for b in info["backups"]}
+    assert lines[ids[0]]["pinned"] is not None and lines[ids[1]]["pinned"] is None
+    assert lines[ids[0]]["last_drill"]["passed"] is True and lines[ids[1]]["last_drill"] is None
+
+    expired = json.loads(run_pgkura("--repo", offsite, "--keep-last", "1", "expire", "--output",
+                                    "json").stdout)  # fmt: skip
+    assert expired["expired"] == [ids[1]]  # the pinned oldest stays, as in the source
+    target = work_dir / "restored"
+    run_pgkura("--repo", offsite, "restore", "--backup", ids[0], "--target-dir", str(target))
+    restored = make_server("restored", pgdata=target, init=False)
+    assert restored.sql("SELECT count(*), sum(g) FROM t")[0] == (3000, 4501500)
+
+
+def test_kill_9_at_random_points_of_a_copy_loses_nothing_and_the_next_completes_it(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A copy killed by SIGKILL wherever it is (blocks, WAL, its manifest, the read-back)
+    leaves the destination with only whole backups, each of which verifies; the next copy
+    finishes the rest, and the copies restore with the source gone."""
+    import random
+    import signal
+    import subprocess
+
+    from runner import PGKURA, os_user
+
+    src = make_server("src")
+    src.pgbench_init(5)
+    ids = []
+    for i in range(3):
+        if i:
+            src.start()
+            src.sql(f"UPDATE pgbench_accounts SET abalance = abalance + {i} WHERE aid <= 150000")
+        src.stop()
+        ids.append(run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type",
+                              "offline").stdout.strip())  # fmt: skip
+    src.start()
+    expected = src.sql("SELECT count(*), sum(abalance) FROM pgbench_accounts")[0]
+    src.stop()
+    offsite = str(work_dir / "offsite")
+    run_pgkura("--repo", offsite, "init")
+    began = time.monotonic()  # a whole copy into a throwaway repository times the kill points
+    run_pgkura("--repo", repo, "copy", "--to", str(work_dir / "timing"), "--all")
+    whole = time.monotonic() - began
+    rng = random.Random(16)
+    outcomes: list[tuple[int, int]] = []
+    for attempt in range(5):
+        command = [PGKURA, "--repo", repo, "copy", "--to", offsite, "--all"]
+        if os_user():
+            command = ["runuser", "-u", "postgres", "--", *command]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # fmt: skip
+        time.sleep(rng.uniform(0.3, 0.3 + whole))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        present = json.loads(run_pgkura("--repo", offsite, "info", "--output", "json").stdout)
+        assert {b["id"] for b in present["backups"]} <= set(ids), attempt
+        outcomes.append((proc.returncode, len(present["backups"])))
+        check = run_pgkura("--repo", offsite, "verify", "--no-pages", check=False)
+        assert check.returncode == 0, (attempt, check.stdout, check.stderr)
+    assert outcomes[0][0] == -signal.SIGKILL and outcomes[0][1] < 3, outcomes  # killed midway
+    done = copy("--repo", repo, "copy", "--to", offsite, "--all")
+    assert done["ok"] is True and {b["id"] for b in done["backups"]} == set(ids), done
+    assert run_pgkura("--repo", offsite, "verify").returncode == 0
+    gc = json.loads(run_pgkura("--repo", offsite, "gc", "--output", "json").stdout)
+    assert gc["unreadable_kept"] == [], gc  # what the killed runs left is garbage, not damage
+    os.rename(repo, repo + ".gone")
+    for n, backup_id in enumerate((ids[0], ids[-1])):
+        target = work_dir / f"restored-{n}"
+        run_pgkura("--repo", offsite, "restore", "--backup", backup_id, "--target-dir",
+                   str(target))  # fmt: skip
+        server = make_server(f"restored-{n}", pgdata=target, init=False)
+        row = server.sql("SELECT count(*), sum(abalance) FROM pgbench_accounts")[0]
+        server.stop()
+        if backup_id == ids[-1]:
+            assert row == expected
+        else:
+            assert row == (500000, 0)

@@ -450,3 +450,61 @@ def test_a_restore_from_s3_reads_many_small_files_in_few_requests(
     assert pack_gets * 10 < files, (pack_gets, files)
     restored = make_server("restored", pgdata=target, init=False)
     assert restored.sql("SELECT count(*), sum(a) FROM t")[0] == (50000, 1250025000)
+
+
+def snapshot_gets(path: Path) -> int:
+    return int(_stats(path)["by_area"].get("snapshots", {}).get("get", 0))
+
+
+def test_expire_gc_and_info_read_each_manifest_once_then_from_the_cache(
+    make_server: Any, work_dir: Path, backup_repo: tuple[str, ...]
+) -> None:
+    """Issue retention, point 7: the manifests expire, its gc and info read do not grow with
+    the backups on a warm cache; a damaged cached copy is fetched again; verify reads the
+    store."""
+    from runner import run_pgkura
+
+    src = make_server("src")
+    src.sql("CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 1000) g")
+    src.stop()
+    cache, stats = work_dir / "cache", work_dir / "stats.json"
+
+    def pgkura(*args: str, cache_dir: Path = cache) -> Any:
+        env = {"PGKURA_PGDATA": str(src.pgdata), "PGKURA_CACHE_DIR": str(cache_dir),
+               "PGKURA_REQUEST_STATS": str(stats)}  # fmt: skip
+        return run_pgkura(*backup_repo, *args, env=env)
+
+    for n in range(6):
+        src.start()
+        src.sql(f"INSERT INTO t VALUES ({-n})")
+        src.stop()
+        pgkura("backup", "--type", "offline")
+    ids = [b["id"] for b in json.loads(pgkura("info", "--output", "json").stdout)["backups"]]
+    assert len(ids) == 6 and snapshot_gets(stats) == 0  # each backup cached its manifest
+
+    out = json.loads(pgkura("--keep-last", "4", "expire", "--output", "json").stdout)
+    assert out["expired"] == ids[:2]
+    assert snapshot_gets(stats) == 0  # six manifests, for expire and its gc: not one GET
+    cached = sorted(p.name for p in cache.rglob("snapshots/*/*"))
+    assert cached == ids[2:]  # the copies of deleted backups are gone with them
+
+    cold = work_dir / "cold"
+    pgkura("--keep-last", "4", "expire", cache_dir=cold)
+    assert snapshot_gets(stats) == 4  # once each; its gc was handed them
+    pgkura("gc", cache_dir=cold)
+    assert snapshot_gets(stats) == 0
+
+    victim = next(cold.rglob(f"snapshots/*/{ids[3]}"))
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # same size, wrong bytes: never trusted
+    victim.write_bytes(bytes(raw))
+    info = json.loads(pgkura("info", "--output", "json", cache_dir=cold).stdout)
+    assert [b["id"] for b in info["backups"]] == ids[2:] and snapshot_gets(stats) == 1
+    assert victim.read_bytes() != bytes(raw)  # the good copy replaced it
+
+    assert pgkura("verify", cache_dir=cold).returncode == 0
+    assert snapshot_gets(stats) >= 4  # verify reads every manifest from the store
+    target = work_dir / "restored"
+    pgkura("restore", "--target-dir", str(target), cache_dir=cold)
+    restored = make_server("restored", pgdata=target, init=False)
+    assert restored.sql("SELECT count(*), min(a) FROM t")[0] == (1006, -5)

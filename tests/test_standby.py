@@ -152,10 +152,26 @@ def test_a_backup_from_a_standby_under_load_restores_like_the_primarys(
     backup_id = json.loads(out.stdout)["id"]
     load.wait(timeout=120)
     assert load.returncode == 0, load.stderr.read() if load.stderr else ""
+    # pg_basebackup from the standby: its end is finished by the same switch on the primary.
+    primary.sql("CREATE TABLE by_basebackup AS SELECT 3 AS x")
+    _wait_for_replay(standby, primary)
+    out = run_pgkura(
+        "--repo", repo, "--primary-dbconn", primary_conn, "--archive-timeout", "60", "backup",
+        "--type", "basebackup", "--output", "json", env=on_standby,
+    )  # fmt: skip
+    basebackup_id = json.loads(out.stdout)["id"]
     primary.sql("CREATE TABLE after_backup AS SELECT 7 AS x")
     final = assert_balanced(primary)
     switch_and_wait_archived(primary)
     primary.stop()
+
+    target = work_dir / "by-basebackup"
+    run_pgkura("--repo", repo, "restore", basebackup_id, "--target-dir", str(target))
+    by_basebackup = make_server("by-basebackup", pgdata=target, init=False)
+    by_basebackup.wait_for_promotion()
+    assert assert_balanced(by_basebackup) == final
+    assert by_basebackup.sql("SELECT x FROM by_basebackup")[0][0] == 3
+    by_basebackup.stop()
 
     target = work_dir / "from-standby"
     run_pgkura("--repo", repo, "restore", backup_id, "--target-dir", str(target))

@@ -160,7 +160,7 @@ SETTINGS: tuple[Setting, ...] = (
         "path, never the passphrase, is what any command line carries",
         metavar="FILE"),
     *(Setting(n, t, d, h, metavar=m) for n, t, d, m, h in _RETENTION),
-    Setting("cache_dir", str, None, "index cache (default: ~/.cache/pgkura)", metavar="DIR|off"),
+    Setting("cache_dir", str, None, "local cache (default: ~/.cache/pgkura)", metavar="DIR|off"),
 )
 # fmt: on
 BY_NAME = {s.name: s for s in SETTINGS}

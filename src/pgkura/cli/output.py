@@ -1,4 +1,9 @@
-"""Output: data (ids, JSON) on stdout, messages for people on stderr."""
+"""Output: data (ids, JSON) on stdout, messages for people on stderr.
+
+With ``--output json`` a command prints one JSON object, its result record's ``to_json()``
+with :data:`JSON_SCHEMA_VERSION` as ``schema_version`` in front; docs/json-output.md
+describes each command's object and docs/json/ holds their JSON Schemas.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,15 @@ from typing import Any, Protocol
 
 import click
 
+#: The version of the JSON objects the commands print (docs/json-output.md, "Stability"):
+#: raised only when a field is removed, renamed or changes meaning; new fields come without.
+JSON_SCHEMA_VERSION = 1
+
 
 class Result(Protocol):
     """A command's typed result: what ``--output json`` prints."""
 
-    def to_json(self) -> Any: ...
+    def to_json(self) -> dict[str, Any]: ...
 
 
 def say(line: str) -> None:
@@ -21,7 +30,8 @@ def say(line: str) -> None:
 
 
 def print_json(result: Result) -> None:
-    click.echo(json.dumps(result.to_json(), indent=2))
+    """``result`` as the one JSON object of ``--output json`` on stdout."""
+    click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **result.to_json()}, indent=2))
 
 
 def emit(output: str, result: Result, text: Callable[[], str]) -> None:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pgkura.cli.context import config, progress
-from pgkura.cli.options import jobs_option, target_options, workers
-from pgkura.cli.output import say
+from pgkura.cli.options import jobs_option, output_option, target_options, workers
+from pgkura.cli.output import print_json, say
 from pgkura.cli.table_restore import TableRestoreAsk, table_restore
 from pgkura.errors import UsageError
 
@@ -109,6 +109,7 @@ def standby_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @standby_options
 @jobs_option()
+@output_option
 @click.pass_context
 def restore(
     ctx: click.Context,
@@ -132,6 +133,7 @@ def restore(
     archive_mode: str,
     jobs: int | None,
     standby: Standby | None,
+    output: str,
 ) -> None:
     """Restore a physical backup into --target-dir, or a logical dump into --dbname."""
     if backup_arg is not None and backup_id not in (None, backup_arg):
@@ -139,7 +141,7 @@ def restore(
     backup_id = backup_id or backup_arg
     if dbname and (table or schema) and (target.point_in_time or _is_physical(ctx, backup_id)):
         request = TableRestoreAsk(dbname, table, schema, as_name, replace, yes, only)
-        table_restore(ctx, backup_id, request, target)
+        table_restore(ctx, backup_id, request, target, output)
         return
     if as_name or replace or yes or only:
         raise UsageError(
@@ -164,7 +166,7 @@ def restore(
             tables=table, schemas=schema, no_owner=no_owner, list_only=list_toc,
             progress=progress(),
         )  # fmt: skip
-        _show_logical(done)
+        _show_logical(done, output)
         return
     if create or clean or table or schema or no_owner:
         raise UsageError(
@@ -188,7 +190,7 @@ def restore(
         archive_mode_off=archive_mode == "off",
         standby=standby,
     )
-    _show_physical(run_restore(config(ctx), physical, progress()))
+    _show_physical(run_restore(config(ctx), physical, progress()), output)
 
 
 def _is_physical(ctx: click.Context, backup_id: str | None) -> bool:
@@ -199,7 +201,10 @@ def _is_physical(ctx: click.Context, backup_id: str | None) -> bool:
     return backup_kind(config(ctx), backup_id) == "physical"
 
 
-def _show_physical(result: RestoreResult) -> None:
+def _show_physical(result: RestoreResult, output: str) -> None:
+    """What was restored on stderr; with --output json, also its JSON on stdout."""
+    if output == "json":
+        print_json(result)
     s = result.stats
     if result.note:
         say(result.note)
@@ -216,9 +221,12 @@ def _show_physical(result: RestoreResult) -> None:
         )
 
 
-def _show_logical(result: LogicalRestoreResult) -> None:
-    """The dump's contents on stdout (--list), or what was restored on stderr."""
-    if result.listing is not None:
+def _show_logical(result: LogicalRestoreResult, output: str) -> None:
+    """The dump's contents on stdout (--list), or what was restored on stderr; with
+    --output json, the result's JSON on stdout (the contents in its ``listing``)."""
+    if output == "json":
+        print_json(result)
+    elif result.listing is not None:
         click.echo(result.listing, nl=False)
         return
     if result.globals_restored:

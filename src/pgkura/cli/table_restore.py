@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pgkura.cli.context import config
-from pgkura.cli.output import say
+from pgkura.cli.output import print_json, say
 
 if TYPE_CHECKING:
     from pgkura.commands.table_restore import RestoredTable, TableRestoreResult
@@ -31,7 +31,11 @@ class TableRestoreAsk:
 
 
 def table_restore(
-    ctx: click.Context, backup_id: str | None, ask: TableRestoreAsk, target: TargetArgs
+    ctx: click.Context,
+    backup_id: str | None,
+    ask: TableRestoreAsk,
+    target: TargetArgs,
+    output: str = "text",
 ) -> None:
     from pgkura.commands.table_restore import TableRestoreRequest, run_table_restore
 
@@ -54,6 +58,9 @@ def table_restore(
         confirm=confirm,
     )
     result = run_table_restore(config(ctx), request, say)
+    if output == "json":
+        print_json(result)
+        return
     for line in table_restore_lines(result):
         click.echo(line)
 

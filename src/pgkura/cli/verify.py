@@ -3,7 +3,6 @@ backup restores."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import click
@@ -89,7 +88,7 @@ def _drills(
     output: str,
     target: TargetArgs,
 ) -> None:
-    from pgkura.commands.drill import drill, drill_candidates
+    from pgkura.commands.drill import DrillsReport, drill, drill_candidates
 
     cfg = config(ctx)
     recovery = target.sandbox_target(default_immediate=True)
@@ -107,9 +106,10 @@ def _drills(
         results.append(result)
         if output != "json":
             _show_drill(result)
+    report = DrillsReport(tuple(results))
     if output == "json":
-        click.echo(json.dumps({"drills": [r.to_json() for r in results]}, indent=2))
-    failed = [r for r in results if not r.passed]
+        print_json(report)
+    failed = report.failed
     if failed:
         raise PgkuraError(
             f"{len(failed)} of {len(results)} drill(s) failed",

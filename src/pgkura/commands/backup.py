@@ -10,19 +10,28 @@ from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.errors import ChecksumFailuresError, UsageError
 from pgkura.pg.postmaster import running_postmaster_pid
+from pgkura.physical.backup import CatalogLine
 from pgkura.progress import Progress
 from pgkura.repository.manifest import Manifest
 
 
 @dataclass(frozen=True)
 class BackupTaken:
-    """A backup that was stored, with the data page checksum failures it found."""
+    """A backup that was stored: its catalog line (what ``info`` lists for it), with the data
+    page checksum failures it found."""
 
-    id: str
-    checksum_failures: tuple[dict[str, Any], ...] = ()
+    line: CatalogLine
+
+    @property
+    def id(self) -> str:
+        return self.line.id
+
+    @property
+    def checksum_failures(self) -> tuple[dict[str, Any], ...]:
+        return self.line.checksum_failures
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id}
+        return self.line.to_json()
 
     def checksum_error(self) -> ChecksumFailuresError | None:
         """The error to exit with when the cluster has corrupt pages (the backup is kept)."""
@@ -47,7 +56,7 @@ def run_backup(
     progress: Progress | None,
 ) -> BackupTaken:
     manifest = _take(cfg, backup_type, force, fast_checkpoint, jobs, progress)
-    return BackupTaken(manifest.id, manifest.checksum_failures)
+    return BackupTaken(CatalogLine.of(manifest))
 
 
 def _take(

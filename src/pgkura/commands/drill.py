@@ -3,11 +3,26 @@ physical/drill.py's; its records are repository/drills.py's)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pgkura.config import Config
 from pgkura.physical.drill import DrillResult as DrillResult
 from pgkura.physical.recovery import RecoveryTarget
+
+
+@dataclass(frozen=True)
+class DrillsReport:
+    """The drills of one ``verify --restore`` run (one backup, or every one with --all)."""
+
+    drills: tuple[DrillResult, ...]
+
+    @property
+    def failed(self) -> list[DrillResult]:
+        return [d for d in self.drills if not d.passed]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"drills": [d.to_json() for d in self.drills], "passed": not self.failed}
 
 
 def drill(cfg: Config, backup_id: str | None, target: RecoveryTarget, keep: bool = False,

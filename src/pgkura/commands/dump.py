@@ -9,17 +9,30 @@ from typing import Any
 from pgkura.commands import open_repository
 from pgkura.config import Config
 from pgkura.logical.dump import DumpRequest, take_dump
+from pgkura.logical.records import DumpFacts, dump_facts
+from pgkura.physical.backup import CatalogLine
 from pgkura.progress import Progress
 
 
 @dataclass(frozen=True)
 class DumpTaken:
-    """A logical dump that was stored."""
+    """A logical dump that was stored: its catalog line (what ``info`` lists for it) and the
+    dump's format and databases."""
 
-    id: str
+    line: CatalogLine
+    facts: DumpFacts
+
+    @property
+    def id(self) -> str:
+        return self.line.id
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id}
+        return {
+            **self.line.to_json(),
+            "format": self.facts.format,
+            "whole_cluster": self.facts.whole_cluster,
+            "databases": [d.name for d in self.facts.databases],
+        }
 
 
 def run_dump(
@@ -45,4 +58,5 @@ def run_dump(
     )
     request.check()  # before touching the repository or the server
     repo = open_repository(cfg)
-    return DumpTaken(take_dump(repo, cfg, request, progress).id)
+    manifest = take_dump(repo, cfg, request, progress)
+    return DumpTaken(CatalogLine.of(manifest), dump_facts(manifest))

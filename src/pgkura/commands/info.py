@@ -16,7 +16,7 @@ from pgkura.config import Config
 from pgkura.errors import CorruptionError
 from pgkura.physical.backup import CatalogLine as CatalogLine
 from pgkura.physical.window import wal_facts
-from pgkura.repository.manifest import list_backup_ids, read_manifest, resolve_backup_id
+from pgkura.repository.manifest import listed_backups, read_manifest, resolve_backup_id
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,14 @@ def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
     """The catalog of the stanza, or of the one backup ``backup_id``."""
     repo = open_repository(cfg)
     stanza = cfg.stanza
-    ids = (
-        [resolve_backup_id(repo, stanza, backup_id)] if backup_id else list_backup_ids(repo, stanza)
-    )
+    listed = listed_backups(repo, stanza)  # one listing; the sizes let the cache answer
+    ids = [resolve_backup_id(repo, stanza, backup_id)] if backup_id else sorted(listed)
     # One damaged manifest must not hide the others: it is listed as damaged.
     manifests = []
     damaged: list[dict[str, Any]] = []
     for i in ids:
         try:
-            manifests.append(read_manifest(repo, stanza, i))
+            manifests.append(read_manifest(repo, stanza, i, listed_size=listed.get(i)))
         except CorruptionError as exc:
             damaged.append({"id": i, "stanza": stanza, "damaged": exc.message})
     info = repo.stanza(stanza)

@@ -4,6 +4,7 @@ ID --dbname DB`, `--list`): choosing the dump and the tools, then logical/restor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pgkura.config import Config
 from pgkura.errors import BackupNotFoundError, UsageError
@@ -47,6 +48,20 @@ class LogicalRestoreResult:
     globals_restored: bool = False
     skipped_globals: list[str] = field(default_factory=list)
     listing: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "logical",
+            "backup": self.manifest.id,
+            "format": self.format,
+            "databases": [
+                {"dumped": dumped, "restored_into": into, "created": into in self.created}
+                for dumped, into in self.databases
+            ],
+            "globals_restored": self.globals_restored,
+            "skipped_globals": list(self.skipped_globals),
+            "listing": self.listing,
+        }
 
 
 def _choose(repo: Repository, stanza: str, wanted: str | None) -> Manifest:

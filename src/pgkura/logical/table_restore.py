@@ -60,6 +60,8 @@ class TableRestoreResult:
 
     backup: str
     target: str
+    #: the point the sandbox recovered to (``target`` describes it)
+    recovery_target: RecoveryTarget
     database: str
     #: rows counted in each restored table, by its new name
     restored: dict[str, int]
@@ -70,16 +72,8 @@ class TableRestoreResult:
     timings: dict[str, float]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "backup": self.backup,
-            "target": self.target,
-            "database": self.database,
-            "restored": self.restored,
-            "tables": [t.to_json() for t in self.tables],
-            "replaced": list(self.replaced),
-            "foreign_keys_left_out": list(self.foreign_keys_left_out),
-            "timings": self.timings,
-        }
+        # Every field is plain data or a dataclass of plain data (tuples print as arrays).
+        return {"kind": "table", **asdict(self)}
 
 
 @dataclass
@@ -271,6 +265,7 @@ def _restore_from(
     return TableRestoreResult(
         backup=sandbox.backup.id,
         target=req.target.describe(),
+        recovery_target=req.target,
         database=db,
         restored={placed[oid].text: n for oid, n in tset.counts.items()},
         tables=_report(tset, placed, swap.attached),

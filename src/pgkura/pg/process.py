@@ -170,9 +170,10 @@ def run(
 
 
 class Child:
-    """A running program started by :func:`spawn`. Its stderr goes to a temporary file
-    unless redirected: a pipe could fill up and block the tool while pgkura streams its
-    stdout or stdin."""
+    """A running program started by :func:`spawn`: ``stdin``/``stdout`` as subprocess takes
+    them (PIPE, DEVNULL, a file); ``stderr`` a file to send it to, else a temporary file (a
+    pipe could fill up and block the tool while pgkura streams its stdout or stdin);
+    ``detach`` starts a new session, for a child that must outlive its caller."""
 
     def __init__(
         self,
@@ -262,31 +263,7 @@ class Child:
             self._stderr.close()
 
 
-def spawn(
-    cmd: Sequence[str],
-    *,
-    user: str | None = None,
-    env: Mapping[str, str] | None = None,
-    stdin: int | IO[Any] | None = None,
-    stdout: int | IO[Any] | None = None,
-    stderr: IO[Any] | None = None,
-    cwd: str | Path | None = None,
-    detach: bool = False,
-    error: type[PgkuraError] = PostgresError,
-) -> Child:
-    """Start ``cmd`` without waiting for it. ``stdin``/``stdout`` as subprocess takes them
-    (PIPE, DEVNULL, a file); ``stderr`` a file to send it to instead of capturing it;
-    ``detach`` starts a new session, for a child that must outlive its caller. Use the
-    child as a context manager, so that an error on our side kills it instead of leaving it
-    running; :meth:`Child.check` turns its failure into ``error``."""
-    return Child(
-        cmd,
-        user=user,
-        env=env,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        detach=detach,
-        error=error,
-    )
+#: Start ``cmd`` without waiting for it (:class:`Child` documents the arguments). Use the
+#: child as a context manager, so that an error on our side kills it instead of leaving it
+#: running; :meth:`Child.check` turns its failure into ``error``.
+spawn = Child

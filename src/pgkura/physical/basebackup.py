@@ -26,8 +26,15 @@ from pgkura.pg.process import run
 from pgkura.pg.versions import major_of_version_num
 from pgkura.physical.backup import new_backup_id, previous_files, store_files
 from pgkura.physical.exclusions import OnlineExclusions
-from pgkura.physical.online import OnlineCopy, ServerFacts, finish_online_backup, server_facts
+from pgkura.physical.online import (
+    OnlineCopy,
+    ServerFacts,
+    finish_online_backup,
+    label_timeline,
+    server_facts,
+)
 from pgkura.physical.source import walk_data_directory
+from pgkura.physical.standby import check_still_standby, switch_primary_wal
 from pgkura.physical.store import PageCheck
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
@@ -127,6 +134,10 @@ def backup_basebackup(
             (pgdata / "backup_manifest").unlink()  # pg_basebackup's, not part of PGDATA
             label = (pgdata / "backup_label").read_text()
             start_lsn = _label_start_lsn(label)
+            if facts.in_recovery:  # as for an online backup from a standby (standby.py)
+                with connect(cfg.dbconn) as conn:
+                    check_still_standby(conn, label_timeline(label))
+                switch_primary_wal(cfg)
             index = BlockIndex(repo).load(write_back=True)
             result = store_files(
                 repo,

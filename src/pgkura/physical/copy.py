@@ -21,6 +21,7 @@ from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.copy import BlockCopier, adopt_stanza, copied_manifest
 from pgkura.repository.manifest import Manifest, list_backup_ids, read_manifest, write_manifest
+from pgkura.repository.pins import copy_pin
 from pgkura.repository.repo import Repository
 from pgkura.repository.stanzas import Generation, StanzaInfo
 from pgkura.wal.copy import WalCopier, consistency_wal, pitr_wal
@@ -41,6 +42,8 @@ class CopiedBackup:
     status: str
     blocks_stored: int = 0  # blocks the destination lacked
     bytes_stored: int = 0  # their sealed bytes in the destination
+    pinned: bool = False  # its pin was copied with it
+    drill_copied: bool = False  # so was the record of its latest drill
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,8 @@ class CopiedBackup:
             "status": self.status,
             "blocks_stored": self.blocks_stored,
             "bytes_stored": self.bytes_stored,
+            "pinned": self.pinned,
+            "drill_copied": self.drill_copied,
         }
 
 
@@ -160,7 +165,10 @@ def _copy_one(
     m: Manifest,
     progress: Progress,
 ) -> CopiedBackup:
-    """Blocks, then the WAL that makes it consistent, then the manifest."""
+    """Blocks, then the WAL that makes it consistent, then its pin, the manifest and the
+    record of its latest drill. The pin goes first: a copy killed after it leaves a pin of
+    no backup (which keeps nothing), never a backup the source pinned that an expire of the
+    destination may delete."""
     before_blocks, before_bytes = copier.blocks_stored, copier.bytes_written
     progress.start(f"copying {m.kind} {m.id}", m.size_bytes)
     translated = copier.translate(m, progress.advance)
@@ -175,9 +183,15 @@ def _copy_one(
     committed = copied_manifest(translated, copier.source).with_changes(
         stored_bytes=copier.stored_bytes(translated), new_bytes=written
     )
+    pinned = copy_pin(copier.source, copier.dest, m.stanza, m.id)
     write_manifest(copier.dest, committed)
+    drill = copier.source.drills.latest(m.stanza, m.id)
+    if drill is not None:  # the same blocks, read back by this copy: the drill holds for them
+        copier.dest.drills.record(m.stanza, m.id, {**drill, "copied_from": copier.source.location})
     stored = copier.blocks_stored - before_blocks
-    return CopiedBackup(m.id, m.kind, m.method, "copied", stored, written)
+    return CopiedBackup(
+        m.id, m.kind, m.method, "copied", stored, written, pinned, drill is not None
+    )
 
 
 def _present(m: Manifest) -> CopiedBackup:

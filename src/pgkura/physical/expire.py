@@ -21,6 +21,7 @@ from pgkura.repository.manifest import (
     delete_manifest,
     list_backup_ids,
     read_manifest,
+    read_manifests,
 )
 from pgkura.repository.pins import pins
 from pgkura.repository.prune import PruneReport, prune
@@ -61,7 +62,7 @@ def _time_of(m: Manifest) -> datetime:
 def _manifests(repo: Repository, stanza: str) -> list[Manifest]:
     """The stanza's backups, oldest first. A damaged manifest stops expire with its error:
     its WAL needs are unknown."""
-    return [read_manifest(repo, stanza, i) for i in list_backup_ids(repo, stanza)]
+    return read_manifests(repo, stanza)
 
 
 def expire(
@@ -97,7 +98,7 @@ def expire(
         if set(reasons[m.id]) != {"pinned"} or pinned[m.id].pitr  # pinned alone: consistency
     }
     _remove(repo, stanza, sorted(gone), generations, kept, forward, report)
-    report.gc = _gc(repo, max_unused, dry_run, {(stanza, i) for i in gone})
+    report.gc = _gc(repo, max_unused, dry_run, {(stanza, i) for i in gone}, kept)
     return report
 
 
@@ -148,11 +149,17 @@ def _remove(
 
 
 def _gc(
-    repo: Repository, max_unused: float, dry_run: bool, deleting: set[tuple[str, str]]
+    repo: Repository,
+    max_unused: float,
+    dry_run: bool,
+    deleting: set[tuple[str, str]],
+    kept: list[Manifest],
 ) -> PruneReport:
-    """gc under the maintenance lock already held; a dry run counts the backups ``deleting``
-    (stanza, id) as gone, as the real run would find them."""
-    return prune(repo, max_unused=max_unused, dry_run=dry_run, gone=deleting if dry_run else None)
+    """gc under the maintenance lock already held, handed the manifests ``kept`` so that it
+    does not read them again; a dry run counts the backups ``deleting`` (stanza, id) as gone,
+    as the real run would find them."""
+    gone = deleting if dry_run else None
+    return prune(repo, max_unused=max_unused, dry_run=dry_run, gone=gone, known=kept)
 
 
 def existing_backup(repo: Repository, stanza: str, backup_id: str) -> Manifest:
@@ -203,5 +210,5 @@ def delete_backup(
     kept = [m for m in manifests if m.id != backup_id]
     forward = {m.id for m in kept if m.id not in pinned or pinned[m.id].pitr}
     _remove(repo, stanza, [backup_id], {victim.system_identifier}, kept, forward, report)
-    report.gc = _gc(repo, max_unused, dry_run, {(stanza, backup_id)})
+    report.gc = _gc(repo, max_unused, dry_run, {(stanza, backup_id)}, kept)
     return report

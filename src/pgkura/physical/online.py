@@ -110,7 +110,7 @@ def _stop_backup(conn: Any, version_num: int) -> tuple[int, str, str, str]:
     return parse_lsn(str(lsn)), label, spcmap or "", stop_time.isoformat()
 
 
-def _label_timeline(label: str) -> int:
+def label_timeline(label: str) -> int:
     for line in label.splitlines():
         if line.startswith("START TIMELINE:"):
             return int(line.split(":", 1)[1])
@@ -236,7 +236,7 @@ def backup_online(
             result = _copy(repo, index, pgdata, facts, start_lsn, jobs, progress, previous, guide)
             stop_lsn, label, spcmap, stop_time = _stop_backup(conn, facts.version_num)
             if facts.in_recovery:
-                check_still_standby(conn, _label_timeline(label))
+                check_still_standby(conn, label_timeline(label))
                 switch_primary_wal(cfg)
             manifest = finish_online_backup(
                 repo,
@@ -337,7 +337,7 @@ def finish_online_backup(
     pg_wal: Path | None = None,
 ) -> Manifest:
     """Wait until the WAL from start to stop is archived, then commit the manifest."""
-    timeline = _label_timeline(copy.label)
+    timeline = label_timeline(copy.label)
     seg = copy.facts.wal_segment_size
     # The stop LSN may sit exactly on a segment boundary after the switch the server forced;
     # the last segment needed holds the byte before it (XLByteToPrevSeg).

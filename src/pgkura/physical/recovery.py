@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pgkura.config import Config
 from pgkura.durable import write_file
@@ -53,6 +54,15 @@ class RecoveryTarget:
         if self.kind == "immediate":
             return "the consistency point (--to-immediate)"
         return f"--to-{self.kind} {self.value}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "value": self.value,
+            "inclusive": self.inclusive,
+            "action": self.action,
+            "timeline": self.timeline,
+        }
 
     def settings(self) -> dict[str, str]:
         out: dict[str, str] = {"recovery_target_timeline": self.timeline}

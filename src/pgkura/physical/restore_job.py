@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pgkura.config import Config
 from pgkura.durable import write_file
@@ -54,6 +55,29 @@ class RestoreResult:
     stats: RestoreStats
     recovery_files: list[str]
     note: str | None = None
+    #: where recovery stops; None when no recovery runs (an offline backup, a standby)
+    recovery_target: RecoveryTarget | None = None
+    standby: bool = False
+    delta: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        m, s = self.manifest, self.stats
+        return {
+            "kind": "physical",
+            "backup": m.id,
+            "method": m.method,
+            "pg_version": m.pg_version,
+            "target_dir": str(self.target),
+            "delta": self.delta,
+            "standby": self.standby,
+            "recovery_target": self.recovery_target and self.recovery_target.to_json(),
+            "recovery_files": list(self.recovery_files),
+            "files": s.files,
+            "bytes_written": s.bytes_written,
+            "files_unchanged": s.files_unchanged,
+            "files_removed": s.files_removed,
+            "note": self.note,
+        }
 
 
 class RestoreJob:
@@ -223,7 +247,13 @@ def _restore(
         restorer.finish()  # pg_control, last
     except PgkuraError as exc:
         raise _incomplete(exc, target) from None
-    return RestoreResult(manifest, target, stats, recovery_files, note)
+    recovers = manifest.method != "offline" and req.standby is None
+    return RestoreResult(
+        manifest, target, stats, recovery_files, note,
+        recovery_target=req.target if recovers else None,
+        standby=req.standby is not None,
+        delta=req.delta,
+    )  # fmt: skip
 
 
 def _incomplete(exc: PgkuraError, target: Path) -> PgkuraError:

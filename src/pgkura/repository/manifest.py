@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -200,14 +201,31 @@ def write_manifest(repo: Repository, manifest: Manifest) -> None:
     sealed = repo.seal(body, name=key)
     if not repo.storage.put_if_absent(key, sealed.data):
         raise RepositoryError(f"a backup with id {manifest.id} already exists")
+    from pgkura.repository.index_cache import IndexCache
+
+    IndexCache.of(repo).put(key, sealed.data)  # the next expire or info need not fetch it
     # Still under the command's locks, which gc's deletions wait for (index_files.py).
     from pgkura.repository.index_files import consolidate_quietly
 
     consolidate_quietly(repo)
 
 
-def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:
+def read_manifest(
+    repo: Repository, stanza: str, backup_id: str, *, listed_size: int | None = None
+) -> Manifest:
+    """The manifest of ``backup_id``. Given the size a listing just showed, a good copy in the
+    local cache (repository/index_cache.py) is used instead of a request: a manifest is
+    written once and never changed, so a listed key of the listed size names the cached
+    bytes, and they are unsealed, so checked, exactly like fresh ones."""
+    from pgkura.repository.index_cache import IndexCache
+
     key = layout.snapshot_key(stanza, backup_id)
+    cache = IndexCache.of(repo) if listed_size is not None else None
+    if cache is not None and (copy := cache.get(key, listed_size or 0)) is not None:
+        try:
+            return _parsed(repo, key, backup_id, copy)
+        except CorruptionError:
+            cache.discard(key)  # never trusted: fetched again below
     try:
         data = repo.storage.get(key)
     except ObjectNotFound:
@@ -215,6 +233,13 @@ def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:
             f"no backup {backup_id!r} in stanza {stanza!r}",
             hint="list the backups with: pgkura info",
         ) from None
+    manifest = _parsed(repo, key, backup_id, data)
+    if cache is not None:
+        cache.put(key, data)
+    return manifest
+
+
+def _parsed(repo: Repository, key: str, backup_id: str, data: bytes) -> Manifest:
     try:
         return Manifest.from_json(json.loads(repo.unseal(data, name=key)))
     except (SealError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -225,9 +250,33 @@ def read_manifest(repo: Repository, stanza: str, backup_id: str) -> Manifest:
 
 
 def list_backup_ids(repo: Repository, stanza: str) -> list[str]:
+    return sorted(listed_backups(repo, stanza, prune_cache=False))
+
+
+def listed_backups(repo: Repository, stanza: str, *, prune_cache: bool = True) -> dict[str, int]:
+    """The stanza's backup ids and their manifests' stored sizes, from one listing; with
+    ``prune_cache`` the cached copies of manifests no longer listed are dropped."""
     prefix = layout.snapshot_prefix(stanza)
-    ids = [info.key[len(prefix) :] for info in repo.storage.list(prefix)]
-    return sorted(i for i in ids if "/" not in i)
+    listed_at = time.time()
+    sizes = {
+        info.key[len(prefix) :]: info.size
+        for info in repo.storage.list(prefix)
+        if "/" not in info.key[len(prefix) :]
+    }
+    if prune_cache:
+        from pgkura.repository.index_cache import IndexCache
+
+        IndexCache.of(repo).keep_only(prefix, {prefix + i for i in sizes}, listed_at)
+    return sizes
+
+
+def read_manifests(repo: Repository, stanza: str) -> list[Manifest]:
+    """Every manifest of the stanza, oldest first, from one listing and the local cache
+    (read_manifest): what expire, gc and info read, so that a command on a repository of
+    many backups does not fetch each manifest again. A damaged one raises CorruptionError.
+    verify reads the store itself (read_manifest without a size)."""
+    listed = listed_backups(repo, stanza)
+    return [read_manifest(repo, stanza, i, listed_size=listed[i]) for i in sorted(listed)]
 
 
 def list_stanzas(repo: Repository) -> list[str]:

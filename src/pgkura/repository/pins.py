@@ -67,3 +67,12 @@ def unpin(repo: Repository, stanza: str, backup_id: str) -> bool:
         return False
     repo.storage.delete(key)
     return True
+
+
+def copy_pin(source: Repository, dest: Repository, stanza: str, backup_id: str) -> bool:
+    """Pin ``backup_id`` in ``dest`` as it is pinned in ``source`` (pgkura copy); whether it
+    was."""
+    found = pins(source, stanza).get(backup_id)
+    if found is not None:
+        dest.put_record(layout.pin_key(stanza, backup_id), found.to_json())
+    return found is not None

@@ -229,13 +229,11 @@ def _store(repo: Repository, archive: str, wal: WalName, raw: bytes | memoryview
     digest = repo.digest(raw)
     key = repo.wal.key(archive, wal.name)
     try:
-        existing = _compare_existing(repo, archive, wal.name, digest)
-        if existing is not None:
-            return PushResult(wal.name, key, wal.kind, len(raw), existing, written=False)
+        # The conditional write first: a new file (nearly every push) costs one request, and
+        # one that is archived already (a push repeated after a crash) is judged after it.
         stored = repo.wal.put_if_absent(archive, wal.name, raw, digest)
         if stored is not None:
             return PushResult(wal.name, key, wal.kind, len(raw), stored, written=True)
-        # Another push of the same file won the race: judge its object like any other.
         existing = _compare_existing(repo, archive, wal.name, digest)
         if existing is None:  # pragma: no cover - only when someone deletes it meanwhile
             raise RepositoryError(f"archived {wal.name} vanished while it was being pushed")
