@@ -420,3 +420,28 @@ def test_summaries_removed_while_the_backup_runs_leave_it_exact(
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, m, expected)
     print(f"summaries removed mid-backup: {note}")
+
+
+@pytest.mark.min_pg(17, reason="WAL summaries")
+def test_a_role_that_may_not_read_summaries_backs_up_whole_and_says_why(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A backup role that may not run the summary functions (every role may by default; a
+    DBA can revoke it) still takes an exact backup, read the old way, and names the refusal:
+    an error in the backup's session does not end its backup."""
+    src = _server(make_server, repo)
+    src.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10000) g")
+    src.sql(
+        "CREATE ROLE backup LOGIN; GRANT pg_monitor, pg_read_all_settings TO backup;"
+        "GRANT EXECUTE ON FUNCTION pg_backup_start, pg_backup_stop TO backup;"
+        "REVOKE EXECUTE ON FUNCTION pg_wal_summary_contents FROM PUBLIC"
+    )
+    _backup(src, repo, PGUSER="backup")
+    src.sql("INSERT INTO t SELECT g FROM generate_series(10001, 20000) g")
+    second = _backup(src, repo, PGUSER="backup")
+    note = _note(second)
+    assert note["guided"] is False and "permission denied" in note["fallback"], note
+    assert "permission denied" in second.extra["stderr"]
+    expected = src.sql(DIGESTS)
+    switch_and_wait_archived(src)
+    _restore_and_compare(make_server, work_dir, repo, second, expected)

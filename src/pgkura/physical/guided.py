@@ -110,14 +110,12 @@ def store_planned(
     assert storer.guide is not None and storer.guide.summaries is not None
     summaries = storer.guide.summaries
     try:
-        done = store_guided(storer, writer, src, plan, summaries.base_start, summaries.start)
+        entry, read = store_guided(storer, writer, src, plan, summaries.base_start, summaries.start)
     except FileNotFoundError:
         return storer._store_range(writer, src, 0, None)
-    if done is None:
-        storer._count_read(0, mismatch=src.path)
+    storer._count_read(read, mismatch=src.path if entry is None else None)
+    if entry is None:
         return storer._store_range(writer, src, 0, None)
-    entry, read = done
-    storer._count_read(read)
     storer.progress.advance(entry.size)
     return entry
 
@@ -163,9 +161,9 @@ def _reusable(at: int, bs: int, size: int, prev_size: int, trusted: int) -> bool
 def store_guided(
     storer: FileStorer, writer: PackWriter, src: SourceFile, plan: GuidedPlan, base_start: int,
     start: int,
-) -> tuple[FileEntry, int] | None:  # fmt: skip
-    """Store ``src`` by ``plan``: the entry and the bytes read, or None when the cross-check
-    failed (the caller reads the file whole)."""
+) -> tuple[FileEntry | None, int]:  # fmt: skip
+    """Store ``src`` by ``plan``: the entry (None when the cross-check failed: the caller
+    reads the file whole) and the bytes read."""
     bs = storer.block_size
     relation = relation_key(src.path)
     assert relation is not None
@@ -190,7 +188,7 @@ def store_guided(
             if not chunk:
                 break  # truncated meanwhile: WAL replay truncates it too
             if _missed_change(chunk, i * bs, changed, plan.trusted, base_start, start):
-                return None
+                return None, read
             if storer.page_check.enabled and len(chunk) % BLCKSZ == 0:
                 bad += storer._failing_pages(f, chunk, i * bs, first_page + i * bs // BLCKSZ)
             block_crc = google_crc32c.value(chunk)

@@ -101,7 +101,17 @@ def decide(
 ) -> SummaryDecision:
     """Load the changes since ``base`` from the summaries, or say why they cannot be used
     (in one line on stderr: a warning when summaries were expected, else at info level)."""
-    decision = _decide(conn, pgdata, base, start_lsn, timeout, seg_size)
+    import psycopg
+
+    try:
+        decision = _decide(conn, pgdata, base, start_lsn, timeout, seg_size)
+    except psycopg.Error as exc:
+        # A summary removed between listing and reading it, or a role without EXECUTE on
+        # the summary functions (superusers only by default): an error in this session does
+        # not end its backup.
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        decision = _fallback(f"the WAL summaries could not be read ({first})")
     if decision.summaries is not None:
         log.info(
             "summary-guided backup: reading the blocks changed since backup %s (%s)",
@@ -175,13 +185,7 @@ def _decide(
                 f"timeline {t} (expired, removed, or summarize_wal was off meanwhile)"
             )
         used += files
-    import psycopg
-
-    try:
-        relations = _contents(conn, used)
-    except psycopg.Error as exc:  # a summary file removed since it was listed
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return _fallback(f"a WAL summary could not be read ({first})")
+    relations = _contents(conn, used)
     names = tuple(f"{t}/{format_lsn(s)}/{format_lsn(e)}" for t, s, e in used)
     return SummaryDecision(Summaries(base.id, base_start, start_lsn, relations, names))
 
