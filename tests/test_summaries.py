@@ -21,14 +21,24 @@ from runner import run_pgkura
 
 SUMMARIZING = {"summarize_wal": "on", "checkpoint_timeout": "1h"}
 
-# Every user table's rows, in a stable order, as one digest per table.
-DIGESTS = """
-SELECT c.relname, (xpath('/row/d/text()', query_to_xml(
-    format('SELECT md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) AS d FROM %I t',
-           ',', '', c.relname), false, false, '')))[1]::text
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 1
-"""
+
+def digests(server: Any, dbname: str = "postgres") -> list[tuple[str, int, str]]:
+    """Every user table's name, row count and a digest of its rows in a stable order."""
+    names = server.sql(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname = 'public' ORDER BY 1",
+        dbname=dbname,
+    )
+    out = []
+    for (name,) in names:
+        (count, digest) = server.sql(
+            f"SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) "
+            f'FROM "{name}" t',
+            dbname=dbname,
+        )[0]
+        out.append((str(name), int(count), str(digest)))
+    assert out, "no table to compare"
+    return out
 
 
 def _server(make_server: Any, repo: str, name: str = "src") -> Any:
@@ -60,7 +70,7 @@ def _restore_and_compare(
                 assert f"{google_crc32c.value(path.read_bytes()):08x}" == f.crc32c, f.path
     restored = make_server(f"r{m.id[-6:]}", pgdata=target, init=False)
     restored.wait_for_promotion()
-    assert restored.sql(DIGESTS) == expected
+    assert digests(restored) == expected
     restored.stop()
 
 
@@ -107,7 +117,7 @@ def test_guided_backup_after_every_kind_of_change_restores_exactly(
     )
     src.sql("VACUUM vac")  # truncates the empty tail of the table
     guided = _backup(src, repo)
-    expected = src.sql(DIGESTS)
+    expected = digests(src)
     note = _note(guided)
     assert note["guided"] is True and note["base"] == first.id, note
     assert "read_whole" not in note
@@ -136,7 +146,7 @@ def test_guided_backup_takes_a_new_gigabyte_segment(
     first = _backup(src, repo)
     src.sql("INSERT INTO big SELECT g, repeat('y', 500) FROM generate_series(131001, 133000) g")
     guided = _backup(src, repo)
-    expected = src.sql(DIGESTS)
+    expected = digests(src)
     assert _note(guided)["guided"] is True
     node = src.sql("SELECT pg_relation_filepath('big')")[0][0]
     paths = {f.path: f for f in guided.files}
@@ -154,7 +164,7 @@ def test_guided_backup_takes_a_new_gigabyte_segment(
     suspect = _backup(src, repo)
     assert _note(suspect)["read_whole"] == [node, f"{node}.1"], _note(suspect)
     assert suspect.extra["read_bytes"] > 2**30
-    expected = src.sql(DIGESTS)
+    expected = digests(src)
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, suspect, expected)
     print(f"big table built in {built:.1f} s, test took {time.monotonic() - began:.1f} s")
@@ -209,7 +219,7 @@ def test_backup_falls_back_when_summaries_are_gone_or_turned_off(
     note = _note(third)
     assert note["guided"] is False and "do not cover" in note["fallback"], note
     assert "not summary-guided" in third.extra["stderr"] and "do not cover" in third.extra["stderr"]
-    expected = src.sql(DIGESTS)
+    expected = digests(src)
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, third, expected)
     # summarize_wal turned off between two backups.
@@ -221,7 +231,7 @@ def test_backup_falls_back_when_summaries_are_gone_or_turned_off(
     fourth = _backup(src, repo)
     assert _note(fourth) == {"guided": False, "fallback": "summarize_wal is off"}
     assert "summarize_wal is off" in fourth.extra["stderr"]
-    expected = src.sql(DIGESTS)
+    expected = digests(src)
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, fourth, expected)
 
@@ -247,7 +257,7 @@ def test_a_page_changed_behind_the_summaries_back_makes_its_file_read_whole(
     assert "did not list" in guided.extra["stderr"] and rel in guided.extra["stderr"]
     entry = next(f for f in guided.files if f.path == rel)
     assert entry.size == path.stat().st_size
-    expected = src.sql(DIGESTS)
+    expected = digests(src)
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, guided, expected)
 
@@ -295,7 +305,7 @@ def test_a_database_recreated_by_file_copy_with_the_same_oid_is_read_whole(
     src.sql("CREATE DATABASE d OID = 70000 TEMPLATE tmpl_b STRATEGY FILE_COPY")
     guided = _backup(src, repo)
     assert _note(guided)["guided"] is True and _note(guided)["base"] == first.id
-    expected = src.sql(DIGESTS, dbname="d")
+    expected = digests(src, "d")
     assert expected[0][0] == "t" and src.sql("SELECT count(*) FROM t", dbname="d")[0][0] == 3000
     switch_and_wait_archived(src)
     target = work_dir / "restored"
@@ -305,7 +315,7 @@ def test_a_database_recreated_by_file_copy_with_the_same_oid_is_read_whole(
     )  # fmt: skip
     restored = make_server("restored", pgdata=target, init=False)
     restored.wait_for_promotion()
-    assert restored.sql(DIGESTS, dbname="d") == expected
+    assert digests(restored, "d") == expected
     assert restored.sql("SELECT count(*), min(src) FROM t", dbname="d") == [(3000, "tmpl_b")]
 
 
@@ -367,7 +377,7 @@ def test_guided_backup_follows_the_history_to_a_new_timeline(
     assert guided.timeline == 2 and note["guided"] is True and note["base"] == base.id, note
     assert any(u.startswith("1/") for u in note["used"]), note
     assert any(u.startswith("2/") for u in note["used"]), note
-    expected = promoted.sql(DIGESTS)
+    expected = digests(promoted)
     switch_and_wait_archived(promoted)
     _restore_and_compare(make_server, work_dir, repo, guided, expected)
 
@@ -416,7 +426,7 @@ def test_summaries_removed_while_the_backup_runs_leave_it_exact(
         or "do not cover" in note["fallback"]
         or ("could not be read" in note["fallback"])
     ), note
-    expected = src.sql(DIGESTS)
+    expected = digests(src)
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, m, expected)
     print(f"summaries removed mid-backup: {note}")
@@ -442,6 +452,56 @@ def test_a_role_that_may_not_read_summaries_backs_up_whole_and_says_why(
     note = _note(second)
     assert note["guided"] is False and "permission denied" in note["fallback"], note
     assert "permission denied" in second.extra["stderr"]
-    expected = src.sql(DIGESTS)
+    expected = digests(src)
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, second, expected)
+
+
+@pytest.mark.min_pg(17, reason="WAL summaries")
+def test_guided_backups_from_a_standby_restore_like_the_primary(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A standby summarizes the WAL it replays: its backups are guided (the first by the
+    primary's backup it was restored from), and restore to the primary's rows."""
+    primary = _server(make_server, repo, "primary")
+    primary.sql("CREATE TABLE t AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g")
+    primary.sql("VACUUM (FREEZE) t")
+    base = _backup(primary, repo)
+    target = work_dir / "standby"
+    conninfo = f"host={primary.socket_dir} port={primary.port} user=postgres"
+    run_pgkura(
+        "--repo", repo, "restore", "--target-dir", str(target), "--type", "standby",
+        "--primary-conninfo", conninfo,
+    )  # fmt: skip
+    standby = make_server("standby", pgdata=target, init=False)
+    backups = []
+    digests_after_second: list[tuple[str, int, str]] = []
+    for n in range(3):
+        primary.sql(f"UPDATE t SET v = {n} WHERE id BETWEEN {n * 1000} AND {n * 1000 + 500}")
+        if n < 2:
+            # Replayed, the primary's checkpoint is where the standby's restartpoint, hence
+            # its backup, starts, and where its summarizer ends a summary.
+            primary.sql("CHECKPOINT")
+        lsn = primary.sql("SELECT pg_current_wal_lsn()")[0][0]
+        deadline = time.monotonic() + 60
+        query = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
+        while not standby.sql(query)[0][0]:
+            assert time.monotonic() < deadline, "the standby did not replay the update"
+            time.sleep(0.1)
+        backups.append(_backup(standby, repo, PGKURA_PRIMARY_DBCONN=conninfo))
+        if n == 1:
+            digests_after_second = digests(primary)
+    first, second, third = (_note(m) for m in backups)
+    assert first["guided"] is True and first["base"] == base.id, first
+    assert second["guided"] is True and second["base"] == backups[0].id, second
+    assert first["used"] and second["used"], (first, second)  # summaries read, not skipped
+    assert backups[1].extra["backup_from"] == "standby"
+    assert backups[1].extra["read_bytes"] < 0.5 * backups[1].size_bytes
+    # No checkpoint since: the third starts where the second did, every change is after its
+    # start, and it reuses every block of the second that kept its size and mtime or place.
+    assert backups[2].start_lsn == backups[1].start_lsn
+    assert third["guided"] is True and third["used"] == [], third
+    expected = digests(primary)
+    switch_and_wait_archived(primary)
+    _restore_and_compare(make_server, work_dir, repo, backups[2], expected)
+    _restore_and_compare(make_server, work_dir, repo, backups[1], digests_after_second)

@@ -158,6 +158,11 @@ def _decide(
         return SummaryDecision(reason=why)
     assert base is not None and base.start_lsn is not None and base.timeline is not None
     base_start = parse_lsn(base.start_lsn)
+    if start_lsn <= base_start:
+        # A standby's start is its last restartpoint, which may be the base's start or older:
+        # every change since is then after this start too, and replay rewrites its pages
+        # from their full-page images. Nothing to read from the summaries.
+        return SummaryDecision(Summaries(base.id, base_start, start_lsn))
     if not _wait_for_summarizer(conn, start_lsn, timeout):
         return _fallback(
             f"the WAL summarizer did not reach {format_lsn(start_lsn)} within {timeout:.0f} s"
