@@ -158,15 +158,6 @@ def _decide(
         return SummaryDecision(reason=why)
     assert base is not None and base.start_lsn is not None and base.timeline is not None
     base_start = parse_lsn(base.start_lsn)
-    if start_lsn <= base_start:
-        # A standby's start is its last restartpoint, which may be the base's start or older:
-        # every change since is then after this start too, and replay rewrites its pages
-        # from their full-page images. Nothing to read from the summaries.
-        return SummaryDecision(Summaries(base.id, base_start, start_lsn))
-    if not _wait_for_summarizer(conn, start_lsn, timeout):
-        return _fallback(
-            f"the WAL summarizer did not reach {format_lsn(start_lsn)} within {timeout:.0f} s"
-        )
     (tli,) = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
     history = _history(pgdata, int(tli))
     if history is None:
@@ -176,6 +167,15 @@ def _decide(
         return _fallback(
             f"previous backup {base.id} is on timeline {base.timeline}, which is not in "
             f"the history of timeline {tli} before {format_lsn(base_start)}"
+        )
+    if not needed:
+        # A standby's start is its last restartpoint, which may be the base's start or older:
+        # every change since is then after this start too, and replay rewrites its pages
+        # from their full-page images. Nothing to read from the summaries.
+        return SummaryDecision(Summaries(base.id, base_start, start_lsn))
+    if not _wait_for_summarizer(conn, start_lsn, timeout):
+        return _fallback(
+            f"the WAL summarizer did not reach {format_lsn(start_lsn)} within {timeout:.0f} s"
         )
     available = [
         (int(t), parse_lsn(str(s)), parse_lsn(str(e)))
