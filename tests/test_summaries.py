@@ -125,6 +125,8 @@ def test_guided_backup_after_every_kind_of_change_restores_exactly(
     assert guided.extra["read_bytes"] < 0.5 * guided.size_bytes, guided.extra
     assert guided.extra["read_bytes"] < first.extra["read_bytes"]
     switch_and_wait_archived(src)
+    # verify reads every block back and checks each file's CRC-32C and pages.
+    run_pgkura("--repo", repo, "verify", guided.id)
     _restore_and_compare(make_server, work_dir, repo, guided, expected)
 
 
