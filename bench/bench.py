@@ -473,9 +473,8 @@ class Bench:
         run([self.tool("psql"), "-qc", "SELECT pg_switch_wal()"], self.env)
         time.sleep(2)
         for _ in range(3):
-            self.record(
-                "verify: pgkura", *timed(self.pgkura(self.pgkura_repo, "verify", "--jobs", "2"))
-            )
+            self.record("verify: pgkura", *timed(
+                self.pgkura(self.pgkura_repo, "verify", "--jobs", "2", "--pages")))  # fmt: skip
             self.record("verify: pgkura --no-pages", *timed(
                 self.pgkura(self.pgkura_repo, "verify", "--jobs", "2", "--no-pages")))  # fmt: skip
             self.record("verify: pgbackrest", *timed(self.pgbackrest("verify")))
@@ -690,6 +689,9 @@ def main() -> None:
     from summaries import SummaryStage
 
     summaries = SummaryStage(bench)
+    from encryption import CryptStages
+
+    crypt = CryptStages(bench)
 
     def run_curve() -> None:
         for scale in args.curve_scales.split(","):
@@ -713,6 +715,8 @@ def main() -> None:
             "expire": lambda: expiry.run(args.expire_backups, args.expire_keep),
             "s3": lambda: s3.run(args.rounds, args.segments, args.throughput_segments),
             "summaries": lambda: summaries.run(args.rounds),
+            "verify-modes": lambda: crypt.verify_modes(args.rounds),
+            "crypt": lambda: crypt.crypt(args.rounds, args.segments),
         }
         # Minutes each (s3 needs weed, summaries PostgreSQL 17+): asked for by --only.
         slow = ("curve", "expire", "s3", "summaries")
@@ -727,6 +731,7 @@ def main() -> None:
         expiry.report()
         s3.report()
         summaries.report()
+        crypt.report()
     finally:
         bench.stop()
         if not args.keep:

@@ -1,7 +1,7 @@
 """The import rules of docs/architecture.md, read from the source with ``ast``: a lazy import
 inside a function counts as much as one at the top of a module.
 
-- an engine (physical, logical, wal, repository, codec, storage, pg) never imports
+- an engine (physical, logical, wal, monitor, repository, codec, storage, pg) never imports
   ``commands`` or the CLI; nothing but the CLI itself imports the CLI;
 - ``pg/`` imports nothing of pgkura but ``errors`` (and itself);
 - outside ``repository/`` and ``storage/`` nothing touches a store (``.storage``), seals or
@@ -22,7 +22,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pgkura"
 
-ENGINES = ("physical", "logical", "wal", "repository", "codec", "storage", "pg")
+ENGINES = ("physical", "logical", "wal", "monitor", "repository", "codec", "storage", "pg")
 # The CLI: what parses arguments, prints and exits.
 CLI = ("pgkura.cli", "pgkura.entry")
 # Where stored objects may be named, sealed and touched.

@@ -200,14 +200,14 @@ def test_offline_backup_reports_corrupt_pages_and_keeps_the_backup(
     text = run_pgkura("--repo", repo, "info", backup_id).stdout
     assert f"{plain_rel} block(s) 3" in text
 
-    # verify computes the pages again from the stored blocks (several small relation files
-    # share one numpy call) and finds the same; with --no-pages it reports what the backup found.
-    for args in ((), ("--no-pages",)):
+    # verify --pages computes the pages again from the stored blocks (several small relation
+    # files share one numpy call) and finds the same; without, it reports what the backup found.
+    for args in (("--pages",), ()):
         checked = run_pgkura("--repo", repo, "verify", backup_id, "--output", "json", *args,
                              check=False)  # fmt: skip
         assert checked.returncode == 7, checked.stderr
         report = json.loads(checked.stdout)
-        assert report["pages_recomputed"] == (not args)
+        assert report["pages_recomputed"] == bool(args)
         named = [p for p in report["problems"] if "data page checksum failures" in p]
         assert len(named) == 2, report["problems"]
         assert any(f"{plain_rel}: data page checksum failures in block(s) 3" in p for p in named)

@@ -27,6 +27,8 @@ COVERED_ELSEWHERE = {
     "Copying to another repository": "tests/test_copy.py (posix to S3 and back, then "
     "restores, PITR and a table restore from each copy)",
     "Major upgrades": "tests/test_upgrade.py (pg_upgrade from 16 to 18, then stanza upgrade)",
+    "Monitoring": "tests/test_metrics.py (metrics to stdout, a file and over HTTP, --dbconn's "
+    "archive lag, check's freshness limits)",
     "Retention": "tests/test_expire.py (each policy kind, pins, delete, expire-auto, the PITR "
     "window) and tests/test_gc.py (repack to --max-unused, gc beside a backup, kill -9)",
 }

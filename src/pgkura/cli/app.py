@@ -47,6 +47,7 @@ VERB_MODULES = (
     "maintenance",
     "retention",
     "check",
+    "metrics",
     "stanza",
     "key",
     "copy",

@@ -22,10 +22,16 @@ if TYPE_CHECKING:
 @click.argument("backup_id", required=False)
 @click.option("--restore", "drill", is_flag=True, help="drill: restore into a sandbox and check it")
 @click.option(
+    "--quick",
+    is_flag=True,
+    help="check every stored object as it is stored (its tag or stored digest), without "
+    "decompressing, and that every block and WAL segment a backup needs is there",
+)
+@click.option(
     "--pages/--no-pages",
-    default=True,
-    help="recompute every data page checksum from the stored blocks (default); --no-pages "
-    "reports only the failures the backup found as it read the pages",
+    default=False,
+    help="also recompute every data page checksum from the stored blocks; without, the "
+    "failures each backup found as it read the pages are reported (default)",
 )
 @click.option("--all", "all_backups", is_flag=True, help="with --restore: drill every backup")
 @click.option("--keep", is_flag=True, help="with --restore: leave the sandbox running")
@@ -37,6 +43,7 @@ def verify(
     ctx: click.Context,
     backup_id: str | None,
     drill: bool,
+    quick: bool,
     pages: bool,
     all_backups: bool,
     keep: bool,
@@ -44,10 +51,17 @@ def verify(
     jobs: int | None,
     output: str,
 ) -> None:
-    """Read back every block, file, page and WAL file a backup needs (all backups if no ID);
-    with --restore, prove it restores: sandbox, recovery, checks."""
+    """Read back every block, file and WAL file a backup needs (all backups if no ID); with
+    --quick, check them as stored; with --restore, prove it restores: sandbox, recovery,
+    checks."""
     from pgkura.commands.verify import run_verify
 
+    if quick and (drill or pages):
+        other = "--restore" if drill else "--pages"
+        raise UsageError(
+            f"--quick checks the stored bytes only, not with {other}",
+            hint=f"drop --quick or {other}",
+        )
     if drill:
         _drills(ctx, backup_id, all_backups, keep, output, target)
         return
@@ -55,11 +69,11 @@ def verify(
         raise UsageError(
             "--all, --keep and --to-* belong to a drill", hint="add --restore, or drop them"
         )
-    report = run_verify(config(ctx), backup_id, workers(jobs), pages)
+    report = run_verify(config(ctx), backup_id, workers(jobs), pages, quick=quick)
     if output == "json":
         print_json(report)
     else:
-        _show_verify(report, whole_archive=backup_id is None, pages=pages)
+        _show_verify(report, whole_archive=backup_id is None)
     if report.problems:
         raise CorruptionError(
             f"verify found {len(report.problems)} problem(s)",
@@ -67,12 +81,24 @@ def verify(
         )
 
 
-def _show_verify(report: VerifyReport, *, whole_archive: bool, pages: bool) -> None:
+def _show_verify(report: VerifyReport, *, whole_archive: bool) -> None:
     for b in report.backups:
         click.echo(f"backup {b.id}: {'ok' if b.ok else 'PROBLEMS'}")
     if whole_archive:
-        click.echo(f"WAL archive: {report.wal_checked} files checked")
-    if pages:
+        full = f", {report.wal_checked_in_full} unsealed in full" if report.quick else ""
+        click.echo(f"WAL archive: {report.wal_checked} files checked{full}")
+    if report.quick:
+        click.echo(
+            f"stored blocks: {report.blocks_checked} checked as stored "
+            f"({report.stored_bytes_read / 1e6:.1f} MB read), without decompressing"
+        )
+        if report.blocks_checked_in_full:
+            click.echo(
+                f"  of which {report.blocks_checked_in_full} unsealed in full: their packs "
+                "record no digest of their stored bytes (written before pgkura did, or that "
+                "record is damaged)"
+            )
+    elif report.pages_recomputed:
         click.echo("data page checksums: recomputed from the stored blocks")
     else:
         click.echo("data page checksums: as each backup found them when it read the pages")

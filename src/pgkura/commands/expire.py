@@ -14,6 +14,7 @@ from pgkura.physical.expire import delete_backup, existing_backup, expire
 from pgkura.repository.pins import pin, unpin
 from pgkura.repository.prune import checked_max_unused
 from pgkura.repository.retention import Policy, policy_of
+from pgkura.repository.runs import recorded
 
 
 def policy_from(cfg: Config) -> Policy:
@@ -30,8 +31,12 @@ def policy_from(cfg: Config) -> Policy:
 def run_expire(cfg: Config, dry_run: bool = False) -> ExpireReport:
     policy = policy_from(cfg)  # refused before the repository is touched
     max_unused = checked_max_unused(cfg.max_unused)
-    with locked_repository(cfg, "maintenance") as repo:
-        return expire(repo, cfg.stanza, policy, max_unused, dry_run)
+    with (
+        locked_repository(cfg, "maintenance") as repo,
+        recorded(repo, "expire", cfg.stanza, dry_run=dry_run) as run,  # for pgkura metrics
+    ):
+        report = expire(repo, cfg.stanza, policy, max_unused, dry_run)
+        return run.done(report, gc=report.gc)
 
 
 def run_delete(cfg: Config, backup_id: str, *, force: bool, dry_run: bool) -> ExpireReport:

@@ -13,9 +13,13 @@ from pgkura.commands import locked_repository
 from pgkura.config import Config
 from pgkura.repository.prune import PruneReport as PruneReport
 from pgkura.repository.prune import checked_max_unused, prune
+from pgkura.repository.runs import recorded
 
 
 def run_gc(cfg: Config, dry_run: bool = False) -> PruneReport:
     max_unused = checked_max_unused(cfg.max_unused)
-    with locked_repository(cfg, "maintenance") as repo:
-        return prune(repo, max_unused=max_unused, dry_run=dry_run)
+    with (
+        locked_repository(cfg, "maintenance") as repo,
+        recorded(repo, "gc", None, dry_run=dry_run) as run,  # for pgkura metrics
+    ):
+        return run.done(prune(repo, max_unused=max_unused, dry_run=dry_run))

@@ -8,11 +8,11 @@ the packs and the archive as a whole (wal/verify.py): every archived segment and
 unseals, and gaps are named per timeline.
 
 Data page checksums: the backup checked every page as it read it and recorded the failures in
-the manifest; those are reported, and every page checksum is computed again from the stored
-blocks (``pages``, the default; ``--no-pages`` leaves that out: each block's keyed BLAKE3
-already proves that its content is what the backup read, so the second computation finds the
-same pages unless the backup's own check was wrong, at about the cost of decompressing and
-hashing together). Either way, for an online backup a page whose LSN is at or past the
+the manifest; those are reported, and with ``pages`` (``--pages``) every page checksum is
+computed again from the stored blocks. Not by default: each block's keyed BLAKE3 already
+proves that its content is what the backup read and checked, so the second computation finds
+the same pages unless the backup's own check was wrong, at about the cost of decompressing
+and hashing together. Either way, for an online backup a page whose LSN is at or past the
 backup's start may be torn, and WAL replay rewrites it, so only older pages count.
 (pgBackRest's verify checks no page checksums; its backup does, as pgkura's does.)
 """
@@ -20,53 +20,20 @@ backup's start may be torn, and WAL replay rewrites it, so only older pages coun
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from pgkura.errors import PgkuraError
 from pgkura.pg.relfile import RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.readback import FileToCheck, check_files, page_failures
+from pgkura.physical.verdicts import BackupVerdict as BackupVerdict
+from pgkura.physical.verdicts import VerifyReport as VerifyReport
+from pgkura.physical.verdicts import archive_of, chosen_backups, gaps_matter_from, missing_wal
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.index_files import check_pack, unindexed_problem
-from pgkura.repository.manifest import (
-    FileEntry,
-    Manifest,
-    list_backup_ids,
-    read_manifest,
-    resolve_backup_id,
-)
+from pgkura.repository.manifest import FileEntry, Manifest, read_manifest
 from pgkura.repository.repo import Repository
 from pgkura.repository.stanzas import StanzaInfo
-from pgkura.wal.names import DEFAULT_SEG_SIZE, parse_lsn, segments_between
+from pgkura.wal.names import parse_lsn
 from pgkura.wal.verify import ArchiveCheck, verify_archives
-
-
-@dataclass(frozen=True)
-class BackupVerdict:
-    """What verify found of one backup: its id, how many files it checked, whether all held."""
-
-    id: str
-    files: int
-    ok: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "files": self.files, "ok": self.ok}
-
-
-@dataclass
-class VerifyReport:
-    backups: list[BackupVerdict] = field(default_factory=list)
-    wal_checked: int = 0
-    problems: list[str] = field(default_factory=list)
-    pages_recomputed: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "backups": [b.to_json() for b in self.backups],
-            "wal_files_checked": self.wal_checked,
-            "pages_recomputed": self.pages_recomputed,
-            "problems": self.problems,
-            "ok": not self.problems,
-        }
 
 
 def verify_backups(
@@ -94,13 +61,7 @@ def verify_backups(
             if problem:
                 report.problems.append(problem)
     info = repo.stanza(stanza)
-    # An id that names no backup is a usage error (exit 3), not damage to report.
-    if backup_ids is not None:
-        ids = [resolve_backup_id(repo, stanza, i) for i in backup_ids]
-    elif backup_id:
-        ids = [resolve_backup_id(repo, stanza, backup_id)]
-    else:
-        ids = list_backup_ids(repo, stanza)
+    ids = chosen_backups(repo, stanza, backup_id, backup_ids)
     # Every backup's files are read back in one pool; a file stored identically in several
     # backups is read once and its result counts for each of them.
     backups: list[_BackupCheck] = []
@@ -148,13 +109,7 @@ def _plan_backup(
     """What to check of backup ``m``: its files, added to ``files`` (once each: a file
     stored identically by several backups is read once), and the WAL it needs."""
     check = _BackupCheck(m.id, len(m.files))
-    generation = info.generation_of(m.system_identifier) if info is not None else None
-    if info is not None and generation is None:
-        check.head.append(
-            f"backup {m.id}: its manifest belongs to system identifier "
-            f"{m.system_identifier}, which is none of the stanza's ({info.describe()})"
-        )
-    archive = info.archive(generation) if info is not None and generation else stanza
+    archive, check.head = archive_of(info, stanza, m)
     start_lsn = parse_lsn(m.start_lsn) if m.start_lsn and m.method != "offline" else None
     for f in m.files:
         if f.type != "file":
@@ -170,15 +125,7 @@ def _plan_backup(
             "found when the backup read them"
             for f in m.checksum_failures
         )
-    if m.kind == "physical" and m.method != "offline" and m.start_lsn and m.stop_lsn:
-        seg = int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
-        start, stop = parse_lsn(m.start_lsn), parse_lsn(m.stop_lsn)
-        for name in segments_between(m.timeline or 1, start, max(stop - 1, start), seg):
-            if not repo.wal.exists(archive, name):
-                check.tail.append(
-                    f"backup {m.id}: WAL segment {name}, needed to make it consistent, "
-                    "is missing from the archive"
-                )
+    check.tail += missing_wal(m, archive, repo.wal.exists)
     return check
 
 
@@ -196,29 +143,3 @@ def _to_check(m: Manifest, f: FileEntry, start_lsn: int | None, pages: bool) -> 
     relation = is_relation_file(f.path) if pages and m.data_checksums else None
     first_page = relation[1] * RELSEG_BLOCKS if relation is not None else None
     return FileToCheck(f.path, f.size, f.crc32c, f.blocks, first_page, start_lsn)
-
-
-def gaps_matter_from(repo: Repository, stanza: str, info: Any) -> dict[str, int]:
-    """Per archive, the first segment number from which a gap in the WAL is a problem: the
-    start of the oldest online backup that keeps point-in-time recovery after it. Before it,
-    gaps are what expire left on purpose: a backup pinned without --pitr keeps only the WAL
-    that makes it consistent (docs/repository-format.md, "Retention")."""
-    from pgkura.repository.pins import pins
-
-    pinned = pins(repo, stanza)
-    out: dict[str, int] = {}
-    for bid in list_backup_ids(repo, stanza):
-        try:
-            m = read_manifest(repo, stanza, bid)
-        except PgkuraError:
-            continue
-        if m.kind != "physical" or m.method == "offline" or not m.start_lsn:
-            continue
-        if bid in pinned and not pinned[bid].pitr:
-            continue
-        gen = info.generation_of(m.system_identifier) if info is not None else None
-        archive = info.archive(gen) if gen is not None else stanza
-        seg = int(m.extra.get("wal_segment_size", DEFAULT_SEG_SIZE))
-        segno = parse_lsn(m.start_lsn) // seg
-        out[archive] = min(out.get(archive, segno), segno)
-    return out

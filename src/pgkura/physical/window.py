@@ -11,9 +11,12 @@ from pgkura.repository.repo import Repository
 from pgkura.wal.names import DEFAULT_SEG_SIZE, format_lsn
 
 
-def wal_facts(repo: Repository, archive: str, manifests: list[Any]) -> dict[str, Any]:
+def wal_facts(
+    repo: Repository, archive: str, manifests: list[Any], catalog: Any = None
+) -> dict[str, Any]:
     """The WAL in ``archive`` (one generation's) per timeline, ranges and gaps, and the
-    recoverable window from the generation's backups ``manifests``."""
+    recoverable window from the generation's backups ``manifests``; ``catalog``: the
+    archive's catalog when the caller has loaded it already."""
     from pgkura.physical.choose import consistency_lsn, consistency_time
     from pgkura.wal.catalog import describe_runs, load_catalog, timeline_history
     from pgkura.wal.names import parse_lsn
@@ -24,7 +27,8 @@ def wal_facts(repo: Repository, archive: str, manifests: list[Any]) -> dict[str,
         if online
         else (DEFAULT_SEG_SIZE)
     )
-    catalog = load_catalog(repo, archive, seg_size)
+    if catalog is None:
+        catalog = load_catalog(repo, archive, seg_size)
     facts: dict[str, Any] = {"timelines": describe_runs(catalog), "window": None}
     if not online:
         return facts

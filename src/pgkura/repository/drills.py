@@ -37,6 +37,20 @@ class DrillStore:
             return None
         return data if isinstance(data, dict) else None
 
+    def all(self, stanza: str) -> dict[str, dict[str, Any]]:
+        """The latest drill of every drilled backup of ``stanza``, by backup id: one listing
+        and one read per drilled backup (metrics), not one read per backup."""
+        prefix = layout.drill_prefix(stanza)
+        out: dict[str, dict[str, Any]] = {}
+        for obj in self._repo.storage.list(prefix):
+            name = obj.key[len(prefix) :]
+            if "/" in name or not name.endswith(".json"):
+                continue
+            data = self.latest(stanza, name[: -len(".json")])
+            if data is not None:
+                out[name[: -len(".json")]] = data
+        return out
+
     def summary(self, stanza: str, backup_id: str) -> dict[str, Any] | None:
         """When the latest drill of ``backup_id`` finished and whether it passed, for info."""
         data = self.latest(stanza, backup_id)

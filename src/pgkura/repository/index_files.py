@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from pgkura.errors import CorruptionError, ObjectNotFound, PgkuraError
 from pgkura.repository import layout
-from pgkura.repository.blocks import BlockLocation, read_pack_index
+from pgkura.repository.blocks import STORED_DIGEST_SIZE, BlockLocation, read_pack_index
 from pgkura.repository.index_cache import IndexCache
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError
@@ -127,8 +128,77 @@ def _take(repo: Repository, key: str, data: bytes, out: IndexObjects, *, final: 
 def parse_index_object(repo: Repository, key: str, data: bytes) -> dict[str, Entries]:
     """The packs an index object covers, with their blocks; CorruptionError when it is
     damaged. A per-pack object names its own pack by its key."""
+    return _entries(key, _unsealed(repo, key, data))
+
+
+class PackCopy:
+    """A pack's index as the pack's trailer holds it, and what it records of the pack's
+    stored bytes (docs/repository-format.md, "Stored digests"; none in an encrypted
+    repository, nor in packs written before pgkura recorded them). Parsed as far as asked:
+    a pack whose blocks match ``blocks_digest`` needs no more than the JSON."""
+
+    def __init__(self, pack_id: str, doc: Any) -> None:
+        self.pack_id = pack_id
+        self._doc = doc
+        self.key = layout.index_key(pack_id)
+        try:
+            self.blocks: list[list[Any]] = list(doc["blocks"])
+            whole = doc.get("blocks_digest")
+            self.blocks_digest = bytes.fromhex(whole) if whole is not None else None
+            digests = doc.get("digests") if whole is not None else None
+            if digests is not None and len(digests) != len(self.blocks):
+                raise ValueError("its stored digests do not match its blocks")
+            self._digests: list[str] | None = digests
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise _damaged(self.key, exc) from None
+
+    @property
+    def has_digests(self) -> bool:
+        return self._digests is not None
+
+    def same_as(self, entries: Entries) -> bool:
+        """Whether the copy lists exactly ``entries`` (the index objects' for the pack)."""
+        return len(entries) == len(self.blocks) and self.blocks == [
+            [b.hex(), loc.offset, loc.length, loc.raw_length] for b, loc in entries
+        ]
+
+    def entries(self) -> Entries:
+        return _entries(self.key, self._doc)[self.pack_id]
+
+    def digests_by_offset(self) -> dict[int, bytes]:
+        """Each block's stored digest, by its offset in the pack; CorruptionError when one is
+        malformed."""
+        try:
+            out = {
+                int(entry[1]): bytes.fromhex(digest)
+                for entry, digest in zip(self.blocks, self._digests or [], strict=True)
+            }
+            if any(len(d) != STORED_DIGEST_SIZE for d in out.values()):
+                raise ValueError("a stored digest has the wrong length")
+            return out
+        except (ValueError, TypeError, IndexError) as exc:
+            raise _damaged(self.key, exc) from None
+
+
+def parse_pack_copy(repo: Repository, pack_id: str, data: bytes) -> PackCopy:
+    """The copy of its index a pack ends with (blocks.read_pack_index); CorruptionError
+    when it is damaged."""
+    key = layout.index_key(pack_id)
+    doc = _unsealed(repo, key, data)
+    if not isinstance(doc, dict) or doc.get("pack", pack_id) != pack_id:
+        raise _damaged(key, ValueError("it is not this pack's index"))
+    return PackCopy(pack_id, doc)
+
+
+def _unsealed(repo: Repository, key: str, data: bytes) -> Any:
     try:
-        doc = json.loads(repo.unseal(data, name=key))
+        return json.loads(repo.unseal(data, name=key))
+    except (SealError, ValueError) as exc:
+        raise _damaged(key, exc) from None
+
+
+def _entries(key: str, doc: Any) -> dict[str, Entries]:
+    try:
         name = key.rsplit("/", 1)[1]
         # Each object names itself, so that the bytes of one are never taken for another's
         # (a cached copy under the wrong name is sealed as soundly as the right one).
@@ -149,11 +219,15 @@ def parse_index_object(repo: Repository, key: str, data: bytes) -> dict[str, Ent
             ]
             for pack_id, blocks in docs.items()
         }
-    except (SealError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptionError(
-            f"index object {key} is damaged: {exc}",
-            hint="run pgkura verify to see which backups are affected",
-        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _damaged(key, exc) from None
+
+
+def _damaged(key: str, exc: Exception) -> CorruptionError:
+    return CorruptionError(
+        f"index object {key} is damaged: {exc}",
+        hint="run pgkura verify to see which backups are affected",
+    )
 
 
 def _seal_merged(repo: Repository, merged_id: str, packs: dict[str, Entries]) -> bytes:

@@ -7,6 +7,9 @@ from pgkura.config import STANZA_RE as STANZA_RE
 CONFIG_KEY = "pgkura.json"
 
 
+STANZA_PREFIX = "stanzas/"
+
+
 def stanza_key(stanza: str) -> str:
     return f"stanzas/{stanza}.json"
 
@@ -72,6 +75,10 @@ def drill_key(stanza: str, backup_id: str) -> str:
     return f"drills/{stanza}/{backup_id}.json"
 
 
+def drill_prefix(stanza: str) -> str:
+    return f"drills/{stanza}/"
+
+
 def pin_prefix(stanza: str) -> str:
     return f"pins/{stanza}/"
 
@@ -92,3 +99,9 @@ DOOMED_PREFIX = "gc/"
 def doomed_key(marker_id: str) -> str:
     """A list of packs gc will delete once no command that may use them still runs."""
     return f"gc/{marker_id}.json"
+
+
+def run_key(stanza: str | None, verb: str) -> str:
+    """How the last ``verb`` (verify, expire, gc) ended: per stanza, or the repository's for
+    gc (``stanza`` None)."""
+    return f"runs/{verb}.json" if stanza is None else f"runs/{stanza}/{verb}.json"

@@ -138,6 +138,18 @@ class Repository:
             raise ValueError("unseal needs the object's name or its block id")
         return envelope.unseal(data, self.key, expect_digest, self.cipher, identity)
 
+    def authenticate(
+        self,
+        data: bytes | memoryview,
+        expect_digest: bytes | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        """The header of a sealed object and, encrypted, its tag, without decompressing it
+        (sealed.authenticate); SealError when anything is off."""
+        identity = BLOCK_IDENTITY if name is None else _named(name)
+        envelope.authenticate(data, expect_digest, self.cipher, identity)
+
     def unseal_to(
         self, data: bytes | memoryview, write: Callable[[memoryview], None], *, name: str
     ) -> None:

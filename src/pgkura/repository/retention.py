@@ -20,17 +20,19 @@ from datetime import UTC, datetime, timedelta
 
 from pgkura.errors import UsageError
 
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|min|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_duration(text: str, setting: str) -> timedelta:
-    """``14d``, ``12h``, ``2w``, ``30m`` as a timedelta; a UsageError naming ``setting``."""
+    """``14d``, ``12h``, ``2w``, ``30m`` (or ``30min``), ``30s`` as a timedelta; a UsageError
+    naming ``setting``. Every duration pgkura takes is read here (retention, check's
+    freshness limits)."""
     m = _DURATION_RE.match(text)
     if not m or int(m.group(1)) == 0:
         raise UsageError(
             f"{setting} {text!r} is not a duration",
-            hint=f"give a whole number and a unit, m (minutes), h, d or w: {setting} 14d",
+            hint=f"give a whole number and a unit, s, min (or m), h, d or w: {setting} 14d",
         )
     return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 

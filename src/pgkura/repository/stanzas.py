@@ -11,6 +11,8 @@ TYPE_CHECKING = False  # archive-push reads the stanza record once per WAL segme
 if TYPE_CHECKING:
     from typing import Any
 
+    from pgkura.repository.repo import Repository
+
 
 class Generation:
     """One cluster a stanza has backed up: the first, and one more per ``stanza upgrade``
@@ -133,3 +135,13 @@ class StanzaInfo:
                            data["created"])
             ]  # fmt: skip
         return cls(data["name"], generations, data["created"])
+
+
+def recorded_stanzas(repo: Repository) -> list[str]:
+    """The stanzas that have a stanza record (a backup or an archived segment made it)."""
+    names = []
+    for obj in repo.storage.list(layout.STANZA_PREFIX):
+        name = obj.key[len(layout.STANZA_PREFIX) :]
+        if "/" not in name and name.endswith(".json"):
+            names.append(name[: -len(".json")])
+    return sorted(names)

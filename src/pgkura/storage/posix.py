@@ -228,11 +228,15 @@ class PosixStorage(Storage):
                 raise exc
 
         for dirpath, _dirnames, filenames in os.walk(start, onerror=unreadable):
+            # One relpath per directory, not per file: a WAL archive of 20,000 segments
+            # spent half its listing there.
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            rel = "" if rel == "." else rel + "/"
             for name in filenames:
                 if name.endswith(_TMP_SUFFIX):
                     continue
                 full = os.path.join(dirpath, name)
-                key = os.path.relpath(full, self.root).replace(os.sep, "/")
+                key = rel + name
                 if key.startswith(prefix):
                     try:
                         st = os.stat(full)

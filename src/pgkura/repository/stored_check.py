@@ -1,0 +1,258 @@
+"""Checking stored objects as they are stored, without decompressing them (`pgkura verify
+--quick`; docs/repository-format.md, "Stored digests").
+
+A pack is read whole, in one request (or, when only some of its blocks are asked for, in
+spans of nearby blocks), and its blocks are checked against what the copy of its index at
+its end records: in an encrypted repository each block's AES-GCM tag, which binds it to its
+id; in an unencrypted one the keyed BLAKE3 of all its sealed blocks at once, and of each
+block only when that fails (to name the damaged ones) or when only some are read. A block of
+a pack written before pgkura recorded stored digests is unsealed instead (decompressed and
+its keyed hash compared with its id), and counted as checked in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import blake3
+
+from pgkura.errors import CorruptionError, ObjectNotFound
+from pgkura.repository import layout
+from pgkura.repository.blocks import (
+    PACK_TRAILER,
+    PACK_TRAILER_MAGIC,
+    STORED_DIGEST_SIZE,
+    BlockLocation,
+    read_pack_index,
+)
+from pgkura.repository.index_files import PackCopy, parse_pack_copy
+from pgkura.repository.reader import SCATTER_GAP, SCATTER_SPAN
+from pgkura.repository.repo import Repository
+from pgkura.repository.sealed import SealError
+from pgkura.repository.walstore import StoredWal
+
+Entries = list[tuple[bytes, BlockLocation]]
+
+
+@dataclass(frozen=True)
+class PackToCheck:
+    """A pack to check: its id, its size as listed (None: not in the store), its entries as
+    the index gives them (``trailer_read``: from the pack's own copy of its index, there
+    being no index object to compare it with), and the blocks wanted (None: all)."""
+
+    pack_id: str
+    size: int | None
+    entries: Entries
+    trailer_read: bool = False
+    wanted: frozenset[bytes] | None = None
+
+
+@dataclass
+class PackFindings:
+    """What checking one pack found."""
+
+    pack_id: str
+    key: str  # the pack's object key, for messages
+    problems: list[str] = field(default_factory=list)  # about the pack as a whole
+    damaged: dict[bytes, str] = field(default_factory=dict)  # block id: what is wrong with it
+    blocks: int = 0  # blocks checked
+    in_full: int = 0  # of those, unsealed (no stored digest)
+    bytes_read: int = 0
+
+
+def check_packs(
+    repo: Repository,
+    packs: list[PackToCheck],
+    jobs: int,
+    meanwhile: Callable[[], None] | None = None,
+) -> list[PackFindings]:
+    """:func:`check_pack` of each, by ``jobs`` threads (reading and hashing release the
+    GIL); ``meanwhile`` runs in this thread while they do (once in any case)."""
+    workers = max(1, min(repo.workers_for(jobs), len(packs)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-quick") as pool:
+        futures = [pool.submit(check_pack, repo, p) for p in packs]
+        if meanwhile is not None:
+            meanwhile()
+        return [f.result() for f in futures]
+
+
+def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
+    """Check ``pack``'s blocks as they are stored (the module's docstring says how)."""
+    key = layout.pack_key(pack.pack_id)
+    found = PackFindings(pack.pack_id, key)
+    entries = pack.entries
+    if pack.wanted is not None:
+        entries = [(b, loc) for b, loc in entries if b in pack.wanted]
+    found.blocks = len(entries)
+    if pack.size is None:
+        found.problems.append(f"pack {key} is missing")
+        _all_damaged(found, entries, "its pack is missing")
+        return found
+    whole = pack.wanted is None or 2 * sum(loc.length for _b, loc in entries) >= pack.size
+    try:
+        if whole:
+            data = repo.storage.get(key)
+            found.bytes_read = len(data)
+            end, copy_bytes = _trailer(data)
+            copy = _parse_copy(repo, found, copy_bytes)
+            runs = [(0, memoryview(data), entries)]
+        else:
+            end, copy_bytes = None, _ranged_copy(repo, pack.pack_id)
+            copy = _parse_copy(repo, found, copy_bytes)
+            runs = list(_read_spans(repo, found, entries))
+    except ObjectNotFound:
+        found.problems.append(f"pack {key} vanished while it was verified")
+        _all_damaged(found, entries, "its pack is missing")
+        return found
+    if copy is not None and not pack.trailer_read and not copy.same_as(pack.entries):
+        found.problems.append(
+            f"pack {key}: the index copy at its end differs from its index object"
+        )
+        copy = _unlisted(found, copy, entries)
+    if copy is not None and end is not None and _blocks_intact(repo, copy, runs[0][1], end):
+        return found  # every sealed block is, byte for byte, what its writer stored
+    digests = _digests(found, copy) if repo.cipher is None else None
+    for base, view, run in runs:
+        _check_blocks(repo, found, base, view, run, digests)
+    return found
+
+
+def _trailer(data: bytes) -> tuple[int | None, bytes | None]:
+    """(where the blocks end, the sealed copy of its index) of a whole pack; (None, None)
+    when it has no sound trailer (truncated, extended or overwritten at the end)."""
+    if len(data) < PACK_TRAILER.size:
+        return None, None
+    index_offset, magic = PACK_TRAILER.unpack_from(data, len(data) - PACK_TRAILER.size)
+    if magic != PACK_TRAILER_MAGIC or not 0 <= index_offset <= len(data) - PACK_TRAILER.size:
+        return None, None
+    return index_offset, data[index_offset : len(data) - PACK_TRAILER.size]
+
+
+def _ranged_copy(repo: Repository, pack_id: str) -> bytes | None:
+    try:
+        return read_pack_index(repo, pack_id)
+    except KeyError:
+        if repo.storage.size(layout.pack_key(pack_id)) is None:
+            raise ObjectNotFound(layout.pack_key(pack_id)) from None
+        return None
+
+
+def _read_spans(
+    repo: Repository, found: PackFindings, entries: Entries
+) -> Iterable[tuple[int, memoryview, Entries]]:
+    for start, end, run in _spans(sorted(entries, key=lambda e: e[1].offset)):
+        piece = repo.storage.get(found.key, start, end - start)
+        found.bytes_read += len(piece)
+        yield start, memoryview(piece), run
+
+
+def _parse_copy(repo: Repository, found: PackFindings, copy_bytes: bytes | None) -> PackCopy | None:
+    if copy_bytes is None:
+        found.problems.append(
+            f"pack {found.key} does not end with its trailer: it was truncated or extended"
+        )
+        return None
+    try:
+        return parse_pack_copy(repo, found.pack_id, copy_bytes)
+    except CorruptionError as exc:
+        found.problems.append(f"pack {found.key}: the copy of its index at its end: {exc.message}")
+        return None
+
+
+def _unlisted(found: PackFindings, copy: PackCopy, entries: Entries) -> PackCopy | None:
+    """The index places blocks in the pack that its own copy of the index does not list
+    there: those are damaged (the copy's digests still serve for the others)."""
+    try:
+        own = set(copy.entries())
+    except CorruptionError as exc:
+        found.problems.append(exc.message)
+        return None
+    _all_damaged(
+        found, [e for e in entries if e not in own], "its pack's own index does not list it"
+    )
+    return copy
+
+
+def _blocks_intact(repo: Repository, copy: PackCopy, view: memoryview, end: int) -> bool:
+    """Whether all the sealed blocks of a whole pack (which lie end to end from its start
+    to its index copy at ``end``) match the digest its copy records of them."""
+    if repo.cipher is not None or copy.blocks_digest is None:
+        return False
+    whole = blake3.blake3(view[:end], key=repo.key, max_threads=blake3.blake3.AUTO)
+    return whole.digest() == copy.blocks_digest
+
+
+def _digests(found: PackFindings, copy: PackCopy | None) -> dict[int, bytes] | None:
+    if copy is None or not copy.has_digests:
+        return None
+    try:
+        return copy.digests_by_offset()
+    except CorruptionError as exc:
+        found.problems.append(exc.message)
+        return None
+
+
+def _check_blocks(
+    repo: Repository,
+    found: PackFindings,
+    base: int,
+    view: memoryview,
+    entries: Entries,
+    digests: dict[int, bytes] | None,
+) -> None:
+    """Check ``entries`` one by one, whose bytes ``view`` holds from offset ``base`` of the
+    pack: by tag, by stored digest (``digests``, by offset), or else by unsealing."""
+    for block_id, loc in entries:
+        if block_id in found.damaged:
+            continue
+        start = loc.offset - base
+        piece = view[start : start + loc.length]
+        if len(piece) < loc.length:
+            found.damaged[block_id] = f"it is cut off: the pack ends before its {loc.length} bytes"
+            continue
+        try:
+            if repo.cipher is not None:
+                repo.authenticate(piece, block_id)
+            elif digests is not None:
+                recorded = digests.get(loc.offset)
+                if blake3.blake3(piece, key=repo.key).digest(STORED_DIGEST_SIZE) != recorded:
+                    raise SealError("its stored bytes do not match their recorded digest")
+            else:
+                repo.unseal(piece, block_id)
+                found.in_full += 1
+        except SealError as exc:
+            found.damaged[block_id] = str(exc)
+
+
+def _spans(entries: Entries) -> Iterable[tuple[int, int, Entries]]:
+    """Runs of ``entries`` (sorted by offset) read in one request each: blocks up to
+    SCATTER_GAP apart, at most SCATTER_SPAN bytes a run (as the block reader does)."""
+    i = 0
+    while i < len(entries):
+        start = entries[i][1].offset
+        end, j = start + entries[i][1].length, i + 1
+        while j < len(entries):
+            loc = entries[j][1]
+            if loc.offset - end > SCATTER_GAP or loc.offset + loc.length - start > SCATTER_SPAN:
+                break
+            end, j = max(end, loc.offset + loc.length), j + 1
+        yield start, end, entries[i:j]
+        i = j
+
+
+def _all_damaged(found: PackFindings, entries: Entries, why: str) -> None:
+    for block_id, _loc in entries:
+        found.damaged.setdefault(block_id, why)
+
+
+def check_stored_wal(repo: Repository, stored: StoredWal) -> bool:
+    """Check an archived WAL file as it is stored: its tag in an encrypted repository; in an
+    unencrypted one it is unsealed in full (a WAL object records no digest of its stored
+    bytes). SealError when it is damaged; whether it was unsealed in full."""
+    if repo.cipher is not None:
+        repo.authenticate(stored.data, name=stored.key)
+        return False
+    stored.check()
+    return True

@@ -1,0 +1,304 @@
+"""`pgkura verify --quick` (issue 17, point 3): every stored object checked as it is stored,
+without decompressing (the AES-GCM tag in an encrypted repository, the digest of the stored
+bytes its pack's index records in an unencrypted one), every block a backup references in
+the index and intact in its pack, every WAL segment it needs archived. Each kind of damage is
+made in a copy of a real repository, found, named, and exits 7; a clean repository's backup
+restores and holds the rows that were committed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import shutil
+import struct
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgkura.pg.server import LocalServer, free_port, make_owned_dir
+from pgutil import chown, switch_and_wait_archived
+from pgversions import DEFAULT_MAJOR, bin_of
+from runner import PGKURA, os_user, run_pgkura
+from test_json_output import validator
+
+KINDS = ("plain", "encrypted")
+ROWS = "SELECT count(*), md5(string_agg(note, ',' ORDER BY id)) FROM notes"
+
+
+def chown_tree(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", f"{os_user()}:{os_user()}", str(path)], check=True)
+
+
+@pytest.fixture(scope="module")
+def pristine() -> Iterator[dict[str, Any]]:
+    """An unencrypted and an encrypted repository, each with an online backup of the same
+    cluster (pgbench and a table of notes) whose WAL archive_command pushed into both."""
+    base = Path(tempfile.mkdtemp(prefix="pgkura-quick-"))
+    make_owned_dir(base, os_user(), 0o755)
+    key = base / "raw.key"
+    key.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    chown(key)
+    key.chmod(0o600)
+    repos = {"plain": ["--repo", str(base / "plain")],
+             "encrypted": ["--repo", str(base / "encrypted"), "--key-file", str(key)]}  # fmt: skip
+    run_pgkura(*repos["plain"], "init")
+    run_pgkura(*repos["encrypted"], "init", "--encrypt", "--raw-key")
+    pushes = [shlex.join([PGKURA, *args, "archive-push"]) + " %p" for args in repos.values()]
+    push = " && ".join(pushes)
+    conf = {"wal_level": "replica", "archive_mode": "on", "archive_command": push}
+    server = LocalServer(base / "src", free_port(), base, bin_of(DEFAULT_MAJOR), os_user())
+    server.initdb(extra_conf=conf)
+    server.start()
+    backups = {}
+    try:
+        server.pgbench_init(2)
+        server.sql("CREATE TABLE notes AS SELECT g AS id, md5(g::text) AS note "
+                   "FROM generate_series(1, 30000) g")  # fmt: skip
+        env = {**server.libpq_env(), "PGKURA_PGDATA": str(server.pgdata)}
+        for kind, args in repos.items():
+            out = run_pgkura(*args, "backup", "--jobs", "2", "--output", "json", env=env)
+            backups[kind] = json.loads(out.stdout)["id"]
+        switch_and_wait_archived(server)
+        rows = server.sql(ROWS)
+    finally:
+        server.stop()
+    yield {"base": base, "repos": repos, "backups": backups, "rows": rows}
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=KINDS)
+def repo(request: pytest.FixtureRequest, pristine: dict[str, Any], work_dir: Path) -> Any:
+    """A copy of one pristine repository for one test to damage."""
+    kind = request.param
+    copy = work_dir / kind
+    shutil.copytree(pristine["base"] / kind, copy)
+    chown_tree(copy)
+    args = [*pristine["repos"][kind]]
+    args[1] = str(copy)
+    return {"kind": kind, "path": copy, "args": args, "backup": pristine["backups"][kind],
+            "rows": pristine["rows"]}  # fmt: skip
+
+
+def quick(repo: dict[str, Any], *args: str) -> tuple[int, dict[str, Any]]:
+    result = run_pgkura(*repo["args"], "verify", "--quick", *args, "--output", "json", check=False)
+    assert result.returncode in (0, 7), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def biggest_pack(repo: dict[str, Any]) -> Path:
+    return max((p for p in (repo["path"] / "packs").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)  # fmt: skip
+
+
+def pack_key(path: Path) -> str:
+    return f"packs/{path.parent.name}/{path.name}"
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def needed_segment(repo: dict[str, Any]) -> Path:
+    """The archived segment the backup starts in (it needs it to become consistent)."""
+    info = run_pgkura(*repo["args"], "info", repo["backup"], "--output", "json").stdout
+    name = json.loads(info)["backups"][0]["start_wal"]
+    return next((repo["path"] / "wal").rglob(name))
+
+
+def test_a_clean_repository_passes_without_decompressing_and_its_backup_restores(
+    repo: dict[str, Any], make_server: Any, work_dir: Path
+) -> None:
+    code, report = quick(repo)
+    assert code == 0 and report["ok"] and report["problems"] == [], report
+    assert report["mode"] == "quick" and [b["ok"] for b in report["backups"]] == [True]
+    errors = [e.message for e in validator("verify.schema.json").iter_errors(report)]
+    assert errors == []  # docs/json/verify.schema.json, closed as tests/test_json_output.py does
+    packs = [p for p in (repo["path"] / "packs").rglob("*") if p.is_file()]
+    assert report["stored_bytes_read"] == sum(p.stat().st_size for p in packs)  # whole packs
+    assert report["blocks_checked"] > 100 and report["blocks_checked_in_full"] == 0
+    assert report["wal_files_checked"] >= 2
+    # Unencrypted WAL records no digest of its stored bytes: it is unsealed in full.
+    in_full = report["wal_files_checked_in_full"]
+    assert in_full == (report["wal_files_checked"] if repo["kind"] == "plain" else 0)
+    one = run_pgkura(*repo["args"], "verify", "--quick", repo["backup"], "--output", "json")
+    assert json.loads(one.stdout)["ok"]
+
+    target = work_dir / "restored"
+    run_pgkura(*repo["args"], "restore", "--target-dir", str(target), "--archive-mode", "off")
+    restored = make_server("restored", pgdata=target, init=False)
+    restored.wait_for_promotion()
+    assert restored.sql(ROWS) == repo["rows"]
+
+
+def test_a_flipped_byte_in_a_pack_is_named_with_the_file_that_needs_it(
+    repo: dict[str, Any],
+) -> None:
+    pack = biggest_pack(repo)
+    flip(pack, pack.stat().st_size // 3)  # inside a block, far from the trailer
+    code, report = quick(repo)
+    assert code == 7 and not report["ok"] and [b["ok"] for b in report["backups"]] == [False]
+    damaged = [p for p in report["problems"] if p.startswith("block ")]
+    assert len(damaged) == 1 and f"in pack {pack_key(pack)} is damaged" in damaged[0], report
+    why = "authentication failed" if repo["kind"] == "encrypted" else "recorded digest"
+    assert why in damaged[0]
+    block = damaged[0].split()[1]
+    named = [p for p in report["problems"] if p.startswith(f"backup {repo['backup']}: ")]
+    assert len(named) == 1 and f"block {block} in pack {pack_key(pack)}" in named[0]
+    # The full verify agrees on the block, and so does the check of that backup alone.
+    full = run_pgkura(*repo["args"], "verify", "--output", "json", check=False)
+    assert full.returncode == 7 and block in full.stdout
+    code, one = quick(repo, repo["backup"])
+    assert code == 7 and any(f"block {block}" in p for p in one["problems"])
+    assert one["stored_bytes_read"] > 0
+
+
+def test_a_truncated_pack_is_named(repo: dict[str, Any]) -> None:
+    pack = biggest_pack(repo)
+    size = pack.stat().st_size
+    os.truncate(pack, size // 2)
+    code, report = quick(repo)
+    assert code == 7 and [b["ok"] for b in report["backups"]] == [False]
+    key = pack_key(pack)
+    assert (
+        f"pack {key} does not end with its trailer: it was truncated or extended"
+        in (report["problems"])
+    )
+    assert any(f"in pack {key} is damaged: it is cut off" in p for p in report["problems"])
+    # Unencrypted, the blocks before the cut are checked in full: the digests of their stored
+    # bytes were in the copy of the index at the pack's end, which is gone. Encrypted, each
+    # block's tag still checks it.
+    in_full = report["blocks_checked_in_full"]
+    if repo["kind"] == "plain":
+        assert 0 < in_full < report["blocks_checked"]
+    else:
+        assert in_full == 0
+
+
+def test_a_missing_wal_segment_the_backup_needs_is_named(repo: dict[str, Any]) -> None:
+    segment = needed_segment(repo)
+    segment.unlink()
+    code, report = quick(repo)
+    assert code == 7 and [b["ok"] for b in report["backups"]] == [False]
+    assert (
+        f"backup {repo['backup']}: WAL segment {segment.name}, needed to make it consistent, "
+        "is missing from the archive"
+    ) in report["problems"]
+    code, one = quick(repo, repo["backup"])
+    assert code == 7 and len(one["problems"]) == 1 and segment.name in one["problems"][0]
+
+
+def test_a_damaged_wal_segment_is_named(repo: dict[str, Any]) -> None:
+    segment = needed_segment(repo)
+    flip(segment, segment.stat().st_size - 1)
+    code, report = quick(repo)
+    assert code == 7
+    assert any(p.startswith(f"archived WAL file {segment.name} is damaged") for p in
+               report["problems"]), report  # fmt: skip
+
+
+def test_quick_is_refused_with_pages_or_a_drill(repo: dict[str, Any]) -> None:
+    before = sorted(str(p) for p in repo["path"].rglob("*"))
+    for other in ("--pages", "--restore"):
+        result = run_pgkura(*repo["args"], "verify", "--quick", other, check=False)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 3 and len(lines) == 2, result.stderr
+        assert f"not with {other}" in lines[0] and lines[1].startswith("hint:")
+    assert sorted(str(p) for p in repo["path"].rglob("*")) == before
+
+
+def strip_stored_digests(path: Path) -> int:
+    """Rewrite every pack of the unencrypted repository at ``path``, and its index object, as
+    pgkura wrote them before packs recorded the digests of their stored bytes (the blocks
+    are the same bytes); the number of blocks."""
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    repo = Repository.open(PosixStorage(str(path)))
+    blocks = 0
+    for pack in (p for p in (path / "packs").rglob("*") if p.is_file()):
+        data = pack.read_bytes()
+        (index_offset,) = struct.unpack_from("<Q", data, len(data) - 16)
+        key = f"index/{pack.name}"
+        doc = json.loads(repo.unseal(data[index_offset:-16], name=key))
+        del doc["digests"], doc["blocks_digest"]
+        blocks += len(doc["blocks"])
+        copy = repo.seal(json.dumps(doc).encode(), name=key).data
+        pack.write_bytes(data[:index_offset] + copy + data[-16:])
+        (path / "index" / pack.name).write_bytes(copy)  # few packs: no merged index objects
+    return blocks
+
+
+def test_packs_written_before_stored_digests_are_checked_in_full(
+    pristine: dict[str, Any], work_dir: Path
+) -> None:
+    path = work_dir / "old"
+    shutil.copytree(pristine["base"] / "plain", path)
+    blocks = strip_stored_digests(path)
+    chown_tree(path)
+    old = {"kind": "plain", "path": path, "args": ["--repo", str(path)],
+           "backup": pristine["backups"]["plain"]}  # fmt: skip
+    code, report = quick(old)
+    assert code == 0 and report["blocks_checked"] == report["blocks_checked_in_full"] == blocks
+    text = run_pgkura("--repo", str(path), "verify", "--quick").stdout
+    assert f"of which {blocks} unsealed in full" in text
+    pack = biggest_pack(old)
+    flip(pack, pack.stat().st_size // 3)
+    code, report = quick(old)
+    assert code == 7 and [b["ok"] for b in report["backups"]] == [False]
+    assert any(f"in pack {pack_key(pack)} is damaged" in p for p in report["problems"]), report
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_quick_on_s3_finds_a_flipped_byte_and_a_missing_segment(
+    kind: str, make_server: Any, work_dir: Path, s3_repo: Any
+) -> None:
+    args = [*s3_repo.args]
+    if kind == "encrypted":
+        key = work_dir / "raw.key"
+        key.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+        chown(key)
+        key.chmod(0o600)
+        args += ["--key-file", str(key)]
+        run_pgkura(*args, "init", "--encrypt", "--raw-key")
+    else:
+        run_pgkura(*args, "init")
+    conf = {"wal_level": "replica", "archive_mode": "on",
+            "archive_command": shlex.join([PGKURA, *args, "archive-push"]) + " %p"}  # fmt: skip
+    src = make_server("src", extra_conf=conf)
+    src.sql("CREATE TABLE notes AS SELECT g AS id, md5(g::text) AS note "
+            "FROM generate_series(1, 50000) g")  # fmt: skip
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    backup = json.loads(run_pgkura(*args, "backup", "--output", "json", env=env).stdout)["id"]
+    switch_and_wait_archived(src)
+    repo = {"args": args, "backup": backup}
+
+    code, report = quick(repo)
+    store = s3_repo.store()
+    packs = {o.key: o.size for o in store.list("packs/")}
+    assert code == 0 and report["ok"] and report["stored_bytes_read"] == sum(packs.values())
+    assert report["blocks_checked"] > 0 and report["blocks_checked_in_full"] == 0
+
+    pack = max(packs, key=lambda k: packs[k])
+    data = bytearray(store.get(pack))
+    data[len(data) // 3] ^= 0x40
+    store.put(pack, bytes(data))
+    info = json.loads(run_pgkura(*args, "info", backup, "--output", "json").stdout)
+    segment = info["backups"][0]["start_wal"]
+    store.delete(f"wal/main/{segment[:16]}/{segment}")
+    code, report = quick(repo)
+    assert code == 7 and [b["ok"] for b in report["backups"]] == [False]
+    assert any(p.startswith("block ") and f"in pack {pack} is damaged" in p
+               for p in report["problems"]), report  # fmt: skip
+    assert (
+        f"backup {backup}: WAL segment {segment}, needed to make it consistent, is missing "
+        "from the archive"
+    ) in report["problems"]
