@@ -171,6 +171,18 @@ def test_every_family_holds_what_the_catalog_drill_verify_expire_and_gc_said(
                             "1h", "--max-age", "1h")  # fmt: skip
     assert "ok: a drill passed " in drilled_ok.stdout and "problem" not in drilled_ok.stdout
 
+    # A backup deleted by hand ends with a gc too: the repository's last gc is that one.
+    dump_id = next(b["id"] for b in info_of(repo)["backups"] if b["kind"] == "logical")
+    gc_before = value(got, "pgkura_gc_last_timestamp_seconds")
+    time.sleep(1.1)
+    run_pgkura("--repo", repo, "delete", dump_id, "--force")
+    deleted = samples(run_pgkura("--repo", repo, "metrics").stdout)
+    assert value(deleted, "pgkura_gc_last_timestamp_seconds") > gc_before
+    assert (
+        "pgkura_backups",
+        (("kind", "logical"), ("method", "pg_dump"), ("stanza", "main")),
+    ) not in deleted
+
     # A hole in the archive: one segment lost from the middle of timeline 1.
     names = sorted(segments, key=lambda p: p.name)
     names[-2].unlink()

@@ -114,6 +114,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("archive_timeout", float, 60.0,
         "seconds to wait for WAL to reach the archive",
         metavar="SECONDS"),
+    Setting("wal_summaries", bool, True,
+        "PostgreSQL 17+ with summarize_wal = on: an online backup reads only the blocks the WAL"
+        " summaries say changed since the previous backup (off: read every changed file whole)",
+        metavar="on|off"),
+    Setting("summary_timeout", float, 30.0,
+        "seconds an online backup waits for the WAL summarizer to reach its start, before it"
+        " reads every changed file whole instead",
+        metavar="SECONDS"),
     Setting("archive_async", bool, False,
         "archive-push/-get through a background process: several segments pushed at once, the "
         "next ones prefetched during recovery",
@@ -199,6 +207,8 @@ class Config:
     primary_dbconn: str | None
     log_level: str
     archive_timeout: float
+    wal_summaries: bool
+    summary_timeout: float
     archive_async: bool
     spool_path: str | None
     direct_io: bool

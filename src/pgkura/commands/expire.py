@@ -42,9 +42,12 @@ def run_expire(cfg: Config, dry_run: bool = False) -> ExpireReport:
 def run_delete(cfg: Config, backup_id: str, *, force: bool, dry_run: bool) -> ExpireReport:
     max_unused = checked_max_unused(cfg.max_unused)
     with locked_repository(cfg, "maintenance") as repo:
-        return delete_backup(
+        report = delete_backup(
             repo, cfg.stanza, backup_id, force=force, max_unused=max_unused, dry_run=dry_run
         )
+        if report.gc is not None:  # the gc it ended with is the repository's last one
+            recorded(repo, "gc", None, dry_run=dry_run).done(report.gc)
+        return report
 
 
 @dataclass(frozen=True)

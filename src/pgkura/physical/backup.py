@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgkura.physical.source import SourceFile
 from pgkura.physical.store import FileStorer, PageCheck, StoreResult
@@ -13,6 +13,9 @@ from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.manifest import FileEntry, Manifest, list_backup_ids, read_manifest
 from pgkura.repository.repo import Repository
+
+if TYPE_CHECKING:
+    from pgkura.physical.guided import Guide
 
 
 def new_backup_id(started: datetime) -> str:
@@ -24,6 +27,8 @@ class PreviousFiles:
     files: dict[str, FileEntry]
     #: Files whose mtime is older than this were read after their last change by that backup.
     reuse_before: float | None
+    #: the backup they are from (a summary-guided backup's base)
+    base: Manifest | None = None
 
 
 def previous_files(repo: Repository, stanza: str, system_identifier: str) -> PreviousFiles:
@@ -36,7 +41,7 @@ def previous_files(repo: Repository, stanza: str, system_identifier: str) -> Pre
         files = {f.path: f for f in manifest.files if f.type == "file"}
         # One second of margin: a write in the same second as the read keeps the same mtime
         # on file systems with coarse timestamps.
-        return PreviousFiles(files, started.timestamp() - 1.0)
+        return PreviousFiles(files, started.timestamp() - 1.0, manifest)
     return PreviousFiles({}, None)
 
 
@@ -49,6 +54,7 @@ def store_files(
     page_check: PageCheck,
     progress: Progress | None,
     previous: PreviousFiles | None,
+    guide: Guide | None = None,
 ) -> StoreResult:
     storer = FileStorer(
         index,
@@ -57,6 +63,7 @@ def store_files(
         progress,
         previous.files if previous else None,
         previous.reuse_before if previous else None,
+        guide,
     )
     return storer.store(sources)
 

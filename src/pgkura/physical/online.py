@@ -12,6 +12,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pgkura.errors import PgkuraError, PostgresError
 from pgkura.pg.versions import capabilities, major_of_version_num
 from pgkura.physical.backup import new_backup_id, previous_files, store_files, stored_bytes
 from pgkura.physical.exclusions import OnlineExclusions
+from pgkura.physical.guided import Guide
 from pgkura.physical.source import Exclude, walk_data_directory
 from pgkura.physical.standby import (
     archive_hint,
@@ -31,6 +33,7 @@ from pgkura.physical.standby import (
     without_pg_control,
 )
 from pgkura.physical.store import PageCheck
+from pgkura.physical.summaries import SummaryDecision, decide, summaries_apply, summary_note
 from pgkura.progress import Progress
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import backup_lock
@@ -211,12 +214,26 @@ def backup_online(
         with backup_lock(repo, stanza):
             started = utc_now()
             backup_id = new_backup_id(started)
-            index = BlockIndex(repo).load(write_back=True)
-            previous = previous_files(repo, stanza, facts.system_identifier)
-            start_lsn = _start_backup(
-                conn, facts.version_num, f"pgkura {backup_id}", fast_checkpoint
-            )
-            result = _copy(repo, index, pgdata, facts, start_lsn, jobs, progress, previous)
+            # The index and the previous manifest load while the server checkpoints.
+            with ThreadPoolExecutor(1, thread_name_prefix="pgkura-load") as pool:
+                loading = pool.submit(
+                    lambda: (
+                        BlockIndex(repo).load(write_back=True),
+                        previous_files(repo, stanza, facts.system_identifier),
+                    )
+                )
+                start_lsn = _start_backup(
+                    conn, facts.version_num, f"pgkura {backup_id}", fast_checkpoint
+                )
+                index, previous = loading.result()
+            decision = None
+            if summaries_apply(facts.version_num, cfg.wal_summaries):
+                decision = decide(
+                    conn, pgdata, previous.base, start_lsn, cfg.summary_timeout,
+                    facts.wal_segment_size,
+                )  # fmt: skip
+            guide = _guide(repo, decision)
+            result = _copy(repo, index, pgdata, facts, start_lsn, jobs, progress, previous, guide)
             stop_lsn, label, spcmap, stop_time = _stop_backup(conn, facts.version_num)
             if facts.in_recovery:
                 check_still_standby(conn, label_timeline(label))
@@ -239,6 +256,7 @@ def backup_online(
                     spcmap=spcmap or None,
                     stop_time=stop_time,
                     pgdata_mode=stat.S_IMODE(pgdata.stat().st_mode),
+                    summaries=summary_note(decision, result) if decision else None,
                 ),
                 jobs=jobs,
                 fast_checkpoint=fast_checkpoint,
@@ -259,6 +277,7 @@ def _copy(
     jobs: int,
     progress: Progress | None,
     previous: Any,
+    guide: Guide | None = None,
 ) -> Any:
     """Store the cluster's files; on a standby pg_control on its own, after all the others."""
     exclude: Exclude = OnlineExclusions(pgdata)
@@ -267,8 +286,9 @@ def _copy(
         pgdata, without_pg_control(exclude) if facts.in_recovery else exclude
     )
     result = store_files(
-        repo, index, walk, jobs=jobs, page_check=check, progress=progress, previous=previous
-    )
+        repo, index, walk, jobs=jobs, page_check=check, progress=progress, previous=previous,
+        guide=guide,
+    )  # fmt: skip
     if not facts.in_recovery:
         return result
     last = store_files(
@@ -296,6 +316,14 @@ class OnlineCopy:
     spcmap: str | None
     stop_time: str
     pgdata_mode: int
+    #: summary-guided or not, from which base, and what fell back (physical/summaries.py)
+    summaries: dict[str, Any] | None = None
+
+
+def _guide(repo: Repository, decision: SummaryDecision | None) -> Guide | None:
+    if decision is None:
+        return None
+    return Guide(decision.summaries, repo.config.block_size)
 
 
 def finish_online_backup(
@@ -363,6 +391,8 @@ def finish_online_backup(
             "wal_segment_size": seg,
             "stop_time": copy.stop_time,
             **({"backup_from": "standby"} if copy.facts.in_recovery else {}),
+            **({"read_bytes": copy.result.read_bytes} if copy.method == "online" else {}),
+            **({"summaries": copy.summaries} if copy.summaries else {}),
         },
     )
     write_manifest(repo, manifest)

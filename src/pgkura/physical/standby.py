@@ -47,6 +47,8 @@ def joined(first: StoreResult, last: StoreResult) -> StoreResult:
         size_bytes=first.size_bytes + last.size_bytes,
         new_bytes=first.new_bytes + last.new_bytes,
         checksum_failures=first.checksum_failures + last.checksum_failures,
+        read_bytes=first.read_bytes + last.read_bytes,
+        mismatches=first.mismatches + last.mismatches,
     )
 
 

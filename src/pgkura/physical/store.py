@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import google_crc32c
 
@@ -22,6 +22,7 @@ from pgkura.codec.crc import crc32c_combine
 from pgkura.errors import PgkuraError
 from pgkura.pg.checksum import failing_pages, verify_pages
 from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
+from pgkura.physical.guided import block_crcs_of, keeps_block_crcs
 from pgkura.physical.source import SourceFile
 from pgkura.physical.units import (
     cancelling,
@@ -34,6 +35,9 @@ from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter
 from pgkura.repository.manifest import FileEntry
 
+if TYPE_CHECKING:
+    from pgkura.physical.guided import Guide, GuidedPlan
+
 MAX_REPORTED_BLOCKS = 5  # per file, as pg_basebackup reports them
 READ_BYTES = 1024 * 1024
 # Files larger than this are stored as several ranges in parallel.
@@ -42,7 +46,8 @@ RANGE_BYTES = 64 * 1024 * 1024
 # gathered up to it, so that handing work over is paid per few MiB, not per file.
 UNIT_BYTES = 32 * 1024 * 1024
 
-Task = tuple[SourceFile, int, "int | None"]  # a file, where its range starts, its length or None
+# A file, where its range starts, its length or None; or a whole file and its guided plan.
+Task = tuple[SourceFile, int, "int | None", "GuidedPlan | None"]
 
 
 @dataclass
@@ -51,6 +56,10 @@ class StoreResult:
     size_bytes: int = 0
     new_bytes: int = 0
     checksum_failures: list[dict[str, Any]] = field(default_factory=list)
+    #: bytes read from the cluster's files (a guided backup reads fewer than their size)
+    read_bytes: int = 0
+    #: guided files whose pages contradicted the summaries, so they were read whole
+    mismatches: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class _UnitResult:
     published: list[tuple[str, list[tuple[bytes, BlockLocation]]]]
     new_bytes: int
     read_bytes: int
+    disk_bytes: int = 0
+    mismatches: list[str] = field(default_factory=list)
 
 
 def _join(head: FileEntry, tail: FileEntry) -> FileEntry:
@@ -78,8 +89,9 @@ def _join(head: FileEntry, tail: FileEntry) -> FileEntry:
     assert head.crc32c is not None and tail.crc32c is not None
     crc = crc32c_combine(int(head.crc32c, 16), int(tail.crc32c, 16), tail.size)
     return replace(
-        head, size=head.size + tail.size, blocks=head.blocks + tail.blocks, crc32c=f"{crc:08x}"
-    )
+        head, size=head.size + tail.size, blocks=head.blocks + tail.blocks, crc32c=f"{crc:08x}",
+        block_crcs=head.block_crcs + tail.block_crcs,
+    )  # fmt: skip
 
 
 def _merge_failures(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,6 +113,7 @@ class FileStorer:
         progress: Progress | None = None,
         previous: dict[str, FileEntry] | None = None,
         reuse_before: float | None = None,
+        guide: Guide | None = None,
     ) -> None:
         self.index = index
         self.block_size = index.repo.config.block_size
@@ -116,6 +129,9 @@ class FileStorer:
         self._writers_lock = threading.Lock()
         self._failures: list[dict[str, Any]] = []
         self._failures_lock = threading.Lock()
+        self.guide = guide
+        self._disk_bytes = 0
+        self._mismatches: list[str] = []
 
     def _writer(self) -> PackWriter:
         writer: PackWriter | None = getattr(self._local, "writer", None)
@@ -140,10 +156,14 @@ class FileStorer:
                 by_path[src.path] = reused
                 reused_bytes += src.size
                 continue
+            plan = self._plan(src)
+            if plan is not None:
+                tasks.append((src, 0, None, plan))
+                continue
             starts = list(range(0, src.size, self.range_size)) or [0]
             for i, start in enumerate(starts):
                 last = i == len(starts) - 1
-                tasks.append((src, start, None if last else self.range_size))
+                tasks.append((src, start, None if last else self.range_size, None))
         units = gather(tasks, _task_bytes, UNIT_BYTES)
         if self.page_check.enabled and any(is_relation_file(t[0].path) for t in tasks):
             import pgkura.pg.checksum  # noqa: F401 - loaded once, before workers are forked
@@ -160,6 +180,10 @@ class FileStorer:
                 new_bytes = sum(w.bytes_written for w in self._writers)
         finally:
             self.progress.finish()
+        if self._mismatches:
+            from pgkura.physical.guided import read_relations_whole
+
+            new_bytes += read_relations_whole(self, [t for t in tasks if t[3]], by_path)
         with self._failures_lock:
             self._failures = _merge_failures(self._failures)
         out: list[FileEntry] = []
@@ -173,12 +197,14 @@ class FileStorer:
             size_bytes=sum(f.size for f in out),
             new_bytes=new_bytes,
             checksum_failures=sorted(self._failures, key=lambda f: str(f["path"])),
+            read_bytes=self._disk_bytes,
+            mismatches=sorted(self._mismatches),
         )
 
     def _store_in_threads(self, tasks: list[Task], by_path: dict[str, FileEntry]) -> None:
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-store") as pool:
-            pieces = pool.map(lambda t: self._store_range(self._writer(), *t), tasks)
-            for (src, _start, _length), piece in zip(tasks, pieces, strict=True):
+            pieces = pool.map(lambda t: self._store_task(self._writer(), t), tasks)
+            for (src, *_rest), piece in zip(tasks, pieces, strict=True):
                 _add_piece(by_path, src, piece)
         for writer in self._writers:
             writer.close()
@@ -215,11 +241,13 @@ class FileStorer:
                     "run the backup again: the blocks already stored are reused, and "
                     "pgkura gc reclaims the rest",
                 )
-                for (src, _start, _length), piece in zip(unit, done.pieces, strict=True):
+                for (src, *_rest), piece in zip(unit, done.pieces, strict=True):
                     _add_piece(by_path, src, piece)
                 for pack_id, blocks in done.published:
                     self.index.publish(pack_id, blocks)
                 self._failures += done.failures
+                self._disk_bytes += done.disk_bytes
+                self._mismatches += done.mismatches
                 new_bytes += done.new_bytes
                 self.progress.advance(done.read_bytes)
         return new_bytes
@@ -230,14 +258,18 @@ class FileStorer:
             work.writer = PackWriter(self.index, keep_published=True, background=True)
         writer = work.writer
         before = writer.bytes_written
-        pieces = [self._store_range(writer, *task) for task in unit]
+        pieces = [self._store_task(writer, task) for task in unit]
         failures, self._failures = self._failures, []
+        disk, self._disk_bytes = self._disk_bytes, 0
+        mismatches, self._mismatches = self._mismatches, []
         return _UnitResult(
             pieces,
             failures,
             writer.take_published(),
             writer.bytes_written - before,
             sum(p.size for p in pieces),
+            disk,
+            mismatches,
         )
 
     def _finish_worker(self, work: _StoreWork) -> _UnitResult:
@@ -269,7 +301,26 @@ class FileStorer:
             or not all(bytes.fromhex(b) in self.index for b in prev.blocks)
         ):
             return None
-        return FileEntry(src.path, "file", src.mode, src.size, src.mtime, prev.blocks, prev.crc32c)
+        return replace(prev, mode=src.mode)
+
+    def _plan(self, src: SourceFile) -> GuidedPlan | None:
+        if self.guide is None:
+            return None
+        return self.guide.plan(src, self.previous.get(src.path), self.index)
+
+    def _store_task(self, writer: PackWriter, task: Task) -> FileEntry:
+        src, start, length, plan = task
+        if plan is None:
+            return self._store_range(writer, src, start, length)
+        from pgkura.physical.guided import store_planned
+
+        return store_planned(self, writer, src, plan)
+
+    def _count_read(self, read: int, mismatch: str | None = None) -> None:
+        with self._failures_lock:
+            self._disk_bytes += read
+            if mismatch is not None:
+                self._mismatches.append(mismatch)
 
     def _store_range(
         self, writer: PackWriter, src: SourceFile, start: int, length: int | None
@@ -277,6 +328,8 @@ class FileStorer:
         """Store bytes [start, start + length) of a file (to its end when length is None);
         returns a partial FileEntry that _join puts together in order."""
         relation = is_relation_file(src.path) if self.page_check.enabled else None
+        per_block = self.guide is not None and keeps_block_crcs(src.path)
+        block_crcs: list[str] = []
         blocks: list[str] = []
         crc = 0
         size = 0
@@ -303,19 +356,35 @@ class FileStorer:
                 offset = start + size
                 if relation is not None and len(chunk) % BLCKSZ == 0:
                     first = relation[1] * RELSEG_BLOCKS + offset // BLCKSZ
-                    for index in failing_pages(chunk, first):
-                        if self._confirm_failure(f, offset + index * BLCKSZ, first + index):
-                            bad.append(first + index)
+                    bad += self._failing_pages(f, chunk, offset, first)
                 crc = google_crc32c.extend(crc, chunk)
+                if per_block:
+                    block_crcs += block_crcs_of(chunk, self.block_size)
                 blocks += writer.add_blocks(memoryview(chunk), self.block_size)
                 size += len(chunk)
                 self.progress.advance(len(chunk))
         if bad:
-            with self._failures_lock:
-                self._failures.append(
-                    {"path": src.path, "blocks": bad[:MAX_REPORTED_BLOCKS], "count": len(bad)}
-                )
-        return FileEntry(src.path, "file", src.mode, size, src.mtime, tuple(blocks), f"{crc:08x}")
+            self._record_failures(src.path, bad)
+        self._count_read(size)
+        return FileEntry(
+            src.path, "file", src.mode, size, src.mtime, tuple(blocks), f"{crc:08x}",
+            block_crcs=tuple(block_crcs),
+        )  # fmt: skip
+
+    def _failing_pages(self, f: Any, chunk: bytes, offset: int, first: int) -> list[int]:
+        """The block numbers of ``chunk``'s pages (read at ``offset``; its first page is block
+        ``first`` of the relation) whose checksum fails, confirmed by a re-read."""
+        return [
+            first + index
+            for index in failing_pages(chunk, first)
+            if self._confirm_failure(f, offset + index * BLCKSZ, first + index)
+        ]
+
+    def _record_failures(self, path: str, bad: list[int]) -> None:
+        with self._failures_lock:
+            self._failures.append(
+                {"path": path, "blocks": bad[:MAX_REPORTED_BLOCKS], "count": len(bad)}
+            )
 
     def _confirm_failure(self, f: Any, page_offset: int, blkno: int) -> bool:
         """Re-read a failing page; only a failure that persists, and is not explained by a
@@ -333,7 +402,9 @@ class FileStorer:
 
 
 def _task_bytes(task: Task) -> int:
-    src, start, length = task
+    src, start, length, plan = task
+    if plan is not None:
+        return plan.read_bytes
     return length if length is not None else max(0, src.size - start)
 
 

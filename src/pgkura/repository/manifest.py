@@ -29,6 +29,9 @@ class FileEntry:
     blocks: tuple[str, ...] = ()
     crc32c: str | None = None
     target: str | None = None  # tablespace location at backup time
+    #: CRC-32C of each block (8 hex digits each), kept for relation files on PostgreSQL 17+:
+    #: a summary-guided backup that reuses a block combines its CRC into the file's
+    block_crcs: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "type": self.type, "mode": self.mode}
@@ -36,6 +39,8 @@ class FileEntry:
             out.update(size=self.size, mtime=self.mtime, blocks=list(self.blocks))
             if self.crc32c is not None:
                 out["crc32c"] = self.crc32c
+            if self.block_crcs:
+                out["block_crcs"] = "".join(self.block_crcs)
         if self.target is not None:
             out["target"] = self.target
         return out
@@ -57,7 +62,14 @@ class FileEntry:
             blocks=tuple(d.get("blocks", ())),
             crc32c=d.get("crc32c"),
             target=d.get("target"),
+            block_crcs=_block_crcs(d.get("block_crcs", "")),
         )
+
+
+def _block_crcs(text: Any) -> tuple[str, ...]:
+    if not isinstance(text, str) or len(text) % 8:
+        raise ValueError(f"a file entry's block_crcs is malformed: {text!r:.80}")
+    return tuple(text[i : i + 8] for i in range(0, len(text), 8))
 
 
 @dataclass(frozen=True)
