@@ -63,7 +63,8 @@ def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
     repo = open_repository(cfg)
     stanza = cfg.stanza
     listed = listed_backups(repo, stanza)  # one listing; the sizes let the cache answer
-    ids = [resolve_backup_id(repo, stanza, backup_id)] if backup_id else sorted(listed)
+    ids = sorted(listed)
+    ids = [resolve_backup_id(repo, stanza, backup_id, ids)] if backup_id else ids
     # One damaged manifest must not hide the others: it is listed as damaged.
     manifests = []
     damaged: list[dict[str, Any]] = []

@@ -88,6 +88,18 @@ class IndexCache:
             return None
         return data if len(data) == size else None
 
+    def read(self, key: str) -> bytes | None:
+        """The cached bytes of ``key``, whatever their size (a derived copy that records
+        what it was made from itself, such as a manifest's head)."""
+        path = self._path(key)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
     def put(self, key: str, data: bytes) -> None:
         """Keep a copy of ``key``: written whole under a temporary name, then renamed."""
         path = self._path(key)

@@ -310,9 +310,12 @@ def delete_manifest(repo: Repository, stanza: str, backup_id: str) -> None:
     )
 
 
-def resolve_backup_id(repo: Repository, stanza: str, wanted: str | None) -> str:
-    """Turn ``None``/``"latest"``/an id into an existing backup id, or fail with a hint."""
-    ids = list_backup_ids(repo, stanza)
+def resolve_backup_id(
+    repo: Repository, stanza: str, wanted: str | None, ids: list[str] | None = None
+) -> str:
+    """Turn ``None``/``"latest"``/an id into an existing backup id, or fail with a hint;
+    ``ids`` are the stanza's, when the caller has just listed them."""
+    ids = list_backup_ids(repo, stanza) if ids is None else ids
     if wanted in (None, "latest"):
         if not ids:
             raise BackupNotFoundError(
