@@ -324,8 +324,8 @@ def test_every_small_record_is_sealed_and_bound_to_its_name(tmp_path: Path) -> N
     Repository.create(PosixStorage(str(tmp_path / "r")), secret=PASSPHRASE_A.encode())
     repo = Repository.open(PosixStorage(str(tmp_path / "r")), key)
     repo.ensure_stanza("main", "7000000000000000001", 17)
-    pins.pin(repo, "main", "B1", pitr=False)
-    repo.drills.record("main", "B1", {"backup": "B1", "passed": True, "finished": MARKER})
+    pins.pin(repo, "main", "B1-rec", pitr=False)
+    repo.drills.record("main", "B1-rec", {"backup": "B1-rec", "passed": True, "finished": MARKER})
     expiry.record_pending(repo, "main", {"7000000000000000001"})
     doomed.write_doomed(repo, doomed.new_doomed_list(["ab" * 16]))
     stored = {o.key: repo.storage.get(o.key) for o in repo.storage.list("")}
@@ -333,20 +333,20 @@ def test_every_small_record_is_sealed_and_bound_to_its_name(tmp_path: Path) -> N
         k for k in stored if k.split("/")[0] in ("stanzas", "pins", "drills", "expire", "gc")
     ]
     assert len(records) == 5
-    assert all(stored[k].startswith(b"PGK1") and b"B1" not in stored[k] for k in records)
+    assert all(stored[k].startswith(b"PGK1") and b"B1-rec" not in stored[k] for k in records)
     assert MARKER.encode() not in b"".join(stored.values())
     stanza = repo.stanza("main")
     assert stanza is not None and stanza.system_identifier == "7000000000000000001"
-    assert pins.pins(repo, "main")["B1"].pitr is False
-    assert (repo.drills.latest("main", "B1") or {}).get("finished") == MARKER
+    assert pins.pins(repo, "main")["B1-rec"].pitr is False
+    assert (repo.drills.latest("main", "B1-rec") or {}).get("finished") == MARKER
     assert expiry.pending_generations(repo, "main") == {"7000000000000000001"}
     assert doomed.doomed_packs(repo) == {"ab" * 16}
 
     # A pin copied to another backup's name does not unseal: it still pins, as a damaged one.
-    repo.storage.put("pins/main/B2.json", stored["pins/main/B1.json"])
+    repo.storage.put("pins/main/B2.json", stored["pins/main/B1-rec.json"])
     assert pins.pins(repo, "main")["B2"].pinned == "?"
     # A drill record moved under another backup is not that backup's.
-    repo.storage.put("drills/main/B2.json", stored["drills/main/B1.json"])
+    repo.storage.put("drills/main/B2.json", stored["drills/main/B1-rec.json"])
     assert repo.drills.latest("main", "B2") is None
     # A plain JSON record put in place of a sealed one is not read either.
     repo.storage.put("expire/main.json", b'{"system_identifiers": ["1"]}')
