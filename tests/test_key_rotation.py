@@ -299,9 +299,14 @@ def test_a_snapshot_replayed_from_an_older_copy_is_named_by_verify_and_restore(
     # A repository as a pgkura before catalogs left it (version 4, none): read unchecked,
     # and the next key rotate (or backup) gives the stanza its first epoch, listing its
     # manifests, before the version goes to 5.
+    # This host saw epoch 3, so it takes no such repository for an old one (catalog_mark);
+    # a host that never read this repository does.
     shutil.rmtree(Path(repo, "catalogs"))
     config = json.loads(Path(repo, "pgkura.json").read_text())
     Path(repo, "pgkura.json").write_text(json.dumps({**config, "version": 4}))
+    result = run_pgkura(*pgk, "verify", check=False)
+    assert result.returncode == 7 and "this host has seen epoch 3" in result.stdout
+    pgk = (*pgk, "--cache-dir", "off")
     assert run_pgkura(*pgk, "verify").returncode == 0
     run_pgkura(*pgk, "key", "rotate")
     assert json.loads(Path(repo, "pgkura.json").read_text())["version"] == 5
@@ -531,3 +536,62 @@ def test_kill_9_at_random_points_of_gc_rewrite_keys_loses_nothing(
     target = work_dir / "restored"
     run_pgkura(*pgk, "restore", "--target-dir", str(target))
     assert start_restored(make_server, "restored", target).sql(balance) == expected
+
+
+def test_a_stanza_rolled_back_as_a_whole_is_refused_by_a_host_that_saw_it_newer(
+    make_server: Any, work_dir: Path
+) -> None:
+    """The store alone cannot tell an older copy of the whole stanza (older epochs with older
+    manifests) from a stanza that never went further; the host that saw the newer epoch can."""
+    repo = str(work_dir / "repo")
+    key = key_file(work_dir / "a.key", PASSPHRASE_A)
+    cache = work_dir / "cache"
+    cache.mkdir()
+    owned(cache)
+    pgk = ("--repo", repo, "--key-file", key, "--cache-dir", str(cache))
+    run_pgkura(*pgk, "init", "--encrypt")
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    src.sql("CREATE TABLE secrets AS SELECT g AS id, md5(g::text) AS note "
+            "FROM generate_series(1, 100) g")  # fmt: skip
+    src.stop()
+    env = {"PGKURA_PGDATA": str(src.pgdata)}
+    first = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
+    old = work_dir / "old-copy"
+    shutil.copytree(repo, old)
+    src.start()
+    src.sql("INSERT INTO secrets SELECT g, md5(g::text) FROM generate_series(101, 1000) g")
+    rows = src.sql(QUERY)
+    src.stop()
+    second = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
+
+    # The whole repository put back as it was after the first backup: every object in it
+    # is sound and consistent with its catalog.
+    shutil.rmtree(repo)
+    shutil.copytree(old, repo)
+    owned(repo)
+    result = run_pgkura(*pgk, "verify", check=False)
+    assert result.returncode == 7 and f"snapshots/main/{first}" in result.stdout
+    assert "rolled back to an older copy" in result.stdout and "seen epoch 2" in result.stdout
+    restore = run_pgkura(*pgk, "restore", "--target-dir", str(work_dir / "t1"), check=False)
+    error, hint = only_line(restore.stderr)
+    assert restore.returncode == 7 and "rolled back to an older copy" in error
+    assert not (work_dir / "t1").exists() or not any((work_dir / "t1").iterdir())
+    before = repo_files(repo)  # verify left its run record
+    backup = run_pgkura(*pgk, "backup", env=env, check=False)
+    error, hint = only_line(backup.stderr)
+    assert backup.returncode != 0 and "rolled back" in error, backup.stderr
+    assert repo_files(repo) == before  # nothing written on top of the rolled-back stanza
+
+    # Another host (a cache of its own) has not seen the newer epoch: it reads the older
+    # stanza as it is, and so does this one once told the rollback was on purpose.
+    other = ("--repo", repo, "--key-file", key, "--cache-dir", "off")
+    assert run_pgkura(*other, "verify").returncode == 0
+    mark = hint.rpartition("delete ")[2].split(" and run")[0]
+    assert Path(mark).is_relative_to(cache), hint
+    Path(mark).unlink()
+    target = work_dir / "t2"
+    run_pgkura(*pgk, "restore", "--target-dir", str(target))
+    restored = start_restored(make_server, "restored", target)
+    assert restored.sql("SELECT count(*) FROM secrets")[0][0] == 100
+    assert second not in run_pgkura(*pgk, "info").stdout
+    assert rows[0][0] == 1000
