@@ -101,6 +101,33 @@ def owned(path: str | Path) -> None:
         subprocess.run(["chown", "-R", f"{os_user()}:{os_user()}", str(path)], check=True)
 
 
+def backup_then_copy_then_rows(
+    make_server: Any, work_dir: Path, pgk: tuple[str, ...], rows_before: int
+) -> tuple[dict[str, str], str, Path, Any]:
+    """A new encrypted repository (``pgk``), an offline backup of a cluster holding
+    ``rows_before`` rows of ``secrets`` (0: no table), a copy of the repository as it is then
+    (``work_dir/old-copy``), and the table grown to 1000 rows; (env, first backup's id, the
+    copy, the rows' QUERY result)."""
+    repo = pgk[pgk.index("--repo") + 1]
+    run_pgkura(*pgk, "init", "--encrypt")
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    if rows_before:
+        src.sql("CREATE TABLE secrets AS SELECT g AS id, md5(g::text) AS note "
+                f"FROM generate_series(1, {rows_before}) g")  # fmt: skip
+    src.stop()
+    env = {"PGKURA_PGDATA": str(src.pgdata)}
+    first = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
+    old = work_dir / "old-copy"
+    shutil.copytree(repo, old)
+    src.start()
+    src.sql("CREATE TABLE IF NOT EXISTS secrets (id int, note text)")
+    src.sql("INSERT INTO secrets SELECT g, md5(g::text) "
+            f"FROM generate_series({rows_before + 1}, 1000) g")  # fmt: skip
+    rows = src.sql(QUERY)
+    src.stop()
+    return env, first, old, rows
+
+
 def start_restored(make_server: Any, name: str, target: Path) -> LocalServer:
     server: LocalServer = make_server(name, pgdata=target, init=False)
     server.wait_for_promotion()
@@ -242,18 +269,7 @@ def test_a_snapshot_replayed_from_an_older_copy_is_named_by_verify_and_restore(
     repo = str(work_dir / "repo")
     key = key_file(work_dir / "a.key", PASSPHRASE_A)
     pgk = ("--repo", repo, "--key-file", key)
-    run_pgkura(*pgk, "init", "--encrypt")
-    src = make_server("src", extra_conf={"wal_level": "replica"})
-    src.stop()
-    env = {"PGKURA_PGDATA": str(src.pgdata)}
-    first = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
-    old = work_dir / "old-copy"
-    shutil.copytree(repo, old)
-    src.start()
-    src.sql("CREATE TABLE secrets AS SELECT g AS id, md5(g::text) AS note "
-            "FROM generate_series(1, 1000) g")  # fmt: skip
-    rows = src.sql(QUERY)
-    src.stop()
+    env, first, old, rows = backup_then_copy_then_rows(make_server, work_dir, pgk, 0)
     second = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
     run_pgkura(*pgk, "delete", first, "--force")
     catalogs = sorted(p.name for p in Path(repo, "catalogs", "main").iterdir())
@@ -549,19 +565,7 @@ def test_a_stanza_rolled_back_as_a_whole_is_refused_by_a_host_that_saw_it_newer(
     cache.mkdir()
     owned(cache)
     pgk = ("--repo", repo, "--key-file", key, "--cache-dir", str(cache))
-    run_pgkura(*pgk, "init", "--encrypt")
-    src = make_server("src", extra_conf={"wal_level": "replica"})
-    src.sql("CREATE TABLE secrets AS SELECT g AS id, md5(g::text) AS note "
-            "FROM generate_series(1, 100) g")  # fmt: skip
-    src.stop()
-    env = {"PGKURA_PGDATA": str(src.pgdata)}
-    first = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
-    old = work_dir / "old-copy"
-    shutil.copytree(repo, old)
-    src.start()
-    src.sql("INSERT INTO secrets SELECT g, md5(g::text) FROM generate_series(101, 1000) g")
-    rows = src.sql(QUERY)
-    src.stop()
+    env, first, old, rows = backup_then_copy_then_rows(make_server, work_dir, pgk, 100)
     second = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
 
     # The whole repository put back as it was after the first backup: every object in it
