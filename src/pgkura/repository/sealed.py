@@ -146,7 +146,7 @@ class Sealed:
 def keyed_digest(key: bytes, raw: bytes | memoryview) -> bytes:
     if compression.PARALLEL_LARGE and memoryview(raw).nbytes >= LARGE_OBJECT:
         # A WAL segment: BLAKE3's tree hashes in parallel.
-        return blake3.blake3(raw, key=key, max_threads=blake3.blake3.AUTO).digest()
+        return blake3.blake3(raw, key=key, max_threads=compression.hash_threads()).digest()
     return blake3.blake3(raw, key=key).digest()
 
 

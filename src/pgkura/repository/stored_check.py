@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import blake3
 
+from pgkura.codec.compression import hash_threads
 from pgkura.errors import CorruptionError, ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.blocks import (
@@ -180,7 +181,7 @@ def _blocks_intact(repo: Repository, copy: PackCopy, view: memoryview, end: int)
     to its index copy at ``end``) match the digest its copy records of them."""
     if repo.cipher is not None or copy.blocks_digest is None:
         return False
-    whole = blake3.blake3(view[:end], key=repo.key, max_threads=blake3.blake3.AUTO)
+    whole = blake3.blake3(view[:end], key=repo.key, max_threads=hash_threads())
     return whole.digest() == copy.blocks_digest
 
 
