@@ -374,6 +374,52 @@ def test_a_gap_in_the_summaries_falls_back_and_keeps_the_rows_changed_in_it(
 
 
 @pytest.mark.min_pg(17, reason="WAL summaries")
+def test_summarize_wal_off_then_on_again_after_its_wal_was_recycled_falls_back(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A DBA turns summarize_wal off after a backup, and on again once the WAL written
+    meanwhile is archived and recycled (ALTER SYSTEM + reload both times): the summarizer
+    cannot summarize what pg_wal no longer holds, so the next backup falls back (the
+    summarizer never reaches its start, or the summaries leave a gap), says which, and
+    restores the rows changed while summarization was off."""
+    src = _server(make_server, repo)
+    src.sql(
+        "CREATE TABLE t AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g;"
+        "CREATE TABLE u AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g"
+    )
+    src.sql("VACUUM (FREEZE)")
+    _backup(src, repo)
+    src.sql("ALTER SYSTEM SET summarize_wal = off")
+    src.sql("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 30
+    while src.sql("SELECT summarizer_pid FROM pg_get_wal_summarizer_state()")[0][0] is not None:
+        assert time.monotonic() < deadline, "the WAL summarizer did not stop"
+        time.sleep(0.05)
+    src.sql("UPDATE u SET v = -v WHERE id BETWEEN 20000 AND 20100")
+    (changed,) = src.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")[0]
+    for _ in range(4):  # the segment of the update is archived, then removed or recycled
+        switch_and_wait_archived(src)
+        src.sql("CHECKPOINT")
+    assert not (src.pgdata / "pg_wal" / changed).exists(), changed
+    src.sql("ALTER SYSTEM SET summarize_wal = on")
+    src.sql("SELECT pg_reload_conf()")
+    src.sql("UPDATE t SET v = 0 WHERE id <= 100")
+    m = _backup(src, repo, PGKURA_SUMMARY_TIMEOUT="5")
+    note = _note(m)
+    assert m.start_lsn is not None and note["guided"] is False, note
+    assert note["fallback"] == f"the WAL summarizer did not reach {m.start_lsn} within 5 s" or note[
+        "fallback"
+    ].startswith("the WAL summaries do not cover "), note
+    assert "not summary-guided" in m.extra["stderr"] and note["fallback"] in m.extra["stderr"]
+    (summarized,) = src.sql("SELECT summarized_lsn FROM pg_get_wal_summarizer_state()")[0]
+    print(f"summarize_wal off and on: {note['fallback']}; summarized up to {summarized}")
+    expected = digests(src)
+    assert src.sql("SELECT count(*) FROM u WHERE v < 0")[0][0] == 101
+    switch_and_wait_archived(src)
+    _restore_and_compare(make_server, work_dir, repo, m, expected)
+
+
+@pytest.mark.min_pg(17, reason="WAL summaries")
 def test_a_page_changed_behind_the_summaries_back_makes_its_file_read_whole(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:
