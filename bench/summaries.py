@@ -48,6 +48,8 @@ COMBINE = "pg_combinebackup"
 class Measure:
     seconds: list[float] = field(default_factory=list)
     read: list[int] = field(default_factory=list)
+    #: what the backup added to its repository (or wrote, for pg_basebackup), compressed
+    stored: list[int] = field(default_factory=list)
 
 
 def tree_bytes(path: Path) -> int:
@@ -120,15 +122,14 @@ class SummaryStage:
         tools = [t for t in TOOLS if b.with_pgbackrest or not t.startswith("pgbackrest")]
         shift = (n - 1) % len(tools)  # each tool goes first in some round
         for tool in tools[shift:] + tools[:shift]:
-            seconds, read = steps[tool]()
-            self._record(tool, seconds, read)
+            self._record(tool, *steps[tool]())
         for d in dirs.values():
             shutil.rmtree(d, ignore_errors=True)
 
     def _pgbb(self) -> list[str]:
         return [self.bench.tool("pg_basebackup"), "-Fp", "-X", "none", "-c", "fast", "--no-sync"]
 
-    def _pgkura(self, repo: Path, extra: dict[str, str]) -> tuple[float, int]:
+    def _pgkura(self, repo: Path, extra: dict[str, str]) -> tuple[float, int, int]:
         from bench import timed
 
         b = self.bench
@@ -140,9 +141,9 @@ class SummaryStage:
         manifest = self._latest(repo)
         summaries = manifest["extra"].get("summaries", {})
         assert bool(summaries.get("guided")) == (not extra), summaries
-        return seconds, manifest["extra"]["read_bytes"]
+        return seconds, manifest["extra"]["read_bytes"], manifest["new_bytes"]
 
-    def _pg_basebackup(self, dirs: dict[str, Path]) -> tuple[float, int]:
+    def _pg_basebackup(self, dirs: dict[str, Path]) -> tuple[float, int, int]:
         from bench import timed
 
         b = self.bench
@@ -151,10 +152,11 @@ class SummaryStage:
         combine = [b.tool("pg_combinebackup"), "--no-sync", str(dirs["full"]), str(dirs["incr"]),
                    "-o", str(dirs["combined"])]  # fmt: skip
         combined, _rss = timed(combine, b.env)
-        self._record(COMBINE, combined, tree_bytes(dirs["full"]) + tree_bytes(dirs["incr"]))
-        return seconds, tree_bytes(dirs["incr"])
+        read = tree_bytes(dirs["full"]) + tree_bytes(dirs["incr"])
+        self._record(COMBINE, combined, read, tree_bytes(dirs["combined"]))
+        return seconds, tree_bytes(dirs["incr"]), tree_bytes(dirs["incr"])
 
-    def _pgbackrest(self, repo: int) -> tuple[float, int]:
+    def _pgbackrest(self, repo: int) -> tuple[float, int, int]:
         from bench import run, timed
 
         b = self.bench
@@ -162,11 +164,7 @@ class SummaryStage:
         info = json.loads(run(b.pgbackrest("info", f"--repo={repo}", "--output=json")))
         last = info[0]["backup"][-1]
         assert last["type"] == "incr", last
-        self.notes.append(
-            f"pgbackrest repo{repo} {last['label']}: delta {last['info']['delta']}, "
-            f"stored {last['info']['repository']['delta']}"
-        )
-        return seconds, int(last["info"]["delta"])
+        return seconds, int(last["info"]["delta"]), int(last["info"]["repository"]["delta"])
 
     def _manifest(self, repo: Path, backup_id: str) -> dict[str, object]:
         from pgkura.repository.manifest import read_manifest
@@ -183,11 +181,16 @@ class SummaryStage:
         ids = list_backup_ids(Repository.open(open_storage(str(repo))), "bench")
         return self._manifest(repo, ids[-1])
 
-    def _record(self, tool: str, seconds: float, read: int) -> None:
+    def _record(self, tool: str, seconds: float, read: int, stored: int) -> None:
         m = self.results[tool]
         m.seconds.append(seconds)
         m.read.append(read)
-        print(f"  {tool:<30} {seconds:8.2f} s   read {read / 2**20:9.1f} MiB", flush=True)
+        m.stored.append(stored)
+        print(
+            f"  {tool:<30} {seconds:8.2f} s   read {read / 2**20:9.1f} MiB"
+            f"   stored {stored / 2**20:9.1f} MiB",
+            flush=True,
+        )
 
     def report(self) -> None:
         if not self.results["pgkura guided"].seconds:
@@ -201,10 +204,12 @@ class SummaryStage:
                 print(f"  {tool:<30} not run (--without-pgbackrest)")
                 continue
             secs, read = statistics.median(m.seconds), statistics.median(m.read)
+            stored = statistics.median(m.stored)
             versus_br = f"  {secs / statistics.median(brs):5.2f}x pgbackrest incr" if brs else ""
             print(
                 f"  {tool:<30} {secs:8.2f} s  {secs / base:5.2f}x pg_basebackup --incremental"
-                f"{versus_br}   read {read / 2**20:9.1f} MiB ({100 * read / size:5.2f} %)"
+                f"{versus_br}   read {read / 2**20:7.1f} MiB ({100 * read / size:5.2f} %)"
+                f"   stored {stored / 2**20:7.1f} MiB"
             )
         pgbb, combine = self.results["pg_basebackup --incremental"], self.results[COMBINE]
         both = statistics.median(a + c for a, c in zip(pgbb.seconds, combine.seconds, strict=True))
