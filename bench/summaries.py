@@ -215,6 +215,7 @@ class SummaryStage:
         both = statistics.median(a + c for a, c in zip(pgbb.seconds, combine.seconds, strict=True))
         print(f"  pg_basebackup --incremental + pg_combinebackup: {both:.2f} s (median of sums)")
         for tool, m in self.results.items():
-            print(f"  per round, {tool}: " + ", ".join(f"{s:.2f}" for s in m.seconds))
+            if m.seconds:
+                print(f"  per round, {tool}: " + ", ".join(f"{s:.2f}" for s in m.seconds))
         for note in self.notes:
             print(f"  {note}")
