@@ -30,7 +30,7 @@ from pgkura.repository.blocks import (
 from pgkura.repository.index_files import PackCopy, parse_pack_copy
 from pgkura.repository.reader import SCATTER_GAP, SCATTER_SPAN
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError
+from pgkura.repository.sealed import SealError, check_stored_digest
 from pgkura.repository.walstore import StoredWal
 
 Entries = list[tuple[bytes, BlockLocation]]
@@ -249,10 +249,13 @@ def _all_damaged(found: PackFindings, entries: Entries, why: str) -> None:
 
 def check_stored_wal(repo: Repository, stored: StoredWal) -> bool:
     """Check an archived WAL file as it is stored: its tag in an encrypted repository; in an
-    unencrypted one it is unsealed in full (a WAL object records no digest of its stored
-    bytes). SealError when it is damaged; whether it was unsealed in full."""
+    unencrypted one the digest of its stored bytes it ends with, or, archived before pgkura
+    recorded one (or stored uncompressed), unsealed in full. SealError when it is damaged;
+    whether it was unsealed in full."""
     if repo.cipher is not None:
         repo.authenticate(stored.data, name=stored.key)
+        return False
+    if check_stored_digest(stored.data, repo.key):
         return False
     stored.check()
     return True

@@ -98,7 +98,7 @@ class WalStore:
         """Seal and store ``raw`` (whose digest is ``digest``) as ``name`` unless it is
         archived; the stored size when this call wrote it, None when it was there."""
         key = layout.wal_key(archive, name)
-        data = self._repo.seal(raw, digest, name=key).data
+        data = self._sealed(raw, digest, key)
         if self._repo.storage.put_if_absent(key, data):
             return len(data)
         return None
@@ -107,9 +107,17 @@ class WalStore:
         """Seal and store ``raw`` as ``name``, replacing the archived object atomically (a
         damaged copy of the same content); the stored size."""
         key = layout.wal_key(archive, name)
-        data = self._repo.seal(raw, digest, name=key).data
+        data = self._sealed(raw, digest, key)
         self._repo.storage.put(key, data)
         return len(data)
+
+    def _sealed(self, raw: bytes | memoryview, digest: bytes, key: str) -> bytes:
+        """The object to store: sealed, and unencrypted, with the digest of its stored bytes
+        that verify --quick checks instead of decompressing it (sealed.with_stored_digest)."""
+        data = self._repo.seal(raw, digest, name=key).data
+        if self._repo.cipher is None:
+            data = sealed.with_stored_digest(data, self._repo.key)
+        return data
 
     @property
     def time_resolution(self) -> float:
