@@ -357,3 +357,31 @@ def test_quick_on_s3_finds_a_flipped_byte_and_a_missing_segment(
         f"backup {backup}: WAL segment {segment}, needed to make it consistent, is missing "
         "from the archive"
     ) in report["problems"]
+
+
+def test_the_tag_check_of_a_block_refuses_what_authenticate_refuses() -> None:
+    """verify --quick's per-block check (sealed.Cipher.check_tag) against the full one."""
+    from pgkura.codec.compression import parse_codec
+    from pgkura.repository import sealed
+
+    cipher = sealed.Cipher(os.urandom(32))
+    block_id = os.urandom(32)
+    good = sealed.frame(os.urandom(3000) * 3, parse_codec("zstd:3"), block_id, cipher, b"block")
+    assert cipher.check_tag(good, block_id, b"block")
+    sealed.authenticate(good, block_id, cipher, b"block")
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 1
+    header = bytearray(good)
+    header[10] ^= 1  # the raw length: covered by the tag
+    damaged = {
+        "another id": (good, os.urandom(32), b"block"),
+        "another identity": (good, block_id, b"object index/x"),
+        "a flipped byte": (bytes(flipped), block_id, b"block"),
+        "a changed header": (bytes(header), block_id, b"block"),
+        "truncated": (good[:-1], block_id, b"block"),
+        "cut to its header": (good[: sealed.HEADER_SIZE + 8], block_id, b"block"),
+    }
+    for what, (data, digest, identity) in damaged.items():
+        assert not cipher.check_tag(data, digest, identity), what
+        with pytest.raises(sealed.SealError):
+            sealed.authenticate(data, digest, cipher, identity)

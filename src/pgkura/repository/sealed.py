@@ -106,6 +106,32 @@ class Cipher:
                 "another name"
             ) from None
 
+    def check_tag(self, data: bytes | memoryview, digest: bytes, identity: bytes) -> bool:
+        """Whether the encrypted sealed object ``data`` whose header records ``digest``, bound
+        to ``identity``, is sound as stored: its header and its tag. verify --quick checks
+        each block so, in a sixth less time than :func:`authenticate`, whose layers name
+        what is wrong: on False, it says why."""
+        view = memoryview(data)
+        if len(view) < HEADER_SIZE + SALT_SIZE + TAG_SIZE:
+            return False
+        magic, _, flags, field, _, payload_len, recorded = HEADER.unpack_from(view, 0)
+        hasher = self._subkeys.get(field or 1)
+        if magic != MAGIC or flags != ENCRYPTED or len(view) - HEADER_SIZE != payload_len:
+            return False
+        if hasher is None or recorded != digest:
+            return False
+        subkey = hasher.copy()
+        subkey.update(view[HEADER_SIZE : HEADER_SIZE + SALT_SIZE])
+        try:
+            self._aead(subkey.digest()).decrypt(
+                view[HEADER_SIZE : HEADER_SIZE + 12],
+                view[HEADER_SIZE + SALT_SIZE :],
+                bytes(view[:HEADER_SIZE]) + identity,
+            )
+        except self._invalid:
+            return False
+        return True
+
 
 def key_generation(data: bytes | memoryview) -> int | None:
     """The data key generation an encrypted sealed object's header names (None: the object
