@@ -235,8 +235,10 @@ class PhysicalRestorer:
         backup read it): such a file cannot be cut into ranges by offset."""
         from concurrent.futures import Executor
 
+        forkable = self.reader.repo.fork_safe
         forks = self.jobs > 1 and not self.delta and hasattr(os, "fork")
-        fetched = forks and not self.reader.repo.fork_safe
+        forks = forks and (forkable or hasattr(os, "memfd_create"))  # Linux: restore_fetch.py
+        fetched = forks and not forkable
         units = self._units(files, FETCHED_RANGE_BYTES if fetched else RANGE_BYTES)
         workers = min(self.jobs, max(1, len(units)))
         pool: Executor | FetchingWorkers

@@ -19,11 +19,13 @@ says so (units.worker_result's message).
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pgkura.durable import write_all
 from pgkura.physical.units import become_worker, worker_result
 from pgkura.repository.prefetched import Spans, fetch_spans
 
@@ -93,23 +95,25 @@ class FetchingWorkers:
 
         fetcher = ThreadPoolExecutor(self.count, thread_name_prefix="pgkura-fetch")
 
-        def fetch(unit: Unit) -> Future[Spans]:
-            return fetcher.submit(fetch_spans, self.reader, self.blocks(unit))
+        def fetch(unit: Unit) -> Future[Shipment]:
+            return fetcher.submit(_fetch, self.reader, self.blocks(unit))
 
+        fetches = deque(fetch(unit) for unit in units[: 2 * self.count])
         try:
-            fetches = deque(fetch(unit) for unit in units[: 2 * self.count])
             fetched = len(fetches)  # units whose fetch has started
             idle, busy = list(self._conns), set[Any]()  # connections
             sent = 0
             while sent < len(units) or busy:
                 while idle and sent < len(units):
-                    spans = fetches.popleft().result()
+                    fd, *shipment = fetches.popleft().result()
                     if fetched < len(units):
                         fetches.append(fetch(units[fetched]))
                         fetched += 1
                     conn = idle.pop()
-                    _send(conn, (work, units[sent], spans))
-                    del spans
+                    try:
+                        _send(conn, (work, units[sent], *shipment), fd)
+                    finally:
+                        os.close(fd)
                     busy.add(conn)
                     sent += 1
                 for ready in wait(list(busy)):
@@ -121,17 +125,63 @@ class FetchingWorkers:
                     yield value
         finally:
             fetcher.shutdown(cancel_futures=True)
+            for future in fetches:  # fetched, never sent: their memory goes with the fd
+                if future.done() and future.exception() is None:
+                    os.close(future.result()[0])
+
+
+#: (memfd, its size, where each range of each pack is in it, the packs that were missing)
+Shipment = tuple[int, int, dict[str, tuple[list[int], list[tuple[int, int]]]], set[str]]
+
+
+def _fetch(reader: BlockReader, block_ids: list[bytes]) -> Shipment:
+    """The unit's blocks fetched (prefetched.fetch_spans) and written into a memfd, which
+    the worker maps: the bytes are copied once on their way to it, not pickled, sent
+    through a pipe and unpickled (five copies of a unit's megabytes)."""
+    spans = fetch_spans(reader, block_ids)
+    fd = os.memfd_create("pgkura-restore-unit", os.MFD_CLOEXEC)
+    places: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
+    size = 0
+    try:
+        for key, (offsets, pieces) in spans.ranges.items():
+            places[key] = (offsets, [])
+            for piece in pieces:
+                write_all(fd, piece)
+                places[key][1].append((size, len(piece)))
+                size += len(piece)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, size, places, spans.missing
+
+
+def _received(fd: int, size: int, places: dict[str, Any], missing: set[str]) -> Spans:
+    """In the worker: the Spans of a unit, views of the memfd the parent wrote them into."""
+    import mmap
+
+    try:
+        view = memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else b"")
+    finally:
+        os.close(fd)
+    spans = Spans()
+    spans.missing = missing
+    for key, (offsets, at) in places.items():
+        spans.ranges[key] = (offsets, [view[start : start + length] for start, length in at])
+    return spans
 
 
 def _serve(conn: Connection, state: object, parent_ends: list[Connection]) -> None:
     """A worker: units from ``conn`` until it closes, each answered (True, result) or
     (False, the exception)."""
+    from multiprocessing.reduction import recv_handle
+
     for end in parent_ends:
         end.close()
     become_worker(state)
     while True:
         try:
-            work, unit, spans = conn.recv()
+            work, unit, size, places, missing = conn.recv()
+            spans = _received(recv_handle(conn), size, places, missing)
         except EOFError:
             return
         try:
@@ -147,9 +197,13 @@ def _serve(conn: Connection, state: object, parent_ends: list[Connection]) -> No
             conn.send((False, RuntimeError(f"{type(exc).__name__}: {reply[1]}")))
 
 
-def _send(conn: Connection, item: object) -> None:
+def _send(conn: Connection, item: object, fd: int) -> None:
+    """``item``, then the descriptor ``fd`` (SCM_RIGHTS) to the worker at ``conn``."""
+    from multiprocessing.reduction import send_handle
+
     try:
         conn.send(item)
+        send_handle(conn, fd, 0)  # the pid is Windows's business
     except (BrokenPipeError, ConnectionResetError, EOFError):
         _worker_died()
 

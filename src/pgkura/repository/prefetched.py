@@ -24,14 +24,14 @@ if TYPE_CHECKING:
 
 
 class Spans:
-    """Byte ranges of packs, by pack key, for a SpanReader; small to pickle (a few ranges of
-    sealed bytes). A pack that was not there is in ``missing``: the reader that needs it says
-    so, naming the file it was reading."""
+    """Byte ranges of packs, by pack key, for a SpanReader (bytes, or views of memory the
+    parent shared). A pack that was not there is in ``missing``: the reader that needs it
+    says so, naming the file it was reading."""
 
     __slots__ = ("missing", "ranges")
 
     def __init__(self) -> None:
-        self.ranges: dict[str, tuple[list[int], list[bytes]]] = {}
+        self.ranges: dict[str, tuple[list[int], list[bytes | memoryview]]] = {}
         self.missing: set[str] = set()
 
     def add(self, key: str, offset: int, data: bytes) -> None:
@@ -63,12 +63,6 @@ class Spans:
     @property
     def nbytes(self) -> int:
         return sum(len(p) for _offsets, pieces in self.ranges.values() for p in pieces)
-
-    def __getstate__(self) -> tuple[dict[str, tuple[list[int], list[bytes]]], set[str]]:
-        return self.ranges, self.missing
-
-    def __setstate__(self, state: tuple[dict[str, tuple[list[int], list[bytes]]], set[str]]):  # type: ignore[no-untyped-def]
-        self.ranges, self.missing = state
 
 
 def fetch_spans(reader: BlockReader, block_ids: Iterable[bytes]) -> Spans:
