@@ -5,6 +5,7 @@ their rows compared with the source's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from pgkura.errors import CorruptionError
 from runner import PGKURA, os_user, run_pgkura
+from test_offline import _holds
 
 DIGEST = "SELECT count(*), md5(string_agg(v, ',' ORDER BY g)) FROM noise"
 BALANCES = "SELECT sum(abalance), count(*) FROM pgbench_accounts"
@@ -96,12 +98,30 @@ def test_a_killed_restore_worker_on_s3_is_reported_and_delta_finishes_the_job(
     _src, expected = _source(make_server, s3_repo, "s3-worker-killed")
     target = work_dir / "restored"
     restore = _start_restore(s3_repo, "--target-dir", str(target), "--jobs", "2")
-    main, workers = _workers(s3_repo.url)
-    # The parent is stopped meanwhile, so that its workers cannot have been told to exit.
+    # Killed while it writes a file of the target: it dies holding work no other worker does
+    # (one that took none yet would lose nothing). The parent is stopped meanwhile, so that
+    # its workers cannot have been told to exit.
+    deadline = time.monotonic() + 60
+    while True:
+        main, workers = _workers(s3_repo.url)
+        busy = [pid for pid in workers if _holds(pid, target)]
+        if busy:
+            break
+        assert time.monotonic() < deadline, f"no worker opened a file under {target}"
+        time.sleep(0.002)
     os.kill(main, signal.SIGSTOP)
-    os.kill(workers[0], signal.SIGKILL)
+    os.kill(busy[0], signal.SIGKILL)
     os.kill(main, signal.SIGCONT)
-    _out, err = restore.communicate(timeout=120)
+    while True:
+        # runuser stops itself when it sees its child stopped (util-linux su-common): keep it
+        # going until the command ends.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(restore.pid, signal.SIGCONT)
+        try:
+            _out, err = restore.communicate(timeout=1)
+            break
+        except subprocess.TimeoutExpired:
+            assert time.monotonic() < deadline + 60, "the restore did not end"
     assert restore.returncode == 2, err
     assert "a worker process ended abruptly" in err and "Traceback" not in err
     assert "the restore is incomplete" in err and "--delta" in err
