@@ -132,6 +132,33 @@ def test_a_killed_restore_worker_on_s3_is_reported_and_delta_finishes_the_job(
     assert _rows(restored) == expected
 
 
+def test_a_damaged_block_and_a_missing_pack_on_s3_stop_the_workers_restore_naming_the_file(
+    make_server: Any, work_dir: Path, s3_repo: Any
+) -> None:
+    """What a worker finds wrong reaches the parent as the error it is (exit 7, the file that
+    needed the block), and no worker is left behind."""
+    _source(make_server, s3_repo, "s3-workers-damage")
+    store = s3_repo.store()
+    packs = sorted((o for o in store.list("packs/")), key=lambda o: -o.size)
+    data = bytearray(store.get(packs[0].key))
+    data[len(data) // 3] ^= 0xFF
+    store.put(packs[0].key, bytes(data))
+    args = (*s3_repo.args, "restore", "--jobs", "2", "--archive-mode", "off")
+    damaged = run_pgkura(*args, "--target-dir", str(work_dir / "a"), check=False)
+    assert damaged.returncode == 7, damaged.stderr
+    assert "is damaged" in damaged.stderr and "needed by base/" in damaged.stderr
+    assert "Traceback" not in damaged.stderr
+    store.delete(packs[0].key)
+    missing = run_pgkura(*args, "--target-dir", str(work_dir / "b"), check=False)
+    assert missing.returncode == 7, missing.stderr
+    # Found missing before anything is written (a pack gone during the restore is what the
+    # SpanReader reports: test_blocks_fetched_ahead_read_back_as_the_store_gives_them).
+    pack_id = packs[0].key.rsplit("/", 1)[1]
+    assert f"is in pack {pack_id}, which is missing; nothing was written" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert _restore_processes(s3_repo.url) == {}
+
+
 def test_blocks_fetched_ahead_read_back_as_the_store_gives_them(s3_repo: Any) -> None:
     """SpanReader serves, from one process's fetch, what a BlockReader reads from S3: runs of
     adjacent blocks, scattered blocks, and a pack that is gone names the file that needed it."""

@@ -126,7 +126,7 @@ class FetchingWorkers:
         finally:
             fetcher.shutdown(cancel_futures=True)
             for future in fetches:  # fetched, never sent: their memory goes with the fd
-                if future.done() and future.exception() is None:
+                if future.done() and not future.cancelled() and future.exception() is None:
                     os.close(future.result()[0])
 
 
@@ -182,8 +182,8 @@ def _serve(conn: Connection, state: object, parent_ends: list[Connection]) -> No
         try:
             work, unit, size, places, missing = conn.recv()
             spans = _received(recv_handle(conn), size, places, missing)
-        except EOFError:
-            return
+        except (EOFError, OSError, RuntimeError):  # RuntimeError: recv_handle met the end
+            return  # the parent closed our pipe (done, or failed), or is gone
         try:
             reply: tuple[bool, Any] = (True, work(unit, spans))
         except Exception as exc:
@@ -194,7 +194,10 @@ def _serve(conn: Connection, state: object, parent_ends: list[Connection]) -> No
         except (BrokenPipeError, ConnectionResetError):
             return  # the parent is gone
         except Exception as exc:  # an exception that does not pickle
-            conn.send((False, RuntimeError(f"{type(exc).__name__}: {reply[1]}")))
+            try:
+                conn.send((False, RuntimeError(f"{type(exc).__name__}: {reply[1]}")))
+            except OSError:
+                return
 
 
 def _send(conn: Connection, item: object, fd: int) -> None:
