@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pgkura.physical import restore as writer
+from pgkura.physical import restore_direct, restore_io
 from pgkura.physical.restore import PhysicalRestorer, RestorePlan
 from pgkura.repository.blocks import BlockIndex, PackWriter
 from pgkura.repository.manifest import FileEntry, Manifest
@@ -31,17 +32,30 @@ def stored(writer_: PackWriter, name: str, pieces: list[bytes]) -> tuple[FileEnt
     return FileEntry(name, "file", 0o600, len(content), 1.7e9, tuple(ids)), content
 
 
-@pytest.mark.parametrize("jobs", [1, 3], ids=["threads", "processes"])
+class UnforkableStorage(PosixStorage):
+    """A store that worker processes may not use, as S3's: restore's parent fetches for them
+    (physical/restore_fetch.py)."""
+
+    fork_safe = False
+
+
+@pytest.mark.parametrize(
+    ("jobs", "forkable"),
+    [(1, True), (3, True), (3, False)],
+    ids=["threads", "processes", "processes-fetched"],
+)
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
 def test_ranges_direct_tails_and_irregular_files_restore_byte_for_byte(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool, jobs: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool, jobs: int, forkable: bool
 ) -> None:
     # Small thresholds, so that files of a few MiB take every path.
     monkeypatch.setattr(writer, "RANGE_BYTES", 4 * BLOCK)
+    monkeypatch.setattr(writer, "FETCHED_RANGE_BYTES", 4 * BLOCK)
     monkeypatch.setattr(writer, "DIRECT_MIN", 2 * BLOCK)
-    monkeypatch.setattr(writer, "DIRECT_BYTES", 2 * BLOCK)
+    monkeypatch.setattr(restore_direct, "DIRECT_BYTES", 2 * BLOCK)
     monkeypatch.setattr(writer, "UNIT_BYTES", 3 * BLOCK)  # several units for the processes
-    repo = Repository.create(PosixStorage(tmp_path / "repo"), block_size=BLOCK)
+    store = (PosixStorage if forkable else UnforkableStorage)(tmp_path / "repo")
+    repo = Repository.create(store, block_size=BLOCK)
     pack = PackWriter(BlockIndex(repo).load())
     files = [
         # 37 full blocks: ten ranges, each written by whichever worker is free
@@ -94,7 +108,7 @@ def test_a_direct_write_the_file_system_refuses_goes_through_the_page_cache(
         data = bytearray(b"x" * 8193)  # no length multiple of any sector: EINVAL under O_DIRECT
         with pytest.raises(OSError):
             os.pwrite(fd, data, 0)
-        writer._pwrite_direct(fd, memoryview(data), 0)
+        restore_io.pwrite_direct(fd, memoryview(data), 0)
     finally:
         os.close(fd)
     assert path.read_bytes() == bytes(data)

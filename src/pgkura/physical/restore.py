@@ -8,16 +8,22 @@ with the name of the file that needed it.
 
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from pgkura.durable import fsync_dir, write_file
+from pgkura.physical.restore_direct import DIRECT_DEPTH, DirectWriter
+from pgkura.physical.restore_fetch import (
+    AGAIN,
+    FETCHED_RANGE_BYTES,
+    INCOMPLETE,
+    FetchingWorkers,
+)
 from pgkura.physical.restore_io import (
     RangedFile,
     fsync_and_close,
@@ -28,7 +34,6 @@ from pgkura.physical.restore_io import (
     rewrite_changed,
     write_pieces,
 )
-from pgkura.physical.restore_io import pwrite_direct as _pwrite_direct
 from pgkura.physical.restore_io import set_direct as _set_direct
 from pgkura.physical.restore_plan import IN_PROGRESS, Destinations
 from pgkura.physical.restore_plan import RestorePlan as RestorePlan
@@ -42,6 +47,7 @@ from pgkura.physical.units import (
 from pgkura.progress import NoProgress, Progress
 from pgkura.repository.blocks import BlockIndex, BlockReader
 from pgkura.repository.manifest import FileEntry, Manifest
+from pgkura.repository.prefetched import SpanReader, Spans
 
 
 @dataclass
@@ -53,14 +59,8 @@ class RestoreStats:
 
 
 WRITE_BYTES = 1024 * 1024
-# Files from this size on are written with O_DIRECT in batches of DIRECT_BYTES from an aligned
-# buffer: on the machines measured (docs/benchmarks.md) writing past the page cache and then
-# fsyncing is 2-4 times faster than writing through it, where fsync then has to write back.
+# Files from this size on are written with O_DIRECT (physical/restore_direct.py).
 DIRECT_MIN = 1024 * 1024
-DIRECT_BYTES = 4 * 1024 * 1024
-DIRECT_ALIGN = 4096
-# Buffers per worker: one being filled while the others are being written.
-DIRECT_DEPTH = 2
 # Big files are written in ranges of this size by all workers at once.
 RANGE_BYTES = 64 * 1024 * 1024
 #: blocks a unit of small files read at once (restore_io.prefetch_small_files), by id
@@ -105,7 +105,6 @@ class PhysicalRestorer:
         self.direct = direct and hasattr(os, "O_DIRECT")
         # A sandbox is thrown away after use: its files need not survive a crash.
         self.durable = durable
-        self._buffers = threading.local()
         self._stats_lock = threading.Lock()
         self._destinations = Destinations(plan)
         self._targets: list[RangedFile] = []
@@ -116,6 +115,7 @@ class PhysicalRestorer:
         self._io_pool = ThreadPoolExecutor(
             self.jobs * DIRECT_DEPTH, thread_name_prefix="pgkura-write"
         )
+        self._direct = DirectWriter(self._io_pool, self.block_size)
 
     # -- where things go ---------------------------------------------------------------------
 
@@ -228,30 +228,38 @@ class PhysicalRestorer:
         decompressing, hashing and copying 64 KiB blocks is mostly Python-level work under the
         GIL, and threads restored no faster than one (1.03-1.08 s with --jobs 1, 0.93-1.10 s
         with 2 and 4, scale-50 bench repository; processes 0.72-1.03 s). The workers are forked
-        before this process starts any thread. Either way this process syncs each file once
-        all its ranges are written, and writes again, in order, a file whose blocks are not all
-        full-sized but the last (a relation that shrank and grew while an online backup read
-        it): such a file cannot be cut into ranges by offset."""
+        before this process starts any thread; on a store they cannot use (S3) this process
+        fetches their blocks (physical/restore_fetch.py). Either way this process syncs each
+        file once all its ranges are written, and writes again, in order, a file whose blocks
+        are not all full-sized but the last (a relation that shrank and grew while an online
+        backup read it): such a file cannot be cut into ranges by offset."""
         from concurrent.futures import Executor
 
-        units = self._units(files)
-        pool: Executor
-        if self.jobs > 1 and not self.delta and hasattr(os, "fork") and self.reader.repo.fork_safe:
-            pool = forked_workers(min(self.jobs, max(1, len(units))), self)
-            work: Callable[[list[Range]], list[tuple[int, int, bool]]] = _restore_unit
+        forkable = self.reader.repo.fork_safe
+        forks = self.jobs > 1 and not self.delta and hasattr(os, "fork")
+        forks = forks and (forkable or hasattr(os, "memfd_create"))  # Linux: restore_fetch.py
+        fetched = forks and not forkable
+        units = self._units(files, FETCHED_RANGE_BYTES if fetched else RANGE_BYTES)
+        workers = min(self.jobs, max(1, len(units)))
+        pool: Executor | FetchingWorkers
+        if fetched:
+            pool = FetchingWorkers(workers, self, self.reader, self._unit_blocks)
+        elif forks:
+            pool = forked_workers(workers, self)
         else:
             pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="pgkura-restore")
-            work = self._write_unit
-        with self._sync_pool, self._io_pool, cancelling(pool):
+        stopping = pool if isinstance(pool, FetchingWorkers) else cancelling(pool)
+        with self._sync_pool, self._io_pool, stopping:
             try:
-                futures = [pool.submit(work, unit) for unit in units]
+                results: Iterator[list[tuple[int, int, bool]]]
+                if isinstance(pool, FetchingWorkers):
+                    results = pool.run(units, _restore_unit)
+                else:
+                    work = _restore_unit if forks else self._write_unit
+                    futures = [pool.submit(work, unit) for unit in units]
+                    results = (worker_result(f, INCOMPLETE, AGAIN) for f in futures)
                 self.progress.start("restore", sum(f.size for f in files + existing))
-                for future in futures:
-                    done = worker_result(
-                        future,
-                        "the restore is incomplete",
-                        "run the restore again with --delta, which keeps what was written",
-                    )
+                for done in results:
                     for number, written, irregular in done:
                         self._piece_done(self._targets[number], written, irregular)
                 redo = existing + [t.entry for t in self._targets if t.irregular]
@@ -266,11 +274,11 @@ class PhysicalRestorer:
             for sync in self._syncs:
                 sync.result()  # an fsync error fails the restore
 
-    def _units(self, files: list[FileEntry]) -> list[list[Range]]:
+    def _units(self, files: list[FileEntry], range_bytes: int) -> list[list[Range]]:
         """Work for the workers: (file number, first block, block past the last),
-        big files cut into RANGE_BYTES ranges, small files gathered up to UNIT_BYTES a unit,
+        big files cut into ranges of ``range_bytes``, small files gathered up to UNIT_BYTES a unit,
         so that the cost of handing a unit over is paid per few MiB, not per file."""
-        per = max(1, RANGE_BYTES // self.block_size)
+        per = max(1, range_bytes // self.block_size)
         self._targets = []
         ranges: list[Range] = []
         for entry in sorted(files, key=lambda f: -f.size):
@@ -279,6 +287,9 @@ class PhysicalRestorer:
             for start in starts:
                 ranges.append((len(self._targets) - 1, start, min(len(entry.blocks), start + per)))
         return gather(ranges, lambda r: (r[2] - r[1]) * self.block_size, UNIT_BYTES)
+
+    def _unit_blocks(self, unit: list[Range]) -> list[bytes]:
+        return [bytes.fromhex(b) for n, s, e in unit for b in self._targets[n].entry.blocks[s:e]]
 
     def _write_unit(self, unit: list[Range]) -> list[tuple[int, int, bool]]:
         """Write each (file number, first block, past the last) of ``unit``; (file number,
@@ -323,63 +334,23 @@ class PhysicalRestorer:
         self.stats.files += 1
 
     def _write_blocks(self, target: RangedFile, fd: int, start: int, end: int, got: Got) -> None:
+        if target.direct:
+            self._direct.write(self.reader, target, fd, start, end)
+            return
         entry, size = target.entry, self.block_size
-        step = max(1, (DIRECT_BYTES if target.direct else WRITE_BYTES) // size)
-        # An O_DIRECT write returns when the device has the data: it is handed to the I/O
-        # pool so that this worker decodes the next batch meanwhile, into its other buffer.
-        buffers = self._direct_buffers() if target.direct else []
-        pending: list[Future[None] | None] = [None] * len(buffers)
-        try:
-            for n, i in enumerate(range(start, end, step)):
-                ids = [bytes.fromhex(b) for b in entry.blocks[i : min(end, i + step)]]
-                last = len(entry.blocks) - 1
-                if target.direct:
-                    slot = n % len(buffers)
-                    if (previous := pending[slot]) is not None:
-                        previous.result()
-                    # Each block goes into the buffer as it is decompressed and is dropped:
-                    # the allocator reuses its memory instead of faulting in fresh pages.
-                    buffer, total = buffers[slot], 0
-                    for k, piece in enumerate(self.reader.iter_many(ids, entry.path)):
-                        if len(piece) != size and i + k != last:
-                            target.irregular = True
-                            return
-                        buffer[total : total + len(piece)] = piece
-                        total += len(piece)
-                    view = memoryview(buffer)[:total]
-                    if total % DIRECT_ALIGN == 0:
-                        pending[slot] = self._io_pool.submit(_pwrite_direct, fd, view, i * size)
-                    else:
-                        # O_DIRECT wants the length aligned: the file's tail goes through the
-                        # page cache, on a descriptor of its own.
-                        tail = os.open(target.dest, os.O_WRONLY)
-                        try:
-                            pwrite_all(tail, view, i * size)
-                        finally:
-                            os.close(tail)
-                else:
-                    if got is not None and all(b in got for b in ids):
-                        pieces = [got[b] for b in ids]
-                    else:
-                        pieces = self.reader.read_many(ids, entry.path)
-                    if any(len(p) != size for k, p in enumerate(pieces) if i + k != last):
-                        target.irregular = True
-                        return
-                    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                    pwrite_all(fd, data, i * size)
-        finally:
-            for future in pending:
-                if future is not None:
-                    future.result()  # a write error fails the restore
-
-    def _direct_buffers(self) -> list[mmap.mmap]:
-        """This worker's page-aligned buffers for O_DIRECT writes."""
-        buffers = getattr(self._buffers, "buffers", None)
-        if buffers is None:
-            # A repository's blocks may be larger than a batch (up to 16 MiB): one fits.
-            length = max(DIRECT_BYTES, self.block_size)
-            buffers = self._buffers.buffers = [mmap.mmap(-1, length) for _ in range(DIRECT_DEPTH)]
-        return buffers
+        step = max(1, WRITE_BYTES // size)
+        last = len(entry.blocks) - 1
+        for i in range(start, end, step):
+            ids = [bytes.fromhex(b) for b in entry.blocks[i : min(end, i + step)]]
+            if got is not None and all(b in got for b in ids):
+                pieces = [got[b] for b in ids]
+            else:
+                pieces = self.reader.read_many(ids, entry.path)
+            if any(len(p) != size for k, p in enumerate(pieces) if i + k != last):
+                target.irregular = True
+                return
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pwrite_all(fd, data, i * size)
 
     def _remove(self, path: Path) -> None:
         if path.is_dir() and not path.is_symlink():
@@ -443,7 +414,11 @@ class PhysicalRestorer:
             self.stats.files_unchanged += 1
 
 
-def _restore_unit(unit: list[Range]) -> list[tuple[int, int, bool]]:
+def _restore_unit(unit: list[Range], spans: Spans | None = None) -> list[tuple[int, int, bool]]:
     """In a worker process: write each (file number, first block, past the last) of ``unit``
-    for the restorer its pool was handed; returns (file number, bytes, irregular) for each."""
-    return worker_state(PhysicalRestorer)._write_unit(unit)
+    for the restorer its pool was handed, from the blocks in ``spans`` if given (fetched by
+    the parent: physical/restore_fetch.py); (file number, bytes, irregular) for each."""
+    restorer = worker_state(PhysicalRestorer)
+    if spans is not None:
+        restorer.reader = SpanReader(restorer.reader.index, spans)
+    return restorer._write_unit(unit)

@@ -104,3 +104,10 @@ def cancelling(pool: Executor) -> Iterator[Executor]:
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
+
+
+def become_worker(state: object) -> None:
+    """In a worker process forked by a pool other than :func:`forked_workers`
+    (physical/restore_fetch.py): what its initializer does, so that :func:`worker_state`
+    finds ``state``."""
+    _start_worker(state)
