@@ -202,3 +202,26 @@ def test_each_backup_caches_its_head_and_block_copy(make_server: Any, work_dir: 
         assert Path(cache_dir, "refs", "main", backup_id).exists()
         assert manifest_head(db, "main", backup_id, listed[backup_id]) == m.with_changes(files=())
         assert referenced_blocks(db, "main", backup_id, listed[backup_id]) == blocks_of(m)
+
+
+def test_without_a_cache_expire_and_its_gc_fetch_each_manifest_once(
+    make_server: Any, work_dir: Path, where: tuple[tuple[str, ...], Storage]
+) -> None:
+    """With the cache off, expire reads each manifest whole for its head, and its gc takes the
+    blocks it read then instead of fetching the kept manifests again."""
+    args, _store = where
+    stats = work_dir / "stats.json"
+
+    def pgkura(*more: str) -> Any:
+        env = {"PGKURA_CACHE_DIR": "off", "PGKURA_REQUEST_STATS": str(stats)}
+        return run_pgkura(*args, *more, env=env)
+
+    _src, rows = take_backups(make_server, pgkura, 4)
+    ids = sorted(rows)
+    out = json.loads(pgkura("--keep-last", "2", "expire", "--output", "json").stdout)
+    assert out["expired"] == ids[:2]
+    by_area = json.loads(stats.read_text())["by_area"]
+    assert by_area["snapshots"]["get"] == 4  # once each, for expire; none again for its gc
+    assert pgkura("verify").returncode == 0
+    for i in ids[2:]:
+        assert restored_rows(make_server, pgkura, work_dir, i) == rows[i]

@@ -366,20 +366,37 @@ def consolidate_quietly(repo: Repository) -> None:
         log.warning("could not consolidate the index: %s", exc.message)
 
 
-def forget_packs(repo: Repository, pack_ids: set[str]) -> None:
+def forget_packs(repo: Repository, pack_ids: set[str], *, absorb: bool = False) -> None:
     """Drop ``pack_ids`` from every index object, before gc deletes them: each merged object
     that names one is written again without them (the new one first), and their per-pack
-    objects are deleted."""
+    objects are deleted. With ``absorb`` (gc, under the maintenance lock) the first merged
+    object written again also takes in the per-pack objects of packs no doomed list names,
+    which are then deleted too: the consolidation gc ends with would otherwise write the
+    whole merged object once more, to add the packs its repacking made."""
     if not pack_ids:
         return
+    from pgkura.repository.doomed import doomed_packs
+
+    doomed = doomed_packs(repo) if absorb else set()  # before the listing, as consolidate
     objects = read_index_objects(repo)
     gone = [layout.index_key(p) for p in sorted(pack_ids)]
+    loose = {
+        p: objects.packs[p]
+        for key, packs in objects.covers.items()
+        if absorb and not is_merged(key)
+        for p in packs
+        if p not in pack_ids and p not in doomed
+    }
     for key, packs in objects.covers.items():
         if not is_merged(key) or not packs & pack_ids:
             continue
-        rest = packs - pack_ids
+        rest = {p: objects.packs[p] for p in packs - pack_ids}
+        if loose:
+            rest.update(loose)
+            gone.extend(layout.index_key(p) for p in sorted(loose))
+            loose = {}
         if rest:
-            _write_merged(repo, {p: objects.packs[p] for p in rest})
+            _write_merged(repo, rest)
         gone.append(key)
     for key, _message in objects.damaged_merged:
         log.debug("index object %s cannot be read; gc leaves it", key)

@@ -66,6 +66,11 @@ def manifest_head(repo: Repository, stanza: str, backup_id: str, listed_size: in
         if head is not None:
             return head
     whole, sealed = read_sealed_manifest(repo, stanza, backup_id, listed_size=listed_size)
+    if (whole.stanza, whole.id) != (stanza, backup_id):
+        return whole.with_changes(files=())  # not cached under another backup's name
+    from pgkura.repository.manifest_refs import remember_refs
+
+    remember_refs(repo, whole, sealed)  # read whole once: gc need not parse it again
     return remember_head(repo, whole, sealed)
 
 

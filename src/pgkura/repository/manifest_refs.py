@@ -22,6 +22,7 @@ id>/refs/<stanza>/<backup id>`` (written and pruned by repository/index_cache.py
 from __future__ import annotations
 
 import struct
+import weakref
 
 from pgkura.repository import layout
 from pgkura.repository.index_cache import IndexCache
@@ -50,17 +51,33 @@ def referenced_blocks(
         found = _cached(repo, stanza, backup_id, listed_size, copy)
         if found is not None:
             return found
+    read_before = _READ.get(repo, {}).get((stanza, backup_id))
+    if read_before is not None and read_before[0] == listed_size:
+        return read_before[1]
     manifest, sealed = read_sealed_manifest(repo, stanza, backup_id, listed_size=listed_size)
-    remember_refs(repo, manifest, sealed)
+    if (manifest.stanza, manifest.id) == (stanza, backup_id):  # else kept under its own
+        remember_refs(repo, manifest, sealed)
     return blocks_of(manifest)
 
 
+#: The blocks of the manifests this process read whole, by repository: (stanza, backup id) ->
+#: (size of the sealed manifest, blocks). With the cache off (or not writable) expire reads
+#: each manifest whole for its head, and its gc need not fetch it again: a manifest never
+#: changes while its key is listed at that size.
+_READ: weakref.WeakKeyDictionary[
+    Repository, dict[tuple[str, str], tuple[int, frozenset[bytes]]]
+] = weakref.WeakKeyDictionary()
+
+
 def remember_refs(repo: Repository, manifest: Manifest, sealed: bytes) -> None:
-    """Keep the block ids of ``manifest``, just stored as ``sealed`` (write_manifest). A
-    manifest without files (a head) gets no copy: gc then reads the manifest itself."""
+    """Keep the block ids of ``manifest``, just read or stored as ``sealed`` (write_manifest,
+    and a head read from its whole manifest). A manifest without files (a head) gets no
+    copy: gc then reads the manifest itself."""
     if not manifest.files:
         return
-    _store(repo, manifest.stanza, manifest.id, len(sealed), sealed, blocks_of(manifest))
+    blocks = blocks_of(manifest)
+    _READ.setdefault(repo, {})[(manifest.stanza, manifest.id)] = (len(sealed), blocks)
+    _store(repo, manifest.stanza, manifest.id, len(sealed), sealed, blocks)
 
 
 def forget_unlisted(repo: Repository, stanza: str, listed: set[str], listed_at: float) -> None:
