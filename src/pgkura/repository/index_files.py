@@ -17,14 +17,12 @@ them again without them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import time
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +31,7 @@ from pgkura.errors import CorruptionError, ObjectNotFound, PgkuraError
 from pgkura.repository import layout
 from pgkura.repository.blocks import STORED_DIGEST_SIZE, BlockLocation, read_pack_index
 from pgkura.repository.index_cache import IndexCache
+from pgkura.repository.index_parsed import Entries, parsed_before, remember_parsed
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError
 
@@ -46,8 +45,6 @@ MERGED_PACKS = 1024
 SMALL_MERGED = MERGED_PACKS // 2
 
 _PACK_ID = re.compile(r"^[0-9a-f]{32}$")
-
-Entries = list[tuple[bytes, BlockLocation]]
 
 
 @dataclass
@@ -80,7 +77,7 @@ def read_index_objects(
     listed = {o.key: o.size for o in repo.storage.list(layout.INDEX_PREFIX)}
     out = IndexObjects()
     fetch = []
-    parsed = _parsed_before(repo, listed) if use_cache else {}
+    parsed = parsed_before(repo, listed) if use_cache else {}
     for key, size in sorted(listed.items()):
         if (known := parsed.get(key)) is not None and known[0] == size:
             _add(out, key, known[1])
@@ -125,7 +122,7 @@ def _take(repo: Repository, key: str, data: bytes, out: IndexObjects, *, final: 
         elif final:
             out.damaged_packs.append((key.rsplit("/", 1)[1], exc.message))
         return False
-    _remember(repo, key, len(data), docs)
+    remember_parsed(repo, key, len(data), docs)
     _add(out, key, docs)
     return True
 
@@ -134,46 +131,6 @@ def _add(out: IndexObjects, key: str, docs: dict[str, Entries]) -> None:
     out.covers[key] = set(docs)
     for pack_id, entries in docs.items():
         out.packs.setdefault(pack_id, entries)
-
-
-#: Within :func:`parsing_once`: what each index object read or written says, by repository:
-#: key -> (size, packs). Entries are shared, never changed in place.
-_PARSED: weakref.WeakKeyDictionary[Repository, dict[str, tuple[int, dict[str, Entries]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-@contextlib.contextmanager
-def parsing_once(repo: Repository) -> Iterator[None]:
-    """Within, each index object is parsed once: read again, an object listed under the same
-    key at the same size is taken as it was (an index object never changes while its key
-    exists, and the cache trusts a listed key of the listed size the same way). gc reads the
-    index up to four times in a run (its load, the deletions of two doomed lists, the
-    consolidation); parsing the merged objects each time cost it a multiple of the index."""
-    _PARSED[repo] = {}
-    try:
-        yield
-    finally:
-        _PARSED.pop(repo, None)
-
-
-def _remember(repo: Repository, key: str, size: int, docs: dict[str, Entries]) -> None:
-    parsed = _PARSED.get(repo)
-    if parsed is not None:
-        parsed[key] = (size, docs)
-
-
-def _parsed_before(
-    repo: Repository, listed: dict[str, int]
-) -> dict[str, tuple[int, dict[str, Entries]]]:
-    """Within parsing_once, the objects parsed before, narrowed to the keys ``listed`` (a
-    deleted object is forgotten); else nothing."""
-    parsed = _PARSED.get(repo)
-    if parsed is None:
-        return {}
-    for key in [k for k in parsed if k not in listed]:
-        del parsed[key]
-    return parsed
 
 
 def parse_index_object(repo: Repository, key: str, data: bytes) -> dict[str, Entries]:
@@ -312,7 +269,7 @@ def _write_merged(repo: Repository, packs: dict[str, Entries]) -> list[str]:
         data = _seal_merged(repo, merged_id, chunk)
         repo.storage.put_if_absent(key, data)
         cache.put(key, data)
-        _remember(repo, key, len(data), chunk)
+        remember_parsed(repo, key, len(data), chunk)
         keys.append(key)
     return keys
 

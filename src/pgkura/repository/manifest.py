@@ -315,9 +315,10 @@ def listed_backups(repo: Repository, stanza: str, *, prune_cache: bool = True) -
 
 def read_manifests(repo: Repository, stanza: str) -> list[Manifest]:
     """Every manifest of the stanza, oldest first, from one listing and the local cache
-    (read_manifest): what expire, gc and info read, so that a command on a repository of
-    many backups does not fetch each manifest again. A damaged one raises CorruptionError.
-    verify reads the store itself (read_manifest without a size)."""
+    (read_manifest), so that a command on a repository of many backups does not fetch each
+    manifest again (expire and gc read less: repository/manifest_heads.py, manifest_refs.py).
+    A damaged one raises CorruptionError. verify reads the store itself (read_manifest
+    without a size)."""
     listed = listed_backups(repo, stanza)
     return [read_manifest(repo, stanza, i, listed_size=listed[i]) for i in sorted(listed)]
 

@@ -40,7 +40,8 @@ from pgkura.repository.doomed import (
     remove_doomed,
     write_doomed,
 )
-from pgkura.repository.index_files import consolidate, forget_packs, parsing_once
+from pgkura.repository.index_files import consolidate, forget_packs
+from pgkura.repository.index_parsed import parsing_once
 from pgkura.repository.locks import live_shared_locks, lock_ended
 from pgkura.repository.manifest import list_stanzas, listed_backups
 from pgkura.repository.manifest_refs import forget_unlisted, referenced_blocks
