@@ -165,7 +165,7 @@ def test_bad_keys_are_refused_in_one_line_and_change_nothing(
     loose = key_file(work_dir / "loose.key", PASSPHRASE_A, mode=0o644)
     result = pgk(crypt, "info", key=loose, check=False)
     error, hint = only_line(result.stderr)
-    assert result.returncode != 0 and "can be read by others" in error and "chmod 600" in hint
+    assert result.returncode != 0 and "is open to other users" in error and "chmod 600" in hint
 
     # The key file may come from the environment or the config file instead of the flag.
     run_pgkura("--repo", crypt["repo"], "info", env={"PGKURA_KEY_FILE": crypt["key_a"]})

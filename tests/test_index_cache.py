@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -508,3 +509,38 @@ def test_expire_gc_and_info_read_each_manifest_once_then_from_the_cache(
     pgkura("restore", "--target-dir", str(target), cache_dir=cold)
     restored = make_server("restored", pgdata=target, init=False)
     assert restored.sql("SELECT count(*), min(a) FROM t")[0] == (1006, -5)
+
+
+def test_caches_of_repositories_unused_for_30_days_are_removed_once_a_day(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    day = 86400
+    gone, recent, legacy = cache / "aa11", cache / "bb22", cache / "cc33"
+    for directory in (gone, recent, legacy):
+        (directory / "index").mkdir(parents=True)
+        (directory / "index" / "x").write_bytes(b"cached")
+    (gone / ".used").touch()
+    os.utime(gone / ".used", (time.time() - 31 * day,) * 2)
+    (recent / ".used").touch()
+    os.utime(recent / ".used", (time.time() - 29 * day,) * 2)
+    os.utime(legacy, (time.time() - 40 * day,) * 2)  # no .used: an older pgkura's cache
+    not_ours = cache / "not-a-repository-id"
+    not_ours.mkdir()
+    os.utime(not_ours, (time.time() - 400 * day,) * 2)
+
+    repo = new_repo(PosixStorage(tmp_path / "repo"), cache)
+    blocks = write_packs(repo, 2, "s")  # opens this repository's cache: the sweep runs
+    mine = cache / repo.config.repo_id
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [".swept", mine.name, recent.name, not_ours.name]
+    )
+    assert (mine / ".used").exists() and (recent / "index" / "x").read_bytes() == b"cached"
+
+    # Swept today: a second sweep waits a day, even with a stale cache back in place.
+    shutil.copytree(recent, gone)
+    os.utime(gone / ".used", (time.time() - 31 * day,) * 2)
+    index = BlockIndex(reopen(PosixStorage(tmp_path / "repo"), cache)).load()
+    assert gone.exists()
+    assert all(BlockReader(index).read(b) == raw for b, raw in blocks.items())
+    os.utime(cache / ".swept", (time.time() - 2 * day,) * 2)
+    BlockIndex(reopen(PosixStorage(tmp_path / "repo"), cache)).load()
+    assert not gone.exists() and recent.exists() and mine.exists()

@@ -101,6 +101,33 @@ def owned(path: str | Path) -> None:
         subprocess.run(["chown", "-R", f"{os_user()}:{os_user()}", str(path)], check=True)
 
 
+def backup_then_copy_then_rows(
+    make_server: Any, work_dir: Path, pgk: tuple[str, ...], rows_before: int
+) -> tuple[dict[str, str], str, Path, Any]:
+    """A new encrypted repository (``pgk``), an offline backup of a cluster holding
+    ``rows_before`` rows of ``secrets`` (0: no table), a copy of the repository as it is then
+    (``work_dir/old-copy``), and the table grown to 1000 rows; (env, first backup's id, the
+    copy, the rows' QUERY result)."""
+    repo = pgk[pgk.index("--repo") + 1]
+    run_pgkura(*pgk, "init", "--encrypt")
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    if rows_before:
+        src.sql("CREATE TABLE secrets AS SELECT g AS id, md5(g::text) AS note "
+                f"FROM generate_series(1, {rows_before}) g")  # fmt: skip
+    src.stop()
+    env = {"PGKURA_PGDATA": str(src.pgdata)}
+    first = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
+    old = work_dir / "old-copy"
+    shutil.copytree(repo, old)
+    src.start()
+    src.sql("CREATE TABLE IF NOT EXISTS secrets (id int, note text)")
+    src.sql("INSERT INTO secrets SELECT g, md5(g::text) "
+            f"FROM generate_series({rows_before + 1}, 1000) g")  # fmt: skip
+    rows = src.sql(QUERY)
+    src.stop()
+    return env, first, old, rows
+
+
 def start_restored(make_server: Any, name: str, target: Path) -> LocalServer:
     server: LocalServer = make_server(name, pgdata=target, init=False)
     server.wait_for_promotion()
@@ -242,18 +269,7 @@ def test_a_snapshot_replayed_from_an_older_copy_is_named_by_verify_and_restore(
     repo = str(work_dir / "repo")
     key = key_file(work_dir / "a.key", PASSPHRASE_A)
     pgk = ("--repo", repo, "--key-file", key)
-    run_pgkura(*pgk, "init", "--encrypt")
-    src = make_server("src", extra_conf={"wal_level": "replica"})
-    src.stop()
-    env = {"PGKURA_PGDATA": str(src.pgdata)}
-    first = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
-    old = work_dir / "old-copy"
-    shutil.copytree(repo, old)
-    src.start()
-    src.sql("CREATE TABLE secrets AS SELECT g AS id, md5(g::text) AS note "
-            "FROM generate_series(1, 1000) g")  # fmt: skip
-    rows = src.sql(QUERY)
-    src.stop()
+    env, first, old, rows = backup_then_copy_then_rows(make_server, work_dir, pgk, 0)
     second = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
     run_pgkura(*pgk, "delete", first, "--force")
     catalogs = sorted(p.name for p in Path(repo, "catalogs", "main").iterdir())
@@ -299,9 +315,14 @@ def test_a_snapshot_replayed_from_an_older_copy_is_named_by_verify_and_restore(
     # A repository as a pgkura before catalogs left it (version 4, none): read unchecked,
     # and the next key rotate (or backup) gives the stanza its first epoch, listing its
     # manifests, before the version goes to 5.
+    # This host saw epoch 3, so it takes no such repository for an old one (catalog_mark);
+    # a host that never read this repository does.
     shutil.rmtree(Path(repo, "catalogs"))
     config = json.loads(Path(repo, "pgkura.json").read_text())
     Path(repo, "pgkura.json").write_text(json.dumps({**config, "version": 4}))
+    result = run_pgkura(*pgk, "verify", check=False)
+    assert result.returncode == 7 and "this host has seen epoch 3" in result.stdout
+    pgk = (*pgk, "--cache-dir", "off")
     assert run_pgkura(*pgk, "verify").returncode == 0
     run_pgkura(*pgk, "key", "rotate")
     assert json.loads(Path(repo, "pgkura.json").read_text())["version"] == 5
@@ -531,3 +552,50 @@ def test_kill_9_at_random_points_of_gc_rewrite_keys_loses_nothing(
     target = work_dir / "restored"
     run_pgkura(*pgk, "restore", "--target-dir", str(target))
     assert start_restored(make_server, "restored", target).sql(balance) == expected
+
+
+def test_a_stanza_rolled_back_as_a_whole_is_refused_by_a_host_that_saw_it_newer(
+    make_server: Any, work_dir: Path
+) -> None:
+    """The store alone cannot tell an older copy of the whole stanza (older epochs with older
+    manifests) from a stanza that never went further; the host that saw the newer epoch can."""
+    repo = str(work_dir / "repo")
+    key = key_file(work_dir / "a.key", PASSPHRASE_A)
+    cache = work_dir / "cache"
+    cache.mkdir()
+    owned(cache)
+    pgk = ("--repo", repo, "--key-file", key, "--cache-dir", str(cache))
+    env, first, old, rows = backup_then_copy_then_rows(make_server, work_dir, pgk, 100)
+    second = json.loads(run_pgkura(*pgk, "backup", "--output", "json", env=env).stdout)["id"]
+
+    # The whole repository put back as it was after the first backup: every object in it
+    # is sound and consistent with its catalog.
+    shutil.rmtree(repo)
+    shutil.copytree(old, repo)
+    owned(repo)
+    result = run_pgkura(*pgk, "verify", check=False)
+    assert result.returncode == 7 and f"snapshots/main/{first}" in result.stdout
+    assert "rolled back to an older copy" in result.stdout and "seen epoch 2" in result.stdout
+    restore = run_pgkura(*pgk, "restore", "--target-dir", str(work_dir / "t1"), check=False)
+    error, hint = only_line(restore.stderr)
+    assert restore.returncode == 7 and "rolled back to an older copy" in error
+    assert not (work_dir / "t1").exists() or not any((work_dir / "t1").iterdir())
+    before = repo_files(repo)  # verify left its run record
+    backup = run_pgkura(*pgk, "backup", env=env, check=False)
+    error, hint = only_line(backup.stderr)
+    assert backup.returncode != 0 and "rolled back" in error, backup.stderr
+    assert repo_files(repo) == before  # nothing written on top of the rolled-back stanza
+
+    # Another host (a cache of its own) has not seen the newer epoch: it reads the older
+    # stanza as it is, and so does this one once told the rollback was on purpose.
+    other = ("--repo", repo, "--key-file", key, "--cache-dir", "off")
+    assert run_pgkura(*other, "verify").returncode == 0
+    mark = hint.rpartition("delete ")[2].split(" and run")[0]
+    assert Path(mark).is_relative_to(cache), hint
+    Path(mark).unlink()
+    target = work_dir / "t2"
+    run_pgkura(*pgk, "restore", "--target-dir", str(target))
+    restored = start_restored(make_server, "restored", target)
+    assert restored.sql("SELECT count(*) FROM secrets")[0][0] == 100
+    assert second not in run_pgkura(*pgk, "info").stdout
+    assert rows[0][0] == 1000

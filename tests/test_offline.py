@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -351,36 +352,63 @@ def _pgkura_pids(repo: str) -> dict[int, int]:
     return found
 
 
-def run_with_a_worker_killed(repo: str, *args: str) -> str:
-    """Run ``pgkura --repo REPO ARGS``, kill one of its worker processes, and return its
-    stderr, checked to be one clear error (exit 2, no traceback)."""
+def run_with_a_worker_killed(repo: str, busy_under: Path, *args: str) -> str:
+    """Run ``pgkura --repo REPO ARGS``, kill one of its worker processes while it holds a
+    file under ``busy_under`` open (so it dies holding a unit of work that no other worker
+    will finish), and return its stderr, checked to be one clear error (exit 2, no
+    traceback)."""
     cmd = [PGKURA, "--repo", repo, *args]
     if os_user():
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    kill_a_worker(repo)
-    _out, err = proc.communicate(timeout=120)
+    kill_a_worker(repo, busy_under)
+    deadline = time.monotonic() + 120
+    while True:
+        # runuser stops itself when it sees its child stopped (util-linux su-common), and
+        # nothing would continue it: keep it going until the command ends.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        try:
+            _out, err = proc.communicate(timeout=1)
+            break
+        except subprocess.TimeoutExpired:
+            assert time.monotonic() < deadline, "pgkura did not end after its worker was killed"
     assert proc.returncode == 2, err
     assert "a worker process ended abruptly" in err and "Traceback" not in err
     return err
 
 
-def kill_a_worker(repo: str) -> None:
-    """Wait for pgkura's worker processes on ``repo``, and kill one as the OOM killer would.
-    The parent is stopped meanwhile, so that its workers cannot have been told to exit; then
-    it goes on and finds one gone."""
+def kill_a_worker(repo: str, busy_under: Path) -> None:
+    """Wait for one of pgkura's worker processes on ``repo`` to hold a file under
+    ``busy_under`` open (a worker that has taken no work yet dies without loss: the others
+    do its share), and kill it as the OOM killer would. The parent is stopped meanwhile, so
+    that its workers cannot have been told to exit; then it goes on and finds one gone."""
     deadline = time.monotonic() + 60
-    workers: list[int] = []
-    main = 0
-    while not workers and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         pids = _pgkura_pids(repo)
         main = next((pid for pid, parent in pids.items() if parent not in pids), 0)
-        workers = [pid for pid, parent in pids.items() if parent == main]
-        time.sleep(0.005)
-    assert workers, "pgkura forked no worker processes"
-    os.kill(main, signal.SIGSTOP)
-    os.kill(workers[0], signal.SIGKILL)
-    os.kill(main, signal.SIGCONT)
+        busy = [p for p, parent in pids.items() if parent == main and _holds(p, busy_under)]
+        if busy:
+            os.kill(main, signal.SIGSTOP)
+            os.kill(busy[0], signal.SIGKILL)
+            os.kill(main, signal.SIGCONT)
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"no pgkura worker process opened a file under {busy_under}")
+
+
+def _holds(pid: int, directory: Path) -> bool:
+    """Whether process ``pid`` has a file under ``directory`` open."""
+    prefix = f"{directory}/"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix):
+                return True
+    return False
 
 
 def test_a_killed_worker_process_fails_the_backup_with_one_clear_message(
@@ -390,7 +418,7 @@ def test_a_killed_worker_process_fails_the_backup_with_one_clear_message(
     src.pgbench_init(10)
     src.stop()
     err = run_with_a_worker_killed(
-        repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline", "--jobs", "2"
+        repo, src.pgdata, "--pgdata", str(src.pgdata), "backup", "--type", "offline", "--jobs", "2"
     )
     assert "no backup was recorded" in err
     assert backup_ids(repo) == []
@@ -407,7 +435,9 @@ def test_a_killed_restore_worker_is_reported_and_delta_finishes_the_job(
     src.stop()
     run_pgkura("--repo", repo, "--pgdata", str(src.pgdata), "backup", "--type", "offline")
     target = work_dir / "restored"
-    err = run_with_a_worker_killed(repo, "restore", "--target-dir", str(target), "--jobs", "2")
+    err = run_with_a_worker_killed(
+        repo, target, "restore", "--target-dir", str(target), "--jobs", "2"
+    )
     assert "the restore is incomplete" in err and "--delta" in err
     run_pgkura("--repo", repo, "restore", "--target-dir", str(target), "--delta")
     restored = make_server("restored-after-kill", pgdata=target, init=False)

@@ -103,7 +103,10 @@ def test_a_credentials_file_others_can_read_is_refused(s3_repo: S3Repo) -> None:
     result = run_pgkura(*s3_repo.args, "init", check=False)
     assert result.returncode != 0
     error, hint = one_error(result.stderr)
-    assert "readable by other users" in error and hint == f"hint: chmod 600 {s3_repo.credentials}"
+    assert (
+        "is open to other users (mode 0644)" in error
+        and hint == f"hint: chmod 600 {s3_repo.credentials}"
+    )
     assert SECRET_KEY not in result.stderr
 
 

@@ -26,6 +26,7 @@ import weakref
 
 from pgkura.errors import CorruptionError, ObjectNotFound
 from pgkura.repository import layout
+from pgkura.repository.catalog_mark import check_not_rolled_back, remember
 from pgkura.repository.layout import catalog_key as epoch_key
 from pgkura.repository.layout import catalog_prefix
 from pgkura.repository.repo import Repository, iso, utc_now
@@ -105,6 +106,12 @@ def latest(repo: Repository, stanza: str) -> Catalog | None:
     return found
 
 
+def _newest(repo: Repository, stanza: str) -> int:
+    """The newest epoch of the stanza's catalog in the store now (0: none)."""
+    current = latest(repo, stanza)
+    return current.epoch if current else 0
+
+
 def _raise_version(repo: Repository) -> None:
     """Version 5 before the first epoch: a version 4 pgkura would write manifests no catalog
     lists (refused afterwards as replayed). pgkura.json is read again first, so that only its
@@ -139,6 +146,10 @@ def _write_next(repo: Repository, stanza: str, change: dict[str, str | None]) ->
     _raise_version(repo)
     while True:
         current = latest(repo, stanza)
+        what = f"cannot change the catalog {catalog_prefix(stanza)}"
+        check_not_rolled_back(
+            repo, stanza, current.epoch if current else 0, what, lambda: _newest(repo, stanza)
+        )
         backups = dict(current.backups) if current else _adopt(repo, stanza)
         for backup_id, digest in change.items():
             if digest is None:
@@ -150,6 +161,7 @@ def _write_next(repo: Repository, stanza: str, change: dict[str, str | None]) ->
         if repo.put_record_if_absent(new.key, new.to_json()):
             break  # else another writer took this epoch: build on top of its
     _SEEN.setdefault(repo, {})[stanza] = new
+    remember(repo, stanza, epoch)
     old = [epoch_key(stanza, e) for e in _epochs(repo, stanza) if e < epoch - KEEP_EPOCHS]
     if old:
         repo.storage.delete_many(old)
@@ -219,13 +231,17 @@ def check_manifest(repo: Repository, stanza: str, backup_id: str, key: str, data
     seen = _SEEN.get(repo, {})
     digest = sealed_digest(data).hex()
     catalog = seen[stanza] if stanza in seen else latest(repo, stanza)
-    if catalog is not None and catalog.backups.get(backup_id) == digest:
-        return
-    catalog = latest(repo, stanza)  # a commit since it was read
+    if catalog is None or catalog.backups.get(backup_id) != digest:
+        catalog = latest(repo, stanza)  # a commit since it was read
+    what = f"the manifest of backup {backup_id} ({key})"
     if catalog is None:
         _check_no_catalog(repo, stanza, backup_id, key)
+        # A repository of version 4: every epoch gone and the version lowered, if this host
+        # has seen one.
+        check_not_rolled_back(repo, stanza, 0, what, lambda: _newest(repo, stanza))
         return
     if catalog.backups.get(backup_id) == digest:
+        check_not_rolled_back(repo, stanza, catalog.epoch, what, lambda: _newest(repo, stanza))
         return
     why = (
         "is not the version its catalog lists"

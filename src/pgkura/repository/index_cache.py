@@ -65,6 +65,10 @@ class IndexCache:
         if cache is None:
             cache = cls(cache_root(repo.cache_setting), repo.config.repo_id)
             repo._index_cache = cache
+            if cache.directory is not None:
+                from pgkura.repository.cache_sweep import note_use
+
+                note_use(cache.directory)
         return cache
 
     @property

@@ -11,7 +11,6 @@ only by the functions here, which only encrypted repositories call.
 from __future__ import annotations
 
 import os
-import stat
 
 from pgkura.errors import ConfigError, RepositoryError, UsageError
 
@@ -170,22 +169,16 @@ def open_master_key(
 def read_key_file(path: str, what: str = "--key-file") -> bytes:
     """The passphrase a key file holds (one trailing newline dropped). The file must be
     readable by its owner only: a passphrase others can read protects nothing."""
+    from pgkura.secret_file import check_private
+
+    unreadable = "give a key file that exists and that this user may read"
+    check_private(path, f"the key file {path} ({what})", unreadable)
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"the key file {path} ({what}) is not a regular file")
-        if st.st_mode & 0o077:
-            raise ConfigError(
-                f"the key file {path} ({what}) can be read by others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o})",
-                hint=f"chmod 600 {path}",
-            )
         with open(path, "rb") as f:
             secret = f.read()
     except OSError as exc:
         raise ConfigError(
-            f"cannot read the key file {path} ({what}): {exc.strerror}",
-            hint="give a key file that exists and that this user may read",
+            f"cannot read the key file {path} ({what}): {exc.strerror}", hint=unreadable
         ) from None
     if secret.endswith(b"\n"):
         secret = secret[:-1]

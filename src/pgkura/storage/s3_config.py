@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 
 from pgkura.errors import ConfigError
+from pgkura.secret_file import check_private
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -170,27 +170,15 @@ def _from_file(path: str, profile: str, what: str) -> Credentials | None:
     return Credentials(key_id, secret, section.get("aws_session_token"), path)
 
 
-def _check_private(path: str) -> None:
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise ConfigError(
-            f"the S3 credentials file {path} cannot be read: {exc.strerror or 'unreadable'}",
-            hint="fix s3-credentials-file in the config file or PGKURA_S3_CREDENTIALS_FILE",
-        ) from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise ConfigError(
-            f"the S3 credentials file {path} is readable by other users "
-            f"(mode {stat.S_IMODE(mode):04o}); pgkura refuses to use it",
-            hint=f"chmod 600 {path}",
-        )
-
-
 def resolve_credentials(options: S3Options, environ: dict[str, str] | None = None) -> Credentials:
     env = os.environ if environ is None else environ
     profile = env.get("AWS_PROFILE") or "default"
     if options.credentials_file:
-        _check_private(options.credentials_file)
+        check_private(
+            options.credentials_file,
+            f"the S3 credentials file {options.credentials_file}",
+            "fix s3-credentials-file in the config file or PGKURA_S3_CREDENTIALS_FILE",
+        )
         found = _from_file(options.credentials_file, profile, "s3-credentials-file")
         if found is None:
             raise ConfigError(
