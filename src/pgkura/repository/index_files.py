@@ -323,18 +323,20 @@ def consolidate_quietly(repo: Repository) -> None:
         log.warning("could not consolidate the index: %s", exc.message)
 
 
-def forget_packs(repo: Repository, pack_ids: set[str], *, absorb: bool = False) -> None:
+def forget_packs(
+    repo: Repository, pack_ids: set[str], *, absorb_all_but: set[str] | None = None
+) -> None:
     """Drop ``pack_ids`` from every index object, before gc deletes them: each merged object
     that names one is written again without them (the new one first), and their per-pack
-    objects are deleted. With ``absorb`` (gc, under the maintenance lock) the first merged
-    object written again also takes in the per-pack objects of packs no doomed list names,
-    which are then deleted too: the consolidation gc ends with would otherwise write the
-    whole merged object once more, to add the packs its repacking made."""
+    objects are deleted. Given ``absorb_all_but`` (gc, under the maintenance lock: every pack
+    a doomed list names, which only gc writes), the first merged object written again also
+    takes in the per-pack objects of the other packs, which are then deleted too: the
+    consolidation gc ends with would otherwise write the whole merged object once more, to
+    add the packs its repacking made."""
     if not pack_ids:
         return
-    from pgkura.repository.doomed import doomed_packs
-
-    doomed = doomed_packs(repo) if absorb else set()  # before the listing, as consolidate
+    absorb = absorb_all_but is not None
+    doomed = absorb_all_but or set()
     objects = read_index_objects(repo)
     gone = [layout.index_key(p) for p in sorted(pack_ids)]
     loose = {

@@ -241,7 +241,7 @@ def _delete_ready(
         going.append(pack_id)
     # The index first (every index object that names them): a pack without an index is still
     # in the list, deleted next time.
-    forget_packs(repo, set(going), absorb=True)
+    forget_packs(repo, set(going), absorb_all_but=doomed)
     for pack_id in going:
         if pack_id in sizes:
             repo.storage.delete(layout.pack_key(pack_id))
