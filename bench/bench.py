@@ -125,6 +125,7 @@ class Bench:
             "PGDATABASE": "postgres",
         }
         self.pgbr_conf = base / "pgbackrest.conf"
+        self.pgbr_bin = "/usr/bin/pgbackrest"  # --pgbackrest: e.g. a newer build for PostgreSQL 17
         # Off for a major the installed pgBackRest does not know (Debian's 2.45 stops at 16).
         self.with_pgbackrest = True
         self.results: dict[str, Timing] = {}
@@ -154,7 +155,7 @@ class Bench:
         ]
 
     def pgbackrest(self, *args: str) -> list[str]:
-        return ["pgbackrest", f"--config={self.pgbr_conf}", "--stanza=bench", *args]
+        return [self.pgbr_bin, f"--config={self.pgbr_conf}", "--stanza=bench", *args]
 
     def setup(self) -> None:
         # archive_command pushes to whatever repository this link points at: each round's
@@ -187,7 +188,8 @@ class Bench:
         )
         archive = f"{PGKURA} --repo {self.pgkura_repo} --stanza bench archive-push %p"
         if self.with_pgbackrest:
-            archive += f" && pgbackrest --config={self.pgbr_conf} --stanza=bench archive-push %p"
+            archive += f" && {self.pgbr_bin} --config={self.pgbr_conf} --stanza=bench"
+            archive += " archive-push %p"
         with open(self.pgdata / "postgresql.conf", "a") as f:
             f.write(
                 f"port = {self.port}\nunix_socket_directories = '{self.sockets}'\n"
@@ -343,7 +345,7 @@ class Bench:
             )
         )
         os.chmod(br_conf, 0o644)
-        pgbr = ["pgbackrest", f"--config={br_conf}", "--stanza=bench"]
+        pgbr = [self.pgbr_bin, f"--config={br_conf}", "--stanza=bench"]
         run([*pgbr, "stanza-create"], self.env)
         out = own(self.base / "fetched")
         for name in names:
@@ -449,10 +451,10 @@ class Bench:
                 .replace("spool-path=/tmp", f"spool-path={spool}\narchive-async={mode}")
             )
             os.chmod(conf, 0o644)
-            run(["pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create"], self.env)
+            run([self.pgbr_bin, f"--config={conf}", "--stanza=bench", "stanza-create"], self.env)
             conf.write_text(conf.read_text().replace(f"pg1-path={self.pgdata}", f"pg1-path={fake}"))
-            drive(f"pgbackrest archive-async={mode}",
-                  ["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-push"])  # fmt: skip
+            push = [self.pgbr_bin, f"--config={conf}", "--stanza=bench", "archive-push"]
+            drive(f"pgbackrest archive-async={mode}", push)
 
     def verify_stage(self) -> None:
         """pgkura verify against pgbackrest verify, each on a fresh repository holding one full
@@ -669,14 +671,17 @@ def main() -> None:
                         help="backups the expire stage takes before expiring")  # fmt: skip
     parser.add_argument("--expire-keep", type=int, default=7, help="backups expire keeps")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--pgbackrest", default="/usr/bin/pgbackrest",
+                        help="pgbackrest binary (bookworm: 2.45, not 17)")  # fmt: skip
     parser.add_argument("--without-pgbackrest", action="store_true",
                         help="leave pgBackRest out (a major it does not support)")  # fmt: skip
     args = parser.parse_args()
-    if not args.without_pgbackrest and shutil.which("pgbackrest") is None:
-        raise SystemExit("pgbackrest is not installed: apt-get install pgbackrest")
+    if not args.without_pgbackrest and shutil.which(args.pgbackrest) is None:
+        raise SystemExit(f"{args.pgbackrest} is not an executable: apt-get install pgbackrest")
     base = Path(tempfile.mkdtemp(prefix="pgkura-bench-", dir="/var/tmp"))
     bench = Bench(base, args.scale, Path(args.pg_bin))
     bench.with_pgbackrest = not args.without_pgbackrest
+    bench.pgbr_bin = args.pgbackrest
     from curve import Curve
 
     curve = Curve(bench, args.rounds)

@@ -245,7 +245,7 @@ class CryptStages:
             if USER:
                 shutil.chown(conf, USER, USER)
             conf.chmod(0o600)
-            confs[kind] = ["pgbackrest", f"--config={conf}", "--stanza=bench"]
+            confs[kind] = [b.pgbr_bin, f"--config={conf}", "--stanza=bench"]
             run([*confs[kind], "stanza-create"], b.env)
         for name in names:
             segment = str(spool / name)

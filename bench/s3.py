@@ -165,7 +165,7 @@ class S3Stage:
         )
 
     def pgbackrest(self, conf: Path, *args: str) -> list[str]:
-        return ["pgbackrest", f"--config={conf}", "--stanza=bench", *args]
+        return [self.bench.pgbr_bin, f"--config={conf}", "--stanza=bench", *args]
 
     def kura(self, *args: str) -> list[str]:
         from bench import PGKURA

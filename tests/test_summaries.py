@@ -238,6 +238,187 @@ def test_backup_falls_back_when_summaries_are_gone_or_turned_off(
     _restore_and_compare(make_server, work_dir, repo, fourth, expected)
 
 
+def _file_size(src: Any, table: str) -> tuple[str, int]:
+    """The path (in PGDATA) and size of ``table``'s main fork (one segment)."""
+    path = str(src.sql(f"SELECT pg_relation_filepath('{table}')")[0][0])
+    return path, (src.pgdata / path).stat().st_size
+
+
+@pytest.mark.matrix
+@pytest.mark.min_pg(17, reason="WAL summaries")
+def test_a_stalled_summarizer_times_out_into_a_whole_file_backup_that_says_so(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """The summarizer stops (SIGSTOP: what a summarizer far behind a burst of WAL looks like)
+    with ``summarize_wal = on``: the backup waits ``--summary-timeout``, then reads every
+    changed file whole, says so on stderr and in its manifest, and restores
+    every committed row; once the summarizer runs again, the next backup is guided by it."""
+    import signal
+
+    from pgkura.wal.names import parse_lsn
+
+    src = _server(make_server, repo)
+    src.sql("CREATE TABLE t AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g")
+    src.sql("VACUUM (FREEZE) t")
+    _backup(src, repo)
+    src.sql("UPDATE t SET v = -v WHERE id <= 500")
+    _summarized_past_checkpoint(src)
+    time.sleep(0.3)  # idle, waiting for WAL: it holds no lock the checkpointer needs
+    (pid,) = src.sql("SELECT summarizer_pid FROM pg_get_wal_summarizer_state()")[0]
+    assert pid, "no WAL summarizer runs"
+    os.kill(int(pid), signal.SIGSTOP)
+    try:
+        # Only WAL the summarizer never reads: the update, the insert, the backup's start.
+        src.sql("UPDATE t SET v = 7 WHERE id BETWEEN 40000 AND 40100")
+        src.sql("INSERT INTO t SELECT g, g FROM generate_series(50001, 52000) g")
+        began = time.monotonic()
+        stalled = _backup(src, repo, PGKURA_SUMMARY_TIMEOUT="2")
+        waited = time.monotonic() - began
+        expected = digests(src)
+        (summarized,) = src.sql("SELECT summarized_lsn FROM pg_get_wal_summarizer_state()")[0]
+    finally:
+        os.kill(int(pid), signal.SIGCONT)
+    assert stalled.start_lsn is not None
+    assert parse_lsn(str(summarized)) < parse_lsn(stalled.start_lsn), summarized
+    reason = f"the WAL summarizer did not reach {stalled.start_lsn} within 2 s"
+    assert _note(stalled) == {"guided": False, "fallback": reason}, _note(stalled)
+    assert "not summary-guided" in stalled.extra["stderr"] and reason in stalled.extra["stderr"]
+    assert waited >= 2, waited
+    # The changed table was read whole, not by the blocks the summaries would have listed.
+    path, size = _file_size(src, "t")
+    entry = next(f for f in stalled.files if f.path == path)
+    assert entry.size == size and stalled.extra["read_bytes"] >= size, stalled.extra
+    switch_and_wait_archived(src)
+    _restore_and_compare(make_server, work_dir, repo, stalled, expected)
+    # Running again, the summarizer catches up: the next backup is guided, by the fallback
+    # backup (which kept its per-block CRCs), and reads far less than the table.
+    src.sql("UPDATE t SET v = 9 WHERE id <= 100")
+    again = _backup(src, repo)
+    note = _note(again)
+    assert note["guided"] is True and note["base"] == stalled.id, note
+    assert again.extra["read_bytes"] < size, again.extra
+    expected = digests(src)
+    switch_and_wait_archived(src)
+    _restore_and_compare(make_server, work_dir, repo, again, expected)
+
+
+def _summary_files(src: Any) -> list[tuple[int, int, int, Path]]:
+    """pg_wal/summaries' files as (timeline, start, end, path), by start: each is named
+    TTTTTTTT + start LSN + end LSN, in hex (src/backend/backup/walsummary.c)."""
+    out = []
+    for f in (src.pgdata / "pg_wal" / "summaries").glob("*.summary"):
+        n = f.name
+        out.append((int(n[:8], 16), int(n[8:24], 16), int(n[24:40], 16), f))
+    return sorted(out)
+
+
+@pytest.mark.matrix
+@pytest.mark.min_pg(17, reason="WAL summaries")
+def test_a_gap_in_the_summaries_falls_back_and_keeps_the_rows_changed_in_it(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """Summaries cover the start and the end of the range since the previous backup, not a
+    stretch in the middle (one summary file removed): the backup is not guided, says which
+    range is not covered, and restores the change made in the gap."""
+    from pgkura.wal.names import format_lsn, parse_lsn
+
+    src = _server(make_server, repo)
+    src.sql(
+        "CREATE TABLE t AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g;"
+        "CREATE TABLE u AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g"
+    )
+    src.sql("VACUUM (FREEZE)")
+    base = _backup(src, repo)
+    assert base.start_lsn is not None
+    base_start = parse_lsn(base.start_lsn)
+    # Three changes, each in its own summary (every checkpoint's redo ends one); u changes
+    # only in the middle one, so that no page the other summaries list is near it (were the
+    # gap ignored, no block of u would be read, and the cross-check could not see it).
+    lsn = "SELECT pg_current_wal_insert_lsn()::text"
+    for table, n in (("t", 1), ("u", 2), ("t", 3)):
+        before = parse_lsn(src.sql(lsn)[0][0])
+        src.sql(f"UPDATE {table} SET v = {-n} WHERE id BETWEEN {n * 10000} AND {n * 10000 + 100}")
+        if n == 2:
+            in_gap = (before, parse_lsn(src.sql(lsn)[0][0]))
+        _summarized_past_checkpoint(src)
+    since = [f for f in _summary_files(src) if f[2] > base_start]
+    removed = [f for f in since if f[1] < in_gap[1] and f[2] > in_gap[0]]
+    # Covered at both ends, not in the middle.
+    assert removed and since[0] not in removed and since[-1] not in removed, (since, in_gap)
+    for _tli, _start, _end, path in removed:
+        path.unlink()
+    listed = src.sql("SELECT start_lsn::text, end_lsn::text FROM pg_available_wal_summaries()")
+    for _tli, start, end, _path in removed:
+        assert (format_lsn(start), format_lsn(end)) not in set(listed), listed
+    tli = since[0][0]
+    gapped = _backup(src, repo)
+    note = _note(gapped)
+    assert gapped.start_lsn is not None
+    reason = (
+        f"the WAL summaries do not cover {base.start_lsn} to {gapped.start_lsn} on timeline "
+        f"{tli} (expired, removed, or summarize_wal was off meanwhile)"
+    )
+    assert note == {"guided": False, "fallback": reason}, note
+    assert "not summary-guided" in gapped.extra["stderr"] and reason in gapped.extra["stderr"]
+    sizes = [_file_size(src, table) for table in ("t", "u")]
+    for path, size in sizes:
+        entry = next(f for f in gapped.files if f.path == path)
+        assert entry.size == size, (entry, size)
+    # Both changed tables were read whole.
+    assert gapped.extra["read_bytes"] >= sum(size for _path, size in sizes), gapped.extra
+    expected = digests(src)
+    # The gap's change is what the restore must not lose.
+    assert src.sql("SELECT count(*), min(v) FROM u WHERE v < 0") == [(101, -2)]
+    switch_and_wait_archived(src)
+    _restore_and_compare(make_server, work_dir, repo, gapped, expected)
+
+
+@pytest.mark.min_pg(17, reason="WAL summaries")
+def test_summarize_wal_off_then_on_again_after_its_wal_was_recycled_falls_back(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A DBA turns summarize_wal off after a backup, and on again once the WAL written
+    meanwhile is archived and recycled (ALTER SYSTEM + reload both times): the summarizer
+    cannot summarize what pg_wal no longer holds, so the next backup falls back (the
+    summarizer never reaches its start, or the summaries leave a gap), says which, and
+    restores the rows changed while summarization was off."""
+    src = _server(make_server, repo)
+    src.sql(
+        "CREATE TABLE t AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g;"
+        "CREATE TABLE u AS SELECT g AS id, g AS v FROM generate_series(1, 50000) g"
+    )
+    src.sql("VACUUM (FREEZE)")
+    _backup(src, repo)
+    src.sql("ALTER SYSTEM SET summarize_wal = off")
+    src.sql("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 30
+    while src.sql("SELECT summarizer_pid FROM pg_get_wal_summarizer_state()")[0][0] is not None:
+        assert time.monotonic() < deadline, "the WAL summarizer did not stop"
+        time.sleep(0.05)
+    src.sql("UPDATE u SET v = -v WHERE id BETWEEN 20000 AND 20100")
+    (changed,) = src.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")[0]
+    for _ in range(4):  # the segment of the update is archived, then removed or recycled
+        switch_and_wait_archived(src)
+        src.sql("CHECKPOINT")
+    assert not (src.pgdata / "pg_wal" / changed).exists(), changed
+    src.sql("ALTER SYSTEM SET summarize_wal = on")
+    src.sql("SELECT pg_reload_conf()")
+    src.sql("UPDATE t SET v = 0 WHERE id <= 100")
+    m = _backup(src, repo, PGKURA_SUMMARY_TIMEOUT="5")
+    note = _note(m)
+    assert m.start_lsn is not None and note["guided"] is False, note
+    assert note["fallback"] == f"the WAL summarizer did not reach {m.start_lsn} within 5 s" or note[
+        "fallback"
+    ].startswith("the WAL summaries do not cover "), note
+    assert "not summary-guided" in m.extra["stderr"] and note["fallback"] in m.extra["stderr"]
+    (summarized,) = src.sql("SELECT summarized_lsn FROM pg_get_wal_summarizer_state()")[0]
+    print(f"summarize_wal off and on: {note['fallback']}; summarized up to {summarized}")
+    expected = digests(src)
+    assert src.sql("SELECT count(*) FROM u WHERE v < 0")[0][0] == 101
+    switch_and_wait_archived(src)
+    _restore_and_compare(make_server, work_dir, repo, m, expected)
+
+
 @pytest.mark.min_pg(17, reason="WAL summaries")
 def test_a_page_changed_behind_the_summaries_back_makes_its_file_read_whole(
     make_server: Any, work_dir: Path, repo: str

@@ -126,9 +126,9 @@ def test_a_clean_repository_passes_without_decompressing_and_its_backup_restores
     assert report["stored_bytes_read"] == sum(p.stat().st_size for p in packs)  # whole packs
     assert report["blocks_checked"] > 100 and report["blocks_checked_in_full"] == 0
     assert report["wal_files_checked"] >= 2
-    # Unencrypted WAL records no digest of its stored bytes: it is unsealed in full.
-    in_full = report["wal_files_checked_in_full"]
-    assert in_full == (report["wal_files_checked"] if repo["kind"] == "plain" else 0)
+    # Unencrypted WAL ends with the digest of its stored bytes, encrypted WAL has its tag:
+    # none is decompressed.
+    assert report["wal_files_checked_in_full"] == 0
     one = run_pgkura(*repo["args"], "verify", "--quick", repo["backup"], "--output", "json")
     assert json.loads(one.stdout)["ok"]
 
@@ -200,6 +200,61 @@ def test_a_damaged_wal_segment_is_named(repo: dict[str, Any]) -> None:
     segment = needed_segment(repo)
     flip(segment, segment.stat().st_size - 1)
     code, report = quick(repo)
+    assert code == 7
+    assert any(p.startswith(f"archived WAL file {segment.name} is damaged") for p in
+               report["problems"]), report  # fmt: skip
+
+
+def test_a_flipped_byte_inside_a_wal_segment_is_found_without_decompressing(
+    repo: dict[str, Any],
+) -> None:
+    segment = needed_segment(repo)
+    flip(segment, segment.stat().st_size // 2)  # in its compressed payload
+    code, report = quick(repo)
+    assert code == 7 and report["wal_files_checked_in_full"] == 0
+    damaged = [p for p in report["problems"]
+               if p.startswith(f"archived WAL file {segment.name} is damaged")]  # fmt: skip
+    assert len(damaged) == 1, report
+    why = "authentication failed" if repo["kind"] == "encrypted" else "recorded digest"
+    assert why in damaged[0]
+    full = run_pgkura(*repo["args"], "verify", "--output", "json", check=False)
+    assert full.returncode == 7 and segment.name in full.stdout
+
+
+def strip_wal_digest(path: Path) -> bytes:
+    """Rewrite the unencrypted WAL object at ``path`` as pgkura wrote it before WAL objects
+    ended with the digest of their stored bytes (a zstd skippable frame of 28 bytes, which
+    the header's payload length counts); the object as it was."""
+    data = path.read_bytes()
+    assert data[-28:-24] == struct.pack("<I", 0x184D2A5B) and data[-20:-16] == b"PGKD"
+    header = bytearray(data[:56])
+    (payload,) = struct.unpack_from("<Q", header, 16)
+    struct.pack_into("<Q", header, 16, payload - 28)
+    path.write_bytes(bytes(header) + data[56:-28])
+    return data
+
+
+def test_wal_archived_before_stored_digests_is_unsealed_in_full(
+    pristine: dict[str, Any], work_dir: Path
+) -> None:
+    import zstandard
+
+    path = work_dir / "old-wal"
+    shutil.copytree(pristine["base"] / "plain", path)
+    chown_tree(path)
+    old = {"kind": "plain", "path": path, "args": ["--repo", str(path)],
+           "backup": pristine["backups"]["plain"]}  # fmt: skip
+    segment = needed_segment(old)
+    with_digest = strip_wal_digest(segment)
+    # Any zstd reader skips the frame: the payload with it holds the same content.
+    plain = zstandard.ZstdDecompressor().stream_reader(segment.read_bytes()[56:],
+                                                       read_across_frames=True)  # fmt: skip
+    framed = zstandard.ZstdDecompressor().stream_reader(with_digest[56:], read_across_frames=True)
+    assert plain.read(32 << 20) == framed.read(32 << 20)
+    code, report = quick(old)
+    assert code == 0 and report["ok"] and report["wal_files_checked_in_full"] == 1, report
+    flip(segment, segment.stat().st_size // 2)
+    code, report = quick(old)
     assert code == 7
     assert any(p.startswith(f"archived WAL file {segment.name} is damaged") for p in
                report["problems"]), report  # fmt: skip
@@ -302,3 +357,31 @@ def test_quick_on_s3_finds_a_flipped_byte_and_a_missing_segment(
         f"backup {backup}: WAL segment {segment}, needed to make it consistent, is missing "
         "from the archive"
     ) in report["problems"]
+
+
+def test_the_tag_check_of_a_block_refuses_what_authenticate_refuses() -> None:
+    """verify --quick's per-block check (sealed.Cipher.check_tag) against the full one."""
+    from pgkura.codec.compression import parse_codec
+    from pgkura.repository import sealed
+
+    cipher = sealed.Cipher(os.urandom(32))
+    block_id = os.urandom(32)
+    good = sealed.frame(os.urandom(3000) * 3, parse_codec("zstd:3"), block_id, cipher, b"block")
+    assert cipher.check_tag(good, block_id, b"block")
+    sealed.authenticate(good, block_id, cipher, b"block")
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 1
+    header = bytearray(good)
+    header[10] ^= 1  # the raw length: covered by the tag
+    damaged = {
+        "another id": (good, os.urandom(32), b"block"),
+        "another identity": (good, block_id, b"object index/x"),
+        "a flipped byte": (bytes(flipped), block_id, b"block"),
+        "a changed header": (bytes(header), block_id, b"block"),
+        "truncated": (good[:-1], block_id, b"block"),
+        "cut to its header": (good[: sealed.HEADER_SIZE + 8], block_id, b"block"),
+    }
+    for what, (data, digest, identity) in damaged.items():
+        assert not cipher.check_tag(data, digest, identity), what
+        with pytest.raises(sealed.SealError):
+            sealed.authenticate(data, digest, cipher, identity)

@@ -7,6 +7,7 @@ settings live side by side. Compressor objects are not thread-safe; one is kept 
 
 from __future__ import annotations
 
+import os
 import threading
 
 from pgkura.errors import ConfigError
@@ -63,6 +64,30 @@ FRAME_BYTES = 2 * 1024 * 1024
 # False where several large objects are processed at once (the async pusher): one thread each
 # uses the cores better than several threads each.
 PARALLEL_LARGE = True
+
+
+class _Fork:
+    """Whether this process was forked (from one that may have used BLAKE3's thread pool)."""
+
+    child = False
+
+
+def _after_fork_in_child() -> None:
+    _Fork.child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def hash_threads() -> int:
+    """``max_threads`` for BLAKE3 on a large object: its thread pool (rayon's, started at its
+    first parallel hash), except in a forked process, which gets a copy of the pool's state
+    but not its threads: a parallel hash there waits for ever. (A backup's store workers hung
+    so once the parent had unsealed a merged index of 4 MiB or more: every pack's stored
+    digest is a large hash.) Forked workers hash on their own thread; they are one of
+    several already."""
+    return 1 if _Fork.child else -1  # blake3.blake3.AUTO
 
 
 def parse_codec(spec: str) -> Codec:

@@ -42,7 +42,8 @@ class VerifyReport:
     blocks_checked: int = 0
     #: of those, unsealed in full (packs written before stored digests were recorded)
     blocks_checked_in_full: int = 0
-    #: and archived WAL files unsealed in full (unencrypted: they record no stored digest)
+    #: and archived WAL files unsealed in full (unencrypted, archived before they recorded
+    #: the digest of their stored bytes)
     wal_checked_in_full: int = 0
     stored_bytes_read: int = 0
 

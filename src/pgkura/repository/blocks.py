@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import blake3
 
+from pgkura.codec.compression import hash_threads
 from pgkura.errors import CorruptionError
 from pgkura.repository import layout
 from pgkura.repository.index_cache import IndexCache
@@ -373,7 +374,7 @@ def stored_digests(
             .hex()
             for _bid, loc in entries
         ]
-        whole = blake3.blake3(view, key=key, max_threads=blake3.blake3.AUTO).hexdigest()
+        whole = blake3.blake3(view, key=key, max_threads=hash_threads()).hexdigest()
     return {"digests": blocks, "blocks_digest": whole}
 
 

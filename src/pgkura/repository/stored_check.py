@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import blake3
 
+from pgkura.codec.compression import hash_threads
 from pgkura.errors import CorruptionError, ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.blocks import (
@@ -29,7 +30,7 @@ from pgkura.repository.blocks import (
 )
 from pgkura.repository.index_files import PackCopy, parse_pack_copy
 from pgkura.repository.reader import SCATTER_GAP, SCATTER_SPAN
-from pgkura.repository.repo import Repository
+from pgkura.repository.repo import BLOCK_IDENTITY, Repository
 from pgkura.repository.sealed import SealError
 from pgkura.repository.walstore import StoredWal
 
@@ -180,7 +181,7 @@ def _blocks_intact(repo: Repository, copy: PackCopy, view: memoryview, end: int)
     to its index copy at ``end``) match the digest its copy records of them."""
     if repo.cipher is not None or copy.blocks_digest is None:
         return False
-    whole = blake3.blake3(view[:end], key=repo.key, max_threads=blake3.blake3.AUTO)
+    whole = blake3.blake3(view[:end], key=repo.key, max_threads=hash_threads())
     return whole.digest() == copy.blocks_digest
 
 
@@ -204,6 +205,7 @@ def _check_blocks(
 ) -> None:
     """Check ``entries`` one by one, whose bytes ``view`` holds from offset ``base`` of the
     pack: by tag, by stored digest (``digests``, by offset), or else by unsealing."""
+    cipher = repo.cipher
     for block_id, loc in entries:
         if block_id in found.damaged:
             continue
@@ -213,8 +215,10 @@ def _check_blocks(
             found.damaged[block_id] = f"it is cut off: the pack ends before its {loc.length} bytes"
             continue
         try:
-            if repo.cipher is not None:
-                repo.authenticate(piece, block_id)
+            if cipher is not None:
+                if not cipher.check_tag(piece, block_id, BLOCK_IDENTITY):
+                    repo.authenticate(piece, block_id)  # raises, saying what is wrong
+                    raise SealError("its header or tag does not match")
             elif digests is not None:
                 recorded = digests.get(loc.offset)
                 if blake3.blake3(piece, key=repo.key).digest(STORED_DIGEST_SIZE) != recorded:
@@ -249,10 +253,13 @@ def _all_damaged(found: PackFindings, entries: Entries, why: str) -> None:
 
 def check_stored_wal(repo: Repository, stored: StoredWal) -> bool:
     """Check an archived WAL file as it is stored: its tag in an encrypted repository; in an
-    unencrypted one it is unsealed in full (a WAL object records no digest of its stored
-    bytes). SealError when it is damaged; whether it was unsealed in full."""
+    unencrypted one the digest of its stored bytes it ends with, or, archived before pgkura
+    recorded one (or stored uncompressed), unsealed in full. SealError when it is damaged;
+    whether it was unsealed in full."""
     if repo.cipher is not None:
         repo.authenticate(stored.data, name=stored.key)
+        return False
+    if stored.check_stored():
         return False
     stored.check()
     return True

@@ -51,16 +51,30 @@ class StoredWal:
 
     def content(self, expect_digest: bytes | None = None) -> bytes:
         """The verified content; SealError when the object is damaged."""
+        self._check_stored()
         return self._repo.unseal(self.data, expect_digest, name=self.key)
 
     def write_to(self, write: Callable[[memoryview], None]) -> None:
         """Hand the content to ``write`` piece by piece, verifying it; SealError at the end
         when it is damaged (``write`` may have had pieces: the caller discards them)."""
+        self._check_stored()
         self._repo.unseal_to(self.data, write, name=self.key)
 
     def check(self) -> None:
         """Raise SealError when the object is damaged."""
+        self._check_stored()
         self._repo.unseal_to(self.data, lambda _piece: None, name=self.key)
+
+    def check_stored(self) -> bool:
+        """verify --quick's check of an unencrypted object: the digest of its stored bytes
+        it ends with (True), or False when it has none; SealError when it does not match."""
+        return sealed.check_stored_digest(self.data, self._repo.key)
+
+    def _check_stored(self) -> None:
+        # Every reader checks the stored digest too: an object whose frame was damaged
+        # (its content intact) is damaged for all, so that a push replaces it.
+        if self._repo.cipher is None:
+            self.check_stored()
 
 
 class WalStore:
@@ -98,7 +112,7 @@ class WalStore:
         """Seal and store ``raw`` (whose digest is ``digest``) as ``name`` unless it is
         archived; the stored size when this call wrote it, None when it was there."""
         key = layout.wal_key(archive, name)
-        data = self._repo.seal(raw, digest, name=key).data
+        data = self._sealed(raw, digest, key)
         if self._repo.storage.put_if_absent(key, data):
             return len(data)
         return None
@@ -107,9 +121,17 @@ class WalStore:
         """Seal and store ``raw`` as ``name``, replacing the archived object atomically (a
         damaged copy of the same content); the stored size."""
         key = layout.wal_key(archive, name)
-        data = self._repo.seal(raw, digest, name=key).data
+        data = self._sealed(raw, digest, key)
         self._repo.storage.put(key, data)
         return len(data)
+
+    def _sealed(self, raw: bytes | memoryview, digest: bytes, key: str) -> bytes:
+        """The object to store: sealed, and unencrypted, with the digest of its stored bytes
+        that verify --quick checks instead of decompressing it (sealed.with_stored_digest)."""
+        data = self._repo.seal(raw, digest, name=key).data
+        if self._repo.cipher is None:
+            data = sealed.with_stored_digest(data, self._repo.key)
+        return data
 
     @property
     def time_resolution(self) -> float:

@@ -20,7 +20,7 @@ class ArchiveCheck:
 
     def __init__(self) -> None:
         self.checked = 0
-        self.checked_in_full = 0  # by --quick: unsealed, since nothing records their stored bytes
+        self.checked_in_full = 0  # by --quick: unsealed (archived with no stored digest)
         self.problems: list[str] = []
 
 
