@@ -20,9 +20,10 @@ from pgkura.repository.manifest import (
     Manifest,
     delete_manifest,
     list_backup_ids,
+    listed_backups,
     read_manifest,
-    read_manifests,
 )
+from pgkura.repository.manifest_heads import manifest_head, manifest_heads
 from pgkura.repository.pins import pins
 from pgkura.repository.prune import PruneReport, prune
 from pgkura.repository.repo import Repository
@@ -60,9 +61,10 @@ def _time_of(m: Manifest) -> datetime:
 
 
 def _manifests(repo: Repository, stanza: str) -> list[Manifest]:
-    """The stanza's backups, oldest first. A damaged manifest stops expire with its error:
-    its WAL needs are unknown."""
-    return read_manifests(repo, stanza)
+    """The stanza's backups, oldest first, as their heads (manifests without their files:
+    all that the policy and the WAL's needs are decided on; repository/manifest_heads.py).
+    A damaged manifest stops expire with its error: its WAL needs are unknown."""
+    return manifest_heads(repo, stanza, strict=True)[0]
 
 
 def expire(
@@ -98,7 +100,7 @@ def expire(
         if set(reasons[m.id]) != {"pinned"} or pinned[m.id].pitr  # pinned alone: consistency
     }
     _remove(repo, stanza, sorted(gone), generations, kept, forward, report)
-    report.gc = _gc(repo, max_unused, dry_run, {(stanza, i) for i in gone}, kept)
+    report.gc = _gc(repo, max_unused, dry_run, {(stanza, i) for i in gone})
     return report
 
 
@@ -121,9 +123,9 @@ def _remove(
             delete_manifest(repo, stanza, backup_id)
     # A backup committed since the decisions were made keeps what it needs too.
     known = {m.id for m in kept} | set(gone)
-    for backup_id in list_backup_ids(repo, stanza):
+    for backup_id, size in sorted(listed_backups(repo, stanza, prune_cache=False).items()):
         if backup_id not in known:
-            kept = [*kept, read_manifest(repo, stanza, backup_id)]
+            kept = [*kept, manifest_head(repo, stanza, backup_id, size)]
             forward = forward | {backup_id}
     info = repo.stanza(stanza)
     for sysid in sorted(generations):
@@ -149,17 +151,13 @@ def _remove(
 
 
 def _gc(
-    repo: Repository,
-    max_unused: float,
-    dry_run: bool,
-    deleting: set[tuple[str, str]],
-    kept: list[Manifest],
+    repo: Repository, max_unused: float, dry_run: bool, deleting: set[tuple[str, str]]
 ) -> PruneReport:
-    """gc under the maintenance lock already held, handed the manifests ``kept`` so that it
-    does not read them again; a dry run counts the backups ``deleting`` (stanza, id) as gone,
-    as the real run would find them."""
+    """gc under the maintenance lock already held; a dry run counts the backups ``deleting``
+    (stanza, id) as gone, as the real run would find them. gc reads the kept backups' blocks
+    itself (repository/manifest_refs.py): expire's heads have no files to count them from."""
     gone = deleting if dry_run else None
-    return prune(repo, max_unused=max_unused, dry_run=dry_run, gone=gone, known=kept)
+    return prune(repo, max_unused=max_unused, dry_run=dry_run, gone=gone)
 
 
 def existing_backup(repo: Repository, stanza: str, backup_id: str) -> Manifest:
@@ -210,5 +208,5 @@ def delete_backup(
     kept = [m for m in manifests if m.id != backup_id]
     forward = {m.id for m in kept if m.id not in pinned or pinned[m.id].pitr}
     _remove(repo, stanza, [backup_id], {victim.system_identifier}, kept, forward, report)
-    report.gc = _gc(repo, max_unused, dry_run, {(stanza, backup_id)}, kept)
+    report.gc = _gc(repo, max_unused, dry_run, {(stanza, backup_id)})
     return report

@@ -31,6 +31,7 @@ from pgkura.errors import CorruptionError, ObjectNotFound, PgkuraError
 from pgkura.repository import layout
 from pgkura.repository.blocks import STORED_DIGEST_SIZE, BlockLocation, read_pack_index
 from pgkura.repository.index_cache import IndexCache
+from pgkura.repository.index_parsed import Entries, parsed_before, remember_parsed
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError
 
@@ -44,8 +45,6 @@ MERGED_PACKS = 1024
 SMALL_MERGED = MERGED_PACKS // 2
 
 _PACK_ID = re.compile(r"^[0-9a-f]{32}$")
-
-Entries = list[tuple[bytes, BlockLocation]]
 
 
 @dataclass
@@ -78,7 +77,11 @@ def read_index_objects(
     listed = {o.key: o.size for o in repo.storage.list(layout.INDEX_PREFIX)}
     out = IndexObjects()
     fetch = []
+    parsed = parsed_before(repo, listed) if use_cache else {}
     for key, size in sorted(listed.items()):
+        if (known := parsed.get(key)) is not None and known[0] == size:
+            _add(out, key, known[1])
+            continue
         data = cache.get(key, size) if use_cache else None
         if data is not None and _take(repo, key, data, out, final=False):
             continue
@@ -119,10 +122,15 @@ def _take(repo: Repository, key: str, data: bytes, out: IndexObjects, *, final: 
         elif final:
             out.damaged_packs.append((key.rsplit("/", 1)[1], exc.message))
         return False
+    remember_parsed(repo, key, len(data), docs)
+    _add(out, key, docs)
+    return True
+
+
+def _add(out: IndexObjects, key: str, docs: dict[str, Entries]) -> None:
     out.covers[key] = set(docs)
     for pack_id, entries in docs.items():
         out.packs.setdefault(pack_id, entries)
-    return True
 
 
 def parse_index_object(repo: Repository, key: str, data: bytes) -> dict[str, Entries]:
@@ -261,6 +269,7 @@ def _write_merged(repo: Repository, packs: dict[str, Entries]) -> list[str]:
         data = _seal_merged(repo, merged_id, chunk)
         repo.storage.put_if_absent(key, data)
         cache.put(key, data)
+        remember_parsed(repo, key, len(data), chunk)
         keys.append(key)
     return keys
 
@@ -314,20 +323,39 @@ def consolidate_quietly(repo: Repository) -> None:
         log.warning("could not consolidate the index: %s", exc.message)
 
 
-def forget_packs(repo: Repository, pack_ids: set[str]) -> None:
+def forget_packs(
+    repo: Repository, pack_ids: set[str], *, absorb_all_but: set[str] | None = None
+) -> None:
     """Drop ``pack_ids`` from every index object, before gc deletes them: each merged object
     that names one is written again without them (the new one first), and their per-pack
-    objects are deleted."""
+    objects are deleted. Given ``absorb_all_but`` (gc, under the maintenance lock: every pack
+    a doomed list names, which only gc writes), the first merged object written again also
+    takes in the per-pack objects of the other packs, which are then deleted too: the
+    consolidation gc ends with would otherwise write the whole merged object once more, to
+    add the packs its repacking made."""
     if not pack_ids:
         return
+    absorb = absorb_all_but is not None
+    doomed = absorb_all_but or set()
     objects = read_index_objects(repo)
     gone = [layout.index_key(p) for p in sorted(pack_ids)]
+    loose = {
+        p: objects.packs[p]
+        for key, packs in objects.covers.items()
+        if absorb and not is_merged(key)
+        for p in packs
+        if p not in pack_ids and p not in doomed
+    }
     for key, packs in objects.covers.items():
         if not is_merged(key) or not packs & pack_ids:
             continue
-        rest = packs - pack_ids
+        rest = {p: objects.packs[p] for p in packs - pack_ids}
+        if loose:
+            rest.update(loose)
+            gone.extend(layout.index_key(p) for p in sorted(loose))
+            loose = {}
         if rest:
-            _write_merged(repo, {p: objects.packs[p] for p in rest})
+            _write_merged(repo, rest)
         gone.append(key)
     for key, _message in objects.damaged_merged:
         log.debug("index object %s cannot be read; gc leaves it", key)

@@ -208,6 +208,12 @@ def write_manifest(repo: Repository, manifest: Manifest) -> None:
     from pgkura.repository.index_cache import IndexCache
 
     IndexCache.of(repo).put(key, sealed.data)  # the next expire or info need not fetch it
+    # ... nor parse it: its head (expire's facts) and its block ids (gc's), derived now.
+    from pgkura.repository.manifest_heads import remember_head
+    from pgkura.repository.manifest_refs import remember_refs
+
+    remember_head(repo, manifest, sealed.data)
+    remember_refs(repo, manifest, sealed.data)
     # Still under the command's locks, which gc's deletions wait for (index_files.py).
     from pgkura.repository.index_files import consolidate_quietly
 
@@ -221,13 +227,21 @@ def read_manifest(
     local cache (repository/index_cache.py) is used instead of a request: a manifest is
     written once and never changed, so a listed key of the listed size names the cached
     bytes, and they are unsealed, so checked, exactly like fresh ones."""
+    return read_sealed_manifest(repo, stanza, backup_id, listed_size=listed_size)[0]
+
+
+def read_sealed_manifest(
+    repo: Repository, stanza: str, backup_id: str, *, listed_size: int | None = None
+) -> tuple[Manifest, bytes]:
+    """:func:`read_manifest`, with the sealed bytes the manifest was read from (what the
+    copies derived from it, its head and its block ids, record that they were made from)."""
     from pgkura.repository.index_cache import IndexCache
 
     key = layout.snapshot_key(stanza, backup_id)
     cache = IndexCache.of(repo) if listed_size is not None else None
     if cache is not None and (copy := cache.get(key, listed_size or 0)) is not None:
         try:
-            return _parsed(repo, stanza, backup_id, copy)
+            return _parsed(repo, stanza, backup_id, copy), copy
         except CorruptionError:
             cache.discard(key)  # never trusted: fetched again below
     try:
@@ -240,7 +254,27 @@ def read_manifest(
     manifest = _parsed(repo, stanza, backup_id, data)
     if cache is not None:
         cache.put(key, data)
-    return manifest
+    return manifest, data
+
+
+def listed_copy(repo: Repository, stanza: str, backup_id: str, listed_size: int) -> bytes | None:
+    """The sealed bytes of the manifest a listing just showed at ``listed_size``, from the
+    local cache, when it holds them and (encrypted repositories) the stanza's catalog lists
+    their digest as this backup's; else None. Not unsealed: what a copy derived from the
+    manifest (its head, its block ids) is checked against, by the digest it records of the
+    bytes it was made from, which were unsealed and parsed then."""
+    from pgkura.repository.catalog import check_manifest
+    from pgkura.repository.index_cache import IndexCache
+
+    key = layout.snapshot_key(stanza, backup_id)
+    copy = IndexCache.of(repo).get(key, listed_size)
+    if copy is None:
+        return None
+    try:
+        check_manifest(repo, stanza, backup_id, key, copy)
+    except (CorruptionError, SealError):
+        return None  # read_manifest reads it and says what is wrong
+    return copy
 
 
 def _parsed(repo: Repository, stanza: str, backup_id: str, data: bytes) -> Manifest:
@@ -281,9 +315,10 @@ def listed_backups(repo: Repository, stanza: str, *, prune_cache: bool = True) -
 
 def read_manifests(repo: Repository, stanza: str) -> list[Manifest]:
     """Every manifest of the stanza, oldest first, from one listing and the local cache
-    (read_manifest): what expire, gc and info read, so that a command on a repository of
-    many backups does not fetch each manifest again. A damaged one raises CorruptionError.
-    verify reads the store itself (read_manifest without a size)."""
+    (read_manifest), so that a command on a repository of many backups does not fetch each
+    manifest again (expire and gc read less: repository/manifest_heads.py, manifest_refs.py).
+    A damaged one raises CorruptionError. verify reads the store itself (read_manifest
+    without a size)."""
     listed = listed_backups(repo, stanza)
     return [read_manifest(repo, stanza, i, listed_size=listed[i]) for i in sorted(listed)]
 
@@ -301,7 +336,15 @@ def list_stanzas(repo: Repository) -> list[str]:
 def delete_manifest(repo: Repository, stanza: str, backup_id: str) -> None:
     """Delete a backup: its manifest (after which it does not exist), then its pin and the
     record of its last drill. Its blocks go at the next gc, its WAL at the next expire."""
-    repo.storage.delete(layout.snapshot_key(stanza, backup_id))
+    key = layout.snapshot_key(stanza, backup_id)
+    repo.storage.delete(key)
+    from pgkura.repository.index_cache import IndexCache
+    from pgkura.repository.manifest_heads import head_cache_key
+    from pgkura.repository.manifest_refs import refs_cache_key
+
+    cache = IndexCache.of(repo)  # its cached copy and what was derived from it
+    for cached in (key, head_cache_key(stanza, backup_id), refs_cache_key(stanza, backup_id)):
+        cache.discard(cached)
     from pgkura.repository.catalog import record_deletion
 
     record_deletion(repo, stanza, backup_id)

@@ -26,7 +26,7 @@ them, a half-deleted list is deleted again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,8 +41,10 @@ from pgkura.repository.doomed import (
     write_doomed,
 )
 from pgkura.repository.index_files import consolidate, forget_packs
+from pgkura.repository.index_parsed import parsing_once
 from pgkura.repository.locks import live_shared_locks, lock_ended
-from pgkura.repository.manifest import Manifest, list_stanzas, listed_backups, read_manifest
+from pgkura.repository.manifest import list_stanzas, listed_backups
+from pgkura.repository.manifest_refs import forget_unlisted, referenced_blocks
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError
 
@@ -75,40 +77,33 @@ class PruneReport:
 
 
 class _References:
-    """The blocks the manifests reference. Manifests never change, so each is read once per
-    run (the ones the caller has read already, such as expire's, not at all), from the local
-    cache when its copy is good (read_manifest)."""
+    """The blocks the manifests reference. Manifests never change, so each backup's blocks
+    are read once per run, from the compact copy in the local cache when it was made from the
+    listed manifest (repository/manifest_refs.py), else from the manifest itself. Only a
+    manifest's own files say which blocks it needs: a head (repository/manifest_heads.py) is
+    never counted, since the blocks it does not list would be deleted."""
 
-    def __init__(
-        self,
-        repo: Repository,
-        gone: set[tuple[str, str]] | None = None,
-        known: Iterable[Manifest] = (),
-    ) -> None:
+    def __init__(self, repo: Repository, gone: set[tuple[str, str]] | None = None) -> None:
         self.repo = repo
         self.gone = gone or set()  # (stanza, id) of manifests a dry run counts as deleted
         self._seen: dict[tuple[str, str], frozenset[bytes]] = {}
-        for m in known:
-            self._seen[(m.stanza, m.id)] = _blocks_of(m)
 
     def read(self) -> set[bytes]:
         """Every referenced block, read now. A manifest that cannot be read stops gc: its
         blocks are unknown, so nothing may be judged unreferenced."""
         out: set[bytes] = set()
         for stanza in list_stanzas(self.repo):
-            for backup_id, size in sorted(listed_backups(self.repo, stanza).items()):
+            listed_at = time.time()
+            listed = listed_backups(self.repo, stanza)
+            for backup_id, size in sorted(listed.items()):
                 key = (stanza, backup_id)
                 if key in self.gone:
                     continue
                 if key not in self._seen:
-                    m = read_manifest(self.repo, stanza, backup_id, listed_size=size)
-                    self._seen[key] = _blocks_of(m)
+                    self._seen[key] = referenced_blocks(self.repo, stanza, backup_id, size)
                 out |= self._seen[key]
+            forget_unlisted(self.repo, stanza, set(listed), listed_at)
         return out
-
-
-def _blocks_of(m: Manifest) -> frozenset[bytes]:
-    return frozenset(bytes.fromhex(b) for f in m.files for b in f.blocks)
 
 
 def checked_max_unused(value: float) -> float:
@@ -127,11 +122,16 @@ def prune(
     max_unused: float,
     dry_run: bool = False,
     gone: set[tuple[str, str]] | None = None,
-    known: Iterable[Manifest] = (),
 ) -> PruneReport:
     """One gc run (the module's docstring); the caller holds the maintenance lock. A dry run
-    of an expire counts the manifests ``gone`` (stanza, id) as deleted; ``known`` are
-    manifests the caller has just read (expire's), which are not read again."""
+    of an expire counts the manifests ``gone`` (stanza, id) as deleted."""
+    with parsing_once(repo):  # the index is read up to four times: parsed once
+        return _prune(repo, max_unused, dry_run, gone)
+
+
+def _prune(
+    repo: Repository, max_unused: float, dry_run: bool, gone: set[tuple[str, str]] | None
+) -> PruneReport:
     report = PruneReport(dry_run=dry_run)
     if not dry_run:
         report.bytes_deleted += repo.storage.remove_incomplete()
@@ -139,7 +139,7 @@ def prune(
     if not dry_run:  # a list whose gc was killed before it listed the locks gets them now
         earlier = [_with_waiting(repo, d) if d.waiting_for is None else d for d in earlier]
     ready = [d for d in earlier if _ready(repo, d)]
-    refs = _References(repo, gone if dry_run else None, known)
+    refs = _References(repo, gone if dry_run else None)
     referenced = refs.read()  # after the readiness checks: see step 1
     # The index is read once: what this run deletes and writes is known to it, and every
     # later step works from that, so its reads grow with the repository's packs only once.
@@ -241,7 +241,7 @@ def _delete_ready(
         going.append(pack_id)
     # The index first (every index object that names them): a pack without an index is still
     # in the list, deleted next time.
-    forget_packs(repo, set(going))
+    forget_packs(repo, set(going), absorb_all_but=doomed)
     for pack_id in going:
         if pack_id in sizes:
             repo.storage.delete(layout.pack_key(pack_id))
