@@ -124,6 +124,17 @@ def test_guided_backup_after_every_kind_of_change_restores_exactly(
     # Fewer bytes read than the files hold: the unchanged blocks came from the first backup.
     assert guided.extra["read_bytes"] < 0.5 * guided.size_bytes, guided.extra
     assert guided.extra["read_bytes"] < first.extra["read_bytes"]
+    # info says so, as a note and in its JSON.
+    lines = {b["id"]: b for b in json.loads(
+        run_pgkura("--repo", repo, "info", "--output", "json").stdout)["backups"]}  # fmt: skip
+    assert lines[guided.id]["summaries"] == {
+        "guided": True, "base": first.id, "fallback": None, "read_whole": 0}  # fmt: skip
+    assert lines[guided.id]["read_bytes"] == guided.extra["read_bytes"]
+    assert lines[first.id]["summaries"]["fallback"] == "no previous backup of this cluster"
+    table = run_pgkura("--repo", repo, "info").stdout
+    assert "summary-guided, read" in table
+    detail = run_pgkura("--repo", repo, "info", first.id).stdout
+    assert "not summary-guided: no previous backup of this cluster" in detail
     switch_and_wait_archived(src)
     # verify reads every block back and checks each file's CRC-32C and pages.
     run_pgkura("--repo", repo, "verify", guided.id)

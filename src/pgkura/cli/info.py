@@ -119,6 +119,9 @@ def _notes(b: CatalogLine) -> list[str]:
     if drill:
         verdict = "restore proven" if drill["passed"] else "DRILL FAILED"
         notes.append(f"{verdict} {str(drill['when'])[:16].replace('T', ' ')}")
+    if b.summaries and b.summaries["guided"]:
+        read = f", read {b.read_bytes / max(1, b.size_bytes):.1%}" if b.read_bytes else ""
+        notes.append(f"summary-guided{read}")
     return notes
 
 
@@ -131,6 +134,16 @@ def _render_detail(console: Any, b: CatalogLine) -> None:
     for key in ("timeline", "start_lsn", "stop_lsn"):
         if getattr(b, key) is not None:
             console.print(f"{key}: {getattr(b, key)}")
+    if b.read_bytes is not None:
+        console.print(f"read: {b.read_bytes} of {b.size_bytes} bytes")
+    s = b.summaries
+    if s and s["guided"]:
+        whole = f"; {s['read_whole']} file(s) read whole, pages changed unlisted" * bool(
+            s["read_whole"]
+        )
+        console.print(f"summary-guided from backup {s['base']}{whole}")
+    elif s:
+        console.print(f"not summary-guided: {s['fallback']}", markup=False)
 
 
 def _render_wal(console: Any, data: Any, indent: str) -> None:

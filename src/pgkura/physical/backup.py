@@ -108,14 +108,25 @@ class CatalogLine:
     generation: int | None = None
     #: ``{"pitr": ..., "since": ...}`` when the backup is pinned
     pinned: dict[str, Any] | None = None
+    #: bytes an online backup read from the cluster (None: not recorded)
+    read_bytes: int | None = None
+    #: ``{"guided", "base", "fallback", "read_whole"}``: whether WAL summaries guided it
+    summaries: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, manifest: Manifest, **extra: Any) -> CatalogLine:
         m = manifest
+        note = m.extra.get("summaries")
+        summaries = None if not isinstance(note, dict) else {
+            "guided": bool(note.get("guided")), "base": note.get("base"),
+            "fallback": note.get("fallback"), "read_whole": len(note.get("read_whole") or ()),
+        }  # fmt: skip
+        read = m.extra.get("read_bytes")
         return cls(
             m.id, m.stanza, m.kind, m.method, m.started, m.finished, m.size_bytes,
             m.stored_bytes, m.new_bytes, m.pg_version, m.timeline, m.start_lsn, m.stop_lsn,
             m.start_wal, m.stop_wal, m.forced, tuple(m.checksum_failures), **extra,
+            read_bytes=read if isinstance(read, int) else None, summaries=summaries,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
