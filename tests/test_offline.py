@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from killing import kill_a_busy_worker, pgkura_processes, wait_out
 from pgutil import pg_verifybackup
 from runner import PGKURA, os_user, run_pgkura
 
@@ -338,18 +338,7 @@ def test_ctrl_c_stops_a_backup_cleanly(make_server: Any, work_dir: Path, repo: s
 
 def _pgkura_pids(repo: str) -> dict[int, int]:
     """pid -> parent pid of every pgkura process working on ``repo`` (runuser left out)."""
-    found: dict[int, int] = {}
-    out = subprocess.run(["pgrep", "-f", f"{PGKURA} --repo {repo} "], capture_output=True,
-                         text=True).stdout.split()  # fmt: skip
-    for pid in out:
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"runuser"):
-                continue
-            stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except FileNotFoundError:
-            continue
-        found[int(pid)] = int(stat[1])
-    return found
+    return pgkura_processes(f"{PGKURA} --repo {repo} ")
 
 
 def run_with_a_worker_killed(repo: str, busy_under: Path, *args: str) -> str:
@@ -361,54 +350,11 @@ def run_with_a_worker_killed(repo: str, busy_under: Path, *args: str) -> str:
     if os_user():
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    kill_a_worker(repo, busy_under)
-    deadline = time.monotonic() + 120
-    while True:
-        # runuser stops itself when it sees its child stopped (util-linux su-common), and
-        # nothing would continue it: keep it going until the command ends.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGCONT)
-        try:
-            _out, err = proc.communicate(timeout=1)
-            break
-        except subprocess.TimeoutExpired:
-            assert time.monotonic() < deadline, "pgkura did not end after its worker was killed"
+    kill_a_busy_worker(f"{PGKURA} --repo {repo} ", busy_under)
+    err = wait_out(proc)
     assert proc.returncode == 2, err
     assert "a worker process ended abruptly" in err and "Traceback" not in err
     return err
-
-
-def kill_a_worker(repo: str, busy_under: Path) -> None:
-    """Wait for one of pgkura's worker processes on ``repo`` to hold a file under
-    ``busy_under`` open (a worker that has taken no work yet dies without loss: the others
-    do its share), and kill it as the OOM killer would. The parent is stopped meanwhile, so
-    that its workers cannot have been told to exit; then it goes on and finds one gone."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pids = _pgkura_pids(repo)
-        main = next((pid for pid, parent in pids.items() if parent not in pids), 0)
-        busy = [p for p, parent in pids.items() if parent == main and _holds(p, busy_under)]
-        if busy:
-            os.kill(main, signal.SIGSTOP)
-            os.kill(busy[0], signal.SIGKILL)
-            os.kill(main, signal.SIGCONT)
-            return
-        time.sleep(0.002)
-    raise AssertionError(f"no pgkura worker process opened a file under {busy_under}")
-
-
-def _holds(pid: int, directory: Path) -> bool:
-    """Whether process ``pid`` has a file under ``directory`` open."""
-    prefix = f"{directory}/"
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix):
-                return True
-    return False
 
 
 def test_a_killed_worker_process_fails_the_backup_with_one_clear_message(

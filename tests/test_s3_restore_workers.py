@@ -5,9 +5,7 @@ their rows compared with the source's."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from killing import kill_a_busy_worker, pgkura_processes, wait_out
 from pgkura.errors import CorruptionError
 from runner import PGKURA, os_user, run_pgkura
-from test_offline import _holds
 
 DIGEST = "SELECT count(*), md5(string_agg(v, ',' ORDER BY g)) FROM noise"
 BALANCES = "SELECT sum(abalance), count(*) FROM pgbench_accounts"
@@ -44,18 +42,7 @@ def _rows(server: Any) -> list[Any]:
 
 def _restore_processes(url: str) -> dict[int, int]:
     """pid -> parent pid of the pgkura processes restoring from ``url`` (runuser left out)."""
-    found: dict[int, int] = {}
-    out = subprocess.run(["pgrep", "-f", "--", f"--repo {url} restore"], capture_output=True,
-                         text=True).stdout.split()  # fmt: skip
-    for pid in out:
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"runuser"):
-                continue
-            stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except FileNotFoundError:
-            continue
-        found[int(pid)] = int(stat[1])
-    return found
+    return pgkura_processes(f"--repo {url} restore")
 
 
 def _workers(url: str) -> tuple[int, list[int]]:
@@ -99,29 +86,9 @@ def test_a_killed_restore_worker_on_s3_is_reported_and_delta_finishes_the_job(
     target = work_dir / "restored"
     restore = _start_restore(s3_repo, "--target-dir", str(target), "--jobs", "2")
     # Killed while it writes a file of the target: it dies holding work no other worker does
-    # (one that took none yet would lose nothing). The parent is stopped meanwhile, so that
-    # its workers cannot have been told to exit.
-    deadline = time.monotonic() + 60
-    while True:
-        main, workers = _workers(s3_repo.url)
-        busy = [pid for pid in workers if _holds(pid, target)]
-        if busy:
-            break
-        assert time.monotonic() < deadline, f"no worker opened a file under {target}"
-        time.sleep(0.002)
-    os.kill(main, signal.SIGSTOP)
-    os.kill(busy[0], signal.SIGKILL)
-    os.kill(main, signal.SIGCONT)
-    while True:
-        # runuser stops itself when it sees its child stopped (util-linux su-common): keep it
-        # going until the command ends.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(restore.pid, signal.SIGCONT)
-        try:
-            _out, err = restore.communicate(timeout=1)
-            break
-        except subprocess.TimeoutExpired:
-            assert time.monotonic() < deadline + 60, "the restore did not end"
+    # (one that took none yet would lose nothing).
+    kill_a_busy_worker(f"--repo {s3_repo.url} restore", target)
+    err = wait_out(restore)
     assert restore.returncode == 2, err
     assert "a worker process ended abruptly" in err and "Traceback" not in err
     assert "the restore is incomplete" in err and "--delta" in err
