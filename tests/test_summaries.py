@@ -302,12 +302,14 @@ def test_a_stalled_summarizer_times_out_into_a_whole_file_backup_that_says_so(
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, stalled, expected)
     # Running again, the summarizer catches up: the next backup is guided, by the fallback
-    # backup (which kept its per-block CRCs), and reads far less than the table.
+    # backup (which kept its per-block CRCs), and reads far less than the fallback did.
+    # (Not less than the table alone: what else a backup reads whole, the non-relation files
+    # and the forks that change with autovacuum, varied from 0.4 to 4 MiB between runs.)
     src.sql("UPDATE t SET v = 9 WHERE id <= 100")
     again = _backup(src, repo)
     note = _note(again)
     assert note["guided"] is True and note["base"] == stalled.id, note
-    assert again.extra["read_bytes"] < size, again.extra
+    assert again.extra["read_bytes"] < stalled.extra["read_bytes"] / 3, again.extra
     expected = digests(src)
     switch_and_wait_archived(src)
     _restore_and_compare(make_server, work_dir, repo, again, expected)
