@@ -73,6 +73,43 @@ def measured(
     return elapsed, int(usage.ru_oublock) * 512
 
 
+def repo_cache(repo: Path) -> Path:
+    """The local cache directory of ``repo`` for the user the benchmark's commands run as."""
+    import json
+    import pwd
+
+    from bench import USER
+
+    home = Path(pwd.getpwnam(USER).pw_dir) if USER else Path.home()
+    repo_id = json.loads((repo / "pgkura.json").read_text())["id"]
+    return home / ".cache" / "pgkura" / repo_id
+
+
+def copy_cache(repo: Path, root: Path) -> None:
+    """A copy of ``repo``'s local cache under the cache root ``root`` (owners kept)."""
+    from bench import own
+
+    source = repo_cache(repo)
+    own(root)
+    if source.is_dir():
+        subprocess.run(["cp", "-a", str(source), str(root / source.name)], check=True)
+
+
+def save_state(repo: Path, saved: Path, cmd: list[str]) -> None:
+    """``BENCH_EXPIRE_SAVE=DIR``: the repository and its cache as they are before expire, in
+    DIR/repo and DIR/cache, with the expire command, for bench/expire_replay.py."""
+    import json
+    import shutil
+
+    shutil.rmtree(saved, ignore_errors=True)
+    saved.mkdir(parents=True)
+    subprocess.run(["cp", "-a", str(repo), str(saved / "repo")], check=True)
+    copy_cache(repo, saved / "cache")
+    argv = [c if c != str(repo) else "{repo}" for c in cmd[1:]]
+    (saved / "command.json").write_text(json.dumps(argv))
+    print(f"  saved the state before expire in {saved}", flush=True)
+
+
 class ExpireStage:
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
@@ -104,6 +141,8 @@ class ExpireStage:
             time.sleep(2)
             pgkura_cmd = [PGKURA, "--repo", str(repo), "--stanza", "bench",
                           "--keep-last", str(keep), "expire"]  # fmt: skip
+            if os.environ.get("BENCH_EXPIRE_SAVE"):  # the state before expire, for replays
+                save_state(repo, Path(os.environ["BENCH_EXPIRE_SAVE"]), pgkura_cmd)
             if os.environ.get("BENCH_EXPIRE_PROFILE"):  # where a copy's expire spends its time
                 self.profile(pgkura_cmd, repo)
             self.results["pgkura expire --keep-last"] = self.measure(pgkura_cmd, repo)
@@ -124,9 +163,15 @@ class ExpireStage:
         copy = self.bench.base / "pgkura-expire-profiled"
         shutil.rmtree(copy, ignore_errors=True)
         subprocess.run(["cp", "-a", str(repo), str(copy)], check=True)  # owners kept
+        # The copy has the repository's id: with the same cache its expire would prune the
+        # cache the measured expire then uses. It gets a copy of the cache of its own.
+        cache = self.bench.base / "expire-profile-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        copy_cache(repo, cache)
         out = own(self.bench.base / "expire-profile") / "expire.prof"
         argv = [c if c != str(repo) else str(copy) for c in cmd]
-        measured(self.bench, [sys.executable, "-m", "cProfile", "-o", str(out), *argv])
+        profiled = [sys.executable, "-m", "cProfile", "-o", str(out), *argv]
+        measured(self.bench, profiled, {"PGKURA_CACHE_DIR": str(cache)})
         pstats.Stats(str(out)).sort_stats("cumulative").print_stats(25)
 
     def measure(self, cmd: list[str], repo: Path) -> Expiry:

@@ -42,6 +42,7 @@ from pgkura.repository.doomed import (
 )
 from pgkura.repository.index_files import consolidate, forget_packs
 from pgkura.repository.index_parsed import parsing_once
+from pgkura.repository.live_share import LiveShares
 from pgkura.repository.locks import live_shared_locks, lock_ended
 from pgkura.repository.manifest import list_stanzas, listed_backups
 from pgkura.repository.manifest_refs import forget_unlisted, referenced_blocks
@@ -140,7 +141,7 @@ def _prune(
         earlier = [_with_waiting(repo, d) if d.waiting_for is None else d for d in earlier]
     ready = [d for d in earlier if _ready(repo, d)]
     refs = _References(repo, gone if dry_run else None)
-    referenced = refs.read()  # after the readiness checks: see step 1
+    shares = LiveShares(refs.read())  # after the readiness checks: see step 1
     # The index is read once: what this run deletes and writes is known to it, and every
     # later step works from that, so its reads grow with the repository's packs only once.
     index = BlockIndex(repo).load(keep_packs=True)
@@ -149,19 +150,19 @@ def _prune(
     doomed_now = set(index.doomed)
     if not dry_run:
         for d in ready:
-            gone_packs = _delete_ready(repo, d, referenced, entries, sizes, doomed_now, report)
+            gone_packs = _delete_ready(repo, d, shares, entries, sizes, doomed_now, report)
             sizes = {p: n for p, n in sizes.items() if p not in gone_packs}
     waiting = {p for d in earlier if d not in ready for p in d.packs}
     report.packs_waiting = len(waiting & set(sizes))
     planned = dict(entries)  # _plan narrows a repacked pack's entries to the copies it keeps
-    doom, repack = _plan(referenced, planned, sizes, waiting, max_unused, report)
+    doom, repack = _plan(shares, planned, sizes, waiting, max_unused, report)
     rebuild = [p for p in index.unindexed if p in sizes and p not in set(doom + repack) | waiting]
     if dry_run:
         report.packs_deleted += len(doom) + len(repack)
         report.bytes_deleted += sum(sizes[p] for p in doom + repack)
         report.packs_repacked = len(repack)
-        report.bytes_repacked = sum(_live_bytes(planned[p], referenced) for p in repack)
-        return _totals(report, sizes, referenced, entries, set(doom + repack) | waiting)
+        report.bytes_repacked = sum(loc.length for p in repack for _b, loc in planned[p])
+        return _totals(report, sizes, shares, entries, set(doom + repack) | waiting)
     # An index whose pack is gone: if a backup needs its blocks that is damage for verify to
     # report, not garbage.
     forget_packs(
@@ -169,13 +170,13 @@ def _prune(
         {
             p
             for p in set(entries) - set(sizes) - index.doomed
-            if not any(b in referenced for b, _loc in entries[p])
+            if not shares.is_referenced(shares.arrays(p, entries[p]).ids).any()
         },
     )
     for pack_id in rebuild:  # a referenced pack whose index object is lost gets it back
         repo.storage.put_if_absent(layout.index_key(pack_id), read_pack_index(repo, pack_id))
         report.indexes_rebuilt.append(pack_id)
-    copied, fresh = _repack(repo, repack, planned, referenced, report)
+    copied, fresh = _repack(repo, repack, planned, report)
     for pack_id, held in fresh.items():  # the new packs: one size request each
         entries[pack_id] = held
         sizes[pack_id] = repo.storage.size(layout.pack_key(pack_id)) or 0
@@ -190,14 +191,14 @@ def _prune(
             report.commands_waited_for = len(d.waiting_for)
             going |= set(d.packs)
         else:
-            referenced = refs.read()  # writers that committed since the first reading count
+            shares = shares.again(refs.read())  # writers that committed since count
             # Packs a writer stored since the index was read are not in ``entries``: their
             # copies do not count as "elsewhere", so at worst a pack is rescued, never lost.
             doomed_now |= set(d.packs) | waiting
-            gone_packs = _delete_ready(repo, d, referenced, entries, sizes, doomed_now, report)
+            gone_packs = _delete_ready(repo, d, shares, entries, sizes, doomed_now, report)
             sizes = {p: n for p, n in sizes.items() if p not in gone_packs}
     consolidate(repo, at_least=2, redundant=True)  # the next command reads a few index objects
-    return _totals(report, sizes, referenced, entries, going)
+    return _totals(report, sizes, shares, entries, going)
 
 
 def _ready(repo: Repository, d: DoomedList) -> bool:
@@ -215,7 +216,7 @@ def _with_waiting(repo: Repository, d: DoomedList) -> DoomedList:
 def _delete_ready(
     repo: Repository,
     d: DoomedList,
-    referenced: set[bytes],
+    shares: LiveShares,
     entries: dict[str, list[tuple[bytes, BlockLocation]]],
     sizes: dict[str, int],
     doomed: set[str],
@@ -223,10 +224,7 @@ def _delete_ready(
 ) -> set[str]:
     """Delete the packs of a ready list that no referenced block needs, rescue the others;
     return the ids of the packs deleted."""
-    elsewhere: set[bytes] = set()
-    for pack_id, held in entries.items():
-        if pack_id not in doomed and pack_id in sizes:
-            elsewhere.update(b for b, _loc in held)
+    elsewhere = shares.held_ids(entries, [p for p in entries if p not in doomed and p in sizes])
     rescued = []
     going = []
     deleted: set[str] = set()
@@ -235,7 +233,7 @@ def _delete_ready(
         if pack_id in sizes and blocks is None:
             rescued.append(pack_id)  # its content cannot be read now: keep it
             continue
-        if any(b in referenced and b not in elsewhere for b, _loc in blocks or ()):
+        if blocks and shares.needs(pack_id, blocks, elsewhere):
             rescued.append(pack_id)
             continue
         going.append(pack_id)
@@ -253,25 +251,8 @@ def _delete_ready(
     return deleted
 
 
-def _canonical(
-    referenced: set[bytes],
-    entries: dict[str, list[tuple[bytes, BlockLocation]]],
-    candidates: set[str],
-) -> dict[bytes, BlockLocation]:
-    """For each referenced block, the one copy among the packs ``candidates`` that counts as
-    the live one: in the pack with the most referenced blocks (so duplicates empty the
-    others)."""
-    score = {p: sum(b in referenced for b, _ in entries[p]) for p in candidates}
-    owner: dict[bytes, BlockLocation] = {}
-    for pack_id in sorted(candidates, key=lambda p: -score[p]):
-        for block_id, loc in entries[pack_id]:
-            if block_id in referenced:
-                owner.setdefault(block_id, loc)
-    return owner
-
-
 def _plan(
-    referenced: set[bytes],
+    shares: LiveShares,
     entries: dict[str, list[tuple[bytes, BlockLocation]]],
     sizes: dict[str, int],
     waiting: set[str],
@@ -281,16 +262,13 @@ def _plan(
     """(packs to doom as they are, packs to repack) among the packs not already waiting."""
     readable = {p for p in sizes if p in entries and p not in waiting}
     report.unreadable_kept = sorted(p for p in sizes if p not in entries)
-    owner = _canonical(referenced, entries, readable)
-    live = dict.fromkeys(readable, 0)
-    for loc in owner.values():
-        live[loc.pack_id] += loc.length
+    live, chosen = shares.owners(entries, readable)
     doom = sorted(p for p in readable if live[p] == 0)
     kept = sorted(p for p in readable if live[p] > 0)
     total = sum(sizes[p] for p in kept) + sum(sizes[p] for p in sizes if p not in readable)
     # Unused: the bytes of blocks no manifest needs from this pack. A pack's own copy of its
     # index is not counted: every pack has one, so repacking would never make it smaller.
-    unused = {p: sum(loc.length for _b, loc in entries[p]) - live[p] for p in kept}
+    unused = {p: shares.stored_bytes(p, entries[p]) - live[p] for p in kept}
     # Repacking a pack takes its unused bytes out of the repository as well: the share is
     # judged against what the repository will hold.
     left = sum(unused.values())
@@ -303,19 +281,16 @@ def _plan(
         total -= unused[pack_id]
     # Only the chosen copy of a duplicated block is copied by a repack.
     for pack_id in repack:
-        entries[pack_id] = [(b, loc) for b, loc in entries[pack_id] if owner.get(b) == loc]
+        entries[pack_id] = [
+            e for e, keep in zip(entries[pack_id], chosen[pack_id], strict=True) if keep
+        ]
     return doom, repack
-
-
-def _live_bytes(blocks: list[tuple[bytes, BlockLocation]], referenced: set[bytes]) -> int:
-    return sum(loc.length for b, loc in blocks if b in referenced)
 
 
 def _repack(
     repo: Repository,
     packs: list[str],
     entries: dict[str, list[tuple[bytes, BlockLocation]]],
-    referenced: set[bytes],
     report: PruneReport,
 ) -> tuple[list[str], dict[str, list[tuple[bytes, BlockLocation]]]]:
     """Copy the live blocks of ``packs`` into new packs (index objects included); return the
@@ -326,9 +301,7 @@ def _repack(
     writer = PackWriter(BlockIndex(repo), keep_published=True)
     done = []
     for pack_id in packs:
-        live = sorted(
-            ((b, loc) for b, loc in entries[pack_id] if b in referenced), key=lambda e: e[1].offset
-        )
+        live = sorted(entries[pack_id], key=lambda e: e[1].offset)  # its chosen copies
         try:
             data = memoryview(repo.storage.get(layout.pack_key(pack_id)))
         except ObjectNotFound:
@@ -354,16 +327,15 @@ def _repack(
 def _totals(
     report: PruneReport,
     sizes: dict[str, int],
-    referenced: set[bytes],
+    shares: LiveShares,
     entries: dict[str, list[tuple[bytes, BlockLocation]]],
     going: set[str],
 ) -> PruneReport:
     staying = [p for p in sizes if p not in going]
-    owner = _canonical(referenced, entries, {p for p in staying if p in entries})
-    live = sum(loc.length for loc in owner.values())
-    blocks = sum(loc.length for p in staying if p in entries for _b, loc in entries[p])
+    live, _chosen = shares.owners(entries, {p for p in staying if p in entries})
+    blocks = sum(shares.stored_bytes(p, entries[p]) for p in staying if p in entries)
     report.repository_bytes = sum(sizes[p] for p in staying)
-    report.referenced_bytes = live
+    report.referenced_bytes = sum(live.values())
     report.packs_kept = len(staying)
-    report.unreferenced_bytes_kept = blocks - live
+    report.unreferenced_bytes_kept = blocks - report.referenced_bytes
     return report

@@ -1,0 +1,81 @@
+"""Replay a saved expire (bench/expire.py, ``BENCH_EXPIRE_SAVE=DIR``) on fresh copies of the
+repository and its cache, and print the CPU seconds (user + system of the process tree, from
+wait4) and wall seconds of each run and their medians. ``--src`` runs pgkura from another
+source tree (PYTHONPATH), so that two commits can be compared alternately on the same state:
+
+    .venv/bin/python bench/expire_replay.py SAVED --runs 5 --src /path/a/src --src /path/b/src
+
+Nothing here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PGKURA = str(Path(sys.executable).with_name("pgkura"))
+
+
+def replay(saved: Path, src: str | None, profile: Path | None = None) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one expire on a fresh copy of ``saved``."""
+    argv = json.loads((saved / "command.json").read_text())
+    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="pgkura-replay-") as tmp:
+        repo = Path(tmp) / "repo"
+        cache = Path(tmp) / "cache"
+        subprocess.run(["cp", "-a", str(saved / "repo"), str(repo)], check=True)
+        subprocess.run(["cp", "-a", str(saved / "cache"), str(cache)], check=True)
+        subprocess.run(["sync"], check=True)
+        env = {**os.environ, "PGKURA_CACHE_DIR": str(cache)}
+        if src:
+            env["PYTHONPATH"] = src
+        cmd = [PGKURA, *(a.replace("{repo}", str(repo)) for a in argv)]
+        if profile is not None:
+            cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"expire failed:\n{err[-2000:]}")
+    return usage.ru_utime + usage.ru_stime, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("saved", type=Path)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--src", action="append", default=[], help="source trees to alternate")
+    parser.add_argument("--profile", type=Path, help="one cProfile run into this file")
+    args = parser.parse_args()
+    if args.profile:
+        replay(args.saved, args.src[0] if args.src else None, args.profile)
+        import pstats
+
+        pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(30)
+        return
+    sources = args.src or [None]
+    results: dict[str | None, list[tuple[float, float]]] = {s: [] for s in sources}
+    for n in range(args.runs):
+        for src in sources:
+            cpu, wall = replay(args.saved, src)
+            results[src].append((cpu, wall))
+            load = Path("/proc/loadavg").read_text().split()[0]
+            print(
+                f"run {n + 1} {src or 'installed'}: cpu {cpu:.3f} s wall {wall:.3f} s load {load}"
+            )
+    for src, runs in results.items():
+        cpu = statistics.median(r[0] for r in runs)
+        wall = statistics.median(r[1] for r in runs)
+        print(f"median {src or 'installed'}: cpu {cpu:.3f} s wall {wall:.3f} s ({len(runs)} runs)")
+
+
+if __name__ == "__main__":
+    main()
