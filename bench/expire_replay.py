@@ -23,8 +23,23 @@ from pathlib import Path
 PGKURA = str(Path(sys.executable).with_name("pgkura"))
 
 
-def replay(saved: Path, src: str | None, profile: Path | None = None) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one expire on a fresh copy of ``saved``."""
+_WARM = """
+import sys
+from pgkura.repository.blocks import BlockIndex
+from pgkura.repository.repo import Repository
+from pgkura.storage.posix import PosixStorage
+repo = Repository.open(PosixStorage(sys.argv[1]))
+repo.cache_setting = sys.argv[2]
+BlockIndex(repo).load()
+"""
+
+
+def replay(
+    saved: Path, src: str | None, profile: Path | None = None, warm: bool = False
+) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one expire on a fresh copy of ``saved``. ``warm``: load
+    the index once first, untimed, as a backup of that source tree would have, so that its
+    cache holds what such a backup leaves there (the parsed forms of index objects)."""
     argv = json.loads((saved / "command.json").read_text())
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="pgkura-replay-") as tmp:
         repo = Path(tmp) / "repo"
@@ -35,6 +50,10 @@ def replay(saved: Path, src: str | None, profile: Path | None = None) -> tuple[f
         env = {**os.environ, "PGKURA_CACHE_DIR": str(cache)}
         if src:
             env["PYTHONPATH"] = src
+        if warm:
+            subprocess.run(
+                [sys.executable, "-c", _WARM, str(repo), str(cache)], env=env, check=True
+            )
         cmd = [PGKURA, *(a.replace("{repo}", str(repo)) for a in argv)]
         if profile is not None:
             cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
@@ -54,9 +73,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--src", action="append", default=[], help="source trees to alternate")
     parser.add_argument("--profile", type=Path, help="one cProfile run into this file")
+    parser.add_argument("--warm", action="store_true", help="load the index once, untimed")
     args = parser.parse_args()
     if args.profile:
-        replay(args.saved, args.src[0] if args.src else None, args.profile)
+        replay(args.saved, args.src[0] if args.src else None, args.profile, args.warm)
         import pstats
 
         pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(30)
@@ -65,7 +85,7 @@ def main() -> None:
     results: dict[str | None, list[tuple[float, float]]] = {s: [] for s in sources}
     for n in range(args.runs):
         for src in sources:
-            cpu, wall = replay(args.saved, src)
+            cpu, wall = replay(args.saved, src, warm=args.warm)
             results[src].append((cpu, wall))
             load = Path("/proc/loadavg").read_text().split()[0]
             print(

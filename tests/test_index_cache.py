@@ -111,7 +111,9 @@ def test_a_warm_cache_load_gets_no_index_object_however_many_packs(
     assert gets == 0
     mine = cache / repo.config.repo_id
     copies = [p for p in mine.rglob("*") if p.is_file() and p.name != ".used"]  # cache_sweep's
-    assert sorted(str(p.relative_to(mine)) for p in copies) == done.written
+    # Each object's copy and its parsed form (repository/index_parsed.py).
+    want = sorted([*done.written, *(f"parsed/{k}" for k in done.written)])
+    assert sorted(str(p.relative_to(mine)) for p in copies) == want
 
 
 def test_a_reader_between_the_merged_write_and_the_deletes_sees_each_block_once(
@@ -159,6 +161,9 @@ def test_a_corrupt_cache_entry_is_fetched_again_never_trusted(
     damaged = bytearray(good)
     damaged[len(damaged) // 2] ^= 0xFF  # the same size: only unsealing can tell
     path.write_bytes(bytes(damaged))
+    # Without its parsed form (tests/test_index_parsed.py), the copy itself is read.
+    parsed = cache / repo.config.repo_id / "parsed"
+    shutil.rmtree(parsed)
     index, gets, _lists = counted_load(reopen(store, cache))
     assert gets == 1 and len(index) == 3 and not index.damaged
     assert all(BlockReader(index).read(b) == raw for b, raw in blocks.items())
@@ -166,6 +171,7 @@ def test_a_corrupt_cache_entry_is_fetched_again_never_trusted(
     # Another object's sound bytes under this name are refused too: each object names itself.
     other = index_files._write_merged(repo, read_index_objects(repo).packs)[0]
     path.write_bytes((cache / repo.config.repo_id / other).read_bytes())
+    shutil.rmtree(parsed)
     index, gets, _lists = counted_load(reopen(store, cache))
     assert gets == 1 and path.read_bytes() == good and len(index) == 3
 

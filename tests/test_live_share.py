@@ -1,8 +1,8 @@
-"""gc's vectorised judgement of what each pack must keep (repository/live_share.py) counts
-exactly what the Python loops it replaced counted: the same live bytes per pack, the same
-chosen copy of each duplicated block, and no block a manifest references is ever judged
-unneeded (issue 15, point 7). Ids are real 32-byte ids, some ending in NUL bytes (numpy pads
-fixed-width strings with NUL: two ids that differ only there must stay two ids)."""
+"""gc's set-based judgement of what each pack must keep (repository/live_share.py) counts
+exactly what the per-block Python loops it replaced counted: the same live bytes per pack,
+the same chosen copy of each duplicated block, and no block a manifest references is ever
+judged unneeded (issue 15, point 7). Ids are 32-byte ids, some ending in NUL bytes and some
+differing only in their last byte, shared by several packs."""
 
 from __future__ import annotations
 

@@ -22,16 +22,25 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from pgkura.errors import CorruptionError, ObjectNotFound, PgkuraError
 from pgkura.repository import layout
 from pgkura.repository.blocks import STORED_DIGEST_SIZE, BlockLocation, read_pack_index
 from pgkura.repository.index_cache import IndexCache
-from pgkura.repository.index_parsed import Entries, parsed_before, remember_parsed
+from pgkura.repository.index_parsed import (
+    Entries,
+    cached_parsed,
+    discard_parsed,
+    keep_parsed_only,
+    parsed_before,
+    remember_parsed,
+    store_parsed,
+)
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError
 
@@ -82,8 +91,12 @@ def read_index_objects(
         if (known := parsed.get(key)) is not None and known[0] == size:
             _add(out, key, known[1])
             continue
+        if use_cache and (docs := cached_parsed(repo, key, size)) is not None:
+            remember_parsed(repo, key, size, docs)
+            _add(out, key, docs)
+            continue
         data = cache.get(key, size) if use_cache else None
-        if data is not None and _take(repo, key, data, out, final=False):
+        if data is not None and _take(repo, key, data, out, final=False, keep_form=True):
             continue
         cache.discard(key)
         fetch.append(key)
@@ -94,9 +107,10 @@ def read_index_objects(
                 if again:
                     return read_index_objects(repo, jobs=jobs, again=False, use_cache=use_cache)
                 continue
-            if _take(repo, key, data, out, final=True):
+            if _take(repo, key, data, out, final=True, keep_form=use_cache):
                 cache.put(key, data)
     cache.keep_only(layout.INDEX_PREFIX, set(listed), listed_at)
+    keep_parsed_only(repo, set(listed), listed_at)
     return out
 
 
@@ -111,9 +125,12 @@ def _fetch(repo: Repository) -> Callable[[str], bytes | None]:
     return get
 
 
-def _take(repo: Repository, key: str, data: bytes, out: IndexObjects, *, final: bool) -> bool:
+def _take(
+    repo: Repository, key: str, data: bytes, out: IndexObjects, *, final: bool, keep_form: bool
+) -> bool:
     """Add what the object ``key`` says to ``out``; False when it cannot be read (recorded as
-    damaged when ``final``: the bytes came from the store)."""
+    damaged when ``final``: the bytes came from the store). ``keep_form``: keep its parsed
+    form in the cache (index_parsed), for the next command."""
     try:
         docs = parse_index_object(repo, key, data)
     except CorruptionError as exc:
@@ -123,6 +140,8 @@ def _take(repo: Repository, key: str, data: bytes, out: IndexObjects, *, final: 
             out.damaged_packs.append((key.rsplit("/", 1)[1], exc.message))
         return False
     remember_parsed(repo, key, len(data), docs)
+    if keep_form:
+        store_parsed(repo, key, len(data), docs)
     _add(out, key, docs)
     return True
 
@@ -239,18 +258,32 @@ def _damaged(key: str, exc: Exception) -> CorruptionError:
 
 
 def _seal_merged(repo: Repository, merged_id: str, packs: dict[str, Entries]) -> bytes:
-    doc = {
-        "id": merged_id,
-        "packs": [
-            {
-                "pack": pack_id,
-                "blocks": [[b.hex(), loc.offset, loc.length, loc.raw_length] for b, loc in entries],
-            }
-            for pack_id, entries in sorted(packs.items())
-        ],
-    }
-    body = json.dumps(doc, separators=(",", ":")).encode()
+    # The JSON is written out directly: json.dumps of a list per block cost gc more than
+    # sealing the result. Every value is a hex string or an integer, so no escaping is due.
+    parts = [f'{{"id":"{merged_id}","packs":[']
+    for n, (pack_id, entries) in enumerate(sorted(packs.items())):
+        if not _PACK_ID.match(pack_id):
+            raise ValueError(f"{pack_id!r} is no pack id")
+        parts.append(f'{"," if n else ""}{{"pack":"{pack_id}","blocks":[')
+        parts.append(",".join(map(_ENTRY.format, *_columns(entries))))
+        parts.append("]}")
+    parts.append("]}")
+    body = "".join(parts).encode()
     return repo.seal(body, name=layout.merged_index_key(merged_id)).data
+
+
+_ENTRY = '["{}",{:d},{:d},{:d}]'
+
+
+def _columns(entries: Entries) -> tuple[Iterator[str], Iterator[int], Iterator[int], Iterator[int]]:
+    """Block ids as hex, offsets, lengths and raw lengths of ``entries``, as iterators."""
+    locs = [loc for _b, loc in entries]
+    return (
+        map(bytes.hex, (b for b, _loc in entries)),
+        map(attrgetter("offset"), locs),
+        map(attrgetter("length"), locs),
+        map(attrgetter("raw_length"), locs),
+    )
 
 
 def _write_merged(repo: Repository, packs: dict[str, Entries]) -> list[str]:
@@ -270,6 +303,7 @@ def _write_merged(repo: Repository, packs: dict[str, Entries]) -> list[str]:
         repo.storage.put_if_absent(key, data)
         cache.put(key, data)
         remember_parsed(repo, key, len(data), chunk)
+        store_parsed(repo, key, len(data), chunk)
         keys.append(key)
     return keys
 
@@ -369,6 +403,7 @@ def _delete(repo: Repository, keys: list[str]) -> None:
     cache = IndexCache.of(repo)
     for key in keys:
         cache.discard(key)
+        discard_parsed(repo, key)
 
 
 def check_pack(

@@ -11,11 +11,17 @@ index. Outside it nothing is kept.
 from __future__ import annotations
 
 import contextlib
+import struct
+import sys
 import weakref
+from array import array
 from collections.abc import Iterator
+from itertools import repeat
+from operator import attrgetter
 
 from pgkura.repository.blocks import BlockLocation
 from pgkura.repository.repo import Repository
+from pgkura.repository.sealed import SealError
 
 Entries = list[tuple[bytes, BlockLocation]]
 
@@ -54,3 +60,142 @@ def parsed_before(
     for key in [k for k in parsed if k not in listed]:
         del parsed[key]
     return parsed
+
+
+# -- the parsed form of an index object, in the local cache --------------------------------
+#
+# Parsing an index object (unsealing its JSON, decoding each block's hex id, making its
+# location) costs every command a few microseconds per block of the repository. So each
+# object read is also kept, parsed, in the local cache (docs/repository-format.md, "The local
+# index cache"): ``<cache>/<repository id>/parsed/<key>``, sealed like a stored object (named
+# ``cache parsed <key>``; authenticated by the repository's key when it is encrypted). It
+# records the key and the listed size of the object it was made from, and is used only while
+# the listing shows that key at that size: the same trust the cached copy of the object
+# itself has (an index object never changes while its key exists). Anything else (another
+# key's form, another size, a form that does not unseal or does not add up) is discarded and
+# the object is parsed from its bytes.
+#
+# Layout of the sealed content: ``PGKIDXP1``, the key's length (u16) and the key, the listed
+# size (u64), the width of a block id (u8), the pack count (u32); per pack its id (16 bytes)
+# and block count (u32); then every block id (``width`` bytes each), then the offsets, the
+# lengths and the raw lengths (u64 each, in the pack order), little-endian.
+
+_FORM_MAGIC = b"PGKIDXP1"
+_FORM_HEAD = struct.Struct("<QBI")
+_FORM_PACK = struct.Struct("<16sI")
+
+
+def _form_key(key: str) -> str:
+    return f"parsed/{key}"
+
+
+def _form_name(key: str) -> str:
+    return f"cache parsed {key}"
+
+
+def store_parsed(repo: Repository, key: str, size: int, docs: dict[str, Entries]) -> None:
+    """Keep the parsed form of the index object ``key`` of ``size`` bytes in the cache."""
+    from pgkura.repository.index_cache import IndexCache
+
+    cache = IndexCache.of(repo)
+    if not cache.enabled:
+        return
+    packs = sorted(docs.items())
+    widths = {len(b) for _p, entries in packs for b, _loc in entries}
+    if len(widths) > 1:
+        return  # never the case; the object is then parsed each time
+    width = widths.pop() if widths else 32
+    name = key.encode()
+    parts = [_FORM_MAGIC, struct.pack("<H", len(name)), name]
+    parts.append(_FORM_HEAD.pack(size, width, len(packs)))
+    parts.extend(_FORM_PACK.pack(bytes.fromhex(p), len(e)) for p, e in packs)
+    parts.extend(b for _p, entries in packs for b, _loc in entries)
+    locs = [loc for _p, entries in packs for _b, loc in entries]
+    for field in ("offset", "length", "raw_length"):
+        column = array("Q", map(attrgetter(field), locs))
+        if sys.byteorder != "little":
+            column.byteswap()
+        parts.append(column.tobytes())
+    cache.put(_form_key(key), repo.seal(b"".join(parts), name=_form_name(key)).data)
+
+
+def cached_parsed(repo: Repository, key: str, size: int) -> dict[str, Entries] | None:
+    """What the index object ``key`` of the listed ``size`` says, from its parsed form in the
+    cache when that was made from it; else None (and a form that does not match is
+    discarded)."""
+    from pgkura.repository.index_cache import IndexCache
+
+    cache = IndexCache.of(repo)
+    data = cache.read(_form_key(key)) if cache.enabled else None
+    if data is None:
+        return None
+    try:
+        docs = _decoded(repo.unseal(data, name=_form_name(key)), key, size)
+    except (SealError, ValueError, struct.error):
+        docs = None
+    if docs is None:
+        cache.discard(_form_key(key))
+    return docs
+
+
+def discard_parsed(repo: Repository, key: str) -> None:
+    from pgkura.repository.index_cache import IndexCache
+
+    IndexCache.of(repo).discard(_form_key(key))
+
+
+def keep_parsed_only(repo: Repository, keys: set[str], listed_at: float) -> None:
+    """Drop the parsed forms of index objects no longer listed (IndexCache.keep_only)."""
+    from pgkura.repository import layout
+    from pgkura.repository.index_cache import IndexCache
+
+    prefix = _form_key(layout.INDEX_PREFIX)
+    IndexCache.of(repo).keep_only(prefix, {_form_key(k) for k in keys}, listed_at)
+
+
+def _decoded(body: bytes, key: str, size: int) -> dict[str, Entries] | None:
+    view = memoryview(body)
+    if bytes(view[:8]) != _FORM_MAGIC:
+        return None
+    (name_len,) = struct.unpack_from("<H", view, 8)
+    at = 10 + name_len
+    if bytes(view[10:at]).decode() != key:
+        return None  # another object's form
+    listed, width, count = _FORM_HEAD.unpack_from(view, at)
+    if listed != size or width == 0:
+        return None  # made from another object under this key
+    at += _FORM_HEAD.size
+    packs = []
+    for _n in range(count):
+        pack, blocks = _FORM_PACK.unpack_from(view, at)
+        packs.append((pack.hex(), blocks))
+        at += _FORM_PACK.size
+    total = sum(n for _p, n in packs)
+    if len(view) != at + total * (width + 24):
+        return None
+    ids = body[at : at + total * width]
+    at += total * width
+    columns = []
+    for _field in range(3):
+        column = array("Q")
+        column.frombytes(view[at : at + total * 8])
+        if sys.byteorder != "little":
+            column.byteswap()
+        columns.append(column)
+        at += total * 8
+    offsets, lengths, raws = columns
+    out: dict[str, Entries] = {}
+    start = 0
+    for pack_id, n in packs:
+        end = start + n
+        block_ids = [ids[i : i + width] for i in range(start * width, end * width, width)]
+        locations = map(
+            BlockLocation,
+            repeat(pack_id, n),
+            offsets[start:end],
+            lengths[start:end],
+            raws[start:end],
+        )
+        out[pack_id] = list(zip(block_ids, locations, strict=True))
+        start = end
+    return out

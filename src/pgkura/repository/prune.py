@@ -170,7 +170,7 @@ def _prune(
         {
             p
             for p in set(entries) - set(sizes) - index.doomed
-            if not shares.is_referenced(shares.arrays(p, entries[p]).ids).any()
+            if not shares.holds_referenced(p, entries[p])
         },
     )
     for pack_id in rebuild:  # a referenced pack whose index object is lost gets it back

@@ -1,0 +1,124 @@
+"""The parsed form of each index object in the local cache (repository/index_parsed.py,
+docs/repository-format.md "The local index cache"): a command reads the index from it
+instead of parsing every block's JSON again, and a form not made from the object the listing
+shows (another key's, another size's, damaged) is never used: the object is parsed from its
+bytes and says what it says in the store (issue 15, point 7). posix and a real SeaweedFS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pgkura.repository import layout
+from pgkura.repository.blocks import BlockIndex, PackWriter
+from pgkura.repository.index_files import consolidate, read_index_objects
+from pgkura.repository.index_parsed import cached_parsed, store_parsed
+from pgkura.repository.reader import BlockReader
+from pgkura.repository.repo import Repository
+from pgkura.storage import requests
+from pgkura.storage.base import Storage
+from pgkura.storage.posix import PosixStorage
+
+
+@pytest.fixture(params=["posix", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "posix":
+        yield PosixStorage(tmp_path / "repo")
+        return
+    yield request.getfixturevalue("s3_repo").store()
+
+
+def opened(store: Storage, cache: Path, *, create: bool = False) -> Repository:
+    repo = Repository.create(store) if create else Repository.open(store)
+    repo.cache_setting = str(cache)
+    return repo
+
+
+def write_packs(repo: Repository, count: int, tag: str) -> dict[bytes, bytes]:
+    """``count`` packs of a few blocks each; {block id: content}."""
+    writer = PackWriter(BlockIndex(repo).load(), target_size=1)
+    blocks = {}
+    for n in range(count * 3):
+        raw = f"{tag} block {n} ".encode() * 40
+        block_id, _added = writer.add(raw)
+        blocks[block_id] = raw
+    writer.close()
+    return blocks
+
+
+def form_path(cache: Path, repo: Repository, key: str) -> Path:
+    return cache / repo.config.repo_id / "parsed" / key
+
+
+def test_a_command_reads_the_index_from_its_parsed_form_and_it_says_what_the_store_says(
+    store: Storage, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    repo = opened(store, cache, create=True)
+    blocks = write_packs(repo, 4, "a")
+    consolidate(repo, at_least=2)
+    blocks |= write_packs(opened(store, cache), 2, "b")  # two per-pack objects beside
+    keys = sorted(o.key for o in store.list(layout.INDEX_PREFIX))
+    assert any(layout.MERGED_INDEX_PREFIX in k for k in keys) and len(keys) >= 3
+    fresh = read_index_objects(opened(store, cache), use_cache=False)
+    first = read_index_objects(opened(store, cache))  # makes the forms it lacks
+    assert all(form_path(cache, repo, k).exists() for k in keys)
+    requests.reset()
+    again = opened(store, cache)
+    found = read_index_objects(again)
+    assert requests.snapshot().get(("get", "index"), 0) == 0
+    assert found.packs == fresh.packs == first.packs
+    assert found.covers == fresh.covers
+    # Every block reads back, located through the parsed forms.
+    reader = BlockReader(BlockIndex(again).load())
+    assert {b: reader.read(b) for b in blocks} == blocks
+
+
+def test_a_parsed_form_not_made_from_the_listed_object_is_never_used(
+    store: Storage, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    repo = opened(store, cache, create=True)
+    write_packs(repo, 3, "c")
+    listed = {o.key: o.size for o in store.list(layout.INDEX_PREFIX)}
+    first, second, third = sorted(listed)[:3]  # per-pack objects, one per pack
+    truth = read_index_objects(opened(store, cache), use_cache=False).packs
+    read_index_objects(opened(store, cache))
+    # Another object's form put in this one's place (sealed soundly, but naming its key).
+    form_path(cache, repo, second).write_bytes(form_path(cache, repo, first).read_bytes())
+    # A form of this key made from an object of another size (one that no longer exists).
+    first_pack = first.rsplit("/", 1)[1]
+    store_parsed(repo, third, listed[third] + 1, {first_pack: truth[first_pack]})
+    # A damaged form.
+    damaged = form_path(cache, repo, first)
+    damaged.write_bytes(damaged.read_bytes()[:-5] + b"xxxxx")
+    again = opened(store, cache)
+    for key in (first, second, third):
+        assert cached_parsed(again, key, listed[key]) is None
+    requests.reset()
+    found = read_index_objects(opened(store, cache))
+    assert found.packs == truth
+    # Each was parsed from its object's bytes (from the cached copies) and made again.
+    assert requests.snapshot().get(("get", "index"), 0) == 0
+    for key in (first, second, third):
+        pack_id = key.rsplit("/", 1)[1]
+        assert cached_parsed(again, key, listed[key]) == {pack_id: truth[pack_id]}
+
+
+def test_forms_of_deleted_objects_go_with_them(store: Storage, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    repo = opened(store, cache, create=True)
+    write_packs(repo, 3, "d")
+    small = sorted(o.key for o in store.list(layout.INDEX_PREFIX))
+    read_index_objects(opened(store, cache))
+    done = consolidate(opened(store, cache), at_least=2)
+    assert sorted(done.deleted) == small
+    assert not any(form_path(cache, repo, k).exists() for k in small)
+    (merged,) = done.written
+    assert form_path(cache, repo, merged).exists()  # written with the object
+    # A form left by a process that died before it could drop it is pruned at the next read.
+    store_parsed(repo, small[0], 10, {})
+    read_index_objects(opened(store, cache))
+    assert not form_path(cache, repo, small[0]).exists()
