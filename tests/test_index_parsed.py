@@ -122,3 +122,34 @@ def test_forms_of_deleted_objects_go_with_them(store: Storage, tmp_path: Path) -
     store_parsed(repo, small[0], 10, {})
     read_index_objects(opened(store, cache))
     assert not form_path(cache, repo, small[0]).exists()
+
+
+def test_a_merged_object_is_written_as_json_dumps_would_write_it(tmp_path: Path) -> None:
+    """The merged object's JSON is written out directly (index_files._seal_merged): it must
+    be the JSON of the same document, byte for byte, and read back to the same entries."""
+    import json
+    import os
+
+    from pgkura.repository.blocks import BlockLocation
+    from pgkura.repository.index_files import _seal_merged, parse_index_object
+
+    repo = opened(PosixStorage(tmp_path / "repo"), tmp_path / "cache", create=True)
+    packs = {
+        os.urandom(16).hex(): [
+            (os.urandom(32), BlockLocation("", n * 9000, 9000 - n, 2**40 + n)) for n in range(k)
+        ]
+        for k in (0, 1, 5, 300)
+    }
+    packs = {p: [(b, loc._replace(pack_id=p)) for b, loc in e] for p, e in packs.items()}
+    merged_id = os.urandom(16).hex()
+    key = layout.merged_index_key(merged_id)
+    sealed = _seal_merged(repo, merged_id, packs)
+    doc = {
+        "id": merged_id,
+        "packs": [
+            {"pack": p, "blocks": [[b.hex(), x.offset, x.length, x.raw_length] for b, x in e]}
+            for p, e in sorted(packs.items())
+        ],
+    }
+    assert repo.unseal(sealed, name=key) == json.dumps(doc, separators=(",", ":")).encode()
+    assert parse_index_object(repo, key, sealed) == packs
