@@ -153,3 +153,30 @@ def test_a_merged_object_is_written_as_json_dumps_would_write_it(tmp_path: Path)
     }
     assert repo.unseal(sealed, name=key) == json.dumps(doc, separators=(",", ":")).encode()
     assert parse_index_object(repo, key, sealed) == packs
+
+
+def test_a_few_new_packs_are_merged_beside_a_large_merged_object_not_into_it(
+    store: Storage, tmp_path: Path
+) -> None:
+    """Consolidation writes a merged object again only when what joins it is at least half
+    its size (index_files.TIER): a gc or backup adding a few packs does not rewrite the
+    whole index, and every block is still found exactly once per pack."""
+    cache = tmp_path / "cache"
+    repo = opened(store, cache, create=True)
+    blocks = write_packs(repo, 8, "big")  # 24 packs
+    (big,) = consolidate(repo, at_least=2).written
+    blocks |= write_packs(opened(store, cache), 2, "few")  # 6 packs: a quarter of it
+    done = consolidate(opened(store, cache), at_least=2)
+    (beside,) = done.written
+    assert big not in done.deleted and len(done.deleted) == 6
+    found = read_index_objects(opened(store, cache), use_cache=False)
+    assert set(found.covers) == {big, beside}
+    assert len(found.covers[big]) == 24 and len(found.covers[beside]) == 6
+    # Enough joining it (6 new packs and the 6 beside: half of 24): all are merged in one.
+    blocks |= write_packs(opened(store, cache), 2, "more")
+    done = consolidate(opened(store, cache), at_least=2)
+    assert big in done.deleted and beside in done.deleted and len(done.deleted) == 8
+    after = read_index_objects(opened(store, cache), use_cache=False)
+    assert list(after.covers) == done.written and len(after.packs) == 36
+    reader = BlockReader(BlockIndex(opened(store, cache)).load())
+    assert {b: reader.read(b) for b in blocks} == blocks

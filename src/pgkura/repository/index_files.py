@@ -22,10 +22,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
 from pgkura.errors import CorruptionError, ObjectNotFound, PgkuraError
@@ -37,6 +36,7 @@ from pgkura.repository.index_parsed import (
     cached_parsed,
     discard_parsed,
     keep_parsed_only,
+    merged_json,
     parsed_before,
     remember_parsed,
     store_parsed,
@@ -52,6 +52,8 @@ MERGE_THRESHOLD = 32
 MERGED_PACKS = 1024
 #: A merged object that covers fewer packs counts as small: it is merged again.
 SMALL_MERGED = MERGED_PACKS // 2
+#: A small merged object is merged again only with at least 1/TIER of its packs joining it.
+TIER = 2
 
 _PACK_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -258,32 +260,8 @@ def _damaged(key: str, exc: Exception) -> CorruptionError:
 
 
 def _seal_merged(repo: Repository, merged_id: str, packs: dict[str, Entries]) -> bytes:
-    # The JSON is written out directly: json.dumps of a list per block cost gc more than
-    # sealing the result. Every value is a hex string or an integer, so no escaping is due.
-    parts = [f'{{"id":"{merged_id}","packs":[']
-    for n, (pack_id, entries) in enumerate(sorted(packs.items())):
-        if not _PACK_ID.match(pack_id):
-            raise ValueError(f"{pack_id!r} is no pack id")
-        parts.append(f'{"," if n else ""}{{"pack":"{pack_id}","blocks":[')
-        parts.append(",".join(map(_ENTRY.format, *_columns(entries))))
-        parts.append("]}")
-    parts.append("]}")
-    body = "".join(parts).encode()
+    body = merged_json(merged_id, packs)
     return repo.seal(body, name=layout.merged_index_key(merged_id)).data
-
-
-_ENTRY = '["{}",{:d},{:d},{:d}]'
-
-
-def _columns(entries: Entries) -> tuple[Iterator[str], Iterator[int], Iterator[int], Iterator[int]]:
-    """Block ids as hex, offsets, lengths and raw lengths of ``entries``, as iterators."""
-    locs = [loc for _b, loc in entries]
-    return (
-        map(bytes.hex, (b for b, _loc in entries)),
-        map(attrgetter("offset"), locs),
-        map(attrgetter("length"), locs),
-        map(attrgetter("raw_length"), locs),
-    )
 
 
 def _write_merged(repo: Repository, packs: dict[str, Entries]) -> list[str]:
@@ -330,9 +308,7 @@ def consolidate(
         return done  # the usual end of a backup: one LIST, nothing read
     doomed = doomed_packs(repo)  # before the listing: see the module's docstring
     objects = read_index_objects(repo)
-    small = [
-        k for k, packs in objects.covers.items() if not is_merged(k) or len(packs) < SMALL_MERGED
-    ]
+    small = _worth_merging(objects.covers)
     if len(small) >= max(at_least, 2):
         take = {p for k in small for p in objects.covers[k]} - doomed
         done.written = _write_merged(repo, {p: objects.packs[p] for p in take})
@@ -346,6 +322,27 @@ def consolidate(
                 covered |= objects.covers[key]
     _delete(repo, done.deleted)
     return done
+
+
+def _worth_merging(covers: dict[str, set[str]]) -> list[str]:
+    """The index objects a consolidation merges: every per-pack object, and the small merged
+    objects, smallest first, as long as each is at most TIER times the packs gathered before
+    it. A merged object is so written again only when what joins it is a fair share of it:
+    each pack is rewritten a few times over its life (about log2 of the index's size in
+    packs), not at every consolidation, which would cost each gc and each backup that
+    consolidates a multiple of the whole index."""
+    chosen = [k for k in covers if not is_merged(k)]
+    gathered = sum(len(covers[k]) for k in chosen)
+    merged = sorted(
+        (k for k, packs in covers.items() if is_merged(k) and len(packs) < SMALL_MERGED),
+        key=lambda k: (len(covers[k]), k),
+    )
+    for key in merged:
+        if gathered and len(covers[key]) > TIER * gathered:
+            break
+        chosen.append(key)
+        gathered += len(covers[key])
+    return chosen
 
 
 def consolidate_quietly(repo: Repository) -> None:

@@ -62,6 +62,28 @@ def parsed_before(
     return parsed
 
 
+def merged_json(merged_id: str, packs: dict[str, Entries]) -> bytes:
+    """The JSON of a merged index object (docs/repository-format.md, "Merged index
+    objects"), written out directly: json.dumps of a list per block cost gc more than
+    sealing the result. Every value is a hex string or an integer: nothing to escape."""
+    parts = [f'{{"id":"{merged_id}","packs":[']
+    for n, (pack_id, entries) in enumerate(sorted(packs.items())):
+        if len(pack_id) != 32 or not all(c in "0123456789abcdef" for c in pack_id):
+            raise ValueError(f"{pack_id!r} is no pack id")
+        parts.append(f'{"," if n else ""}{{"pack":"{pack_id}","blocks":[')
+        locs = [loc for _b, loc in entries]
+        columns = (
+            map(bytes.hex, (b for b, _loc in entries)),
+            map(attrgetter("offset"), locs),
+            map(attrgetter("length"), locs),
+            map(attrgetter("raw_length"), locs),
+        )
+        parts.append(",".join(map('["{}",{:d},{:d},{:d}]'.format, *columns)))
+        parts.append("]}")
+    parts.append("]}")
+    return "".join(parts).encode()
+
+
 # -- the parsed form of an index object, in the local cache --------------------------------
 #
 # Parsing an index object (unsealing its JSON, decoding each block's hex id, making its
