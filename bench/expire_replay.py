@@ -36,10 +36,11 @@ BlockIndex(repo).load()
 
 def replay(
     saved: Path, src: str | None, profile: Path | None = None, warm: bool = False
-) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one expire on a fresh copy of ``saved``. ``warm``: load
-    the index once first, untimed, as a backup of that source tree would have, so that its
-    cache holds what such a backup leaves there (the parsed forms of index objects)."""
+) -> tuple[float, float, int]:
+    """(CPU seconds, wall seconds, bytes the process tree wrote) of one expire on a fresh
+    copy of ``saved``. ``warm``: load the index once first, untimed, as a backup of that
+    source tree would have, so that its cache holds what such a backup leaves there (the
+    parsed forms of index objects)."""
     argv = json.loads((saved / "command.json").read_text())
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="pgkura-replay-") as tmp:
         repo = Path(tmp) / "repo"
@@ -64,7 +65,7 @@ def replay(
         err = proc.stderr.read().decode() if proc.stderr else ""
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"expire failed:\n{err[-2000:]}")
-    return usage.ru_utime + usage.ru_stime, wall
+    return usage.ru_utime + usage.ru_stime, wall, int(usage.ru_oublock) * 512
 
 
 def main() -> None:
@@ -82,19 +83,24 @@ def main() -> None:
         pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(30)
         return
     sources = args.src or [None]
-    results: dict[str | None, list[tuple[float, float]]] = {s: [] for s in sources}
+    results: dict[str | None, list[tuple[float, float, int]]] = {s: [] for s in sources}
     for n in range(args.runs):
         for src in sources:
-            cpu, wall = replay(args.saved, src, warm=args.warm)
-            results[src].append((cpu, wall))
+            cpu, wall, written = replay(args.saved, src, warm=args.warm)
+            results[src].append((cpu, wall, written))
             load = Path("/proc/loadavg").read_text().split()[0]
             print(
-                f"run {n + 1} {src or 'installed'}: cpu {cpu:.3f} s wall {wall:.3f} s load {load}"
+                f"run {n + 1} {src or 'installed'}: cpu {cpu:.3f} s wall {wall:.3f} s "
+                f"wrote {written / 2**20:.1f} MiB load {load}"
             )
     for src, runs in results.items():
         cpu = statistics.median(r[0] for r in runs)
         wall = statistics.median(r[1] for r in runs)
-        print(f"median {src or 'installed'}: cpu {cpu:.3f} s wall {wall:.3f} s ({len(runs)} runs)")
+        mib = statistics.median(r[2] for r in runs) / 2**20
+        print(
+            f"median {src or 'installed'}: cpu {cpu:.3f} s wall {wall:.3f} s "
+            f"wrote {mib:.1f} MiB ({len(runs)} runs)"
+        )
 
 
 if __name__ == "__main__":
