@@ -6,6 +6,7 @@ bytes and says what it says in the store (issue 15, point 7). posix and a real S
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,7 +129,6 @@ def test_a_merged_object_is_written_as_json_dumps_would_write_it(tmp_path: Path)
     """The merged object's JSON is written out directly (index_files._seal_merged): it must
     be the JSON of the same document, byte for byte, and read back to the same entries."""
     import json
-    import os
 
     from pgkura.repository.blocks import BlockLocation
     from pgkura.repository.index_files import _seal_merged, parse_index_object
@@ -180,3 +180,23 @@ def test_a_few_new_packs_are_merged_beside_a_large_merged_object_not_into_it(
     assert list(after.covers) == done.written and len(after.packs) == 36
     reader = BlockReader(BlockIndex(opened(store, cache)).load())
     assert {b: reader.read(b) for b in blocks} == blocks
+
+
+def test_in_an_encrypted_repository_a_parsed_form_holds_nothing_readable(tmp_path: Path) -> None:
+    """The form is sealed like a stored object: encrypted, and authenticated by the key (a
+    byte changed anywhere makes it unusable, and the object is parsed from its bytes)."""
+    cache = tmp_path / "cache"
+    store = PosixStorage(tmp_path / "repo")
+    repo = Repository.create(store, secret=os.urandom(32), raw=True)
+    repo.cache_setting = str(cache)
+    blocks = write_packs(repo, 2, "secret")
+    (merged,) = consolidate(repo, at_least=2).written
+    form = form_path(cache, repo, merged).read_bytes()
+    assert not any(b in form or b.hex().encode() in form for b in blocks)
+    truth = read_index_objects(repo, use_cache=False).packs
+    assert cached_parsed(repo, merged, store.size(merged) or 0) == truth
+    flipped = bytearray(form)
+    flipped[len(flipped) // 2] ^= 1
+    form_path(cache, repo, merged).write_bytes(bytes(flipped))
+    assert cached_parsed(repo, merged, store.size(merged) or 0) is None
+    assert read_index_objects(repo).packs == truth
