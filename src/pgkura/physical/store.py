@@ -39,9 +39,7 @@ if TYPE_CHECKING:
     from pgkura.physical.guided import Guide, GuidedPlan
 
 MAX_REPORTED_BLOCKS = 5  # per file, as pg_basebackup reports them
-# Reads of 256 KiB, not 1 MiB: the same CPU per GB (alternated A/B, docs/benchmarks.md run O),
-# and about 17 MiB less peak RSS per process, with a quarter of the page faults.
-READ_BYTES = 256 * 1024
+READ_BYTES = 1024 * 1024
 # Files larger than this are stored as several ranges in parallel.
 RANGE_BYTES = 64 * 1024 * 1024
 # A worker process is handed about this much file content at a time: whole small files are
@@ -346,7 +344,7 @@ class FileStorer:
                 f"cannot read {src.abspath}: permission denied",
                 hint="run pgkura as the cluster's owner (usually postgres)",
             ) from exc
-        # Read several blocks at once: one system call and one page check per READ_BYTES.
+        # Read several blocks at once: one system call and one page check per MiB.
         read_size = self.block_size * max(1, READ_BYTES // self.block_size)
         with f:
             f.seek(start)
