@@ -12,6 +12,7 @@ its keyed hash compared with its id), and counted as checked in full.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
     whole = pack.wanted is None or 2 * sum(loc.length for _b, loc in entries) >= pack.size
     try:
         if whole:
-            data = repo.storage.get(key)
+            data = _whole(repo, key)
             found.bytes_read = len(data)
             end, copy_bytes = _trailer(data)
             copy = _parse_copy(repo, found, copy_bytes)
@@ -120,7 +121,13 @@ def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
     return found
 
 
-def _trailer(data: bytes) -> tuple[int | None, bytes | None]:
+def _whole(repo: Repository, key: str) -> bytes | mmap.mmap:
+    """The whole pack ``key``: mapped where the store can (posix), else read."""
+    mapped = getattr(repo.storage, "get_mapped", None)
+    return mapped(key) if mapped is not None else repo.storage.get(key)
+
+
+def _trailer(data: bytes | mmap.mmap) -> tuple[int | None, bytes | None]:
     """(where the blocks end, the sealed copy of its index) of a whole pack; (None, None)
     when it has no sound trailer (truncated, extended or overwritten at the end)."""
     if len(data) < PACK_TRAILER.size:
