@@ -213,6 +213,10 @@ def _check_blocks(
     """Check ``entries`` one by one, whose bytes ``view`` holds from offset ``base`` of the
     pack: by tag, by stored digest (``digests``, by offset), or else by unsealing."""
     cipher = repo.cipher
+    if cipher is not None:  # every tag in one loop; only those that fail are looked at again
+        todo = [e for e in entries if e[0] not in found.damaged] if found.damaged else entries
+        failed = set(cipher.failed_tags(view, base, todo, BLOCK_IDENTITY))
+        entries = [e for e in todo if e[0] in failed] if failed else []
     for block_id, loc in entries:
         if block_id in found.damaged:
             continue
