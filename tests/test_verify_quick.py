@@ -406,6 +406,40 @@ def test_packs_written_before_stored_digests_are_checked_in_full(
     assert any(f"in pack {pack_key(pack)} is damaged" in p for p in report["problems"]), report
 
 
+def test_a_pack_whose_copy_is_its_index_object_skips_the_second_parse_and_a_differing_one_is_named(
+    pristine: dict[str, Any], work_dir: Path
+) -> None:
+    from pgkura.repository import stored_check
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    path = work_dir / "copied"
+    shutil.copytree(pristine["base"] / "plain", path)
+    chown_tree(path)
+    repo = Repository.open(PosixStorage(str(path)))
+    pack = biggest_pack({"path": path})
+    pid, size = pack.name, pack.stat().st_size
+    # As written, a pack's copy of its index is its index object, byte for byte: the copy's
+    # blocks digest is read from its end, and matches the blocks.
+    read = stored_check.read_whole(repo, pid, index_object=True)
+    whole = stored_check.PackToCheck(pid, size, [])
+    assert read.blocks_digest is not None and read.index_object == read.copy_bytes
+    assert stored_check._same_as_indexed(repo, whole, read) == read.blocks_digest
+    # An index object (sealed soundly) that places one block otherwise than the pack's copy
+    # does: no longer the same bytes, so compared entry by entry, named, and exit 7.
+    key = f"index/{pid}"
+    doc = json.loads(repo.unseal((path / "index" / pid).read_bytes(), name=key))
+    doc["blocks"][0][3] += 1  # its raw length
+    (path / "index" / pid).write_bytes(repo.seal(json.dumps(doc).encode(), name=key).data)
+    read = stored_check.read_whole(repo, pid, index_object=True)
+    assert stored_check._same_as_indexed(repo, whole, read) is None
+    code, report = quick({"args": ["--repo", str(path)]})
+    assert code == 7 and not report["ok"], report
+    assert f"pack {pack_key(pack)}: the index copy at its end differs from its index object" in (
+        report["problems"]), report  # fmt: skip
+    assert any("its pack's own index does not list it" in p for p in report["problems"]), report
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_quick_on_s3_finds_a_flipped_byte_and_a_missing_segment(
     kind: str, make_server: Any, work_dir: Path, s3_repo: Any, monkeypatch: pytest.MonkeyPatch

@@ -12,9 +12,10 @@ its keyed hash compared with its id), and counted as checked in full.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import blake3
@@ -64,24 +65,108 @@ class PackFindings:
     bytes_read: int = 0
 
 
+#: What a read-ahead maps or holds at most (the pack that crosses it included): on posix
+#: the mapped packs are the page cache's, elsewhere it is memory.
+READ_AHEAD_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WholePack:
+    """A whole pack as read: its bytes, the sealed copy of its index (from its trailer; None
+    when it has no sound one), in an unencrypted repository the keyed BLAKE3 of its blocks
+    (what its copy's ``blocks_digest`` records), and the bytes of its own index object when
+    they were read too (None: not read, or none)."""
+
+    data: bytes | mmap.mmap
+    copy_bytes: bytes | None
+    blocks_digest: bytes | None
+    index_object: bytes | None = None
+
+
+def read_whole(repo: Repository, pack_id: str, index_object: bool = False) -> WholePack:
+    """Read the whole pack (mapped where the store can: posix) and hash its blocks, and
+    with ``index_object`` its index object; this releases the GIL, so it can run while the
+    index is parsed (:class:`ReadAhead`)."""
+    key = layout.pack_key(pack_id)
+    mapped = getattr(repo.storage, "get_mapped", None)
+    data = mapped(key) if mapped is not None else repo.storage.get(key)
+    end, copy_bytes = _trailer(data)
+    digest = None
+    if repo.cipher is None and end is not None:
+        with memoryview(data) as view:
+            digest = blake3.blake3(view[:end], key=repo.key, max_threads=hash_threads()).digest()
+    own = None
+    if index_object:
+        with contextlib.suppress(ObjectNotFound):  # consolidated since the listing
+            own = repo.storage.get(layout.index_key(pack_id))
+    return WholePack(data, copy_bytes, digest, own)
+
+
+class ReadAhead:
+    """The first packs of the store (in the order a whole check takes them, up to
+    READ_AHEAD_BYTES), read and hashed by threads of their own from the moment the ``with``
+    block starts: while this thread parses the index, which holds the GIL. A pack that has
+    an index object of its own has it read too (:func:`check_pack` compares its bytes with
+    the pack's copy)."""
+
+    def __init__(self, repo: Repository, jobs: int, enabled: bool = True) -> None:
+        self._repo, self._enabled = repo, enabled
+        self._workers = max(1, repo.workers_for(jobs))
+        self._pool: ThreadPoolExecutor | None = None
+        self.futures: dict[str, Future[WholePack]] = {}
+
+    def __enter__(self) -> ReadAhead:
+        if not self._enabled:
+            return self
+        storage = self._repo.storage
+        own = {o.key.rsplit("/", 1)[-1] for o in storage.list(layout.INDEX_PREFIX)}
+        first, total = [], 0
+        for o in sorted(storage.list("packs/"), key=lambda o: o.key.rsplit("/", 1)[-1]):
+            if total >= READ_AHEAD_BYTES:
+                break
+            first.append(o.key.rsplit("/", 1)[-1])
+            total += o.size
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pgkura-ahead")
+        self.futures = {p: self._pool.submit(read_whole, self._repo, p, p in own) for p in first}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self.futures = {}
+
+    def take(self, pack_id: str) -> Future[WholePack] | None:
+        """The read of ``pack_id`` begun ahead (forgotten here: the pack is unmapped once
+        its check is done with it)."""
+        return self.futures.pop(pack_id, None)
+
+
 def check_packs(
     repo: Repository,
     packs: list[PackToCheck],
     jobs: int,
     meanwhile: Callable[[], None] | None = None,
+    ahead: ReadAhead | None = None,
 ) -> list[PackFindings]:
     """:func:`check_pack` of each, by ``jobs`` threads (reading and hashing release the
-    GIL); ``meanwhile`` runs in this thread while they do (once in any case)."""
+    GIL), taking what ``ahead`` read already; ``meanwhile`` runs in this thread while they
+    do (once in any case)."""
     workers = max(1, min(repo.workers_for(jobs), len(packs)))
     with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-quick") as pool:
-        futures = [pool.submit(check_pack, repo, p) for p in packs]
+        futures = [
+            pool.submit(check_pack, repo, p, ahead.take(p.pack_id) if ahead else None)
+            for p in packs
+        ]
         if meanwhile is not None:
             meanwhile()
         return [f.result() for f in futures]
 
 
-def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
-    """Check ``pack``'s blocks as they are stored (the module's docstring says how)."""
+def check_pack(
+    repo: Repository, pack: PackToCheck, early: Future[WholePack] | None = None
+) -> PackFindings:
+    """Check ``pack``'s blocks as they are stored (the module's docstring says how); a
+    whole pack from ``early`` when it was read ahead."""
     key = layout.pack_key(pack.pack_id)
     found = PackFindings(pack.pack_id, key)
     entries = pack.entries
@@ -93,16 +178,18 @@ def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
         _all_damaged(found, entries, "its pack is missing")
         return found
     whole = pack.wanted is None or 2 * sum(loc.length for _b, loc in entries) >= pack.size
+    intact: bytes | None = None
     try:
         if whole:
-            data = _whole(repo, key)
-            found.bytes_read = len(data)
-            end, copy_bytes = _trailer(data)
-            copy = _parse_copy(repo, found, copy_bytes)
-            runs = [(0, memoryview(data), entries)]
+            read = early.result() if early is not None else read_whole(repo, pack.pack_id)
+            found.bytes_read = len(read.data)
+            intact = read.blocks_digest
+            if intact is not None and _same_as_indexed(repo, pack, read) == intact:
+                return found  # its index object's very bytes, and every block intact
+            copy = _parse_copy(repo, found, read.copy_bytes)
+            runs = [(0, memoryview(read.data), entries)]
         else:
-            end, copy_bytes = None, _ranged_copy(repo, pack.pack_id)
-            copy = _parse_copy(repo, found, copy_bytes)
+            copy = _parse_copy(repo, found, _ranged_copy(repo, pack.pack_id))
             runs = list(_read_spans(repo, found, entries))
     except ObjectNotFound:
         found.problems.append(f"pack {key} vanished while it was verified")
@@ -113,7 +200,7 @@ def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
             f"pack {key}: the index copy at its end differs from its index object"
         )
         copy = _unlisted(found, copy, entries)
-    if copy is not None and end is not None and _blocks_intact(repo, copy, runs[0][1], end):
+    if copy is not None and intact is not None and intact == copy.blocks_digest:
         return found  # every sealed block is, byte for byte, what its writer stored
     digests = _digests(found, copy) if repo.cipher is None else None
     for base, view, run in runs:
@@ -121,10 +208,25 @@ def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
     return found
 
 
-def _whole(repo: Repository, key: str) -> bytes | mmap.mmap:
-    """The whole pack ``key``: mapped where the store can (posix), else read."""
-    mapped = getattr(repo.storage, "get_mapped", None)
-    return mapped(key) if mapped is not None else repo.storage.get(key)
+def _same_as_indexed(repo: Repository, pack: PackToCheck, read: WholePack) -> bytes | None:
+    """The ``blocks_digest`` the pack's copy of its index records, when that copy is, byte
+    for byte, the pack's own index object (which the index was loaded from: an index object
+    never changes while its key exists): then what the copy lists is what the index does,
+    and nothing but that digest need be parsed. None when it is not, or cannot tell."""
+    if read.index_object is None or pack.trailer_read or read.copy_bytes != read.index_object:
+        return None
+    try:
+        plain = repo.unseal(read.copy_bytes, name=layout.index_key(pack.pack_id))
+    except SealError:
+        return None
+    # The JSON of pgkura's pack writer (blocks.PackWriter) ends with this member.
+    _, sep, tail = plain[-128:].rpartition(b', "blocks_digest": "')
+    if not sep or len(tail) != 66 or not tail.endswith(b'"}'):
+        return None
+    try:
+        return bytes.fromhex(tail[:64].decode("ascii"))
+    except ValueError:
+        return None
 
 
 def _trailer(data: bytes | mmap.mmap) -> tuple[int | None, bytes | None]:
@@ -181,15 +283,6 @@ def _unlisted(found: PackFindings, copy: PackCopy, entries: Entries) -> PackCopy
         found, [e for e in entries if e not in own], "its pack's own index does not list it"
     )
     return copy
-
-
-def _blocks_intact(repo: Repository, copy: PackCopy, view: memoryview, end: int) -> bool:
-    """Whether all the sealed blocks of a whole pack (which lie end to end from its start
-    to its index copy at ``end``) match the digest its copy records of them."""
-    if repo.cipher is not None or copy.blocks_digest is None:
-        return False
-    whole = blake3.blake3(view[:end], key=repo.key, max_threads=hash_threads())
-    return whole.digest() == copy.blocks_digest
 
 
 def _digests(found: PackFindings, copy: PackCopy | None) -> dict[int, bytes] | None:
