@@ -65,8 +65,8 @@ class PackFindings:
     bytes_read: int = 0
 
 
-#: What a read-ahead maps or holds at most (the pack that crosses it included): on posix
-#: the mapped packs are the page cache's, elsewhere it is memory.
+#: What a read-ahead maps at most (the pack that crosses it included): on posix the mapped
+#: packs are the page cache's; elsewhere it holds a quarter of it in memory.
 READ_AHEAD_BYTES = 256 * 1024 * 1024
 
 
@@ -120,9 +120,10 @@ class ReadAhead:
             return self
         storage = self._repo.storage
         own = {o.key.rsplit("/", 1)[-1] for o in storage.list(layout.INDEX_PREFIX)}
+        limit = READ_AHEAD_BYTES if hasattr(storage, "get_mapped") else READ_AHEAD_BYTES // 4
         first, total = [], 0
         for o in sorted(storage.list("packs/"), key=lambda o: o.key.rsplit("/", 1)[-1]):
-            if total >= READ_AHEAD_BYTES:
+            if total >= limit:
                 break
             first.append(o.key.rsplit("/", 1)[-1])
             total += o.size
