@@ -424,7 +424,8 @@ def test_a_pack_whose_copy_is_its_index_object_skips_the_second_parse_and_a_diff
     read = stored_check.read_whole(repo, pid, index_object=True)
     whole = stored_check.PackToCheck(pid, size, [])
     assert read.blocks_digest is not None and read.index_object == read.copy_bytes
-    assert stored_check._same_as_indexed(repo, whole, read) == read.blocks_digest
+    assert stored_check._is_index_object(whole, read)
+    assert stored_check._blocks_digest(repo, whole, read) == read.blocks_digest
     # An index object (sealed soundly) that places one block otherwise than the pack's copy
     # does: no longer the same bytes, so compared entry by entry, named, and exit 7.
     key = f"index/{pid}"
@@ -432,7 +433,7 @@ def test_a_pack_whose_copy_is_its_index_object_skips_the_second_parse_and_a_diff
     doc["blocks"][0][3] += 1  # its raw length
     (path / "index" / pid).write_bytes(repo.seal(json.dumps(doc).encode(), name=key).data)
     read = stored_check.read_whole(repo, pid, index_object=True)
-    assert stored_check._same_as_indexed(repo, whole, read) is None
+    assert not stored_check._is_index_object(whole, read)
     code, report = quick({"args": ["--repo", str(path)]})
     assert code == 7 and not report["ok"], report
     assert f"pack {pack_key(pack)}: the index copy at its end differs from its index object" in (
@@ -531,3 +532,20 @@ def test_the_tag_check_of_a_block_refuses_what_authenticate_refuses() -> None:
     assert cipher.failed_tags(view[len(good) :], len(good), objects[1:3], b"block") == [block_id]
     assert cipher.failed_tags(view, 0, [(other_id, ("p", 0, len(good), 0))], b"block") == [other_id]
     assert cipher.failed_tags(view, 0, objects[2:3], b"object index/x") == [other_id]
+
+
+def test_a_mapped_read_is_what_a_read_is(tmp_path: Path) -> None:
+    """storage.posix's get_mapped (verify --quick maps whole packs): the same bytes as get,
+    the same error for an absent object, and nothing for an empty one."""
+    from pgkura.errors import ObjectNotFound
+    from pgkura.storage.posix import PosixStorage
+
+    store = PosixStorage(str(tmp_path))
+    data = os.urandom(3 * 4096 + 17)
+    store.put("packs/ab/one", data)
+    store.put("packs/ab/empty", b"")
+    mapped = store.get_mapped("packs/ab/one")
+    assert bytes(mapped) == data == store.get("packs/ab/one") and len(mapped) == len(data)
+    assert store.get_mapped("packs/ab/empty") == b""
+    with pytest.raises(ObjectNotFound):
+        store.get_mapped("packs/ab/none")

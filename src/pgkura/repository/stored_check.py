@@ -185,10 +185,14 @@ def check_pack(
             read = early.result() if early is not None else read_whole(repo, pack.pack_id)
             found.bytes_read = len(read.data)
             intact = read.blocks_digest
-            if intact is not None and _same_as_indexed(repo, pack, read) == intact:
-                return found  # its index object's very bytes, and every block intact
-            copy = _parse_copy(repo, found, read.copy_bytes)
             runs = [(0, memoryview(read.data), entries)]
+            if _is_index_object(pack, read):
+                if repo.cipher is not None:  # authenticated as the index object: the tags
+                    _check_blocks(repo, found, 0, runs[0][1], entries, None)
+                    return found
+                if intact is not None and _blocks_digest(repo, pack, read) == intact:
+                    return found  # its index object's very bytes, and every block intact
+            copy = _parse_copy(repo, found, read.copy_bytes)
         else:
             copy = _parse_copy(repo, found, _ranged_copy(repo, pack.pack_id))
             runs = list(_read_spans(repo, found, entries))
@@ -209,18 +213,26 @@ def check_pack(
     return found
 
 
-def _same_as_indexed(repo: Repository, pack: PackToCheck, read: WholePack) -> bytes | None:
-    """The ``blocks_digest`` the pack's copy of its index records, when that copy is, byte
-    for byte, the pack's own index object (which the index was loaded from: an index object
-    never changes while its key exists): then what the copy lists is what the index does,
-    and nothing but that digest need be parsed. None when it is not, or cannot tell."""
-    if read.index_object is None or pack.trailer_read or read.copy_bytes != read.index_object:
-        return None
+def _is_index_object(pack: PackToCheck, read: WholePack) -> bool:
+    """Whether the pack's copy of its index is, byte for byte, the pack's own index object,
+    which the index was loaded from (an index object never changes while its key exists):
+    then what the copy lists is what the index does, and it is as sound as that object
+    (unsealed, or authenticated, as the index was loaded), with no need to parse it again."""
+    return (
+        read.index_object is not None
+        and not pack.trailer_read
+        and read.copy_bytes == read.index_object
+    )
+
+
+def _blocks_digest(repo: Repository, pack: PackToCheck, read: WholePack) -> bytes | None:
+    """The ``blocks_digest`` the copy of an unencrypted pack's index records (its last
+    member, as pgkura's pack writer, blocks.PackWriter, writes it), without parsing the rest;
+    None when it records none."""
     try:
-        plain = repo.unseal(read.copy_bytes, name=layout.index_key(pack.pack_id))
+        plain = repo.unseal(read.copy_bytes or b"", name=layout.index_key(pack.pack_id))
     except SealError:
         return None
-    # The JSON of pgkura's pack writer (blocks.PackWriter) ends with this member.
     _, sep, tail = plain[-128:].rpartition(b', "blocks_digest": "')
     if not sep or len(tail) != 66 or not tail.endswith(b'"}'):
         return None
