@@ -14,6 +14,7 @@ default `pgkura verify` does), and the files' CRC-32C.
 
 from __future__ import annotations
 
+from itertools import chain
 from operator import itemgetter
 
 from pgkura.errors import PgkuraError
@@ -61,13 +62,14 @@ def verify_quick(
                 manifests.append(read_manifest(repo, stanza, bid))
             except PgkuraError as exc:
                 manifests.append((bid, exc.message))
-        referenced = {
-            bytes.fromhex(b)
-            for m in manifests
-            if isinstance(m, Manifest)
-            for f in m.files
-            for b in f.blocks
-        }
+        # map() keeps the loop over every block id in C (48,000 at scale 200).
+        referenced = set(
+            map(
+                bytes.fromhex,
+                chain.from_iterable(f.blocks for m in manifests if isinstance(m, Manifest)
+                                    for f in m.files),
+            )
+        )  # fmt: skip
         packs = _packs_to_check(index, referenced, whole)
         wal = ArchiveCheck()
         archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
@@ -145,10 +147,8 @@ def _unusable(
     index, or damaged where the index finds it."""
     # The index knows the blocks of every pack it loaded (pack_entries, kept by load): one
     # set difference, where BlockIndex's `in` (a Python method) costs 0.2 us a block.
-    known: set[bytes] = set()
-    for entries in index.pack_entries.values():
-        known.update(map(itemgetter(0), entries))
-    out = dict.fromkeys(referenced - known, "is missing from the repository")
+    ids = [map(itemgetter(0), entries) for entries in index.pack_entries.values()]
+    out = dict.fromkeys(referenced.difference(*ids), "is missing from the repository")
     for found in findings.values():
         for block_id, why in found.damaged.items():
             loc = index.get(block_id)
