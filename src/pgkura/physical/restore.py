@@ -8,6 +8,7 @@ with the name of the file that needed it.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import threading
@@ -419,6 +420,7 @@ def _restore_unit(unit: list[Range], spans: Spans | None = None) -> list[tuple[i
     for the restorer its pool was handed, from the blocks in ``spans`` if given (fetched by
     the parent: physical/restore_fetch.py); (file number, bytes, irregular) for each."""
     restorer = worker_state(PhysicalRestorer)
-    if spans is not None:
+    if spans is not None:  # units run in threads of the worker: a reader for this one
+        restorer = copy.copy(restorer)
         restorer.reader = SpanReader(restorer.reader.index, spans)
     return restorer._write_unit(unit)

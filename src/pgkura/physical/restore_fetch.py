@@ -5,10 +5,13 @@ child, and its runtime is not made again there: a request would hang), and threa
 process restored at one core's worth of CPU (the Python around each block holds the GIL:
 docs/benchmarks.md, run J a third time). So here the parent fetches and the forked workers
 write: threads of the parent read each unit's blocks in as few ranged GETs as the packs
-allow (repository/prefetched.py), a few units ahead, and hand the bytes to an idle worker
-with the unit; the worker unseals, verifies, decompresses and writes them as on a posix
-repository. The parent holds at most ``3 * jobs`` units of fetched bytes at once (a unit is
-at most FETCHED_RANGE_BYTES of file content, less once compressed), so memory stays flat.
+allow (repository/prefetched.py), a few units ahead, and hand the bytes to a worker with the
+unit; the worker unseals, verifies, decompresses and writes them as on a posix repository.
+A worker holds IN_FLIGHT units at once, each in a thread of its own, so that it decodes one
+while the last O_DIRECT write of the other goes to the device (waited for before that
+unit's answer: an answered unit is on disk). The parent holds at most ``(IN_FLIGHT + 2) *
+jobs`` units of fetched bytes at once (a unit is at most FETCHED_RANGE_BYTES of file
+content, less once compressed), so memory stays flat.
 
 Each worker has a pipe of its own rather than a ProcessPoolExecutor's shared queue: a unit
 here carries megabytes, and CPython 3.11's pool hangs for good when a worker dies while its
@@ -20,7 +23,8 @@ says so (units.worker_result's message).
 from __future__ import annotations
 
 import os
-from collections import deque
+import threading
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -41,6 +45,9 @@ AGAIN = "run the restore again with --delta, which keeps what was written"
 #: big files are cut into ranges of this much for fetched units (RANGE_BYTES elsewhere):
 #: a unit's bytes are held in the parent until a worker takes them.
 FETCHED_RANGE_BYTES = 16 * 1024 * 1024
+#: units a worker holds at once. With one, a worker waited for each unit's last write (a
+#: few ms per 16 MiB unit, 0.4 s of 1.6 s per worker in a restore measured under load).
+IN_FLIGHT = 2
 
 Done = list[tuple[int, int, bool]]
 Unit = list[tuple[int, int, int]]
@@ -98,28 +105,32 @@ class FetchingWorkers:
         def fetch(unit: Unit) -> Future[Shipment]:
             return fetcher.submit(_fetch, self.reader, self.blocks(unit))
 
-        fetches = deque(fetch(unit) for unit in units[: 2 * self.count])
+        fetches = deque(fetch(unit) for unit in units[: (IN_FLIGHT + 1) * self.count])
         try:
             fetched = len(fetches)  # units whose fetch has started
-            idle, busy = list(self._conns), set[Any]()  # connections
+            # A free place in a worker, once per unit it can take: the workers in turn.
+            free = [conn for _ in range(IN_FLIGHT) for conn in reversed(self._conns)]
+            held: Counter[Any] = Counter()  # connection -> units sent, not answered yet
             sent = 0
-            while sent < len(units) or busy:
-                while idle and sent < len(units):
+            while sent < len(units) or held:
+                while free and sent < len(units):
                     fd, *shipment = fetches.popleft().result()
                     if fetched < len(units):
                         fetches.append(fetch(units[fetched]))
                         fetched += 1
-                    conn = idle.pop()
+                    conn = free.pop()
                     try:
                         _send(conn, (work, units[sent], *shipment), fd)
                     finally:
                         os.close(fd)
-                    busy.add(conn)
+                    held[conn] += 1
                     sent += 1
-                for ready in wait(list(busy)):
+                for ready in wait(list(held)):
                     ok, value = _receive(ready)  # type: ignore[arg-type]
-                    busy.discard(ready)
-                    idle.append(ready)  # type: ignore[arg-type]
+                    held[ready] -= 1
+                    if not held[ready]:
+                        del held[ready]
+                    free.append(ready)
                     if not ok:
                         raise value
                     yield value
@@ -171,28 +182,38 @@ def _received(fd: int, size: int, places: dict[str, Any], missing: set[str]) -> 
 
 
 def _serve(conn: Connection, state: object, parent_ends: list[Connection]) -> None:
-    """A worker: units from ``conn`` until it closes, each answered (True, result) or
-    (False, the exception)."""
+    """A worker: units from ``conn`` until it closes, up to IN_FLIGHT at once in threads of
+    its own, each answered (True, result) or (False, the exception) once it is written."""
     from multiprocessing.reduction import recv_handle
 
     for end in parent_ends:
         end.close()
     become_worker(state)
-    while True:
-        try:
-            work, unit, size, places, missing = conn.recv()
-            spans = _received(recv_handle(conn), size, places, missing)
-        except (EOFError, OSError, RuntimeError):  # RuntimeError: recv_handle met the end
-            return  # the parent closed our pipe (done, or failed), or is gone
-        try:
-            reply: tuple[bool, Any] = (True, work(unit, spans))
-        except Exception as exc:
-            reply = (False, exc)
-        del spans
+    answering = threading.Lock()  # one answer at a time on the pipe
+    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="pgkura-unit") as units:
+        while True:
+            try:
+                work, unit, size, places, missing = conn.recv()
+                spans = _received(recv_handle(conn), size, places, missing)
+            except (EOFError, OSError, RuntimeError):  # RuntimeError: recv_handle met the end
+                return  # the parent closed our pipe (done, or failed), or is gone
+            units.submit(_answer, conn, answering, work, unit, spans)
+
+
+def _answer(
+    conn: Connection, answering: threading.Lock, work: Work, unit: Unit, spans: Spans
+) -> None:
+    """In a worker's thread: ``work`` on one unit, and its answer to the parent."""
+    try:
+        reply: tuple[bool, Any] = (True, work(unit, spans))
+    except Exception as exc:
+        reply = (False, exc)
+    del spans
+    with answering:
         try:
             conn.send(reply)
-        except (BrokenPipeError, ConnectionResetError):
-            return  # the parent is gone
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            return  # the parent is gone, or closed our pipe after a failure
         except Exception as exc:  # an exception that does not pickle
             try:
                 conn.send((False, RuntimeError(f"{type(exc).__name__}: {reply[1]}")))
