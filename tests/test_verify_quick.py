@@ -549,3 +549,31 @@ def test_a_mapped_read_is_what_a_read_is(tmp_path: Path) -> None:
     assert store.get_mapped("packs/ab/empty") == b""
     with pytest.raises(ObjectNotFound):
         store.get_mapped("packs/ab/none")
+
+
+def test_packs_beyond_the_read_ahead_are_compared_by_their_bytes_too(
+    pristine: dict[str, Any], work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a read-ahead of one pack, every other pack is read by its check, its own index
+    object with it: each is still found to be its index object's very bytes."""
+    from pgkura.physical.quick_verify import verify_quick
+    from pgkura.repository import stored_check
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    path = work_dir / "copied"
+    shutil.copytree(pristine["base"] / "plain", path)
+    packs = [p for p in (path / "packs").rglob("*") if p.is_file()]
+    assert len(packs) >= 2, packs
+    seen: list[str] = []
+    real = stored_check._blocks_digest
+
+    def spy(repo: Any, pack: Any, read: Any) -> bytes | None:
+        seen.append(pack.pack_id)
+        return real(repo, pack, read)
+
+    monkeypatch.setattr(stored_check, "READ_AHEAD_BYTES", 1)
+    monkeypatch.setattr(stored_check, "_blocks_digest", spy)
+    report = verify_quick(Repository.open(PosixStorage(str(path))), "main", None, 2)
+    assert report.problems == [] and report.blocks_checked > 100
+    assert sorted(seen) == sorted(p.name for p in packs)

@@ -114,12 +114,14 @@ class ReadAhead:
         self._workers = max(1, repo.workers_for(jobs))
         self._pool: ThreadPoolExecutor | None = None
         self.futures: dict[str, Future[WholePack]] = {}
+        #: the packs that have an index object of their own (read with them)
+        self.own_index: set[str] = set()
 
     def __enter__(self) -> ReadAhead:
         if not self._enabled:
             return self
         storage = self._repo.storage
-        own = {o.key.rsplit("/", 1)[-1] for o in storage.list(layout.INDEX_PREFIX)}
+        own = self.own_index = {o.key.rsplit("/", 1)[-1] for o in storage.list(layout.INDEX_PREFIX)}
         limit = READ_AHEAD_BYTES if hasattr(storage, "get_mapped") else READ_AHEAD_BYTES // 4
         first, total = [], 0
         for o in sorted(storage.list("packs/"), key=lambda o: o.key.rsplit("/", 1)[-1]):
@@ -155,7 +157,9 @@ def check_packs(
     workers = max(1, min(repo.workers_for(jobs), len(packs)))
     with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-quick") as pool:
         futures = [
-            pool.submit(check_pack, repo, p, ahead.take(p.pack_id) if ahead else None)
+            pool.submit(check_pack, repo, p, ahead.take(p.pack_id), p.pack_id in ahead.own_index)
+            if ahead is not None
+            else pool.submit(check_pack, repo, p)
             for p in packs
         ]
         if meanwhile is not None:
@@ -164,10 +168,14 @@ def check_packs(
 
 
 def check_pack(
-    repo: Repository, pack: PackToCheck, early: Future[WholePack] | None = None
+    repo: Repository,
+    pack: PackToCheck,
+    early: Future[WholePack] | None = None,
+    own_index: bool = False,
 ) -> PackFindings:
     """Check ``pack``'s blocks as they are stored (the module's docstring says how); a
-    whole pack from ``early`` when it was read ahead."""
+    whole pack from ``early`` when it was read ahead, else read now (with its own index
+    object when it has one: ``own_index``)."""
     key = layout.pack_key(pack.pack_id)
     found = PackFindings(pack.pack_id, key)
     entries = pack.entries
@@ -182,7 +190,7 @@ def check_pack(
     intact: bytes | None = None
     try:
         if whole:
-            read = early.result() if early is not None else read_whole(repo, pack.pack_id)
+            read = early.result() if early else read_whole(repo, pack.pack_id, own_index)
             found.bytes_read = len(read.data)
             intact = read.blocks_digest
             runs = [(0, memoryview(read.data), entries)]
