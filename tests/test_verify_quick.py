@@ -577,3 +577,19 @@ def test_packs_beyond_the_read_ahead_are_compared_by_their_bytes_too(
     report = verify_quick(Repository.open(PosixStorage(str(path))), "main", None, 2)
     assert report.problems == [] and report.blocks_checked > 100
     assert sorted(seen) == sorted(p.name for p in packs)
+
+
+def test_the_scratch_of_a_dead_run_is_still_swept(repo: dict[str, Any]) -> None:
+    """The fast path (and the full CLI) skip importing the sweep when the scratch parent
+    holds nothing named as scratch is; a dead run's directory is still removed."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = Path(tempfile.gettempdir()) / f"pgkura-dump-{gone.pid}-quickswept"
+    left.mkdir()
+    (left / "part").write_text("left by a run that was killed")
+    chown_tree(left)
+    try:
+        run_pgkura(*repo["args"], "verify", "--quick")
+        assert not left.exists()
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
