@@ -34,7 +34,7 @@ from pgkura.physical.source import SourceFile
 from pgkura.physical.store import READ_BYTES, FileStorer, PageCheck
 from pgkura.repository.blocks import PACK_TARGET_SIZE, BlockIndex
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import frame, keyed_digest
+from pgkura.repository.sealed import frame_parts, keyed_digest
 from pgkura.storage.posix import PosixStorage, write_atomic
 
 BLOCK = 64 * 1024
@@ -101,26 +101,15 @@ def per_block(files: list[SourceFile], fn: Callable[[memoryview], object]) -> fl
     return timed_stage(files, work)
 
 
-class _Compressed:
-    """A codec that hands back what the real one made: frame() timed without compressing."""
-
-    def __init__(self, codec_id: int) -> None:
-        self.codec_id = codec_id
-        self.payload = b""
-
-    def compress(self, _data: object) -> bytes:
-        return self.payload
-
-
 def seal_stages(files: list[SourceFile], codec_spec: str, key: bytes) -> dict[str, float]:
     """One pass over every block: compress it, frame it (header and payload, as the pack
     writer does), gather the sealed blocks into packs and write them as it does (join, write,
     fsync, link). CPU seconds of each, and the writing's wall seconds (waiting for the disk)."""
     codec = parse_codec(codec_spec)
-    stub = _Compressed(codec.codec_id)
+    compress = codec.block_compressor(BLOCK)
     out = tempfile.mkdtemp(prefix="pgkura-stages-", dir="/var/tmp")
     spent = {"compress": 0.0, "frame": 0.0, "write": 0.0, "write wall": 0.0}
-    pending: list[bytes] = []
+    pending: list[bytes | memoryview] = []
     size = 0
     clock = time.thread_time
     try:
@@ -129,13 +118,13 @@ def seal_stages(files: list[SourceFile], codec_spec: str, key: bytes) -> dict[st
             for i in range(0, len(chunk), BLOCK):
                 raw = view[i : i + BLOCK]
                 t0 = clock()
-                stub.payload = codec.compress(raw)
+                compressed = compress(raw)
                 t1 = clock()
-                sealed = frame(raw, stub, b"\0" * 32)  # type: ignore[arg-type]
+                header, payload = frame_parts(raw, compressed, codec.codec_id, b"\0" * 32)
                 spent["compress"] += t1 - t0
                 spent["frame"] += clock() - t1
-                pending.append(sealed)
-                size += len(sealed)
+                pending += (header, bytes(payload))  # the pack writer copies it so
+                size += len(header) + len(payload)
                 if size >= PACK_TARGET_SIZE:
                     _write(out, pending, spent)
                     pending, size = [], 0
@@ -146,7 +135,7 @@ def seal_stages(files: list[SourceFile], codec_spec: str, key: bytes) -> dict[st
     return spent
 
 
-def _write(out: str, pending: list[bytes], spent: dict[str, float]) -> None:
+def _write(out: str, pending: list[bytes | memoryview], spent: dict[str, float]) -> None:
     c, w = time.thread_time(), time.perf_counter()
     write_atomic(os.path.join(out, os.urandom(16).hex()), b"".join(pending), replace=False)
     spent["write"] += time.thread_time() - c
@@ -213,7 +202,8 @@ def main() -> None:
     args = parser.parse_args()
     result = profile(args.pgdata, args.compress)
     gb = result["gb"]
-    print(f"== stages on one core: {gb:.2f} GB, page checks by {checksum.IMPLEMENTATION}")
+    loop = checksum.kernel_loop()
+    print(f"== stages on one core: {gb:.2f} GB, page checks by {checksum.IMPLEMENTATION} ({loop})")
     for name, value in result.items():
         if name in ("gb", "peak rss mib"):
             continue

@@ -66,6 +66,15 @@ def test_the_c_kernel_is_built() -> None:
     # The install builds it (scripts/bootstrap brings gcc and python3-dev); without it every
     # backup checks pages at numpy's speed, which this suite must not let pass unnoticed.
     assert checksum.IMPLEMENTATION == "c"
+    # And on a processor with AVX2 (this project's machines), its vector loop is the one used.
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert checksum.kernel_loop() == ("avx2" if "avx2" in flags else "scalar")
+
+
+def kernel_loops() -> list[str]:
+    """The C kernel's loops this processor runs: the scalar one, and AVX2 where it has it."""
+    flags = Path("/proc/cpuinfo").read_text().split()
+    return ["scalar", "avx2"] if "avx2" in flags else ["scalar"]
 
 
 def test_c_kernel_numpy_and_pg_checksums_agree_on_every_page_including_failing_ones(
@@ -90,9 +99,22 @@ def test_c_kernel_numpy_and_pg_checksums_agree_on_every_page_including_failing_o
     }
     assert set(by_pg) == corrupted, found_by_pg.stderr
 
+    for loop in kernel_loops():
+        before = checksum.kernel_loop(loop)
+        try:
+            by_kernel, checked = judge_every_page(server.pgdata)
+        finally:
+            checksum.kernel_loop(before)
+        assert by_kernel == by_pg, loop  # same pages, same computed and stored checksums
+        assert checked > 1000  # pgbench_accounts alone has 1640 pages
+
+
+def judge_every_page(pgdata: Path) -> tuple[dict[tuple[Path, int], tuple[int, int]], int]:
+    """The failing pages of every relation file by the kernel (after checking it against numpy
+    page by page), with their computed and stored checksums; and how many pages were judged."""
     by_kernel = {}
     checked = 0
-    for path, first in relation_files(server.pgdata):
+    for path, first in relation_files(pgdata):
         data = path.read_bytes()
         assert len(data) % BLCKSZ == 0, path
         fast = np.frombuffer(page_checksums(data, first), dtype=np.uint16)
@@ -106,8 +128,28 @@ def test_c_kernel_numpy_and_pg_checksums_agree_on_every_page_including_failing_o
         for failure in verify_pages(data, first):
             by_kernel[(path, failure.blkno - first)] = (failure.expected, failure.found)
         checked += int((~is_new).sum())
-    assert by_kernel == by_pg  # same pages, same computed and stored checksums
-    assert checked > 1000  # pgbench_accounts alone has 1640 pages
+    return by_kernel, checked
+
+
+def test_the_kernel_loops_agree_with_numpy_on_random_pages_and_block_numbers() -> None:
+    # Random words exercise every lane and the multiply's high bits; the block numbers include
+    # ones past uint32 (which wrap as BlockNumber does) and pd_checksum bytes that are set.
+    rng = np.random.default_rng(20)
+    pages = rng.integers(0, 256, size=300 * BLCKSZ, dtype=np.uint8).tobytes()
+    expected = checksum_numpy.page_checksums(pages, 2**32 - 100)
+    for loop in kernel_loops():
+        before = checksum.kernel_loop(loop)
+        try:
+            got = np.frombuffer(page_checksums(pages, 2**32 - 100), dtype=np.uint16)
+            blknos = [int(b) for b in rng.integers(0, 2**33, size=300)]
+            sums = checksum._kernel.checksums(pages, checksum._u32(blknos))  # type: ignore[union-attr]
+            at = np.frombuffer(sums, dtype=np.uint16)
+        finally:
+            checksum.kernel_loop(before)
+        assert (got == expected).all(), loop
+        for i in range(0, 300, 37):
+            one = checksum_numpy.page_checksums(pages[i * BLCKSZ : (i + 1) * BLCKSZ], blknos[i])
+            assert at[i] == one[0], (loop, i)
 
 
 def test_the_block_number_is_part_of_the_checksum() -> None:

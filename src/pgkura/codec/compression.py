@@ -14,6 +14,7 @@ from pgkura.errors import ConfigError
 
 TYPE_CHECKING = False  # archive-push imports this once per WAL segment: no typing at run time
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 NONE, ZSTD, LZ4 = 0, 1, 2
@@ -53,6 +54,14 @@ class Codec:
 
             return bytes(lz4.block.compress(data, store_size=False, compression=self.level))
         return bytes(data)
+
+    def block_compressor(self, size: int) -> Callable[[bytes | memoryview], bytes]:
+        """:meth:`compress` for pieces of at most ``size`` bytes, in this thread: for zstd
+        its compressor's own method (the same bytes, one Python call per block less)."""
+        if self.codec_id == ZSTD and not (PARALLEL_LARGE and size >= LARGE_OBJECT):
+            compress: Callable[[bytes | memoryview], bytes] = _zstd_compressor(self.level).compress
+            return compress
+        return self.compress
 
 
 # Objects at least this large (WAL segments) are compressed and hashed with several threads.

@@ -20,12 +20,12 @@ from typing import NamedTuple
 
 import blake3
 
-from pgkura.codec.compression import hash_threads
+from pgkura.codec.compression import LARGE_OBJECT, hash_threads
 from pgkura.errors import CorruptionError
 from pgkura.repository import layout
 from pgkura.repository.index_cache import IndexCache
 from pgkura.repository.repo import BLOCK_IDENTITY, Repository
-from pgkura.repository.sealed import frame, keyed_digest
+from pgkura.repository.sealed import frame_parts, keyed_digest
 
 PACK_TARGET_SIZE = 16 * 1024 * 1024
 PACK_TRAILER_MAGIC = b"PGKPACK1"
@@ -185,6 +185,19 @@ class BlockIndex:
             self._pending.add(block_id)
             return True
 
+    def claim_all(self, block_ids: list[bytes]) -> list[bool]:
+        """:meth:`claim` for each of ``block_ids`` in turn, under one lock: an id that comes
+        twice is claimed once."""
+        with self._lock:
+            blocks, pending = self._blocks, self._pending
+            claimed = []
+            for block_id in block_ids:
+                new = block_id not in blocks and block_id not in pending
+                if new:
+                    pending.add(block_id)
+                claimed.append(new)
+            return claimed
+
     def publish(self, pack_id: str, entries: Iterable[tuple[bytes, BlockLocation]]) -> None:
         with self._lock:
             self._packs.add(pack_id)
@@ -233,6 +246,9 @@ class PackWriter:
         self.keep_published = keep_published
         self.published: list[tuple[str, list[tuple[bytes, BlockLocation]]]] = []
         self._data = bytearray()
+        # The buffer of the last pack stored, filled again by the next one: fresh memory
+        # costs a page fault per 4 KiB, which is as dear as copying the bytes once more.
+        self._spare: bytearray | None = None
         self._entries: list[tuple[bytes, BlockLocation]] = []
         self._size = 0
         self._pack_id = os.urandom(16).hex()
@@ -248,40 +264,51 @@ class PackWriter:
             digest = self.repo.digest(raw)
         if not self.index.claim(digest):
             return digest, 0
-        return digest, self._append(digest, self.repo.frame(raw, digest), len(raw))
+        return digest, self._append(digest, len(raw), self.repo.frame(raw, digest))
 
     def add_blocks(self, data: memoryview, block_size: int) -> list[str]:
         """:meth:`add` for each ``block_size`` piece of ``data``: their ids, in hex. The same
-        work in one loop, for the backup's hot path (the Python around each 64 KiB block
-        costs about as much as hashing it)."""
-        # sealed's own functions, not the repository's methods: one call less per block.
+        work with as little Python per block as it takes, for the backup's hot path: the ids
+        hashed in one comprehension, claimed under one lock, the compressor's own method
+        called, and each sealed block's header and payload appended to the pack apart (no
+        joined copy). ``data`` may be a view of a buffer reused afterwards: what the pack
+        keeps of it is copied."""
         key, codec, cipher = self.repo.key, self.repo.codec, self.repo.cipher
-        claim, append = self.index.claim, self._append
-        ids = []
-        for start in range(0, len(data), block_size):
-            raw = data[start : start + block_size]
-            digest = keyed_digest(key, raw)
-            ids.append(digest.hex())
-            if claim(digest):
-                append(digest, frame(raw, codec, digest, cipher, BLOCK_IDENTITY), len(raw))
-        return ids
+        pieces = [data[i : i + block_size] for i in range(0, len(data), block_size)]
+        if block_size < LARGE_OBJECT:  # keyed_digest would hash a WAL-sized piece in threads
+            digests = [blake3.blake3(raw, key=key).digest() for raw in pieces]
+        else:
+            digests = [keyed_digest(key, raw) for raw in pieces]
+        compress, codec_id = codec.block_compressor(block_size), codec.codec_id
+        append = self._append
+        for raw, digest, new in zip(pieces, digests, self.index.claim_all(digests), strict=True):
+            if new:
+                header, payload = frame_parts(
+                    raw, compress(raw), codec_id, digest, cipher, BLOCK_IDENTITY
+                )
+                append(digest, len(raw), header, payload)
+        return [digest.hex() for digest in digests]
 
     def add_sealed(self, digest: bytes, sealed: bytes | memoryview, raw_length: int) -> int:
         """Store a sealed block as it is (gc's repack: sizes stay); the bytes added."""
         if not self.index.claim(digest):
             return 0
-        return self._append(digest, bytes(sealed), raw_length)
+        return self._append(digest, raw_length, sealed)
 
-    def _append(self, digest: bytes, sealed: bytes, raw_length: int) -> int:
-        self._entries.append(
-            (digest, BlockLocation(self._pack_id, self._size, len(sealed), raw_length))
-        )
-        self._data += sealed
-        self._size += len(sealed)
-        self.bytes_written += len(sealed)
+    def _append(self, digest: bytes, raw_length: int, *parts: bytes | memoryview) -> int:
+        """Append a sealed block, given as the pieces it is made of; the bytes added."""
+        length = sum(map(len, parts))
+        self._entries.append((digest, BlockLocation(self._pack_id, self._size, length, raw_length)))
+        data, end = self._data, self._size
+        for part in parts:
+            # Into the buffer where it has room (a reused one), growing it where not.
+            data[end : end + len(part)] = part
+            end += len(part)
+        self._size = end
+        self.bytes_written += length
         if self._size >= self.target_size:
             self.flush()
-        return len(sealed)
+        return length
 
     def flush(self) -> None:
         """Store the pending pack and its index (handed to the writer's thread with
@@ -291,10 +318,11 @@ class PackWriter:
         if not self._entries:
             return
         pack = _Pack(self._pack_id, self._data, self._entries, self._size)
-        self._data, self._entries, self._size = bytearray(), [], 0
+        self._entries, self._size = [], 0
         self._pack_id = os.urandom(16).hex()
         if not self._background:
             self._store(pack)
+            self._data = self._take_spare()
             return
         if self._queue is None:
             self._queue = queue.Queue()
@@ -302,7 +330,13 @@ class PackWriter:
         self._queue.join()  # the pack before this one is stored: two packs in memory at most
         if self._failed:
             raise self._failed[0]
+        self._data = self._take_spare()
         self._queue.put(pack)
+
+    def _take_spare(self) -> bytearray:
+        """The buffer of the pack stored last, to fill again (a new one if there is none)."""
+        spare, self._spare = self._spare, None
+        return bytearray() if spare is None else spare
 
     def wait(self) -> None:
         """Until every pack handed over is stored; raises what storing one failed with."""
@@ -315,6 +349,7 @@ class PackWriter:
         """Store what is pending and wait for it."""
         self.flush()
         self.wait()
+        self._data, self._spare = bytearray(), None  # nothing pending: the buffers go
 
     def take_published(self) -> list[tuple[str, list[tuple[bytes, BlockLocation]]]]:
         """What the packs stored since the last call made known (with ``keep_published``)."""
@@ -342,16 +377,17 @@ class PackWriter:
                 [bid.hex(), loc.offset, loc.length, loc.raw_length] for bid, loc in pack.entries
             ],
         }
-        if self.repo.cipher is None:  # an encrypted block's tag does what these do
-            doc.update(stored_digests(self.repo.key, pack.data, pack.entries))
-        index_key = layout.index_key(pack.pack_id)
-        index_obj = self.repo.seal(json.dumps(doc).encode(), name=index_key).data
-        trailer = PACK_TRAILER.pack(pack.size, PACK_TRAILER_MAGIC)
-        data = pack.data  # this pack's own buffer: grown in place
-        data += index_obj
-        data += trailer
-        # bytes(): the storage interface takes bytes; the copy lives only while it is written.
-        self.repo.storage.put_if_absent(layout.pack_key(pack.pack_id), bytes(data))
+        # The buffer may be longer than the pack: a reused one keeps what it held before.
+        with memoryview(pack.data)[: pack.size] as blocks:
+            if self.repo.cipher is None:  # an encrypted block's tag does what these do
+                doc.update(stored_digests(self.repo.key, blocks, pack.entries))
+            index_key = layout.index_key(pack.pack_id)
+            index_obj = self.repo.seal(json.dumps(doc).encode(), name=index_key).data
+            trailer = PACK_TRAILER.pack(pack.size, PACK_TRAILER_MAGIC)
+            # One copy: the storage interface takes bytes, and the buffer is filled again.
+            data = b"".join((blocks, index_obj, trailer))
+        self.repo.storage.put_if_absent(layout.pack_key(pack.pack_id), data)
+        del data
         self.repo.storage.put_if_absent(index_key, index_obj)
         # The next command need not fetch it (in a worker process too: the cache is files).
         IndexCache.of(self.repo).put(index_key, index_obj)
@@ -359,10 +395,11 @@ class PackWriter:
         if self.keep_published:
             with self._published_lock:
                 self.published.append((pack.pack_id, pack.entries))
+        self._spare = pack.data  # flush() takes it after this pack is stored
 
 
 def stored_digests(
-    key: bytes, data: bytearray | bytes, entries: list[tuple[bytes, BlockLocation]]
+    key: bytes, data: bytearray | bytes | memoryview, entries: list[tuple[bytes, BlockLocation]]
 ) -> dict[str, object]:
     """What a pack's index records of its stored bytes, for verify --quick to check them
     without decompressing (docs/repository-format.md, "Stored digests"): the keyed BLAKE3 of
@@ -380,7 +417,8 @@ def stored_digests(
 
 @dataclass(frozen=True)
 class _Pack:
-    """A pack's sealed blocks, ready to be stored (its index and trailer are appended)."""
+    """A pack's sealed blocks, ready to be stored: the first ``size`` bytes of ``data`` (a
+    reused buffer may be longer); its index and trailer follow them in the stored pack."""
 
     pack_id: str
     data: bytearray

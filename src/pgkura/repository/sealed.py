@@ -235,16 +235,32 @@ def frame(
     """The sealed object (header + payload) of ``raw`` whose keyed digest is ``digest``;
     encrypted with ``cipher``, bound to ``identity``. ``raw`` may be a view of a buffer that
     is reused afterwards: the result is a copy."""
-    payload: bytes | memoryview = codec.compress(raw)
-    codec_id = codec.codec_id
+    compressed = codec.compress(raw)
+    header, payload = frame_parts(raw, compressed, codec.codec_id, digest, cipher, identity)
+    return header + payload
+
+
+def frame_parts(
+    raw: bytes | memoryview,
+    compressed: bytes,
+    codec_id: int,
+    digest: bytes,
+    cipher: Cipher | None = None,
+    identity: bytes = b"",
+) -> tuple[bytes, bytes | memoryview]:
+    """:func:`frame`'s header and payload apart, ``raw`` already compressed by the codec
+    ``codec_id``: a pack writer appends both to its pack, without the copy that joining them
+    costs. The payload is ``raw`` itself when compressing does not pay (and there is no
+    cipher): the caller must copy it before ``raw``'s buffer is reused."""
+    payload: bytes | memoryview = compressed
     if len(payload) >= len(raw):
         payload, codec_id = raw, 0
     if cipher is None:
-        return HEADER.pack(MAGIC, codec_id, 0, 0, len(raw), len(payload), digest) + payload
+        return HEADER.pack(MAGIC, codec_id, 0, 0, len(raw), len(payload), digest), payload
     stored_len = SALT_SIZE + len(payload) + TAG_SIZE
     generation = cipher.header_field()
     header = HEADER.pack(MAGIC, codec_id, ENCRYPTED, generation, len(raw), stored_len, digest)
-    return header + cipher.encrypt(payload, _associated(header, identity))
+    return header, cipher.encrypt(payload, _associated(header, identity))
 
 
 def _payload(
