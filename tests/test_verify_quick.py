@@ -14,6 +14,7 @@ import shlex
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,11 @@ from typing import Any
 
 import pytest
 
+import runner
 from pgkura.pg.server import LocalServer, free_port, make_owned_dir
 from pgutil import chown, switch_and_wait_archived
 from pgversions import DEFAULT_MAJOR, bin_of
-from runner import PGKURA, os_user, run_pgkura
+from runner import PGKURA, Result, os_user, run_pgkura
 from test_json_output import validator
 
 KINDS = ("plain", "encrypted")
@@ -270,6 +272,98 @@ def test_quick_is_refused_with_pages_or_a_drill(repo: dict[str, Any]) -> None:
     assert sorted(str(p) for p in repo["path"].rglob("*")) == before
 
 
+def through_click(work_dir: Path) -> str:
+    """A ``pgkura`` that always goes through the full CLI (click), never entry.py's fast
+    paths."""
+    script = work_dir / "pgkura-click"
+    script.write_text(f"#!{sys.executable}\nfrom pgkura.cli.app import main\nmain()\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def both_ways(
+    monkeypatch: pytest.MonkeyPatch,
+    click_pgkura: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run ``pgkura ARGS`` by the console script and through click: the same exit status,
+    stdout and stderr, byte for byte; and the console script took its fast path (with
+    ``--quick`` and nothing it does not know) without importing click."""
+    fast = run_pgkura(*args, env=env, check=False)
+    with monkeypatch.context() as m:
+        m.setattr(runner, "PGKURA", click_pgkura)
+        full = run_pgkura(*args, env=env, check=False)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (
+        full.returncode, full.stdout, full.stderr), args  # fmt: skip
+    return fast
+
+
+def imports_click(*args: str, env: dict[str, str] | None = None) -> bool:
+    traced = run_pgkura(*args, env={**(env or {}), "PYTHONPROFILEIMPORTTIME": "1"}, check=False)
+    modules = [line.rsplit("|", 1)[-1].strip() for line in traced.stderr.splitlines()]
+    assert "pgkura.entry" in modules, traced.stderr  # the tracing saw the imports
+    return "click" in modules
+
+
+def test_the_fast_path_of_quick_prints_and_exits_as_click_does(
+    repo: dict[str, Any], work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    click_pgkura = through_click(work_dir)
+    args, backup = repo["args"], repo["backup"]
+    runs = {
+        "text": ([*args, "verify", "--quick"], 0),
+        "json": ([*args, "verify", "--quick", "--output", "json"], 0),
+        "one backup, -j1": ([*args, "verify", "--output=json", "-j1", "--quick", backup], 0),
+        "--jobs=2, --": ([*args, "verify", "--jobs=2", "--quick", "-j", "2", "--", backup], 0),
+        "stanza": ([*args, "--stanza", "main", "verify", "--quick", "--jobs", "1"], 0),
+        "no such backup": ([*args, "verify", "--quick", "20200101T000000000Z"], 3),
+        "no such stanza": ([*args, "--stanza", "other", "verify", "--quick"], None),
+    }
+    for what, (line, code) in runs.items():
+        result = both_ways(monkeypatch, click_pgkura, *line)
+        assert code is None or result.returncode == code, (what, result)
+        assert not imports_click(*line), what
+    report = json.loads(both_ways(monkeypatch, click_pgkura, *runs["json"][0]).stdout)
+    assert report["ok"] and report["blocks_checked"] > 100
+    # What click explains goes through click: the same message both ways.
+    for bad in (["--jobs", "0"], ["--output", "yaml"], ["--pages"], ["--no-such-option"]):
+        result = both_ways(monkeypatch, click_pgkura, *args, "verify", "--quick", *bad)
+        assert result.returncode == 3 and "hint:" in result.stderr, (bad, result)
+        assert imports_click(*args, "verify", "--quick", *bad), bad  # click said it
+    bad_level = both_ways(monkeypatch, click_pgkura, *args, "--log-level", "loud", "verify",
+                          "--quick")  # fmt: skip
+    assert bad_level.returncode != 0 and "unknown log level" in bad_level.stderr
+    # The settings from a config file, and from the environment (the key file too).
+    config = work_dir / "pgkura.toml"
+    config.write_text("".join(f'{k.lstrip("-").replace("-", "_")} = "{v}"\n'
+                              for k, v in zip(args[::2], args[1::2], strict=True)))  # fmt: skip
+    chown(config)
+    from_file = both_ways(monkeypatch, click_pgkura, "--config", str(config), *runs["json"][0][2:])
+    assert json.loads(from_file.stdout) == report
+    env = {"PGKURA_CONFIG": str(config)}
+    assert (
+        json.loads(both_ways(monkeypatch, click_pgkura, *runs["json"][0][2:], env=env).stdout)
+        == report
+    )
+    env = {
+        f"PGKURA_{k.lstrip('-').replace('-', '_').upper()}": v
+        for k, v in zip(args[::2], args[1::2], strict=True)
+    }
+    assert (
+        json.loads(both_ways(monkeypatch, click_pgkura, *runs["json"][0][2:], env=env).stdout)
+        == report
+    )
+    assert not imports_click(*runs["json"][0][2:], env=env)
+    # Damage: exit 7 and the same problems both ways, in text and in JSON.
+    pack = biggest_pack(repo)
+    flip(pack, pack.stat().st_size // 3)
+    for line in (runs["text"][0], runs["json"][0]):
+        damaged = both_ways(monkeypatch, click_pgkura, *line)
+        assert damaged.returncode == 7 and "verify found" in damaged.stderr, damaged
+        assert f"in pack {pack_key(pack)} is damaged" in damaged.stdout
+
+
 def strip_stored_digests(path: Path) -> int:
     """Rewrite every pack of the unencrypted repository at ``path``, and its index object, as
     pgkura wrote them before packs recorded the digests of their stored bytes (the blocks
@@ -312,9 +406,44 @@ def test_packs_written_before_stored_digests_are_checked_in_full(
     assert any(f"in pack {pack_key(pack)} is damaged" in p for p in report["problems"]), report
 
 
+def test_a_pack_whose_copy_is_its_index_object_skips_the_second_parse_and_a_differing_one_is_named(
+    pristine: dict[str, Any], work_dir: Path
+) -> None:
+    from pgkura.repository import stored_check
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    path = work_dir / "copied"
+    shutil.copytree(pristine["base"] / "plain", path)
+    chown_tree(path)
+    repo = Repository.open(PosixStorage(str(path)))
+    pack = biggest_pack({"path": path})
+    pid, size = pack.name, pack.stat().st_size
+    # As written, a pack's copy of its index is its index object, byte for byte: the copy's
+    # blocks digest is read from its end, and matches the blocks.
+    read = stored_check.read_whole(repo, pid, index_object=True)
+    whole = stored_check.PackToCheck(pid, size, [])
+    assert read.blocks_digest is not None and read.index_object == read.copy_bytes
+    assert stored_check._is_index_object(whole, read)
+    assert stored_check._blocks_digest(repo, whole, read) == read.blocks_digest
+    # An index object (sealed soundly) that places one block otherwise than the pack's copy
+    # does: no longer the same bytes, so compared entry by entry, named, and exit 7.
+    key = f"index/{pid}"
+    doc = json.loads(repo.unseal((path / "index" / pid).read_bytes(), name=key))
+    doc["blocks"][0][3] += 1  # its raw length
+    (path / "index" / pid).write_bytes(repo.seal(json.dumps(doc).encode(), name=key).data)
+    read = stored_check.read_whole(repo, pid, index_object=True)
+    assert not stored_check._is_index_object(whole, read)
+    code, report = quick({"args": ["--repo", str(path)]})
+    assert code == 7 and not report["ok"], report
+    assert f"pack {pack_key(pack)}: the index copy at its end differs from its index object" in (
+        report["problems"]), report  # fmt: skip
+    assert any("its pack's own index does not list it" in p for p in report["problems"]), report
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_quick_on_s3_finds_a_flipped_byte_and_a_missing_segment(
-    kind: str, make_server: Any, work_dir: Path, s3_repo: Any
+    kind: str, make_server: Any, work_dir: Path, s3_repo: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = [*s3_repo.args]
     if kind == "encrypted":
@@ -350,6 +479,9 @@ def test_quick_on_s3_finds_a_flipped_byte_and_a_missing_segment(
     segment = info["backups"][0]["start_wal"]
     store.delete(f"wal/main/{segment[:16]}/{segment}")
     code, report = quick(repo)
+    # S3 through the fast path and through click: the same report, the same exit 7.
+    line = [*args, "verify", "--quick", "--output", "json"]
+    assert json.loads(both_ways(monkeypatch, through_click(work_dir), *line).stdout) == report
     assert code == 7 and [b["ok"] for b in report["backups"]] == [False]
     assert any(p.startswith("block ") and f"in pack {pack} is damaged" in p
                for p in report["problems"]), report  # fmt: skip
@@ -385,3 +517,79 @@ def test_the_tag_check_of_a_block_refuses_what_authenticate_refuses() -> None:
         assert not cipher.check_tag(data, digest, identity), what
         with pytest.raises(sealed.SealError):
             sealed.authenticate(data, digest, cipher, identity)
+    # A pack's blocks in one loop (failed_tags): the flipped one fails, and so does the last,
+    # cut off by the end of what was read; the others hold, from any base offset.
+    other_id = os.urandom(32)
+    other = sealed.frame(os.urandom(5000), parse_codec("none"), other_id, cipher, b"block")
+    pack = good + bytes(flipped) + other + good
+    view = memoryview(pack)[:-1]
+    spans = [(0, len(good)), (len(good), len(good)), (2 * len(good), len(other)),
+             (2 * len(good) + len(other), len(good))]  # fmt: skip
+    ids = [block_id, block_id, other_id, block_id]
+    objects = [(i, ("p", at, n, 0)) for i, (at, n) in zip(ids, spans, strict=True)]
+    assert cipher.failed_tags(view, 0, objects, b"block") == [block_id, block_id]
+    assert cipher.failed_tags(view, 0, [objects[0], objects[2]], b"block") == []
+    assert cipher.failed_tags(view[len(good) :], len(good), objects[1:3], b"block") == [block_id]
+    assert cipher.failed_tags(view, 0, [(other_id, ("p", 0, len(good), 0))], b"block") == [other_id]
+    assert cipher.failed_tags(view, 0, objects[2:3], b"object index/x") == [other_id]
+
+
+def test_a_mapped_read_is_what_a_read_is(tmp_path: Path) -> None:
+    """storage.posix's get_mapped (verify --quick maps whole packs): the same bytes as get,
+    the same error for an absent object, and nothing for an empty one."""
+    from pgkura.errors import ObjectNotFound
+    from pgkura.storage.posix import PosixStorage
+
+    store = PosixStorage(str(tmp_path))
+    data = os.urandom(3 * 4096 + 17)
+    store.put("packs/ab/one", data)
+    store.put("packs/ab/empty", b"")
+    mapped = store.get_mapped("packs/ab/one")
+    assert bytes(mapped) == data == store.get("packs/ab/one") and len(mapped) == len(data)
+    assert store.get_mapped("packs/ab/empty") == b""
+    with pytest.raises(ObjectNotFound):
+        store.get_mapped("packs/ab/none")
+
+
+def test_packs_beyond_the_read_ahead_are_compared_by_their_bytes_too(
+    pristine: dict[str, Any], work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a read-ahead of one pack, every other pack is read by its check, its own index
+    object with it: each is still found to be its index object's very bytes."""
+    from pgkura.physical.quick_verify import verify_quick
+    from pgkura.repository import stored_check
+    from pgkura.repository.repo import Repository
+    from pgkura.storage.posix import PosixStorage
+
+    path = work_dir / "copied"
+    shutil.copytree(pristine["base"] / "plain", path)
+    packs = [p for p in (path / "packs").rglob("*") if p.is_file()]
+    assert len(packs) >= 2, packs
+    seen: list[str] = []
+    real = stored_check._blocks_digest
+
+    def spy(repo: Any, pack: Any, read: Any) -> bytes | None:
+        seen.append(pack.pack_id)
+        return real(repo, pack, read)
+
+    monkeypatch.setattr(stored_check, "READ_AHEAD_BYTES", 1)
+    monkeypatch.setattr(stored_check, "_blocks_digest", spy)
+    report = verify_quick(Repository.open(PosixStorage(str(path))), "main", None, 2)
+    assert report.problems == [] and report.blocks_checked > 100
+    assert sorted(seen) == sorted(p.name for p in packs)
+
+
+def test_the_scratch_of_a_dead_run_is_still_swept(repo: dict[str, Any]) -> None:
+    """The fast path (and the full CLI) skip importing the sweep when the scratch parent
+    holds nothing named as scratch is; a dead run's directory is still removed."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = Path(tempfile.gettempdir()) / f"pgkura-dump-{gone.pid}-quickswept"
+    left.mkdir()
+    (left / "part").write_text("left by a run that was killed")
+    chown_tree(left)
+    try:
+        run_pgkura(*repo["args"], "verify", "--quick")
+        assert not left.exists()
+    finally:
+        shutil.rmtree(left, ignore_errors=True)

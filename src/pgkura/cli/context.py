@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import click
 
+from pgkura.cli.plain import start_invocation
 from pgkura.config import Config, load_config
-from pgkura.errors import ConfigError
 from pgkura.progress import Progress
-
-log = logging.getLogger("pgkura")
 
 
 def config(ctx: click.Context) -> Config:
@@ -21,16 +16,7 @@ def config(ctx: click.Context) -> Config:
     cfg: Config | None = obj.get("config")
     if cfg is None:
         cfg = obj["config"] = load_config(obj["flags"], obj["config_file"])
-        level = getattr(logging, cfg.log_level.upper(), None)
-        if not isinstance(level, int):
-            raise ConfigError(
-                f"unknown log level {cfg.log_level!r}", hint="use debug, info, warning or error"
-            )
-        logging.basicConfig(level=level, format="pgkura: %(message)s", stream=sys.stderr)
-        from pgkura.scratch import sweep_scratch
-
-        for path in sweep_scratch():
-            log.info("removed %s, left by a pgkura run that is gone", path)
+        start_invocation(cfg)
     return cfg
 
 

@@ -7,21 +7,13 @@ describes each command's object and docs/json/ holds their JSON Schemas.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any, Protocol
 
 import click
 
-#: The version of the JSON objects the commands print (docs/json-output.md, "Stability"):
-#: raised only when a field is removed, renamed or changes meaning; new fields come without.
-JSON_SCHEMA_VERSION = 1
-
-
-class Result(Protocol):
-    """A command's typed result: what ``--output json`` prints."""
-
-    def to_json(self) -> dict[str, Any]: ...
+from pgkura.cli.plain import JSON_SCHEMA_VERSION as JSON_SCHEMA_VERSION
+from pgkura.cli.plain import Result as Result
+from pgkura.cli.plain import json_document
 
 
 def say(line: str) -> None:
@@ -31,7 +23,7 @@ def say(line: str) -> None:
 
 def print_json(result: Result) -> None:
     """``result`` as the one JSON object of ``--output json`` on stdout."""
-    click.echo(json.dumps({"schema_version": JSON_SCHEMA_VERSION, **result.to_json()}, indent=2))
+    click.echo(json_document(result))
 
 
 def emit(output: str, result: Result, text: Callable[[], str]) -> None:

@@ -10,7 +10,8 @@ import click
 from pgkura.cli.context import config
 from pgkura.cli.options import jobs_option, output_option, target_options, workers
 from pgkura.cli.output import print_json, say
-from pgkura.errors import CorruptionError, PgkuraError, UsageError
+from pgkura.cli.plain import verify_failed, verify_lines
+from pgkura.errors import PgkuraError, UsageError
 
 if TYPE_CHECKING:
     from pgkura.commands.drill import DrillResult
@@ -75,35 +76,12 @@ def verify(
     else:
         _show_verify(report, whole_archive=backup_id is None)
     if report.problems:
-        raise CorruptionError(
-            f"verify found {len(report.problems)} problem(s)",
-            hint="restore from a backup verify reports ok; take a new backup",
-        )
+        raise verify_failed(report)
 
 
 def _show_verify(report: VerifyReport, *, whole_archive: bool) -> None:
-    for b in report.backups:
-        click.echo(f"backup {b.id}: {'ok' if b.ok else 'PROBLEMS'}")
-    if whole_archive:
-        full = f", {report.wal_checked_in_full} unsealed in full" if report.quick else ""
-        click.echo(f"WAL archive: {report.wal_checked} files checked{full}")
-    if report.quick:
-        click.echo(
-            f"stored blocks: {report.blocks_checked} checked as stored "
-            f"({report.stored_bytes_read / 1e6:.1f} MB read), without decompressing"
-        )
-        if report.blocks_checked_in_full:
-            click.echo(
-                f"  of which {report.blocks_checked_in_full} unsealed in full: their packs "
-                "record no digest of their stored bytes (written before pgkura did, or that "
-                "record is damaged)"
-            )
-    elif report.pages_recomputed:
-        click.echo("data page checksums: recomputed from the stored blocks")
-    else:
-        click.echo("data page checksums: as each backup found them when it read the pages")
-    for problem in report.problems:
-        click.echo(f"problem: {problem}")
+    for line in verify_lines(report, whole_archive=whole_archive):
+        click.echo(line)
 
 
 def _drills(

@@ -14,6 +14,9 @@ default `pgkura verify` does), and the files' CRC-32C.
 
 from __future__ import annotations
 
+from itertools import chain
+from operator import itemgetter
+
 from pgkura.errors import PgkuraError
 from pgkura.physical.verdicts import (
     BackupVerdict,
@@ -28,7 +31,7 @@ from pgkura.repository.index_files import unindexed_problem
 from pgkura.repository.manifest import Manifest, read_manifest
 from pgkura.repository.repo import Repository
 from pgkura.repository.stanzas import StanzaInfo
-from pgkura.repository.stored_check import PackFindings, PackToCheck, check_packs
+from pgkura.repository.stored_check import PackFindings, PackToCheck, ReadAhead, check_packs
 from pgkura.wal.verify import ArchiveCheck, verify_archives
 
 #: Damaged blocks named one by one per pack; the rest are counted.
@@ -47,34 +50,38 @@ def verify_quick(
     blocks, only those blocks read) or all (every pack whole, and every WAL archive of the
     stanza) as stored. The caller holds the repository's shared lock."""
     report = VerifyReport(quick=True)
-    index = BlockIndex(repo).load(keep_packs=True, fresh=True)  # what is stored, not a copy
-    report.problems += index.damaged + index.replaced
     whole = backup_id is None and backup_ids is None
-    info = repo.stanza(stanza)
-    manifests: list[Manifest | tuple[str, str]] = []
-    for bid in chosen_backups(repo, stanza, backup_id, backup_ids):
-        try:
-            manifests.append(read_manifest(repo, stanza, bid))
-        except PgkuraError as exc:
-            manifests.append((bid, exc.message))
-    referenced = {
-        bytes.fromhex(b)
-        for m in manifests
-        if isinstance(m, Manifest)
-        for f in m.files
-        for b in f.blocks
-    }
-    packs = _packs_to_check(index, referenced, whole)
-    wal = ArchiveCheck()
-    archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
-    read = [m for m in manifests if isinstance(m, Manifest)]
-    gaps_from = gaps_matter_from(repo, stanza, info, read) if whole else {}
+    # The first packs are read and hashed while the index is parsed (the GIL's).
+    with ReadAhead(repo, jobs, enabled=whole) as ahead:
+        index = BlockIndex(repo).load(keep_packs=True, fresh=True)  # what is stored, not a copy
+        report.problems += index.damaged + index.replaced
+        info = repo.stanza(stanza)
+        manifests: list[Manifest | tuple[str, str]] = []
+        for bid in chosen_backups(repo, stanza, backup_id, backup_ids):
+            try:
+                manifests.append(read_manifest(repo, stanza, bid))
+            except PgkuraError as exc:
+                manifests.append((bid, exc.message))
+        # map() keeps the loop over every block id in C (48,000 at scale 200).
+        referenced = set(
+            map(
+                bytes.fromhex,
+                chain.from_iterable(f.blocks for m in manifests if isinstance(m, Manifest)
+                                    for f in m.files),
+            )
+        )  # fmt: skip
+        packs = _packs_to_check(index, referenced, whole)
+        wal = ArchiveCheck()
+        archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
+        read = [m for m in manifests if isinstance(m, Manifest)]
+        gaps_from = gaps_matter_from(repo, stanza, info, read) if whole else {}
 
-    def meanwhile() -> None:
-        if whole:
-            verify_archives(repo, archives, wal, jobs, gaps_from, quick=True)
+        def meanwhile() -> None:
+            if whole:
+                verify_archives(repo, archives, wal, jobs, gaps_from, quick=True)
 
-    findings = {f.pack_id: f for f in check_packs(repo, packs, jobs, meanwhile)}
+        checked = check_packs(repo, packs, jobs, meanwhile, ahead)
+    findings = {f.pack_id: f for f in checked}
     for found in findings.values():
         report.problems += found.problems + _named_damage(found)
         report.blocks_checked += found.blocks
@@ -138,7 +145,10 @@ def _unusable(
 ) -> dict[bytes, str]:
     """The referenced blocks a restore could not read, each with why: missing from the
     index, or damaged where the index finds it."""
-    out = {b: "is missing from the repository" for b in referenced if b not in index}
+    # The index knows the blocks of every pack it loaded (pack_entries, kept by load): one
+    # set difference, where BlockIndex's `in` (a Python method) costs 0.2 us a block.
+    ids = [map(itemgetter(0), entries) for entries in index.pack_entries.values()]
+    out = dict.fromkeys(referenced.difference(*ids), "is missing from the repository")
     for found in findings.values():
         for block_id, why in found.damaged.items():
             loc = index.get(block_id)

@@ -18,7 +18,7 @@ from pgkura.codec.compression import LARGE_OBJECT, Codec, decompress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 MAGIC = b"PGK1"
 HEADER = struct.Struct("<4sBBHQQ32s")
@@ -108,29 +108,64 @@ class Cipher:
 
     def check_tag(self, data: bytes | memoryview, digest: bytes, identity: bytes) -> bool:
         """Whether the encrypted sealed object ``data`` whose header records ``digest``, bound
-        to ``identity``, is sound as stored: its header and its tag. verify --quick checks
-        each block so, in a sixth less time than :func:`authenticate`, whose layers name
-        what is wrong: on False, it says why."""
+        to ``identity``, is sound as stored: its header and its tag (:meth:`failed_tags` of
+        one object)."""
         view = memoryview(data)
-        if len(view) < HEADER_SIZE + SALT_SIZE + TAG_SIZE:
-            return False
-        magic, _, flags, field, _, payload_len, recorded = HEADER.unpack_from(view, 0)
-        hasher = self._subkeys.get(field or 1)
-        if magic != MAGIC or flags != ENCRYPTED or len(view) - HEADER_SIZE != payload_len:
-            return False
-        if hasher is None or recorded != digest:
-            return False
-        subkey = hasher.copy()
-        subkey.update(view[HEADER_SIZE : HEADER_SIZE + SALT_SIZE])
-        try:
-            self._aead(subkey.digest()).decrypt(
-                view[HEADER_SIZE : HEADER_SIZE + 12],
-                view[HEADER_SIZE + SALT_SIZE :],
-                bytes(view[:HEADER_SIZE]) + identity,
-            )
-        except self._invalid:
-            return False
-        return True
+        return not self.failed_tags(view, 0, [(digest, ("", 0, len(view), 0))], identity)
+
+    def failed_tags(
+        self,
+        view: memoryview,
+        base: int,
+        objects: Iterable[tuple[bytes, tuple[str, int, int, int]]],
+        identity: bytes,
+    ) -> list[bytes]:
+        """The digests of ``objects`` that are not sound as stored: each is (the digest its
+        header must record, (_, its offset, its length, _)), its bytes in ``view`` from offset
+        ``base``, bound to ``identity``; sound when its header is an encrypted one of the
+        right length recording that digest and its AES-GCM tag holds. verify --quick checks
+        every block of a pack in this one loop, in a sixth less time than
+        :func:`authenticate`, whose layers say what is wrong with one that fails (a block
+        cut off by the end of ``view`` fails too)."""
+        aead, invalid, unpack, subkeys = (
+            self._aead,
+            self._invalid,
+            HEADER.unpack_from,
+            self._subkeys,
+        )
+        shortest, salt_end, nonce_end = (
+            HEADER_SIZE + SALT_SIZE + TAG_SIZE,
+            HEADER_SIZE + SALT_SIZE,
+            HEADER_SIZE + 12,
+        )
+        failed = []
+        for digest, (_, offset, length, _) in objects:
+            piece = view[offset - base : offset - base + length]
+            if length < shortest or len(piece) != length:
+                failed.append(digest)
+                continue
+            magic, _, flags, field, _, payload_len, recorded = unpack(piece, 0)
+            hasher = subkeys.get(field or 1)
+            if (
+                magic != MAGIC
+                or flags != ENCRYPTED
+                or length - HEADER_SIZE != payload_len
+                or hasher is None
+                or recorded != digest
+            ):
+                failed.append(digest)
+                continue
+            subkey = hasher.copy()
+            subkey.update(piece[HEADER_SIZE:salt_end])
+            try:
+                aead(subkey.digest()).decrypt(
+                    piece[HEADER_SIZE:nonce_end],
+                    piece[salt_end:],
+                    piece[:HEADER_SIZE].tobytes() + identity,
+                )
+            except invalid:
+                failed.append(digest)
+        return failed
 
 
 def key_generation(data: bytes | memoryview) -> int | None:

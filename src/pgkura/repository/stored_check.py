@@ -12,8 +12,10 @@ its keyed hash compared with its id), and counted as checked in full.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import blake3
@@ -63,24 +65,117 @@ class PackFindings:
     bytes_read: int = 0
 
 
+#: What a read-ahead maps at most (the pack that crosses it included): on posix the mapped
+#: packs are the page cache's; elsewhere it holds a quarter of it in memory.
+READ_AHEAD_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WholePack:
+    """A whole pack as read: its bytes, the sealed copy of its index (from its trailer; None
+    when it has no sound one), in an unencrypted repository the keyed BLAKE3 of its blocks
+    (what its copy's ``blocks_digest`` records), and the bytes of its own index object when
+    they were read too (None: not read, or none)."""
+
+    data: bytes | mmap.mmap
+    copy_bytes: bytes | None
+    blocks_digest: bytes | None
+    index_object: bytes | None = None
+
+
+def read_whole(repo: Repository, pack_id: str, index_object: bool = False) -> WholePack:
+    """Read the whole pack (mapped where the store can: posix) and hash its blocks, and
+    with ``index_object`` its index object; this releases the GIL, so it can run while the
+    index is parsed (:class:`ReadAhead`)."""
+    key = layout.pack_key(pack_id)
+    mapped = getattr(repo.storage, "get_mapped", None)
+    data = mapped(key) if mapped is not None else repo.storage.get(key)
+    end, copy_bytes = _trailer(data)
+    digest = None
+    if repo.cipher is None and end is not None:
+        with memoryview(data) as view:
+            digest = blake3.blake3(view[:end], key=repo.key, max_threads=hash_threads()).digest()
+    own = None
+    if index_object:
+        with contextlib.suppress(ObjectNotFound):  # consolidated since the listing
+            own = repo.storage.get(layout.index_key(pack_id))
+    return WholePack(data, copy_bytes, digest, own)
+
+
+class ReadAhead:
+    """The first packs of the store (in the order a whole check takes them, up to
+    READ_AHEAD_BYTES), read and hashed by threads of their own from the moment the ``with``
+    block starts: while this thread parses the index, which holds the GIL. A pack that has
+    an index object of its own has it read too (:func:`check_pack` compares its bytes with
+    the pack's copy)."""
+
+    def __init__(self, repo: Repository, jobs: int, enabled: bool = True) -> None:
+        self._repo, self._enabled = repo, enabled
+        self._workers = max(1, repo.workers_for(jobs))
+        self._pool: ThreadPoolExecutor | None = None
+        self.futures: dict[str, Future[WholePack]] = {}
+        #: the packs that have an index object of their own (read with them)
+        self.own_index: set[str] = set()
+
+    def __enter__(self) -> ReadAhead:
+        if not self._enabled:
+            return self
+        storage = self._repo.storage
+        own = self.own_index = {o.key.rsplit("/", 1)[-1] for o in storage.list(layout.INDEX_PREFIX)}
+        limit = READ_AHEAD_BYTES if hasattr(storage, "get_mapped") else READ_AHEAD_BYTES // 4
+        first, total = [], 0
+        for o in sorted(storage.list("packs/"), key=lambda o: o.key.rsplit("/", 1)[-1]):
+            if total >= limit:
+                break
+            first.append(o.key.rsplit("/", 1)[-1])
+            total += o.size
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="pgkura-ahead")
+        self.futures = {p: self._pool.submit(read_whole, self._repo, p, p in own) for p in first}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self.futures = {}
+
+    def take(self, pack_id: str) -> Future[WholePack] | None:
+        """The read of ``pack_id`` begun ahead (forgotten here: the pack is unmapped once
+        its check is done with it)."""
+        return self.futures.pop(pack_id, None)
+
+
 def check_packs(
     repo: Repository,
     packs: list[PackToCheck],
     jobs: int,
     meanwhile: Callable[[], None] | None = None,
+    ahead: ReadAhead | None = None,
 ) -> list[PackFindings]:
     """:func:`check_pack` of each, by ``jobs`` threads (reading and hashing release the
-    GIL); ``meanwhile`` runs in this thread while they do (once in any case)."""
+    GIL), taking what ``ahead`` read already; ``meanwhile`` runs in this thread while they
+    do (once in any case)."""
     workers = max(1, min(repo.workers_for(jobs), len(packs)))
     with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-quick") as pool:
-        futures = [pool.submit(check_pack, repo, p) for p in packs]
+        futures = [
+            pool.submit(check_pack, repo, p, ahead.take(p.pack_id), p.pack_id in ahead.own_index)
+            if ahead is not None
+            else pool.submit(check_pack, repo, p)
+            for p in packs
+        ]
         if meanwhile is not None:
             meanwhile()
         return [f.result() for f in futures]
 
 
-def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
-    """Check ``pack``'s blocks as they are stored (the module's docstring says how)."""
+def check_pack(
+    repo: Repository,
+    pack: PackToCheck,
+    early: Future[WholePack] | None = None,
+    own_index: bool = False,
+) -> PackFindings:
+    """Check ``pack``'s blocks as they are stored (the module's docstring says how); a
+    whole pack from ``early`` when it was read ahead, else read now (with its own index
+    object when it has one: ``own_index``)."""
     key = layout.pack_key(pack.pack_id)
     found = PackFindings(pack.pack_id, key)
     entries = pack.entries
@@ -92,16 +187,22 @@ def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
         _all_damaged(found, entries, "its pack is missing")
         return found
     whole = pack.wanted is None or 2 * sum(loc.length for _b, loc in entries) >= pack.size
+    intact: bytes | None = None
     try:
         if whole:
-            data = repo.storage.get(key)
-            found.bytes_read = len(data)
-            end, copy_bytes = _trailer(data)
-            copy = _parse_copy(repo, found, copy_bytes)
-            runs = [(0, memoryview(data), entries)]
+            read = early.result() if early else read_whole(repo, pack.pack_id, own_index)
+            found.bytes_read = len(read.data)
+            intact = read.blocks_digest
+            runs = [(0, memoryview(read.data), entries)]
+            if _is_index_object(pack, read):
+                if repo.cipher is not None:  # authenticated as the index object: the tags
+                    _check_blocks(repo, found, 0, runs[0][1], entries, None)
+                    return found
+                if intact is not None and _blocks_digest(repo, pack, read) == intact:
+                    return found  # its index object's very bytes, and every block intact
+            copy = _parse_copy(repo, found, read.copy_bytes)
         else:
-            end, copy_bytes = None, _ranged_copy(repo, pack.pack_id)
-            copy = _parse_copy(repo, found, copy_bytes)
+            copy = _parse_copy(repo, found, _ranged_copy(repo, pack.pack_id))
             runs = list(_read_spans(repo, found, entries))
     except ObjectNotFound:
         found.problems.append(f"pack {key} vanished while it was verified")
@@ -112,7 +213,7 @@ def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
             f"pack {key}: the index copy at its end differs from its index object"
         )
         copy = _unlisted(found, copy, entries)
-    if copy is not None and end is not None and _blocks_intact(repo, copy, runs[0][1], end):
+    if copy is not None and intact is not None and intact == copy.blocks_digest:
         return found  # every sealed block is, byte for byte, what its writer stored
     digests = _digests(found, copy) if repo.cipher is None else None
     for base, view, run in runs:
@@ -120,7 +221,36 @@ def check_pack(repo: Repository, pack: PackToCheck) -> PackFindings:
     return found
 
 
-def _trailer(data: bytes) -> tuple[int | None, bytes | None]:
+def _is_index_object(pack: PackToCheck, read: WholePack) -> bool:
+    """Whether the pack's copy of its index is, byte for byte, the pack's own index object,
+    which the index was loaded from (an index object never changes while its key exists):
+    then what the copy lists is what the index does, and it is as sound as that object
+    (unsealed, or authenticated, as the index was loaded), with no need to parse it again."""
+    return (
+        read.index_object is not None
+        and not pack.trailer_read
+        and read.copy_bytes == read.index_object
+    )
+
+
+def _blocks_digest(repo: Repository, pack: PackToCheck, read: WholePack) -> bytes | None:
+    """The ``blocks_digest`` the copy of an unencrypted pack's index records (its last
+    member, as pgkura's pack writer, blocks.PackWriter, writes it), without parsing the rest;
+    None when it records none."""
+    try:
+        plain = repo.unseal(read.copy_bytes or b"", name=layout.index_key(pack.pack_id))
+    except SealError:
+        return None
+    _, sep, tail = plain[-128:].rpartition(b', "blocks_digest": "')
+    if not sep or len(tail) != 66 or not tail.endswith(b'"}'):
+        return None
+    try:
+        return bytes.fromhex(tail[:64].decode("ascii"))
+    except ValueError:
+        return None
+
+
+def _trailer(data: bytes | mmap.mmap) -> tuple[int | None, bytes | None]:
     """(where the blocks end, the sealed copy of its index) of a whole pack; (None, None)
     when it has no sound trailer (truncated, extended or overwritten at the end)."""
     if len(data) < PACK_TRAILER.size:
@@ -176,15 +306,6 @@ def _unlisted(found: PackFindings, copy: PackCopy, entries: Entries) -> PackCopy
     return copy
 
 
-def _blocks_intact(repo: Repository, copy: PackCopy, view: memoryview, end: int) -> bool:
-    """Whether all the sealed blocks of a whole pack (which lie end to end from its start
-    to its index copy at ``end``) match the digest its copy records of them."""
-    if repo.cipher is not None or copy.blocks_digest is None:
-        return False
-    whole = blake3.blake3(view[:end], key=repo.key, max_threads=hash_threads())
-    return whole.digest() == copy.blocks_digest
-
-
 def _digests(found: PackFindings, copy: PackCopy | None) -> dict[int, bytes] | None:
     if copy is None or not copy.has_digests:
         return None
@@ -206,6 +327,10 @@ def _check_blocks(
     """Check ``entries`` one by one, whose bytes ``view`` holds from offset ``base`` of the
     pack: by tag, by stored digest (``digests``, by offset), or else by unsealing."""
     cipher = repo.cipher
+    if cipher is not None:  # every tag in one loop; only those that fail are looked at again
+        todo = [e for e in entries if e[0] not in found.damaged] if found.damaged else entries
+        failed = set(cipher.failed_tags(view, base, todo, BLOCK_IDENTITY))
+        entries = [e for e in todo if e[0] in failed] if failed else []
     for block_id, loc in entries:
         if block_id in found.damaged:
             continue

@@ -17,6 +17,10 @@ from pgkura.errors import ObjectNotFound, StorageError
 from pgkura.storage.base import ObjectInfo, Storage
 from pgkura.storage.requests import count
 
+TYPE_CHECKING = False  # typing itself is not imported on archive-push's path
+if TYPE_CHECKING:
+    import mmap
+
 # Paths are strings joined with os.path, not pathlib: archive-push opens this storage once per
 # WAL segment, and pathlib (with fnmatch, re, urllib.parse) costs it about 5 ms to import.
 
@@ -191,6 +195,31 @@ class PosixStorage(Storage):
                 if start:
                     f.seek(start)
                 return f.read() if length is None else f.read(length)
+        except StorageError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise ObjectNotFound(
+                f"{key} does not exist in the repository at {self.location}"
+            ) from None
+
+    def get_mapped(self, key: str) -> bytes | mmap.mmap:
+        """The whole object ``key`` as :meth:`get` reads it, mapped into memory (read-only)
+        instead of copied: a check that reads a pack once and hashes it needs neither the copy
+        nor the fresh memory's page faults (40 MB cost a new process 16 ms of CPU so). The map
+        lives while anything refers to it. A pack is never written in place, and gc deletes
+        it (unlinks: the mapping stays valid) only when no shared lock holds it; a file cut
+        short by hand while it is mapped would kill the process with SIGBUS."""
+        import mmap
+
+        path = self._path(key)
+        count("get", key)
+        try:
+            with self._failing("read", key), open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size == 0:
+                    return b""
+                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+                return mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)
         except StorageError as exc:
             if exc.errno != errno.ENOENT:
                 raise
