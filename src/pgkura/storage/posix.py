@@ -140,6 +140,20 @@ class PosixStorage(Storage):
                 strerror=reason,
             ) from exc
 
+    @contextlib.contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        """Reading ``key``: a missing object is ObjectNotFound, any other OSError the
+        contract's StorageError."""
+        try:
+            with self._failing("read", key):
+                yield
+        except StorageError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise ObjectNotFound(
+                f"{key} does not exist in the repository at {self.location}"
+            ) from None
+
     def _path(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
             raise ValueError(f"invalid storage key {key!r}")
@@ -190,17 +204,10 @@ class PosixStorage(Storage):
     def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)
         count("get", key)
-        try:
-            with self._failing("read", key), open(path, "rb") as f:
-                if start:
-                    f.seek(start)
-                return f.read() if length is None else f.read(length)
-        except StorageError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            raise ObjectNotFound(
-                f"{key} does not exist in the repository at {self.location}"
-            ) from None
+        with self._reading(key), open(path, "rb") as f:
+            if start:
+                f.seek(start)
+            return f.read() if length is None else f.read(length)
 
     def get_mapped(self, key: str) -> bytes | mmap.mmap:
         """The whole object ``key`` as :meth:`get` reads it, mapped into memory (read-only)
@@ -213,19 +220,12 @@ class PosixStorage(Storage):
 
         path = self._path(key)
         count("get", key)
-        try:
-            with self._failing("read", key), open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
-                    return b""
-                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-                return mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)
-        except StorageError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-            raise ObjectNotFound(
-                f"{key} does not exist in the repository at {self.location}"
-            ) from None
+        with self._reading(key), open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return b""
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            return mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)
 
     def size(self, key: str) -> int | None:
         path = self._path(key)
