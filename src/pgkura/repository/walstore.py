@@ -10,7 +10,7 @@ dataclasses, no typing at run time.
 from __future__ import annotations
 
 from pgkura.errors import ObjectNotFound
-from pgkura.repository import layout, sealed
+from pgkura.repository import layout, sealed, stored_digest
 from pgkura.repository.sealed import SealError
 
 TYPE_CHECKING = False
@@ -68,7 +68,7 @@ class StoredWal:
     def check_stored(self) -> bool:
         """verify --quick's check of an unencrypted object: the digest of its stored bytes
         it ends with (True), or False when it has none; SealError when it does not match."""
-        return sealed.check_stored_digest(self.data, self._repo.key)
+        return stored_digest.check_stored_digest(self.data, self._repo.key)
 
     def _check_stored(self) -> None:
         # Every reader checks the stored digest too: an object whose frame was damaged
@@ -127,10 +127,11 @@ class WalStore:
 
     def _sealed(self, raw: bytes | memoryview, digest: bytes, key: str) -> bytes:
         """The object to store: sealed, and unencrypted, with the digest of its stored bytes
-        that verify --quick checks instead of decompressing it (sealed.with_stored_digest)."""
+        that verify --quick checks instead of decompressing it
+        (stored_digest.with_stored_digest)."""
         data = self._repo.seal(raw, digest, name=key).data
         if self._repo.cipher is None:
-            data = sealed.with_stored_digest(data, self._repo.key)
+            data = stored_digest.with_stored_digest(data, self._repo.key)
         return data
 
     @property
