@@ -9,9 +9,9 @@ allow (repository/prefetched.py), a few units ahead, and hand the bytes to a wor
 unit; the worker unseals, verifies, decompresses and writes them as on a posix repository.
 A worker holds IN_FLIGHT units at once, each in a thread of its own, so that it decodes one
 while the last O_DIRECT write of the other goes to the device (waited for before that
-unit's answer: an answered unit is on disk). The parent holds at most ``(IN_FLIGHT + 2) *
-jobs`` units of fetched bytes at once (a unit is at most FETCHED_RANGE_BYTES of file
-content, less once compressed), so memory stays flat.
+unit's answer: an answered unit is on disk). The parent holds at most ``(IN_FLIGHT + 1) *
+jobs`` fetched units not yet sent, the workers ``IN_FLIGHT * jobs`` more (a unit is at most
+FETCHED_RANGE_BYTES of file content, less once compressed), so memory stays flat.
 
 Each worker has a pipe of its own rather than a ProcessPoolExecutor's shared queue: a unit
 here carries megabytes, and CPython 3.11's pool hangs for good when a worker dies while its
