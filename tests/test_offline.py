@@ -311,22 +311,18 @@ def test_ctrl_c_stops_a_backup_cleanly(make_server: Any, work_dir: Path, repo: s
     deadline = time.monotonic() + 60
     while not list(Path(repo, "packs").glob("*/*")) and time.monotonic() < deadline:
         time.sleep(0.02)
-    pids = [
-        pid
-        for pid in subprocess.run(
-            ["pgrep", "-f", f"{PGKURA} --repo {repo} --pgdata"], capture_output=True, text=True
-        ).stdout.split()
-        if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"runuser")
-    ]
     # pgkura itself, not the worker processes it forked (they ignore SIGINT; the parent stops
-    # them).
-    parent_of = {
-        pid: Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1] for pid in pids
-    }
-    pids = [pid for pid in pids if parent_of[pid] not in pids]
-    assert len(pids) == 1
-    for pid in pids:
-        os.kill(int(pid), signal.SIGINT)  # what a terminal sends on Ctrl-C
+    # them). The workers are held (SIGSTOP) while the parent is interrupted, so that the
+    # backup cannot end in between, however slowly the machine runs the test.
+    pids = pgkura_processes(f"{PGKURA} --repo {repo} --pgdata")
+    parents = [pid for pid, parent in pids.items() if parent not in pids]
+    assert len(parents) == 1, pids
+    workers = [pid for pid in pids if pid not in parents]
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    os.kill(parents[0], signal.SIGINT)  # what a terminal sends on Ctrl-C
+    for pid in workers:
+        os.kill(pid, signal.SIGCONT)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err

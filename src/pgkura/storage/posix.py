@@ -95,6 +95,11 @@ def _dead_writer(name: str, mtime: float, now: float) -> bool:
 class PosixStorage(Storage):
     """Objects as files under one directory; its errors keep the operating system's errno."""
 
+    # Linux stamps a file with the coarse clock, updated once per timer tick (1/HZ: 4 ms at
+    # HZ=250, 10 ms at HZ=100), so a file's mtime can read up to a tick before time.time()
+    # taken before the write (seen on CI: 1.8 ms).
+    mtime_resolution = 0.02
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         # Symbolic links in the location are resolved once: a command reads the repository's
         # key and writes its objects in the same directory even if a link is re-pointed while
