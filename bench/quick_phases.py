@@ -3,8 +3,9 @@
     .venv/bin/python bench/quick_phases.py --repo DIR [--stanza bench] [--key-file FILE]
 
 Times (CPU seconds of the process, time.process_time, which a busy machine inflates least)
-the imports of the quick path, opening the repository, loading the index from the store,
-reading the manifests, reading and hashing the packs (the read-ahead, which verify_quick runs
+the imports of the quick path, opening the repository, loading the index from the store (as
+BlockIndex, and lean: repository/index_lean.py, which a whole check uses), reading the
+manifests, reading and hashing the packs (the read-ahead, which verify_quick runs
 while it parses the index), checking every pack one after another, and checking the WAL
 archive; then the whole engine once (its threads overlap the packs and the WAL). The command's own
 cold start (the interpreter, click and every verb module) comes on top: `pgkura verify --help`
@@ -23,6 +24,7 @@ from pgkura.commands import open_repository  # noqa: E402
 from pgkura.config import load_config  # noqa: E402
 from pgkura.physical import quick_verify  # noqa: E402
 from pgkura.repository.blocks import BlockIndex  # noqa: E402
+from pgkura.repository.index_lean import read_lean_index  # noqa: E402
 from pgkura.repository.manifest import list_backup_ids, read_manifest  # noqa: E402
 from pgkura.repository.stored_check import ReadAhead, check_pack  # noqa: E402
 from pgkura.wal.verify import ArchiveCheck, verify_archives  # noqa: E402
@@ -51,7 +53,9 @@ def main() -> None:
     repo = open_repository(load_config(settings, None))
     phase("open the repository")
     index = BlockIndex(repo).load(keep_packs=True, fresh=True)
-    phase(f"index ({len(index)} blocks)")
+    phase(f"index, BlockIndex ({len(index)} blocks)")
+    lean = read_lean_index(repo, 2)
+    phase(f"index, lean ({'read' if lean is not None else 'not its common form'})")
     manifests = [read_manifest(repo, args.stanza, b) for b in list_backup_ids(repo, args.stanza)]
     phase(f"manifests ({len(manifests)})")
     packs = quick_verify._packs_to_check(index, set(), True)
@@ -61,7 +65,8 @@ def main() -> None:
         phase(f"packs read and hashed ahead ({len(ahead.futures)})")
         stored = 0
         for pack in packs:
-            stored += check_pack(repo, pack, ahead.take(pack.pack_id)).bytes_read
+            early, own = ahead.take(pack.pack_id), pack.pack_id in ahead.own_index
+            stored += check_pack(repo, pack, early, own).bytes_read
     phase(f"packs checked ({len(packs)}, {stored / 1e6:.1f} MB)")
     wal = ArchiveCheck()
     verify_archives(repo, [args.stanza], wal, 2, {}, quick=True)

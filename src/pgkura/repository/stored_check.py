@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,12 +31,13 @@ from pgkura.repository.blocks import (
     read_pack_index,
 )
 from pgkura.repository.index_files import PackCopy, parse_pack_copy
+from pgkura.repository.index_lean import LazyEntries
 from pgkura.repository.reader import SCATTER_GAP, SCATTER_SPAN
 from pgkura.repository.repo import BLOCK_IDENTITY, Repository
 from pgkura.repository.sealed import SealError
 from pgkura.repository.walstore import StoredWal
 
-Entries = list[tuple[bytes, BlockLocation]]
+Entries = Sequence[tuple[bytes, BlockLocation]]
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def check_pack(
         found.problems.append(f"pack {key} vanished while it was verified")
         _all_damaged(found, entries, "its pack is missing")
         return found
-    if copy is not None and not pack.trailer_read and not copy.same_as(pack.entries):
+    if copy is not None and not pack.trailer_read and not copy.same_as(list(pack.entries)):
         found.problems.append(
             f"pack {key}: the index copy at its end differs from its index object"
         )
@@ -329,7 +330,10 @@ def _check_blocks(
     cipher = repo.cipher
     if cipher is not None:  # every tag in one loop; only those that fail are looked at again
         todo = [e for e in entries if e[0] not in found.damaged] if found.damaged else entries
-        failed = set(cipher.failed_tags(view, base, todo, BLOCK_IDENTITY))
+        # A lean index's entries (index_lean) give the loop their ids and offsets without a
+        # BlockLocation each; those are made only when a tag fails.
+        objects = todo.for_tags() if isinstance(todo, LazyEntries) else todo
+        failed = set(cipher.failed_tags(view, base, objects, BLOCK_IDENTITY))
         entries = [e for e in todo if e[0] in failed] if failed else []
     for block_id, loc in entries:
         if block_id in found.damaged:
