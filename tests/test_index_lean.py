@@ -54,6 +54,8 @@ def test_the_lean_index_lists_every_block_blockindex_loads(repo: dict[str, Any])
     index = BlockIndex(r).load(keep_packs=True, fresh=True)
     assert lean.ids() == {b.hex() for b, _loc in index.items()} and len(lean.ids()) > 100
     assert set(lean.packs) == index.pack_ids and lean.sizes == index.pack_sizes()
+    some = {b.hex() for b, _loc in index.items()[:5]}
+    assert lean.missing(some | {"ab" * 32}) == {"ab" * 32} and lean.missing(some) == set()
     for pack_id, entries in index.pack_entries.items():
         made = lean.entries(pack_id)
         assert len(made) == len(entries) and list(made) == entries and made[0] == entries[0]

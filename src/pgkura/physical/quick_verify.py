@@ -175,7 +175,7 @@ def _unusable_lean(
     lean: LeanIndex, referenced: set[str], findings: dict[str, PackFindings]
 ) -> dict[bytes, str]:
     """:func:`_unusable` of a lean index, whose ids (as the manifests') are hex."""
-    missing = referenced.difference(lean.ids())
+    missing = lean.missing(referenced)
     out = dict.fromkeys(map(bytes.fromhex, sorted(missing)), "is missing from the repository")
     for found in findings.values():
         for block_id, why in found.damaged.items():

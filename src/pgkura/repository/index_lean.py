@@ -88,6 +88,11 @@ class LeanIndex:
         """The hex id of every block the index knows."""
         return set(chain.from_iterable(map(itemgetter(0), raw) for raw in self.packs.values()))
 
+    def missing(self, hex_ids: set[str]) -> set[str]:
+        """Those of ``hex_ids`` the index does not know: one set difference with every
+        pack's ids, without a set of them all."""
+        return hex_ids.difference(*(map(itemgetter(0), raw) for raw in self.packs.values()))
+
     def entries(self, pack_id: str) -> LazyEntries:
         return LazyEntries(pack_id, self.packs.get(pack_id, []))
 
