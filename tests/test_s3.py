@@ -216,3 +216,39 @@ def test_archive_push_imports_obstore_only_for_an_s3_repository(
     # obstore itself imports typing and takes its retry times as datetime.timedelta; the
     # config file (which holds the S3 settings) needs tomllib.
     assert s3 & (HEAVY_MODULES - {"typing", "datetime", "tomllib"}) == set()
+
+
+def test_archive_push_compresses_while_the_repository_opens_and_a_wrong_guess_costs_nothing(
+    make_server: Any, work_dir: Path, s3_repo: S3Repo
+) -> None:
+    """On S3, archive-push compresses its segment with the codec the location had at its last
+    push while pgkura.json and the stanza are fetched (wal/early.py): a guess that is not the
+    repository's codec is not used and is set right, and every segment comes back byte for
+    byte."""
+    from pgutil import chown
+    from test_archive import one_segment
+
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    cache = work_dir / "cache"
+    cache.mkdir()
+    chown(cache)
+    args = (*s3_repo.args, "--cache-dir", str(cache))
+    run_pgkura(*args, "init", "--compress", "zstd:3")
+    first = one_segment(src)
+    run_pgkura(*args, "archive-push", str(first))  # no guess yet: one is written
+    (hint,) = (cache / "archive-codec").iterdir()
+    assert hint.read_text() == "zstd:3"
+    hint.write_text("lz4:1")  # e.g. another repository was at this location before
+    second = one_segment(src)
+    run_pgkura(*args, "archive-push", str(second))
+    assert hint.read_text() == "zstd:3"
+    written = hint.stat().st_mtime_ns
+    third = one_segment(src)
+    run_pgkura(*args, "archive-push", str(third))  # the right guess: used, not rewritten
+    assert hint.stat().st_mtime_ns == written
+    dest = work_dir / "got"
+    dest.mkdir()
+    chown(dest)
+    for segment in (first, second, third):
+        run_pgkura(*args, "archive-get", segment.name, str(dest / segment.name))
+        assert (dest / segment.name).read_bytes() == segment.read_bytes()

@@ -25,9 +25,15 @@ def run_archive_push(cfg: Config, path: str) -> PushResult | None:
         push_async(cfg, path)
         return None
     from pgkura.commands import open_repository
-    from pgkura.wal.archive import push_wal
+    from pgkura.wal import early
+    from pgkura.wal.archive import push_wal, read_to_push
 
-    return push_wal(open_repository(cfg), cfg.stanza, path, mapped=True)
+    source = read_to_push(path, mapped=True)
+    ahead = early.start(cfg, source.raw)  # compressing while the repository opens
+    repo = open_repository(cfg)
+    result = push_wal(repo, cfg.stanza, source, early=ahead)
+    early.remember(cfg, repo.codec, ahead)
+    return result
 
 
 def run_archive_get(cfg: Config, wal_name: str, dest: str, stop_after: str | None = None) -> None:

@@ -218,11 +218,13 @@ def seal(
     digest: bytes | None = None,
     cipher: Cipher | None = None,
     identity: bytes = b"",
+    compressed: bytes | None = None,
 ) -> Sealed:
-    """Compress and frame ``raw``; falls back to no compression when it does not pay."""
+    """Compress and frame ``raw``; falls back to no compression when it does not pay.
+    ``compressed``: ``raw`` compressed by ``codec`` already."""
     if digest is None:
         digest = keyed_digest(key, raw)
-    return Sealed(digest, frame(raw, codec, digest, cipher, identity))
+    return Sealed(digest, frame(raw, codec, digest, cipher, identity, compressed))
 
 
 def frame(
@@ -231,11 +233,13 @@ def frame(
     digest: bytes,
     cipher: Cipher | None = None,
     identity: bytes = b"",
+    compressed: bytes | None = None,
 ) -> bytes:
     """The sealed object (header + payload) of ``raw`` whose keyed digest is ``digest``;
     encrypted with ``cipher``, bound to ``identity``. ``raw`` may be a view of a buffer that
     is reused afterwards: the result is a copy."""
-    compressed = codec.compress(raw)
+    if compressed is None:
+        compressed = codec.compress(raw)
     header, payload = frame_parts(raw, compressed, codec.codec_id, digest, cipher, identity)
     return header + payload
 

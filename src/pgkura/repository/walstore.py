@@ -107,12 +107,18 @@ class WalStore:
             return None
 
     def put_if_absent(
-        self, archive: str, name: str, raw: bytes | memoryview, digest: bytes
+        self,
+        archive: str,
+        name: str,
+        raw: bytes | memoryview,
+        digest: bytes,
+        compressed: bytes | None = None,
     ) -> int | None:
-        """Seal and store ``raw`` (whose digest is ``digest``) as ``name`` unless it is
-        archived; the stored size when this call wrote it, None when it was there."""
+        """Seal and store ``raw`` (whose digest is ``digest``; ``compressed``: compressed by
+        the repository's codec already) as ``name`` unless it is archived; the stored size
+        when this call wrote it, None when it was there."""
         key = layout.wal_key(archive, name)
-        data = self._sealed(raw, digest, key)
+        data = self._sealed(raw, digest, key, compressed)
         if self._repo.storage.put_if_absent(key, data):
             return len(data)
         return None
@@ -125,11 +131,13 @@ class WalStore:
         self._repo.storage.put(key, data)
         return len(data)
 
-    def _sealed(self, raw: bytes | memoryview, digest: bytes, key: str) -> bytes:
+    def _sealed(
+        self, raw: bytes | memoryview, digest: bytes, key: str, compressed: bytes | None = None
+    ) -> bytes:
         """The object to store: sealed, and unencrypted, with the digest of its stored bytes
         that verify --quick checks instead of decompressing it
         (stored_digest.with_stored_digest)."""
-        data = self._repo.seal(raw, digest, name=key).data
+        data = self._repo.seal(raw, digest, name=key, compressed=compressed).data
         if self._repo.cipher is None:
             data = stored_digest.with_stored_digest(data, self._repo.key)
         return data

@@ -36,6 +36,8 @@ from pgkura.wal.names import WalName, is_wal_name, parse_wal_name
 # WAL segment, and pathlib costs it about 5 ms.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pgkura.wal.early import EarlyCompression
+
     StrPath = str | os.PathLike[str]
 
 # Errors that mean "the repository cannot take writes", as opposed to a bug or a damaged file.
@@ -191,18 +193,18 @@ def _archive_of_file(repo: Repository, stanza: str, path: StrPath) -> str:
     return info.archive(info.current)
 
 
-def push_wal(
-    repo: Repository,
-    stanza: str,
-    path: StrPath,
-    *,
-    pg_version: int | None = None,
-    mapped: bool = False,
-) -> PushResult:
-    """Archive the WAL file at ``path`` (a segment, .partial, .backup or .history file).
+class WalFile:
+    """A WAL file read for a push: its parsed name, its bytes and its path."""
 
-    ``mapped`` is for a file that stays unchanged while it is pushed: archive_command's own,
-    and the background pusher's (see _read_source)."""
+    __slots__ = ("path", "raw", "wal")
+
+    def __init__(self, path: StrPath, wal: WalName, raw: bytes | memoryview) -> None:
+        self.path, self.wal, self.raw = path, wal, raw
+
+
+def read_to_push(path: StrPath, mapped: bool = False) -> WalFile:
+    """The WAL file at ``path`` (a segment, .partial, .backup or .history file), read (or
+    mapped: see _read_source) after its name was checked."""
     name = os.path.basename(os.fspath(path))
     if not is_wal_name(name):
         raise UsageError(
@@ -214,24 +216,50 @@ def push_wal(
         wal = parse_wal_name(name)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    raw = _read_source(path, mapped)
+    return WalFile(path, wal, _read_source(path, mapped))
+
+
+def push_wal(
+    repo: Repository,
+    stanza: str,
+    path: StrPath | WalFile,
+    *,
+    pg_version: int | None = None,
+    mapped: bool = False,
+    early: EarlyCompression | None = None,
+) -> PushResult:
+    """Archive the WAL file at ``path`` (or read by :func:`read_to_push`).
+
+    ``mapped`` is for a file that stays unchanged while it is pushed: archive_command's own,
+    and the background pusher's (see _read_source). ``early``: its compression started
+    before ``repo`` was opened (wal/early.py), used when it was made by the repository's
+    codec."""
+    source = path if isinstance(path, WalFile) else read_to_push(path, mapped)
+    wal, raw = source.wal, source.raw
     try:
         if wal.kind in ("segment", "partial"):
             archive = _check_segment(repo, stanza, wal, raw, pg_version)
         else:
-            archive = _archive_of_file(repo, stanza, path)
-        return _store(repo, archive, wal, raw)
+            archive = _archive_of_file(repo, stanza, source.path)
+        compressed = None if early is None else early.result_for(repo.codec)
+        return _store(repo, archive, wal, raw, compressed)
     except (OSError, StorageError) as exc:
-        raise _storage_error(exc, f"archive {name}", repo) from None
+        raise _storage_error(exc, f"archive {wal.name}", repo) from None
 
 
-def _store(repo: Repository, archive: str, wal: WalName, raw: bytes | memoryview) -> PushResult:
+def _store(
+    repo: Repository,
+    archive: str,
+    wal: WalName,
+    raw: bytes | memoryview,
+    compressed: bytes | None = None,
+) -> PushResult:
     digest = repo.digest(raw)
     key = repo.wal.key(archive, wal.name)
     try:
         # The conditional write first: a new file (nearly every push) costs one request, and
         # one that is archived already (a push repeated after a crash) is judged after it.
-        stored = repo.wal.put_if_absent(archive, wal.name, raw, digest)
+        stored = repo.wal.put_if_absent(archive, wal.name, raw, digest, compressed)
         if stored is not None:
             return PushResult(wal.name, key, wal.kind, len(raw), stored, written=True)
         existing = _compare_existing(repo, archive, wal.name, digest)
