@@ -32,7 +32,7 @@ from pgkura.pg import checksum
 from pgkura.pg.relfile import BLCKSZ, RELSEG_BLOCKS, is_relation_file
 from pgkura.physical.source import SourceFile
 from pgkura.physical.store import READ_BYTES, FileStorer, PageCheck
-from pgkura.repository.blocks import PACK_TARGET_SIZE, BlockIndex
+from pgkura.repository.blocks import PACK_TARGET_SIZE, BlockIndex, BlockLocation, stored_digests
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import frame_parts, keyed_digest
 from pgkura.storage.posix import PosixStorage, write_atomic
@@ -108,7 +108,7 @@ def seal_stages(files: list[SourceFile], codec_spec: str, key: bytes) -> dict[st
     codec = parse_codec(codec_spec)
     compress = codec.block_compressor(BLOCK)
     out = tempfile.mkdtemp(prefix="pgkura-stages-", dir="/var/tmp")
-    spent = {"compress": 0.0, "frame": 0.0, "write": 0.0, "write wall": 0.0}
+    spent = {"compress": 0.0, "frame": 0.0, "digests": 0.0, "write": 0.0, "write wall": 0.0}
     pending: list[bytes | memoryview] = []
     size = 0
     clock = time.thread_time
@@ -126,18 +126,29 @@ def seal_stages(files: list[SourceFile], codec_spec: str, key: bytes) -> dict[st
                 pending += (header, bytes(payload))  # the pack writer copies it so
                 size += len(header) + len(payload)
                 if size >= PACK_TARGET_SIZE:
-                    _write(out, pending, spent)
+                    _write(out, pending, spent, key)
                     pending, size = [], 0
         if pending:
-            _write(out, pending, spent)
+            _write(out, pending, spent, key)
     finally:
         shutil.rmtree(out)
     return spent
 
 
-def _write(out: str, pending: list[bytes | memoryview], spent: dict[str, float]) -> None:
+def _write(
+    out: str, pending: list[bytes | memoryview], spent: dict[str, float], key: bytes
+) -> None:
+    data = b"".join(pending)
+    entries, offset = [], 0
+    for i in range(0, len(pending), 2):  # header, payload
+        length = len(pending[i]) + len(pending[i + 1])
+        entries.append((b"", BlockLocation("", offset, length, 0)))
+        offset += length
+    c = time.thread_time()
+    stored_digests(key, data, entries)
+    spent["digests"] += time.thread_time() - c
     c, w = time.thread_time(), time.perf_counter()
-    write_atomic(os.path.join(out, os.urandom(16).hex()), b"".join(pending), replace=False)
+    write_atomic(os.path.join(out, os.urandom(16).hex()), data, replace=False)
     spent["write"] += time.thread_time() - c
     spent["write wall"] += time.perf_counter() - w
 
@@ -175,6 +186,7 @@ def profile(pgdata: str, codec_spec: str) -> dict[str, float]:
     sealing = seal_stages(files, codec_spec, key)
     result[f"compress ({codec_spec})"] = sealing["compress"]
     result["framing"] = sealing["frame"]
+    result["stored digests"] = sealing["digests"]
     result["write (cpu)"], result["write (wall)"] = sealing["write"], sealing["write wall"]
     result["store, 1 job (cpu)"], result["store, 1 job (wall)"], result["peak rss mib"] = (
         store_stage(files, codec_spec)
@@ -186,6 +198,7 @@ def profile(pgdata: str, codec_spec: str) -> dict[str, float]:
         "hash (keyed blake3)",
         f"compress ({codec_spec})",
         "framing",
+        "stored digests",
         "write (cpu)",
     ]
     result["the rest (store less stages)"] = result["store, 1 job (cpu)"] - sum(

@@ -200,3 +200,38 @@ def test_in_an_encrypted_repository_a_parsed_form_holds_nothing_readable(tmp_pat
     form_path(cache, repo, merged).write_bytes(bytes(flipped))
     assert cached_parsed(repo, merged, store.size(merged) or 0) is None
     assert read_index_objects(repo).packs == truth
+
+
+def test_gc_loads_the_index_as_columns_that_say_what_the_store_says(
+    store: Storage, tmp_path: Path
+) -> None:
+    """gc's load (``columns_only``) takes each pack's blocks from the parsed forms as
+    columns, with no location made per block: every block, offset and length must be the
+    stored object's, and a merged object written from columns must be the bytes the pairs
+    give (a column that drifted by one would make gc misjudge or rewrite a pack wrongly)."""
+    from pgkura.repository.index_parsed import PackEntries, columns_of, merged_json
+
+    cache = tmp_path / "cache"
+    repo = opened(store, cache, create=True)
+    write_packs(repo, 5, "g")
+    consolidate(repo, at_least=2)
+    write_packs(opened(store, cache), 2, "h")
+    truth = read_index_objects(opened(store, cache), use_cache=False).packs
+    read_index_objects(opened(store, cache))  # the forms
+    index = BlockIndex(opened(store, cache)).load(columns_only=True)
+    assert len(index) == 0  # no lookup by block id was made
+    assert set(index.pack_columns) == set(truth)
+    for pack_id, held in index.pack_columns.items():
+        assert isinstance(held, PackEntries)
+        ids, offsets, lengths, raws = columns_of(held)
+        assert list(ids) == [b for b, _loc in truth[pack_id]]
+        assert list(offsets) == [loc.offset for _b, loc in truth[pack_id]]
+        assert list(lengths) == [loc.length for _b, loc in truth[pack_id]]
+        assert list(raws) == [loc.raw_length for _b, loc in truth[pack_id]]
+        assert held == truth[pack_id]
+    assert merged_json("0" * 32, dict(index.pack_columns)) == merged_json("0" * 32, truth)
+    # The lookup of every other command is unchanged: each block found where the store says.
+    full = BlockIndex(opened(store, cache)).load(keep_packs=True)
+    assert full.pack_entries == truth
+    assert all(full.get(b) == loc for held in truth.values() for b, loc in held)
+    assert all(type(e) is list for e in full.pack_entries.values())

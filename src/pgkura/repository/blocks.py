@@ -14,7 +14,7 @@ import os
 import queue
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -62,9 +62,17 @@ class BlockIndex:
         self.doomed: set[str] = set()  # packs gc is about to delete (repository.doomed)
         #: with load(keep_packs=True): every pack's blocks, whichever copy the index uses
         self.pack_entries: dict[str, list[tuple[bytes, BlockLocation]]] = {}
+        #: with load(columns_only=True): the same, as the index objects gave them (for
+        #: parsed forms, repository.index_parsed.PackEntries: columns)
+        self.pack_columns: dict[str, Sequence[tuple[bytes, BlockLocation]]] = {}
 
     def load(
-        self, *, write_back: bool = False, keep_packs: bool = False, fresh: bool = False
+        self,
+        *,
+        write_back: bool = False,
+        keep_packs: bool = False,
+        fresh: bool = False,
+        columns_only: bool = False,
     ) -> BlockIndex:
         """Read every index object. A damaged one is replaced by the copy of the index inside
         its pack; when both are unreadable the pack is listed in ``damaged`` and its blocks
@@ -77,7 +85,9 @@ class BlockIndex:
 
         A block of a pack gc is about to delete (repository.doomed) is found in another
         pack if one has it; a writer (``write_back``) does not know it at all, and stores it
-        again. ``keep_packs`` keeps each pack's entries in ``pack_entries`` (for gc).
+        again. ``keep_packs`` keeps each pack's entries in ``pack_entries``;
+        ``columns_only`` (gc) keeps them in ``pack_columns`` as they were read, and makes no
+        lookup by block id (``get`` and ``in`` then know nothing).
 
         Index objects come from the local cache where it has them (repository/index_cache.py),
         checked like fresh ones (``fresh``: every object is read from the store, for verify
@@ -87,6 +97,7 @@ class BlockIndex:
         deleted)."""
         from pgkura.repository.doomed import doomed_packs
         from pgkura.repository.index_files import read_index_objects
+        from pgkura.repository.index_parsed import as_list
 
         self.damaged = []
         self.replaced = []
@@ -117,6 +128,10 @@ class BlockIndex:
             if write_back and pack_id not in self.doomed:
                 self.repo.storage.put_if_absent(layout.index_key(pack_id), copy)
         self._merged_damage(found.damaged_merged, write_back)
+        if columns_only:
+            self._packs.update(loaded)
+            self.pack_columns = loaded
+            return self
         with self._lock:
             self._packs.update(loaded)
             for entries in (e for p, e in loaded.items() if p not in self.doomed):
@@ -124,7 +139,7 @@ class BlockIndex:
             for entries in (e for p, e in loaded.items() if p in self.doomed and not write_back):
                 self._blocks.update((b, loc) for b, loc in entries if b not in self._blocks)
         if keep_packs:
-            self.pack_entries = loaded
+            self.pack_entries = {p: as_list(e) for p, e in loaded.items()}
         return self
 
     def _merged_damage(self, damaged: list[tuple[str, str]], write_back: bool) -> None:
@@ -153,7 +168,7 @@ class BlockIndex:
         from pgkura.repository.index_files import parse_index_object
 
         key = layout.index_key(pack_id)
-        return parse_index_object(self.repo, key, sealed_index)[pack_id]
+        return list(parse_index_object(self.repo, key, sealed_index)[pack_id])
 
     def __contains__(self, block_id: bytes) -> bool:
         return block_id in self._blocks

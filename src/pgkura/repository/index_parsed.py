@@ -15,15 +15,97 @@ import struct
 import sys
 import weakref
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
+from typing import overload
 
 from pgkura.repository.blocks import BlockLocation
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError
 
-Entries = list[tuple[bytes, BlockLocation]]
+Entry = tuple[bytes, BlockLocation]
+#: A pack's blocks: a list of (id, location), or a PackEntries, its columns
+Entries = Sequence[Entry]
+
+
+class PackEntries(Sequence[Entry]):
+    """One pack's blocks as its parsed form holds them: the block ids, offsets, lengths and
+    raw lengths as columns. gc judges, and writes merged objects, from the columns; the
+    (id, location) pairs that other users iterate are made the first time they are asked
+    for, and kept (a location per block is most of what loading the index costs)."""
+
+    __slots__ = ("_pairs", "ids", "lengths", "offsets", "pack_id", "raw_lengths")
+
+    def __init__(
+        self,
+        pack_id: str,
+        ids: list[bytes],
+        offsets: array[int],
+        lengths: array[int],
+        raw_lengths: array[int],
+    ) -> None:
+        if not len(ids) == len(offsets) == len(lengths) == len(raw_lengths):
+            raise ValueError("the columns differ in length")
+        self.pack_id = pack_id
+        self.ids = ids
+        self.offsets = offsets
+        self.lengths = lengths
+        self.raw_lengths = raw_lengths
+        self._pairs: list[Entry] | None = None
+
+    def pairs(self) -> list[Entry]:
+        if self._pairs is None:
+            n = len(self.ids)
+            locations = map(
+                BlockLocation, repeat(self.pack_id, n), self.offsets, self.lengths, self.raw_lengths
+            )
+            self._pairs = list(zip(self.ids, locations, strict=True))
+        return self._pairs
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, i: int) -> Entry: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Entry]: ...
+    def __getitem__(self, i: int | slice) -> Entry | list[Entry]:
+        return self.pairs()[i]
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.pairs())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackEntries):
+            other = other.pairs()
+        return isinstance(other, list) and self.pairs() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def as_list(entries: Entries) -> list[Entry]:
+    """``entries`` as a list of (id, location) pairs."""
+    if isinstance(entries, list):
+        return entries
+    if isinstance(entries, PackEntries):
+        return entries.pairs()
+    return list(entries)
+
+
+def columns_of(entries: Entries) -> tuple[list[bytes], Sequence[int], Sequence[int], Sequence[int]]:
+    """(ids, offsets, lengths, raw lengths) of ``entries``: a PackEntries' own columns, or
+    made from the pairs."""
+    if isinstance(entries, PackEntries):
+        return entries.ids, entries.offsets, entries.lengths, entries.raw_lengths
+    locs = [loc for _b, loc in entries]
+    return (
+        list(map(itemgetter(0), entries)),
+        list(map(attrgetter("offset"), locs)),
+        list(map(attrgetter("length"), locs)),
+        list(map(attrgetter("raw_length"), locs)),
+    )
+
 
 #: Within :func:`parsing_once`: what each index object read or written says, by repository:
 #: key -> (size, packs). Entries are shared, never changed in place.
@@ -71,13 +153,8 @@ def merged_json(merged_id: str, packs: dict[str, Entries]) -> bytes:
         if len(pack_id) != 32 or not all(c in "0123456789abcdef" for c in pack_id):
             raise ValueError(f"{pack_id!r} is no pack id")
         parts.append(f'{"," if n else ""}{{"pack":"{pack_id}","blocks":[')
-        locs = [loc for _b, loc in entries]
-        columns = (
-            map(bytes.hex, (b for b, _loc in entries)),
-            map(attrgetter("offset"), locs),
-            map(attrgetter("length"), locs),
-            map(attrgetter("raw_length"), locs),
-        )
+        ids, offsets, lengths, raw_lengths = columns_of(entries)
+        columns = (map(bytes.hex, ids), offsets, lengths, raw_lengths)
         parts.append(",".join(map('["{}",{:d},{:d},{:d}]'.format, *columns)))
         parts.append("]}")
     parts.append("]}")
@@ -122,19 +199,21 @@ def store_parsed(repo: Repository, key: str, size: int, docs: dict[str, Entries]
     cache = IndexCache.of(repo)
     if not cache.enabled:
         return
-    packs = sorted(docs.items())
-    widths = {len(b) for _p, entries in packs for b, _loc in entries}
+    packs = [(p, columns_of(e)) for p, e in sorted(docs.items())]
+    widths = {len(b) for _p, c in packs for b in c[0]}
     if len(widths) > 1:
         return  # never the case; the object is then parsed each time
     width = widths.pop() if widths else 32
     name = key.encode()
     parts = [_FORM_MAGIC, struct.pack("<H", len(name)), name]
     parts.append(_FORM_HEAD.pack(size, width, len(packs)))
-    parts.extend(_FORM_PACK.pack(bytes.fromhex(p), len(e)) for p, e in packs)
-    parts.extend(b for _p, entries in packs for b, _loc in entries)
-    locs = [loc for _p, entries in packs for _b, loc in entries]
-    for field in ("offset", "length", "raw_length"):
-        column = array("Q", map(attrgetter(field), locs))
+    parts.extend(_FORM_PACK.pack(bytes.fromhex(p), len(c[0])) for p, c in packs)
+    for _p, c in packs:
+        parts.extend(c[0])
+    for field in (itemgetter(1), itemgetter(2), itemgetter(3)):  # offsets, lengths, raws
+        column = array("Q")
+        for _p, c in packs:
+            column.extend(field(c))  # an array of "Q" is copied whole
         if sys.byteorder != "little":
             column.byteswap()
         parts.append(column.tobytes())
@@ -195,7 +274,7 @@ def _decoded(body: bytes, key: str, size: int) -> dict[str, Entries] | None:
     total = sum(n for _p, n in packs)
     if len(view) != at + total * (width + 24):
         return None
-    ids = body[at : at + total * width]
+    ids = [b for (b,) in struct.iter_unpack(f"{width}s", view[at : at + total * width])]
     at += total * width
     columns = []
     for _field in range(3):
@@ -210,14 +289,8 @@ def _decoded(body: bytes, key: str, size: int) -> dict[str, Entries] | None:
     start = 0
     for pack_id, n in packs:
         end = start + n
-        block_ids = [ids[i : i + width] for i in range(start * width, end * width, width)]
-        locations = map(
-            BlockLocation,
-            repeat(pack_id, n),
-            offsets[start:end],
-            lengths[start:end],
-            raws[start:end],
+        out[pack_id] = PackEntries(
+            pack_id, ids[start:end], offsets[start:end], lengths[start:end], raws[start:end]
         )
-        out[pack_id] = list(zip(block_ids, locations, strict=True))
         start = end
     return out

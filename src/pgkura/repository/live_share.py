@@ -15,20 +15,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Set
 from itertools import compress
 
-from pgkura.repository.blocks import BlockLocation
-
-Entries = list[tuple[bytes, BlockLocation]]
+from pgkura.repository.index_parsed import Entries, columns_of
 
 
 class _Columns:
-    """One pack's blocks as columns: ids and lengths, and the entries they came from."""
+    """One pack's blocks as columns: ids and lengths (a parsed form's own columns, which no
+    (id, location) pair is made for), and the entries they came from."""
 
     __slots__ = ("distinct", "entries", "ids", "lengths")
 
     def __init__(self, entries: Entries) -> None:
         self.entries = entries
-        self.ids = [b for b, _loc in entries]
-        self.lengths = [loc.length for _b, loc in entries]
+        self.ids, _offsets, self.lengths, _raw = columns_of(entries)
         self.distinct = len(set(self.ids)) == len(self.ids)
 
 
@@ -42,6 +40,8 @@ class LiveShares:
             referenced if isinstance(referenced, (set, frozenset)) else set(referenced)
         )
         self._packs: dict[str, _Columns] = {}
+        #: each pack's referenced blocks, by the columns they were found in
+        self._mine: dict[str, tuple[_Columns, Set[bytes]]] = {}
 
     def again(self, referenced: Iterable[bytes]) -> LiveShares:
         """The same packs' columns, judged against ``referenced`` read anew."""
@@ -64,14 +64,16 @@ class LiveShares:
         """For the packs ``candidates``: each one's live bytes (its chosen copies of
         referenced blocks), and a mask of its entries that are those chosen copies."""
         cols = {p: self.columns(p, entries[p]) for p in candidates}
-        mine = {p: self.referenced.intersection(c.ids) for p, c in cols.items()}
+        mine = {p: self._referenced_in(p, c) for p, c in cols.items()}
         owned: set[bytes] = set()
         live: dict[str, int] = {}
         chosen: dict[str, list[bool]] = {}
         for pack_id in sorted(cols, key=lambda p: (-len(mine[p]), p)):
             c = cols[pack_id]
             here = mine[pack_id] - owned
-            if c.distinct:
+            if c.distinct and len(here) in (0, len(c.ids)):  # none or all: no lookups
+                mask = [bool(here)] * len(c.ids)
+            elif c.distinct:
                 mask = list(map(here.__contains__, c.ids))
             else:  # a pack holding one block twice: its first entry is the copy
                 seen: set[bytes] = set()
@@ -83,6 +85,14 @@ class LiveShares:
             chosen[pack_id] = mask
             owned |= here
         return live, chosen
+
+    def _referenced_in(self, pack_id: str, c: _Columns) -> Set[bytes]:
+        known = self._mine.get(pack_id)
+        if known is not None and known[0] is c:
+            return known[1]
+        found: Set[bytes] = self.referenced.intersection(c.ids)
+        self._mine[pack_id] = (c, found)
+        return found
 
     def stored_bytes(self, pack_id: str, entries: Entries) -> int:
         """The sealed bytes of all of a pack's blocks, live or not."""

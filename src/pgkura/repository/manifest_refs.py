@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 import weakref
+from operator import itemgetter
 
 from pgkura.repository import layout
 from pgkura.repository.index_cache import IndexCache
@@ -151,7 +152,7 @@ def _cached(
             raise ValueError("it was made from another version of the manifest")
         if width == 0 or len(body) != at + width * count:
             raise ValueError("it is truncated")
-        return frozenset(body[i : i + width] for i in range(at, len(body), width))
+        return frozenset(map(itemgetter(0), struct.iter_unpack(f"{width}s", body[at:])))
     except (SealError, ValueError, struct.error):
         cache.discard(refs_cache_key(stanza, backup_id))
         return None

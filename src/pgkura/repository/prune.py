@@ -32,7 +32,7 @@ from typing import Any
 
 from pgkura.errors import CorruptionError, ObjectNotFound, UsageError
 from pgkura.repository import layout
-from pgkura.repository.blocks import BlockIndex, BlockLocation, PackWriter, read_pack_index
+from pgkura.repository.blocks import BlockIndex, PackWriter, read_pack_index
 from pgkura.repository.doomed import (
     DoomedList,
     doomed_lists,
@@ -41,7 +41,7 @@ from pgkura.repository.doomed import (
     write_doomed,
 )
 from pgkura.repository.index_files import consolidate, forget_packs
-from pgkura.repository.index_parsed import parsing_once
+from pgkura.repository.index_parsed import Entries, parsing_once
 from pgkura.repository.live_share import LiveShares
 from pgkura.repository.locks import live_shared_locks, lock_ended
 from pgkura.repository.manifest import list_stanzas, listed_backups
@@ -144,9 +144,11 @@ def _prune(
     shares = LiveShares(refs.read())  # after the readiness checks: see step 1
     # The index is read once: what this run deletes and writes is known to it, and every
     # later step works from that, so its reads grow with the repository's packs only once.
-    index = BlockIndex(repo).load(keep_packs=True)
+    # As columns (index_parsed.PackEntries): a location per block is made only for the
+    # packs repacked and the merged objects written again.
+    index = BlockIndex(repo).load(columns_only=True)
     sizes = index.pack_sizes()
-    entries = index.pack_entries
+    entries = dict(index.pack_columns)
     doomed_now = set(index.doomed)
     if not dry_run:
         for d in ready:
@@ -217,7 +219,7 @@ def _delete_ready(
     repo: Repository,
     d: DoomedList,
     shares: LiveShares,
-    entries: dict[str, list[tuple[bytes, BlockLocation]]],
+    entries: dict[str, Entries],
     sizes: dict[str, int],
     doomed: set[str],
     report: PruneReport,
@@ -253,7 +255,7 @@ def _delete_ready(
 
 def _plan(
     shares: LiveShares,
-    entries: dict[str, list[tuple[bytes, BlockLocation]]],
+    entries: dict[str, Entries],
     sizes: dict[str, int],
     waiting: set[str],
     max_unused: float,
@@ -290,9 +292,9 @@ def _plan(
 def _repack(
     repo: Repository,
     packs: list[str],
-    entries: dict[str, list[tuple[bytes, BlockLocation]]],
+    entries: dict[str, Entries],
     report: PruneReport,
-) -> tuple[list[str], dict[str, list[tuple[bytes, BlockLocation]]]]:
+) -> tuple[list[str], dict[str, Entries]]:
     """Copy the live blocks of ``packs`` into new packs (index objects included); return the
     packs whose copy is complete, now to be doomed, and the new packs' entries. A pack with a
     damaged live block is kept whole: verify reports it, and a copy must not spread the
@@ -328,7 +330,7 @@ def _totals(
     report: PruneReport,
     sizes: dict[str, int],
     shares: LiveShares,
-    entries: dict[str, list[tuple[bytes, BlockLocation]]],
+    entries: dict[str, Entries],
     going: set[str],
 ) -> PruneReport:
     staying = [p for p in sizes if p not in going]
