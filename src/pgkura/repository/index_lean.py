@@ -20,25 +20,25 @@ caller loads BlockIndex, whose messages name what is wrong.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from operator import itemgetter
-from typing import Any, cast, overload
+from typing import Any, cast
 
 from pgkura.errors import ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.blocks import BlockLocation
 from pgkura.repository.doomed import doomed_packs
+from pgkura.repository.index_parsed import Entry, PairsOnDemand
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError
 
-Entry = tuple[bytes, BlockLocation]
 #: Hex digits of a block id (a 32-byte keyed BLAKE3).
 HEX_ID_SIZE = 64
 
 
-class LazyEntries(Sequence[Entry]):
+class LazyEntries(PairsOnDemand):
     """A pack's entries as BlockIndex gives them (``(block id, BlockLocation)``), made from
     the JSON's lists the first time they are looked at; their number is known without."""
 
@@ -50,17 +50,7 @@ class LazyEntries(Sequence[Entry]):
     def __len__(self) -> int:
         return len(self._raw)
 
-    @overload
-    def __getitem__(self, i: int) -> Entry: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Entry]: ...
-    def __getitem__(self, i: int | slice) -> Entry | list[Entry]:
-        return self.made()[i]
-
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(self.made())
-
-    def made(self) -> list[Entry]:
+    def pairs(self) -> list[Entry]:
         if self._made is None:
             pack_id, fromhex = self.pack_id, bytes.fromhex
             self._made = [

@@ -29,7 +29,28 @@ Entry = tuple[bytes, BlockLocation]
 Entries = Sequence[Entry]
 
 
-class PackEntries(Sequence[Entry]):
+class PairsOnDemand(Sequence[Entry]):
+    """A pack's blocks as a sequence of (id, location) pairs that a subclass makes, with
+    :meth:`pairs`, only when they are first looked at; its ``__len__`` knows their number
+    without them."""
+
+    __slots__ = ()
+
+    def pairs(self) -> list[Entry]:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> Entry: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Entry]: ...
+    def __getitem__(self, i: int | slice) -> Entry | list[Entry]:
+        return self.pairs()[i]
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.pairs())
+
+
+class PackEntries(PairsOnDemand):
     """One pack's blocks as its parsed form holds them: the block ids, offsets, lengths and
     raw lengths as columns. gc judges, and writes merged objects, from the columns; the
     (id, location) pairs that other users iterate are made the first time they are asked
@@ -65,16 +86,6 @@ class PackEntries(Sequence[Entry]):
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @overload
-    def __getitem__(self, i: int) -> Entry: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Entry]: ...
-    def __getitem__(self, i: int | slice) -> Entry | list[Entry]:
-        return self.pairs()[i]
-
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(self.pairs())
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PackEntries):
