@@ -22,13 +22,22 @@ moment, never wrong.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Callable
 
 from pgkura.errors import CorruptionError
 from pgkura.repository.index_cache import IndexCache
 from pgkura.repository.repo import Repository
+
+# The standard library's own SHA-256 (what hashlib falls back to): hashlib itself would load
+# OpenSSL, about 3 ms of every command that reads a catalog.
+try:
+    from _sha256 import sha256
+except ImportError:  # pragma: no cover - Python 3.12 and later name it _sha2
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
 
 _DIR = "catalog-epochs"
 
@@ -40,7 +49,7 @@ def mark_path(repo: Repository, stanza: str) -> str | None:
         return None
     storage = repo.storage
     where = str(getattr(storage, "root", None) or storage.location)
-    place = hashlib.sha256(where.encode()).hexdigest()[:16]
+    place = sha256(where.encode()).hexdigest()[:16]
     return os.path.join(directory, _DIR, f"{place}-{stanza.encode().hex()}")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +39,7 @@ RENEWALS_PER_LEASE = 5
 #: How far another host's clock may be ahead of ours: its lease counts that much longer.
 CLOCK_SKEW_SECONDS = 60.0
 #: The host name written into records and compared with theirs (a test may set another).
-HOST = socket.gethostname()
+HOST = os.uname().nodename  # gethostname(2)'s answer, without importing socket
 
 
 def set_command(name: str) -> None:
