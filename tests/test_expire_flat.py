@@ -18,7 +18,14 @@ from pgkura.repository import layout
 from pgkura.repository.index_cache import IndexCache
 from pgkura.repository.manifest import listed_backups, read_sealed_manifest
 from pgkura.repository.manifest_heads import manifest_head, remember_head
-from pgkura.repository.manifest_refs import blocks_of, referenced_blocks, remember_refs
+from pgkura.repository.manifest_refs import (
+    PackedIds,
+    blocks_of,
+    referenced_blocks,
+    referenced_ids,
+    remember_refs,
+)
+from pgkura.repository.prune import _References
 from pgkura.repository.repo import Repository
 from pgkura.storage.base import Storage
 from pgkura.storage.posix import PosixStorage
@@ -102,6 +109,10 @@ def test_gc_never_counts_a_kept_backups_blocks_from_a_copy_not_made_from_its_man
     # Each backup cached its copy when it was written; it is what gc reads.
     refs = {i: next(cache.rglob(f"refs/main/{i}")) for i in ids}
     assert {i: referenced_blocks(repo, "main", i, listed[i]) for i in ids} == truth
+    # ...read from those copies, packed as they are stored, and gc's one set of them all is
+    # the union of the manifests' own blocks.
+    assert all(isinstance(referenced_ids(repo, "main", i, listed[i]), PackedIds) for i in ids)
+    assert _References(repo).read() == set().union(*truth.values())
 
     first, second, third, fourth = ids
     good_first = refs[first].read_bytes()

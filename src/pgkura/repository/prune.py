@@ -46,7 +46,7 @@ from pgkura.repository.index_parsed import Entries, parsing_once
 from pgkura.repository.live_share import LiveShares
 from pgkura.repository.locks import live_shared_locks, lock_ended
 from pgkura.repository.manifest import list_stanzas, listed_backups
-from pgkura.repository.manifest_refs import forget_unlisted, referenced_blocks
+from pgkura.repository.manifest_refs import PackedIds, forget_unlisted, referenced_ids
 from pgkura.repository.repo import Repository
 from pgkura.repository.sealed import SealError
 
@@ -88,7 +88,7 @@ class _References:
     def __init__(self, repo: Repository, gone: set[tuple[str, str]] | None = None) -> None:
         self.repo = repo
         self.gone = gone or set()  # (stanza, id) of manifests a dry run counts as deleted
-        self._seen: dict[tuple[str, str], frozenset[bytes]] = {}
+        self._seen: dict[tuple[str, str], PackedIds | frozenset[bytes]] = {}
 
     def read(self) -> set[bytes]:
         """Every referenced block, read now. A manifest that cannot be read stops gc: its
@@ -102,8 +102,8 @@ class _References:
                 if key in self.gone:
                     continue
                 if key not in self._seen:
-                    self._seen[key] = referenced_blocks(self.repo, stanza, backup_id, size)
-                out |= self._seen[key]
+                    self._seen[key] = referenced_ids(self.repo, stanza, backup_id, size)
+                out.update(self._seen[key])  # no set per backup: one set of them all
             forget_unlisted(self.repo, stanza, set(listed), listed_at)
         return out
 
