@@ -13,7 +13,7 @@ from array import array
 from pgkura.repository.blocks import BlockLocation
 from pgkura.repository.index_parsed import PackEntries
 from pgkura.repository.live_share import LiveShares
-from pgkura.repository.prune import PruneReport, _plan
+from pgkura.repository.prune import PruneReport, _plan, _totals
 
 Entries = list[tuple[bytes, BlockLocation]]
 
@@ -109,7 +109,7 @@ def test_a_pack_with_one_live_block_is_repacked_and_an_empty_one_doomed() -> Non
     referenced = {live_id, *dead[:40]}
     sizes = {mostly_dead: 1200, all_dead: 200, full: 4100}
     report = PruneReport()
-    doom, repack = _plan(LiveShares(referenced), entries, sizes, set(), 5, report)
+    doom, repack, _live = _plan(LiveShares(referenced), entries, sizes, set(), 5, report)
     # dead[0] is referenced and also in the full pack, which holds more referenced blocks:
     # that copy counts, so all_dead holds nothing live.
     assert doom == [all_dead]
@@ -174,9 +174,30 @@ def test_from_columns_a_pack_with_one_live_block_is_repacked_whole_ones_kept() -
     referenced = {ids[3], *ids[20:]}
     planned: dict[str, Entries] = dict(as_columns(entries))
     sizes = {mixed: 1100, dead: 1100, whole: 1100}
-    doom, repack = _plan(LiveShares(referenced), planned, sizes, set(), 5, PruneReport())
+    doom, repack, _live = _plan(LiveShares(referenced), planned, sizes, set(), 5, PruneReport())
     assert doom == [dead]
     assert repack == [mixed]
     assert list(planned[mixed]) == [(ids[3], BlockLocation(mixed, 300, 100, 100))]
     live, _chosen = LiveShares(referenced).owners(planned, {whole})
     assert live == {whole: 1000}
+
+
+def test_totals_from_the_plans_live_bytes_are_the_totals_counted_again() -> None:
+    """When nothing was repacked and the referenced blocks are the plan's, gc reports the
+    sizes of what stays from the plan's own count: the same figures as counting again over
+    the packs that stay (doomed ones gone, waiting ones set aside)."""
+    rng = random.Random(7)
+    for _round in range(40):
+        referenced, entries = random_index(rng, rng.randint(1, 25))
+        sizes = {p: sum(loc.length for _b, loc in held) + 64 for p, held in entries.items()}
+        waiting = {p for p in entries if rng.random() < 0.2}
+        shares = LiveShares(referenced)
+        doom, repack, live = _plan(shares, dict(entries), sizes, waiting, 99, PruneReport())
+        assert repack == []
+        going = set(doom) | waiting
+        from_plan = _totals(PruneReport(), sizes, shares, entries, going, live)
+        counted = _totals(PruneReport(), sizes, LiveShares(referenced), entries, going)
+        assert from_plan == counted
+        assert counted.referenced_bytes == sum(
+            reference_owners(referenced, entries, set(sizes) - going)[0].values()
+        )

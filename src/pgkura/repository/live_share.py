@@ -44,8 +44,11 @@ class LiveShares:
         self._mine: dict[str, tuple[_Columns, Set[bytes]]] = {}
 
     def again(self, referenced: Iterable[bytes]) -> LiveShares:
-        """The same packs' columns, judged against ``referenced`` read anew."""
+        """The same packs' columns, judged against ``referenced`` read anew: this object
+        itself when those are the blocks it judges already (nothing committed since)."""
         other = LiveShares(referenced)
+        if other.referenced == self.referenced:
+            return self
         other._packs = self._packs
         return other
 

@@ -168,14 +168,16 @@ def _prune(
     waiting = {p for d in earlier if d not in ready for p in d.packs}
     report.packs_waiting = len(waiting & set(sizes))
     planned = dict(entries)  # _plan narrows a repacked pack's entries to the copies it keeps
-    doom, repack = _plan(shares, planned, sizes, waiting, max_unused, report)
+    planned_shares = shares
+    doom, repack, planned_live = _plan(shares, planned, sizes, waiting, max_unused, report)
     rebuild = [p for p in index.unindexed if p in sizes and p not in set(doom + repack) | waiting]
     if dry_run:
         report.packs_deleted += len(doom) + len(repack)
         report.bytes_deleted += sum(sizes[p] for p in doom + repack)
         report.packs_repacked = len(repack)
         report.bytes_repacked = sum(loc.length for p in repack for _b, loc in planned[p])
-        return _totals(report, sizes, shares, entries, set(doom + repack) | waiting)
+        known = None if repack else planned_live
+        return _totals(report, sizes, shares, entries, set(doom + repack) | waiting, known)
     # An index whose pack is gone: if a backup needs its blocks that is damage for verify to
     # report, not garbage.
     forget_packs(
@@ -211,7 +213,8 @@ def _prune(
             gone_packs = _delete_ready(repo, d, shares, entries, sizes, doomed_now, report)
             sizes = {p: n for p, n in sizes.items() if p not in gone_packs}
     consolidate(repo, at_least=2, redundant=True)  # the next command reads a few index objects
-    return _totals(report, sizes, shares, entries, going)
+    known = planned_live if shares is planned_shares and not repack else None
+    return _totals(report, sizes, shares, entries, going, known)
 
 
 def _ready(repo: Repository, d: DoomedList) -> bool:
@@ -271,8 +274,9 @@ def _plan(
     waiting: set[str],
     max_unused: float,
     report: PruneReport,
-) -> tuple[list[str], list[str]]:
-    """(packs to doom as they are, packs to repack) among the packs not already waiting."""
+) -> tuple[list[str], list[str], dict[str, int]]:
+    """(packs to doom as they are, packs to repack, the live bytes of each pack judged)
+    among the packs not already waiting."""
     readable = {p for p in sizes if p in entries and p not in waiting}
     report.unreadable_kept = sorted(p for p in sizes if p not in entries)
     live, chosen = shares.owners(entries, readable)
@@ -297,7 +301,7 @@ def _plan(
         entries[pack_id] = [
             e for e, keep in zip(entries[pack_id], chosen[pack_id], strict=True) if keep
         ]
-    return doom, repack
+    return doom, repack, live
 
 
 def _repack(
@@ -343,9 +347,18 @@ def _totals(
     shares: LiveShares,
     entries: dict[str, Entries],
     going: set[str],
+    known_live: dict[str, int] | None = None,
 ) -> PruneReport:
+    """The report's sizes of what stays. ``known_live``: the plan's live bytes per pack,
+    still true when the referenced blocks are the plan's and nothing was repacked: the packs
+    gone since owned no copy (a doomed pack's live bytes are 0), so no other pack's choice of
+    copies changed, and each staying pack was judged by the plan."""
     staying = [p for p in sizes if p not in going]
-    live, _chosen = shares.owners(entries, {p for p in staying if p in entries})
+    judged = {p for p in staying if p in entries}
+    if known_live is not None and judged <= known_live.keys():
+        live = {p: known_live[p] for p in judged}
+    else:
+        live, _chosen = shares.owners(entries, judged)
     blocks = sum(shares.stored_bytes(p, entries[p]) for p in staying if p in entries)
     report.repository_bytes = sum(sizes[p] for p in staying)
     report.referenced_bytes = sum(live.values())
