@@ -6,14 +6,21 @@ differing only in their last byte, shared by several packs."""
 
 from __future__ import annotations
 
+import gc as collector
 import os
 import random
 from array import array
+from pathlib import Path
 
+import pytest
+
+from pgkura.errors import PgkuraError
 from pgkura.repository.blocks import BlockLocation
 from pgkura.repository.index_parsed import PackEntries
 from pgkura.repository.live_share import LiveShares
-from pgkura.repository.prune import PruneReport, _plan, _totals
+from pgkura.repository.prune import PruneReport, _plan, _totals, prune
+from pgkura.repository.repo import Repository
+from pgkura.storage.posix import PosixStorage
 
 Entries = list[tuple[bytes, BlockLocation]]
 
@@ -201,3 +208,34 @@ def test_totals_from_the_plans_live_bytes_are_the_totals_counted_again() -> None
         assert counted.referenced_bytes == sum(
             reference_owners(referenced, entries, set(sizes) - going)[0].values()
         )
+
+
+def test_gc_gives_the_cyclic_collector_back_as_it_found_it(tmp_path: Path) -> None:
+    """gc pauses Python's cyclic collector while it prunes (its objects have no cycles):
+    no collection runs meanwhile, a caller that had it on gets it back, also when prune
+    fails, and one that had it off keeps it off."""
+    repo = Repository.create(PosixStorage(str(tmp_path / "repo")))
+    repo.cache_setting = "off"
+    assert collector.isenabled()
+    runs: list[str] = []
+    threshold = collector.get_threshold()
+    collector.callbacks.append(lambda phase, _info: runs.append(phase))
+    collector.set_threshold(1)  # a collection at every allocation, unless paused
+    try:
+        prune(repo, max_unused=5)
+    finally:
+        collector.set_threshold(*threshold)
+        collector.callbacks.pop()
+    assert runs == []
+    assert collector.isenabled()
+    (tmp_path / "repo" / "snapshots" / "main").mkdir(parents=True)
+    (tmp_path / "repo" / "snapshots" / "main" / "x").write_bytes(b"not a manifest")
+    with pytest.raises(PgkuraError):
+        prune(repo, max_unused=5)
+    assert collector.isenabled()
+    collector.disable()
+    try:
+        prune(repo, max_unused=5, dry_run=True, gone={("main", "x")})
+        assert not collector.isenabled()
+    finally:
+        collector.enable()
