@@ -236,3 +236,50 @@ def test_without_a_cache_expire_and_its_gc_fetch_each_manifest_once(
     assert pgkura("verify").returncode == 0
     for i in ids[2:]:
         assert restored_rows(make_server, pgkura, work_dir, i) == rows[i]
+
+
+def test_gc_reads_the_union_once_while_nothing_is_committed_and_again_when_a_backup_is(
+    make_server: Any, work_dir: Path
+) -> None:
+    """gc counts the referenced blocks twice in a run (before planning, and before deleting
+    a list that is ready at once, for writers that committed since). While the listing shows
+    the very manifests of the first count, their union is given again as it is; a backup
+    committed in between, or one taken away, is counted as it is (a block only it references
+    must not be judged unreferenced)."""
+    repo_dir = work_dir / "repo"
+    run_pgkura("--repo", str(repo_dir), "init")
+    cache = work_dir / "cache"
+
+    def pgkura(*more: str) -> Any:
+        return run_pgkura("--repo", str(repo_dir), *more, env={"PGKURA_CACHE_DIR": str(cache)})
+
+    src, _rows = take_backups(make_server, pgkura, 2)
+    store = PosixStorage(repo_dir)
+    refs = _References(opened(store, cache))
+
+    def truth() -> set[bytes]:
+        repo = opened(store, cache)
+        listed = listed_backups(repo, "main", prune_cache=False)
+        return set().union(
+            *(
+                blocks_of(read_sealed_manifest(repo, "main", i, listed_size=n)[0])
+                for i, n in listed.items()
+            )
+        )
+
+    first = refs.read()
+    assert first == truth()
+    assert refs.read() is first  # nothing committed: not counted again
+    # A backup of changed data commits between the two counts.
+    src.start()
+    src.sql("INSERT INTO t SELECT g, md5((g * 101)::text) FROM generate_series(1, 4000) g")
+    src.stop()
+    pgkura("--pgdata", str(src.pgdata), "backup", "--type", "offline")
+    give_back(cache)
+    after = refs.read()
+    assert after == truth() and after - first  # its own blocks are counted
+    assert refs.read() is after
+    # A manifest gone between counts is not counted any more.
+    newest = max(listed_backups(opened(store, cache), "main", prune_cache=False))
+    pgkura("delete", newest, "--force")
+    assert refs.read() == truth() == first

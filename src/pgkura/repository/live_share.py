@@ -46,6 +46,8 @@ class LiveShares:
     def again(self, referenced: Iterable[bytes]) -> LiveShares:
         """The same packs' columns, judged against ``referenced`` read anew: this object
         itself when those are the blocks it judges already (nothing committed since)."""
+        if referenced is self.referenced:
+            return self
         other = LiveShares(referenced)
         if other.referenced == self.referenced:
             return self

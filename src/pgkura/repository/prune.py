@@ -89,22 +89,35 @@ class _References:
         self.repo = repo
         self.gone = gone or set()  # (stanza, id) of manifests a dry run counts as deleted
         self._seen: dict[tuple[str, str], PackedIds | frozenset[bytes]] = {}
+        #: the manifests counted by the last read (stanza, id, listed size), and their blocks
+        self._last: tuple[list[tuple[str, str, int]], set[bytes]] | None = None
 
     def read(self) -> set[bytes]:
         """Every referenced block, read now. A manifest that cannot be read stops gc: its
-        blocks are unknown, so nothing may be judged unreferenced."""
-        out: set[bytes] = set()
+        blocks are unknown, so nothing may be judged unreferenced. When the listings show the
+        very manifests the last read counted, at the same sizes, their blocks are the same
+        set (a manifest never changes while its key is listed; each backup's blocks are read
+        once per run anyway): that set is given again, not a second union of them all (the
+        union of a hundred backups' ids is about 20 ms). The caller must not change it."""
+        counted: list[tuple[str, str, int]] = []
         for stanza in list_stanzas(self.repo):
             listed_at = time.time()
             listed = listed_backups(self.repo, stanza)
-            for backup_id, size in sorted(listed.items()):
-                key = (stanza, backup_id)
-                if key in self.gone:
-                    continue
-                if key not in self._seen:
-                    self._seen[key] = referenced_ids(self.repo, stanza, backup_id, size)
-                out.update(self._seen[key])  # no set per backup: one set of them all
+            counted += [
+                (stanza, b, size)
+                for b, size in sorted(listed.items())
+                if (stanza, b) not in self.gone
+            ]
             forget_unlisted(self.repo, stanza, set(listed), listed_at)
+        if self._last is not None and self._last[0] == counted:
+            return self._last[1]
+        out: set[bytes] = set()
+        for stanza, backup_id, size in counted:
+            key = (stanza, backup_id)
+            if key not in self._seen:
+                self._seen[key] = referenced_ids(self.repo, stanza, backup_id, size)
+            out.update(self._seen[key])  # no set per backup: one set of them all
+        self._last = (counted, out)
         return out
 
 
