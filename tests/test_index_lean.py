@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ import pytest
 from pgkura.commands import open_repository
 from pgkura.config import load_config
 from pgkura.physical import quick_verify
+from pgkura.repository import index_lean
 from pgkura.repository.blocks import BlockIndex
+from pgkura.repository.index_cache import IndexCache
 from pgkura.repository.index_lean import read_lean_index
 from pgkura.repository.repo import Repository
 from test_verify_quick import biggest_pack, flip, pack_key, pristine, quick, repo
@@ -141,3 +144,54 @@ def test_an_index_not_in_its_common_form_is_left_to_blockindex(
     assert read_lean_index(r, 2) is None
     code, report = quick(repo)
     assert code == 7 and any("index object index/merged/" in p for p in report["problems"])
+
+
+def test_entries_kept_in_the_cache_are_taken_only_for_the_content_they_were_made_from(
+    repo: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole check keeps what each index object lists beside the digest of its content;
+    a later check takes it from there only when the object it read from the store unseals to
+    that very content. The store's object is always read and unsealed first."""
+    r = opened(repo)
+    first = read_lean_index(r, 2)
+    assert first is not None
+    cache_dir = IndexCache.of(r).directory
+    assert cache_dir is not None
+    forms = {p.name: p for p in Path(cache_dir, "lean", "index").iterdir()}
+    assert set(forms) == set(first.packs) and len(forms) >= 2
+
+    def parses_nothing(_body: bytes) -> Any:
+        raise AssertionError("an index object's JSON was parsed")
+
+    with monkeypatch.context() as m:  # every object's entries come from the cache
+        m.setattr(index_lean, "json", SimpleNamespace(loads=parses_nothing))
+        kept = read_lean_index(opened(repo), 2)
+    assert kept is not None and kept.packs == first.packs and kept.sizes == first.sizes
+
+    a, b = sorted(forms)[:2]
+    forms[b].write_bytes(forms[a].read_bytes())  # another object's entries under b's name
+    damaged = bytearray(forms[a].read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    forms[a].write_bytes(bytes(damaged))
+    again = read_lean_index(opened(repo), 2)  # neither is taken: both parsed again
+    assert again is not None and again.packs == first.packs
+
+    # Other content under a's key (one entry fewer, a form BlockIndex takes too): the entries
+    # kept for the old content are not taken.
+    index_object = repo["path"] / "index" / a
+    sound = index_object.read_bytes()
+    key = f"index/{a}"
+    doc = json.loads(r.unseal(sound, name=key))
+    index_object.write_bytes(
+        r.seal(json.dumps({**doc, "blocks": doc["blocks"][1:]}).encode(), name=key).data
+    )
+    fewer = read_lean_index(opened(repo), 2)
+    assert fewer is not None and fewer.packs[a] == doc["blocks"][1:] != first.packs[a]
+
+    # The store comes first: a damaged object is refused although its kept entries are sound.
+    index_object.write_bytes(sound)
+    assert read_lean_index(opened(repo), 2) is not None
+    index_object.write_bytes(sound[:-1] + bytes([sound[-1] ^ 1]))
+    assert read_lean_index(opened(repo), 2) is None
+    lean, full, used = both_ways(repo, monkeypatch)
+    assert not used and lean == full and any(key in p for p in lean), lean

@@ -15,27 +15,46 @@ Only the common form of the index is read so: one index object per pack, every p
 store with its own, no doomed packs, every object readable and well formed. Anything else (a
 merged object, a damaged one, a pack without one, gc's doomed lists) returns None, and the
 caller loads BlockIndex, whose messages name what is wrong.
+
+Each object is always read from the store. The first time, it is unsealed (which proves its
+content is the one its header's keyed digest names) and its JSON parsed; what it lists is
+then kept in the local cache, in marshal's form, beside the keyed BLAKE3 of the object's
+stored bytes (:func:`_cached_entries`). A later check whose object has those very stored
+bytes takes the entries from there: the bytes are the ones unsealed and checked then, so
+neither decompressing them nor parsing their JSON again can find anything new (at scale 200,
+13 ms of unsealing and 23 ms of JSON against 1 ms of hashing and 8 ms of marshal). Any other
+stored bytes under the key (damage, another version) miss and are unsealed and parsed. The
+copy is sealed like every cached object (named ``cache lean <key>``; LZ4, which decompresses
+faster than zstd), so a damaged or foreign one is discarded.
 """
 
 from __future__ import annotations
 
 import json
+import marshal
+import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from operator import itemgetter
 from typing import Any, cast
 
+from pgkura.codec.compression import LZ4, Codec
 from pgkura.errors import ObjectNotFound
 from pgkura.repository import layout
 from pgkura.repository.blocks import BlockLocation
 from pgkura.repository.doomed import doomed_packs
+from pgkura.repository.index_cache import IndexCache
 from pgkura.repository.index_parsed import Entry, PairsOnDemand
 from pgkura.repository.repo import Repository
-from pgkura.repository.sealed import SealError
+from pgkura.repository.sealed import SealError, keyed_digest
 
 #: Hex digits of a block id (a 32-byte keyed BLAKE3).
 HEX_ID_SIZE = 64
+#: The cached entries' magic: marshal's form is the interpreter's own, so its version is in it.
+_FORM_MAGIC = b"PGKLEAN1 %d.%d marshal %d\n" % (*sys.version_info[:2], marshal.version)
+_FORM_CODEC = Codec(LZ4, 0)
 
 
 class LazyEntries(PairsOnDemand):
@@ -99,6 +118,7 @@ def read_lean_index(repo: Repository, jobs: int) -> LeanIndex | None:
     """Every index object read from the store (none from the local cache: verify checks what
     is stored), or None when the index is not in the common form the module's docstring
     describes."""
+    listed_at = time.time()
     listed = [o.key for o in repo.storage.list(layout.INDEX_PREFIX)]
     sizes = {o.key.rsplit("/", 1)[-1]: o.size for o in repo.storage.list("packs/")}
     names = {key.rsplit("/", 1)[-1] for key in listed}
@@ -108,38 +128,98 @@ def read_lean_index(repo: Repository, jobs: int) -> LeanIndex | None:
         return None
     listed.sort()
     workers = max(1, min(repo.workers_for(jobs), len(listed)))
+    cache = IndexCache.of(repo)
     with ThreadPoolExecutor(workers, thread_name_prefix="pgkura-index") as pool:
-        read = list(pool.map(lambda key: _read_one(repo, key), listed))
+        read = list(pool.map(lambda key: _read_one(repo, cache, key), listed))
     if any(raw is None for raw in read):
         return None
+    prefix = _form_key(layout.INDEX_PREFIX)
+    cache.keep_only(prefix, {_form_key(k) for k in listed}, listed_at)
     packs = {key.rsplit("/", 1)[-1]: raw for key, raw in zip(listed, read, strict=True) if raw}
     return LeanIndex(packs, sizes) if len(packs) == len(listed) else None
 
 
-def _read_one(repo: Repository, key: str) -> list[list[Any]] | None:
+def _read_one(repo: Repository, cache: IndexCache, key: str) -> list[list[Any]] | None:
     """The entries the index object ``key`` lists, or None when it is gone or any of it is
     not as BlockIndex would take it (it then names what is wrong)."""
     try:
-        doc = json.loads(repo.unseal(repo.storage.get(key), name=key))
-        name = key.rsplit("/", 1)[-1]
-        if not isinstance(doc, dict) or doc.get("pack", name) != name:
-            return None
-        raw = doc["blocks"]
-        if not isinstance(raw, list):
-            return None
-        # Every entry a list of four, every id 64 hex digits: checked by loops in C (a bad
-        # hex digit anywhere makes the joined ids' fromhex fail).
-        if not raw:  # a pack without blocks: none writes one; BlockIndex says what it is
-            return None
-        ids = list(map(itemgetter(0), raw)) if set(map(type, raw)) == {list} else []
-        if (
-            not ids
-            or set(map(len, raw)) != {4}
-            or set(map(type, ids)) != {str}
-            or set(map(len, ids)) != {HEX_ID_SIZE}
-        ):
-            return None
-        bytes.fromhex("".join(ids))
+        sealed = repo.storage.get(key)
+        stored = keyed_digest(repo.key, sealed)
+        raw = _cached_entries(repo, cache, key, stored)
+        if raw is not None:
+            return raw  # these very bytes were unsealed and their entries checked before
+        raw = _entries(json.loads(repo.unseal(sealed, name=key)), key)
+        if raw is not None:
+            _cache_entries(repo, cache, key, stored, raw)
         return raw
     except (ObjectNotFound, SealError, ValueError, KeyError, TypeError):
         return None
+
+
+def _entries(doc: Any, key: str) -> list[list[Any]] | None:
+    """The entries of an index object's parsed JSON ``doc``, or None when any of it is not
+    as BlockIndex would take it."""
+    name = key.rsplit("/", 1)[-1]
+    if not isinstance(doc, dict) or doc.get("pack", name) != name:
+        return None
+    raw = doc["blocks"]
+    if not isinstance(raw, list):
+        return None
+    # Every entry a list of four, every id 64 hex digits: checked by loops in C (a bad hex
+    # digit anywhere makes the joined ids' fromhex fail).
+    if not raw:  # a pack without blocks: none writes one; BlockIndex says what it is
+        return None
+    ids = list(map(itemgetter(0), raw)) if set(map(type, raw)) == {list} else []
+    if (
+        not ids
+        or set(map(len, raw)) != {4}
+        or set(map(type, ids)) != {str}
+        or set(map(len, ids)) != {HEX_ID_SIZE}
+    ):
+        return None
+    bytes.fromhex("".join(ids))
+    return raw
+
+
+def _form_key(key: str) -> str:
+    return f"lean/{key}"
+
+
+def _form_name(key: str) -> str:
+    return f"cache lean {key}"
+
+
+def _form_head(key: str, stored: bytes) -> bytes:
+    name = key.encode()
+    return _FORM_MAGIC + len(name).to_bytes(2, "little") + name + stored
+
+
+def _cache_entries(
+    repo: Repository, cache: IndexCache, key: str, stored: bytes, raw: list[list[Any]]
+) -> None:
+    """Keep the entries (checked) of the object ``key`` whose stored bytes have the keyed
+    digest ``stored``."""
+    if cache.enabled:
+        body = _form_head(key, stored) + marshal.dumps(raw)
+        cache.put(_form_key(key), repo.seal(body, name=_form_name(key), codec=_FORM_CODEC).data)
+
+
+def _cached_entries(
+    repo: Repository, cache: IndexCache, key: str, stored: bytes
+) -> list[list[Any]] | None:
+    """The entries kept for the object ``key`` whose stored bytes have the keyed digest
+    ``stored``: None when there are none, or they were made from other bytes (discarded when
+    they do not unseal or are another object's)."""
+    data = cache.read(_form_key(key)) if cache.enabled else None
+    if data is None:
+        return None
+    try:
+        body = repo.unseal(data, name=_form_name(key))
+        head = _form_head(key, stored)
+        if body[: len(head)] != head:
+            return None  # another version of the object, or another interpreter's form
+        raw = marshal.loads(memoryview(body)[len(head) :])
+    except (SealError, ValueError, EOFError, TypeError):
+        cache.discard(_form_key(key))
+        return None
+    return raw if isinstance(raw, list) and raw else None

@@ -113,12 +113,19 @@ class Repository:
     # moved to another name or block id no longer unseals.
 
     def seal(
-        self, raw: bytes | memoryview, digest: bytes | None = None, *, name: str | None = None
+        self,
+        raw: bytes | memoryview,
+        digest: bytes | None = None,
+        *,
+        name: str | None = None,
+        codec: Codec | None = None,
     ) -> envelope.Sealed:
         """``raw`` in the repository's envelope (compressed, framed, checksummed; encrypted
-        in an encrypted repository), to be stored as ``name`` (None: a block)."""
+        in an encrypted repository), to be stored as ``name`` (None: a block); ``codec``:
+        compressed so instead of as the repository's objects are (a local cache's copy)."""
         identity = BLOCK_IDENTITY if name is None else _named(name)
-        return envelope.seal(raw, self.codec, self.key, digest, self.cipher, identity)
+        codec = self.codec if codec is None else codec
+        return envelope.seal(raw, codec, self.key, digest, self.cipher, identity)
 
     def frame(self, raw: bytes | memoryview, digest: bytes) -> bytes:
         """The sealed bytes of the block ``raw`` whose id (digest) the caller computed (the
