@@ -103,16 +103,15 @@ class KeySlot:
 
     def open(self, secret: bytes, repo_id: str) -> bytes | None:
         """The master key, or None when ``secret`` is not this slot's."""
-        from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from pgkura.repository.sealed import aesgcm, invalid_tag
 
         if self.kdf == RAW and len(secret) < RAW_KEY_MIN:
             return None
         try:
-            return AESGCM(self._slot_key(secret)).decrypt(
+            return aesgcm()(self._slot_key(secret)).decrypt(
                 self.nonce, self.wrapped, _slot_associated(repo_id, self.slot_id)
             )
-        except InvalidTag:
+        except invalid_tag():
             return None
 
 
@@ -254,17 +253,16 @@ def new_data_key(master: bytes, repo_id: str, generation: int, added: str) -> Da
 def open_data_keys(master: bytes, repo_id: str, entries: list[DataKey]) -> dict[int, bytes]:
     """generation -> data key of the rotated data keys; RepositoryError when one does not
     open (pgkura.json was altered)."""
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from pgkura.repository.sealed import aesgcm, invalid_tag
 
-    aead = AESGCM(_wrap_key(master))
+    aead = aesgcm()(_wrap_key(master))
     out = {}
     for entry in entries:
         try:
             out[entry.generation] = aead.decrypt(
                 entry.nonce, entry.wrapped, _data_key_associated(repo_id, entry.generation)
             )
-        except InvalidTag:
+        except invalid_tag():
             raise RepositoryError(
                 f"data key {entry.generation} in pgkura.json does not open: the file was altered",
                 hint="put pgkura.json back from a copy of the repository",

@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 MAGIC = b"PGK1"
 HEADER = struct.Struct("<4sBBHQQ32s")
 HEADER_SIZE = HEADER.size  # 56
@@ -27,6 +29,34 @@ ENCRYPTED = 1  # header flag: the payload is salt + AES-256-GCM ciphertext + tag
 SALT_SIZE = 24  # random per object; the object's own key is derived from it
 TAG_SIZE = 16
 _SUBKEY_CONTEXT = b"pgkura object key\x00"
+
+
+def aesgcm() -> type[AESGCM]:
+    """cryptography's AES-GCM class. Taken from the Rust binding that its public module
+    (``cryptography.hazmat.primitives.ciphers.aead``) re-exports it from: that module's
+    package imports typing and the cipher base classes, 6-8 ms of an encrypted
+    archive-push's 55-65 ms, for nothing the class needs. When the binding is laid out
+    otherwise (another release of cryptography), the public module's class, the same one
+    (tests/test_encryption.py checks they are one class)."""
+    try:
+        from cryptography.hazmat.bindings._rust import openssl
+
+        found: type[AESGCM] = openssl.aead.AESGCM
+        return found
+    except (ImportError, AttributeError):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM as public
+
+        return public
+
+
+def invalid_tag() -> type[Exception]:
+    """cryptography's InvalidTag, which a failed decryption raises. Named in ``except
+    invalid_tag():``, whose expression Python evaluates only when an exception is on its
+    way: its module (and typing with it) is imported then, not by every command that only
+    decrypts what is sound."""
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
 
 
 class Cipher:
@@ -39,7 +69,7 @@ class Cipher:
     adds one, ``gc --rewrite-keys`` drops the retired ones). ``cryptography`` is imported
     only here, only for an encrypted repository."""
 
-    __slots__ = ("_aead", "_invalid", "_subkeys", "current", "dropped")
+    __slots__ = ("_aead", "_subkeys", "current", "dropped")
 
     def __init__(
         self,
@@ -47,12 +77,9 @@ class Cipher:
         more: dict[int, bytes] | None = None,
         dropped: frozenset[int] = frozenset(),
     ) -> None:
-        from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         keys = {} if 1 in dropped else {1: data_key}
         keys.update(more or {})
-        self._aead, self._invalid = AESGCM, InvalidTag
+        self._aead = aesgcm()
         # Per generation, the keyed hash with the context already absorbed: each object key
         # copies it (half the cost of keying a new hasher, which is paid once per block).
         self._subkeys = {g: blake3.blake3(_SUBKEY_CONTEXT, key=k) for g, k in keys.items()}
@@ -100,7 +127,7 @@ class Cipher:
             return self._aead(self._object_key(salt, generation)).decrypt(
                 salt[:12], view[SALT_SIZE:], associated
             )
-        except self._invalid:
+        except invalid_tag():
             raise SealError(
                 "authentication failed: the object was altered, truncated, or stored under "
                 "another name"
@@ -127,12 +154,7 @@ class Cipher:
         every block of a pack in this one loop, in a sixth less time than
         :func:`authenticate`, whose layers say what is wrong with one that fails (a block
         cut off by the end of ``view`` fails too)."""
-        aead, invalid, unpack, subkeys = (
-            self._aead,
-            self._invalid,
-            HEADER.unpack_from,
-            self._subkeys,
-        )
+        aead, unpack, subkeys = self._aead, HEADER.unpack_from, self._subkeys
         shortest, salt_end, nonce_end = (
             HEADER_SIZE + SALT_SIZE + TAG_SIZE,
             HEADER_SIZE + SALT_SIZE,
@@ -163,7 +185,7 @@ class Cipher:
                     piece[salt_end:],
                     piece[:HEADER_SIZE].tobytes() + identity,
                 )
-            except invalid:
+            except invalid_tag():
                 failed.append(digest)
         return failed
 
