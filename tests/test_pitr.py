@@ -38,6 +38,9 @@ class History:
         time.sleep(0.1)
         insert_batch(server, 3)
         server.sql("SELECT pg_create_restore_point('before_batch_5')")
+        # What follows in segments of their own: a recovery to the restore point leaves whole
+        # segments of timeline 1 behind it, archived before timeline 2 begins.
+        server.sql("SELECT pg_switch_wal()")
         insert_batch(server, 4)
         self.lsn = str(server.sql("SELECT pg_current_wal_lsn()::text")[0][0])
         insert_batch(server, 5)
@@ -137,6 +140,49 @@ def test_a_promoted_restore_archives_its_new_timeline_and_latest_follows_it(
     assert not (work_dir / "lost").exists()
 
 
+def test_a_timeline_that_went_on_after_a_test_restore_branched_off_it_is_not_left_out(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A test restore left archiving into the stanza (the default --archive-mode keep)
+    promotes to timeline 2 while production goes on committing on timeline 1. A later
+    restore along the newest timeline, the default, would come back without production's
+    newest rows: it is refused, before anything is written, naming both choices; each choice
+    restores what it names. (A timeline 1 that stopped before timeline 2 began, an accident
+    undone by point-in-time recovery, is followed without a word: the test above.)"""
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    src.sql("CREATE TABLE tab_int AS SELECT generate_series(1, 1000) AS a")
+    run_pgkura("--repo", repo, "backup", env={**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)})
+    insert_batch(src, 1)
+    switch_and_wait_archived(src)
+    test_dir = work_dir / "test-restore"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(test_dir))  # keeps archiving
+    test = make_server("test", pgdata=test_dir, init=False)
+    test.wait_for_promotion()
+    test.sql("INSERT INTO tab_int VALUES (-1)")
+    switch_and_wait_archived(test)
+    test.stop()
+    assert list(Path(repo, "wal").rglob("00000002.history"))
+    insert_batch(src, 2)  # production commits on timeline 1
+    switch_and_wait_archived(src)
+    src.stop()
+
+    refused = run_pgkura("--repo", repo, "restore", "--target-dir", str(work_dir / "r"),
+                         check=False)  # fmt: skip
+    assert refused.returncode == 3, refused.stderr
+    error, hint = refused.stderr.strip().splitlines()
+    assert "timeline 1 went on archiving WAL" in error and "timeline 2 branched off it" in error
+    assert "--target-timeline 1" in hint and "--target-timeline latest" in hint
+    assert not (work_dir / "r").exists()
+    count, server = restore_and_count(make_server, work_dir, repo, "tl1", "--target-timeline", "1")
+    assert count == 3000  # everything production committed
+    server.stop()
+    count, server = restore_and_count(
+        make_server, work_dir, repo, "tl2", "--target-timeline", "latest"
+    )
+    assert count == 2001 and server.sql("SELECT count(*) FROM tab_int WHERE a = -1")[0][0] == 1
+    server.stop()
+
+
 def test_pgkura_picks_the_backup_and_refuses_targets_outside_the_window(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:
@@ -210,6 +256,12 @@ def test_two_targets_and_unparsable_targets_are_refused(work_dir: Path, repo: st
     for flag, value in (("--to-time", "yesterday"), ("--to-lsn", "12"), ("--to-xid", "abc")):
         bad = run_pgkura(*base, flag, value, check=False)
         assert bad.returncode == 3 and f"{flag} {value!r} is not" in bad.stderr
+    # An action for a target that is not there would be dropped without a word.
+    for action in ("pause", "shutdown"):
+        alone = run_pgkura(*base, "--target-action", action, check=False)
+        assert alone.returncode == 3, alone.stderr
+        assert f"--target-action {action} applies to a --to-* target only" in alone.stderr
+    assert not (work_dir / "x").exists()
 
 
 def test_a_restore_point_that_was_never_created_is_refused_before_writing(

@@ -72,10 +72,9 @@ _TARGET_RESTORE_ONLY = (
     click.option(
         "--target-timeline",
         "timeline",
-        default="latest",
-        show_default=True,
+        default=None,
         metavar="latest|current|N",
-        help="timeline to recover along",
+        help="timeline to recover along  [default: latest]",
     ),
 )
 _TARGET_NAMES = (

@@ -168,7 +168,10 @@ def _choose(
         """Replay to the end of the archive: the target timeline's history must be there."""
         archive = archive_of(m) if m.kind == "physical" else stanza
         if m.kind == "physical" and m.method != "offline":
-            target_history(repo, archive, target, m, load_catalog(repo, archive, _seg_size(m)))
+            catalog = load_catalog(repo, archive, _seg_size(m))
+            history = target_history(repo, archive, target, m, catalog)
+            if target.timeline == "latest" and not target.timeline_given:
+                _refuse_left_out_wal(history, catalog, m.timeline or 1)
         return Choice(m, None, archive)
 
     if target.kind == "none" and requested not in (None, "latest"):
@@ -300,6 +303,50 @@ def _check_reachable(
             + _window(generation_backups(), end_lsn, end_time),
             hint="wait until the WAL is archived (SELECT pg_switch_wal() on the server "
             "forces it), or choose an earlier target",
+        )
+
+
+def _refuse_left_out_wal(history: TimelineHistory, catalog: ArchiveCatalog, start: int) -> None:
+    """Refuse a restore to the end of the newest timeline when the backup's timeline
+    ``start``, or one after it on the newest's history, went on archiving WAL past the point
+    where the next one branched off it, after that one began.
+
+    Recovery follows the highest timeline by default. A test restore left archiving into the
+    stanza (or a promoted standby that the old primary outlived) makes a timeline that
+    branches off an older one, which then goes on committing: following the newest would
+    leave those commits out, with nothing said, a restore with less data than was committed.
+    A segment of the older timeline that begins past the last byte before the branch point
+    holds only what it wrote after that point (the segment holding the branch point may
+    hold only the WAL the two share, and is not judged). Archived *before* the newer
+    timeline's history file, such segments are what a point-in-time recovery went back
+    from (an accident undone): recovery along the newer timeline is what was meant, and
+    passes. Where the store records no time for the history file, nothing is judged.
+    Timelines before the backup's are not judged: no restore of this backup follows them."""
+    spans = history.spans()
+    first = [s.timeline for s in spans].index(start)  # target_history checked it is there
+    for span, branch in zip(spans[first:-1], spans[first + 1 :], strict=False):
+        began = catalog.history_mtimes.get(branch.timeline)
+        wal = catalog.timelines.get(span.timeline)
+        if began is None or wal is None:
+            continue
+        assert span.end is not None  # every span but the last ends at a switch point
+        shared = (span.end - 1) // catalog.seg_size  # the last segment the two may share
+        after = [
+            n
+            for n in wal.segnos
+            if n > shared and wal.mtimes.get(n, 0.0) > began + catalog.time_resolution
+        ]
+        if not after:
+            continue
+        last = segment_name_of_segno(span.timeline, max(after), catalog.seg_size)
+        raise UsageError(
+            f"timeline {span.timeline} went on archiving WAL (up to segment {last}) after "
+            f"timeline {branch.timeline} branched off it at {format_lsn(span.end)}: a restore "
+            f"along timeline {history.timeline}, the newest, would leave out what timeline "
+            f"{span.timeline} committed after that point",
+            hint=f"choose one: --target-timeline {span.timeline} for timeline "
+            f"{span.timeline}'s newest data, or --target-timeline latest to follow timeline "
+            f"{history.timeline}",
         )
 
 

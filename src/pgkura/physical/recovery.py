@@ -46,6 +46,9 @@ class RecoveryTarget:
     inclusive: bool = True
     action: str = "promote"
     timeline: str = "latest"
+    #: whether --target-timeline was given (a restore along the latest timeline by default
+    #: refuses to leave out WAL an older timeline archived past its branch point)
+    timeline_given: bool = False
 
     def describe(self) -> str:
         """The target as the user gave it, for messages."""

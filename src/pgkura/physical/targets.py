@@ -46,7 +46,7 @@ def parse_target(
     to_immediate: bool = False,
     exclusive: bool = False,
     action: str = "promote",
-    timeline: str = "latest",
+    timeline: str | None = None,
 ) -> RecoveryTarget:
     given = [
         flag
@@ -59,6 +59,51 @@ def parse_target(
         )
         if value is not None
     ]
+    chosen = timeline is not None
+    timeline = "latest" if timeline is None else timeline
+    _refuse_combinations(given, timeline, action, exclusive and not (to_time or to_lsn or to_xid))
+    inclusive = not exclusive
+    if to_time is not None:
+        return RecoveryTarget(
+            "time",
+            parse_time(to_time).isoformat(sep=" "),
+            inclusive,
+            action,
+            timeline,
+            timeline_given=chosen,
+        )
+    if to_lsn is not None:
+        if not _LSN.match(to_lsn.strip()):
+            raise UsageError(
+                f"--to-lsn {to_lsn!r} is not an LSN", hint="use the X/X form, for example 0/3000060"
+            )
+        return RecoveryTarget(
+            "lsn", to_lsn.strip().upper(), inclusive, action, timeline, timeline_given=chosen
+        )
+    if to_xid is not None:
+        if not to_xid.strip().isdigit() or int(to_xid) < 3:
+            raise UsageError(
+                f"--to-xid {to_xid!r} is not a transaction id",
+                hint="use a number such as the one txid_current() returned",
+            )
+        return RecoveryTarget(
+            "xid", str(int(to_xid)), inclusive, action, timeline, timeline_given=chosen
+        )
+    if to_name is not None:
+        if not to_name or len(to_name) >= 64:
+            raise UsageError(f"--to-name {to_name!r} is not a restore point name")
+        return RecoveryTarget(
+            "name", to_name, action=action, timeline=timeline, timeline_given=chosen
+        )
+    if to_immediate:
+        return RecoveryTarget("immediate", action=action, timeline=timeline, timeline_given=chosen)
+    return RecoveryTarget(timeline=timeline, timeline_given=chosen)
+
+
+def _refuse_combinations(given: list[str], timeline: str, action: str, exclusive: bool) -> None:
+    """UsageError for options that do not go together: two targets (``given``), a timeline
+    or action that is none, an action without a target, or ``exclusive`` without a target
+    it applies to."""
     if len(given) > 1:
         raise UsageError(
             f"{' and '.join(given)} were both given; recovery has one target",
@@ -71,33 +116,15 @@ def parse_target(
         )
     if action not in ("promote", "pause", "shutdown"):
         raise UsageError(f"--target-action {action!r} is not promote, pause or shutdown")
-    if exclusive and not (to_time or to_lsn or to_xid):
-        raise UsageError("--exclusive applies to --to-time, --to-lsn and --to-xid only")
-    inclusive = not exclusive
-    if to_time is not None:
-        return RecoveryTarget(
-            "time", parse_time(to_time).isoformat(sep=" "), inclusive, action, timeline
+    if action != "promote" and not given:
+        raise UsageError(
+            f"--target-action {action} applies to a --to-* target only: without one, recovery "
+            "replays all the archived WAL and promotes",
+            hint="add --to-time, --to-lsn, --to-xid, --to-name or --to-immediate, or leave "
+            "--target-action out",
         )
-    if to_lsn is not None:
-        if not _LSN.match(to_lsn.strip()):
-            raise UsageError(
-                f"--to-lsn {to_lsn!r} is not an LSN", hint="use the X/X form, for example 0/3000060"
-            )
-        return RecoveryTarget("lsn", to_lsn.strip().upper(), inclusive, action, timeline)
-    if to_xid is not None:
-        if not to_xid.strip().isdigit() or int(to_xid) < 3:
-            raise UsageError(
-                f"--to-xid {to_xid!r} is not a transaction id",
-                hint="use a number such as the one txid_current() returned",
-            )
-        return RecoveryTarget("xid", str(int(to_xid)), inclusive, action, timeline)
-    if to_name is not None:
-        if not to_name or len(to_name) >= 64:
-            raise UsageError(f"--to-name {to_name!r} is not a restore point name")
-        return RecoveryTarget("name", to_name, action=action, timeline=timeline)
-    if to_immediate:
-        return RecoveryTarget("immediate", action=action, timeline=timeline)
-    return RecoveryTarget(timeline=timeline)
+    if exclusive:
+        raise UsageError("--exclusive applies to --to-time, --to-lsn and --to-xid only")
 
 
 @dataclass(frozen=True)
@@ -111,7 +138,7 @@ class TargetArgs:
     to_immediate: bool = False
     exclusive: bool = False
     action: str = "promote"
-    timeline: str = "latest"
+    timeline: str | None = None  # None: not given (latest)
 
     @property
     def point_in_time(self) -> bool:
@@ -142,4 +169,5 @@ class TargetArgs:
             to_name=self.to_name,
             to_immediate=self.to_immediate or (default_immediate and not self.point_in_time),
             exclusive=self.exclusive,
+            timeline="latest",  # a sandbox has no --target-timeline to choose another
         )

@@ -52,6 +52,9 @@ class ArchiveCatalog:
     #: the archive's times are this coarse (seconds): a segment was archived no later than its
     #: time plus this
     time_resolution: float = 0.0
+    #: when each timeline's history file was archived (when the timeline began), where the
+    #: store says
+    history_mtimes: dict[int, float] = field(default_factory=dict)
 
     def latest_timeline(self) -> int:
         known = set(self.timelines) | self.histories
@@ -122,6 +125,7 @@ def load_catalog(
     """What the WAL ``archive`` (layout.wal_archive) holds."""
     timelines: dict[int, TimelineWal] = {}
     histories: set[int] = set()
+    history_mtimes: dict[int, float] = {}
     for obj in repo.wal.list(archive):
         try:
             wal = parse_wal_name(obj.name, seg_size)
@@ -129,12 +133,16 @@ def load_catalog(
             continue
         if wal.kind == "history":
             histories.add(wal.timeline)
+            if obj.mtime is not None:
+                history_mtimes[wal.timeline] = obj.mtime
         elif wal.kind == "segment" and wal.segno is not None:
             tl = timelines.setdefault(wal.timeline, TimelineWal(wal.timeline))
             tl.segnos.add(wal.segno)
             if obj.mtime is not None:
                 tl.mtimes[wal.segno] = obj.mtime
-    return ArchiveCatalog(archive, seg_size, timelines, histories, repo.wal.time_resolution)
+    return ArchiveCatalog(
+        archive, seg_size, timelines, histories, repo.wal.time_resolution, history_mtimes
+    )
 
 
 def archived_files(
