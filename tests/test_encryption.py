@@ -420,3 +420,32 @@ def test_a_drill_of_an_encrypted_backup_passes_and_its_record_is_sealed(
     assert info["backups"][0]["last_drill"]["passed"] is True
     record = Path(crypt["repo"], "drills", "main", f"{crypt['backup']}.json").read_bytes()
     assert record.startswith(b"PGK1") and b"secrets" not in record
+
+
+def test_init_refuses_a_key_without_encrypt_and_a_refused_init_leaves_nothing(
+    work_dir: Path,
+) -> None:
+    """A key file or --raw-key given to init without --encrypt would make an unencrypted
+    repository its user believes encrypted; a refused init (a bad setting, a short key)
+    leaves no directory behind."""
+    raw = key_file(work_dir / "raw.key", "9f" * 24)
+    short = key_file(work_dir / "short.key", "abcde")
+    new = work_dir / "parent" / "repo"
+    for args, wanted in (
+        (("--key-file", raw, "init"), "without --encrypt: the repository would not be encrypted"),
+        (("init", "--raw-key"), "--raw-key was given without --encrypt"),
+        (("init", "--compress", "gzip"), "unknown compression 'gzip'"),
+        (("init", "--compress", "none:3"), "none takes no level"),
+        (("init", "--block-size", "100"), "block size 100 is not a multiple of 8192"),
+        (("--key-file", short, "init", "--encrypt", "--raw-key"), "holds 5 bytes: fewer than 32"),
+        (("--key-file", short, "init", "--encrypt"), "too short for a passphrase"),
+    ):
+        result = run_pgkura("--repo", str(new), *args, check=False)
+        error, _hint = only_line(result.stderr)
+        assert result.returncode == 3 and wanted in error, (args, result.stderr)
+        assert not (work_dir / "parent").exists(), args
+    env = {"PGKURA_KEY_FILE": raw}
+    result = run_pgkura("--repo", str(new), "init", env=env, check=False)
+    assert result.returncode == 3 and "without --encrypt" in result.stderr
+    run_pgkura("--repo", str(new), "--key-file", raw, "init", "--encrypt", "--raw-key")
+    assert json.loads((new / "pgkura.json").read_text())["key_slots"]

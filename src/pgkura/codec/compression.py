@@ -105,11 +105,13 @@ def parse_codec(spec: str) -> Codec:
     if name not in _NAMES:
         raise ConfigError(
             f"unknown compression {spec!r}",
-            hint="use zstd[:1-19], lz4[:0-16] or none",
+            hint="use zstd[:-7..22] (default level 3), lz4[:0..16] or none",
         )
     codec_id = _NAMES[name]
     if not level_text:
         return Codec(codec_id, _DEFAULT_LEVEL[codec_id])
+    if codec_id == NONE:
+        raise ConfigError(f"compression {spec!r}: none takes no level", hint="use none")
     try:
         level = int(level_text)
     except ValueError:

@@ -37,6 +37,13 @@ def run_init(
     raw: bool = False,
 ) -> Initialised:
     secret = None
+    if not encrypt and (raw or cfg.key_file):
+        given = "--raw-key" if raw else f"a key file ({cfg.key_file})"
+        raise UsageError(
+            f"{given} was given without --encrypt: the repository would not be encrypted",
+            hint="add --encrypt to encrypt it, or leave the key file out (--key-file, "
+            "PGKURA_KEY_FILE, key-file in the config file) for an unencrypted one",
+        )
     if encrypt:
         if not cfg.key_file:
             raise UsageError(
@@ -44,7 +51,7 @@ def run_init(
                 hint="give --key-file FILE (mode 0600; or PGKURA_KEY_FILE, or key-file in "
                 "the config file)",
             )
-        secret = read_key_file(cfg.key_file)
+        secret = read_key_file(cfg.key_file, raw=raw)
     repo = _create(cfg, compression, block_size, secret, raw)
     return Initialised(repo.location, repo.config.compression, repo.config.encrypted)
 
@@ -61,6 +68,7 @@ def _create(
     path = Path(location)
     if path.exists() and not path.is_dir():
         raise RepositoryError(f"{location} exists and is not a directory")
+    made = [p for p in [path, *path.parents] if not p.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
     except PermissionError:
@@ -68,10 +76,18 @@ def _create(
             f"cannot create {location}: permission denied",
             hint="create the directory as root and give it to the user running pgkura",
         ) from None
-    return Repository.create(
-        open_storage(location),
-        compression=compression,
-        block_size=block_size,
-        secret=secret,
-        raw=raw,
-    )
+    try:
+        return Repository.create(
+            open_storage(location),
+            compression=compression,
+            block_size=block_size,
+            secret=secret,
+            raw=raw,
+        )
+    except BaseException:
+        for directory in made:  # a refused init leaves nothing behind (only what it made)
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise

@@ -87,7 +87,7 @@ def run_key_list(cfg: Config) -> KeySlots:
 def run_key_add(cfg: Config, new_key_file: str, raw: bool = False) -> KeySlots:
     """A new key slot opened by the passphrase in ``new_key_file`` (with ``raw``: by the
     random key it holds)."""
-    secret = keys.read_key_file(new_key_file, "--new-key-file")
+    secret = keys.read_key_file(new_key_file, "--new-key-file", raw=raw)
     # The maintenance lock: two key commands at once would each rewrite pgkura.json from
     # what they read, and one's slot would be lost.
     with locked_repository(cfg, "maintenance") as repo:

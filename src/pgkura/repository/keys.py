@@ -165,7 +165,7 @@ def open_master_key(
     )
 
 
-def read_key_file(path: str, what: str = "--key-file") -> bytes:
+def read_key_file(path: str, what: str = "--key-file", *, raw: bool = False) -> bytes:
     """The passphrase a key file holds (one trailing newline dropped). The file must be
     readable by its owner only: a passphrase others can read protects nothing."""
     from pgkura.secret_file import check_private
@@ -183,6 +183,11 @@ def read_key_file(path: str, what: str = "--key-file") -> bytes:
         secret = secret[:-1]
         if secret.endswith(b"\r"):
             secret = secret[:-1]
+    if raw and len(secret) < RAW_KEY_MIN:
+        raise UsageError(
+            f"the raw key file {path} ({what}) holds {len(secret)} bytes: fewer than {RAW_KEY_MIN}",
+            hint="make one with: head -c 32 /dev/urandom | base64 > FILE",
+        )
     if len(secret) < 8:
         raise UsageError(
             f"the key file {path} ({what}) holds {len(secret)} bytes: too short for a passphrase",
