@@ -43,6 +43,7 @@ def replay(
     parsed forms of index objects)."""
     argv = json.loads((saved / "command.json").read_text())
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="pgkura-replay-") as tmp:
+        os.chmod(tmp, 0o755)  # pgkura runs as the saved repository's owner (as root: postgres)
         repo = Path(tmp) / "repo"
         cache = Path(tmp) / "cache"
         subprocess.run(["cp", "-a", str(saved / "repo"), str(repo)], check=True)
@@ -51,13 +52,18 @@ def replay(
         env = {**os.environ, "PGKURA_CACHE_DIR": str(cache)}
         if src:
             env["PYTHONPATH"] = src
+        owner = _owner(saved / "repo")
         if warm:
             subprocess.run(
-                [sys.executable, "-c", _WARM, str(repo), str(cache)], env=env, check=True
+                [*owner, sys.executable, "-c", _WARM, str(repo), str(cache)], env=env, check=True
             )
         cmd = [PGKURA, *(a.replace("{repo}", str(repo)) for a in argv)]
         if profile is not None:
             cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
+            if owner:  # the profile is written by the command's user
+                profile.touch()
+                os.chown(profile, (saved / "repo").stat().st_uid, -1)
+        cmd = [*owner, *cmd]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _pid, status, usage = os.wait4(proc.pid, 0)
@@ -66,6 +72,17 @@ def replay(
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"expire failed:\n{err[-2000:]}")
     return usage.ru_utime + usage.ru_stime, wall, int(usage.ru_oublock) * 512
+
+
+def _owner(repo: Path) -> list[str]:
+    """``runuser -u OWNER --`` when root and another user owns ``repo`` (pgkura, run as
+    root, writes into no one else's repository), else nothing."""
+    import pwd
+
+    uid = repo.stat().st_uid
+    if os.geteuid() != 0 or uid == 0:
+        return []
+    return ["runuser", "-u", pwd.getpwuid(uid).pw_name, "--"]
 
 
 def main() -> None:

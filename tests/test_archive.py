@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,45 @@ def test_archive_commands_import_only_what_they_need(
     got = modules_after(work_dir, "--repo", repo, "archive-get", segment.name, str(dest / "X"))
     assert (dest / "X").read_bytes() == segment.read_bytes()
     assert got & HEAVY_MODULES == set()
+
+
+def test_as_root_pgkura_writes_nothing_into_a_repository_another_user_owns(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """Run as root (sudo, a cron job of root's) on the repository the server's user made,
+    pgkura would leave root's files in it, which that user's archive_command could not read
+    or replace: archiving would stop. Each command that would write refuses in one line,
+    naming the owner, before it writes anything; reading commands work."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root: it runs pgkura as root beside the server's user")
+    owner = pwd.getpwuid(Path(repo).stat().st_uid).pw_name
+    assert owner != "root"
+    src = make_server("src", extra_conf={"wal_level": "replica"})
+    kept = work_dir / "kept"
+    kept.mkdir()
+    segment = Path(shutil.copy2(one_segment(src), kept))  # a stopped server recycles it
+    chown(kept)
+    chown(segment)
+    src.stop()
+    before = {str(p): p.stat().st_mtime_ns for p in Path(repo).rglob("*")}
+    for args in (
+        ("archive-push", str(segment)),
+        ("--pgdata", str(src.pgdata), "backup", "--type", "offline"),
+        ("gc",),
+        ("--keep-last", "1", "expire"),
+    ):
+        result = run_pgkura("--repo", repo, *args, user=None, check=False)
+        error, hint = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 3, (args, result.stderr)
+        assert f"pgkura runs as root, but the repository at {repo} belongs to {owner}" in error
+        assert f"runuser -u {owner} -- pgkura" in hint
+    assert {str(p): p.stat().st_mtime_ns for p in Path(repo).rglob("*")} == before
+    assert run_pgkura("--repo", repo, "info", user=None).returncode == 0
+    empty = work_dir / "empty"  # an empty directory of the server's user: init refuses too
+    empty.mkdir()
+    shutil.chown(empty, owner, owner)
+    result = run_pgkura("--repo", str(empty), "init", user=None, check=False)
+    assert result.returncode == 3 and "belongs to" in result.stderr and not any(empty.iterdir())
+    run_pgkura("--repo", repo, "archive-push", str(segment))  # as the owner: archived

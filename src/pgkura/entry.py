@@ -233,6 +233,9 @@ def _echo(text: str, stream: TextIO | None = None) -> None:
 
 
 def main() -> None:
+    from pgkura.commands import as_command_line
+
+    as_command_line()
     verify = _split_verify(sys.argv[1:]) if "verify" in sys.argv else None
     if verify is not None:
         _run_verify(*verify)

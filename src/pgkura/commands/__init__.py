@@ -21,6 +21,18 @@ if TYPE_CHECKING:
 LOCKS = ("none", "shared", "backup", "maintenance")
 
 
+def as_command_line() -> None:
+    """What a process started as ``pgkura`` holds to and code calling the library does not:
+    run as root, it writes nothing into a repository another user owns (that user's
+    archive_command could not read it any more)."""
+    import os
+
+    if os.geteuid() == 0:
+        from pgkura.storage import refuse_root_writes_to_others
+
+        refuse_root_writes_to_others()
+
+
 def open_repository(cfg: Config) -> Repository:
     """The repository ``cfg`` names (repository.repo.open_repository)."""
     from pgkura.repository.repo import open_repository as open_repo

@@ -10,7 +10,15 @@ TYPE_CHECKING = False  # typing itself is not imported on archive-push's path
 if TYPE_CHECKING:
     from pgkura.config import Config
 
-__all__ = ["ObjectInfo", "Storage", "is_url", "open_storage"]
+__all__ = ["ObjectInfo", "Storage", "is_url", "open_storage", "refuse_root_writes_to_others"]
+
+
+def refuse_root_writes_to_others() -> None:
+    """From now on, as root, write nothing into a directory repository another user owns
+    (posix.refuse_root_writes_to_others)."""
+    from pgkura.storage import posix
+
+    posix.refuse_root_writes_to_others = True
 
 
 def is_url(location: str) -> bool:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from pgkura.durable import fsync_dir, write_all
-from pgkura.errors import ObjectNotFound, StorageError
+from pgkura.errors import ObjectNotFound, StorageError, UsageError
 from pgkura.storage.base import ObjectInfo, Storage
 from pgkura.storage.requests import count
 
@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 # WAL segment, and pathlib (with fnmatch, re, urllib.parse) costs it about 5 ms to import.
 
 _TMP_SUFFIX = ".tmp-pgkura"
+
+#: Set for the command line (commands.as_command_line): as root, write nothing into a
+#: repository another user owns. What root writes there is root's (mode 0640), so that
+#: user's archive_command, backups and expires could no longer read or replace it, and
+#: archiving would stop. Code calling the library (the tests, which run as root beside
+#: repositories the server's user made) is not stopped.
+refuse_root_writes_to_others = False
 # Temporary files live in one directory of the repository (same file system, so rename and
 # link stay atomic), named by host and pid: what a killed writer left is found by listing one
 # directory, and only a dead writer's is removed.
@@ -110,6 +117,38 @@ class PosixStorage(Storage):
         # gone (an unmounted file system, a removed directory) must not be made anew, empty,
         # by the next write, say of a background archive pusher.
         self._may_create_root = not os.path.isdir(self.root)
+        self._write_checked = False
+        self._write_refusal: UsageError | None = None
+
+    def _may_write(self) -> None:
+        """UsageError when this process is root and another user owns the repository (see
+        ``refuse_root_writes_to_others``); checked once, before the first write."""
+        if not self._write_checked:
+            self._write_refusal = self._root_refusal()
+            self._write_checked = True
+        if self._write_refusal is not None:
+            raise self._write_refusal
+
+    def _root_refusal(self) -> UsageError | None:
+        if not refuse_root_writes_to_others or os.geteuid() != 0:
+            return None
+        try:
+            owner = os.stat(self.root).st_uid
+        except OSError:
+            return None  # a repository being made, or a write that will say what is wrong
+        if owner == 0:
+            return None
+        import pwd
+
+        try:
+            user = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            user = f"uid {owner}"
+        return UsageError(
+            f"pgkura runs as root, but the repository at {self.location} belongs to {user}: "
+            f"what root wrote there {user} could not read, and its archive_command would fail",
+            hint=f"run pgkura as {user}, for example: runuser -u {user} -- pgkura ...",
+        )
 
     def _make_dirs(self, directory: str) -> None:
         """Create ``directory`` and its missing parents, each made durable in its parent (a
@@ -170,6 +209,7 @@ class PosixStorage(Storage):
         return tmp
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
+        self._may_write()
         path = self._path(key)
         count("put", key)
         with self._failing("write", key):
@@ -177,6 +217,7 @@ class PosixStorage(Storage):
             return write_atomic(path, data, replace=False, tmp_dir=self._tmp_dir())
 
     def put(self, key: str, data: bytes) -> None:
+        self._may_write()
         path = self._path(key)
         count("put", key)
         with self._failing("write", key):
@@ -279,6 +320,7 @@ class PosixStorage(Storage):
                     yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def remove_incomplete(self) -> int:
+        self._may_write()
         # archive-push takes no lock (it runs once per segment): a temporary file under wal/
         # may be a push in progress, so only old ones go. (Temporary files beside their
         # objects are what versions before the tmp/ directory wrote.)
@@ -311,6 +353,7 @@ class PosixStorage(Storage):
         return freed
 
     def delete(self, key: str) -> None:
+        self._may_write()
         path = self._path(key)
         count("delete", key)
         with self._failing("delete", key):
@@ -321,6 +364,7 @@ class PosixStorage(Storage):
             fsync_dir(os.path.dirname(path))
 
     def delete_many(self, keys: Iterable[str]) -> None:
+        self._may_write()
         # One fsync per directory, not per key: gc removes thousands of packs at once.
         touched = set()
         for key in keys:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgkura.config import Config
-from pgkura.errors import PgkuraError, StorageError
+from pgkura.errors import PgkuraError, StorageError, UsageError
 from pgkura.invocation import command_line, find_invocation, readable_by, resolve, same_repository
 from pgkura.pg.connection import connect
 from pgkura.pg.serverenv import postmaster_process
@@ -133,6 +133,8 @@ def check_setup(repo: Repository, cfg: Config) -> CheckReport:
             f"repository {repo.location} is not writable ({exc.strerror}); "
             "give the server's OS user write access"
         )
+    except UsageError as exc:  # root beside another user's repository: writes nothing there
+        report.fail(f"{exc.message} ({exc.hint})")
     with connect(cfg.dbconn) as conn:
 
         def one(query: str) -> str:
