@@ -229,3 +229,28 @@ def test_config_precedence_and_unknown_keys(tmp_path: Path) -> None:
         load_config({}, str(tmp_path / "missing.toml"), {})
     with pytest.raises(ConfigError, match="password"):
         load_config({"dbconn": "host=x password=secret"}, None, {})
+
+
+def test_a_directory_with_other_unreadable_things_is_no_repository_and_says_so(
+    work_dir: Path,
+) -> None:
+    """Only pgkura's own directories are looked into: a directory that holds other things,
+    some of them unreadable to pgkura's user (as /tmp does), is simply not a repository
+    (exit 4), not a listing error; one with pgkura's objects but no pgkura.json has lost it."""
+    from pgutil import chown
+    from runner import run_pgkura
+
+    other = work_dir / "other"
+    (other / "private").mkdir(parents=True)
+    (other / "private" / "x").write_text("x")
+    chown(other)
+    (other / "private").chmod(0)  # root's, 0700 when root: unreadable to pgkura's user either way
+    result = run_pgkura("--repo", str(other), "info", check=False)
+    assert result.returncode == 4, result.stderr
+    assert f"{other} is not a pgkura repository" in result.stderr
+    (other / "packs" / "ab").mkdir(parents=True)
+    (other / "packs" / "ab" / "cd").write_bytes(b"pack")
+    chown(other / "packs")
+    chown(other / "packs" / "ab")
+    result = run_pgkura("--repo", str(other), "info", check=False)
+    assert result.returncode == 4 and "repository's objects (packs/ab/cd)" in result.stderr

@@ -421,9 +421,9 @@ def raise_version(repo: Repository, version: int) -> None:
 def _no_config(storage: Storage) -> NotARepositoryError:
     """An empty or new location is not a repository yet; one that holds pgkura's objects has
     lost its pgkura.json, and `init` (which refuses a non-empty location) would not help."""
-    held = next(
-        (o.key for o in storage.list("") if o.key.split("/", 1)[0] in _REPOSITORY_DIRS), None
-    )
+    # Only pgkura's own directories: /tmp holds much, some unreadable, that says nothing.
+    listed = (next((o.key for o in storage.list(f"{d}/")), None) for d in _REPOSITORY_DIRS)
+    held = next((key for key in listed if key is not None), None)
     if held is None:
         return NotARepositoryError(
             f"{storage.location} is not a pgkura repository",
