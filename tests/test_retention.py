@@ -89,12 +89,31 @@ def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text, "--keep-within").total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["14", "d", "1.5d", "-2d", "0d", "3y", "14 days"])
+@pytest.mark.parametrize("text", ["14", "d", "1.5d", "-2d", "3y", "14 days"])
 def test_a_malformed_duration_is_one_line_with_a_hint(text: str) -> None:
     with pytest.raises(UsageError) as err:
         parse_duration(text, "--keep-within")
     assert err.value.message == f"--keep-within {text!r} is not a duration"
     assert err.value.hint and "14d" in err.value.hint
+
+
+def test_a_zero_duration_is_refused_as_zero_and_a_policy_shows_durations_as_given() -> None:
+    with pytest.raises(UsageError) as err:
+        parse_duration("0d", "--keep-within")
+    assert err.value.message == "--keep-within '0d' is a duration of zero"
+    assert err.value.hint and "14d" in err.value.hint
+    shown = {
+        text: policy_of(
+            keep_last=None,
+            keep_daily=None,
+            keep_weekly=None,
+            keep_monthly=None,
+            keep_within=text,
+            pitr_window=None,
+        ).describe()
+        for text in ("10s", "90s", "30m", "2h", "3d", "2w")
+    }
+    assert shown == {t: f"keep-within {t}" for t in shown}, shown
 
 
 def test_a_policy_that_keeps_nothing_is_refused() -> None:

@@ -29,10 +29,14 @@ def parse_duration(text: str, setting: str) -> timedelta:
     naming ``setting``. Every duration pgkura takes is read here (retention, check's
     freshness limits)."""
     m = _DURATION_RE.match(text)
-    if not m or int(m.group(1)) == 0:
+    if not m:
         raise UsageError(
             f"{setting} {text!r} is not a duration",
             hint=f"give a whole number and a unit, s, min (or m), h, d or w: {setting} 14d",
+        )
+    if int(m.group(1)) == 0:
+        raise UsageError(
+            f"{setting} {text!r} is a duration of zero", hint=f"give a longer one: {setting} 14d"
         )
     return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
@@ -82,10 +86,10 @@ def _short(delta: timedelta | None) -> str | None:
     if delta is None:
         return None
     seconds = int(delta.total_seconds())
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600)):
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
-    return f"{seconds // 60}m"
+    return f"{seconds}s"  # as given: 10s is no 0m, 90s no 1m
 
 
 def policy_of(
