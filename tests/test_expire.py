@@ -154,6 +154,8 @@ def test_pins_keep_a_backup_and_delete_refuses_what_it_must(
     for args, words in (
         (("pin", "20200101T000000000Z"), "no backup"),
         (("pin", dump), "is a logical dump"),
+        (("pin", "latest"), "is a logical dump"),  # latest names the newest, here the dump
+        (("delete", "latest"), "is the newest dump"),
         (("unpin", second), "is not pinned"),
         (("delete", "nope"), "no backup"),
         (("delete", third), "newest backup"),

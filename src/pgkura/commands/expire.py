@@ -11,6 +11,7 @@ from pgkura.config import Config
 from pgkura.errors import PgkuraError, UsageError
 from pgkura.physical.expire import ExpireReport as ExpireReport
 from pgkura.physical.expire import delete_backup, existing_backup, expire
+from pgkura.repository.manifest import resolve_backup_id
 from pgkura.repository.pins import pin, unpin
 from pgkura.repository.prune import checked_max_unused
 from pgkura.repository.retention import Policy, policy_of
@@ -42,6 +43,7 @@ def run_expire(cfg: Config, dry_run: bool = False) -> ExpireReport:
 def run_delete(cfg: Config, backup_id: str, *, force: bool, dry_run: bool) -> ExpireReport:
     max_unused = checked_max_unused(cfg.max_unused)
     with locked_repository(cfg, "maintenance") as repo:
+        backup_id = resolve_backup_id(repo, cfg.stanza, backup_id)  # "latest": the newest
         report = delete_backup(
             repo, cfg.stanza, backup_id, force=force, max_unused=max_unused, dry_run=dry_run
         )
@@ -64,6 +66,7 @@ def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> PinResult:
     with locked_repository(
         cfg, "maintenance"
     ) as repo:  # an expire running now decides on the pins it read
+        backup_id = resolve_backup_id(repo, cfg.stanza, backup_id)
         m = existing_backup(repo, cfg.stanza, backup_id)
         if m.kind != "physical":
             raise UsageError(
@@ -77,7 +80,7 @@ def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> PinResult:
 
 def run_unpin(cfg: Config, backup_id: str) -> PinResult:
     with locked_repository(cfg, "maintenance") as repo:
-        existing_backup(repo, cfg.stanza, backup_id)
+        backup_id = resolve_backup_id(repo, cfg.stanza, backup_id)
         if not unpin(repo, cfg.stanza, backup_id):
             raise UsageError(
                 f"backup {backup_id} is not pinned", hint="list the pins with: pgkura info"
