@@ -96,6 +96,7 @@ def test_every_verb_module_registers_its_commands() -> None:
         "output",
         "plain",
         "progress",
+        "repeats",
         "table_restore",
     }
     assert sorted(VERB_MODULES) == sorted(set(modules) - helpers), (

@@ -57,6 +57,37 @@ def test_usage_errors_exit_3(repo: str) -> None:
         assert words in result.stderr, (args, result.stderr)
 
 
+def test_an_option_of_one_value_given_twice_is_refused_not_taken_at_its_last(
+    work_dir: Path, repo: str
+) -> None:
+    """click would keep the last value: the other repository, an online backup instead of
+    an offline one, two backups kept instead of one. Refused in one line, before anything
+    runs, on the fast paths too; options that take several values are not judged."""
+    other = work_dir / "other"
+    before = sorted(Path(repo).rglob("*"))
+    for args, name in (
+        (["--repo", str(other), "init"], "--repo"),
+        (["--keep-last", "1", "--keep-last=2", "expire", "--dry-run"], "--keep-last"),
+        (["backup", "--type", "offline", "--type", "online"], "--type"),
+        (
+            ["restore", "--target-dir", str(work_dir / "t"), "--backup", "a", "--backup", "b"],
+            "--backup",
+        ),
+        (["dump", "-d", "a", "--dbname", "b"], "--dbname"),
+        (["--stanza", "main", "--stanza", "other", "archive-push", "/nonexistent"], "--stanza"),
+        (["verify", "--quick", "--jobs", "2", "-j", "3"], "-j"),
+    ):
+        result = run_pgkura("--repo", repo, *args, check=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 3 and len(lines) == 2, (args, result.stderr)
+        assert lines[0].startswith(f"pgkura: error: {name} was given twice"), lines
+        assert lines[1] == f"hint: give {name} once", lines
+    assert sorted(Path(repo).rglob("*")) == before and not other.exists()
+    assert not (work_dir / "t").exists()
+    many = ["dump", "--table", "a", "-t", "b", "--schema", "x", "-n", "y", "--help"]
+    assert run_pgkura("--repo", repo, *many).returncode == 0
+
+
 def test_restore_refuses_an_archive_without_the_wal_to_consistency(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:

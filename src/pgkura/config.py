@@ -186,6 +186,8 @@ def split_global(args: list[str]) -> tuple[dict[str, str], str | None, str | Non
                 raise ValueError(f"{name} has no value")
             i += 1
             value = args[i]
+        if (config_file if name == "--config" else flags.get(by_flag[name])) is not None:
+            raise ValueError(f"{name} given twice")  # the full CLI refuses it (cli/repeats.py)
         if name == "--config":
             config_file = value
         else:

@@ -48,7 +48,7 @@ def _split_fast(args: list[str]) -> tuple[dict[str, str], str, list[str]] | None
             i += 1
             continue
         name, sep, value = word.partition("=")
-        if name not in options:
+        if name not in options or options[name] in flags:  # unknown or twice: click says so
             return None
         if not sep:
             if i + 1 >= len(rest):
@@ -139,7 +139,7 @@ def _split_verify(args: list[str]) -> tuple[dict[str, str], str | None, dict[str
             quick = True
         elif word.startswith("-") and word != "-":
             name, value = _option(word, words)
-            if name is None or value is None:
+            if name is None or value is None or name in options:  # twice: click says so
                 return None
             options[name] = value
         else:

@@ -102,7 +102,10 @@ def _fail(exc: PgkuraError) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line ``argv`` (default: the process's) and exit with its status."""
+    from pgkura.cli.repeats import refuse_repeats
+
     try:
+        refuse_repeats(cli, sys.argv[1:] if argv is None else argv)
         cli.main(args=argv, prog_name="pgkura", standalone_mode=False)
     except PgkuraError as exc:
         _fail(exc)
