@@ -72,8 +72,9 @@ class TableRestoreResult:
     timings: dict[str, float]
 
     def to_json(self) -> dict[str, Any]:
-        # Every field is plain data or a dataclass of plain data (tuples print as arrays).
-        return {"kind": "table", **asdict(self)}
+        # Every field is plain data or a dataclass of plain data (tuples print as arrays); the
+        # target as a physical restore prints it.
+        return {"kind": "table", **asdict(self), "recovery_target": self.recovery_target.to_json()}
 
 
 @dataclass
