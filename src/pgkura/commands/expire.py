@@ -14,6 +14,7 @@ from pgkura.physical.expire import delete_backup, existing_backup, expire
 from pgkura.repository.manifest import resolve_backup_id
 from pgkura.repository.pins import pin, unpin
 from pgkura.repository.prune import checked_max_unused
+from pgkura.repository.repo import Repository
 from pgkura.repository.retention import Policy, policy_of
 from pgkura.repository.runs import recorded
 
@@ -40,10 +41,16 @@ def run_expire(cfg: Config, dry_run: bool = False) -> ExpireReport:
         return run.done(report, gc=report.gc)
 
 
+def _named(repo: Repository, stanza: str, backup_id: str) -> str:
+    """The id ``backup_id`` names: ``latest`` the newest; any other as it is (the caller's
+    existing_backup checks it is there, one listing only)."""
+    return resolve_backup_id(repo, stanza, None) if backup_id == "latest" else backup_id
+
+
 def run_delete(cfg: Config, backup_id: str, *, force: bool, dry_run: bool) -> ExpireReport:
     max_unused = checked_max_unused(cfg.max_unused)
     with locked_repository(cfg, "maintenance") as repo:
-        backup_id = resolve_backup_id(repo, cfg.stanza, backup_id)  # "latest": the newest
+        backup_id = _named(repo, cfg.stanza, backup_id)
         report = delete_backup(
             repo, cfg.stanza, backup_id, force=force, max_unused=max_unused, dry_run=dry_run
         )
@@ -66,7 +73,7 @@ def run_pin(cfg: Config, backup_id: str, *, pitr: bool) -> PinResult:
     with locked_repository(
         cfg, "maintenance"
     ) as repo:  # an expire running now decides on the pins it read
-        backup_id = resolve_backup_id(repo, cfg.stanza, backup_id)
+        backup_id = _named(repo, cfg.stanza, backup_id)
         m = existing_backup(repo, cfg.stanza, backup_id)
         if m.kind != "physical":
             raise UsageError(

@@ -324,7 +324,7 @@ def _refuse_left_out_wal(history: TimelineHistory, catalog: ArchiveCatalog, star
     Timelines before the backup's are not judged: no restore of this backup follows them."""
     spans = history.spans()
     first = [s.timeline for s in spans].index(start)  # target_history checked it is there
-    for span, branch in zip(spans[first:-1], spans[first + 1 :], strict=False):
+    for span, branch in zip(spans[first:-1], spans[first + 1 :], strict=True):
         began = catalog.history_mtimes.get(branch.timeline)
         wal = catalog.timelines.get(span.timeline)
         if began is None or wal is None:

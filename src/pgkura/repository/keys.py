@@ -135,7 +135,7 @@ def new_slot(
     master: bytes, secret: bytes, repo_id: str, added: str, *, raw: bool = False
 ) -> KeySlot:
     """A key slot that opens with ``secret`` (a passphrase; with ``raw``, a random key)."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from pgkura.repository.sealed import aesgcm
 
     if raw and len(secret) < RAW_KEY_MIN:
         raise UsageError(
@@ -144,7 +144,7 @@ def new_slot(
         )
     kdf = RAW if raw else ARGON2ID
     slot = KeySlot(os.urandom(4).hex(), kdf, os.urandom(16), os.urandom(12), b"", added)
-    slot.wrapped = AESGCM(slot._slot_key(secret)).encrypt(
+    slot.wrapped = aesgcm()(slot._slot_key(secret)).encrypt(
         slot.nonce, master, _slot_associated(repo_id, slot.slot_id)
     )
     return slot
@@ -244,12 +244,12 @@ def _data_key_associated(repo_id: str, generation: int) -> bytes:
 
 def new_data_key(master: bytes, repo_id: str, generation: int, added: str) -> DataKey:
     """A fresh random data key of ``generation``, wrapped under the master key."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from pgkura.repository.sealed import aesgcm
 
     if generation > 0xFFFF:
         raise UsageError("the repository has had 65535 data keys: no more can be rotated in")
     nonce = os.urandom(12)
-    wrapped = AESGCM(_wrap_key(master)).encrypt(
+    wrapped = aesgcm()(_wrap_key(master)).encrypt(
         nonce, os.urandom(32), _data_key_associated(repo_id, generation)
     )
     return DataKey(generation, nonce, wrapped, added)
