@@ -1,4 +1,5 @@
-"""`pgkura stanza upgrade`: a stanza goes on with its cluster after pg_upgrade."""
+"""`pgkura stanza upgrade`: a stanza goes on with its cluster after pg_upgrade; `pgkura stanza
+create`: a stanza bound to its cluster before its first backup."""
 
 from __future__ import annotations
 
@@ -29,6 +30,28 @@ def stanza_upgrade(ctx: click.Context, output: str) -> None:
 
     done = run_stanza_upgrade(config(ctx))
     emit(output, done, lambda: describe(done))
+
+
+@stanza.command("create")
+@output_option
+@click.pass_context
+def stanza_create(ctx: click.Context, output: str) -> None:
+    """Bind --stanza to the cluster at --pgdata before its first backup or archived segment.
+    Needed only for a second stanza of a cluster another stanza already backs up (backup and
+    archive-push refuse to start one, a mistyped --stanza being the likelier cause)."""
+    from pgkura.commands.stanza import run_stanza_create
+
+    done = run_stanza_create(config(ctx))
+    emit(output, done, lambda: describe_created(done))
+
+
+def describe_created(done: StanzaUpgrade) -> str:
+    info, cur = done.info, done.info.current
+    what = "is bound to" if done.added else "already was bound to"
+    return (
+        f"stanza {info.name} {what} the cluster with system identifier "
+        f"{cur.system_identifier} (PostgreSQL {cur.pg_version})"
+    )
 
 
 def describe(done: StanzaUpgrade) -> str:

@@ -1,4 +1,5 @@
-"""`pgkura stanza upgrade`: let a stanza go on with its cluster after pg_upgrade.
+"""`pgkura stanza upgrade`: let a stanza go on with its cluster after pg_upgrade; `pgkura
+stanza create`: bind a stanza to its cluster before its first backup or archived segment.
 
 pg_upgrade makes a new cluster: a new major, a new system identifier, and WAL that starts
 again on timeline 1, so the stanza refuses its WAL and backups. ``stanza upgrade`` records the
@@ -38,7 +39,9 @@ class StanzaUpgrade:
         }
 
 
-def run_stanza_upgrade(cfg: Config) -> StanzaUpgrade:
+def _cluster(cfg: Config) -> tuple[str, int]:
+    """(system identifier, major) of the cluster at --pgdata, from its pg_control, read by
+    its own major's pg_controldata."""
     pgdata = Path(cfg.require_pgdata())
     what = f"the cluster in {pgdata}"
     try:
@@ -46,13 +49,30 @@ def run_stanza_upgrade(cfg: Config) -> StanzaUpgrade:
     except (OSError, ValueError):
         raise UsageError(
             f"{pgdata} is not a PostgreSQL data directory (no readable PG_VERSION)",
-            hint="point --pgdata at the upgraded cluster's data directory",
+            hint="point --pgdata at the cluster's data directory",
         ) from None
     capabilities(major, what)
     bin_dir = find_pg_bin(cfg.pg_bin, major=major, search_path=cfg.pg_search_path, what=what)
-    control = read_control_data(pgdata, bin_dir)
+    return read_control_data(pgdata, bin_dir).system_identifier, major
+
+
+def run_stanza_upgrade(cfg: Config) -> StanzaUpgrade:
+    system_identifier, major = _cluster(cfg)
     repo = open_repository(cfg)
     # No backup of the stanza runs meanwhile: each belongs to exactly one generation.
     with backup_lock(repo, cfg.stanza):
-        info, added = repo.upgrade_stanza(cfg.stanza, control.system_identifier, major)
+        info, added = repo.upgrade_stanza(cfg.stanza, system_identifier, major)
     return StanzaUpgrade(info, added)
+
+
+def run_stanza_create(cfg: Config) -> StanzaUpgrade:
+    """Bind --stanza to the cluster at --pgdata, even when another stanza of the repository
+    backs that cluster up already (a backup or archive-push would refuse to start a second
+    stanza of one cluster: repository/stanzas.py, ``bind_new_stanza``). ``added`` is False
+    when the stanza was bound to this cluster already; bound to another, it is refused."""
+    system_identifier, major = _cluster(cfg)
+    repo = open_repository(cfg)
+    with backup_lock(repo, cfg.stanza):
+        existed = repo.stanza(cfg.stanza) is not None
+        info = repo.ensure_stanza(cfg.stanza, system_identifier, major)
+    return StanzaUpgrade(info, not existed)

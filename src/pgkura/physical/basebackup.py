@@ -41,6 +41,7 @@ from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import backup_lock
 from pgkura.repository.manifest import FileEntry, Manifest
 from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.repository.stanzas import bind_new_stanza
 from pgkura.scratch import make_scratch
 from pgkura.wal.names import parse_lsn
 
@@ -120,7 +121,7 @@ def backup_basebackup(
     # chosen, unless --pg-bin names one (a newer one works too).
     major, path = (None if cfg.pg_bin else pg_version), cfg.pg_search_path
     bin_dir = find_pg_bin(cfg.pg_bin, major=major, search_path=path, what="the server")
-    repo.ensure_stanza(stanza, facts.system_identifier, pg_version)
+    bind_new_stanza(repo, stanza, facts.system_identifier, pg_version)
     scratch = make_scratch("basebackup")
     try:
         pgdata = scratch / "pgdata"

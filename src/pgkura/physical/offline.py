@@ -28,6 +28,7 @@ from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import backup_lock
 from pgkura.repository.manifest import Manifest, write_manifest
 from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.repository.stanzas import bind_new_stanza
 from pgkura.wal.names import format_lsn
 
 
@@ -66,7 +67,7 @@ def backup_offline(
     control = read_control_data(pgdata, bin_dir)
     if not force:
         check_stopped(pgdata, control)
-    repo.ensure_stanza(stanza, control.system_identifier, pg_version)
+    bind_new_stanza(repo, stanza, control.system_identifier, pg_version)
     with backup_lock(repo, stanza):
         started = utc_now()
         index = BlockIndex(repo).load(write_back=True)

@@ -39,6 +39,7 @@ from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.locks import backup_lock
 from pgkura.repository.manifest import Manifest, Tablespace, write_manifest
 from pgkura.repository.repo import Repository, iso, utc_now
+from pgkura.repository.stanzas import bind_new_stanza
 from pgkura.wal.names import format_lsn, parse_lsn, segment_name, segments_between
 
 
@@ -210,7 +211,7 @@ def backup_online(
             )
         pg_version = int((pgdata / "PG_VERSION").read_text().strip())
         stanza = cfg.stanza
-        repo.ensure_stanza(stanza, facts.system_identifier, pg_version)
+        bind_new_stanza(repo, stanza, facts.system_identifier, pg_version)
         with backup_lock(repo, stanza):
             started = utc_now()
             backup_id = new_backup_id(started)

@@ -145,3 +145,30 @@ def recorded_stanzas(repo: Repository) -> list[str]:
         if "/" not in name and name.endswith(".json"):
             names.append(name[: -len(".json")])
     return sorted(names)
+
+
+def bind_new_stanza(
+    repo: Repository, name: str, system_identifier: str, pg_version: int
+) -> StanzaInfo:
+    """``repo.ensure_stanza`` for a backup or an archived segment, which create the stanza on
+    first use, except when another stanza of the repository already backs this cluster up
+    (its current generation): that is refused. A mistyped ``--stanza`` would otherwise start
+    a stanza of its own without a word, and one cluster's backups and WAL would go to two
+    stanzas: backups that no archived WAL follows, restores that end where their backup
+    ended. ``pgkura stanza create`` makes a second stanza of one cluster on purpose."""
+    if repo.stanza(name) is None:
+        for other in recorded_stanzas(repo):
+            if other == name:
+                continue
+            try:
+                info = repo.stanza(other)
+            except RepositoryError:
+                continue  # a damaged record is verify's to report, not this one's to judge
+            if info is not None and info.system_identifier == system_identifier:
+                raise RepositoryError(
+                    f"stanza {name!r} does not exist, and this cluster (system identifier "
+                    f"{system_identifier}) is backed up as stanza {other!r} of this repository",
+                    hint=f"use --stanza {other}; to give this cluster a second stanza on "
+                    f"purpose, create it first: pgkura --stanza {name} --pgdata DIR stanza create",
+                )
+    return repo.ensure_stanza(name, system_identifier, pg_version)

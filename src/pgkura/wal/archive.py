@@ -165,7 +165,9 @@ def _check_segment(
     sysid = str(header.system_identifier)
     info = repo.stanza(stanza)
     if info is None:
-        info = repo.ensure_stanza(stanza, sysid, version)
+        from pgkura.repository.stanzas import bind_new_stanza
+
+        info = bind_new_stanza(repo, stanza, sysid, version)
     elif info.system_identifier != sysid:
         refused = info.refuse(sysid, version)
         raise RepositoryError(f"{wal.name} is refused: {refused.message}", hint=refused.hint)
