@@ -29,6 +29,8 @@ def _refused(result: Any, typo: str) -> None:
 def test_a_mistyped_stanza_is_refused_and_stanza_create_makes_a_second_one(
     make_server: Any, repo: str
 ) -> None:
+    empty = run_pgkura("--repo", repo, "info")  # a repository with no stanza yet: not an error
+    assert "no backups yet" in empty.stdout
     src = make_server("src", extra_conf=archiving_conf(repo))
     env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
     first = run_pgkura("--repo", repo, "backup", env=env).stdout.strip()
@@ -55,6 +57,10 @@ def test_a_mistyped_stanza_is_refused_and_stanza_create_makes_a_second_one(
     assert not any("mian" in k for k in after)
     listed = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
     assert [b["id"] for b in listed["backups"]] == [first]
+    # info of the mistyped stanza names the real one instead of "no backups yet".
+    typo = run_pgkura("--repo", repo, "--stanza", "mian", "info", check=False)
+    assert typo.returncode != 0 and "no backups yet" not in typo.stdout
+    assert "stanza 'mian' does not exist" in typo.stderr and "use --stanza main" in typo.stderr
 
     # On purpose: `stanza create` binds the second stanza, which then takes backups.
     made = run_pgkura("--repo", repo, "--stanza", "copy", "--pgdata", str(src.pgdata),

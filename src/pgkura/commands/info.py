@@ -13,10 +13,11 @@ from typing import Any
 
 from pgkura.commands import open_repository
 from pgkura.config import Config
-from pgkura.errors import CorruptionError
+from pgkura.errors import CorruptionError, UsageError
 from pgkura.physical.backup import CatalogLine as CatalogLine
 from pgkura.physical.window import wal_facts
 from pgkura.repository.manifest import listed_backups, read_manifest, resolve_backup_id
+from pgkura.repository.repo import Repository
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
         except CorruptionError as exc:
             damaged.append({"id": i, "stanza": stanza, "damaged": exc.message})
     info = repo.stanza(stanza)
+    if info is None and not ids:
+        _refuse_unknown(repo, stanza)
     from pgkura.repository.pins import pins
 
     pinned = pins(repo, stanza)
@@ -118,3 +121,17 @@ def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
     return replace(
         report, generations=generations, wal={k: current[k] for k in keys if k in current}
     )
+
+
+def _refuse_unknown(repo: Repository, stanza: str) -> None:
+    """A stanza with no record and no backup, in a repository that has others: a mistyped
+    --stanza, not an empty stanza (a repository without any says "no backups yet")."""
+    from pgkura.repository.stanzas import recorded_stanzas
+
+    others = recorded_stanzas(repo)
+    if others:
+        raise UsageError(
+            f"stanza {stanza!r} does not exist in {repo.location}: nothing was backed up or "
+            f"archived under that name (its stanzas: {', '.join(others)})",
+            hint=f"use --stanza {others[0]}" if len(others) == 1 else "name one with --stanza",
+        )
