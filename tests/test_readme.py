@@ -198,5 +198,5 @@ def _config_file_setup(server: Any, work_dir: Path, repo: str, env: dict[str, st
     server.sql(f"ALTER SYSTEM SET archive_command = '{command}'")
     server.sql("SELECT pg_reload_conf()")
     checked = run_pgkura("--config", str(conf), "check", env=env)
-    assert "stanza 'prod' from config file" in checked.stdout
+    assert "stanza 'main' from config file" in checked.stdout
     assert "reached the archive" in checked.stdout

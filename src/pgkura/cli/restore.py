@@ -4,6 +4,7 @@ tables of a physical backup into a live database (a table restore)."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -213,11 +214,20 @@ def _show_physical(result: RestoreResult, output: str) -> None:
         f"{result.target}: {s.files} files, {s.bytes_written} bytes written, "
         f"{s.files_unchanged} unchanged, {s.files_removed} removed"
     )
+    as_user = f"runuser -u {result.owner} -- " if result.owner else ""
+    if result.owner:
+        say(f"the restored files belong to {result.owner}, the cluster's OS user")
+    elif os.geteuid() == 0:
+        say(
+            f"the restored files belong to root, which PostgreSQL does not run as: give them to "
+            f"the server's OS user before starting it (chown -R postgres: {result.target}, and "
+            "each tablespace location)"
+        )
     if result.recovery_files:
         say(
             f"recovery settings written ({', '.join(result.recovery_files)}); "
             f"start the server with PostgreSQL {result.manifest.pg_version}'s pg_ctl to replay "
-            f"WAL: pg_ctl start -D {result.target}"
+            f"WAL: {as_user}pg_ctl start -D {result.target}"
         )
 
 

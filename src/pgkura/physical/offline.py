@@ -21,6 +21,7 @@ from pgkura.physical.backup import (
     store_files,
     stored_bytes,
 )
+from pgkura.physical.restore_owner import data_directory_owner
 from pgkura.physical.source import list_tablespaces, walk_data_directory
 from pgkura.physical.store import PageCheck
 from pgkura.progress import Progress
@@ -103,7 +104,11 @@ def backup_offline(
             stored_bytes=stored_bytes(index, result.files),
             new_bytes=result.new_bytes,
             options={"jobs": jobs, "compression": repo.codec.spec},
-            extra={"pgdata_mode": stat.S_IMODE(pgdata.stat().st_mode), "state": control.state},
+            extra={
+                "pgdata_mode": stat.S_IMODE(pgdata.stat().st_mode),
+                "state": control.state,
+                **({"pgdata_owner": owner} if (owner := data_directory_owner(pgdata)) else {}),
+            },
         )
         write_manifest(repo, manifest)
         return manifest

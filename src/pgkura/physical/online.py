@@ -23,6 +23,7 @@ from pgkura.pg.versions import capabilities, major_of_version_num
 from pgkura.physical.backup import new_backup_id, previous_files, store_files, stored_bytes
 from pgkura.physical.exclusions import OnlineExclusions
 from pgkura.physical.guided import Guide
+from pgkura.physical.restore_owner import data_directory_owner
 from pgkura.physical.source import Exclude, walk_data_directory
 from pgkura.physical.standby import (
     archive_hint,
@@ -257,6 +258,7 @@ def backup_online(
                     spcmap=spcmap or None,
                     stop_time=stop_time,
                     pgdata_mode=stat.S_IMODE(pgdata.stat().st_mode),
+                    pgdata_owner=data_directory_owner(pgdata),
                     summaries=summary_note(decision, result) if decision else None,
                 ),
                 jobs=jobs,
@@ -317,6 +319,7 @@ class OnlineCopy:
     spcmap: str | None
     stop_time: str
     pgdata_mode: int
+    pgdata_owner: str | None = None  # the OS user's name (a restore as root gives it back)
     #: summary-guided or not, from which base, and what fell back (physical/summaries.py)
     summaries: dict[str, Any] | None = None
 
@@ -388,6 +391,7 @@ def finish_online_backup(
         },
         extra={
             "pgdata_mode": copy.pgdata_mode,
+            **({"pgdata_owner": copy.pgdata_owner} if copy.pgdata_owner else {}),
             "server_version_num": copy.facts.version_num,
             "wal_segment_size": seg,
             "stop_time": copy.stop_time,

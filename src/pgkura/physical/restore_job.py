@@ -17,6 +17,7 @@ from pgkura.physical.choose import Choice
 from pgkura.physical.pgmanifest import write_pg_manifest
 from pgkura.physical.recovery import RecoveryTarget, Standby, write_recovery_settings
 from pgkura.physical.restore import PhysicalRestorer, RestoreStats
+from pgkura.physical.restore_owner import give_to, owner_for
 from pgkura.physical.restore_plan import (
     RestorePlan,
     check_targets,
@@ -59,6 +60,9 @@ class RestoreResult:
     recovery_target: RecoveryTarget | None = None
     standby: bool = False
     delta: bool = False
+    #: run as root: the OS user the restored files were given to (None: not root, or none
+    #: could be named, physical/restore_owner.py)
+    owner: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         m, s = self.manifest, self.stats
@@ -247,12 +251,16 @@ def _restore(
         restorer.finish()  # pg_control, last
     except PgkuraError as exc:
         raise _incomplete(exc, target) from None
+    owner = owner_for(manifest, target)  # run as root: the server's user gets it all
+    if owner is not None:
+        give_to(owner, [target, *plan.tablespaces.values()])
     recovers = manifest.method != "offline" and req.standby is None
     return RestoreResult(
         manifest, target, stats, recovery_files, note,
         recovery_target=req.target if recovers else None,
         standby=req.standby is not None,
         delta=req.delta,
+        owner=owner.pw_name if owner is not None else None,
     )  # fmt: skip
 
 
