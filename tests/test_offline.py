@@ -156,6 +156,28 @@ def test_crashed_cluster_is_refused_without_force(make_server: Any, repo: str) -
     assert "not shut down cleanly" in result.stderr
 
 
+def test_a_restored_cluster_never_started_is_named_as_such(
+    make_server: Any, work_dir: Path, repo: str
+) -> None:
+    """A restore of an online backup that was not started yet holds backup_label and
+    recovery.signal: it is not a running server, and the refusal says what it is."""
+    from pgutil import archiving_conf
+
+    src = make_server("src", extra_conf=archiving_conf(repo))
+    env = {**src.libpq_env(), "PGKURA_PGDATA": str(src.pgdata)}
+    run_pgkura("--repo", repo, "backup", env=env)
+    target = work_dir / "restored"
+    run_pgkura("--repo", repo, "restore", "--target-dir", str(target))
+    assert (target / "backup_label").exists() and (target / "recovery.signal").exists()
+    result = run_pgkura(
+        "--repo", repo, "--pgdata", str(target), "backup", "--type", "offline", check=False
+    )
+    assert result.returncode == 6
+    error = result.stderr.splitlines()[0]
+    assert "has not finished its recovery (backup_label and recovery.signal present" in error
+    assert "start it once so that it recovers" in result.stderr
+
+
 def test_unchanged_cluster_backs_up_in_under_five_percent(
     make_server: Any, work_dir: Path, repo: str
 ) -> None:

@@ -32,6 +32,9 @@ from pgkura.repository.repo import Repository, iso, utc_now
 from pgkura.repository.stanzas import bind_new_stanza
 from pgkura.wal.names import format_lsn
 
+#: Files a restored data directory holds until its recovery has begun (backup_label) or ended.
+RECOVERY_MARKERS = ("backup_label", "recovery.signal", "standby.signal")
+
 
 def check_stopped(pgdata: Path, control: ControlData) -> None:
     pid = running_postmaster_pid(pgdata)
@@ -40,6 +43,15 @@ def check_stopped(pgdata: Path, control: ControlData) -> None:
             f"the server is running: postmaster pid {pid} owns {pgdata}",
             hint=f"stop it (pg_ctl stop -D {pgdata}), take an online backup instead "
             "(--type online), or override with --force",
+        )
+    restoring = [n for n in RECOVERY_MARKERS if (pgdata / n).exists()]
+    if not control.clean_shutdown and restoring:
+        raise ServerRunningError(
+            f"the cluster in {pgdata} has not finished its recovery ({' and '.join(restoring)} "
+            f"present; pg_control state: {control.state!r}): no server is running on it, but a "
+            "copy of it now would not start",
+            hint="start it once so that it recovers (and stop it cleanly with pg_ctl stop -m "
+            "fast), or back up the cluster it was restored from",
         )
     if not control.clean_shutdown:
         raise ServerRunningError(
