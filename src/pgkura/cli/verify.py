@@ -105,7 +105,9 @@ def _drills(
     results = []
     for one in ids:
         if output != "json":
-            say(f"drill: restoring backup {one or '(chosen for the target)'} into a sandbox")
+            timed = target.point_in_time and not target.to_immediate
+            chosen = "(the one the target needs)" if timed else "latest"
+            say(f"drill: restoring backup {one or chosen} into a sandbox")
         result = drill(cfg, one, recovery, keep=keep, say=say)
         results.append(result)
         if output != "json":
