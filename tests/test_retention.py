@@ -4,6 +4,7 @@ times are given, so backups "days apart" need no waiting)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -145,3 +146,26 @@ def test_a_malformed_count_is_refused(value: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config({"keep_last": value}, None, {})
     assert "keep-last" in err.value.message and err.value.hint
+
+
+def test_a_bad_duration_is_named_as_it_was_given(tmp_path: Any) -> None:
+    """PGKURA_KEEP_WITHIN=3q is reported as the variable, a config file's value with the
+    file, a flag as the flag: each with an example in the same form."""
+    from pgkura.commands.expire import policy_from
+
+    conf = tmp_path / "pgkura.toml"
+    conf.write_text('pitr-window = "0d"\n')
+    cases = [
+        ({"keep_within": "14"}, None, {}, "--keep-within '14' is not a duration",
+         "--keep-within 14d"),
+        ({}, None, {"PGKURA_KEEP_WITHIN": "3q"}, "PGKURA_KEEP_WITHIN '3q' is not a duration",
+         "PGKURA_KEEP_WITHIN=14d"),
+        ({}, str(conf), {}, f"pitr-window '0d' in config file {conf} is a duration of zero",
+         'pitr-window = "14d"'),
+    ]  # fmt: skip
+    for flags, config_file, environ, message, example in cases:
+        cfg = load_config(flags, config_file, environ)
+        with pytest.raises(UsageError) as err:
+            policy_from(cfg)
+        assert err.value.message == message
+        assert err.value.hint is not None and err.value.hint.endswith(example)

@@ -199,7 +199,7 @@ def split_global(args: list[str]) -> tuple[dict[str, str], str | None, str | Non
 class Config:
     """The merged settings (one attribute per entry of SETTINGS, and config_file)."""
 
-    __slots__ = (*(s.name for s in SETTINGS), "config_file")
+    __slots__ = (*(s.name for s in SETTINGS), "config_file", "sources")
     repo: str | None
     stanza: str
     pgdata: str | None
@@ -233,6 +233,9 @@ class Config:
     expire_auto: bool
     cache_dir: str | None
     config_file: str | None
+    #: where each setting's value came from: its flag, its variable, "config file PATH" or
+    #: "default" (for messages about a value that is only judged where it is used)
+    sources: dict[str, str]
 
     def __init__(self, **values: Any) -> None:
         for name in self.__slots__:
@@ -241,6 +244,16 @@ class Config:
     def __repr__(self) -> str:
         inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
         return f"Config({inner})"
+
+    def named(self, name: str) -> str:
+        """The setting ``name`` as its value was given, for a message about that value:
+        ``--keep-within``, ``PGKURA_KEEP_WITHIN`` or ``keep-within in config file PATH``
+        (its flag when it was not given, or the source is not known)."""
+        setting = next(s for s in SETTINGS if s.name == name)
+        source = getattr(self, "sources", {}).get(name, setting.flag)
+        if source.startswith("config file"):
+            return f"{setting.key} in {source}"
+        return setting.flag if source == "default" else source
 
     def require_repo(self) -> str:
         if not self.repo:
@@ -389,7 +402,7 @@ def resolve_settings(
 
             check_conninfo(conninfo)
     check_stanza_name(values["stanza"])
-    return Config(config_file=path_text, **values), sources
+    return Config(config_file=path_text, sources=sources, **values), sources
 
 
 # A stanza name is part of object keys (snapshots/<stanza>/...): nothing that could climb out.

@@ -27,6 +27,7 @@ def policy_from(cfg: Config) -> Policy:
         keep_monthly=cfg.keep_monthly,
         keep_within=cfg.keep_within,
         pitr_window=cfg.pitr_window,
+        named=cfg.named,
     )
 
 

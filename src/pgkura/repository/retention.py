@@ -14,7 +14,7 @@ archived WAL (``repository.walretention``) and handed in as ``pitr_backup``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,18 +26,22 @@ _UNITS = {"s": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def parse_duration(text: str, setting: str) -> timedelta:
     """``14d``, ``12h``, ``2w``, ``30m`` (or ``30min``), ``30s`` as a timedelta; a UsageError
-    naming ``setting``. Every duration pgkura takes is read here (retention, check's
-    freshness limits)."""
+    naming ``setting`` as it was given (``--keep-within``, ``PGKURA_KEEP_WITHIN``, or
+    ``keep-within in config file PATH``: Config.named). Every duration pgkura takes is read
+    here (retention, check's freshness limits)."""
+    key, _, where = setting.partition(" in ")
+    shown = f"{key} {text!r}" + (f" in {where}" if where else "")
+    example = (
+        f'{key} = "14d"' if where else f"{key}=14d" if key.startswith("PGKURA_") else f"{key} 14d"
+    )
     m = _DURATION_RE.match(text)
     if not m:
         raise UsageError(
-            f"{setting} {text!r} is not a duration",
-            hint=f"give a whole number and a unit, s, min (or m), h, d or w: {setting} 14d",
+            f"{shown} is not a duration",
+            hint=f"give a whole number and a unit, s, min (or m), h, d or w: {example}",
         )
     if int(m.group(1)) == 0:
-        raise UsageError(
-            f"{setting} {text!r} is a duration of zero", hint=f"give a longer one: {setting} 14d"
-        )
+        raise UsageError(f"{shown} is a duration of zero", hint=f"give a longer one: {example}")
     return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 
@@ -92,6 +96,9 @@ def _short(delta: timedelta | None) -> str | None:
     return f"{seconds}s"  # as given: 10s is no 0m, 90s no 1m
 
 
+KW, PW = "keep_within", "pitr_window"  # the settings' names (config.py)
+
+
 def policy_of(
     *,
     keep_last: int | None,
@@ -100,15 +107,17 @@ def policy_of(
     keep_monthly: int | None,
     keep_within: str | None,
     pitr_window: str | None,
+    named: Callable[[str], str] = lambda name: "--" + name.replace("_", "-"),
 ) -> Policy:
-    """The policy of the settings; refused when it keeps nothing."""
+    """The policy of the settings; refused when it keeps nothing. ``named`` says how a
+    message names a setting (Config.named: as it was given)."""
     policy = Policy(
         keep_last=keep_last,
         keep_daily=keep_daily,
         keep_weekly=keep_weekly,
         keep_monthly=keep_monthly,
-        keep_within=None if keep_within is None else parse_duration(keep_within, "--keep-within"),
-        pitr_window=None if pitr_window is None else parse_duration(pitr_window, "--pitr-window"),
+        keep_within=None if keep_within is None else parse_duration(keep_within, named(KW)),
+        pitr_window=None if pitr_window is None else parse_duration(pitr_window, named(PW)),
     )
     if not policy.keeps_anything():
         raise UsageError(
