@@ -126,6 +126,7 @@ def test_a_promoted_restore_archives_its_new_timeline_and_latest_follows_it(
     assert set(timelines) == {1, 2} and timelines[2]["history_file"]
     assert info["window"]["timeline"] == 2
     assert info["window"]["from_backup"] == history.backup_id
+    assert "window_warning" not in info  # timeline 1 stopped before timeline 2 began
     text = run_pgkura("--repo", repo, "info").stdout
     assert "WAL timeline 2:" in text and "recoverable window (timeline 2)" in text
 
@@ -173,6 +174,11 @@ def test_a_timeline_that_went_on_after_a_test_restore_branched_off_it_is_not_lef
     assert "timeline 1 went on archiving WAL" in error and "timeline 2 branched off it" in error
     assert "--target-timeline 1" in hint and "--target-timeline latest" in hint
     assert not (work_dir / "r").exists()
+    # info says it before anyone restores.
+    info = json.loads(run_pgkura("--repo", repo, "info", "--output", "json").stdout)
+    assert "timeline 1 went on archiving WAL" in info["window_warning"]
+    assert "--target-timeline 1" in info["window_warning"]
+    assert "warning: timeline 1 went on archiving WAL" in run_pgkura("--repo", repo, "info").stdout
     count, server = restore_and_count(make_server, work_dir, repo, "tl1", "--target-timeline", "1")
     assert count == 3000  # everything production committed
     server.stop()

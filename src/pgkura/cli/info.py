@@ -169,6 +169,8 @@ def _render_wal(console: Any, data: Any, indent: str) -> None:
         )
     elif data.get("window_problem"):
         console.print(f"{indent}[bold]no recoverable window[/bold]: {data['window_problem']}")
+    if data.get("window_warning"):
+        console.print(f"{indent}[bold]warning[/bold]: {data['window_warning']}")
 
 
 COMMANDS: list[click.Command] = [info]

@@ -117,7 +117,7 @@ def run_info(cfg: Config, backup_id: str | None = None) -> InfoReport:
         for gen in info.generations
     )
     current = generations[-1]
-    keys = ("timelines", "window", "window_problem")
+    keys = ("timelines", "window", "window_problem", "window_warning")
     return replace(
         report, generations=generations, wal={k: current[k] for k in keys if k in current}
     )

@@ -350,5 +350,18 @@ def _refuse_left_out_wal(history: TimelineHistory, catalog: ArchiveCatalog, star
         )
 
 
+def left_out_wal(history: TimelineHistory, catalog: ArchiveCatalog, start: int) -> str | None:
+    """What :func:`_refuse_left_out_wal` would refuse a restore to the end of the archive
+    for, as a warning (`pgkura info`); None when nothing is left out, or the timeline
+    ``start`` is not on ``history``."""
+    if start not in [s.timeline for s in history.spans()]:
+        return None
+    try:
+        _refuse_left_out_wal(history, catalog, start)
+    except UsageError as exc:
+        return f"{exc.message}; {exc.hint}"
+    return None
+
+
 def _consistent_before(m: Manifest, target: RecoveryTarget) -> bool:
     return consistency_time(m) <= _time_of(target)

@@ -17,7 +17,7 @@ def wal_facts(
     """The WAL in ``archive`` (one generation's) per timeline, ranges and gaps, and the
     recoverable window from the generation's backups ``manifests``; ``catalog``: the
     archive's catalog when the caller has loaded it already."""
-    from pgkura.physical.choose import consistency_lsn, consistency_time
+    from pgkura.physical.choose import consistency_lsn, consistency_time, left_out_wal
     from pgkura.wal.catalog import describe_runs, load_catalog, timeline_history
     from pgkura.wal.names import parse_lsn
 
@@ -55,4 +55,7 @@ def wal_facts(
         "to_lsn": format_lsn(end_lsn),
         "to_time": datetime.fromtimestamp(end_time, UTC).isoformat() if end_time else None,
     }
+    warning = left_out_wal(history, catalog, first.timeline or 1)
+    if warning is not None:
+        facts["window_warning"] = warning
     return facts
