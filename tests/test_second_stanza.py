@@ -22,7 +22,7 @@ def _refused(result: Any, typo: str) -> None:
     assert result.returncode != 0
     error = result.stderr.strip().splitlines()
     assert f"stanza {typo!r} does not exist" in error[0], result.stderr
-    assert "backed up as stanza 'main'" in error[0]
+    assert "backed up as stanza 'main' of this repository, which archives its WAL" in error[0]
     assert f"pgkura --stanza {typo} --pgdata DIR stanza create" in result.stderr
 
 
@@ -75,7 +75,13 @@ def test_a_mistyped_stanza_is_refused_and_stanza_create_makes_a_second_one(
                                  "json").stdout)  # fmt: skip
     assert [b["id"] for b in copy["backups"]] == [second]
 
-    # Another cluster into a new stanza is no mistake: created by its first backup as before.
-    other = make_server("other", start=False)
+    # Another cluster into a new stanza is no mistake: created by its first backup as before;
+    # and a stanza of its dumps only (no WAL) does not keep its archiving out of another.
+    other = make_server("other", extra_conf={"wal_level": "replica"})
+    run_pgkura("--repo", repo, "--stanza", "dumps", "dump", "-d", "postgres",
+               env=other.libpq_env())  # fmt: skip
+    run_pgkura("--repo", repo, "--stanza", "other", "archive-push", str(one_segment(other)))
+    other.stop()
     run_pgkura("--repo", repo, "--stanza", "other", "--pgdata", str(other.pgdata), "backup",
                "--type", "offline")  # fmt: skip
+    assert len(list(Path(repo, "snapshots", "other").iterdir())) == 1

@@ -150,25 +150,39 @@ def recorded_stanzas(repo: Repository) -> list[str]:
 def bind_new_stanza(
     repo: Repository, name: str, system_identifier: str, pg_version: int
 ) -> StanzaInfo:
-    """``repo.ensure_stanza`` for a backup or an archived segment, which create the stanza on
-    first use, except when another stanza of the repository already backs this cluster up
-    (its current generation): that is refused. A mistyped ``--stanza`` would otherwise start
-    a stanza of its own without a word, and one cluster's backups and WAL would go to two
-    stanzas: backups that no archived WAL follows, restores that end where their backup
-    ended. ``pgkura stanza create`` makes a second stanza of one cluster on purpose."""
+    """``repo.ensure_stanza`` for a physical backup or an archived segment, which create the
+    stanza on first use, except when another stanza of the repository already archives this
+    cluster's WAL (its current generation's archive holds anything): that is refused. A
+    mistyped ``--stanza`` would otherwise start a stanza of its own without a word, and one
+    cluster's backups and WAL would go to two stanzas: backups no archived WAL follows,
+    restores that end where their backup ended. A stanza of dumps only, or of offline backups
+    only, does not count (such backups need no WAL). ``pgkura stanza create`` makes a second
+    stanza of one cluster on purpose."""
     if repo.stanza(name) is None:
-        for other in recorded_stanzas(repo):
-            if other == name:
-                continue
-            try:
-                info = repo.stanza(other)
-            except RepositoryError:
-                continue  # a damaged record is verify's to report, not this one's to judge
-            if info is not None and info.system_identifier == system_identifier:
-                raise RepositoryError(
-                    f"stanza {name!r} does not exist, and this cluster (system identifier "
-                    f"{system_identifier}) is backed up as stanza {other!r} of this repository",
-                    hint=f"use --stanza {other}; to give this cluster a second stanza on "
-                    f"purpose, create it first: pgkura --stanza {name} --pgdata DIR stanza create",
-                )
+        other = _archiving_stanza(repo, name, system_identifier)
+        if other is not None:
+            raise RepositoryError(
+                f"stanza {name!r} does not exist, and this cluster (system identifier "
+                f"{system_identifier}) is backed up as stanza {other!r} of this repository, "
+                "which archives its WAL",
+                hint=f"use --stanza {other}; to give this cluster a second stanza on purpose, "
+                f"create it first: pgkura --stanza {name} --pgdata DIR stanza create",
+            )
     return repo.ensure_stanza(name, system_identifier, pg_version)
+
+
+def _archiving_stanza(repo: Repository, name: str, system_identifier: str) -> str | None:
+    """Another stanza bound to the cluster ``system_identifier`` whose WAL archive holds
+    anything; None when there is none."""
+    for other in recorded_stanzas(repo):
+        if other == name:
+            continue
+        try:
+            info = repo.stanza(other)
+        except RepositoryError:
+            continue  # a damaged record is verify's to report, not this one's to judge
+        if info is None or info.system_identifier != system_identifier:
+            continue
+        if next(iter(repo.wal.list(info.archive(info.current))), None) is not None:
+            return other
+    return None
