@@ -250,7 +250,7 @@ class Config:
         ``--keep-within``, ``PGKURA_KEEP_WITHIN`` or ``keep-within in config file PATH``
         (its flag when it was not given, or the source is not known)."""
         setting = next(s for s in SETTINGS if s.name == name)
-        source = getattr(self, "sources", {}).get(name, setting.flag)
+        source = self.sources.get(name, setting.flag)
         if source.startswith("config file"):
             return f"{setting.key} in {source}"
         return setting.flag if source == "default" else source

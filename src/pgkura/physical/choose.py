@@ -171,7 +171,9 @@ def _choose(
             catalog = load_catalog(repo, archive, _seg_size(m))
             history = target_history(repo, archive, target, m, catalog)
             if target.timeline == "latest" and not target.timeline_given:
-                _refuse_left_out_wal(history, catalog, m.timeline or 1)
+                left_out = left_out_wal(history, catalog, m.timeline or 1)
+                if left_out is not None:
+                    raise left_out
         return Choice(m, None, archive)
 
     if target.kind == "none" and requested not in (None, "latest"):
@@ -306,8 +308,11 @@ def _check_reachable(
         )
 
 
-def _refuse_left_out_wal(history: TimelineHistory, catalog: ArchiveCatalog, start: int) -> None:
-    """Refuse a restore to the end of the newest timeline when the backup's timeline
+def left_out_wal(
+    history: TimelineHistory, catalog: ArchiveCatalog, start: int
+) -> UsageError | None:
+    """The refusal of a restore to the end of the newest timeline (raised by restore, shown
+    as a warning by `pgkura info`) when the backup's timeline
     ``start``, or one after it on the newest's history, went on archiving WAL past the point
     where the next one branched off it, after that one began.
 
@@ -321,9 +326,13 @@ def _refuse_left_out_wal(history: TimelineHistory, catalog: ArchiveCatalog, star
     timeline's history file, such segments are what a point-in-time recovery went back
     from (an accident undone): recovery along the newer timeline is what was meant, and
     passes. Where the store records no time for the history file, nothing is judged.
-    Timelines before the backup's are not judged: no restore of this backup follows them."""
+    Timelines before the backup's are not judged: no restore of this backup follows them;
+    None when nothing is left out, or ``start`` is not on ``history``."""
     spans = history.spans()
-    first = [s.timeline for s in spans].index(start)  # target_history checked it is there
+    timelines = [s.timeline for s in spans]
+    if start not in timelines:
+        return None
+    first = timelines.index(start)
     for span, branch in zip(spans[first:-1], spans[first + 1 :], strict=True):
         began = catalog.history_mtimes.get(branch.timeline)
         wal = catalog.timelines.get(span.timeline)
@@ -339,7 +348,7 @@ def _refuse_left_out_wal(history: TimelineHistory, catalog: ArchiveCatalog, star
         if not after:
             continue
         last = segment_name_of_segno(span.timeline, max(after), catalog.seg_size)
-        raise UsageError(
+        return UsageError(
             f"timeline {span.timeline} went on archiving WAL (up to segment {last}) after "
             f"timeline {branch.timeline} branched off it at {format_lsn(span.end)}: a restore "
             f"along timeline {history.timeline}, the newest, would leave out what timeline "
@@ -348,18 +357,6 @@ def _refuse_left_out_wal(history: TimelineHistory, catalog: ArchiveCatalog, star
             f"{span.timeline}'s newest data, or --target-timeline latest to follow timeline "
             f"{history.timeline}",
         )
-
-
-def left_out_wal(history: TimelineHistory, catalog: ArchiveCatalog, start: int) -> str | None:
-    """What :func:`_refuse_left_out_wal` would refuse a restore to the end of the archive
-    for, as a warning (`pgkura info`); None when nothing is left out, or the timeline
-    ``start`` is not on ``history``."""
-    if start not in [s.timeline for s in history.spans()]:
-        return None
-    try:
-        _refuse_left_out_wal(history, catalog, start)
-    except UsageError as exc:
-        return f"{exc.message}; {exc.hint}"
     return None
 
 

@@ -55,7 +55,7 @@ def wal_facts(
         "to_lsn": format_lsn(end_lsn),
         "to_time": datetime.fromtimestamp(end_time, UTC).isoformat() if end_time else None,
     }
-    warning = left_out_wal(history, catalog, first.timeline or 1)
-    if warning is not None:
-        facts["window_warning"] = warning
+    left_out = left_out_wal(history, catalog, first.timeline or 1)
+    if left_out is not None:
+        facts["window_warning"] = f"{left_out.message}; {left_out.hint}"
     return facts

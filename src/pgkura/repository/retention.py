@@ -96,9 +96,6 @@ def _short(delta: timedelta | None) -> str | None:
     return f"{seconds}s"  # as given: 10s is no 0m, 90s no 1m
 
 
-KW, PW = "keep_within", "pitr_window"  # the settings' names (config.py)
-
-
 def policy_of(
     *,
     keep_last: int | None,
@@ -116,8 +113,12 @@ def policy_of(
         keep_daily=keep_daily,
         keep_weekly=keep_weekly,
         keep_monthly=keep_monthly,
-        keep_within=None if keep_within is None else parse_duration(keep_within, named(KW)),
-        pitr_window=None if pitr_window is None else parse_duration(pitr_window, named(PW)),
+        keep_within=None
+        if keep_within is None
+        else parse_duration(keep_within, named("keep_within")),
+        pitr_window=None
+        if pitr_window is None
+        else parse_duration(pitr_window, named("pitr_window")),
     )
     if not policy.keeps_anything():
         raise UsageError(
