@@ -14,6 +14,9 @@ default `pgkura verify` does), and the files' CRC-32C.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from typing import cast
@@ -30,7 +33,8 @@ from pgkura.physical.verdicts import (
 from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.index_files import unindexed_problem
 from pgkura.repository.index_lean import LeanIndex, read_lean_index
-from pgkura.repository.manifest import Manifest, read_manifest
+from pgkura.repository.manifest import Manifest, parse_manifest, stored_manifest
+from pgkura.repository.manifest_cover import covered, forget_unlisted, remember_cover
 from pgkura.repository.repo import Repository
 from pgkura.repository.stanzas import StanzaInfo
 from pgkura.repository.stored_check import PackFindings, PackToCheck, ReadAhead, check_packs
@@ -53,6 +57,7 @@ def verify_quick(
     stanza) as stored. The caller holds the repository's shared lock."""
     report = VerifyReport(quick=True)
     whole = backup_id is None and backup_ids is None
+    listed_at = time.time()
     # The first packs are read and hashed while the index is parsed (the GIL's).
     with ReadAhead(repo, jobs, enabled=whole) as ahead:
         # What is stored, not a copy: lean (no object per block) where the index allows.
@@ -61,29 +66,23 @@ def verify_quick(
         if index is not None:
             report.problems += index.damaged + index.replaced
         info = repo.stanza(stanza)
-        manifests: list[Manifest | tuple[str, str]] = []
-        for bid in chosen_backups(repo, stanza, backup_id, backup_ids):
-            try:
-                manifests.append(read_manifest(repo, stanza, bid))
-            except PgkuraError as exc:
-                manifests.append((bid, exc.message))
-        read = [m for m in manifests if isinstance(m, Manifest)]
-        # chain and map keep the loops over every block id in C (48,000 at scale 200).
-        hex_ids = chain.from_iterable(f.blocks for m in read for f in m.files)
-        referenced: set[bytes] | set[str]
+        chosen = chosen_backups(repo, stanza, backup_id, backup_ids)
+        reads = [_read(repo, stanza, bid, lean) for bid in chosen]
+        referenced: set[bytes] | set[str] = set()
         if lean is not None:
-            referenced = set(hex_ids)  # the lean index's ids are hex too
             packs = [
                 PackToCheck(p, lean.sizes.get(p), lean.entries(p))
-                for p in sorted(lean.packs.keys() | lean.sizes.keys())
+                for p in sorted(lean.listed.keys() | lean.sizes.keys())
             ]
         else:
             assert index is not None
-            referenced = set(map(bytes.fromhex, hex_ids))
+            # chain and map keep the loops over every block id in C (48,000 at scale 200).
+            referenced = set(map(bytes.fromhex, _block_ids(reads)))
             packs = _packs_to_check(index, referenced, whole)
         wal = ArchiveCheck()
         archives = [info.archive(g) for g in info.generations] if info is not None else [stanza]
-        gaps_from = gaps_matter_from(repo, stanza, info, read) if whole else {}
+        heads = [r.manifest for r in reads if r.manifest is not None]
+        gaps_from = gaps_matter_from(repo, stanza, info, heads) if whole else {}
 
         def meanwhile() -> None:
             if whole:
@@ -97,7 +96,7 @@ def verify_quick(
         report.blocks_checked_in_full += found.in_full
         report.stored_bytes_read += found.bytes_read
     if lean is not None:
-        unusable = _unusable_lean(lean, cast(set[str], referenced), findings)
+        unusable = _unusable_of_lean(repo, stanza, lean, reads, findings, listed_at)
     else:
         assert index is not None
         full = cast(set[bytes], referenced)
@@ -105,17 +104,84 @@ def verify_quick(
             if any(b in full for b in index.blocks_of(pack_id)):
                 report.problems.append(unindexed_problem(pack_id))
         unusable = _unusable(index, full, findings)
-    for m in manifests:
-        if not isinstance(m, Manifest):
-            report.problems.append(m[1])
-            report.backups.append(BackupVerdict(m[0], 0, False))
+    for r in reads:
+        if r.manifest is None:
+            report.problems.append(r.problem or "")
+            report.backups.append(BackupVerdict(r.backup_id, 0, False))
             continue
-        problems = _backup_problems(repo, info, stanza, m, unusable)
+        problems = _backup_problems(repo, info, stanza, r.manifest, unusable)
         report.problems += problems
-        report.backups.append(BackupVerdict(m.id, len(m.files), not problems))
+        files = len(r.manifest.files) if r.files is None else r.files
+        report.backups.append(BackupVerdict(r.manifest.id, files, not problems))
     report.wal_checked, report.wal_checked_in_full = wal.checked, wal.checked_in_full
     report.problems += wal.problems
     return report
+
+
+@dataclass
+class _Read:
+    """One backup's manifest as the check read it: parsed (``files`` None), or the head its
+    cover record gives (repository/manifest_cover.py: ``files`` from there), or what is
+    wrong with it (``manifest`` None); with its stored bytes and their keyed digest, when
+    read for a lean index."""
+
+    backup_id: str
+    manifest: Manifest | None = None
+    problem: str | None = None
+    data: bytes = b""
+    stored: bytes = b""
+    files: int | None = None
+
+
+def _read(repo: Repository, stanza: str, bid: str, lean: LeanIndex | None) -> _Read:
+    """The manifest of ``bid`` read from the store, from its cover record where one holds
+    for these very bytes and the index ``lean`` (a whole check's), else parsed."""
+    try:
+        data = stored_manifest(repo, stanza, bid)
+        if lean is None:
+            return _Read(bid, parse_manifest(repo, stanza, bid, data))
+        stored, cover = covered(repo, stanza, bid, data, lean.digests)
+        if cover is None:
+            return _Read(bid, parse_manifest(repo, stanza, bid, data), None, data, stored)
+        return _Read(bid, cover.head, None, data, stored, cover.files)
+    except PgkuraError as exc:
+        return _Read(bid, problem=exc.message)
+
+
+def _block_ids(reads: list[_Read]) -> Iterator[str]:
+    """The hex ids of the blocks the parsed manifests of ``reads`` reference."""
+    return chain.from_iterable(f.blocks for r in reads if r.manifest for f in r.manifest.files)
+
+
+def _unusable_of_lean(
+    repo: Repository,
+    stanza: str,
+    lean: LeanIndex,
+    reads: list[_Read],
+    findings: dict[str, PackFindings],
+    listed_at: float,
+) -> dict[bytes, str]:
+    """:func:`_unusable_lean` of the manifests of a whole check; those taken from their
+    cover records are parsed now when any pack has a problem (a record holds only while
+    every pack is sound), and the records of the parsed ones are made when nothing is
+    unusable."""
+    sound = not any(f.problems or f.damaged for f in findings.values())
+    if not sound:
+        for i, r in enumerate(reads):
+            if r.manifest is not None and r.files is not None:
+                try:
+                    reads[i] = _Read(r.backup_id, parse_manifest(repo, stanza, r.backup_id, r.data))
+                except PgkuraError as exc:
+                    reads[i] = _Read(r.backup_id, problem=exc.message)
+    unusable = _unusable_lean(lean, set(_block_ids(reads)), findings)
+    if sound and not unusable:
+        for r in reads:
+            if r.manifest is not None and r.files is None and r.stored:
+                ids = set(chain.from_iterable(f.blocks for f in r.manifest.files))
+                held = {p: lean.digests[p] for p in lean.holders(ids)}
+                remember_cover(repo, r.manifest, r.stored, held)
+        forget_unlisted(repo, stanza, [r.backup_id for r in reads], listed_at)
+    return unusable
 
 
 def _packs_to_check(index: BlockIndex, referenced: set[bytes], whole: bool) -> list[PackToCheck]:

@@ -241,20 +241,25 @@ def read_sealed_manifest(
     cache = IndexCache.of(repo) if listed_size is not None else None
     if cache is not None and (copy := cache.get(key, listed_size or 0)) is not None:
         try:
-            return _parsed(repo, stanza, backup_id, copy), copy
+            return parse_manifest(repo, stanza, backup_id, copy), copy
         except CorruptionError:
             cache.discard(key)  # never trusted: fetched again below
+    data = stored_manifest(repo, stanza, backup_id)
+    manifest = parse_manifest(repo, stanza, backup_id, data)
+    if cache is not None:
+        cache.put(key, data)
+    return manifest, data
+
+
+def stored_manifest(repo: Repository, stanza: str, backup_id: str) -> bytes:
+    """The sealed bytes of ``backup_id``'s manifest, read from the store, not checked."""
     try:
-        data = repo.storage.get(key)
+        return repo.storage.get(layout.snapshot_key(stanza, backup_id))
     except ObjectNotFound:
         raise BackupNotFoundError(
             f"no backup {backup_id!r} in stanza {stanza!r}",
             hint="list the backups with: pgkura info",
         ) from None
-    manifest = _parsed(repo, stanza, backup_id, data)
-    if cache is not None:
-        cache.put(key, data)
-    return manifest, data
 
 
 def listed_copy(repo: Repository, stanza: str, backup_id: str, listed_size: int) -> bytes | None:
@@ -277,7 +282,9 @@ def listed_copy(repo: Repository, stanza: str, backup_id: str, listed_size: int)
     return copy
 
 
-def _parsed(repo: Repository, stanza: str, backup_id: str, data: bytes) -> Manifest:
+def parse_manifest(repo: Repository, stanza: str, backup_id: str, data: bytes) -> Manifest:
+    """The manifest ``data`` holds, checked (unsealed; in an encrypted repository, against
+    the stanza's catalog): CorruptionError, naming it, when it is damaged or replayed."""
     key = layout.snapshot_key(stanza, backup_id)
     try:
         manifest = Manifest.from_json(json.loads(repo.unseal(data, name=key)))
@@ -339,11 +346,13 @@ def delete_manifest(repo: Repository, stanza: str, backup_id: str) -> None:
     key = layout.snapshot_key(stanza, backup_id)
     repo.storage.delete(key)
     from pgkura.repository.index_cache import IndexCache
+    from pgkura.repository.manifest_cover import cover_key
     from pgkura.repository.manifest_heads import head_cache_key
     from pgkura.repository.manifest_refs import refs_cache_key
 
     cache = IndexCache.of(repo)  # its cached copy and what was derived from it
-    for cached in (key, head_cache_key(stanza, backup_id), refs_cache_key(stanza, backup_id)):
+    derived = (head_cache_key, refs_cache_key, cover_key)
+    for cached in (key, *(of(stanza, backup_id) for of in derived)):
         cache.discard(cached)
     from pgkura.repository.catalog import record_deletion
 
