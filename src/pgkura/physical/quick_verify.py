@@ -34,7 +34,7 @@ from pgkura.repository.blocks import BlockIndex
 from pgkura.repository.index_files import unindexed_problem
 from pgkura.repository.index_lean import LeanIndex, read_lean_index
 from pgkura.repository.manifest import Manifest, parse_manifest, stored_manifest
-from pgkura.repository.manifest_cover import covered, forget_unlisted, remember_cover
+from pgkura.repository.manifest_cover import covered, remember_covers
 from pgkura.repository.repo import Repository
 from pgkura.repository.stanzas import StanzaInfo
 from pgkura.repository.stored_check import PackFindings, PackToCheck, ReadAhead, check_packs
@@ -175,13 +175,22 @@ def _unusable_of_lean(
                     reads[i] = _Read(r.backup_id, problem=exc.message)
     unusable = _unusable_lean(lean, set(_block_ids(reads)), findings)
     if sound and not unusable:
-        for r in reads:
-            if r.manifest is not None and r.files is None and r.stored:
-                ids = set(chain.from_iterable(f.blocks for f in r.manifest.files))
-                held = {p: lean.digests[p] for p in lean.holders(ids)}
-                remember_cover(repo, r.manifest, r.stored, held)
-        forget_unlisted(repo, stanza, [r.backup_id for r in reads], listed_at)
+        proved = [
+            (r.manifest, r.stored, _held_by(lean, r.manifest))
+            for r in reads
+            if r.manifest is not None
+            and r.files is None
+            and r.stored
+            and (r.manifest.id, r.manifest.stanza) == (r.backup_id, stanza)  # not misplaced
+        ]
+        remember_covers(repo, stanza, proved, [r.backup_id for r in reads], listed_at)
     return unusable
+
+
+def _held_by(lean: LeanIndex, m: Manifest) -> dict[str, bytes]:
+    """The index objects that list a block of ``m``, with the digests of their stored bytes."""
+    ids = set(chain.from_iterable(f.blocks for f in m.files))
+    return {p: lean.digests[p] for p in lean.holders(ids)}
 
 
 def _packs_to_check(index: BlockIndex, referenced: set[bytes], whole: bool) -> list[PackToCheck]:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import pwd
+from collections.abc import Iterable
 
 from pgkura.repository.repo import Repository
 
@@ -144,6 +145,11 @@ class IndexCache:
                     continue
                 with contextlib.suppress(OSError):
                     os.unlink(full)
+
+    def keep_backups(self, prefix: str, backup_ids: Iterable[str], listed_at: float) -> None:
+        """:meth:`keep_only` of the copies named ``prefix`` + a backup id: those of the
+        backups a listing of a stanza begun at ``listed_at`` showed are kept."""
+        self.keep_only(prefix, {prefix + i for i in backup_ids}, listed_at)
 
     def _give_up(self, exc: OSError) -> None:
         directory, self.directory = self.directory, None

@@ -316,7 +316,7 @@ def listed_backups(repo: Repository, stanza: str, *, prune_cache: bool = True) -
     if prune_cache:
         from pgkura.repository.index_cache import IndexCache
 
-        IndexCache.of(repo).keep_only(prefix, {prefix + i for i in sizes}, listed_at)
+        IndexCache.of(repo).keep_backups(prefix, sizes, listed_at)
     return sizes
 
 

@@ -90,35 +90,37 @@ def cover_of(
     return Cover(head, files)
 
 
-def remember_cover(
-    repo: Repository, manifest: Manifest, stored: bytes, held_by: dict[str, bytes]
+def remember_covers(
+    repo: Repository,
+    stanza: str,
+    proved: list[tuple[Manifest, bytes, dict[str, bytes]]],
+    listed: list[str],
+    listed_at: float,
 ) -> None:
-    """Record that every block of ``manifest`` (stored as bytes of keyed digest ``stored``)
-    is listed by the index objects ``held_by`` (pack id: digest of its stored bytes)."""
+    """Record, for each ``(manifest, stored, held_by)`` of ``proved``, that every block of
+    the manifest (stored as bytes of keyed digest ``stored``) is listed by the index objects
+    ``held_by`` (pack id: digest of its stored bytes); then drop the records of the backups
+    the stanza's listing begun at ``listed_at`` did not show (``listed``)."""
     cache = IndexCache.of(repo)
-    if not cache.enabled or not held_by:
+    if not cache.enabled:
         return
-    record = {
-        "manifest": layout.snapshot_key(manifest.stanza, manifest.id),
-        "stored": stored.hex(),
-        "files": len(manifest.files),
-        "head": manifest.with_changes(files=()).to_json(),
-        "index": {p: d.hex() for p, d in sorted(held_by.items())},
-    }
-    name = _name(manifest.stanza, manifest.id)
-    cache.put(
-        cover_key(manifest.stanza, manifest.id),
-        repo.seal(json.dumps(record).encode(), name=name).data,
-    )
-
-
-def forget_unlisted(repo: Repository, stanza: str, listed: list[str], listed_at: float) -> None:
-    """Drop the records of backups the listing begun at ``listed_at`` did not show."""
-    prefix = cover_key(stanza, "")
-    IndexCache.of(repo).keep_only(prefix, {prefix + i for i in listed}, listed_at)
+    for manifest, stored, held_by in proved:
+        if not held_by:
+            continue  # references no block: nothing to look up next time either
+        record = {
+            "manifest": layout.snapshot_key(stanza, manifest.id),
+            "stored": stored.hex(),
+            "files": len(manifest.files),
+            "head": manifest.with_changes(files=()).to_json(),
+            "index": {p: d.hex() for p, d in sorted(held_by.items())},
+        }
+        sealed = repo.seal(json.dumps(record).encode(), name=_name(stanza, manifest.id))
+        cache.put(cover_key(stanza, manifest.id), sealed.data)
+    cache.keep_backups(cover_key(stanza, ""), listed, listed_at)
 
 
 def cover_key(stanza: str, backup_id: str) -> str:
+    """Where a backup's record is kept in the local cache."""
     return f"cover/{stanza}/{backup_id}"
 
 

@@ -51,8 +51,7 @@ def manifest_heads(
             if strict:
                 raise
             damaged.append(backup_id)
-    prefix = head_cache_key(stanza, "")
-    cache.keep_only(prefix, {prefix + i for i in listed}, listed_at)
+    cache.keep_backups(head_cache_key(stanza, ""), listed, listed_at)
     return heads, damaged
 
 

@@ -109,8 +109,7 @@ def remember_refs(repo: Repository, manifest: Manifest, sealed: bytes) -> None:
 
 def forget_unlisted(repo: Repository, stanza: str, listed: set[str], listed_at: float) -> None:
     """Drop the copies of backups the listing begun at ``listed_at`` did not show."""
-    prefix = refs_cache_key(stanza, "")
-    IndexCache.of(repo).keep_only(prefix, {prefix + i for i in listed}, listed_at)
+    IndexCache.of(repo).keep_backups(refs_cache_key(stanza, ""), listed, listed_at)
 
 
 def refs_cache_key(stanza: str, backup_id: str) -> str:
