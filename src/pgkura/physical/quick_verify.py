@@ -122,13 +122,12 @@ def verify_quick(
 class _Read:
     """One backup's manifest as the check read it: parsed (``files`` None), or the head its
     cover record gives (repository/manifest_cover.py: ``files`` from there), or what is
-    wrong with it (``manifest`` None); with its stored bytes and their keyed digest, when
-    read for a lean index."""
+    wrong with it (``manifest`` None); with the keyed digest of its stored bytes, when read
+    for a lean index."""
 
     backup_id: str
     manifest: Manifest | None = None
     problem: str | None = None
-    data: bytes = b""
     stored: bytes = b""
     files: int | None = None
 
@@ -142,8 +141,8 @@ def _read(repo: Repository, stanza: str, bid: str, lean: LeanIndex | None) -> _R
             return _Read(bid, parse_manifest(repo, stanza, bid, data))
         stored, cover = covered(repo, stanza, bid, data, lean.digests)
         if cover is None:
-            return _Read(bid, parse_manifest(repo, stanza, bid, data), None, data, stored)
-        return _Read(bid, cover.head, None, data, stored, cover.files)
+            return _Read(bid, parse_manifest(repo, stanza, bid, data), None, stored)
+        return _Read(bid, cover.head, None, stored, cover.files)
     except PgkuraError as exc:
         return _Read(bid, problem=exc.message)
 
@@ -166,13 +165,10 @@ def _unusable_of_lean(
     every pack is sound), and the records of the parsed ones are made when nothing is
     unusable."""
     sound = not any(f.problems or f.damaged for f in findings.values())
-    if not sound:
+    if not sound:  # read again, the damage path: its manifest names the files that need it
         for i, r in enumerate(reads):
             if r.manifest is not None and r.files is not None:
-                try:
-                    reads[i] = _Read(r.backup_id, parse_manifest(repo, stanza, r.backup_id, r.data))
-                except PgkuraError as exc:
-                    reads[i] = _Read(r.backup_id, problem=exc.message)
+                reads[i] = _read(repo, stanza, r.backup_id, None)
     unusable = _unusable_lean(lean, set(_block_ids(reads)), findings)
     if sound and not unusable:
         proved = [
