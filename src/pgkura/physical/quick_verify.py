@@ -84,9 +84,13 @@ def verify_quick(
         heads = [r.manifest for r in reads if r.manifest is not None]
         gaps_from = gaps_matter_from(repo, stanza, info, heads) if whole else {}
 
-        def meanwhile() -> None:
+        looked: list[_Looked] = []
+
+        def meanwhile() -> None:  # while the packs are read and hashed
             if whole:
                 verify_archives(repo, archives, wal, jobs, gaps_from, quick=True)
+            if lean is not None:
+                looked.append(_look_up(lean, reads))
 
         checked = check_packs(repo, packs, jobs, meanwhile, ahead)
     findings = {f.pack_id: f for f in checked}
@@ -96,7 +100,7 @@ def verify_quick(
         report.blocks_checked_in_full += found.in_full
         report.stored_bytes_read += found.bytes_read
     if lean is not None:
-        unusable = _unusable_of_lean(repo, stanza, lean, reads, findings, listed_at)
+        unusable = _unusable_of_lean(repo, stanza, lean, reads, findings, listed_at, looked[0])
     else:
         assert index is not None
         full = cast(set[bytes], referenced)
@@ -152,6 +156,30 @@ def _block_ids(reads: list[_Read]) -> Iterator[str]:
     return chain.from_iterable(f.blocks for r in reads if r.manifest for f in r.manifest.files)
 
 
+@dataclass
+class _Looked:
+    """The parsed manifests' blocks looked up in a whole check's lean index: the hex ids
+    they reference, those the index lacks, and per parsed manifest the index objects that
+    list its blocks (with the digests of their stored bytes), for its cover record."""
+
+    referenced: set[str]
+    missing: set[str]
+    held_by: dict[str, dict[str, bytes]]
+
+
+def _look_up(lean: LeanIndex, reads: list[_Read]) -> _Looked:
+    """:class:`_Looked` of ``reads``: what of the check does not wait for the packs' (it runs
+    while they are hashed)."""
+    referenced = set(_block_ids(reads))
+    parsed = [r for r in reads if r.manifest is not None and r.files is None]
+    held_by = {
+        r.backup_id: _held_by(lean, referenced if len(parsed) == 1 else _ids_of(r.manifest))
+        for r in parsed
+        if r.manifest is not None
+    }
+    return _Looked(referenced, lean.missing(referenced), held_by)
+
+
 def _unusable_of_lean(
     repo: Repository,
     stanza: str,
@@ -159,20 +187,22 @@ def _unusable_of_lean(
     reads: list[_Read],
     findings: dict[str, PackFindings],
     listed_at: float,
+    looked: _Looked,
 ) -> dict[bytes, str]:
-    """:func:`_unusable_lean` of the manifests of a whole check; those taken from their
-    cover records are parsed now when any pack has a problem (a record holds only while
-    every pack is sound), and the records of the parsed ones are made when nothing is
-    unusable."""
+    """:func:`_unusable_lean` of the manifests of a whole check, their blocks ``looked`` up;
+    those taken from their cover records are parsed now when any pack has a problem (a
+    record holds only while every pack is sound), and the records of the parsed ones are
+    made when nothing is unusable."""
     sound = not any(f.problems or f.damaged for f in findings.values())
     if not sound:  # read again, the damage path: its manifest names the files that need it
-        for i, r in enumerate(reads):
-            if r.manifest is not None and r.files is not None:
-                reads[i] = _read(repo, stanza, r.backup_id, None)
-    unusable = _unusable_lean(lean, set(_block_ids(reads)), findings)
+        again = [i for i, r in enumerate(reads) if r.manifest is not None and r.files is not None]
+        for i in again:
+            reads[i] = _read(repo, stanza, reads[i].backup_id, None)
+        looked = _look_up(lean, reads) if again else looked
+    unusable = _unusable_lean(lean, looked, findings)
     if sound and not unusable:
         proved = [
-            (r.manifest, r.stored, _held_by(lean, r.manifest))
+            (r.manifest, r.stored, looked.held_by[r.backup_id])
             for r in reads
             if r.manifest is not None
             and r.files is None
@@ -183,9 +213,13 @@ def _unusable_of_lean(
     return unusable
 
 
-def _held_by(lean: LeanIndex, m: Manifest) -> dict[str, bytes]:
-    """The index objects that list a block of ``m``, with the digests of their stored bytes."""
-    ids = set(chain.from_iterable(f.blocks for f in m.files))
+def _ids_of(m: Manifest) -> set[str]:
+    return set(chain.from_iterable(f.blocks for f in m.files))
+
+
+def _held_by(lean: LeanIndex, ids: set[str]) -> dict[str, bytes]:
+    """The index objects that list a block of ``ids``, with the digests of their stored
+    bytes."""
     return {p: lean.digests[p] for p in lean.holders(ids)}
 
 
@@ -243,11 +277,12 @@ def _unusable(
 
 
 def _unusable_lean(
-    lean: LeanIndex, referenced: set[str], findings: dict[str, PackFindings]
+    lean: LeanIndex, looked: _Looked, findings: dict[str, PackFindings]
 ) -> dict[bytes, str]:
     """:func:`_unusable` of a lean index, whose ids (as the manifests') are hex."""
-    missing = lean.missing(referenced)
-    out = dict.fromkeys(map(bytes.fromhex, sorted(missing)), "is missing from the repository")
+    referenced = looked.referenced
+    missing = map(bytes.fromhex, sorted(looked.missing))
+    out = dict.fromkeys(missing, "is missing from the repository")
     for found in findings.values():
         for block_id, why in found.damaged.items():
             hex_id = block_id.hex()

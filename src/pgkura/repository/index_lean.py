@@ -19,14 +19,16 @@ caller loads BlockIndex, whose messages name what is wrong.
 Each object is always read from the store. The first time, it is unsealed (which proves its
 content is the one its header's keyed digest names) and its JSON parsed; what it lists is
 then kept in the local cache, in marshal's form, beside the keyed BLAKE3 of the object's
-stored bytes and the number of entries (:func:`_cached_entries`; unmarshalled only when
-looked at: :class:`Listed`). A later check whose object has those very stored
-bytes takes the entries from there: the bytes are the ones unsealed and checked then, so
-neither decompressing them nor parsing their JSON again can find anything new (at scale 200,
-13 ms of unsealing and 23 ms of JSON against 1 ms of hashing and 8 ms of marshal). Any other
-stored bytes under the key (damage, another version) miss and are unsealed and parsed. The
-copy is sealed like every cached object (named ``cache lean <key>``; LZ4, which decompresses
-faster than zstd), so a damaged or foreign one is discarded.
+stored bytes and the number of entries: their ids, and their offsets and lengths as
+columns of machine integers (:func:`_cached_entries`; each part loaded only when looked at:
+:class:`Listed`). A later check whose object has
+those very stored bytes takes the entries from there: the bytes are the ones unsealed and
+checked then, so neither decompressing them nor parsing their JSON again can find anything
+new (at scale 200, 13 ms of unsealing and 23 ms of JSON against 1 ms of hashing and 8 ms of
+marshal). Any other stored bytes under the key (damage, another version) miss and are
+unsealed and parsed. The copy is sealed like every cached object (named ``cache lean
+<key>``; LZ4, which decompresses faster than zstd), so a damaged or foreign one is
+discarded.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ import marshal
 import struct
 import sys
 import time
+from array import array
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
 from pgkura.codec.compression import LZ4, Codec
 from pgkura.errors import CorruptionError, ObjectNotFound
@@ -54,41 +57,91 @@ from pgkura.repository.sealed import SealError, keyed_digest
 
 #: Hex digits of a block id (a 32-byte keyed BLAKE3).
 HEX_ID_SIZE = 64
-#: The cached entries' magic: marshal's form is the interpreter's own, so its version is in it.
-_FORM_MAGIC = b"PGKLEAN2 %d.%d marshal %d\n" % (*sys.version_info[:2], marshal.version)
+#: The cached entries' magic: marshal's form is the interpreter's own, so its version is in
+#: it, and the columns are machine integers (of this byte order).
+_FORM_MAGIC = b"PGKLEAN3 %d.%d marshal %d %s\n" % (
+    *sys.version_info[:2],
+    marshal.version,
+    sys.byteorder.encode(),
+)
 _FORM_CODEC = Codec(LZ4, 0)
-_COUNT = struct.Struct("<I")
+_SIZES = struct.Struct("<II")  # the number of entries, the size of the ids' form
+_COLUMN = "q"  # offsets, lengths, raw lengths: signed 64-bit
 
 
 class Listed:
-    """What one index object lists: the number of its entries, and the entries as its JSON
-    lists them, unmarshalled from the cached form only when they are looked at (a sound
-    unencrypted pack whose copy of its index is its index object needs only their number:
-    10 of a whole check's 40 ms of CPU at scale 200 were marshal's)."""
+    """What one index object lists: the number of its entries, their hex block ids, and
+    their offsets, lengths and raw lengths as three columns. From the cached form, the ids
+    (marshal's form) and the columns (machine integers) are each loaded only when looked at:
+    a sound unencrypted pack whose copy of its index is its index object needs only their
+    number, and finding the referenced blocks the index lacks only the ids (at scale 200,
+    4 ms of marshal against 12 for whole entries)."""
 
-    __slots__ = ("_form", "_raw", "count")
+    __slots__ = ("_columns", "_forms", "_ids", "count")
 
     def __init__(
-        self, count: int, raw: list[list[Any]] | None = None, form: memoryview | None = None
+        self,
+        count: int,
+        ids: list[str] | None = None,
+        columns: tuple[array[int], array[int], array[int]] | None = None,
+        forms: tuple[memoryview, memoryview] | None = None,
     ) -> None:
-        self.count, self._raw, self._form = count, raw, form
+        self.count, self._ids, self._columns, self._forms = count, ids, columns, forms
+
+    @classmethod
+    def of_json(cls, raw: list[list[Any]]) -> Listed:
+        """Of the entries as an index object's JSON lists them (each checked a list of four
+        whose first is a hex id: :func:`_entries`); TypeError or OverflowError when a
+        number is not a machine integer."""
+        a, b, c = (array(_COLUMN, map(itemgetter(i), raw)) for i in (1, 2, 3))
+        return cls(len(raw), list(map(itemgetter(0), raw)), (a, b, c))
+
+    # The forms stay (views of one cached body): a pack's check may ask for the columns in
+    # its thread while the main thread asks for the ids.
+    def ids(self) -> list[str]:
+        """The hex id of each entry, in their order."""
+        if self._ids is None:
+            ids = marshal.loads(self._forms[0]) if self._forms is not None else None
+            if not isinstance(ids, list) or len(ids) != self.count:
+                raise _damaged()
+            self._ids = ids
+        return self._ids
+
+    def columns(self) -> tuple[array[int], array[int], array[int]]:
+        """The offsets, lengths and raw lengths of the entries, in their order."""
+        if self._columns is None:
+            form = self._forms[1] if self._forms is not None else None
+            size = array(_COLUMN).itemsize * self.count
+            if form is None or len(form) != 3 * size:
+                raise _damaged()
+            made = []
+            for i in range(3):
+                column = array(_COLUMN)
+                column.frombytes(form[i * size : (i + 1) * size])
+                made.append(column)
+            self._columns = (made[0], made[1], made[2])
+        return self._columns
 
     def raw(self) -> list[list[Any]]:
-        if self._raw is None:
-            raw = marshal.loads(self._form) if self._form is not None else None
-            if not isinstance(raw, list) or len(raw) != self.count:
-                raise CorruptionError(
-                    "the local cache's entries of an index object are damaged",
-                    hint="delete the cache directory (--cache-dir, ~/.cache/pgkura) and verify "
-                    "again",
-                )
-            self._raw, self._form = raw, None
-        return self._raw
+        """The entries as the index object's JSON lists them."""
+        return [[h, o, n, r] for h, o, n, r in zip(self.ids(), *self.columns(), strict=True)]
+
+    def form(self) -> bytes:
+        """The cached form: the number, the size of the ids' form, the ids, the columns."""
+        ids = marshal.dumps(self.ids())
+        return b"".join([_SIZES.pack(self.count, len(ids)), ids, *map(bytes, self.columns())])
+
+
+def _damaged() -> CorruptionError:
+    return CorruptionError(
+        "the local cache's entries of an index object are damaged",
+        hint="delete the cache directory (--cache-dir, ~/.cache/pgkura) and verify again",
+    )
 
 
 class LazyEntries(PairsOnDemand):
     """A pack's entries as BlockIndex gives them (``(block id, BlockLocation)``), made from
-    the JSON's lists the first time they are looked at; their number is known without."""
+    the columns the first time they are looked at; their number is known without."""
 
     def __init__(self, pack_id: str, listed: Listed) -> None:
         self.pack_id = pack_id
@@ -103,15 +156,18 @@ class LazyEntries(PairsOnDemand):
             pack_id, fromhex = self.pack_id, bytes.fromhex
             self._made = [
                 (fromhex(h), BlockLocation(pack_id, offset, length, raw_length))
-                for h, offset, length, raw_length in self._listed.raw()
+                for h, offset, length, raw_length in zip(
+                    self._listed.ids(), *self._listed.columns(), strict=True
+                )
             ]
         return self._made
 
     def for_tags(self) -> Iterator[tuple[bytes, tuple[str, int, int, int]]]:
-        """(block id, [hex id, offset, length, raw length]) of each, as Cipher.failed_tags
+        """(block id, (hex id, offset, length, raw length)) of each, as Cipher.failed_tags
         reads them (unpacked as four), without a BlockLocation each."""
-        raw = cast(list[tuple[str, int, int, int]], self._listed.raw())
-        return zip(map(bytes.fromhex, map(itemgetter(0), raw)), raw, strict=True)
+        ids = self._listed.ids()
+        entries = zip(ids, *self._listed.columns(), strict=True)
+        return zip(map(bytes.fromhex, ids), entries, strict=True)
 
 
 class LeanIndex:
@@ -136,30 +192,26 @@ class LeanIndex:
 
     def ids(self) -> set[str]:
         """The hex id of every block the index knows."""
-        return set(chain.from_iterable(map(itemgetter(0), raw) for raw in self.packs.values()))
+        return set(chain.from_iterable(listed.ids() for listed in self.listed.values()))
 
     def missing(self, hex_ids: set[str]) -> set[str]:
         """Those of ``hex_ids`` the index does not know: one set difference with every
         pack's ids, without a set of them all."""
         if not hex_ids:
             return set()
-        return hex_ids.difference(*(map(itemgetter(0), raw) for raw in self.packs.values()))
+        return hex_ids.difference(*(listed.ids() for listed in self.listed.values()))
 
     def holders(self, hex_ids: set[str]) -> list[str]:
         """The packs whose index objects list any of ``hex_ids``."""
-        return [
-            p for p, raw in self.packs.items() if not hex_ids.isdisjoint(map(itemgetter(0), raw))
-        ]
+        return [p for p, listed in self.listed.items() if not hex_ids.isdisjoint(listed.ids())]
 
     def entries(self, pack_id: str) -> LazyEntries:
-        return LazyEntries(pack_id, self.listed.get(pack_id) or Listed(0, []))
+        return LazyEntries(pack_id, self.listed.get(pack_id) or Listed.of_json([]))
 
     def pack_of(self, hex_id: str) -> str | None:
         """The pack BlockIndex would find the block in (of two that hold it, the later)."""
         if self._pack_of is None:
-            self._pack_of = {
-                h: pack_id for pack_id, raw in self.packs.items() for h in map(itemgetter(0), raw)
-            }
+            self._pack_of = {h: p for p, listed in self.listed.items() for h in listed.ids()}
         return self._pack_of.get(hex_id)
 
 
@@ -203,9 +255,10 @@ def _read_one(repo: Repository, cache: IndexCache, key: str) -> tuple[Listed, by
         raw = _entries(json.loads(repo.unseal(sealed, name=key)), key)
         if raw is None:
             return None
-        _cache_entries(repo, cache, key, stored, raw)
-        return Listed(len(raw), raw), stored
-    except (ObjectNotFound, SealError, ValueError, KeyError, TypeError):
+        listed = Listed.of_json(raw)
+        _cache_entries(repo, cache, key, stored, listed)
+        return listed, stored
+    except (ObjectNotFound, SealError, ValueError, KeyError, TypeError, OverflowError):
         return None
 
 
@@ -248,19 +301,19 @@ def _form_head(key: str, stored: bytes) -> bytes:
 
 
 def _cache_entries(
-    repo: Repository, cache: IndexCache, key: str, stored: bytes, raw: list[list[Any]]
+    repo: Repository, cache: IndexCache, key: str, stored: bytes, listed: Listed
 ) -> None:
     """Keep the entries (checked) of the object ``key`` whose stored bytes have the keyed
-    digest ``stored``, after their number."""
+    digest ``stored``."""
     if cache.enabled:
-        body = _form_head(key, stored) + _COUNT.pack(len(raw)) + marshal.dumps(raw)
+        body = _form_head(key, stored) + listed.form()
         cache.put(_form_key(key), repo.seal(body, name=_form_name(key), codec=_FORM_CODEC).data)
 
 
 def _cached_entries(repo: Repository, cache: IndexCache, key: str, stored: bytes) -> Listed | None:
     """The entries kept for the object ``key`` whose stored bytes have the keyed digest
-    ``stored`` (unmarshalled when looked at): None when there are none, or they were made
-    from other bytes (discarded when they do not unseal or are another object's)."""
+    ``stored`` (each part loaded when looked at): None when there are none, or they were
+    made from other bytes (discarded when they do not unseal or are another object's)."""
     data = cache.read(_form_key(key)) if cache.enabled else None
     if data is None:
         return None
@@ -269,8 +322,9 @@ def _cached_entries(repo: Repository, cache: IndexCache, key: str, stored: bytes
         head = _form_head(key, stored)
         if body[: len(head)] != head:
             return None  # another version of the object, or another interpreter's form
-        (count,) = _COUNT.unpack_from(body, len(head))
+        count, ids_size = _SIZES.unpack_from(body, len(head))
     except (SealError, ValueError, struct.error):
         cache.discard(_form_key(key))
         return None
-    return Listed(count, form=memoryview(body)[len(head) + _COUNT.size :]) if count else None
+    forms = memoryview(body)[len(head) + _SIZES.size :]
+    return Listed(count, forms=(forms[:ids_size], forms[ids_size:])) if count else None
