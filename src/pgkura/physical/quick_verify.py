@@ -171,12 +171,9 @@ def _look_up(lean: LeanIndex, reads: list[_Read]) -> _Looked:
     """:class:`_Looked` of ``reads``: what of the check does not wait for the packs' (it runs
     while they are hashed)."""
     referenced = set(_block_ids(reads))
-    parsed = [r for r in reads if r.manifest is not None and r.files is None]
-    held_by = {
-        r.backup_id: _held_by(lean, referenced if len(parsed) == 1 else _ids_of(r.manifest))
-        for r in parsed
-        if r.manifest is not None
-    }
+    parsed = [(r.backup_id, r.manifest) for r in reads if r.manifest and r.files is None]
+    # One parsed manifest (the usual first check after a backup): its ids are all referenced.
+    held_by = {b: _held_by(lean, referenced if len(parsed) == 1 else _ids_of(m)) for b, m in parsed}
     return _Looked(referenced, lean.missing(referenced), held_by)
 
 

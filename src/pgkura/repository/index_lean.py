@@ -18,17 +18,16 @@ caller loads BlockIndex, whose messages name what is wrong.
 
 Each object is always read from the store. The first time, it is unsealed (which proves its
 content is the one its header's keyed digest names) and its JSON parsed; what it lists is
-then kept in the local cache, in marshal's form, beside the keyed BLAKE3 of the object's
-stored bytes and the number of entries: their ids, and their offsets and lengths as
-columns of machine integers (:func:`_cached_entries`; each part loaded only when looked at:
-:class:`Listed`). A later check whose object has
-those very stored bytes takes the entries from there: the bytes are the ones unsealed and
-checked then, so neither decompressing them nor parsing their JSON again can find anything
-new (at scale 200, 13 ms of unsealing and 23 ms of JSON against 1 ms of hashing and 8 ms of
-marshal). Any other stored bytes under the key (damage, another version) miss and are
-unsealed and parsed. The copy is sealed like every cached object (named ``cache lean
-<key>``; LZ4, which decompresses faster than zstd), so a damaged or foreign one is
-discarded.
+then kept in the local cache beside the keyed BLAKE3 of the object's stored bytes and the
+number of entries: their ids in marshal's form, and their offsets and lengths as columns of
+machine integers (:func:`_cached_entries`; each part loaded only when looked at:
+:class:`Listed`). A later check whose object has those very stored bytes takes the entries
+from there: the bytes are the ones unsealed and checked then, so neither decompressing them
+nor parsing their JSON again can find anything new (at scale 200, 13 ms of unsealing and 23
+ms of JSON against 1 ms of hashing and 8 ms of marshal). Any other stored bytes under the key
+(damage, another version) miss and are unsealed and parsed. The copy is sealed like every
+cached object (named ``cache lean <key>``; LZ4, which decompresses faster than zstd), so a
+damaged or foreign one is discarded.
 """
 
 from __future__ import annotations
